@@ -1,0 +1,279 @@
+/* kv.h - the MVCC key-value store (etcd's mvcc package).
+ *
+ * Every change gets a revision {main, sub}: main grows by one per write transaction, sub counts
+ * the changes inside it. Records live in backend bucket "key" under their revision; an
+ * in-memory key index maps each user key to its generations of revisions (created -> ... ->
+ * tombstone). Reads at an older revision see history until it is compacted.
+ *
+ * The store never opens backend transactions itself: the caller (srv) passes the one it holds,
+ * so reads and applies share the server's long-lived write transaction.
+ *
+ * Requests and responses are plain structs. Everything a function returns through a response
+ * (kvs, keys, values, events) is allocated in the arena the caller passes, and lives as long
+ * as that arena. Input byte strings are borrowed for the duration of the call only.
+ *
+ * kv does not know leases or watchers: lease existence is asked through kv_lease_exists_fn,
+ * and kv_write_end hands back the list of events for the caller to pass on.
+ */
+#ifndef METASTORE_KV_H
+#define METASTORE_KV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metastore/err.h"
+
+struct arena;
+struct be_txn;
+
+struct kv_rev {
+    int64_t main;
+    int64_t sub;
+};
+
+/* etcd mvccpb.KeyValue. Byte pointers may be NULL when the length is 0. */
+struct kv_kv {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value;
+    size_t value_len;
+    int64_t create_revision;
+    int64_t mod_revision;
+    int64_t version;
+    int64_t lease;
+};
+
+/* How a request names a range of keys. */
+enum kv_end_kind {
+    KV_END_NONE = 0, /* range_end absent or empty: the single key */
+    KV_END_KEY,      /* [key, end) */
+    KV_END_ALL,      /* range_end "\0": every key >= key */
+};
+
+struct kv_span {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *end;
+    size_t end_len;
+    enum kv_end_kind end_kind;
+};
+
+enum kv_sort_order { KV_SORT_NONE = 0, KV_SORT_ASCEND = 1, KV_SORT_DESCEND = 2 };
+enum kv_sort_target {
+    KV_SORT_KEY = 0,
+    KV_SORT_VERSION = 1,
+    KV_SORT_CREATE = 2,
+    KV_SORT_MOD = 3,
+    KV_SORT_VALUE = 4
+};
+
+struct kv_range_req {
+    struct kv_span span;
+    int64_t limit;
+    int64_t revision;
+    int64_t sort_order;  /* enum kv_sort_order; any value accepted as etcd does */
+    int64_t sort_target; /* enum kv_sort_target; others rejected */
+    bool serializable;
+    bool keys_only;
+    bool count_only;
+    int64_t min_mod_revision;
+    int64_t max_mod_revision;
+    int64_t min_create_revision;
+    int64_t max_create_revision;
+};
+
+struct kv_range_resp {
+    int64_t revision; /* header revision: the store's current revision */
+    struct kv_kv *kvs;
+    size_t n_kvs;
+    bool more;
+    int64_t count;
+};
+
+struct kv_put_req {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value;
+    size_t value_len;
+    int64_t lease;
+    bool prev_kv;
+    bool ignore_value;
+    bool ignore_lease;
+};
+
+struct kv_put_resp {
+    int64_t revision;
+    struct kv_kv *prev_kv; /* NULL unless requested and the key existed */
+};
+
+struct kv_del_req {
+    struct kv_span span;
+    bool prev_kv;
+};
+
+struct kv_del_resp {
+    int64_t revision;
+    int64_t deleted;
+    struct kv_kv *prev_kvs; /* only when requested */
+    size_t n_prev_kvs;
+};
+
+enum kv_cmp_target {
+    KV_CMP_VERSION = 0,
+    KV_CMP_CREATE = 1,
+    KV_CMP_MOD = 2,
+    KV_CMP_VALUE = 3,
+    KV_CMP_LEASE = 4
+};
+enum kv_cmp_result { KV_CMP_EQUAL = 0, KV_CMP_GREATER = 1, KV_CMP_LESS = 2, KV_CMP_NOT_EQUAL = 3 };
+
+/* Which member of Compare's target_union the request set (-1: none). A compare reads only
+ * the member that matches its target; any other counts as zero / empty, as in etcd. */
+struct kv_cmp {
+    struct kv_span span;
+    int64_t target; /* enum kv_cmp_target */
+    int64_t result; /* enum kv_cmp_result */
+    int set;        /* enum kv_cmp_target of the union member given, or -1 */
+    int64_t number; /* version / create_revision / mod_revision / lease */
+    const uint8_t *value;
+    size_t value_len;
+};
+
+enum kv_op_type { KV_OP_RANGE = 0, KV_OP_PUT = 1, KV_OP_DELETE = 2, KV_OP_TXN = 3 };
+
+struct kv_txn_req;
+struct kv_txn_resp;
+
+struct kv_op {
+    enum kv_op_type type;
+    union {
+        struct kv_range_req range;
+        struct kv_put_req put;
+        struct kv_del_req del;
+        struct kv_txn_req *txn;
+    } u;
+};
+
+struct kv_txn_req {
+    struct kv_cmp *cmps;
+    size_t n_cmps;
+    struct kv_op *success;
+    size_t n_success;
+    struct kv_op *failure;
+    size_t n_failure;
+};
+
+struct kv_op_resp {
+    enum kv_op_type type;
+    union {
+        struct kv_range_resp range;
+        struct kv_put_resp put;
+        struct kv_del_resp del;
+        struct kv_txn_resp *txn;
+    } u;
+};
+
+struct kv_txn_resp {
+    int64_t revision;
+    bool succeeded;
+    struct kv_op_resp *resps;
+    size_t n_resps;
+};
+
+enum kv_event_type { KV_EVENT_PUT = 0, KV_EVENT_DELETE = 1 };
+
+/* One change, as a watcher sees it. For a DELETE, kv holds only key and mod_revision. */
+struct kv_event {
+    enum kv_event_type type;
+    struct kv_kv kv;
+    struct kv_kv prev; /* valid when has_prev */
+    bool has_prev;
+};
+
+/* Answer whether lease id exists (used for puts with a lease). */
+typedef bool (*kv_lease_exists_fn)(void *ctx, int64_t lease);
+
+struct kv_store;
+struct kv_write;
+
+/* Open the store over the backend reachable through txn: read compaction state and rebuild the
+ * key index from bucket "key". If a compaction was scheduled but not finished, it is resumed
+ * (kv_compact_pending tells). NULL on failure with *err set. */
+struct kv_store *kv_store_open(struct be_txn *txn, ms_err *err);
+
+/* Free the store (not the backend). Accepts NULL. */
+void kv_store_close(struct kv_store *kv);
+
+/* Install the lease existence check (NULL: every lease is accepted). */
+void kv_set_lease_check(struct kv_store *kv, kv_lease_exists_fn fn, void *ctx);
+
+/* Current revision (last committed main revision; 1 on a fresh store, as etcd). */
+int64_t kv_current_rev(const struct kv_store *kv);
+
+/* Revision history is compacted to (0: never compacted). */
+int64_t kv_compact_rev(const struct kv_store *kv);
+
+/* Number of live keys, and of keys in the index including deleted-but-not-compacted ones. */
+size_t kv_live_keys(const struct kv_store *kv);
+size_t kv_index_keys(const struct kv_store *kv);
+
+/* Validate a request before it is proposed (etcd's gRPC-layer checks): empty keys, ops
+ * without a member, duplicate writes within a branch, more than max_ops ops per list. */
+ms_err kv_check_put(const struct kv_put_req *req);
+ms_err kv_check_range(const struct kv_range_req *req);
+ms_err kv_check_del(const struct kv_del_req *req);
+ms_err kv_check_txn(const struct kv_txn_req *req, size_t max_ops);
+
+/* Read-only range at req->revision (0 = current). */
+ms_err kv_range(struct kv_store *kv, struct be_txn *txn, const struct kv_range_req *req,
+                struct arena *a, struct kv_range_resp *out);
+
+/* A write transaction: all its changes share one main revision (current + 1), made visible
+ * by kv_write_end. Responses and events are allocated in a. */
+ms_err kv_write_begin(struct kv_store *kv, struct be_txn *txn, struct arena *a,
+                      struct kv_write **out);
+ms_err kv_write_put(struct kv_write *w, const struct kv_put_req *req, struct kv_put_resp *out);
+ms_err kv_write_del(struct kv_write *w, const struct kv_del_req *req, struct kv_del_resp *out);
+/* Range inside the write transaction: sees its own writes. */
+ms_err kv_write_range(struct kv_write *w, const struct kv_range_req *req,
+                      struct kv_range_resp *out);
+/* Evaluate compares and run one branch (nested txns included). On error nothing of this call
+ * remains but earlier calls' writes do: abort the whole kv_write on error. */
+ms_err kv_write_txn(struct kv_write *w, const struct kv_txn_req *req, struct kv_txn_resp *out);
+/* Finish: publish the new revision if anything was written; *events (arena-allocated, in
+ * order) lists every change. Frees w. */
+void kv_write_end(struct kv_write *w, struct kv_event **events, size_t *n_events);
+/* Undo the in-memory index changes of w; the caller aborts the backend txn. Frees w. */
+void kv_write_abort(struct kv_write *w);
+/* Revision this write will publish if it changes anything. */
+int64_t kv_write_rev(const struct kv_write *w);
+
+/* Compaction (etcd Compact): check rev, compact the index, record the scheduled revision in
+ * "meta". Reads below rev fail at once; the old records are removed by kv_compact_step. */
+ms_err kv_compact(struct kv_store *kv, struct be_txn *txn, int64_t rev);
+/* Remove up to budget superseded records. Returns true when the compaction is complete. */
+bool kv_compact_step(struct kv_store *kv, struct be_txn *txn, size_t budget, ms_err *err);
+/* True while records of a compaction remain to be removed. */
+bool kv_compact_pending(const struct kv_store *kv);
+
+/* CRC-32C over every record of bucket "key" (etcd maintenance Hash). */
+ms_err kv_hash(struct kv_store *kv, struct be_txn *txn, uint32_t *out);
+
+/* Read the events of revisions [from, to] (inclusive, from > compact rev) in revision order,
+ * at most max_events of them; *next is the first revision not returned (to + 1 when done).
+ * For the watch catch-up. */
+ms_err kv_history(struct kv_store *kv, struct be_txn *txn, int64_t from, int64_t to,
+                  size_t max_events, struct arena *a, struct kv_event **events, size_t *n,
+                  int64_t *next);
+
+/* Revision record encoding (exposed for tests and fuzzing). */
+#define KV_REVKEY_LEN 17
+void kv_rev_encode(struct kv_rev r, bool tombstone, uint8_t out[KV_REVKEY_LEN + 1], size_t *len);
+bool kv_rev_decode(const uint8_t *p, size_t len, struct kv_rev *r, bool *tombstone);
+/* Serialize kv (appended to out, see buf.h); decode borrows from p. */
+struct buf;
+void kv_record_encode(const struct kv_kv *kv, struct buf *out);
+bool kv_record_decode(const uint8_t *p, size_t len, struct kv_kv *out);
+
+#endif

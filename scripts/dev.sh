@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# dev.sh - set up, build, run and test metastore on Debian 12.
+#
+#   scripts/dev.sh start   install what is missing, build (release), start one node on
+#                          127.0.0.1:2379 with data in ./default.metastore
+#   scripts/dev.sh test    install what is missing, build with ASan+UBSan, run every suite
+#   scripts/dev.sh build   install what is missing and build (release) only
+#
+# Extra arguments after "start" are passed to the server (etcd's flags).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(build-essential meson ninja-build pkg-config python3 libevent-dev libjansson-dev
+      liblmdb-dev check libsubunit-dev curl clang-format)
+
+install_deps() {
+    local missing=()
+    for p in "${PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo=sudo
+        echo "dev.sh: installing ${missing[*]}" >&2
+        $sudo apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+            "${missing[@]}"
+    fi
+}
+
+build_release() {
+    if [ ! -f build-release/build.ninja ]; then
+        meson setup build-release --buildtype=release -Dtests=false >/dev/null
+    fi
+    ninja -C build-release
+}
+
+build_test() {
+    if [ ! -f build-test/build.ninja ]; then
+        meson setup build-test --buildtype=debug -Db_sanitize=address,undefined \
+            -Db_lundef=false >/dev/null
+    fi
+    ninja -C build-test
+}
+
+# Include boundaries of STYLE.md §2.
+check_layering() {
+    local bad=0
+    if grep -rln '#include <lmdb.h>' src include | grep -v 'src/backend/be_lmdb.c$'; then
+        echo "layering: <lmdb.h> outside be_lmdb.c" >&2; bad=1
+    fi
+    if grep -rlE '#include <event2/' src include \
+        | grep -vE '^src/(main\.c|server/|peer/|gw/)'; then
+        echo "layering: <event2/*> outside main.c, server/, peer/, gw/" >&2; bad=1
+    fi
+    if grep -rln '#include <jansson.h>' src include | grep -vE '^src/gw/codec_[a-z_]+\.c$'; then
+        echo "layering: <jansson.h> outside gw/codec_*.c" >&2; bad=1
+    fi
+    return $bad
+}
+
+check_format() {
+    local files
+    files=$(find src include tests -name '*.[ch]' -not -path 'tests/fuzz/corpus/*')
+    # shellcheck disable=SC2086
+    clang-format --dry-run --Werror $files
+}
+
+# Sum Check's per-suite "Checks: N, Failures: F, Errors: E" lines into one closing line.
+summarize() {
+    python3 - "$1" <<'PY'
+import json, re, sys
+checks = fails = 0
+suites = bad_suites = 0
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    suites += 1
+    if t.get("result") not in ("OK", "EXPECTEDFAIL", "SKIP"):
+        bad_suites += 1
+    for m in re.finditer(r"Checks: (\d+), Failures: (\d+), Errors: (\d+)", t.get("stdout", "") or ""):
+        c, f, e = map(int, m.groups())
+        checks += c
+        fails += f + e
+print(f"suites: {suites - bad_suites} passed, {bad_suites} failed")
+print(f"checks: {checks - fails} passed, {fails} failed")
+PY
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+start)
+    install_deps
+    build_release
+    exec ./build-release/metastore --name default --data-dir ./default.metastore \
+        --listen-client-urls http://127.0.0.1:2379 \
+        --advertise-client-urls http://127.0.0.1:2379 "$@"
+    ;;
+build)
+    install_deps
+    build_release
+    ;;
+test)
+    install_deps
+    check_layering
+    check_format
+    build_test
+    rc=0
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+        meson test -C build-test --print-errorlogs --num-processes 2 "$@" || rc=$?
+    summarize build-test/meson-logs/testlog.json
+    exit $rc
+    ;;
+*)
+    echo "usage: scripts/dev.sh start|test|build [args]" >&2
+    exit 2
+    ;;
+esac

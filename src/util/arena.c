@@ -1,0 +1,127 @@
+/* arena.c - bump allocator in a list of chunks. Owns its chunks; hands out memory that lives
+ * until arena_reset or arena_destroy. */
+#include "metastore/arena.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_ALIGN     16u
+#define ARENA_MAX_ALLOC ((size_t)1 << 40)
+
+struct chunk {
+    struct chunk *next;
+    size_t cap;
+    size_t used;
+    _Alignas(16) unsigned char data[];
+};
+
+struct arena {
+    struct chunk *head;  /* chunk being filled */
+    struct chunk *first; /* kept across arena_reset */
+    size_t used;
+};
+
+static struct chunk *chunk_create(size_t cap)
+{
+    struct chunk *c = malloc(sizeof(*c) + cap);
+    if (!c)
+        return NULL;
+    c->next = NULL;
+    c->cap = cap;
+    c->used = 0;
+    return c;
+}
+
+struct arena *arena_create(size_t first_chunk)
+{
+    struct arena *a = malloc(sizeof(*a));
+    if (!a)
+        return NULL;
+    if (first_chunk < 256)
+        first_chunk = 256;
+    a->first = chunk_create(first_chunk);
+    if (!a->first) {
+        free(a);
+        return NULL;
+    }
+    a->head = a->first;
+    a->used = 0;
+    return a;
+}
+
+static void free_chain(struct chunk *c, const struct chunk *stop)
+{
+    while (c && c != stop) {
+        struct chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+}
+
+void arena_destroy(struct arena *a)
+{
+    if (!a)
+        return;
+    free_chain(a->head, NULL);
+    free(a);
+}
+
+void arena_reset(struct arena *a)
+{
+    /* Chunks are linked newest first; the first chunk is the tail of the list. */
+    free_chain(a->head, a->first);
+    a->head = a->first;
+    a->first->used = 0;
+    a->first->next = NULL;
+    a->used = 0;
+}
+
+void *arena_alloc(struct arena *a, size_t n)
+{
+    if (n > ARENA_MAX_ALLOC)
+        return NULL;
+    size_t need = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    if (need == 0)
+        need = ARENA_ALIGN;
+    struct chunk *c = a->head;
+    if (c->cap - c->used < need) {
+        size_t cap = c->cap * 2;
+        if (cap < need)
+            cap = need;
+        if (cap > ((size_t)1 << 24) && need <= ((size_t)1 << 24))
+            cap = (size_t)1 << 24;
+        struct chunk *nc = chunk_create(cap);
+        if (!nc)
+            return NULL;
+        nc->next = c;
+        a->head = nc;
+        c = nc;
+    }
+    void *p = c->data + c->used;
+    c->used += need;
+    a->used += need;
+    return p;
+}
+
+void *arena_calloc(struct arena *a, size_t count, size_t size)
+{
+    if (size && count > ARENA_MAX_ALLOC / size)
+        return NULL;
+    void *p = arena_alloc(a, count * size);
+    if (p)
+        memset(p, 0, count * size);
+    return p;
+}
+
+void *arena_memdup(struct arena *a, const void *p, size_t n)
+{
+    void *d = arena_alloc(a, n);
+    if (d && n)
+        memcpy(d, p, n);
+    return d;
+}
+
+size_t arena_used(const struct arena *a)
+{
+    return a->used;
+}

@@ -1,0 +1,123 @@
+/* b64.c - standard base64. The decoder follows the observable rules of Go's
+ * encoding/base64 StdEncoding (non-strict): CR/LF skipped anywhere, padding required,
+ * trailing garbage after padding rejected, and the same error offsets. */
+#include "metastore/b64.h"
+
+#include <stdbool.h>
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t b64_encode(const uint8_t *src, size_t n, char *out)
+{
+    size_t o = 0;
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = ((uint32_t)src[i] << 16) | ((uint32_t)src[i + 1] << 8) | src[i + 2];
+        out[o++] = b64_alphabet[v >> 18];
+        out[o++] = b64_alphabet[(v >> 12) & 63];
+        out[o++] = b64_alphabet[(v >> 6) & 63];
+        out[o++] = b64_alphabet[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)src[i] << 16;
+        out[o++] = b64_alphabet[v >> 18];
+        out[o++] = b64_alphabet[(v >> 12) & 63];
+        out[o++] = '=';
+        out[o++] = '=';
+    } else if (n - i == 2) {
+        uint32_t v = ((uint32_t)src[i] << 16) | ((uint32_t)src[i + 1] << 8);
+        out[o++] = b64_alphabet[v >> 18];
+        out[o++] = b64_alphabet[(v >> 12) & 63];
+        out[o++] = b64_alphabet[(v >> 6) & 63];
+        out[o++] = '=';
+    }
+    return o;
+}
+
+static int b64_val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+static bool is_crlf(char c)
+{
+    return c == '\r' || c == '\n';
+}
+
+int b64_decode(const char *src, size_t n, uint8_t *out, size_t *out_len, size_t *err_off)
+{
+    size_t si = 0;
+    size_t o = 0;
+
+    while (si < n) {
+        int q[4];
+        int j = 0;
+        bool end = false;
+        while (j < 4) {
+            if (si == n) {
+                if (j == 0) {
+                    *out_len = o;
+                    return 0;
+                }
+                /* Input ended inside a quantum: padding was required. */
+                *err_off = si - (size_t)j;
+                return -1;
+            }
+            char c = src[si++];
+            int v = b64_val((unsigned char)c);
+            if (v >= 0) {
+                q[j++] = v;
+                continue;
+            }
+            if (is_crlf(c))
+                continue;
+            if (c != '=' || j < 2) {
+                *err_off = si - 1;
+                return -1;
+            }
+            if (j == 2) {
+                /* "==" expected: the first '=' is consumed, find the second. */
+                while (si < n && is_crlf(src[si]))
+                    si++;
+                if (si == n) {
+                    *err_off = n;
+                    return -1;
+                }
+                if (src[si] != '=') {
+                    *err_off = si - 1;
+                    return -1;
+                }
+                si++;
+            }
+            while (si < n && is_crlf(src[si]))
+                si++;
+            if (si < n) {
+                *err_off = si;
+                return -1;
+            }
+            end = true;
+            break;
+        }
+        if (j >= 2)
+            out[o++] = (uint8_t)((q[0] << 2) | (q[1] >> 4));
+        if (j >= 3)
+            out[o++] = (uint8_t)(((q[1] & 15) << 4) | (q[2] >> 2));
+        if (j == 4)
+            out[o++] = (uint8_t)(((q[2] & 3) << 6) | q[3]);
+        if (end)
+            break;
+    }
+    *out_len = o;
+    return 0;
+}

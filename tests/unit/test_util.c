@@ -1,0 +1,229 @@
+/* test_util.c - util module: base64 (Go's rules), arena, buf/rd, crc32c, error table. */
+#include "metastore/arena.h"
+#include "metastore/b64.h"
+#include "metastore/buf.h"
+#include "metastore/crc32c.h"
+#include "metastore/err.h"
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int dec(const char *in, char *out, size_t *out_len, size_t *err_off)
+{
+    return b64_decode(in, strlen(in), (uint8_t *)out, out_len, err_off);
+}
+
+START_TEST(b64_roundtrip)
+{
+    const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    const char *enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (int i = 0; i < 7; i++) {
+        char e[16];
+        size_t n = b64_encode((const uint8_t *)plain[i], strlen(plain[i]), e);
+        ck_assert_uint_eq(n, strlen(enc[i]));
+        ck_assert_uint_eq(n, b64_encoded_len(strlen(plain[i])));
+        ck_assert(memcmp(e, enc[i], n) == 0);
+        char d[16];
+        size_t dl, off;
+        ck_assert_int_eq(dec(enc[i], d, &dl, &off), 0);
+        ck_assert_uint_eq(dl, strlen(plain[i]));
+        ck_assert(memcmp(d, plain[i], dl) == 0);
+    }
+    /* every byte value */
+    uint8_t all[256];
+    for (int i = 0; i < 256; i++)
+        all[i] = (uint8_t)i;
+    char e[400];
+    size_t n = b64_encode(all, 256, e);
+    uint8_t d[400];
+    size_t dl, off;
+    ck_assert_int_eq(b64_decode(e, n, d, &dl, &off), 0);
+    ck_assert_uint_eq(dl, 256);
+    ck_assert(memcmp(d, all, 256) == 0);
+}
+END_TEST
+
+START_TEST(b64_go_errors)
+{
+    /* Offsets as Go's base64.StdEncoding reports them (reference §2.2). */
+    struct {
+        const char *in;
+        size_t off;
+    } bad[] = {
+        {"Zm9vYg", 4},    /* missing padding */
+        {"-_8=", 0},      /* URL-safe alphabet */
+        {"Zm 9v", 2},     /* space */
+        {"Zm9vYg=", 7},   /* half the padding */
+        {"Zm9vYmE=x", 8}, /* garbage after padding */
+        {"YQ==YQ==", 4},  /* data after padding */
+        {"=", 0},         {"Z===", 1}, {"Zm9vY", 4},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char d[16];
+        size_t dl, off = 999;
+        ck_assert_msg(dec(bad[i].in, d, &dl, &off) == -1, "%s accepted", bad[i].in);
+        ck_assert_msg(off == bad[i].off, "%s: offset %zu want %zu", bad[i].in, off, bad[i].off);
+    }
+}
+END_TEST
+
+START_TEST(b64_newlines_skipped)
+{
+    char d[16];
+    size_t dl, off;
+    ck_assert_int_eq(dec("Zm9v\r\nYmE=\n", d, &dl, &off), 0);
+    ck_assert_uint_eq(dl, 5);
+    ck_assert(memcmp(d, "fooba", 5) == 0);
+    ck_assert_int_eq(dec("Zm9vYg=\n=", d, &dl, &off), 0);
+    ck_assert_uint_eq(dl, 4);
+}
+END_TEST
+
+START_TEST(arena_alloc_reset)
+{
+    struct arena *a = arena_create(64);
+    ck_assert_ptr_nonnull(a);
+    uint8_t *p = arena_alloc(a, 10);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq((uintptr_t)p % 16, 0);
+    memset(p, 1, 10);
+    /* Force several chunks. */
+    for (int i = 0; i < 1000; i++) {
+        uint8_t *q = arena_alloc(a, 1000);
+        ck_assert_ptr_nonnull(q);
+        memset(q, 2, 1000);
+    }
+    ck_assert_uint_ge(arena_used(a), 1000000);
+    uint8_t *big = arena_alloc(a, 50u << 20);
+    ck_assert_ptr_nonnull(big);
+    big[(50u << 20) - 1] = 1;
+    arena_reset(a);
+    ck_assert_uint_eq(arena_used(a), 0);
+    char *s = arena_memdup(a, "hello", 5);
+    ck_assert(memcmp(s, "hello", 5) == 0);
+    ck_assert_ptr_null(arena_calloc(a, SIZE_MAX / 2, 4));
+    ck_assert_ptr_null(arena_alloc(a, SIZE_MAX));
+    int *z = arena_calloc(a, 100, sizeof(int));
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(z[i], 0);
+    arena_destroy(a);
+    arena_destroy(NULL);
+}
+END_TEST
+
+START_TEST(buf_and_rd)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "x=");
+    buf_put_i64(&b, INT64_MIN);
+    buf_putc(&b, ',');
+    buf_put_u64(&b, UINT64_MAX);
+    buf_printf(&b, ",%d", 42);
+    ck_assert(tu_bytes_eq(b.p, b.len, "x=-9223372036854775808,18446744073709551615,42"));
+    buf_fini(&b);
+
+    buf_put_be32(&b, 0xdeadbeef);
+    buf_put_be64(&b, 0x0102030405060708ULL);
+    buf_put_uvarint(&b, 0);
+    buf_put_uvarint(&b, 300);
+    buf_put_uvarint(&b, UINT64_MAX);
+    struct rd r;
+    rd_init(&r, b.p, b.len);
+    ck_assert_uint_eq(rd_be32(&r), 0xdeadbeef);
+    ck_assert_uint_eq(rd_be64(&r), 0x0102030405060708ULL);
+    ck_assert_uint_eq(rd_uvarint(&r), 0);
+    ck_assert_uint_eq(rd_uvarint(&r), 300);
+    ck_assert_uint_eq(rd_uvarint(&r), UINT64_MAX);
+    ck_assert(!r.err);
+    ck_assert_uint_eq(rd_left(&r), 0);
+    rd_u8(&r);
+    ck_assert(r.err);
+    /* A long printf goes through the slow path. */
+    buf_fini(&b);
+    buf_printf(&b, "%0300d", 7);
+    ck_assert_uint_eq(b.len, 300);
+    size_t n;
+    uint8_t *p = buf_steal(&b, &n);
+    ck_assert_uint_eq(n, 300);
+    ck_assert_ptr_null(b.p);
+    free(p);
+    /* An overlong varint is rejected. */
+    uint8_t over[11];
+    memset(over, 0xff, sizeof(over));
+    rd_init(&r, over, sizeof(over));
+    rd_uvarint(&r);
+    ck_assert(r.err);
+}
+END_TEST
+
+START_TEST(crc32c_vectors)
+{
+    /* RFC 3720 test vectors. */
+    uint8_t zeros[32] = {0};
+    uint8_t ones[32];
+    memset(ones, 0xff, sizeof(ones));
+    ck_assert_uint_eq(crc32c(0, zeros, 32), 0x8A9136AAu);
+    ck_assert_uint_eq(crc32c(0, ones, 32), 0x62A8AB43u);
+    ck_assert_uint_eq(crc32c(0, "123456789", 9), 0xE3069283u);
+    /* Incremental equals one-shot. */
+    uint32_t c = crc32c(0, "1234", 4);
+    c = crc32c(c, "56789", 5);
+    ck_assert_uint_eq(c, 0xE3069283u);
+}
+END_TEST
+
+START_TEST(err_table)
+{
+    ck_assert_str_eq(ms_err_msg(MS_E_EMPTY_KEY), "etcdserver: key is not provided");
+    ck_assert_int_eq(ms_err_http_status(MS_E_EMPTY_KEY), 400);
+    ck_assert_int_eq(ms_err_http_status(MS_E_COMPACTED), 400);
+    ck_assert_int_eq(ms_err_grpc(MS_E_COMPACTED), 11);
+    ck_assert_int_eq(ms_err_http_status(MS_E_LEASE_NOT_FOUND), 404);
+    ck_assert_int_eq(ms_err_http_status(MS_E_LEASE_EXISTS), 412);
+    ck_assert_int_eq(ms_err_http_status(MS_E_NO_SPACE), 429);
+    ck_assert_int_eq(ms_err_http_status(MS_E_PERMISSION_DENIED), 403);
+    ck_assert_int_eq(ms_err_http_status(MS_E_INVALID_AUTH_TOKEN), 401);
+    ck_assert_int_eq(ms_err_http_status(MS_E_ELECTION_NO_LEADER), 500);
+    ck_assert_int_eq(ms_err_http_status(MS_E_TIMEOUT), 503);
+    ck_assert_str_eq(ms_err_name(MS_E_DUPLICATE_KEY), "MS_E_DUPLICATE_KEY");
+    /* Out-of-range values map to internal, never crash. */
+    ck_assert_str_eq(ms_err_name((ms_err)9999), "MS_E_INTERNAL");
+    ck_assert_str_eq(ms_http_reason(412), "Precondition Failed");
+    /* Every client-visible etcd message starts with its package prefix. */
+    for (int e = 1; e < MS_ERR_COUNT_; e++) {
+        const char *m = ms_err_msg((ms_err)e);
+        ck_assert_ptr_nonnull(m);
+        ck_assert_int_ne(ms_err_http_status((ms_err)e), 200);
+    }
+}
+END_TEST
+
+static Suite *util_suite(void)
+{
+    Suite *s = suite_create("util");
+    TCase *tc = tcase_create("b64");
+    tcase_add_test(tc, b64_roundtrip);
+    tcase_add_test(tc, b64_go_errors);
+    tcase_add_test(tc, b64_newlines_skipped);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("arena");
+    tcase_add_test(tc, arena_alloc_reset);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("buf");
+    tcase_add_test(tc, buf_and_rd);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("crc32c");
+    tcase_add_test(tc, crc32c_vectors);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("err");
+    tcase_add_test(tc, err_table);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run_suite(util_suite());
+}

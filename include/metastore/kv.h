@@ -140,7 +140,8 @@ struct kv_cmp {
     size_t value_len;
 };
 
-enum kv_op_type { KV_OP_RANGE = 0, KV_OP_PUT = 1, KV_OP_DELETE = 2, KV_OP_TXN = 3 };
+/* KV_OP_NONE: a RequestOp with no member set (etcd answers "key not found"). */
+enum kv_op_type { KV_OP_RANGE = 0, KV_OP_PUT = 1, KV_OP_DELETE = 2, KV_OP_TXN = 3, KV_OP_NONE = 4 };
 
 struct kv_txn_req;
 struct kv_txn_resp;

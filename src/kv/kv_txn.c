@@ -1,0 +1,477 @@
+/* kv_txn.c - request validation (etcd v3rpc key.go checks) and Txn apply (etcd apply.go).
+ *
+ * Validation runs before a request is proposed: empty keys, ops with no member, op counts,
+ * and the duplicate-write rule of checkIntervals. Apply follows etcd: every compare of the
+ * whole nested tree is evaluated against the state before the txn runs, the chosen path is
+ * checked (ignore_* keys exist, leases exist, range revisions valid) before anything is
+ * written, then the path executes in one write. Compare semantics are etcd's compareKV,
+ * including its answers for unknown targets and results.
+ */
+#include "kv_store_int.h"
+
+#include "metastore/arena.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+ms_err kv_check_put(const struct kv_put_req *r)
+{
+    if (r->key_len == 0)
+        return MS_E_EMPTY_KEY;
+    if (r->ignore_value && r->value_len != 0)
+        return MS_E_VALUE_PROVIDED;
+    if (r->ignore_lease && r->lease != 0)
+        return MS_E_LEASE_PROVIDED;
+    return MS_OK;
+}
+
+ms_err kv_check_range(const struct kv_range_req *r)
+{
+    if (r->span.key_len == 0)
+        return MS_E_EMPTY_KEY;
+    /* etcd 3.4 crashes on an unknown sort target; newer etcd rejects it like this. */
+    if (r->sort_target < KV_SORT_KEY || r->sort_target > KV_SORT_VALUE)
+        return MS_E_INVALID_SORT_OPTION;
+    return MS_OK;
+}
+
+ms_err kv_check_del(const struct kv_del_req *r)
+{
+    if (r->span.key_len == 0)
+        return MS_E_EMPTY_KEY;
+    return MS_OK;
+}
+
+static ms_err check_op(const struct kv_op *op, size_t max_ops);
+
+static ms_err check_txn_budget(const struct kv_txn_req *r, size_t max_ops)
+{
+    size_t opc = r->n_cmps;
+    if (opc < r->n_success)
+        opc = r->n_success;
+    if (opc < r->n_failure)
+        opc = r->n_failure;
+    if (opc > max_ops)
+        return MS_E_TOO_MANY_OPS;
+    for (size_t i = 0; i < r->n_cmps; i++)
+        if (r->cmps[i].span.key_len == 0)
+            return MS_E_EMPTY_KEY;
+    ms_err e;
+    for (size_t i = 0; i < r->n_success; i++)
+        if ((e = check_op(&r->success[i], max_ops - opc)) != MS_OK)
+            return e;
+    for (size_t i = 0; i < r->n_failure; i++)
+        if ((e = check_op(&r->failure[i], max_ops - opc)) != MS_OK)
+            return e;
+    return MS_OK;
+}
+
+static ms_err check_op(const struct kv_op *op, size_t max_ops)
+{
+    switch (op->type) {
+    case KV_OP_RANGE:
+        return kv_check_range(&op->u.range);
+    case KV_OP_PUT:
+        return kv_check_put(&op->u.put);
+    case KV_OP_DELETE:
+        return kv_check_del(&op->u.del);
+    case KV_OP_TXN:
+        if (!op->u.txn)
+            return MS_E_KEY_NOT_FOUND;
+        return check_txn_budget(op->u.txn, max_ops);
+    case KV_OP_NONE:
+        break;
+    }
+    return MS_E_KEY_NOT_FOUND;
+}
+
+/* ---- duplicate writes (etcd checkIntervals) ---- */
+
+struct ivl {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *end; /* NULL: the single key */
+    size_t end_len;
+    bool to_inf; /* range_end "\0" */
+};
+
+struct keyset {
+    struct ivl *dels;
+    size_t n_dels, cap_dels;
+    const struct kv_put_req **puts;
+    size_t n_puts, cap_puts;
+};
+
+static void keyset_fini(struct keyset *k)
+{
+    free(k->dels);
+    free(k->puts);
+}
+
+static bool dels_cover(const struct keyset *k, const uint8_t *key, size_t klen)
+{
+    for (size_t i = 0; i < k->n_dels; i++) {
+        const struct ivl *d = &k->dels[i];
+        int c = sl_keycmp(key, klen, d->key, d->key_len);
+        if (c < 0)
+            continue;
+        if (d->to_inf)
+            return true;
+        if (!d->end ? c == 0 : sl_keycmp(key, klen, d->end, d->end_len) < 0)
+            return true;
+    }
+    return false;
+}
+
+static bool puts_has(const struct keyset *k, const uint8_t *key, size_t klen)
+{
+    for (size_t i = 0; i < k->n_puts; i++)
+        if (sl_keycmp(k->puts[i]->key, k->puts[i]->key_len, key, klen) == 0)
+            return true;
+    return false;
+}
+
+static bool add_del(struct keyset *k, struct ivl d)
+{
+    if (k->n_dels == k->cap_dels) {
+        size_t cap = k->cap_dels ? k->cap_dels * 2 : 8;
+        struct ivl *n = realloc(k->dels, cap * sizeof(*n));
+        if (!n)
+            return false;
+        k->dels = n;
+        k->cap_dels = cap;
+    }
+    k->dels[k->n_dels++] = d;
+    return true;
+}
+
+static bool add_put(struct keyset *k, const struct kv_put_req *p)
+{
+    if (k->n_puts == k->cap_puts) {
+        size_t cap = k->cap_puts ? k->cap_puts * 2 : 8;
+        const struct kv_put_req **n = realloc(k->puts, cap * sizeof(*n));
+        if (!n)
+            return false;
+        k->puts = n;
+        k->cap_puts = cap;
+    }
+    k->puts[k->n_puts++] = p;
+    return true;
+}
+
+static ms_err check_intervals(const struct kv_op *ops, size_t n, struct keyset *out)
+{
+    ms_err e = MS_OK;
+    /* This level's deletes first, to check the puts of nested txns against them. */
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].type != KV_OP_DELETE)
+            continue;
+        const struct kv_span *s = &ops[i].u.del.span;
+        struct ivl d = {.key = s->key, .key_len = s->key_len};
+        if (s->end_kind == KV_END_KEY) {
+            d.end = s->end;
+            d.end_len = s->end_len;
+        } else if (s->end_kind == KV_END_ALL) {
+            d.to_inf = true;
+        }
+        if (!add_del(out, d))
+            return MS_E_NOMEM;
+    }
+    for (size_t i = 0; i < n && !e; i++) {
+        if (ops[i].type != KV_OP_TXN || !ops[i].u.txn)
+            continue;
+        const struct kv_txn_req *t = ops[i].u.txn;
+        struct keyset then = {0}, els = {0};
+        if ((e = check_intervals(t->success, t->n_success, &then)) == MS_OK)
+            e = check_intervals(t->failure, t->n_failure, &els);
+        for (size_t j = 0; !e && j < then.n_puts; j++) {
+            const struct kv_put_req *p = then.puts[j];
+            if (puts_has(out, p->key, p->key_len) || dels_cover(out, p->key, p->key_len))
+                e = MS_E_DUPLICATE_KEY;
+            else if (!add_put(out, p))
+                e = MS_E_NOMEM;
+        }
+        for (size_t j = 0; !e && j < els.n_puts; j++) {
+            const struct kv_put_req *p = els.puts[j];
+            bool in_then = puts_has(&then, p->key, p->key_len);
+            if ((puts_has(out, p->key, p->key_len) && !in_then) ||
+                dels_cover(out, p->key, p->key_len))
+                e = MS_E_DUPLICATE_KEY;
+            else if (!in_then && !add_put(out, p))
+                e = MS_E_NOMEM;
+        }
+        for (size_t j = 0; !e && j < then.n_dels; j++)
+            if (!add_del(out, then.dels[j]))
+                e = MS_E_NOMEM;
+        for (size_t j = 0; !e && j < els.n_dels; j++)
+            if (!add_del(out, els.dels[j]))
+                e = MS_E_NOMEM;
+        keyset_fini(&then);
+        keyset_fini(&els);
+    }
+    for (size_t i = 0; i < n && !e; i++) {
+        if (ops[i].type != KV_OP_PUT)
+            continue;
+        const struct kv_put_req *p = &ops[i].u.put;
+        if (puts_has(out, p->key, p->key_len) || dels_cover(out, p->key, p->key_len))
+            e = MS_E_DUPLICATE_KEY;
+        else if (!add_put(out, p))
+            e = MS_E_NOMEM;
+    }
+    return e;
+}
+
+ms_err kv_check_txn(const struct kv_txn_req *r, size_t max_ops)
+{
+    ms_err e = check_txn_budget(r, max_ops);
+    if (e)
+        return e;
+    struct keyset ks = {0};
+    e = check_intervals(r->success, r->n_success, &ks);
+    keyset_fini(&ks);
+    if (e)
+        return e;
+    memset(&ks, 0, sizeof(ks));
+    e = check_intervals(r->failure, r->n_failure, &ks);
+    keyset_fini(&ks);
+    return e;
+}
+
+/* ---- apply ---- */
+
+static int cmp_i64(int64_t a, int64_t b)
+{
+    return (a > b) - (a < b);
+}
+
+/* etcd compareKV. */
+static bool compare_kv(const struct kv_cmp *c, const struct kv_kv *kv)
+{
+    int result = 0;
+    int64_t want = c->set == c->target ? c->number : 0;
+    switch (c->target) {
+    case KV_CMP_VALUE: {
+        const uint8_t *v = c->set == KV_CMP_VALUE ? c->value : NULL;
+        size_t vl = c->set == KV_CMP_VALUE ? c->value_len : 0;
+        result = sl_keycmp(kv->value, kv->value_len, v, vl);
+        break;
+    }
+    case KV_CMP_CREATE:
+        result = cmp_i64(kv->create_revision, want);
+        break;
+    case KV_CMP_MOD:
+        result = cmp_i64(kv->mod_revision, want);
+        break;
+    case KV_CMP_VERSION:
+        result = cmp_i64(kv->version, want);
+        break;
+    case KV_CMP_LEASE:
+        result = cmp_i64(kv->lease, want);
+        break;
+    default:
+        break;
+    }
+    switch (c->result) {
+    case KV_CMP_EQUAL:
+        return result == 0;
+    case KV_CMP_NOT_EQUAL:
+        return result != 0;
+    case KV_CMP_GREATER:
+        return result > 0;
+    case KV_CMP_LESS:
+        return result < 0;
+    default:
+        return true;
+    }
+}
+
+/* etcd applyCompare: every key in the range must pass; an empty range compares as a zero kv,
+ * except that VALUE on nothing is always false. */
+static ms_err apply_compare(struct kv_store *kv, struct be_txn *txn, int64_t cur, struct arena *a,
+                            const struct kv_cmp *c, bool *ok)
+{
+    struct kv_range_req rr = {.span = c->span};
+    struct kv_range_resp resp;
+    ms_err e = kv_range_in(kv, txn, &rr, cur, a, &resp);
+    if (e) {
+        *ok = false; /* etcd: a failed read makes the compare false */
+        return MS_OK;
+    }
+    if (resp.n_kvs == 0) {
+        struct kv_kv zero = {0};
+        *ok = c->target != KV_CMP_VALUE && compare_kv(c, &zero);
+        return MS_OK;
+    }
+    for (size_t i = 0; i < resp.n_kvs; i++) {
+        if (!compare_kv(c, &resp.kvs[i])) {
+            *ok = false;
+            return MS_OK;
+        }
+    }
+    *ok = true;
+    return MS_OK;
+}
+
+struct txn_path {
+    bool *v;
+    size_t n;
+    size_t cap;
+};
+
+static bool path_push(struct txn_path *p, bool b)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 8;
+        bool *n = realloc(p->v, cap * sizeof(*n));
+        if (!n)
+            return false;
+        p->v = n;
+        p->cap = cap;
+    }
+    p->v[p->n++] = b;
+    return true;
+}
+
+/* etcd compareToPath: one bool per txn on the chosen path, depth first. */
+static ms_err compare_to_path(struct kv_store *kv, struct be_txn *txn, int64_t cur, struct arena *a,
+                              const struct kv_txn_req *r, struct txn_path *p)
+{
+    bool ok = true;
+    for (size_t i = 0; i < r->n_cmps && ok; i++) {
+        ms_err e = apply_compare(kv, txn, cur, a, &r->cmps[i], &ok);
+        if (e)
+            return e;
+    }
+    if (!path_push(p, ok))
+        return MS_E_NOMEM;
+    const struct kv_op *ops = ok ? r->success : r->failure;
+    size_t n = ok ? r->n_success : r->n_failure;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].type != KV_OP_TXN || !ops[i].u.txn)
+            continue;
+        ms_err e = compare_to_path(kv, txn, cur, a, ops[i].u.txn, p);
+        if (e)
+            return e;
+    }
+    return MS_OK;
+}
+
+/* Check the ops on the chosen path before anything is written (etcd checkRequests). */
+static ms_err check_path(struct kv_store *kv, struct be_txn *txn, int64_t cur, struct arena *a,
+                         const struct kv_txn_req *r, const bool *path, size_t *pi)
+{
+    bool ok = path[(*pi)++];
+    const struct kv_op *ops = ok ? r->success : r->failure;
+    size_t n = ok ? r->n_success : r->n_failure;
+    for (size_t i = 0; i < n; i++) {
+        const struct kv_op *op = &ops[i];
+        ms_err e = MS_OK;
+        if (op->type == KV_OP_TXN) {
+            e = check_path(kv, txn, cur, a, op->u.txn, path, pi);
+        } else if (op->type == KV_OP_PUT) {
+            const struct kv_put_req *p = &op->u.put;
+            if (p->ignore_value || p->ignore_lease) {
+                struct kv_range_req rr = {.span = {.key = p->key, .key_len = p->key_len},
+                                          .count_only = true};
+                struct kv_range_resp resp;
+                e = kv_range_in(kv, txn, &rr, cur, a, &resp);
+                if (!e && resp.count == 0)
+                    e = MS_E_KEY_NOT_FOUND;
+            }
+            if (!e && !kv_lease_exists(kv, p->lease))
+                e = MS_E_LEASE_NOT_FOUND;
+        } else if (op->type == KV_OP_RANGE) {
+            int64_t rev = op->u.range.revision;
+            if (rev > cur)
+                e = MS_E_FUTURE_REV;
+            else if (rev > 0 && rev < kv->compact_rev)
+                e = MS_E_COMPACTED;
+        }
+        if (e)
+            return e;
+    }
+    return MS_OK;
+}
+
+static ms_err exec_txn(struct kv_write *w, const struct kv_txn_req *r, const bool *path, size_t *pi,
+                       struct kv_txn_resp *out)
+{
+    bool ok = path[(*pi)++];
+    const struct kv_op *ops = ok ? r->success : r->failure;
+    size_t n = ok ? r->n_success : r->n_failure;
+    out->succeeded = ok;
+    out->n_resps = n;
+    out->resps = n ? arena_calloc(w->a, n, sizeof(*out->resps)) : NULL;
+    if (n && !out->resps)
+        return MS_E_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        struct kv_op_resp *res = &out->resps[i];
+        ms_err e;
+        res->type = ops[i].type;
+        switch (ops[i].type) {
+        case KV_OP_RANGE:
+            e = kv_write_range(w, &ops[i].u.range, &res->u.range);
+            break;
+        case KV_OP_PUT:
+            e = kv_write_put(w, &ops[i].u.put, &res->u.put);
+            break;
+        case KV_OP_DELETE:
+            e = kv_write_del(w, &ops[i].u.del, &res->u.del);
+            break;
+        case KV_OP_TXN:
+            res->u.txn = arena_calloc(w->a, 1, sizeof(*res->u.txn));
+            e = res->u.txn ? exec_txn(w, ops[i].u.txn, path, pi, res->u.txn) : MS_E_NOMEM;
+            break;
+        default:
+            e = MS_E_KEY_NOT_FOUND;
+            break;
+        }
+        if (e)
+            return e;
+    }
+    return MS_OK;
+}
+
+/* Inner responses report the txn's final revision (nested txn headers stay empty). */
+static void set_revisions(struct kv_txn_resp *t, int64_t rev)
+{
+    for (size_t i = 0; i < t->n_resps; i++) {
+        struct kv_op_resp *r = &t->resps[i];
+        switch (r->type) {
+        case KV_OP_RANGE:
+            r->u.range.revision = rev;
+            break;
+        case KV_OP_PUT:
+            r->u.put.revision = rev;
+            break;
+        case KV_OP_DELETE:
+            r->u.del.revision = rev;
+            break;
+        case KV_OP_TXN:
+            set_revisions(r->u.txn, rev);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+ms_err kv_write_txn(struct kv_write *w, const struct kv_txn_req *req, struct kv_txn_resp *out)
+{
+    struct txn_path path = {0};
+    int64_t cur = kv_write_rev(w);
+    size_t pi = 0;
+    memset(out, 0, sizeof(*out));
+    ms_err e = compare_to_path(w->kv, w->txn, cur, w->a, req, &path);
+    if (!e)
+        e = check_path(w->kv, w->txn, cur, w->a, req, path.v, &pi);
+    pi = 0;
+    if (!e)
+        e = exec_txn(w, req, path.v, &pi, out);
+    free(path.v);
+    if (e)
+        return e;
+    out->revision = kv_write_rev(w);
+    set_revisions(out, out->revision);
+    return MS_OK;
+}

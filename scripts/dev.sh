@@ -54,8 +54,8 @@ check_layering() {
         | grep -vE '^src/(main\.c|server/|peer/|gw/)'; then
         echo "layering: <event2/*> outside main.c, server/, peer/, gw/" >&2; bad=1
     fi
-    if grep -rln '#include <jansson.h>' src include | grep -vE '^src/gw/codec_[a-z_]+\.c$'; then
-        echo "layering: <jansson.h> outside gw/codec_*.c" >&2; bad=1
+    if grep -rln '#include <jansson.h>' src include | grep -v '^src/config/cfg.c$'; then
+        echo "layering: <jansson.h> outside config/cfg.c" >&2; bad=1
     fi
     return $bad
 }

@@ -1,0 +1,77 @@
+/* cfg.h - the server configuration: etcd's flag names, ETCD_* environment variables and a
+ * JSON config file with etcd's config-file key names, turned into one immutable struct cfg.
+ *
+ * Precedence is etcd's: if a config file is given (--config-file or ETCD_CONFIG_FILE) it is
+ * the only source and other flags and variables are ignored (with a warning); otherwise a
+ * flag beats its ETCD_* variable, which beats the default.
+ */
+#ifndef METASTORE_CFG_H
+#define METASTORE_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "metastore/log.h"
+
+#define CFG_MAX_URLS 8
+
+/* One http URL, split. */
+struct cfg_url {
+    char scheme[8]; /* "http" */
+    char host[256]; /* without brackets for IPv6 */
+    uint16_t port;
+    char text[300]; /* as given, normalised: scheme://host:port */
+};
+
+struct cfg_member {
+    char name[128];
+    struct cfg_url peer_urls[CFG_MAX_URLS];
+    size_t n_peer_urls;
+};
+
+enum cfg_backend { CFG_BACKEND_LMDB = 0, CFG_BACKEND_MEMORY = 1 };
+
+#define CFG_MAX_MEMBERS 16
+
+struct cfg {
+    char name[128];
+    char data_dir[4096];
+    struct cfg_url listen_client[CFG_MAX_URLS];
+    size_t n_listen_client;
+    struct cfg_url advertise_client[CFG_MAX_URLS];
+    size_t n_advertise_client;
+    struct cfg_url listen_peer[CFG_MAX_URLS];
+    size_t n_listen_peer;
+    struct cfg_url initial_advertise_peer[CFG_MAX_URLS];
+    size_t n_initial_advertise_peer;
+    struct cfg_member initial_cluster[CFG_MAX_MEMBERS];
+    size_t n_initial_cluster;
+    bool initial_cluster_existing; /* --initial-cluster-state existing */
+    char initial_cluster_token[256];
+    uint64_t max_request_bytes;
+    uint64_t max_txn_ops;
+    uint64_t heartbeat_ms;
+    uint64_t election_ms;
+    enum log_level log_level;
+    enum cfg_backend backend;
+    char config_file[4096];
+};
+
+enum cfg_result {
+    CFG_OK = 0,   /* run the server */
+    CFG_EXIT = 1, /* --help or --version was printed: exit 0 */
+    CFG_BAD = 2,  /* invalid configuration: message written, exit 2 */
+};
+
+/* Build cfg from argv and the environment (envp as main's third argument). Messages for
+ * --help, --version and errors go to out / err. */
+enum cfg_result cfg_load(struct cfg *cfg, int argc, char **argv, char **envp, FILE *out, FILE *err);
+
+/* Parse a comma-separated URL list ("http://a:1,http://b:2") into urls (at most max).
+ * Returns false and fills msg (msgsz) on error. */
+bool cfg_parse_urls(const char *s, struct cfg_url *urls, size_t max, size_t *n, char *msg,
+                    size_t msgsz);
+
+#endif

@@ -1,0 +1,23 @@
+/* gw.h - the client gateway: etcd's v3 JSON API (grpc-gateway wire behaviour) over HTTP/1.1,
+ * plus /health, /version and /metrics, on every --listen-client-urls address. */
+#ifndef METASTORE_GW_H
+#define METASTORE_GW_H
+
+#include "metastore/err.h"
+
+struct event_base;
+struct srv;
+struct gw;
+
+/* Bind the listeners and install the routes. NULL (logged) on failure with *err set. */
+struct gw *gw_create(struct event_base *base, struct srv *srv, ms_err *err);
+
+/* Close the listeners and every connection; pending requests are cancelled in srv.
+ * Accepts NULL. */
+void gw_destroy(struct gw *gw);
+
+/* The etcd version we speak (reported by /version and maintenance status). */
+#define MS_ETCD_VERSION         "3.4.23"
+#define MS_ETCD_CLUSTER_VERSION "3.4.0"
+
+#endif

@@ -1,0 +1,138 @@
+/* srv.h - the server core: owns the loop timers, the backend, the MVCC store and the path
+ * every request takes (DESIGN.md §1).
+ *
+ * Writes: srv_submit validates a request, encodes it as a log entry and proposes it; the ready
+ * step (once per loop turn) commits the entries, applies them in order inside the backend
+ * transaction, makes the batch durable, and only then completes the callers. Reads: a
+ * linearizable read is queued and served in the ready step after everything proposed before
+ * it has been applied; a serializable read takes the same path (it is cheap and keeps one
+ * code path). Until the raft core is wired in, the ready step commits each proposal itself
+ * (a one-member log); that seam is srv_ready.c.
+ *
+ * Callbacks: done is called exactly once per submitted request, from the ready step, unless
+ * srv_cancel was called first. The result and everything it points to are valid only during
+ * the callback.
+ */
+#ifndef METASTORE_SRV_H
+#define METASTORE_SRV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metastore/cfg.h"
+#include "metastore/err.h"
+#include "metastore/kv.h"
+
+struct event_base;
+struct srv;
+
+enum srv_req_type {
+    SRV_REQ_RANGE = 1,
+    SRV_REQ_PUT = 2,
+    SRV_REQ_DELETE = 3,
+    SRV_REQ_TXN = 4,
+    SRV_REQ_COMPACT = 5,
+};
+
+struct srv_compact_req {
+    int64_t revision;
+    bool physical;
+};
+
+struct srv_req {
+    enum srv_req_type type;
+    union {
+        struct kv_range_req range;
+        struct kv_put_req put;
+        struct kv_del_req del;
+        struct kv_txn_req txn;
+        struct srv_compact_req compact;
+    } u;
+};
+
+struct srv_result {
+    enum srv_req_type type;
+    int64_t revision; /* header revision */
+    union {
+        struct kv_range_resp range;
+        struct kv_put_resp put;
+        struct kv_del_resp del;
+        struct kv_txn_resp txn;
+    } u;
+};
+
+typedef void (*srv_done_fn)(void *ctx, ms_err err, const struct srv_result *res);
+
+struct srv_header {
+    uint64_t cluster_id;
+    uint64_t member_id;
+    int64_t revision;
+    uint64_t raft_term;
+};
+
+struct srv_status {
+    int64_t revision;
+    uint64_t db_size;
+    uint64_t db_size_in_use;
+    uint64_t leader;
+    uint64_t raft_index;
+    uint64_t raft_term;
+    uint64_t raft_applied_index;
+    bool is_learner;
+};
+
+struct srv_member {
+    uint64_t id;
+    const char *name;
+    const struct cfg_url *peer_urls;
+    size_t n_peer_urls;
+    const struct cfg_url *client_urls;
+    size_t n_client_urls;
+    bool is_learner;
+};
+
+/* Open the data directory (or the memory backend), restore state, register the loop events.
+ * cfg is copied. NULL on failure (logged) with *err set. */
+struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *err);
+
+/* Make everything applied durable, drop pending callers without calling them, free.
+ * Accepts NULL. */
+void srv_destroy(struct srv *s);
+
+/* Submit a request. On MS_OK, *id names it for srv_cancel and done will be called later. On
+ * any other return done is never called (validation failed). A range request is BORROWED
+ * until done or srv_cancel; write requests are copied at once. */
+ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, void *ctx,
+                  uint64_t *id);
+
+/* The caller of id is gone: never call its done. A proposed write still applies. */
+void srv_cancel(struct srv *s, uint64_t id);
+
+/* Response header with the current revision. */
+void srv_header(struct srv *s, struct srv_header *h);
+
+void srv_status(struct srv *s, struct srv_status *st);
+
+/* etcd maintenance Hash of the keyspace, and the revision it was taken at. */
+ms_err srv_hash(struct srv *s, uint32_t *hash, int64_t *revision);
+
+/* This member (single node: the whole cluster). */
+void srv_self(struct srv *s, struct srv_member *m);
+
+/* Requests that have been submitted and not yet completed (for tests and metrics). */
+size_t srv_pending(const struct srv *s);
+
+/* The configuration the server runs with (borrowed, lives as long as s). */
+const struct cfg *srv_cfg(const struct srv *s);
+
+/* Log entry encoding of a request (exposed for tests and fuzzing). The entry carries the
+ * proposing member's request id so that member can complete its caller at apply time. */
+struct buf;
+struct arena;
+void srv_entry_encode(uint64_t id, const struct srv_req *req, struct buf *out);
+/* Strict decode; byte strings point into p (which must outlive req), arrays go to a.
+ * Returns false on malformed input. */
+bool srv_entry_decode(const uint8_t *p, size_t len, struct arena *a, uint64_t *id,
+                      struct srv_req *req);
+#endif

@@ -1,0 +1,538 @@
+/* cfg.c - flags, ETCD_* variables and the JSON config file -> struct cfg.
+ *
+ * One table (CFG_FLAGS) lists every option once: its flag name (which is also its config-file
+ * key and, upper-cased with '_' for '-', its ETCD_ variable), a default and a setter. Nothing
+ * here touches the network or the data directory; it only validates text.
+ */
+#include "metastore/cfg.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef bool (*cfg_set_fn)(struct cfg *c, const char *v, char *msg, size_t msgsz);
+
+struct cfg_flag {
+    const char *name;
+    const char *def; /* NULL: computed later */
+    const char *help;
+    cfg_set_fn set;
+};
+
+static bool set_str(char *dst, size_t cap, const char *v, const char *what, char *msg, size_t msgsz)
+{
+    if (strlen(v) >= cap) {
+        snprintf(msg, msgsz, "%s is too long (at most %zu bytes)", what, cap - 1);
+        return false;
+    }
+    strcpy(dst, v);
+    return true;
+}
+
+static bool parse_u64(const char *v, uint64_t min, uint64_t *out, const char *what, char *msg,
+                      size_t msgsz)
+{
+    char *end;
+    errno = 0;
+    if (!*v || *v == '-' || isspace((unsigned char)*v))
+        goto bad;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end || x < min)
+        goto bad;
+    *out = x;
+    return true;
+bad:
+    snprintf(msg, msgsz, "invalid value \"%s\" for %s: want an integer >= %" PRIu64, v, what, min);
+    return false;
+}
+
+static bool parse_url(const char *s, size_t len, struct cfg_url *u, char *msg, size_t msgsz)
+{
+    char tmp[300];
+    if (len >= sizeof(tmp)) {
+        snprintf(msg, msgsz, "URL too long");
+        return false;
+    }
+    memcpy(tmp, s, len);
+    tmp[len] = 0;
+    memset(u, 0, sizeof(*u));
+    const char *p = strstr(tmp, "://");
+    if (!p) {
+        snprintf(msg, msgsz, "URL \"%s\" has no scheme (want http://host:port)", tmp);
+        return false;
+    }
+    size_t sl = (size_t)(p - tmp);
+    if (sl == 5 && strncmp(tmp, "https", 5) == 0) {
+        snprintf(msg, msgsz, "URL \"%s\": TLS (https) is not supported yet", tmp);
+        return false;
+    }
+    if (sl != 4 || strncmp(tmp, "http", 4) != 0) {
+        snprintf(msg, msgsz, "URL \"%s\": unsupported scheme (want http)", tmp);
+        return false;
+    }
+    strcpy(u->scheme, "http");
+    p += 3;
+    const char *host = p, *hend, *port;
+    if (*p == '[') {
+        hend = strchr(p, ']');
+        if (!hend || hend[1] != ':')
+            goto bad;
+        host = p + 1;
+        port = hend + 2;
+    } else {
+        hend = strrchr(p, ':');
+        if (!hend)
+            goto bad;
+        port = hend + 1;
+    }
+    size_t hl = (size_t)(hend - host);
+    if (hl == 0 || hl >= sizeof(u->host))
+        goto bad;
+    memcpy(u->host, host, hl);
+    u->host[hl] = 0;
+    char *end;
+    errno = 0;
+    unsigned long pn = strtoul(port, &end, 10);
+    /* A trailing "/" is tolerated, anything else is not. */
+    if (errno || end == port || pn > 65535 || (*end && strcmp(end, "/") != 0))
+        goto bad;
+    u->port = (uint16_t)pn;
+    snprintf(u->text, sizeof(u->text), strchr(u->host, ':') ? "http://[%s]:%u" : "http://%s:%u",
+             u->host, (unsigned)u->port);
+    return true;
+bad:
+    snprintf(msg, msgsz, "URL \"%s\": want http://host:port", tmp);
+    return false;
+}
+
+bool cfg_parse_urls(const char *s, struct cfg_url *urls, size_t max, size_t *n, char *msg,
+                    size_t msgsz)
+{
+    *n = 0;
+    while (*s) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        if (len > 0) {
+            if (*n == max) {
+                snprintf(msg, msgsz, "too many URLs (at most %zu)", max);
+                return false;
+            }
+            if (!parse_url(s, len, &urls[(*n)++], msg, msgsz))
+                return false;
+        }
+        s += len + (comma ? 1 : 0);
+    }
+    if (*n == 0) {
+        snprintf(msg, msgsz, "no URL given");
+        return false;
+    }
+    return true;
+}
+
+#define URL_SETTER(fn, field, nfield)                                                              \
+    static bool fn(struct cfg *c, const char *v, char *msg, size_t msgsz)                          \
+    {                                                                                              \
+        return cfg_parse_urls(v, c->field, CFG_MAX_URLS, &c->nfield, msg, msgsz);                  \
+    }
+URL_SETTER(set_listen_client, listen_client, n_listen_client)
+URL_SETTER(set_advertise_client, advertise_client, n_advertise_client)
+URL_SETTER(set_listen_peer, listen_peer, n_listen_peer)
+URL_SETTER(set_initial_advertise_peer, initial_advertise_peer, n_initial_advertise_peer)
+
+static bool set_name(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return set_str(c->name, sizeof(c->name), v, "--name", msg, msgsz);
+}
+
+static bool set_data_dir(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return set_str(c->data_dir, sizeof(c->data_dir), v, "--data-dir", msg, msgsz);
+}
+
+static bool set_token(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return set_str(c->initial_cluster_token, sizeof(c->initial_cluster_token), v,
+                   "--initial-cluster-token", msg, msgsz);
+}
+
+static bool set_initial_cluster(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    /* name=url,name=url,... ; a name may appear several times (several peer URLs). */
+    c->n_initial_cluster = 0;
+    while (*v) {
+        const char *comma = strchr(v, ',');
+        size_t len = comma ? (size_t)(comma - v) : strlen(v);
+        const char *eq = memchr(v, '=', len);
+        if (!eq || eq == v) {
+            snprintf(msg, msgsz, "--initial-cluster: \"%.*s\" is not name=URL", (int)len, v);
+            return false;
+        }
+        size_t nl = (size_t)(eq - v);
+        struct cfg_member *m = NULL;
+        for (size_t i = 0; i < c->n_initial_cluster; i++)
+            if (strlen(c->initial_cluster[i].name) == nl &&
+                memcmp(c->initial_cluster[i].name, v, nl) == 0)
+                m = &c->initial_cluster[i];
+        if (!m) {
+            if (c->n_initial_cluster == CFG_MAX_MEMBERS || nl >= sizeof(m->name)) {
+                snprintf(msg, msgsz, "--initial-cluster: too many members or name too long");
+                return false;
+            }
+            m = &c->initial_cluster[c->n_initial_cluster++];
+            memset(m, 0, sizeof(*m));
+            memcpy(m->name, v, nl);
+        }
+        if (m->n_peer_urls == CFG_MAX_URLS) {
+            snprintf(msg, msgsz, "--initial-cluster: too many URLs for %s", m->name);
+            return false;
+        }
+        if (!parse_url(eq + 1, len - nl - 1, &m->peer_urls[m->n_peer_urls++], msg, msgsz))
+            return false;
+        v += len + (comma ? 1 : 0);
+    }
+    if (c->n_initial_cluster == 0) {
+        snprintf(msg, msgsz, "--initial-cluster is empty");
+        return false;
+    }
+    return true;
+}
+
+static bool set_cluster_state(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    if (strcmp(v, "new") == 0)
+        c->initial_cluster_existing = false;
+    else if (strcmp(v, "existing") == 0)
+        c->initial_cluster_existing = true;
+    else {
+        snprintf(msg, msgsz,
+                 "invalid value \"%s\" for --initial-cluster-state: want new or existing", v);
+        return false;
+    }
+    return true;
+}
+
+static bool set_max_request_bytes(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1, &c->max_request_bytes, "--max-request-bytes", msg, msgsz);
+}
+
+static bool set_max_txn_ops(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1, &c->max_txn_ops, "--max-txn-ops", msg, msgsz);
+}
+
+static bool set_heartbeat(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1, &c->heartbeat_ms, "--heartbeat-interval", msg, msgsz);
+}
+
+static bool set_election(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1, &c->election_ms, "--election-timeout", msg, msgsz);
+}
+
+static bool set_log_level(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    if (!log_level_parse(v, &c->log_level)) {
+        snprintf(msg, msgsz,
+                 "invalid value \"%s\" for --log-level: want debug, info, warn or error", v);
+        return false;
+    }
+    return true;
+}
+
+static bool set_backend(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    if (strcmp(v, "lmdb") == 0)
+        c->backend = CFG_BACKEND_LMDB;
+    else if (strcmp(v, "memory") == 0)
+        c->backend = CFG_BACKEND_MEMORY;
+    else {
+        snprintf(msg, msgsz, "invalid value \"%s\" for --backend: want lmdb or memory", v);
+        return false;
+    }
+    return true;
+}
+
+static bool set_config_file(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return set_str(c->config_file, sizeof(c->config_file), v, "--config-file", msg, msgsz);
+}
+
+static const struct cfg_flag CFG_FLAGS[] = {
+    {"name", "default", "Human-readable name for this member.", set_name},
+    {"data-dir", NULL, "Path to the data directory (default \"<name>.metastore\").", set_data_dir},
+    {"listen-client-urls", "http://localhost:2379", "List of URLs to listen on for client traffic.",
+     set_listen_client},
+    {"advertise-client-urls", "http://localhost:2379",
+     "List of this member's client URLs to advertise to the public.", set_advertise_client},
+    {"listen-peer-urls", "http://localhost:2380", "List of URLs to listen on for peer traffic.",
+     set_listen_peer},
+    {"initial-advertise-peer-urls", "http://localhost:2380",
+     "List of this member's peer URLs to advertise to the rest of the cluster.",
+     set_initial_advertise_peer},
+    {"initial-cluster", NULL,
+     "Initial cluster configuration for bootstrapping (default "
+     "\"<name>=<initial-advertise-peer-urls>\").",
+     set_initial_cluster},
+    {"initial-cluster-state", "new", "Initial cluster state ('new' or 'existing').",
+     set_cluster_state},
+    {"initial-cluster-token", "etcd-cluster",
+     "Initial cluster token for the cluster during bootstrap.", set_token},
+    {"heartbeat-interval", "100", "Time (in milliseconds) of a heartbeat interval.", set_heartbeat},
+    {"election-timeout", "1000", "Time (in milliseconds) for an election to timeout.",
+     set_election},
+    {"max-request-bytes", "1572864", "Maximum client request size in bytes the server will accept.",
+     set_max_request_bytes},
+    {"max-txn-ops", "128", "Maximum number of operations permitted in a transaction.",
+     set_max_txn_ops},
+    {"log-level", "info", "Log level: debug, info, warn or error.", set_log_level},
+    {"backend", "lmdb", "Storage backend: lmdb (persistent) or memory.", set_backend},
+    {"config-file", "",
+     "Path to a JSON configuration file (etcd's key names). When given, other flags and ETCD_* "
+     "variables are ignored.",
+     set_config_file},
+};
+#define N_FLAGS (sizeof(CFG_FLAGS) / sizeof(CFG_FLAGS[0]))
+
+static const struct cfg_flag *find_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_FLAGS; i++)
+        if (strlen(CFG_FLAGS[i].name) == len && memcmp(CFG_FLAGS[i].name, name, len) == 0)
+            return &CFG_FLAGS[i];
+    return NULL;
+}
+
+/* "data-dir" -> "ETCD_DATA_DIR" */
+static void env_name(const char *flag, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "ETCD_");
+    for (; *flag && n + 1 < cap; flag++)
+        out[n++] = *flag == '-' ? '_' : (char)toupper((unsigned char)*flag);
+    out[n] = 0;
+}
+
+static void usage(FILE *out, const char *prog)
+{
+    fprintf(out,
+            "usage: %s [flags]\n\n"
+            "metastore: an etcd v3-compatible key-value store.\n\n"
+            "Every flag can also be given as an ETCD_* environment variable\n"
+            "(e.g. --data-dir as ETCD_DATA_DIR) or as a key of the JSON config file.\n\n",
+            prog);
+    for (size_t i = 0; i < N_FLAGS; i++) {
+        fprintf(out, "  --%s\n      %s", CFG_FLAGS[i].name, CFG_FLAGS[i].help);
+        if (CFG_FLAGS[i].def && *CFG_FLAGS[i].def)
+            fprintf(out, " (default \"%s\")", CFG_FLAGS[i].def);
+        fputc('\n', out);
+    }
+    fprintf(out, "  --help, -h\n      Show this help.\n"
+                 "  --version\n      Print the version and exit.\n");
+}
+
+/* Apply every default, then derived defaults once the rest is known. */
+static bool apply_defaults(struct cfg *c, char *msg, size_t msgsz)
+{
+    for (size_t i = 0; i < N_FLAGS; i++)
+        if (CFG_FLAGS[i].def && !CFG_FLAGS[i].set(c, CFG_FLAGS[i].def, msg, msgsz))
+            return false;
+    return true;
+}
+
+static bool finish(struct cfg *c, bool have_dir, bool have_cluster, char *msg, size_t msgsz)
+{
+    if (!have_dir && snprintf(c->data_dir, sizeof(c->data_dir), "%s.metastore", c->name) >=
+                         (int)sizeof(c->data_dir)) {
+        snprintf(msg, msgsz, "--name too long for the default data directory");
+        return false;
+    }
+    if (!have_cluster) {
+        c->n_initial_cluster = 1;
+        struct cfg_member *m = &c->initial_cluster[0];
+        memset(m, 0, sizeof(*m));
+        strcpy(m->name, c->name);
+        memcpy(m->peer_urls, c->initial_advertise_peer,
+               c->n_initial_advertise_peer * sizeof(m->peer_urls[0]));
+        m->n_peer_urls = c->n_initial_advertise_peer;
+    }
+    bool found = false;
+    for (size_t i = 0; i < c->n_initial_cluster; i++)
+        if (strcmp(c->initial_cluster[i].name, c->name) == 0)
+            found = true;
+    if (!found) {
+        snprintf(msg, msgsz, "couldn't find local name \"%s\" in the initial cluster configuration",
+                 c->name);
+        return false;
+    }
+    if (c->n_initial_cluster > 1) {
+        snprintf(msg, msgsz,
+                 "--initial-cluster names %zu members: multi-member clusters are not "
+                 "supported yet (single node only)",
+                 c->n_initial_cluster);
+        return false;
+    }
+    if (c->initial_cluster_existing) {
+        snprintf(msg, msgsz,
+                 "--initial-cluster-state existing: joining a cluster is not supported yet");
+        return false;
+    }
+    if (c->election_ms < 5 * c->heartbeat_ms) {
+        snprintf(msg, msgsz,
+                 "--election-timeout[%" PRIu64 "ms] should be at least 5 times "
+                 "--heartbeat-interval[%" PRIu64 "ms]",
+                 c->election_ms, c->heartbeat_ms);
+        return false;
+    }
+    return true;
+}
+
+static bool load_file(struct cfg *c, const char *path, bool *have_dir, bool *have_cluster,
+                      FILE *err, char *msg, size_t msgsz)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) {
+        snprintf(msg, msgsz, "config file %.200s: %s (line %d)", path, jerr.text, jerr.line);
+        return false;
+    }
+    bool ok = json_is_object(root);
+    if (!ok)
+        snprintf(msg, msgsz, "config file %.200s: want a JSON object", path);
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val)
+    {
+        if (!ok)
+            break;
+        const struct cfg_flag *f = find_flag(key, strlen(key));
+        if (!f || strcmp(key, "config-file") == 0) {
+            fprintf(err, "metastore: config file %s: ignoring unknown key \"%s\"\n", path, key);
+            continue;
+        }
+        char num[32];
+        const char *v;
+        if (json_is_string(val)) {
+            v = json_string_value(val);
+        } else if (json_is_integer(val) && json_integer_value(val) >= 0) {
+            snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(val));
+            v = num;
+        } else {
+            snprintf(msg, msgsz,
+                     "config file %.200s: \"%s\" must be a string or a non-negative integer", path,
+                     key);
+            ok = false;
+            break;
+        }
+        ok = f->set(c, v, msg, msgsz);
+        if (strcmp(key, "data-dir") == 0)
+            *have_dir = true;
+        if (strcmp(key, "initial-cluster") == 0)
+            *have_cluster = true;
+    }
+    json_decref(root);
+    return ok;
+}
+
+enum cfg_result cfg_load(struct cfg *c, int argc, char **argv, char **envp, FILE *out, FILE *err)
+{
+    char msg[512] = "";
+    bool have_dir = false, have_cluster = false;
+    bool given[N_FLAGS] = {false};
+    const char *prog = argc > 0 ? argv[0] : "metastore";
+
+    memset(c, 0, sizeof(*c));
+    if (!apply_defaults(c, msg, sizeof(msg)))
+        goto bad;
+
+    /* Command line: --flag=value, --flag value, -flag... as Go's flag package. */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || !a[1]) {
+            snprintf(msg, sizeof(msg), "unexpected argument \"%s\"", a);
+            goto bad;
+        }
+        a += a[1] == '-' ? 2 : 1;
+        if (strcmp(a, "help") == 0 || strcmp(a, "h") == 0) {
+            usage(out, prog);
+            return CFG_EXIT;
+        }
+        if (strcmp(a, "version") == 0) {
+            fprintf(out, "metastore Version: %s\netcd API Version: 3.4\n", MS_VERSION);
+            return CFG_EXIT;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+        const struct cfg_flag *f = find_flag(a, nl);
+        if (!f) {
+            snprintf(msg, sizeof(msg), "flag provided but not defined: -%.*s", (int)nl, a);
+            goto bad;
+        }
+        const char *v = eq ? eq + 1 : NULL;
+        if (!v) {
+            if (i + 1 >= argc) {
+                snprintf(msg, sizeof(msg), "flag needs an argument: -%s", f->name);
+                goto bad;
+            }
+            v = argv[++i];
+        }
+        if (!f->set(c, v, msg, sizeof(msg)))
+            goto bad;
+        given[f - CFG_FLAGS] = true;
+    }
+
+    /* Environment: only for flags not given on the command line. */
+    for (char **e = envp; e && *e; e++) {
+        if (strncmp(*e, "ETCD_", 5) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        const struct cfg_flag *f = NULL;
+        for (size_t i = 0; i < N_FLAGS && !f; i++) {
+            char en[64];
+            env_name(CFG_FLAGS[i].name, en, sizeof(en));
+            if (strlen(en) == (size_t)(eq - *e) && memcmp(en, *e, (size_t)(eq - *e)) == 0)
+                f = &CFG_FLAGS[i];
+        }
+        if (!f) {
+            fprintf(err, "metastore: unrecognized environment variable %.*s\n", (int)(eq - *e), *e);
+            continue;
+        }
+        if (given[f - CFG_FLAGS]) {
+            fprintf(err, "metastore: %.*s is shadowed by the --%s flag\n", (int)(eq - *e), *e,
+                    f->name);
+            continue;
+        }
+        if (!f->set(c, eq + 1, msg, sizeof(msg)))
+            goto bad;
+        given[f - CFG_FLAGS] = true;
+    }
+
+    if (c->config_file[0]) {
+        char path[sizeof(c->config_file)];
+        strcpy(path, c->config_file);
+        for (size_t i = 0; i < N_FLAGS; i++)
+            if (given[i] && strcmp(CFG_FLAGS[i].name, "config-file") != 0)
+                fprintf(err, "metastore: --%s ignored: a config file is given\n",
+                        CFG_FLAGS[i].name);
+        memset(c, 0, sizeof(*c));
+        if (!apply_defaults(c, msg, sizeof(msg)))
+            goto bad;
+        strcpy(c->config_file, path);
+        if (!load_file(c, path, &have_dir, &have_cluster, err, msg, sizeof(msg)))
+            goto bad;
+    } else {
+        have_dir = given[find_flag("data-dir", 8) - CFG_FLAGS];
+        have_cluster = given[find_flag("initial-cluster", 15) - CFG_FLAGS];
+    }
+    if (!finish(c, have_dir, have_cluster, msg, sizeof(msg)))
+        goto bad;
+    return CFG_OK;
+
+bad:
+    fprintf(err, "metastore: %s\nRun '%s --help' for the list of flags.\n", msg, prog);
+    return CFG_BAD;
+}

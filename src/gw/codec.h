@@ -1,0 +1,127 @@
+/* codec.h - JSON for the gateway: a small arena-based parser whose errors read like Go's
+ * encoding/json and jsonpb (what etcd's grpc-gateway answers), readers that apply the
+ * gateway's field rules (reference §2), and a writer for proto3 JSON output.
+ * Private to the gw module.
+ */
+#ifndef METASTORE_GW_CODEC_H
+#define METASTORE_GW_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metastore/arena.h"
+#include "metastore/buf.h"
+#include "metastore/err.h"
+#include "metastore/kv.h"
+#include "metastore/srv.h"
+
+/* ---- parsed JSON ---- */
+
+enum jv_type { JV_NULL = 0, JV_FALSE, JV_TRUE, JV_NUM, JV_STR, JV_ARR, JV_OBJ };
+
+struct jmember;
+
+/* A JSON value. Strings are decoded (escapes resolved); numbers keep their literal text. */
+struct jv {
+    enum jv_type type;
+    const char *s; /* JV_STR: bytes, JV_NUM: literal text */
+    size_t n;      /* length of s, or element count for JV_ARR / JV_OBJ */
+    union {
+        struct jv *items;       /* JV_ARR */
+        struct jmember *fields; /* JV_OBJ */
+    } u;
+};
+
+struct jmember {
+    const char *key;
+    size_t key_len;
+    struct jv val;
+};
+
+/* Decoding state: the first error wins and is kept as Go would word it. */
+struct jdec {
+    struct arena *a;
+    bool failed;
+    char msg[512];
+};
+
+void jdec_init(struct jdec *d, struct arena *a);
+/* Record an error (printf-style) unless one is already recorded. Always returns false. */
+bool jdec_fail(struct jdec *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parse the first JSON value of body[0..len) (what follows it is ignored, as the gateway
+ * does). body must outlive the result (strings may point into it). An empty or all-blank
+ * body yields JV_NULL. */
+bool json_parse(struct jdec *d, const char *body, size_t len, struct jv *out);
+
+/* The top level of a request: an object, or null/empty meaning {}. */
+bool jdec_root(struct jdec *d, const char *body, size_t len, struct jv *out);
+
+/* Field lookup with the gateway's rules: the lowerCamelCase spelling wins over the proto name
+ * whatever their order, and the last duplicate wins. camel may be NULL. NULL if absent or
+ * JSON null. */
+const struct jv *jv_field(const struct jv *obj, const char *name, const char *camel);
+
+/* Typed readers. A NULL v leaves the output untouched and succeeds. */
+bool jdec_bytes(struct jdec *d, const struct jv *v, const uint8_t **p, size_t *n);
+bool jdec_i64(struct jdec *d, const struct jv *v, int64_t *out);
+bool jdec_u64(struct jdec *d, const struct jv *v, uint64_t *out);
+bool jdec_bool(struct jdec *d, const struct jv *v, bool *out);
+/* Enum: exact upper-case name, or a JSON integer. enum_name is the Go type for messages. */
+bool jdec_enum(struct jdec *d, const struct jv *v, const char *const *names, size_t n_names,
+               const char *enum_name, int64_t *out);
+/* A nested message: an object (NULL v = absent). *obj is NULL when absent. */
+bool jdec_msg(struct jdec *d, const struct jv *v, const struct jv **obj);
+/* A repeated field: an array (NULL v = empty). */
+bool jdec_arr(struct jdec *d, const struct jv *v, const struct jv **items, size_t *n);
+/* A repeated string field. */
+bool jdec_str(struct jdec *d, const struct jv *v, const char **s, size_t *n);
+
+/* ---- writer ---- */
+
+struct jw {
+    struct buf *b;
+    bool comma;
+};
+
+void jw_init(struct jw *w, struct buf *b);
+void jw_obj(struct jw *w);
+void jw_obj_end(struct jw *w);
+void jw_arr(struct jw *w);
+void jw_arr_end(struct jw *w);
+void jw_key(struct jw *w, const char *k);
+/* int64/uint64 as JSON strings (proto3 JSON). */
+void jw_i64(struct jw *w, int64_t v);
+void jw_u64(struct jw *w, uint64_t v);
+/* A JSON number (uint32/int32 fields). */
+void jw_num(struct jw *w, int64_t v);
+void jw_bool(struct jw *w, bool v);
+/* bytes as standard base64. */
+void jw_b64(struct jw *w, const uint8_t *p, size_t n);
+/* A string escaped as Go's encoding/json does (<, >, & as \u escapes). */
+void jw_str(struct jw *w, const char *s, size_t n);
+void jw_cstr(struct jw *w, const char *s);
+/* Raw JSON text. */
+void jw_raw(struct jw *w, const char *s);
+
+/* ---- etcd messages ---- */
+
+/* Decoders fill a srv_req from a request body. On a decode error they return MS_E_BAD_REQUEST
+ * with d->msg set (Go's wording). */
+ms_err codec_decode_range(struct jdec *d, const struct jv *root, struct kv_range_req *r);
+ms_err codec_decode_put(struct jdec *d, const struct jv *root, struct kv_put_req *r);
+ms_err codec_decode_del(struct jdec *d, const struct jv *root, struct kv_del_req *r);
+ms_err codec_decode_txn(struct jdec *d, const struct jv *root, struct kv_txn_req *r, int depth);
+ms_err codec_decode_compact(struct jdec *d, const struct jv *root, struct srv_compact_req *r);
+
+/* Size of the request as a protobuf message (etcd limits requests by this size). */
+size_t codec_proto_size(const struct srv_req *req);
+
+/* Encoders append one JSON object (no trailing newline). */
+void codec_header(struct jw *w, const struct srv_header *h, bool with_revision);
+void codec_kv(struct jw *w, const struct kv_kv *kv);
+void codec_result(struct jw *w, const struct srv_header *h, const struct srv_result *r);
+void codec_error(struct buf *b, const char *msg, int code);
+
+#endif

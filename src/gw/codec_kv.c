@@ -1,0 +1,533 @@
+/* codec_kv.c - etcd KV messages <-> JSON (RangeRequest, PutRequest, DeleteRangeRequest,
+ * TxnRequest, CompactionRequest and their responses), plus their protobuf sizes.
+ *
+ * Output follows proto3 JSON as grpc-gateway writes it (reference §2): original field names,
+ * int64 as strings, zero values omitted, fields in proto field order. Where etcd 3.4 decides
+ * a doubly-set union at random (reference §17) we reject the request.
+ */
+#include "codec.h"
+
+#include <string.h>
+
+static const char *const SORT_ORDER[] = {"NONE", "ASCEND", "DESCEND"};
+static const char *const SORT_TARGET[] = {"KEY", "VERSION", "CREATE", "MOD", "VALUE"};
+static const char *const CMP_RESULT[] = {"EQUAL", "GREATER", "LESS", "NOT_EQUAL"};
+static const char *const CMP_TARGET[] = {"VERSION", "CREATE", "MOD", "VALUE", "LEASE"};
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+static ms_err bad(struct jdec *d)
+{
+    (void)d;
+    return MS_E_BAD_REQUEST;
+}
+
+static bool decode_span(struct jdec *d, const struct jv *o, struct kv_span *s)
+{
+    memset(s, 0, sizeof(*s));
+    if (!jdec_bytes(d, jv_field(o, "key", NULL), &s->key, &s->key_len))
+        return false;
+    const uint8_t *end = NULL;
+    size_t end_len = 0;
+    if (!jdec_bytes(d, jv_field(o, "range_end", "rangeEnd"), &end, &end_len))
+        return false;
+    /* An empty range_end is the same as none (proto3 drops empty bytes on the wire). */
+    if (end_len == 0) {
+        s->end_kind = KV_END_NONE;
+    } else if (end_len == 1 && end[0] == 0) {
+        s->end_kind = KV_END_ALL;
+    } else {
+        s->end_kind = KV_END_KEY;
+        s->end = end;
+        s->end_len = end_len;
+    }
+    return true;
+}
+
+ms_err codec_decode_range(struct jdec *d, const struct jv *o, struct kv_range_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (!decode_span(d, o, &r->span) || !jdec_i64(d, jv_field(o, "limit", NULL), &r->limit) ||
+        !jdec_i64(d, jv_field(o, "revision", NULL), &r->revision) ||
+        !jdec_enum(d, jv_field(o, "sort_order", "sortOrder"), SORT_ORDER, N_OF(SORT_ORDER),
+                   "etcdserverpb.RangeRequest_SortOrder", &r->sort_order) ||
+        !jdec_enum(d, jv_field(o, "sort_target", "sortTarget"), SORT_TARGET, N_OF(SORT_TARGET),
+                   "etcdserverpb.RangeRequest_SortTarget", &r->sort_target) ||
+        !jdec_bool(d, jv_field(o, "serializable", NULL), &r->serializable) ||
+        !jdec_bool(d, jv_field(o, "keys_only", "keysOnly"), &r->keys_only) ||
+        !jdec_bool(d, jv_field(o, "count_only", "countOnly"), &r->count_only) ||
+        !jdec_i64(d, jv_field(o, "min_mod_revision", "minModRevision"), &r->min_mod_revision) ||
+        !jdec_i64(d, jv_field(o, "max_mod_revision", "maxModRevision"), &r->max_mod_revision) ||
+        !jdec_i64(d, jv_field(o, "min_create_revision", "minCreateRevision"),
+                  &r->min_create_revision) ||
+        !jdec_i64(d, jv_field(o, "max_create_revision", "maxCreateRevision"),
+                  &r->max_create_revision))
+        return bad(d);
+    return MS_OK;
+}
+
+ms_err codec_decode_put(struct jdec *d, const struct jv *o, struct kv_put_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (!jdec_bytes(d, jv_field(o, "key", NULL), &r->key, &r->key_len) ||
+        !jdec_bytes(d, jv_field(o, "value", NULL), &r->value, &r->value_len) ||
+        !jdec_i64(d, jv_field(o, "lease", NULL), &r->lease) ||
+        !jdec_bool(d, jv_field(o, "prev_kv", "prevKv"), &r->prev_kv) ||
+        !jdec_bool(d, jv_field(o, "ignore_value", "ignoreValue"), &r->ignore_value) ||
+        !jdec_bool(d, jv_field(o, "ignore_lease", "ignoreLease"), &r->ignore_lease))
+        return bad(d);
+    return MS_OK;
+}
+
+ms_err codec_decode_del(struct jdec *d, const struct jv *o, struct kv_del_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (!decode_span(d, o, &r->span) ||
+        !jdec_bool(d, jv_field(o, "prev_kv", "prevKv"), &r->prev_kv))
+        return bad(d);
+    return MS_OK;
+}
+
+static bool decode_cmp(struct jdec *d, const struct jv *o, struct kv_cmp *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->set = -1;
+    if (!decode_span(d, o, &c->span) ||
+        !jdec_enum(d, jv_field(o, "target", NULL), CMP_TARGET, N_OF(CMP_TARGET),
+                   "etcdserverpb.Compare_CompareTarget", &c->target) ||
+        !jdec_enum(d, jv_field(o, "result", NULL), CMP_RESULT, N_OF(CMP_RESULT),
+                   "etcdserverpb.Compare_CompareResult", &c->result))
+        return false;
+    static const struct {
+        const char *name;
+        const char *camel;
+        int which;
+    } members[] = {
+        {"version", NULL, KV_CMP_VERSION},
+        {"create_revision", "createRevision", KV_CMP_CREATE},
+        {"mod_revision", "modRevision", KV_CMP_MOD},
+        {"value", NULL, KV_CMP_VALUE},
+        {"lease", NULL, KV_CMP_LEASE},
+    };
+    for (size_t i = 0; i < N_OF(members); i++) {
+        const struct jv *v = jv_field(o, members[i].name, members[i].camel);
+        if (!v)
+            continue;
+        if (c->set != -1)
+            return jdec_fail(d, "etcdserver: a compare sets more than one of version, "
+                                "create_revision, mod_revision, value and lease");
+        c->set = members[i].which;
+        bool ok = members[i].which == KV_CMP_VALUE ? jdec_bytes(d, v, &c->value, &c->value_len)
+                                                   : jdec_i64(d, v, &c->number);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static bool decode_ops(struct jdec *d, const struct jv *v, struct kv_op **ops, size_t *n, int depth)
+{
+    const struct jv *items;
+    if (!jdec_arr(d, v, &items, n))
+        return false;
+    *ops = NULL;
+    if (*n == 0)
+        return true;
+    *ops = arena_calloc(d->a, *n, sizeof(**ops));
+    if (!*ops)
+        return jdec_fail(d, "out of memory");
+    for (size_t i = 0; i < *n; i++) {
+        const struct jv *op;
+        if (!jdec_msg(d, &items[i], &op))
+            return false;
+        struct kv_op *o = &(*ops)[i];
+        o->type = KV_OP_NONE;
+        static const struct {
+            const char *name;
+            const char *camel;
+            enum kv_op_type type;
+        } kinds[] = {
+            {"request_range", "requestRange", KV_OP_RANGE},
+            {"request_put", "requestPut", KV_OP_PUT},
+            {"request_delete_range", "requestDeleteRange", KV_OP_DELETE},
+            {"request_txn", "requestTxn", KV_OP_TXN},
+        };
+        for (size_t k = 0; op && k < N_OF(kinds); k++) {
+            const struct jv *m;
+            if (!jdec_msg(d, jv_field(op, kinds[k].name, kinds[k].camel), &m))
+                return false;
+            if (!m)
+                continue;
+            if (o->type != KV_OP_NONE)
+                return jdec_fail(d, "etcdserver: a request op sets more than one of "
+                                    "request_range, request_put, request_delete_range and "
+                                    "request_txn");
+            o->type = kinds[k].type;
+            ms_err e = MS_OK;
+            switch (o->type) {
+            case KV_OP_RANGE:
+                e = codec_decode_range(d, m, &o->u.range);
+                break;
+            case KV_OP_PUT:
+                e = codec_decode_put(d, m, &o->u.put);
+                break;
+            case KV_OP_DELETE:
+                e = codec_decode_del(d, m, &o->u.del);
+                break;
+            case KV_OP_TXN:
+                o->u.txn = arena_calloc(d->a, 1, sizeof(*o->u.txn));
+                if (!o->u.txn)
+                    return jdec_fail(d, "out of memory");
+                e = codec_decode_txn(d, m, o->u.txn, depth + 1);
+                break;
+            case KV_OP_NONE:
+                break;
+            }
+            if (e)
+                return false;
+        }
+    }
+    return true;
+}
+
+ms_err codec_decode_txn(struct jdec *d, const struct jv *o, struct kv_txn_req *r, int depth)
+{
+    memset(r, 0, sizeof(*r));
+    if (depth > 32)
+        return jdec_fail(d, "etcdserver: transactions nested too deeply"), bad(d);
+    const struct jv *items;
+    if (!jdec_arr(d, jv_field(o, "compare", NULL), &items, &r->n_cmps))
+        return bad(d);
+    if (r->n_cmps) {
+        r->cmps = arena_calloc(d->a, r->n_cmps, sizeof(*r->cmps));
+        if (!r->cmps)
+            return jdec_fail(d, "out of memory"), bad(d);
+    }
+    for (size_t i = 0; i < r->n_cmps; i++) {
+        const struct jv *c;
+        if (!jdec_msg(d, &items[i], &c))
+            return bad(d);
+        if (c && !decode_cmp(d, c, &r->cmps[i]))
+            return bad(d);
+        if (!c)
+            r->cmps[i].set = -1;
+    }
+    if (!decode_ops(d, jv_field(o, "success", NULL), &r->success, &r->n_success, depth) ||
+        !decode_ops(d, jv_field(o, "failure", NULL), &r->failure, &r->n_failure, depth))
+        return bad(d);
+    return MS_OK;
+}
+
+ms_err codec_decode_compact(struct jdec *d, const struct jv *o, struct srv_compact_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (!jdec_i64(d, jv_field(o, "revision", NULL), &r->revision) ||
+        !jdec_bool(d, jv_field(o, "physical", NULL), &r->physical))
+        return bad(d);
+    return MS_OK;
+}
+
+/* ---- protobuf sizes (proto3: zero values take no bytes) ---- */
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t sz_int(unsigned field, int64_t v)
+{
+    return v ? (field < 16 ? 1 : 2) + varint_len((uint64_t)v) : 0;
+}
+
+static size_t sz_bytes(unsigned field, size_t n)
+{
+    return n ? (field < 16 ? 1 : 2) + varint_len(n) + n : 0;
+}
+
+static size_t sz_msg(unsigned field, size_t inner)
+{
+    return (field < 16 ? 1 : 2) + varint_len(inner) + inner;
+}
+
+static size_t sz_range(const struct kv_range_req *r)
+{
+    return sz_bytes(1, r->span.key_len) +
+           sz_bytes(2, r->span.end_kind == KV_END_ALL ? 1 : r->span.end_len) + sz_int(3, r->limit) +
+           sz_int(4, r->revision) + sz_int(5, r->sort_order) + sz_int(6, r->sort_target) +
+           sz_int(7, r->serializable) + sz_int(8, r->keys_only) + sz_int(9, r->count_only) +
+           sz_int(10, r->min_mod_revision) + sz_int(11, r->max_mod_revision) +
+           sz_int(12, r->min_create_revision) + sz_int(13, r->max_create_revision);
+}
+
+static size_t sz_put(const struct kv_put_req *r)
+{
+    return sz_bytes(1, r->key_len) + sz_bytes(2, r->value_len) + sz_int(3, r->lease) +
+           sz_int(4, r->prev_kv) + sz_int(5, r->ignore_value) + sz_int(6, r->ignore_lease);
+}
+
+static size_t sz_del(const struct kv_del_req *r)
+{
+    return sz_bytes(1, r->span.key_len) +
+           sz_bytes(2, r->span.end_kind == KV_END_ALL ? 1 : r->span.end_len) +
+           sz_int(3, r->prev_kv);
+}
+
+static size_t sz_txn(const struct kv_txn_req *t);
+
+static size_t sz_ops(unsigned field, const struct kv_op *ops, size_t n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t inner = 0;
+        switch (ops[i].type) {
+        case KV_OP_RANGE:
+            inner = sz_msg(1, sz_range(&ops[i].u.range));
+            break;
+        case KV_OP_PUT:
+            inner = sz_msg(2, sz_put(&ops[i].u.put));
+            break;
+        case KV_OP_DELETE:
+            inner = sz_msg(3, sz_del(&ops[i].u.del));
+            break;
+        case KV_OP_TXN:
+            inner = sz_msg(4, sz_txn(ops[i].u.txn));
+            break;
+        case KV_OP_NONE:
+            break;
+        }
+        total += sz_msg(field, inner);
+    }
+    return total;
+}
+
+static size_t sz_txn(const struct kv_txn_req *t)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < t->n_cmps; i++) {
+        const struct kv_cmp *c = &t->cmps[i];
+        size_t inner = sz_int(1, c->result) + sz_int(2, c->target) + sz_bytes(3, c->span.key_len) +
+                       sz_bytes(64, c->span.end_kind == KV_END_ALL ? 1 : c->span.end_len);
+        if (c->set == KV_CMP_VALUE)
+            inner += 1 + varint_len(c->value_len) + c->value_len;
+        else if (c->set >= 0)
+            inner += 1 + varint_len((uint64_t)c->number);
+        total += sz_msg(1, inner);
+    }
+    return total + sz_ops(2, t->success, t->n_success) + sz_ops(3, t->failure, t->n_failure);
+}
+
+size_t codec_proto_size(const struct srv_req *req)
+{
+    switch (req->type) {
+    case SRV_REQ_RANGE:
+        return sz_range(&req->u.range);
+    case SRV_REQ_PUT:
+        return sz_put(&req->u.put);
+    case SRV_REQ_DELETE:
+        return sz_del(&req->u.del);
+    case SRV_REQ_TXN:
+        return sz_txn(&req->u.txn);
+    case SRV_REQ_COMPACT:
+        return sz_int(1, req->u.compact.revision) + sz_int(2, req->u.compact.physical);
+    }
+    return 0;
+}
+
+/* ---- responses ---- */
+
+void codec_header(struct jw *w, const struct srv_header *h, bool with_revision)
+{
+    jw_obj(w);
+    if (h->cluster_id) {
+        jw_key(w, "cluster_id");
+        jw_u64(w, h->cluster_id);
+    }
+    if (h->member_id) {
+        jw_key(w, "member_id");
+        jw_u64(w, h->member_id);
+    }
+    if (with_revision && h->revision) {
+        jw_key(w, "revision");
+        jw_i64(w, h->revision);
+    }
+    if (h->raft_term) {
+        jw_key(w, "raft_term");
+        jw_u64(w, h->raft_term);
+    }
+    jw_obj_end(w);
+}
+
+static void inner_header(struct jw *w, int64_t rev)
+{
+    jw_key(w, "header");
+    jw_obj(w);
+    if (rev) {
+        jw_key(w, "revision");
+        jw_i64(w, rev);
+    }
+    jw_obj_end(w);
+}
+
+void codec_kv(struct jw *w, const struct kv_kv *kv)
+{
+    jw_obj(w);
+    if (kv->key_len) {
+        jw_key(w, "key");
+        jw_b64(w, kv->key, kv->key_len);
+    }
+    if (kv->create_revision) {
+        jw_key(w, "create_revision");
+        jw_i64(w, kv->create_revision);
+    }
+    if (kv->mod_revision) {
+        jw_key(w, "mod_revision");
+        jw_i64(w, kv->mod_revision);
+    }
+    if (kv->version) {
+        jw_key(w, "version");
+        jw_i64(w, kv->version);
+    }
+    if (kv->value_len) {
+        jw_key(w, "value");
+        jw_b64(w, kv->value, kv->value_len);
+    }
+    if (kv->lease) {
+        jw_key(w, "lease");
+        jw_i64(w, kv->lease);
+    }
+    jw_obj_end(w);
+}
+
+static void kvs(struct jw *w, const char *name, const struct kv_kv *v, size_t n)
+{
+    if (!n)
+        return;
+    jw_key(w, name);
+    jw_arr(w);
+    for (size_t i = 0; i < n; i++)
+        codec_kv(w, &v[i]);
+    jw_arr_end(w);
+}
+
+static void range_body(struct jw *w, const struct kv_range_resp *r)
+{
+    kvs(w, "kvs", r->kvs, r->n_kvs);
+    if (r->more) {
+        jw_key(w, "more");
+        jw_bool(w, true);
+    }
+    if (r->count) {
+        jw_key(w, "count");
+        jw_i64(w, r->count);
+    }
+}
+
+static void put_body(struct jw *w, const struct kv_put_resp *r)
+{
+    if (r->prev_kv) {
+        jw_key(w, "prev_kv");
+        codec_kv(w, r->prev_kv);
+    }
+}
+
+static void del_body(struct jw *w, const struct kv_del_resp *r)
+{
+    if (r->deleted) {
+        jw_key(w, "deleted");
+        jw_i64(w, r->deleted);
+    }
+    kvs(w, "prev_kvs", r->prev_kvs, r->n_prev_kvs);
+}
+
+static void txn_body(struct jw *w, const struct kv_txn_resp *t)
+{
+    if (t->succeeded) {
+        jw_key(w, "succeeded");
+        jw_bool(w, true);
+    }
+    if (!t->n_resps)
+        return;
+    jw_key(w, "responses");
+    jw_arr(w);
+    for (size_t i = 0; i < t->n_resps; i++) {
+        const struct kv_op_resp *r = &t->resps[i];
+        jw_obj(w);
+        switch (r->type) {
+        case KV_OP_RANGE:
+            jw_key(w, "response_range");
+            jw_obj(w);
+            inner_header(w, r->u.range.revision);
+            range_body(w, &r->u.range);
+            jw_obj_end(w);
+            break;
+        case KV_OP_PUT:
+            jw_key(w, "response_put");
+            jw_obj(w);
+            inner_header(w, r->u.put.revision);
+            put_body(w, &r->u.put);
+            jw_obj_end(w);
+            break;
+        case KV_OP_DELETE:
+            jw_key(w, "response_delete_range");
+            jw_obj(w);
+            inner_header(w, r->u.del.revision);
+            del_body(w, &r->u.del);
+            jw_obj_end(w);
+            break;
+        case KV_OP_TXN:
+            jw_key(w, "response_txn");
+            jw_obj(w);
+            inner_header(w, 0); /* etcd leaves a nested txn's header empty */
+            txn_body(w, r->u.txn);
+            jw_obj_end(w);
+            break;
+        case KV_OP_NONE:
+            break;
+        }
+        jw_obj_end(w);
+    }
+    jw_arr_end(w);
+}
+
+void codec_result(struct jw *w, const struct srv_header *h, const struct srv_result *r)
+{
+    jw_obj(w);
+    jw_key(w, "header");
+    codec_header(w, h, true);
+    switch (r->type) {
+    case SRV_REQ_RANGE:
+        range_body(w, &r->u.range);
+        break;
+    case SRV_REQ_PUT:
+        put_body(w, &r->u.put);
+        break;
+    case SRV_REQ_DELETE:
+        del_body(w, &r->u.del);
+        break;
+    case SRV_REQ_TXN:
+        txn_body(w, &r->u.txn);
+        break;
+    case SRV_REQ_COMPACT:
+        break;
+    }
+    jw_obj_end(w);
+}
+
+void codec_error(struct buf *b, const char *msg, int code)
+{
+    struct jw w;
+    jw_init(&w, b);
+    jw_obj(&w);
+    jw_key(&w, "error");
+    jw_cstr(&w, msg);
+    jw_key(&w, "message");
+    jw_cstr(&w, msg);
+    jw_key(&w, "code");
+    jw_num(&w, code);
+    jw_obj_end(&w);
+}

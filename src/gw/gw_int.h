@@ -1,0 +1,58 @@
+/* gw_int.h - gateway internals shared by gw*.c (private to src/gw). */
+#ifndef METASTORE_GW_INT_H
+#define METASTORE_GW_INT_H
+
+#include "metastore/arena.h"
+#include "metastore/buf.h"
+#include "metastore/gw.h"
+#include "metastore/srv.h"
+
+#include <event2/http.h>
+
+struct gw_req;
+
+typedef void (*gw_handler_fn)(struct gw_req *r);
+
+struct gw {
+    struct event_base *base;
+    struct srv *srv;
+    struct evhttp *http;
+    size_t max_body;        /* HTTP body limit (evhttp answers 413 above it) */
+    size_t grpc_max;        /* etcd's gRPC receive limit: max-request-bytes + 512 KiB */
+    struct gw_req *pending; /* requests waiting for srv, doubly linked */
+};
+
+/* One HTTP request in flight. Owns its arena; freed once the reply is sent or the connection
+ * is gone, whichever comes first (one release path: gw_req_free). */
+struct gw_req {
+    struct gw *gw;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    struct arena *a;
+    const char *body; /* copy in the arena */
+    size_t body_len;
+    uint64_t srv_id; /* non-zero while srv owes us a callback */
+    struct srv_req sreq;
+    struct gw_req *prev;
+    struct gw_req *next;
+};
+
+/* Reply helpers: each sends the reply and frees r. */
+void gw_reply_json(struct gw_req *r, int status, struct buf *body);
+void gw_reply_error(struct gw_req *r, ms_err e, const char *msg);
+void gw_reply_text(struct gw_req *r, int status, const char *body);
+
+/* Submit r->sreq to srv; the reply is sent from the completion. Frees r on error replies. */
+void gw_submit(struct gw_req *r);
+
+/* Route handlers. */
+void gw_kv_range(struct gw_req *r);
+void gw_kv_put(struct gw_req *r);
+void gw_kv_deleterange(struct gw_req *r);
+void gw_kv_txn(struct gw_req *r);
+void gw_kv_compaction(struct gw_req *r);
+void gw_maint_status(struct gw_req *r);
+void gw_maint_hash(struct gw_req *r);
+void gw_cluster_member_list(struct gw_req *r);
+
+#endif

@@ -1,0 +1,139 @@
+/* gw_maint.c - /v3/maintenance/{status,hash} and /v3/cluster/member/list: answered at once
+ * from the server's state (no log entry). */
+#include "codec.h"
+#include "gw_int.h"
+
+static bool parse_empty(struct gw_req *r)
+{
+    struct jdec d;
+    struct jv root;
+    jdec_init(&d, r->a);
+    if (!jdec_root(&d, r->body, r->body_len, &root)) {
+        gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
+        return false;
+    }
+    return true;
+}
+
+void gw_maint_status(struct gw_req *r)
+{
+    if (!parse_empty(r))
+        return;
+    struct srv_header h;
+    struct srv_status st;
+    struct buf b;
+    struct jw w;
+    srv_header(r->gw->srv, &h);
+    srv_status(r->gw->srv, &st);
+    buf_init(&b);
+    jw_init(&w, &b);
+    jw_obj(&w);
+    jw_key(&w, "header");
+    codec_header(&w, &h, true);
+    jw_key(&w, "version");
+    jw_cstr(&w, MS_ETCD_VERSION);
+    if (st.db_size) {
+        jw_key(&w, "dbSize");
+        jw_i64(&w, (int64_t)st.db_size);
+    }
+    if (st.leader) {
+        jw_key(&w, "leader");
+        jw_u64(&w, st.leader);
+    }
+    if (st.raft_index) {
+        jw_key(&w, "raftIndex");
+        jw_u64(&w, st.raft_index);
+    }
+    if (st.raft_term) {
+        jw_key(&w, "raftTerm");
+        jw_u64(&w, st.raft_term);
+    }
+    if (st.raft_applied_index) {
+        jw_key(&w, "raftAppliedIndex");
+        jw_u64(&w, st.raft_applied_index);
+    }
+    if (st.db_size_in_use) {
+        jw_key(&w, "dbSizeInUse");
+        jw_i64(&w, (int64_t)st.db_size_in_use);
+    }
+    if (st.is_learner) {
+        jw_key(&w, "isLearner");
+        jw_bool(&w, true);
+    }
+    jw_obj_end(&w);
+    gw_reply_json(r, 200, &b);
+}
+
+void gw_maint_hash(struct gw_req *r)
+{
+    if (!parse_empty(r))
+        return;
+    struct srv_header h;
+    uint32_t hash;
+    ms_err e = srv_hash(r->gw->srv, &hash, &h.revision);
+    if (e) {
+        gw_reply_error(r, e, NULL);
+        return;
+    }
+    srv_header(r->gw->srv, &h);
+    struct buf b;
+    struct jw w;
+    buf_init(&b);
+    jw_init(&w, &b);
+    jw_obj(&w);
+    jw_key(&w, "header");
+    codec_header(&w, &h, true);
+    if (hash) {
+        jw_key(&w, "hash");
+        jw_num(&w, hash);
+    }
+    jw_obj_end(&w);
+    gw_reply_json(r, 200, &b);
+}
+
+static void urls(struct jw *w, const char *name, const struct cfg_url *u, size_t n)
+{
+    if (!n)
+        return;
+    jw_key(w, name);
+    jw_arr(w);
+    for (size_t i = 0; i < n; i++)
+        jw_cstr(w, u[i].text);
+    jw_arr_end(w);
+}
+
+void gw_cluster_member_list(struct gw_req *r)
+{
+    if (!parse_empty(r))
+        return;
+    struct srv_header h;
+    struct srv_member m;
+    struct buf b;
+    struct jw w;
+    srv_header(r->gw->srv, &h);
+    srv_self(r->gw->srv, &m);
+    buf_init(&b);
+    jw_init(&w, &b);
+    jw_obj(&w);
+    jw_key(&w, "header");
+    codec_header(&w, &h, false);
+    jw_key(&w, "members");
+    jw_arr(&w);
+    jw_obj(&w);
+    jw_key(&w, "ID");
+    jw_u64(&w, m.id);
+    if (m.name && *m.name) {
+        jw_key(&w, "name");
+        jw_cstr(&w, m.name);
+    }
+    urls(&w, "peerURLs", m.peer_urls, m.n_peer_urls);
+    urls(&w, "clientURLs", m.client_urls, m.n_client_urls);
+    if (m.is_learner) {
+        jw_key(&w, "isLearner");
+        jw_bool(&w, true);
+    }
+    jw_obj_end(&w);
+    jw_arr_end(&w);
+    jw_obj_end(&w);
+    gw_reply_json(r, 200, &b);
+}

@@ -1,0 +1,379 @@
+/* srv.c - server lifecycle and the request entry points (submit, cancel, status).
+ *
+ * Owns the backend, the kv store, the wait table, the one-member log and the loop events.
+ * Requests enter through srv_submit only; they complete in srv_ready.c. Nothing here blocks
+ * except opening the data directory at start.
+ */
+#include "srv_int.h"
+
+#include "metastore/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static uint64_t fnv1a(uint64_t h, const char *s)
+{
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static ms_err meta_u64(struct be_txn *t, const char *name, uint64_t *out, bool *found)
+{
+    struct be_val v;
+    ms_err e = be_get(t, BE_BUCKET_META, (const uint8_t *)name, strlen(name), &v);
+    *found = false;
+    if (e == MS_E_NOT_EXIST)
+        return MS_OK;
+    if (e)
+        return e;
+    if (v.len != 8)
+        return MS_E_DATA_CORRUPT;
+    *out = be64_get(v.p);
+    *found = true;
+    return MS_OK;
+}
+
+static ms_err meta_put_u64(struct be_txn *t, const char *name, uint64_t v)
+{
+    uint8_t b[8];
+    be64_put(b, v);
+    return be_put(t, BE_BUCKET_META, (const uint8_t *)name, strlen(name), b, 8);
+}
+
+/* mkdir -p with mode 0700. */
+static int mkdirs(const char *path)
+{
+    char tmp[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(tmp))
+        return -1;
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static ms_err open_backend(struct srv *s)
+{
+    ms_err err = MS_OK;
+    if (s->cfg.backend == CFG_BACKEND_MEMORY) {
+        s->be = be_skiplist_open();
+        return s->be ? MS_OK : MS_E_NOMEM;
+    }
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/member", s->cfg.data_dir);
+    if (mkdirs(dir) != 0) {
+        log_error("cannot create data directory %s: %s", dir, strerror(errno));
+        return MS_E_IO;
+    }
+    char lock[4300];
+    snprintf(lock, sizeof(lock), "%s/lock", dir);
+    s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (s->lock_fd < 0 || fcntl(s->lock_fd, F_SETLK, &fl) != 0) {
+        log_error("data directory %s is in use by another process (%s)", s->cfg.data_dir,
+                  strerror(errno));
+        return MS_E_IO;
+    }
+    snprintf(dir, sizeof(dir), "%s/member/db", s->cfg.data_dir);
+    /* The map size is the hard limit of the LMDB file: 8 GiB of address space until the
+     * quota flag arrives; pages are only used as data grows. */
+    s->be = be_lmdb_open(dir, (uint64_t)8 << 30, &err);
+    return s->be ? MS_OK : err;
+}
+
+/* Read or create the persistent identity and bump the term (each start is an election of
+ * this one member). */
+static ms_err load_identity(struct srv *s)
+{
+    bool found;
+    ms_err e;
+    if ((e = meta_u64(s->wtxn, SRV_META_CONSISTENT_INDEX, &s->applied, &found)))
+        return e;
+    s->last_index = s->applied;
+    if ((e = meta_u64(s->wtxn, SRV_META_TERM, &s->term, &found)))
+        return e;
+    s->term++;
+    if ((e = meta_put_u64(s->wtxn, SRV_META_TERM, s->term)))
+        return e;
+    if ((e = meta_u64(s->wtxn, SRV_META_MEMBER_ID, &s->member_id, &found)))
+        return e;
+    if (!found) {
+        uint64_t h = fnv1a(0xcbf29ce484222325ULL, s->cfg.initial_cluster_token);
+        for (size_t i = 0; i < s->cfg.n_initial_advertise_peer; i++)
+            h = fnv1a(h, s->cfg.initial_advertise_peer[i].text);
+        s->member_id = h ? h : 1;
+        uint64_t c = fnv1a(0xcbf29ce484222325ULL, s->cfg.initial_cluster_token);
+        for (size_t i = 0; i < s->cfg.n_initial_cluster; i++) {
+            c = fnv1a(c, s->cfg.initial_cluster[i].name);
+            for (size_t j = 0; j < s->cfg.initial_cluster[i].n_peer_urls; j++)
+                c = fnv1a(c, s->cfg.initial_cluster[i].peer_urls[j].text);
+        }
+        s->cluster_id = c ? c : 1;
+        if ((e = meta_put_u64(s->wtxn, SRV_META_MEMBER_ID, s->member_id)) ||
+            (e = meta_put_u64(s->wtxn, SRV_META_CLUSTER_ID, s->cluster_id)))
+            return e;
+    } else if ((e = meta_u64(s->wtxn, SRV_META_CLUSTER_ID, &s->cluster_id, &found))) {
+        return e;
+    }
+    return MS_OK;
+}
+
+struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *err)
+{
+    struct srv *s = calloc(1, sizeof(*s));
+    if (!s) {
+        *err = MS_E_NOMEM;
+        return NULL;
+    }
+    s->base = base;
+    s->cfg = *cfg;
+    s->lock_fd = -1;
+    buf_init(&s->enc);
+    if (!wait_init(&s->waits) || !(s->scratch = arena_create(64 << 10))) {
+        *err = MS_E_NOMEM;
+        goto out_destroy;
+    }
+    if ((*err = open_backend(s)) != MS_OK)
+        goto out_destroy;
+    if ((*err = be_txn_begin(s->be, NULL, true, &s->wtxn)) != MS_OK)
+        goto out_destroy;
+    s->kv = kv_store_open(s->wtxn, err);
+    if (!s->kv) {
+        log_error("cannot restore the key-value store: %s", ms_err_name(*err));
+        goto out_destroy;
+    }
+    if ((*err = load_identity(s)) != MS_OK) {
+        log_error("cannot read server metadata: %s", ms_err_name(*err));
+        goto out_destroy;
+    }
+    srv_commit(s);
+    s->ready_ev = event_new(base, -1, 0, srv_on_ready, s);
+    s->compact_ev = evtimer_new(base, srv_on_compact, s);
+    if (!s->ready_ev || !s->compact_ev) {
+        *err = MS_E_NOMEM;
+        goto out_destroy;
+    }
+    if (kv_compact_pending(s->kv)) {
+        struct timeval now = {0, 0};
+        evtimer_add(s->compact_ev, &now);
+    }
+    log_info("metastore %s started: name=%s backend=%s data-dir=%s revision=%lld "
+             "applied-index=%llu term=%llu",
+             MS_VERSION, s->cfg.name, s->be->ops->name, s->cfg.data_dir,
+             (long long)kv_current_rev(s->kv), (unsigned long long)s->applied,
+             (unsigned long long)s->term);
+    return s;
+
+out_destroy:
+    srv_destroy(s);
+    return NULL;
+}
+
+void srv_destroy(struct srv *s)
+{
+    if (!s)
+        return;
+    if (s->wtxn) {
+        ms_err e = be_txn_commit(s->wtxn);
+        if (e)
+            log_error("final backend commit failed: %s", ms_err_name(e));
+        s->wtxn = NULL;
+        if (!e && s->be)
+            be_sync(s->be);
+    }
+    if (s->ready_ev)
+        event_free(s->ready_ev);
+    if (s->compact_ev)
+        event_free(s->compact_ev);
+    kv_store_close(s->kv);
+    be_close(s->be);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    for (size_t i = 0; i < s->n_log; i++)
+        free(s->log[i].data);
+    free(s->log);
+    free(s->reads);
+    free(s->compact_waiters);
+    free(s->dones);
+    wait_fini(&s->waits);
+    arena_destroy(s->scratch);
+    buf_fini(&s->enc);
+    free(s);
+}
+
+void srv_wake(struct srv *s)
+{
+    if (!s->ready_pending) {
+        s->ready_pending = true;
+        event_active(s->ready_ev, EV_TIMEOUT, 1);
+    }
+}
+
+bool srv_push_id(uint64_t **v, size_t *n, size_t *cap, uint64_t id)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        uint64_t *nv = realloc(*v, nc * sizeof(*nv));
+        if (!nv)
+            return false;
+        *v = nv;
+        *cap = nc;
+    }
+    (*v)[(*n)++] = id;
+    return true;
+}
+
+static bool ops_read_only(const struct kv_op *ops, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].type == KV_OP_PUT || ops[i].type == KV_OP_DELETE)
+            return false;
+        if (ops[i].type == KV_OP_TXN && ops[i].u.txn && !srv_txn_is_read_only(ops[i].u.txn))
+            return false;
+    }
+    return true;
+}
+
+bool srv_txn_is_read_only(const struct kv_txn_req *t)
+{
+    return ops_read_only(t->success, t->n_success) && ops_read_only(t->failure, t->n_failure);
+}
+
+static ms_err validate(const struct srv *s, const struct srv_req *req)
+{
+    switch (req->type) {
+    case SRV_REQ_RANGE:
+        return kv_check_range(&req->u.range);
+    case SRV_REQ_PUT:
+        return kv_check_put(&req->u.put);
+    case SRV_REQ_DELETE:
+        return kv_check_del(&req->u.del);
+    case SRV_REQ_TXN:
+        return kv_check_txn(&req->u.txn, (size_t)s->cfg.max_txn_ops);
+    case SRV_REQ_COMPACT:
+        return MS_OK;
+    }
+    return MS_E_BAD_REQUEST;
+}
+
+ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, void *ctx,
+                  uint64_t *id)
+{
+    ms_err e = validate(s, req);
+    if (e)
+        return e;
+    uint64_t rid = ++s->next_id;
+    bool is_read = req->type == SRV_REQ_RANGE ||
+                   (req->type == SRV_REQ_TXN && srv_txn_is_read_only(&req->u.txn));
+    if (is_read) {
+        if (!srv_push_id(&s->reads, &s->n_reads, &s->cap_reads, rid))
+            return MS_E_NOMEM;
+    } else {
+        s->enc.len = 0;
+        srv_entry_encode(rid, req, &s->enc);
+        if (buf_failed(&s->enc)) {
+            buf_fini(&s->enc);
+            return MS_E_NOMEM;
+        }
+        /* etcd refuses a raft request bigger than --max-request-bytes. */
+        if (s->enc.len > s->cfg.max_request_bytes)
+            return MS_E_REQUEST_TOO_LARGE;
+        if (s->n_log == s->cap_log) {
+            size_t cap = s->cap_log ? s->cap_log * 2 : 64;
+            struct srv_entry *l = realloc(s->log, cap * sizeof(*l));
+            if (!l)
+                return MS_E_NOMEM;
+            s->log = l;
+            s->cap_log = cap;
+        }
+        uint8_t *data = malloc(s->enc.len);
+        if (!data)
+            return MS_E_NOMEM;
+        memcpy(data, s->enc.p, s->enc.len);
+        s->log[s->n_log++] =
+            (struct srv_entry){.index = ++s->last_index, .data = data, .len = s->enc.len};
+    }
+    struct wait_entry *w = wait_add(&s->waits, rid);
+    if (!w) {
+        /* The entry (if any) still applies; nobody waits for it. */
+        srv_wake(s);
+        return MS_E_NOMEM;
+    }
+    w->done = done;
+    w->ctx = ctx;
+    w->req = is_read ? req : NULL;
+    *id = rid;
+    srv_wake(s);
+    return MS_OK;
+}
+
+void srv_cancel(struct srv *s, uint64_t id)
+{
+    wait_remove(&s->waits, id, NULL);
+}
+
+void srv_header(struct srv *s, struct srv_header *h)
+{
+    h->cluster_id = s->cluster_id;
+    h->member_id = s->member_id;
+    h->revision = kv_current_rev(s->kv);
+    h->raft_term = s->term;
+}
+
+void srv_status(struct srv *s, struct srv_status *st)
+{
+    struct be_stats bs;
+    be_stats(s->be, &bs);
+    memset(st, 0, sizeof(*st));
+    st->revision = kv_current_rev(s->kv);
+    st->db_size = bs.size_bytes;
+    st->db_size_in_use = bs.in_use_bytes;
+    st->leader = s->member_id;
+    st->raft_index = s->last_index;
+    st->raft_term = s->term;
+    st->raft_applied_index = s->applied;
+}
+
+ms_err srv_hash(struct srv *s, uint32_t *hash, int64_t *revision)
+{
+    *revision = kv_current_rev(s->kv);
+    return kv_hash(s->kv, s->wtxn, hash);
+}
+
+void srv_self(struct srv *s, struct srv_member *m)
+{
+    m->id = s->member_id;
+    m->name = s->cfg.name;
+    m->peer_urls = s->cfg.initial_advertise_peer;
+    m->n_peer_urls = s->cfg.n_initial_advertise_peer;
+    m->client_urls = s->cfg.advertise_client;
+    m->n_client_urls = s->cfg.n_advertise_client;
+    m->is_learner = false;
+}
+
+size_t srv_pending(const struct srv *s)
+{
+    return s->waits.n;
+}
+
+const struct cfg *srv_cfg(const struct srv *s)
+{
+    return &s->cfg;
+}

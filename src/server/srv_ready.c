@@ -1,0 +1,242 @@
+/* srv_ready.c - the once-per-turn ready step (DESIGN.md §1) and the apply of entries.
+ *
+ * Order inside one step: take the batch of proposals, apply each in index order inside the
+ * write txn (each entry in a nested txn, so a failed entry leaves nothing behind), record the
+ * consistent index, commit (the durability point), then complete the writers, then serve the
+ * reads queued before the step. Callbacks may submit new work: it lands in the next step.
+ * The one-member log here is the seam the raft core replaces: it "commits" every proposal.
+ */
+#include "srv_int.h"
+
+#include "metastore/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define COMPACT_BUDGET 10000
+
+void srv_commit(struct srv *s)
+{
+    ms_err e = be_txn_commit(s->wtxn);
+    s->wtxn = NULL;
+    if (e)
+        ms_fatal("backend commit failed: %s", ms_err_name(e));
+    if ((e = be_txn_begin(s->be, NULL, true, &s->wtxn)) != MS_OK)
+        ms_fatal("cannot begin a backend transaction: %s", ms_err_name(e));
+}
+
+static void put_consistent_index(struct srv *s, uint64_t index)
+{
+    uint8_t b[8];
+    be64_put(b, index);
+    ms_err e = be_put(s->wtxn, BE_BUCKET_META, (const uint8_t *)SRV_META_CONSISTENT_INDEX,
+                      strlen(SRV_META_CONSISTENT_INDEX), b, 8);
+    if (e)
+        ms_fatal("cannot record the applied index: %s", ms_err_name(e));
+    s->applied = index;
+}
+
+ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struct srv_result *res)
+{
+    ms_err e;
+    (void)index;
+    memset(res, 0, sizeof(*res));
+    res->type = req->type;
+    if (req->type == SRV_REQ_COMPACT) {
+        e = kv_compact(s->kv, s->wtxn, req->u.compact.revision);
+        res->revision = kv_current_rev(s->kv);
+        if (!e) {
+            struct timeval now = {0, 0};
+            evtimer_add(s->compact_ev, &now);
+        }
+        return e;
+    }
+    struct be_txn *etxn;
+    struct kv_write *w;
+    if ((e = be_txn_begin(s->be, s->wtxn, true, &etxn)) != MS_OK)
+        return e;
+    if ((e = kv_write_begin(s->kv, etxn, s->scratch, &w)) != MS_OK) {
+        be_txn_abort(etxn);
+        return e;
+    }
+    switch (req->type) {
+    case SRV_REQ_PUT:
+        e = kv_write_put(w, &req->u.put, &res->u.put);
+        break;
+    case SRV_REQ_DELETE:
+        e = kv_write_del(w, &req->u.del, &res->u.del);
+        break;
+    case SRV_REQ_TXN:
+        e = kv_write_txn(w, &req->u.txn, &res->u.txn);
+        break;
+    default:
+        e = MS_E_BAD_REQUEST;
+        break;
+    }
+    if (!e)
+        e = be_txn_commit(etxn);
+    else
+        be_txn_abort(etxn);
+    if (e) {
+        kv_write_abort(w);
+        return e;
+    }
+    struct kv_event *ev;
+    size_t n_ev;
+    kv_write_end(w, &ev, &n_ev);
+    res->revision = kv_current_rev(s->kv);
+    return MS_OK;
+}
+
+ms_err srv_read(struct srv *s, const struct srv_req *req, struct srv_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    res->type = req->type;
+    if (req->type == SRV_REQ_RANGE) {
+        ms_err e = kv_range(s->kv, s->wtxn, &req->u.range, s->scratch, &res->u.range);
+        res->revision = res->u.range.revision;
+        return e;
+    }
+    /* A read-only txn: a write that changes nothing. */
+    struct kv_write *w;
+    ms_err e = kv_write_begin(s->kv, s->wtxn, s->scratch, &w);
+    if (e)
+        return e;
+    e = kv_write_txn(w, &req->u.txn, &res->u.txn);
+    if (e) {
+        kv_write_abort(w);
+        return e;
+    }
+    struct kv_event *ev;
+    size_t n_ev;
+    kv_write_end(w, &ev, &n_ev);
+    res->revision = res->u.txn.revision;
+    return MS_OK;
+}
+
+static void push_done(struct srv *s, uint64_t id, ms_err err, struct srv_result *res)
+{
+    if (s->n_dones == s->cap_dones) {
+        size_t cap = s->cap_dones ? s->cap_dones * 2 : 64;
+        struct srv_done *d = realloc(s->dones, cap * sizeof(*d));
+        if (!d) {
+            /* Cannot remember the completion: the caller gets an error now rather than never. */
+            struct wait_entry we;
+            if (wait_remove(&s->waits, id, &we) && we.done)
+                we.done(we.ctx, MS_E_NOMEM, NULL);
+            return;
+        }
+        s->dones = d;
+        s->cap_dones = cap;
+    }
+    s->dones[s->n_dones++] = (struct srv_done){.id = id, .err = err, .res = res};
+}
+
+static void apply_batch(struct srv *s, struct srv_entry *batch, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct srv_req req;
+        uint64_t id;
+        struct srv_result local, *res = &local;
+        if (!srv_entry_decode(batch[i].data, batch[i].len, s->scratch, &id, &req))
+            ms_fatal("log entry %llu does not decode", (unsigned long long)batch[i].index);
+        if (wait_find(&s->waits, id)) {
+            res = arena_alloc(s->scratch, sizeof(*res));
+            if (!res)
+                res = &local;
+        }
+        ms_err e = srv_apply(s, batch[i].index, &req, res);
+        put_consistent_index(s, batch[i].index);
+        if (res == &local) {
+            if (wait_find(&s->waits, id))
+                push_done(s, id, MS_E_NOMEM, NULL);
+            continue;
+        }
+        if (req.type == SRV_REQ_COMPACT && !e && req.u.compact.physical &&
+            kv_compact_pending(s->kv)) {
+            /* Answer once the old records are gone (etcd waits for physical compaction). */
+            if (srv_push_id(&s->compact_waiters, &s->n_compact_waiters, &s->cap_compact_waiters,
+                            id))
+                continue;
+        }
+        push_done(s, id, e, res);
+    }
+}
+
+static void complete_dones(struct srv *s)
+{
+    for (size_t i = 0; i < s->n_dones; i++) {
+        struct wait_entry we;
+        if (wait_remove(&s->waits, s->dones[i].id, &we) && we.done)
+            we.done(we.ctx, s->dones[i].err, s->dones[i].err ? NULL : s->dones[i].res);
+    }
+    s->n_dones = 0;
+}
+
+static void serve_reads(struct srv *s, const uint64_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct wait_entry we;
+        if (!wait_remove(&s->waits, ids[i], &we) || !we.done)
+            continue;
+        struct srv_result res;
+        ms_err e = srv_read(s, we.req, &res);
+        we.done(we.ctx, e, e ? NULL : &res);
+    }
+}
+
+void srv_on_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    s->ready_pending = false;
+
+    /* Take this turn's batch; callbacks below may submit into fresh arrays. */
+    struct srv_entry *batch = s->log;
+    size_t n_batch = s->n_log;
+    uint64_t *reads = s->reads;
+    size_t n_reads = s->n_reads;
+    s->log = NULL;
+    s->n_log = s->cap_log = 0;
+    s->reads = NULL;
+    s->n_reads = s->cap_reads = 0;
+
+    if (n_batch) {
+        apply_batch(s, batch, n_batch);
+        srv_commit(s);
+    }
+    complete_dones(s);
+    serve_reads(s, reads, n_reads);
+
+    for (size_t i = 0; i < n_batch; i++)
+        free(batch[i].data);
+    free(batch);
+    free(reads);
+    arena_reset(s->scratch);
+}
+
+void srv_on_compact(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    ms_err e;
+    bool done = kv_compact_step(s->kv, s->wtxn, COMPACT_BUDGET, &e);
+    if (e)
+        ms_fatal("compaction failed: %s", ms_err_name(e));
+    if (!done) {
+        struct timeval now = {0, 0};
+        evtimer_add(s->compact_ev, &now);
+        return;
+    }
+    srv_commit(s);
+    for (size_t i = 0; i < s->n_compact_waiters; i++) {
+        struct wait_entry we;
+        if (!wait_remove(&s->waits, s->compact_waiters[i], &we) || !we.done)
+            continue;
+        struct srv_result res = {.type = SRV_REQ_COMPACT, .revision = kv_current_rev(s->kv)};
+        we.done(we.ctx, MS_OK, &res);
+    }
+    s->n_compact_waiters = 0;
+}

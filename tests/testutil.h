@@ -18,3 +18,54 @@ void tu_rmtree(const char *path);
 int tu_bytes_eq(const uint8_t *p, size_t n, const char *s);
 
 #endif
+
+/* ---- integration harness: the real server binary over loopback HTTP ---- */
+
+struct tu_server {
+    int pid;
+    int port;
+    char *dir; /* data directory (removed by tu_server_stop unless keep_dir) */
+    char log[4096];
+};
+
+/* Start $METASTORE_BIN on a free 127.0.0.1 port with a fresh data dir, plus extra flags
+ * (NULL-terminated, may be NULL). Waits (bounded) until /health answers. */
+void tu_server_start(struct tu_server *s, const char *const *extra);
+/* Start again on the same port and data dir (restart after stop/kill). */
+void tu_server_restart(struct tu_server *s, const char *const *extra);
+/* SIGTERM, wait (bounded), and check the exit status is 0 (ASan/LSan make it non-zero on
+ * leaks and errors). Keeps the directory when keep_dir. */
+void tu_server_stop_keep(struct tu_server *s, int keep_dir);
+void tu_server_stop(struct tu_server *s);
+/* SIGKILL and reap. */
+void tu_server_kill(struct tu_server *s);
+
+struct tu_resp {
+    int status;
+    char *headers; /* raw header block, NUL-terminated */
+    char *body;    /* NUL-terminated (chunked bodies are joined) */
+    size_t body_len;
+};
+
+/* One request on a fresh connection (Connection: close). body may be NULL. */
+void tu_http(int port, const char *method, const char *path, const char *body, struct tu_resp *out);
+/* POST path with a JSON body; returns the body with header IDs normalised (see tu_norm).
+ * The caller frees. */
+char *tu_post(int port, const char *path, const char *body, int *status);
+void tu_resp_free(struct tu_resp *r);
+/* Replace "cluster_id":"N", "member_id":"N", "raft_term":"N" with fixed text so responses
+ * compare literally: C, M and T. Returns a new string. */
+char *tu_norm(const char *json);
+/* Case-insensitive header lookup in a raw header block; returns a static copy or NULL. */
+const char *tu_header(const struct tu_resp *r, const char *name);
+
+/* Raw socket helpers for hostile-client tests. */
+int tu_connect(int port);
+void tu_send_all(int fd, const char *data, size_t len);
+/* Read until EOF or timeout_ms; returns bytes read into a malloc'd NUL-terminated buffer. */
+char *tu_read_all(int fd, int timeout_ms, size_t *len);
+
+/* Run $METASTORE_BIN with args (NULL-terminated) and envp (NULL: empty environment), bounded
+ * by timeout_ms; returns the exit status (-1 on timeout) and the joined stdout+stderr in *out
+ * (malloc'd). */
+int tu_run(const char *const *args, char *const *envp, int timeout_ms, char **out);

@@ -1,0 +1,295 @@
+/* test_compat.c - differential test against real etcd: the same requests, in the same order,
+ * to a fresh etcd (Debian's etcd-server, if installed) and a fresh metastore, each on its own
+ * loopback port; status codes and bodies must match once header IDs (cluster_id, member_id,
+ * raft_term) are normalised. Without an etcd binary the test says so and passes.
+ *
+ * Cases where etcd 3.4 is documented as wrong (reference §17) are not sent here.
+ */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const struct {
+    const char *path;
+    const char *body;
+} CASES[] = {
+    /* put / range (reference §5.1, §5.2) */
+    {"/v3/kv/put", "{\"key\":\"Zm9v\",\"value\":\"YmFy\"}"},
+    {"/v3/kv/put", "{\"key\":\"Zm9v\",\"value\":\"YmFyMg==\",\"prev_kv\":true}"},
+    {"/v3/kv/put", "{\"key\":\"bmV3a2V5\",\"value\":\"dg==\",\"prev_kv\":true}"},
+    {"/v3/kv/range", "{\"key\":\"Zm9v\"}"},
+    {"/v3/kv/range", "{\"key\":\"bm9wZQ==\"}"},
+    {"/v3/kv/put", "{\"key\":\"ZW1wdHk=\"}"},
+    {"/v3/kv/range", "{\"key\":\"ZW1wdHk=\"}"},
+    {"/v3/kv/put", "{\"key\":\"ay9h\",\"value\":\"dmFsLWE=\"}"},
+    {"/v3/kv/put", "{\"key\":\"ay9i\",\"value\":\"dmFsLWI=\"}"},
+    {"/v3/kv/put", "{\"key\":\"ay9j\",\"value\":\"dmFsLWM=\"}"},
+    {"/v3/kv/put", "{\"key\":\"ay9k\",\"value\":\"dmFsLWQ=\"}"},
+    {"/v3/kv/put", "{\"key\":\"ay9l\",\"value\":\"dmFsLWU=\"}"},
+    {"/v3/kv/put", "{\"key\":\"ay9i\",\"value\":\"dmFsLWIy\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"limit\":2}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"limit\":\"2\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"limit\":5}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"limit\":-1}"},
+    {"/v3/kv/range", "{\"key\":\"AA==\",\"range_end\":\"AA==\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay9j\",\"range_end\":\"AA==\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"count_only\":true}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"count_only\":true,\"limit\":1}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"keys_only\":true}"},
+    {"/v3/kv/range",
+     "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"keys_only\":true,\"count_only\":true}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"revision\":9}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"revision\":3}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":\"DESCEND\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":2}"},
+    {"/v3/kv/range",
+     "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":\"ASCEND\",\"sort_target\":\"MOD\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":\"DESCEND\",\"sort_"
+                     "target\":\"VALUE\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_target\":\"CREATE\"}"},
+    {"/v3/kv/range",
+     "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":\"DESCEND\",\"limit\":2}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":\"DESCEND\",\"sort_"
+                     "target\":\"MOD\",\"limit\":2}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":\"ASCEND\",\"sort_"
+                     "target\":\"VERSION\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"serializable\":true}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"min_mod_revision\":9}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"max_mod_revision\":8}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"min_create_revision\":8,\"max_"
+                     "create_revision\":9}"},
+    {"/v3/kv/range",
+     "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"min_mod_revision\":9,\"limit\":1}"},
+    {"/v3/kv/range", "{\"key\":\"azA=\",\"range_end\":\"ay8=\"}"},
+    {"/v3/kv/range",
+     "{\"key\":\"ay8=\",\"rangeEnd\":\"azA=\",\"keysOnly\":true,\"countOnly\":true}"},
+    {"/v3/kv/range",
+     "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"rangeEnd\":\"ay9i\",\"count_only\":true}"},
+    {"/v3/kv/range", "{\"key\":\"Zm9v\",\"count_only\":true} xyz"},
+    {"/v3/kv/range", "{\"key\":\"Zm9v\",\"range_end\":null,\"limit\":null,\"count_only\":true}"},
+    {"/v3/kv/range", "{\"key\":\"Zm9v\",\"bogus\":1}"},
+    {"/v3/kv/range",
+     "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":7,\"count_only\":true}"},
+    /* put options */
+    {"/v3/kv/put", "{\"key\":\"Zm9v\",\"ignore_value\":true,\"prev_kv\":true}"},
+    {"/v3/kv/put", "{\"key\":\"Zm9v\",\"value\":\"YQ==\",\"ignore_value\":true}"},
+    {"/v3/kv/put", "{\"key\":\"Zm9v\",\"lease\":5,\"ignore_lease\":true}"},
+    {"/v3/kv/put", "{\"key\":\"bWlzc2luZw==\",\"ignore_value\":true}"},
+    {"/v3/kv/put", "{\"key\":\"bWlzc2luZw==\",\"ignore_lease\":true}"},
+    {"/v3/kv/put", "{\"value\":\"YQ==\"}"},
+    {"/v3/kv/put", "{\"key\":\"Zm9v\",\"value\":\"YmFyMw==\",\"prevKv\":true}"},
+    /* delete range (§5.3) */
+    {"/v3/kv/put", "{\"key\":\"cy9h\",\"value\":\"YQ==\"}"},
+    {"/v3/kv/put", "{\"key\":\"cy9i\",\"value\":\"Yg==\"}"},
+    {"/v3/kv/put", "{\"key\":\"cy9j\",\"value\":\"Yw==\"}"},
+    {"/v3/kv/deleterange", "{\"key\":\"cy9h\",\"prev_kv\":true}"},
+    {"/v3/kv/deleterange", "{\"key\":\"cy96eno=\"}"},
+    {"/v3/kv/deleterange", "{\"key\":\"cy8=\",\"range_end\":\"czA=\"}"},
+    {"/v3/kv/range", "{\"key\":\"cy8=\",\"range_end\":\"czA=\",\"revision\":20}"},
+    {"/v3/kv/deleterange", "{}"},
+    /* txn (§5.4) */
+    {"/v3/kv/txn", "{\"compare\":[{\"key\":\"Zm9v\",\"target\":\"VALUE\",\"result\":\"EQUAL\","
+                   "\"value\":\"YmFyMw==\"}],\"success\":[{\"request_put\":{\"key\":\"Zm9v\","
+                   "\"value\":\"YmFyNA==\",\"prev_kv\":true}},{\"request_range\":{\"key\":\"Zm9v\"}"
+                   "}],\"failure\":[{\"request_range\":{\"key\":\"Zm9v\"}}]}"},
+    {"/v3/kv/txn", "{\"compare\":[{\"key\":\"Zm9v\",\"target\":\"VALUE\",\"result\":\"EQUAL\","
+                   "\"value\":\"YmFyMw==\"}],\"success\":[{\"request_put\":{\"key\":\"Zm9v\","
+                   "\"value\":\"YmFyNA==\",\"prev_kv\":true}},{\"request_range\":{\"key\":\"Zm9v\"}"
+                   "}],\"failure\":[{\"request_range\":{\"key\":\"Zm9v\"}}]}"},
+    {"/v3/kv/txn", "{}"},
+    {"/v3/kv/txn",
+     "{\"success\":[{\"request_delete_range\":{\"key\":\"bmV3a2V5\",\"prev_kv\":true}}]}"},
+    {"/v3/kv/txn", "{\"compare\":[{\"key\":\"Zm9v\",\"target\":\"VERSION\",\"result\":\"GREATER\","
+                   "\"version\":100}]}"},
+    {"/v3/kv/txn",
+     "{\"compare\":[{\"key\":\"Zm9v\",\"target\":\"CREATE\",\"result\":\"EQUAL\",\"create_"
+     "revision\":2},{\"key\":\"Zm9v\",\"target\":\"MOD\",\"result\":\"GREATER\",\"mod_revision\":2}"
+     ",{\"key\":\"Zm9v\",\"target\":\"LEASE\",\"result\":\"EQUAL\",\"lease\":0}],\"success\":[{"
+     "\"request_range\":{\"key\":\"Zm9v\",\"keys_only\":true}}]}"},
+    {"/v3/kv/txn", "{\"compare\":[{\"key\":\"Zm9v\",\"target\":\"VERSION\",\"result\":\"NOT_"
+                   "EQUAL\",\"value\":\"eA==\"}]}"},
+    {"/v3/kv/txn", "{\"compare\":[{\"key\":\"bm9uZQ==\",\"target\":\"VALUE\",\"result\":\"NOT_"
+                   "EQUAL\",\"value\":\"eA==\"}]}"},
+    {"/v3/kv/txn", "{\"compare\":[{\"key\":\"bm9uZQ==\",\"target\":\"VERSION\"}]}"},
+    {"/v3/kv/txn", "{\"compare\":[{\"key\":\"bm90aGluZy8=\",\"range_end\":\"bm90aGluZzA=\","
+                   "\"target\":\"VERSION\",\"version\":0}]}"},
+    {"/v3/kv/txn", "{\"compare\":[{\"key\":\"bm90aGluZy8=\",\"range_end\":\"bm90aGluZzA=\","
+                   "\"target\":\"VALUE\",\"value\":\"\"}]}"},
+    {"/v3/kv/txn", "{\"compare\":[{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"target\":\"VERSION\","
+                   "\"result\":\"GREATER\",\"version\":0}],\"success\":[{\"request_range\":{"
+                   "\"key\":\"ay8=\",\"range_end\":\"azA=\",\"count_only\":true}}]}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_txn\":{\"compare\":[{\"key\":\"Zm9v\",\"target\":"
+                   "\"MOD\",\"result\":\"GREATER\",\"mod_revision\":1000}],\"failure\":[{\"request_"
+                   "put\":{\"key\":\"aW4=\",\"value\":\"MQ==\"}},{\"request_range\":{\"key\":\"aW4="
+                   "\"}}]}},{\"request_put\":{\"key\":\"b3V0\"}}]}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_put\":{\"key\":\"dDE=\",\"value\":\"MQ==\"}},{"
+                   "\"request_put\":{\"key\":\"dDI=\",\"value\":\"Mg==\"}}]}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_range\":{\"key\":\"dDE=\"}}]}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_delete_range\":{\"key\":\"bm9uZQ==\"}}]}"},
+    {"/v3/kv/txn",
+     "{\"success\":[{\"request_put\":{\"key\":\"YQ==\"}},{\"request_put\":{\"key\":\"YQ==\"}}]}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_put\":{\"key\":\"YQ==\"}},{\"request_delete_range\":{"
+                   "\"key\":\"AA==\",\"range_end\":\"Yg==\"}}]}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_put\":{\"key\":\"YQ==\"}}],\"failure\":[{\"request_"
+                   "put\":{\"key\":\"YQ==\"}}]}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_delete_range\":{\"key\":\"YQ==\"}},{\"request_delete_"
+                   "range\":{\"key\":\"YQ==\"}}]}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_put\":{\"key\":\"eg==\"}},{\"request_txn\":{"
+                   "\"success\":[{\"request_put\":{\"key\":\"eg==\"}}]}}]}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_txn\":{\"success\":[{\"request_put\":{\"key\":\"eg=="
+                   "\"}}],\"failure\":[{\"request_put\":{\"key\":\"eg==\"}}]}}]}"},
+    {"/v3/kv/txn", "{\"success\":[{}]}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_put\":{\"value\":\"eA==\"}}]}"},
+    {"/v3/kv/txn", "{\"compare\":[{\"target\":\"VERSION\"}]}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_range\":{}}]}"},
+    {"/v3/kv/txn",
+     "{\"success\":[{\"request_put\":{\"key\":\"bWlzcw==\",\"ignore_value\":true}}]}"},
+    {"/v3/kv/txn", "{\"success\":{}}"},
+    /* compaction (§5.5) */
+    {"/v3/kv/compaction", "{\"revision\":10,\"physical\":true}"},
+    {"/v3/kv/compaction", "{\"revision\":10}"},
+    {"/v3/kv/compaction", "{\"revision\":5}"},
+    {"/v3/kv/compaction", "{\"revision\":1000}"},
+    {"/v3/kv/compaction", "{}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"revision\":7}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"revision\":10}"},
+    {"/v3/kv/range",
+     "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"revision\":-1,\"count_only\":true}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"revision\":1000}"},
+    {"/v3/kv/txn", "{\"success\":[{\"request_range\":{\"key\":\"Zm9v\",\"revision\":3}}]}"},
+    {"/v3/kv/compaction", "{\"revision\":12}"},
+    /* decoding errors (§2) */
+    {"/v3/kv/range", "{\"key\":"},
+    {"/v3/kv/range", "[1,2]"},
+    {"/v3/kv/range", ""},
+    {"/v3/kv/range", "{\"key\":\"!!!notbase64\"}"},
+    {"/v3/kv/range", "{\"key\":\"Zm9vYg\"}"},
+    {"/v3/kv/put", "{\"key\":\"-_-_\",\"value\":\"-_8=\"}"},
+    {"/v3/kv/range", "{\"key\":\"+/+/\"}"},
+    {"/v3/kv/range", "{\"key\":\"Zm9v\",\"limit\":true}"},
+    {"/v3/kv/range", "{\"key\":123}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"limit\":2.5}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"limit\":2.0}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"limit\":1e1}"},
+    {"/v3/kv/range", "{\"key\":\"Zm9v\",\"limit\":99999999999999999999}"},
+    {"/v3/kv/range", "{\"key\":\"Zm9v\",\"limit\":\"abc\"}"},
+    {"/v3/kv/range", "{\"key\":\"Zm9v\",\"limit\":\" 2\"}"},
+    {"/v3/kv/range", "{\"key\":\"Zm9v\",\"count_only\":\"true\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"sort_order\":\"BOGUS\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"sort_order\":\"descend\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"sort_order\":\"<a&b>\"}"},
+    {"/v3/kv/range", "{\"key\":\"ay8=\",\"sort_order\":\"2\"}"},
+    {"/v3/kv/range", "{\"key\":\"Zm9v\\n\",\"count_only\":true}"},
+    {"/v3/kv/range", "\"abc\""},
+    {"/v3/kv/range", "null"},
+    {"/v3/kv/range", "{\"key\":\"Zm9v\",\"count_only\":true}{\"key\":\"ay9h\"}"},
+    /* other routes with deterministic answers */
+    {"/v3/kv/bogus", "{}"},
+    {"/v3beta/kv/range", "{\"key\":\"Zm9v\"}"},
+};
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    bind(fd, (struct sockaddr *)&a, sizeof(a));
+    getsockname(fd, (struct sockaddr *)&a, &al);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static const char *etcd_bin(void)
+{
+    const char *e = getenv("ETCD_BIN");
+    if (e && *e)
+        return access(e, X_OK) == 0 ? e : NULL;
+    return access("/usr/bin/etcd", X_OK) == 0 ? "/usr/bin/etcd" : NULL;
+}
+
+START_TEST(same_answers_as_etcd)
+{
+    const char *etcd = etcd_bin();
+    if (!etcd) {
+        printf("compat: no etcd binary found (install etcd-server or set ETCD_BIN): skipped\n");
+        return;
+    }
+    char *dir = tu_mkdtemp("ms-compat-etcd");
+    int cport = free_port(), pport = free_port();
+    char curl[64], purl[64], ic[96], data[4200], log[4200];
+    snprintf(curl, sizeof(curl), "http://127.0.0.1:%d", cport);
+    snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", pport);
+    snprintf(ic, sizeof(ic), "default=%s", purl);
+    snprintf(data, sizeof(data), "%s/etcd", dir);
+    snprintf(log, sizeof(log), "%s/etcd.log", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE *f = freopen(log, "w", stderr);
+        (void)f;
+        execl(etcd, etcd, "--name", "default", "--data-dir", data, "--listen-client-urls", curl,
+              "--advertise-client-urls", curl, "--listen-peer-urls", purl,
+              "--initial-advertise-peer-urls", purl, "--initial-cluster", ic, "--log-level",
+              "error", "--logger", "zap", (char *)NULL);
+        _exit(127);
+    }
+    int up = 0;
+    for (int i = 0; i < 1000 && !up; i++) {
+        struct tu_resp r;
+        tu_http(cport, "GET", "/health", NULL, &r);
+        up = r.status == 200;
+        tu_resp_free(&r);
+        if (!up)
+            nanosleep(&(struct timespec){0, 20000000}, NULL);
+    }
+    ck_assert_msg(up, "etcd did not start, see %s", log);
+
+    struct tu_server ms;
+    tu_server_start(&ms, NULL);
+    int mismatches = 0;
+    for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++) {
+        struct tu_resp a, b;
+        tu_http(cport, "POST", CASES[i].path, CASES[i].body, &a);
+        tu_http(ms.port, "POST", CASES[i].path, CASES[i].body, &b);
+        char *na = tu_norm(a.body), *nb = tu_norm(b.body);
+        if (a.status != b.status || strcmp(na, nb) != 0) {
+            mismatches++;
+            fprintf(stderr, "MISMATCH %s %s\n  etcd      %d %s\n  metastore %d %s\n", CASES[i].path,
+                    CASES[i].body, a.status, na, b.status, nb);
+        }
+        free(na);
+        free(nb);
+        tu_resp_free(&a);
+        tu_resp_free(&b);
+    }
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    tu_server_stop(&ms);
+    tu_rmtree(dir);
+    free(dir);
+    printf("compat: %zu requests compared with etcd, %d mismatches\n",
+           sizeof(CASES) / sizeof(CASES[0]), mismatches);
+    ck_assert_int_eq(mismatches, 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("compat");
+    TCase *tc = tcase_create("kv");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, same_answers_as_etcd);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}

@@ -188,6 +188,11 @@ static inline ms_err be_sync(struct be *be)
     return be->ops->sync(be);
 }
 
+/* A big-endian u64 stored under a NUL-terminated name (counters in "meta"). *found false and
+ * MS_OK if absent; MS_E_DATA_CORRUPT if the stored value is not 8 bytes. */
+ms_err be_get_u64(struct be_txn *t, enum be_bucket b, const char *name, uint64_t *out, bool *found);
+ms_err be_put_u64(struct be_txn *t, enum be_bucket b, const char *name, uint64_t v);
+
 /* Close the backend. No transaction may be open. Accepts NULL. */
 static inline void be_close(struct be *be)
 {

@@ -578,36 +578,40 @@ static bool int_text(struct jdec *d, const struct jv *v, const char *gotype, con
     return true;
 }
 
+/* Read an integer field of Go type gotype whose range is [-neg_max, pos_max] in magnitude. */
+static bool read_int(struct jdec *d, const struct jv *v, const char *gotype, uint64_t neg_max,
+                     uint64_t pos_max, bool *neg, uint64_t *mag)
+{
+    const char *t = "";
+    size_t n = 0;
+    if (!int_text(d, v, gotype, &t, &n))
+        return false;
+    if (!int_literal(t, n, neg, mag) || *mag > (*neg ? neg_max : pos_max))
+        return jdec_fail(d, "json: cannot unmarshal number %.*s into Go value of type %s",
+                         (int)(n > 64 ? 64 : n), t, gotype);
+    return true;
+}
+
 bool jdec_i64(struct jdec *d, const struct jv *v, int64_t *out)
 {
-    const char *t;
-    size_t n;
     bool neg;
     uint64_t mag;
     if (!v)
         return true;
-    if (!int_text(d, v, "int64", &t, &n))
+    if (!read_int(d, v, "int64", (uint64_t)INT64_MAX + 1, INT64_MAX, &neg, &mag))
         return false;
-    if (!int_literal(t, n, &neg, &mag) || (neg ? mag > (uint64_t)INT64_MAX + 1 : mag > INT64_MAX))
-        return jdec_fail(d, "json: cannot unmarshal number %.*s into Go value of type int64",
-                         (int)(n > 64 ? 64 : n), t);
     *out = neg ? (int64_t)(0 - mag) : (int64_t)mag;
     return true;
 }
 
 bool jdec_u64(struct jdec *d, const struct jv *v, uint64_t *out)
 {
-    const char *t;
-    size_t n;
     bool neg;
     uint64_t mag;
     if (!v)
         return true;
-    if (!int_text(d, v, "uint64", &t, &n))
+    if (!read_int(d, v, "uint64", 0, UINT64_MAX, &neg, &mag))
         return false;
-    if (!int_literal(t, n, &neg, &mag) || (neg && mag))
-        return jdec_fail(d, "json: cannot unmarshal number %.*s into Go value of type uint64",
-                         (int)(n > 64 ? 64 : n), t);
     *out = mag;
     return true;
 }

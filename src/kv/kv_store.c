@@ -19,25 +19,16 @@
 
 static ms_err meta_get_i64(struct be_txn *txn, const char *name, int64_t *out)
 {
-    struct be_val v;
-    ms_err e = be_get(txn, BE_BUCKET_META, (const uint8_t *)name, strlen(name), &v);
-    if (e == MS_E_NOT_EXIST) {
-        *out = 0;
-        return MS_OK;
-    }
-    if (e)
-        return e;
-    if (v.len != 8)
-        return MS_E_DATA_CORRUPT;
-    *out = (int64_t)be64_get(v.p);
-    return MS_OK;
+    uint64_t v = 0;
+    bool found;
+    ms_err e = be_get_u64(txn, BE_BUCKET_META, name, &v, &found);
+    *out = (int64_t)v;
+    return e;
 }
 
 ms_err kv_meta_put_i64(struct be_txn *txn, const char *name, int64_t v)
 {
-    uint8_t b[8];
-    be64_put(b, (uint64_t)v);
-    return be_put(txn, BE_BUCKET_META, (const uint8_t *)name, strlen(name), b, 8);
+    return be_put_u64(txn, BE_BUCKET_META, name, (uint64_t)v);
 }
 
 /* Rebuild the index from every record, in revision order (etcd restore). */

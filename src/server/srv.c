@@ -27,25 +27,12 @@ static uint64_t fnv1a(uint64_t h, const char *s)
 
 static ms_err meta_u64(struct be_txn *t, const char *name, uint64_t *out, bool *found)
 {
-    struct be_val v;
-    ms_err e = be_get(t, BE_BUCKET_META, (const uint8_t *)name, strlen(name), &v);
-    *found = false;
-    if (e == MS_E_NOT_EXIST)
-        return MS_OK;
-    if (e)
-        return e;
-    if (v.len != 8)
-        return MS_E_DATA_CORRUPT;
-    *out = be64_get(v.p);
-    *found = true;
-    return MS_OK;
+    return be_get_u64(t, BE_BUCKET_META, name, out, found);
 }
 
 static ms_err meta_put_u64(struct be_txn *t, const char *name, uint64_t v)
 {
-    uint8_t b[8];
-    be64_put(b, v);
-    return be_put(t, BE_BUCKET_META, (const uint8_t *)name, strlen(name), b, 8);
+    return be_put_u64(t, BE_BUCKET_META, name, v);
 }
 
 /* mkdir -p with mode 0700. */

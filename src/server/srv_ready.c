@@ -27,10 +27,7 @@ void srv_commit(struct srv *s)
 
 static void put_consistent_index(struct srv *s, uint64_t index)
 {
-    uint8_t b[8];
-    be64_put(b, index);
-    ms_err e = be_put(s->wtxn, BE_BUCKET_META, (const uint8_t *)SRV_META_CONSISTENT_INDEX,
-                      strlen(SRV_META_CONSISTENT_INDEX), b, 8);
+    ms_err e = be_put_u64(s->wtxn, BE_BUCKET_META, SRV_META_CONSISTENT_INDEX, index);
     if (e)
         ms_fatal("cannot record the applied index: %s", ms_err_name(e));
     s->applied = index;

@@ -58,7 +58,8 @@ static void esc_append(char *out, size_t cap, size_t *n, const char *s)
     }
 }
 
-static void log_vwrite(enum log_level lv, const char *file, int line, const char *fmt, va_list ap)
+__attribute__((format(printf, 4, 0))) static void log_vwrite(enum log_level lv, const char *file,
+                                                             int line, const char *fmt, va_list ap)
 {
     static const char *const names[] = {"debug", "info", "warn", "error"};
     char msg[2048];

@@ -1,0 +1,129 @@
+/* test_cfg.c - configuration: defaults, flag syntaxes, environment precedence, validation. */
+#include "metastore/cfg.h"
+#include "testutil.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static FILE *devnull;
+
+static void setup(void)
+{
+    devnull = fopen("/dev/null", "w");
+}
+
+static void teardown(void)
+{
+    fclose(devnull);
+}
+
+static enum cfg_result load(struct cfg *c, const char *const *argv, char **envp)
+{
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    return cfg_load(c, argc, (char **)argv, envp, devnull, devnull);
+}
+
+START_TEST(defaults)
+{
+    struct cfg c;
+    const char *argv[] = {"metastore", NULL};
+    ck_assert_int_eq(load(&c, argv, NULL), CFG_OK);
+    ck_assert_str_eq(c.name, "default");
+    ck_assert_str_eq(c.data_dir, "default.metastore");
+    ck_assert_uint_eq(c.n_listen_client, 1);
+    ck_assert_str_eq(c.listen_client[0].host, "localhost");
+    ck_assert_uint_eq(c.listen_client[0].port, 2379);
+    ck_assert_uint_eq(c.max_request_bytes, 1572864);
+    ck_assert_uint_eq(c.max_txn_ops, 128);
+    ck_assert_int_eq(c.backend, CFG_BACKEND_LMDB);
+    ck_assert_uint_eq(c.n_initial_cluster, 1);
+    ck_assert_str_eq(c.initial_cluster[0].name, "default");
+    ck_assert_str_eq(c.initial_cluster[0].peer_urls[0].text, "http://localhost:2380");
+}
+END_TEST
+
+START_TEST(flag_forms_and_env)
+{
+    struct cfg c;
+    const char *argv[] = {"metastore",
+                          "--name=n1",
+                          "-data-dir",
+                          "/tmp/x",
+                          "--listen-client-urls",
+                          "http://127.0.0.1:1,http://[::1]:2/",
+                          "--backend",
+                          "memory",
+                          "-max-txn-ops=7",
+                          NULL};
+    char *env[] = {"ETCD_NAME=ignored", "ETCD_MAX_REQUEST_BYTES=100", "PATH=/bin", NULL};
+    ck_assert_int_eq(load(&c, argv, env), CFG_OK);
+    ck_assert_str_eq(c.name, "n1"); /* the flag beats the variable */
+    ck_assert_str_eq(c.data_dir, "/tmp/x");
+    ck_assert_uint_eq(c.n_listen_client, 2);
+    ck_assert_str_eq(c.listen_client[1].host, "::1");
+    ck_assert_str_eq(c.listen_client[1].text, "http://[::1]:2");
+    ck_assert_int_eq(c.backend, CFG_BACKEND_MEMORY);
+    ck_assert_uint_eq(c.max_txn_ops, 7);
+    ck_assert_uint_eq(c.max_request_bytes, 100);
+    /* The default data dir follows the name; initial cluster follows the peer URLs. */
+    const char *argv2[] = {
+        "metastore", "--name", "n2", "--initial-advertise-peer-urls", "http://10.0.0.1:2380", NULL};
+    ck_assert_int_eq(load(&c, argv2, NULL), CFG_OK);
+    ck_assert_str_eq(c.data_dir, "n2.metastore");
+    ck_assert_str_eq(c.initial_cluster[0].peer_urls[0].text, "http://10.0.0.1:2380");
+}
+END_TEST
+
+START_TEST(invalid)
+{
+    struct cfg c;
+    const char *bad[][4] = {
+        {"metastore", "--nope", NULL},
+        {"metastore", "--name", NULL},
+        {"metastore", "--listen-client-urls", "http://h", NULL},
+        {"metastore", "--listen-client-urls", "", NULL},
+        {"metastore", "--max-request-bytes", "0", NULL},
+        {"metastore", "--max-txn-ops", "12x", NULL},
+        {"metastore", "--initial-cluster", "a=http://h:1,b=http://h:2", NULL},
+        {"metastore", "--initial-cluster-state", "existing", NULL},
+        {"metastore", "--initial-cluster", "noequals", NULL},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(load(&c, bad[i], NULL) == CFG_BAD, "%s %s accepted", bad[i][1],
+                      bad[i][2] ? bad[i][2] : "");
+    const char *help[] = {"metastore", "-h", NULL};
+    ck_assert_int_eq(load(&c, help, NULL), CFG_EXIT);
+}
+END_TEST
+
+START_TEST(urls)
+{
+    struct cfg_url u[CFG_MAX_URLS];
+    size_t n;
+    char msg[256];
+    ck_assert(cfg_parse_urls("http://a:1,,http://b:2", u, CFG_MAX_URLS, &n, msg, sizeof(msg)));
+    ck_assert_uint_eq(n, 2);
+    ck_assert(!cfg_parse_urls("ftp://a:1", u, CFG_MAX_URLS, &n, msg, sizeof(msg)));
+    ck_assert(!cfg_parse_urls("http://:1", u, CFG_MAX_URLS, &n, msg, sizeof(msg)));
+    ck_assert(!cfg_parse_urls("http://a:1x", u, CFG_MAX_URLS, &n, msg, sizeof(msg)));
+    ck_assert(!cfg_parse_urls("http://[::1:1", u, CFG_MAX_URLS, &n, msg, sizeof(msg)));
+    ck_assert(!cfg_parse_urls("http://a:1,http://a:2,http://a:3,http://a:4,http://a:5,"
+                              "http://a:6,http://a:7,http://a:8,http://a:9",
+                              u, CFG_MAX_URLS, &n, msg, sizeof(msg)));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cfg");
+    TCase *tc = tcase_create("load");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, defaults);
+    tcase_add_test(tc, flag_forms_and_env);
+    tcase_add_test(tc, invalid);
+    tcase_add_test(tc, urls);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}

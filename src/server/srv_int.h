@@ -77,6 +77,9 @@ ms_err srv_read(struct srv *s, const struct srv_req *req, struct srv_result *res
  * failure. */
 void srv_commit(struct srv *s);
 bool srv_push_id(uint64_t **v, size_t *n, size_t *cap, uint64_t id);
+/* Every change of an applied entry, in order, all at revision rev (srv_events.c). The events
+ * live in the scratch arena until the end of the ready step. */
+void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n);
 bool srv_txn_is_read_only(const struct kv_txn_req *t);
 
 #define SRV_META_CONSISTENT_INDEX "consistent_index"

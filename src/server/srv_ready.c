@@ -82,6 +82,8 @@ ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struc
     size_t n_ev;
     kv_write_end(w, &ev, &n_ev);
     res->revision = kv_current_rev(s->kv);
+    if (n_ev)
+        srv_events_applied(s, res->revision, ev, n_ev);
     return MS_OK;
 }
 

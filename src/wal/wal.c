@@ -1,0 +1,607 @@
+/* wal.c - WAL segments: create, read back, append, sync, cut, release.
+ *
+ * Owns the directory's segment files and the descriptor of the one being written. Invariants:
+ * the bytes of the active segment past `off` are zero (preallocated), `crc` is the chain value
+ * after everything written and buffered, and every segment header repeats the hard state and
+ * snapshot marker current when it was cut. Blocking calls are the batched write + fdatasync,
+ * and creating a segment (every segment_bytes of log).
+ */
+#include "metastore/wal.h"
+
+#include "metastore/buf.h"
+#include "metastore/clock.h"
+#include "metastore/log.h"
+#include "metastore/raft_codec.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct seg {
+    uint64_t seq;
+    uint64_t index;
+};
+
+struct wal {
+    char *dir;
+    uint64_t seg_bytes;
+    int fd;       /* active segment */
+    uint64_t off; /* end of written data in the active segment */
+    uint32_t crc; /* chain value after the last buffered record */
+    struct buf pending;
+    struct seg *segs; /* ascending seq; the last is active */
+    size_t n_segs;
+    size_t cap_segs;
+    struct raft_hard_state hs;
+    bool has_snap;
+    struct raft_snapshot_meta snap;
+    uint8_t *meta;
+    size_t meta_len;
+    uint64_t last_index;
+    struct wal_stats stats;
+    struct buf scratch;
+};
+
+/* Entry bytes kept for the caller after opening. */
+struct store {
+    uint8_t **blocks;
+    size_t n;
+    size_t cap;
+};
+
+static void seg_path(const struct wal *w, const struct seg *s, char *out, size_t cap,
+                     const char *suffix)
+{
+    snprintf(out, cap, "%s/%016" PRIx64 "-%016" PRIx64 ".wal%s", w->dir, s->seq, s->index, suffix);
+}
+
+static ms_err sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return MS_E_IO;
+    int rc = fsync(fd);
+    close(fd);
+    return rc == 0 ? MS_OK : MS_E_IO;
+}
+
+static bool push_seg(struct wal *w, struct seg s)
+{
+    if (w->n_segs == w->cap_segs) {
+        size_t cap = w->cap_segs ? w->cap_segs * 2 : 8;
+        struct seg *n = realloc(w->segs, cap * sizeof(*n));
+        if (!n)
+            return false;
+        w->segs = n;
+        w->cap_segs = cap;
+    }
+    w->segs[w->n_segs++] = s;
+    return true;
+}
+
+static void buffer_record(struct wal *w, enum wal_rec_type type, const struct buf *payload)
+{
+    wal_record_encode(&w->pending, type, payload->p, payload->len, &w->crc);
+}
+
+/* The records every segment starts with. */
+static void buffer_header(struct wal *w)
+{
+    uint8_t c[4];
+    be32_put(c, w->crc);
+    wal_record_encode(&w->pending, WAL_REC_CRC, c, 4, &w->crc);
+    wal_record_encode(&w->pending, WAL_REC_META, w->meta, w->meta_len, &w->crc);
+    w->scratch.len = 0;
+    raft_hard_state_encode(&w->hs, &w->scratch);
+    buffer_record(w, WAL_REC_HARD_STATE, &w->scratch);
+    if (w->has_snap) {
+        w->scratch.len = 0;
+        raft_snapshot_meta_encode(&w->snap, &w->scratch);
+        buffer_record(w, WAL_REC_SNAPSHOT, &w->scratch);
+    }
+}
+
+static ms_err write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    while (n) {
+        ssize_t k = pwrite(fd, p, n, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return MS_E_IO;
+        p += k;
+        n -= (size_t)k;
+        off += (uint64_t)k;
+    }
+    return MS_OK;
+}
+
+/* Create segment s: temp file, preallocate, header, sync, rename, sync dir. On success the
+ * new segment is active (fd, off). */
+static ms_err create_segment(struct wal *w, struct seg s)
+{
+    char tmp[4200], path[4200];
+    seg_path(w, &s, tmp, sizeof(tmp), ".tmp");
+    seg_path(w, &s, path, sizeof(path), "");
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        log_error("wal: cannot create %s: %s", tmp, strerror(errno));
+        return MS_E_IO;
+    }
+    int rc = posix_fallocate(fd, 0, (off_t)w->seg_bytes);
+    if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
+        log_error("wal: cannot preallocate %s: %s", tmp, strerror(rc));
+        close(fd);
+        unlink(tmp);
+        return rc == ENOSPC ? MS_E_NO_SPACE : MS_E_IO;
+    }
+    /* The header goes first in the new file; anything still buffered follows it. */
+    struct buf rest = w->pending;
+    buf_init(&w->pending);
+    buffer_header(w);
+    ms_err e = write_all(fd, w->pending.p, w->pending.len, 0);
+    uint64_t off = w->pending.len;
+    buf_fini(&w->pending);
+    w->pending = rest;
+    if (!e && fdatasync(fd) != 0)
+        e = MS_E_IO;
+    if (!e && rename(tmp, path) != 0)
+        e = MS_E_IO;
+    if (!e)
+        e = sync_dir(w->dir);
+    if (e || !push_seg(w, s)) {
+        log_error("wal: cannot finish segment %s: %s", path, strerror(errno));
+        close(fd);
+        return e ? e : MS_E_NOMEM;
+    }
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = fd;
+    w->off = off;
+    w->stats.segments++;
+    return MS_OK;
+}
+
+/* ---- reading back ---- */
+
+struct reader {
+    struct wal *w;
+    struct wal_log *log;
+    uint64_t from;
+    size_t cap_entries;
+    struct store st;
+    bool have_crc; /* the chain is seeded */
+};
+
+static uint8_t *store_copy(struct store *st, const uint8_t *p, size_t n)
+{
+    if (st->n == st->cap) {
+        size_t cap = st->cap ? st->cap * 2 : 64;
+        uint8_t **b = realloc(st->blocks, cap * sizeof(*b));
+        if (!b)
+            return NULL;
+        st->blocks = b;
+        st->cap = cap;
+    }
+    uint8_t *c = malloc(n ? n : 1);
+    if (!c)
+        return NULL;
+    memcpy(c, p, n);
+    st->blocks[st->n++] = c;
+    return c;
+}
+
+static ms_err take_entry(struct reader *r, const struct wal_rec *rec)
+{
+    struct raft_entry e;
+    if (raft_entry_decode(rec->payload, rec->len, &e) != MS_OK)
+        return MS_E_DATA_CORRUPT;
+    struct wal *w = r->w;
+    struct wal_log *l = r->log;
+    if (w->last_index && e.index > w->last_index + 1)
+        return MS_E_DATA_CORRUPT; /* a hole in the log */
+    /* A rewrite of an index replaces it and everything after it (raft conflict). */
+    while (l->n_entries && l->entries[l->n_entries - 1].index >= e.index)
+        l->n_entries--;
+    w->last_index = e.index;
+    if (e.index < r->from)
+        return MS_OK;
+    if (l->n_entries == r->cap_entries) {
+        size_t cap = r->cap_entries ? r->cap_entries * 2 : 256;
+        struct raft_entry *n = realloc(l->entries, cap * sizeof(*n));
+        if (!n)
+            return MS_E_NOMEM;
+        l->entries = n;
+        r->cap_entries = cap;
+    }
+    if (e.len) {
+        e.data = store_copy(&r->st, e.data, e.len);
+        if (!e.data)
+            return MS_E_NOMEM;
+    }
+    l->entries[l->n_entries++] = e;
+    return MS_OK;
+}
+
+static ms_err take_record(struct reader *r, const struct wal_rec *rec, bool first_in_seg)
+{
+    struct wal *w = r->w;
+    if (first_in_seg != (rec->type == WAL_REC_CRC))
+        return MS_E_DATA_CORRUPT;
+    switch (rec->type) {
+    case WAL_REC_CRC:
+        return rec->len == 4 ? MS_OK : MS_E_DATA_CORRUPT;
+    case WAL_REC_META: {
+        free(w->meta);
+        w->meta = malloc(rec->len ? rec->len : 1);
+        if (!w->meta)
+            return MS_E_NOMEM;
+        memcpy(w->meta, rec->payload, rec->len);
+        w->meta_len = rec->len;
+        return MS_OK;
+    }
+    case WAL_REC_ENTRY:
+        return take_entry(r, rec);
+    case WAL_REC_HARD_STATE:
+        return raft_hard_state_decode(rec->payload, rec->len, &w->hs) == MS_OK ? MS_OK
+                                                                               : MS_E_DATA_CORRUPT;
+    case WAL_REC_SNAPSHOT:
+        if (raft_snapshot_meta_decode(rec->payload, rec->len, &w->snap) != MS_OK)
+            return MS_E_DATA_CORRUPT;
+        w->has_snap = true;
+        /* Entries the snapshot covers are no longer needed. */
+        if (w->last_index < w->snap.index)
+            w->last_index = w->snap.index;
+        return MS_OK;
+    }
+    return MS_E_DATA_CORRUPT;
+}
+
+/* Read one segment. *end_off is where appending continues (last segment only). */
+static ms_err read_segment(struct reader *r, const struct seg *s, bool last, uint64_t *end_off)
+{
+    struct wal *w = r->w;
+    char path[4200];
+    seg_path(w, s, path, sizeof(path), "");
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        log_error("wal: cannot open %s: %s", path, strerror(errno));
+        return MS_E_IO;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        close(fd);
+        return MS_E_IO;
+    }
+    size_t size = (size_t)sb.st_size;
+    const uint8_t *p = NULL;
+    if (size) {
+        p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            close(fd);
+            return MS_E_IO;
+        }
+    }
+    size_t off = 0;
+    ms_err e = MS_OK;
+    bool first = true;
+    for (;;) {
+        struct wal_rec rec;
+        size_t used;
+        /* The first record of a segment seeds the chain: its payload is the chain value. */
+        uint32_t chain = w->crc;
+        if (first && size - off >= 13 && be32_get(p + off) == 5 && p[off + 8] == WAL_REC_CRC) {
+            uint32_t seed = be32_get(p + off + 9);
+            if (r->have_crc && seed != w->crc) {
+                log_error("wal: %s: chain value %08x at offset 0 does not continue the previous "
+                          "segment (%08x)",
+                          path, seed, w->crc);
+                e = MS_E_DATA_CORRUPT;
+                break;
+            }
+            chain = seed;
+        }
+        enum wal_dec d = wal_record_decode(p + off, size - off, chain, &rec, &used);
+        if (d == WAL_DEC_END && !first)
+            break;
+        if (d == WAL_DEC_TORN && last && !first) {
+            log_warn("wal: %s: torn record at offset %zu, truncating the log there", path, off);
+            /* Cut the file at the tear and extend it again with zeros. */
+            if (ftruncate(fd, (off_t)off) != 0 || fdatasync(fd) != 0)
+                e = MS_E_IO;
+            else
+                (void)posix_fallocate(fd, 0, (off_t)w->seg_bytes);
+            break;
+        }
+        if (d != WAL_DEC_OK) {
+            log_error("wal: %s: %s record at offset %zu", path,
+                      d == WAL_DEC_TORN ? "incomplete" : "corrupt", off);
+            e = MS_E_DATA_CORRUPT;
+            break;
+        }
+        w->crc = rec.crc;
+        r->have_crc = true;
+        e = take_record(r, &rec, first);
+        if (e) {
+            log_error("wal: %s: invalid %s record at offset %zu", path, first ? "first" : "content",
+                      off);
+            break;
+        }
+        first = false;
+        off += used;
+    }
+    if (p)
+        munmap((void *)p, size);
+    if (last && !e) {
+        w->fd = fd;
+        *end_off = off;
+    } else {
+        close(fd);
+    }
+    return e;
+}
+
+static int cmp_seg(const void *a, const void *b)
+{
+    const struct seg *x = a, *y = b;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static ms_err list_segments(struct wal *w)
+{
+    DIR *d = opendir(w->dir);
+    if (!d)
+        return MS_E_IO;
+    struct dirent *de;
+    ms_err e = MS_OK;
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        size_t nl = strlen(n);
+        if (nl > 4 && strcmp(n + nl - 4, ".tmp") == 0) {
+            /* A segment whose creation never finished: nothing in it was acknowledged. */
+            char path[4200];
+            snprintf(path, sizeof(path), "%s/%s", w->dir, n);
+            unlink(path);
+            continue;
+        }
+        struct seg s;
+        char tail[8];
+        if (nl != 37 || sscanf(n, "%16" SCNx64 "-%16" SCNx64 "%7s", &s.seq, &s.index, tail) != 3 ||
+            strcmp(tail, ".wal") != 0)
+            continue;
+        if (!push_seg(w, s)) {
+            e = MS_E_NOMEM;
+            break;
+        }
+    }
+    closedir(d);
+    if (!e && w->n_segs)
+        qsort(w->segs, w->n_segs, sizeof(*w->segs), cmp_seg);
+    for (size_t i = 1; !e && i < w->n_segs; i++) {
+        if (w->segs[i].seq != w->segs[i - 1].seq + 1) {
+            log_error("wal: %s: segment %016" PRIx64 " follows %016" PRIx64
+                      ": a segment is missing",
+                      w->dir, w->segs[i].seq, w->segs[i - 1].seq);
+            e = MS_E_DATA_CORRUPT;
+        }
+    }
+    return e;
+}
+
+static int mkdirs(const char *path)
+{
+    char tmp[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(tmp))
+        return -1;
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(tmp, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+void wal_log_fini(struct wal_log *l)
+{
+    struct store *st = l->store_;
+    if (st) {
+        for (size_t i = 0; i < st->n; i++)
+            free(st->blocks[i]);
+        free(st->blocks);
+        free(st);
+    }
+    free(l->entries);
+    free(l->meta);
+    memset(l, 0, sizeof(*l));
+}
+
+ms_err wal_open(const char *dir, uint64_t from_index, const uint8_t *meta, size_t meta_len,
+                uint64_t seg_bytes, struct wal **out, struct wal_log *log)
+{
+    memset(log, 0, sizeof(*log));
+    struct wal *w = calloc(1, sizeof(*w));
+    ms_err e = MS_OK;
+    if (!w)
+        return MS_E_NOMEM;
+    w->fd = -1;
+    w->seg_bytes = seg_bytes ? seg_bytes : WAL_SEGMENT_BYTES_DEFAULT;
+    buf_init(&w->pending);
+    buf_init(&w->scratch);
+    metrics_hist_init(&w->stats.fsync_seconds, 0.001, 2);
+    w->dir = strdup(dir);
+    if (!w->dir) {
+        e = MS_E_NOMEM;
+        goto out_close;
+    }
+    if (mkdirs(dir) != 0) {
+        log_error("wal: cannot create %s: %s", dir, strerror(errno));
+        e = MS_E_IO;
+        goto out_close;
+    }
+    if ((e = list_segments(w)) != MS_OK)
+        goto out_close;
+    if (w->n_segs == 0) {
+        w->meta = malloc(meta_len ? meta_len : 1);
+        if (!w->meta) {
+            e = MS_E_NOMEM;
+            goto out_close;
+        }
+        if (meta_len)
+            memcpy(w->meta, meta, meta_len);
+        w->meta_len = meta_len;
+        if ((e = create_segment(w, (struct seg){0, 0})) != MS_OK)
+            goto out_close;
+    } else {
+        struct reader r = {.w = w, .log = log, .from = from_index};
+        uint64_t end = 0;
+        for (size_t i = 0; i < w->n_segs && !e; i++)
+            e = read_segment(&r, &w->segs[i], i + 1 == w->n_segs, &end);
+        log->store_ = malloc(sizeof(struct store));
+        if (log->store_)
+            *(struct store *)log->store_ = r.st;
+        else {
+            for (size_t i = 0; i < r.st.n; i++)
+                free(r.st.blocks[i]);
+            free(r.st.blocks);
+            if (!e)
+                e = MS_E_NOMEM;
+        }
+        if (e)
+            goto out_close;
+        w->off = end;
+        w->stats.segments = w->n_segs;
+    }
+    log->hs = w->hs;
+    log->has_snapshot = w->has_snap;
+    log->snap = w->snap;
+    if (w->meta_len) {
+        log->meta = malloc(w->meta_len);
+        if (!log->meta) {
+            e = MS_E_NOMEM;
+            goto out_close;
+        }
+        memcpy(log->meta, w->meta, w->meta_len);
+        log->meta_len = w->meta_len;
+    }
+    *out = w;
+    return MS_OK;
+
+out_close:
+    wal_log_fini(log);
+    wal_close(w);
+    return e;
+}
+
+void wal_close(struct wal *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    buf_fini(&w->pending);
+    buf_fini(&w->scratch);
+    free(w->segs);
+    free(w->meta);
+    free(w->dir);
+    free(w);
+}
+
+ms_err wal_append(struct wal *w, const struct raft_hard_state *hs, const struct raft_entry *ents,
+                  size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        w->scratch.len = 0;
+        raft_entry_encode(&ents[i], &w->scratch);
+        if (buf_failed(&w->scratch) || w->scratch.len > WAL_MAX_RECORD_BYTES)
+            return buf_failed(&w->scratch) ? MS_E_NOMEM : MS_E_REQUEST_TOO_LARGE;
+        buffer_record(w, WAL_REC_ENTRY, &w->scratch);
+        w->last_index = ents[i].index;
+    }
+    if (hs) {
+        w->hs = *hs;
+        w->scratch.len = 0;
+        raft_hard_state_encode(hs, &w->scratch);
+        buffer_record(w, WAL_REC_HARD_STATE, &w->scratch);
+    }
+    return buf_failed(&w->pending) ? MS_E_NOMEM : MS_OK;
+}
+
+ms_err wal_append_snapshot(struct wal *w, const struct raft_snapshot_meta *m)
+{
+    w->snap = *m;
+    w->has_snap = true;
+    w->scratch.len = 0;
+    raft_snapshot_meta_encode(m, &w->scratch);
+    buffer_record(w, WAL_REC_SNAPSHOT, &w->scratch);
+    return buf_failed(&w->pending) ? MS_E_NOMEM : MS_OK;
+}
+
+bool wal_dirty(const struct wal *w)
+{
+    return w->pending.len > 0;
+}
+
+ms_err wal_sync(struct wal *w)
+{
+    if (!w->pending.len)
+        return MS_OK;
+    if (buf_failed(&w->pending))
+        return MS_E_NOMEM;
+    uint64_t t0 = clock_now_ns();
+    ms_err e = write_all(w->fd, w->pending.p, w->pending.len, w->off);
+    if (!e && fdatasync(w->fd) != 0)
+        e = MS_E_IO;
+    if (e) {
+        log_error("wal: write/fdatasync failed: %s", strerror(errno));
+        return e;
+    }
+    metrics_hist_observe(&w->stats.fsync_seconds, (double)(clock_now_ns() - t0) / 1e9);
+    w->stats.fsyncs++;
+    w->stats.bytes_written += w->pending.len;
+    w->off += w->pending.len;
+    w->pending.len = 0;
+    if (w->off >= w->seg_bytes) {
+        struct seg s = {w->segs[w->n_segs - 1].seq + 1, w->last_index + 1};
+        e = create_segment(w, s);
+    }
+    return e;
+}
+
+ms_err wal_release_before(struct wal *w, uint64_t index)
+{
+    /* Segment i holds entries from segs[i].index up to segs[i+1].index - 1. */
+    size_t drop = 0;
+    while (drop + 1 < w->n_segs && w->segs[drop + 1].index <= index)
+        drop++;
+    for (size_t i = 0; i < drop; i++) {
+        char path[4200];
+        seg_path(w, &w->segs[i], path, sizeof(path), "");
+        if (unlink(path) != 0 && errno != ENOENT) {
+            log_error("wal: cannot remove %s: %s", path, strerror(errno));
+            return MS_E_IO;
+        }
+    }
+    if (!drop)
+        return MS_OK;
+    memmove(w->segs, w->segs + drop, (w->n_segs - drop) * sizeof(*w->segs));
+    w->n_segs -= drop;
+    return sync_dir(w->dir);
+}
+
+void wal_get_stats(const struct wal *w, struct wal_stats *out)
+{
+    *out = w->stats;
+    out->segments = w->n_segs;
+}

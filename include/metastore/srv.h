@@ -120,6 +120,11 @@ ms_err srv_hash(struct srv *s, uint32_t *hash, int64_t *revision);
 /* This member (single node: the whole cluster). */
 void srv_self(struct srv *s, struct srv_member *m);
 
+/* Prometheus text for GET /metrics, appended to out (etcd's metric names where they mean the
+ * same thing). */
+struct buf;
+void srv_metrics_text(struct srv *s, struct buf *out);
+
 /* Requests that have been submitted and not yet completed (for tests and metrics). */
 size_t srv_pending(const struct srv *s);
 

@@ -355,6 +355,22 @@ static void serve_version(struct gw *gw, struct evhttp_request *req)
         evbuffer_free(b);
 }
 
+static void serve_metrics(struct gw *gw, struct evhttp_request *req)
+{
+    struct buf b;
+    buf_init(&b);
+    srv_metrics_text(gw->srv, &b);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    struct evbuffer *out = evbuffer_new();
+    evhttp_add_header(h, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    if (out && !buf_failed(&b))
+        evbuffer_add(out, b.p, b.len);
+    buf_fini(&b);
+    evhttp_send_reply(req, out ? 200 : 503, out ? "OK" : "Service Unavailable", out);
+    if (out)
+        evbuffer_free(out);
+}
+
 static bool has_prefix(const char *s, const char *p, const char **rest)
 {
     size_t n = strlen(p);
@@ -419,6 +435,8 @@ static void gw_on_request(struct evhttp_request *req, void *arg)
         get_only(req, serve_health, gw);
     } else if (strcmp(clean, "/version") == 0) {
         get_only(req, serve_version, gw);
+    } else if (strcmp(clean, "/metrics") == 0) {
+        get_only(req, serve_metrics, gw);
     } else {
         send_text(req, 404, "404 page not found\n", NULL);
     }

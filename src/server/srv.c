@@ -59,10 +59,6 @@ static int mkdirs(const char *path)
 static ms_err open_backend(struct srv *s)
 {
     ms_err err = MS_OK;
-    if (s->cfg.backend == CFG_BACKEND_MEMORY) {
-        s->be = be_skiplist_open();
-        return s->be ? MS_OK : MS_E_NOMEM;
-    }
     char dir[4200];
     snprintf(dir, sizeof(dir), "%s/member", s->cfg.data_dir);
     if (mkdirs(dir) != 0) {
@@ -78,26 +74,28 @@ static ms_err open_backend(struct srv *s)
                   strerror(errno));
         return MS_E_IO;
     }
+    if (s->cfg.backend == CFG_BACKEND_MEMORY) {
+        s->be = be_skiplist_open();
+        return s->be ? MS_OK : MS_E_NOMEM;
+    }
     snprintf(dir, sizeof(dir), "%s/member/db", s->cfg.data_dir);
     /* The map size is the hard limit of the LMDB file: 8 GiB of address space until the
      * quota flag arrives; pages are only used as data grows. */
     s->be = be_lmdb_open(dir, (uint64_t)8 << 30, &err);
+    s->lazy_commit = true;
     return s->be ? MS_OK : err;
 }
 
-/* Read or create the persistent identity and bump the term (each start is an election of
- * this one member). */
-static ms_err load_identity(struct srv *s)
+/* Read or create the persistent identity (member and cluster IDs) and the applied index. */
+static ms_err load_identity(struct srv *s, uint64_t *legacy_term)
 {
     bool found;
     ms_err e;
     if ((e = meta_u64(s->wtxn, SRV_META_CONSISTENT_INDEX, &s->applied, &found)))
         return e;
+    s->committed = s->applied;
     s->last_index = s->applied;
-    if ((e = meta_u64(s->wtxn, SRV_META_TERM, &s->term, &found)))
-        return e;
-    s->term++;
-    if ((e = meta_put_u64(s->wtxn, SRV_META_TERM, s->term)))
+    if ((e = meta_u64(s->wtxn, SRV_META_TERM, legacy_term, &found)))
         return e;
     if ((e = meta_u64(s->wtxn, SRV_META_MEMBER_ID, &s->member_id, &found)))
         return e;
@@ -119,6 +117,41 @@ static ms_err load_identity(struct srv *s)
     } else if ((e = meta_u64(s->wtxn, SRV_META_CLUSTER_ID, &s->cluster_id, &found))) {
         return e;
     }
+    return MS_OK;
+}
+
+/* Open the WAL, replay what the backend lacks, and start a new term (each start is an election
+ * of this one member), durable before anything is served. */
+static ms_err open_wal(struct srv *s, uint64_t legacy_term)
+{
+    char dir[4200];
+    uint8_t meta[16];
+    struct wal_log log;
+    snprintf(dir, sizeof(dir), "%s/member/wal", s->cfg.data_dir);
+    be64_put(meta, s->member_id);
+    be64_put(meta + 8, s->cluster_id);
+    ms_err e = wal_open(dir, s->applied + 1, meta, sizeof(meta), 0, &s->wal, &log);
+    if (e) {
+        log_error("cannot open the WAL in %s: %s", dir, ms_err_name(e));
+        return e;
+    }
+    if (log.n_entries && log.entries[log.n_entries - 1].index > s->last_index)
+        s->last_index = log.entries[log.n_entries - 1].index;
+    if (log.n_entries && log.entries[0].index > s->applied + 1) {
+        log_error("the WAL starts at entry %llu but the store has only applied %llu: entries are "
+                  "missing",
+                  (unsigned long long)log.entries[0].index, (unsigned long long)s->applied);
+        wal_log_fini(&log);
+        return MS_E_DATA_CORRUPT;
+    }
+    s->term = (log.hs.term > legacy_term ? log.hs.term : legacy_term) + 1;
+    e = srv_recover(s, &log);
+    wal_log_fini(&log);
+    if (e)
+        return e;
+    struct raft_hard_state hs = {.term = s->term, .vote = s->member_id, .commit = s->last_index};
+    if ((e = wal_append(s->wal, &hs, NULL, 0)) || (e = wal_sync(s->wal)))
+        return e;
     return MS_OK;
 }
 
@@ -146,17 +179,22 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         log_error("cannot restore the key-value store: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    if ((*err = load_identity(s)) != MS_OK) {
+    uint64_t legacy_term = 0;
+    if ((*err = load_identity(s, &legacy_term)) != MS_OK) {
         log_error("cannot read server metadata: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    srv_commit(s);
     s->ready_ev = event_new(base, -1, 0, srv_on_ready, s);
     s->compact_ev = evtimer_new(base, srv_on_compact, s);
-    if (!s->ready_ev || !s->compact_ev) {
+    s->commit_ev = evtimer_new(base, srv_on_commit, s);
+    if (!s->ready_ev || !s->compact_ev || !s->commit_ev) {
         *err = MS_E_NOMEM;
         goto out_destroy;
     }
+    metrics_hist_init(&s->ctr.backend_commit_seconds, 0.001, 2);
+    if ((*err = open_wal(s, legacy_term)) != MS_OK)
+        goto out_destroy;
+    srv_commit(s);
     if (kv_compact_pending(s->kv)) {
         struct timeval now = {0, 0};
         evtimer_add(s->compact_ev, &now);
@@ -185,10 +223,13 @@ void srv_destroy(struct srv *s)
         if (!e && s->be)
             be_sync(s->be);
     }
+    wal_close(s->wal);
     if (s->ready_ev)
         event_free(s->ready_ev);
     if (s->compact_ev)
         event_free(s->compact_ev);
+    if (s->commit_ev)
+        event_free(s->commit_ev);
     kv_store_close(s->kv);
     be_close(s->be);
     if (s->lock_fd >= 0)

@@ -6,7 +6,9 @@
 #include "metastore/be.h"
 #include "metastore/buf.h"
 #include "metastore/kv.h"
+#include "metastore/metrics.h"
 #include "metastore/srv.h"
+#include "metastore/wal.h"
 #include "wait.h"
 
 #include <event2/event.h>
@@ -25,13 +27,32 @@ struct srv_done {
     struct srv_result *res; /* in the scratch arena; NULL with err */
 };
 
+/* Counters for /metrics (etcd's names where the meaning is the same). */
+struct srv_counters {
+    uint64_t proposals_committed;
+    uint64_t proposals_applied;
+    uint64_t proposals_failed;
+    uint64_t ready_batches; /* ready steps that wrote to the WAL */
+    uint64_t puts;
+    uint64_t ranges;
+    uint64_t deletes;
+    uint64_t txns;
+    uint64_t backend_commits;
+    struct metrics_hist backend_commit_seconds;
+};
+
 struct srv {
     struct event_base *base;
     struct cfg cfg;
     struct be *be;
     struct be_txn *wtxn; /* the one write txn: every read and apply goes through it */
     struct kv_store *kv;
-    int lock_fd; /* exclusive lock on the data directory, -1 for memory */
+    int lock_fd; /* exclusive lock on the data directory */
+    struct wal *wal;
+    bool lazy_commit;   /* LMDB: commit on a timer; the WAL carries durability meanwhile */
+    uint64_t committed; /* highest index durable in the backend */
+    struct event *commit_ev;
+    struct srv_counters ctr;
 
     struct event *ready_ev;
     bool ready_pending;
@@ -73,9 +94,12 @@ void srv_on_compact(evutil_socket_t fd, short what, void *arg);
 ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struct srv_result *res);
 /* Serve a read (range or read-only txn) against the current state. */
 ms_err srv_read(struct srv *s, const struct srv_req *req, struct srv_result *res);
-/* Commit the write txn (durability point before replies) and open the next one. Fatal on
- * failure. */
+/* Commit the write txn and open the next one; the backend then holds everything applied, so
+ * the WAL can be released below it. Fatal on failure. */
 void srv_commit(struct srv *s);
+/* Replay the WAL entries past the consistent index (at start). */
+ms_err srv_recover(struct srv *s, const struct wal_log *log);
+void srv_on_commit(evutil_socket_t fd, short what, void *arg);
 bool srv_push_id(uint64_t **v, size_t *n, size_t *cap, uint64_t id);
 /* Every change of an applied entry, in order, all at revision rev (srv_events.c). The events
  * live in the scratch arena until the end of the ready step. */
@@ -83,7 +107,7 @@ void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, s
 bool srv_txn_is_read_only(const struct kv_txn_req *t);
 
 #define SRV_META_CONSISTENT_INDEX "consistent_index"
-#define SRV_META_TERM             "term"
+#define SRV_META_TERM             "term" /* before the WAL existed; read once, then the WAL */
 #define SRV_META_MEMBER_ID        "member_id"
 #define SRV_META_CLUSTER_ID       "cluster_id"
 

@@ -1,9 +1,14 @@
 /* srv_ready.c - the once-per-turn ready step (DESIGN.md §1) and the apply of entries.
  *
- * Order inside one step: take the batch of proposals, apply each in index order inside the
- * write txn (each entry in a nested txn, so a failed entry leaves nothing behind), record the
- * consistent index, commit (the durability point), then complete the writers, then serve the
- * reads queued before the step. Callbacks may submit new work: it lands in the next step.
+ * Order inside one step: take the batch of proposals, append them to the WAL with the hard
+ * state, one write + one fdatasync (the durability point: group commit), apply each in index
+ * order inside the write txn (each entry in a nested txn, so a failed entry leaves nothing
+ * behind) with the consistent index, then complete the writers, then serve the reads queued
+ * before the step. Callbacks may submit new work: it lands in the next step.
+ *
+ * The backend txn is committed once per step on the memory backend (no I/O) and on a timer or
+ * after SRV_COMMIT_ENTRIES entries on LMDB (its fsync is amortised; the WAL holds the entries
+ * meanwhile). WAL segments are released only below what the backend holds durably.
  * The one-member log here is the seam the raft core replaces: it "commits" every proposal.
  */
 #include "srv_int.h"
@@ -13,16 +18,55 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COMPACT_BUDGET 10000
+#include "metastore/clock.h"
+
+#define COMPACT_BUDGET     10000
+#define SRV_COMMIT_ENTRIES 10000 /* LMDB: commit at the latest after this many entries */
+#define SRV_COMMIT_MS      100   /* ... or this often */
 
 void srv_commit(struct srv *s)
 {
+    uint64_t t0 = clock_now_ns();
     ms_err e = be_txn_commit(s->wtxn);
     s->wtxn = NULL;
     if (e)
         ms_fatal("backend commit failed: %s", ms_err_name(e));
     if ((e = be_txn_begin(s->be, NULL, true, &s->wtxn)) != MS_OK)
         ms_fatal("cannot begin a backend transaction: %s", ms_err_name(e));
+    metrics_hist_observe(&s->ctr.backend_commit_seconds, (double)(clock_now_ns() - t0) / 1e9);
+    s->ctr.backend_commits++;
+    if (!s->lazy_commit)
+        return;
+    /* LMDB now holds everything applied durably: WAL segments below it can go. */
+    s->committed = s->applied;
+    if (s->wal && (e = wal_release_before(s->wal, s->committed + 1)) != MS_OK)
+        log_warn("wal: releasing old segments failed: %s", ms_err_name(e));
+}
+
+void srv_on_commit(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->applied > s->committed)
+        srv_commit(s);
+}
+
+/* After applying up to s->applied: commit now or arm the timer. */
+static void maybe_commit(struct srv *s)
+{
+    if (!s->lazy_commit) {
+        srv_commit(s);
+        return;
+    }
+    if (s->applied - s->committed >= SRV_COMMIT_ENTRIES) {
+        srv_commit(s);
+        return;
+    }
+    if (!evtimer_pending(s->commit_ev, NULL)) {
+        struct timeval tv = {0, SRV_COMMIT_MS * 1000};
+        evtimer_add(s->commit_ev, &tv);
+    }
 }
 
 static void put_consistent_index(struct srv *s, uint64_t index)
@@ -131,6 +175,79 @@ static void push_done(struct srv *s, uint64_t id, ms_err err, struct srv_result 
     s->dones[s->n_dones++] = (struct srv_done){.id = id, .err = err, .res = res};
 }
 
+/* Append the batch and the hard state to the WAL and make it durable: one fdatasync. */
+static void persist_batch(struct srv *s, const struct srv_entry *batch, size_t n)
+{
+    struct raft_entry *ents = arena_alloc(s->scratch, n * sizeof(*ents));
+    if (!ents)
+        ms_fatal("out of memory persisting %zu entries", n);
+    for (size_t i = 0; i < n; i++)
+        ents[i] = (struct raft_entry){.term = s->term,
+                                      .index = batch[i].index,
+                                      .type = RAFT_ENTRY_NORMAL,
+                                      .len = batch[i].len,
+                                      .data = batch[i].data};
+    struct raft_hard_state hs = {
+        .term = s->term, .vote = s->member_id, .commit = batch[n - 1].index};
+    ms_err e = wal_append(s->wal, &hs, ents, n);
+    if (!e)
+        e = wal_sync(s->wal);
+    if (e)
+        ms_fatal("wal: cannot persist entries %llu..%llu: %s", (unsigned long long)batch[0].index,
+                 (unsigned long long)batch[n - 1].index, ms_err_name(e));
+    s->ctr.ready_batches++;
+    s->ctr.proposals_committed += n;
+}
+
+static void count_request(struct srv *s, const struct srv_req *req, ms_err e)
+{
+    s->ctr.proposals_applied++;
+    if (e)
+        s->ctr.proposals_failed++;
+    switch (req->type) {
+    case SRV_REQ_PUT:
+        s->ctr.puts++;
+        break;
+    case SRV_REQ_DELETE:
+        s->ctr.deletes++;
+        break;
+    case SRV_REQ_TXN:
+        s->ctr.txns++;
+        break;
+    default:
+        break;
+    }
+}
+
+ms_err srv_recover(struct srv *s, const struct wal_log *log)
+{
+    size_t replayed = 0;
+    for (size_t i = 0; i < log->n_entries; i++) {
+        const struct raft_entry *ent = &log->entries[i];
+        if (ent->index <= s->applied || ent->type != RAFT_ENTRY_NORMAL || !ent->len)
+            continue;
+        struct srv_req req;
+        struct srv_result res;
+        uint64_t id;
+        if (!srv_entry_decode(ent->data, ent->len, s->scratch, &id, &req)) {
+            log_error("wal: entry %llu does not decode", (unsigned long long)ent->index);
+            return MS_E_DATA_CORRUPT;
+        }
+        srv_apply(s, ent->index, &req, &res);
+        put_consistent_index(s, ent->index);
+        replayed++;
+        if (replayed % 10000 == 0) {
+            srv_commit(s);
+            arena_reset(s->scratch);
+        }
+    }
+    if (replayed)
+        log_info("replayed %zu entries from the WAL up to index %llu", replayed,
+                 (unsigned long long)s->applied);
+    arena_reset(s->scratch);
+    return MS_OK;
+}
+
 static void apply_batch(struct srv *s, struct srv_entry *batch, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -146,6 +263,7 @@ static void apply_batch(struct srv *s, struct srv_entry *batch, size_t n)
         }
         ms_err e = srv_apply(s, batch[i].index, &req, res);
         put_consistent_index(s, batch[i].index);
+        count_request(s, &req, e);
         if (res == &local) {
             if (wait_find(&s->waits, id))
                 push_done(s, id, MS_E_NOMEM, NULL);
@@ -180,6 +298,7 @@ static void serve_reads(struct srv *s, const uint64_t *ids, size_t n)
             continue;
         struct srv_result res;
         ms_err e = srv_read(s, we.req, &res);
+        s->ctr.ranges += we.req->type == SRV_REQ_RANGE;
         we.done(we.ctx, e, e ? NULL : &res);
     }
 }
@@ -202,8 +321,9 @@ void srv_on_ready(evutil_socket_t fd, short what, void *arg)
     s->n_reads = s->cap_reads = 0;
 
     if (n_batch) {
+        persist_batch(s, batch, n_batch);
         apply_batch(s, batch, n_batch);
-        srv_commit(s);
+        maybe_commit(s);
     }
     complete_dones(s);
     serve_reads(s, reads, n_reads);

@@ -1,0 +1,75 @@
+/* srv_metrics.c - the server's counters as Prometheus text, under etcd's names so existing
+ * dashboards and alerts keep working. */
+#include "srv_int.h"
+
+#include "metastore/gw.h"
+
+static void counter(struct buf *b, const char *name, const char *help, uint64_t v)
+{
+    metrics_write_help(b, name, "counter", help);
+    metrics_write_sample(b, name, NULL, (double)v);
+}
+
+static void gauge(struct buf *b, const char *name, const char *help, double v)
+{
+    metrics_write_help(b, name, "gauge", help);
+    metrics_write_sample(b, name, NULL, v);
+}
+
+void srv_metrics_text(struct srv *s, struct buf *b)
+{
+    struct wal_stats ws;
+    struct be_stats bs;
+    wal_get_stats(s->wal, &ws);
+    be_stats(s->be, &bs);
+    metrics_write_hist(b, "etcd_disk_wal_fsync_duration_seconds",
+                       "The latency distributions of fsync called by WAL.", &ws.fsync_seconds);
+    counter(b, "etcd_disk_wal_write_bytes_total", "Total number of bytes written in WAL.",
+            ws.bytes_written);
+    metrics_write_hist(b, "etcd_disk_backend_commit_duration_seconds",
+                       "The latency distributions of commit called by backend.",
+                       &s->ctr.backend_commit_seconds);
+    gauge(b, "etcd_mvcc_db_total_size_in_bytes",
+          "Total size of the underlying database physically allocated in bytes.",
+          (double)bs.size_bytes);
+    gauge(b, "etcd_mvcc_db_total_size_in_use_in_bytes",
+          "Total size of the underlying database logically in use in bytes.",
+          (double)bs.in_use_bytes);
+    gauge(b, "etcd_debugging_mvcc_current_revision", "The current revision of store.",
+          (double)kv_current_rev(s->kv));
+    gauge(b, "etcd_debugging_mvcc_compact_revision",
+          "The revision of the last compaction in store.", (double)kv_compact_rev(s->kv));
+    gauge(b, "etcd_debugging_mvcc_keys_total", "Total number of keys.",
+          (double)kv_live_keys(s->kv));
+    counter(b, "etcd_mvcc_put_total", "Total number of puts seen by this member.", s->ctr.puts);
+    counter(b, "etcd_mvcc_delete_total", "Total number of deletes seen by this member.",
+            s->ctr.deletes);
+    counter(b, "etcd_mvcc_txn_total", "Total number of txns seen by this member.", s->ctr.txns);
+    counter(b, "etcd_mvcc_range_total", "Total number of ranges seen by this member.",
+            s->ctr.ranges);
+    counter(b, "etcd_server_proposals_committed_total",
+            "The total number of consensus proposals committed.", s->ctr.proposals_committed);
+    counter(b, "etcd_server_proposals_applied_total",
+            "The total number of consensus proposals applied.", s->ctr.proposals_applied);
+    counter(b, "etcd_server_proposals_failed_total", "The total number of failed proposals seen.",
+            s->ctr.proposals_failed);
+    gauge(b, "etcd_server_proposals_pending", "The current number of pending proposals to commit.",
+          (double)s->n_log);
+    gauge(b, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
+          1);
+    gauge(b, "etcd_server_is_leader",
+          "Whether or not this member is a leader. 1 if is, 0 otherwise.", 1);
+    counter(b, "etcd_server_leader_changes_seen_total", "The number of leader changes seen.", 1);
+    metrics_write_help(b, "etcd_server_version", "gauge",
+                       "Which version is running. 1 for 'server_version' label with current "
+                       "version.");
+    metrics_write_sample(b, "etcd_server_version", "server_version=\"" MS_ETCD_VERSION "\"", 1);
+    counter(b, "metastore_ready_batches_total",
+            "Ready steps that wrote entries to the WAL (one fdatasync each).",
+            s->ctr.ready_batches);
+    counter(b, "metastore_backend_commits_total", "Backend transaction commits.",
+            s->ctr.backend_commits);
+    gauge(b, "metastore_wal_segments", "WAL segment files on disk.", (double)ws.segments);
+    gauge(b, "metastore_requests_pending", "Requests submitted and not yet completed.",
+          (double)s->waits.n);
+}

@@ -40,6 +40,8 @@ int main(int argc, char **argv)
     }
     log_set_level(cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    if (cfg.restore_snapshot[0])
+        return srv_restore(&cfg, cfg.restore_snapshot) == MS_OK ? 0 : 1;
 
     struct event_base *base = event_base_new();
     if (!base) {

@@ -14,6 +14,11 @@ int tu_run_suite(Suite *s);
 char *tu_mkdtemp(const char *prefix);
 void tu_rmtree(const char *path);
 
+/* Standard base64 (with padding) of the C string s into out (room for 4/3 + 4). */
+void tu_b64(const char *s, char *out);
+/* The decimal text of this server's member ID (from /v3/cluster/member/list) into out. */
+void tu_member_id(int port, char *out, size_t cap);
+
 /* Compare a byte string with a C string. */
 int tu_bytes_eq(const uint8_t *p, size_t n, const char *s);
 
@@ -28,6 +33,9 @@ struct tu_server {
     char log[4096];
 };
 
+/* Pick a free port and make a fresh directory (the data dir is <dir>/data) without starting
+ * anything: for tests that prepare the data dir first, then call tu_server_restart. */
+void tu_server_init(struct tu_server *s);
 /* Start $METASTORE_BIN on a free 127.0.0.1 port with a fresh data dir, plus extra flags
  * (NULL-terminated, may be NULL). Waits (bounded) until /health answers. */
 void tu_server_start(struct tu_server *s, const char *const *extra);

@@ -92,12 +92,17 @@ static void spawn(struct tu_server *s, const char *const *extra)
     ck_abort_msg("server did not become healthy, see %s", s->log);
 }
 
-void tu_server_start(struct tu_server *s, const char *const *extra)
+void tu_server_init(struct tu_server *s)
 {
     memset(s, 0, sizeof(*s));
     s->dir = tu_mkdtemp("ms-integ");
     ck_assert_ptr_nonnull(s->dir);
     s->port = free_port();
+}
+
+void tu_server_start(struct tu_server *s, const char *const *extra)
+{
+    tu_server_init(s);
     spawn(s, extra);
 }
 
@@ -401,4 +406,18 @@ int tu_run(const char *const *args, char *const *envp, int timeout_ms, char **ou
         return -1;
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void tu_member_id(int port, char *out, size_t cap)
+{
+    struct tu_resp r;
+    tu_http(port, "POST", "/v3/cluster/member/list", "{}", &r);
+    const char *p = strstr(r.body, "\"ID\":\"");
+    ck_assert_ptr_nonnull(p);
+    p += 6;
+    size_t n = strspn(p, "0123456789");
+    ck_assert_uint_lt(n, cap);
+    memcpy(out, p, n);
+    out[n] = 0;
+    tu_resp_free(&r);
 }

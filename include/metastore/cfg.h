@@ -52,6 +52,12 @@ struct cfg {
     char initial_cluster_token[256];
     uint64_t max_request_bytes;
     uint64_t max_txn_ops;
+    uint64_t quota_backend_bytes; /* 0 in the flag means etcd's default, 2 GiB */
+    uint64_t snapshot_count;
+    bool auto_compaction_revision;      /* --auto-compaction-mode revision (else periodic) */
+    uint64_t auto_compaction_retention; /* periodic: milliseconds; revision: revisions; 0 off */
+    char restore_snapshot[4096];        /* --restore-snapshot: build data_dir from it and exit */
+    char compaction_retention_text[64];
     uint64_t heartbeat_ms;
     uint64_t election_ms;
     enum log_level log_level;

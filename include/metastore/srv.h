@@ -33,6 +33,28 @@ enum srv_req_type {
     SRV_REQ_DELETE = 3,
     SRV_REQ_TXN = 4,
     SRV_REQ_COMPACT = 5,
+    SRV_REQ_ALARM = 6,
+    SRV_REQ_DEFRAG = 7, /* local maintenance, never in the log */
+};
+
+/* etcd AlarmRequest. */
+enum srv_alarm_action { SRV_ALARM_GET = 0, SRV_ALARM_ACTIVATE = 1, SRV_ALARM_DEACTIVATE = 2 };
+enum srv_alarm_type { SRV_ALARM_NONE = 0, SRV_ALARM_NOSPACE = 1, SRV_ALARM_CORRUPT = 2 };
+
+struct srv_alarm_req {
+    int64_t action;
+    uint64_t member_id;
+    int64_t alarm;
+};
+
+struct srv_alarm {
+    uint64_t member_id;
+    int64_t alarm;
+};
+
+struct srv_alarm_resp {
+    struct srv_alarm *alarms;
+    size_t n;
 };
 
 struct srv_compact_req {
@@ -48,6 +70,7 @@ struct srv_req {
         struct kv_del_req del;
         struct kv_txn_req txn;
         struct srv_compact_req compact;
+        struct srv_alarm_req alarm;
     } u;
 };
 
@@ -59,6 +82,7 @@ struct srv_result {
         struct kv_put_resp put;
         struct kv_del_resp del;
         struct kv_txn_resp txn;
+        struct srv_alarm_resp alarm;
     } u;
 };
 
@@ -113,6 +137,23 @@ void srv_cancel(struct srv *s, uint64_t id);
 void srv_header(struct srv *s, struct srv_header *h);
 
 void srv_status(struct srv *s, struct srv_status *st);
+
+/* A consistent backup of the whole store, written to a snapshot file (snap.h). done gets the
+ * file's path and size (borrowed during the call; the caller removes the file when done with
+ * it) or an error. Cancel with srv_cancel. */
+typedef void (*srv_backup_fn)(void *ctx, ms_err err, const char *path, uint64_t size);
+ms_err srv_backup(struct srv *s, srv_backup_fn done, void *ctx, uint64_t *id);
+
+/* Defragment the backend (LMDB: a compacting copy made in slices, then swapped in; writes go on
+ * meanwhile). done gets a SRV_REQ_DEFRAG result. */
+ms_err srv_defrag(struct srv *s, srv_done_fn done, void *ctx, uint64_t *id);
+
+/* Build cfg->data_dir (which must not hold a store yet) from a snapshot file, for the backend
+ * cfg names (metastore --restore-snapshot). Logs what it did. */
+ms_err srv_restore(const struct cfg *cfg, const char *snapshot);
+
+/* The active alarms (borrowed until the next request is applied). */
+void srv_alarms(struct srv *s, const struct srv_alarm **alarms, size_t *n);
 
 /* etcd maintenance Hash of the keyspace, and the revision it was taken at. */
 ms_err srv_hash(struct srv *s, uint32_t *hash, int64_t *revision);

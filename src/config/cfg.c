@@ -224,6 +224,91 @@ static bool set_max_txn_ops(struct cfg *c, const char *v, char *msg, size_t msgs
     return parse_u64(v, 1, &c->max_txn_ops, "--max-txn-ops", msg, msgsz);
 }
 
+static bool set_quota(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    if (!parse_u64(v, 0, &c->quota_backend_bytes, "--quota-backend-bytes", msg, msgsz))
+        return false;
+    if (c->quota_backend_bytes == 0)
+        c->quota_backend_bytes = (uint64_t)2 << 30;
+    if (c->quota_backend_bytes > ((uint64_t)1 << 40)) {
+        snprintf(msg, msgsz, "--quota-backend-bytes %" PRIu64 " is above the 1 TiB limit",
+                 c->quota_backend_bytes);
+        return false;
+    }
+    return true;
+}
+
+static bool set_snapshot_count(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1, &c->snapshot_count, "--snapshot-count", msg, msgsz);
+}
+
+static bool set_compaction_mode(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    if (strcmp(v, "periodic") == 0)
+        c->auto_compaction_revision = false;
+    else if (strcmp(v, "revision") == 0)
+        c->auto_compaction_revision = true;
+    else {
+        snprintf(msg, msgsz,
+                 "invalid value \"%s\" for --auto-compaction-mode: want periodic or revision", v);
+        return false;
+    }
+    return true;
+}
+
+/* Kept as text until every flag is read: its unit depends on the mode. */
+static bool set_compaction_retention(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return set_str(c->compaction_retention_text, sizeof(c->compaction_retention_text), v,
+                   "--auto-compaction-retention", msg, msgsz);
+}
+
+/* Go duration ("1h30m", "10m", "5s", "500ms") or a bare integer (hours, as etcd). */
+static bool parse_duration_ms(const char *v, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (!*v || *v == '-')
+        return false;
+    if (!*end) {
+        *out = n * 3600000ULL;
+        return !errno;
+    }
+    double total = 0;
+    const char *p = v;
+    while (*p) {
+        char *e2;
+        double x = strtod(p, &e2);
+        if (e2 == p)
+            return false;
+        if (strncmp(e2, "ms", 2) == 0) {
+            total += x;
+            p = e2 + 2;
+        } else if (*e2 == 'h') {
+            total += x * 3600000;
+            p = e2 + 1;
+        } else if (*e2 == 'm') {
+            total += x * 60000;
+            p = e2 + 1;
+        } else if (*e2 == 's') {
+            total += x * 1000;
+            p = e2 + 1;
+        } else {
+            return false;
+        }
+    }
+    *out = (uint64_t)total;
+    return total >= 0;
+}
+
+static bool set_restore(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return set_str(c->restore_snapshot, sizeof(c->restore_snapshot), v, "--restore-snapshot", msg,
+                   msgsz);
+}
+
 static bool set_heartbeat(struct cfg *c, const char *v, char *msg, size_t msgsz)
 {
     return parse_u64(v, 1, &c->heartbeat_ms, "--heartbeat-interval", msg, msgsz);
@@ -287,10 +372,24 @@ static const struct cfg_flag CFG_FLAGS[] = {
      set_election},
     {"max-request-bytes", "1572864", "Maximum client request size in bytes the server will accept.",
      set_max_request_bytes},
+    {"quota-backend-bytes", "0",
+     "Raise the NOSPACE alarm when the backend size exceeds this (0: 2 GiB, as etcd).", set_quota},
+    {"snapshot-count", "100000",
+     "Number of committed entries that trigger a snapshot of the memory backend.",
+     set_snapshot_count},
     {"max-txn-ops", "128", "Maximum number of operations permitted in a transaction.",
      set_max_txn_ops},
+    {"auto-compaction-mode", "periodic",
+     "Interpret 'auto-compaction-retention' one of: periodic|revision.", set_compaction_mode},
+    {"auto-compaction-retention", "0",
+     "Auto compaction retention for mvcc key value store. 0 means disable auto compaction. "
+     "Periodic: a duration (\"10m\") or hours; revision: a number of revisions.",
+     set_compaction_retention},
     {"log-level", "info", "Log level: debug, info, warn or error.", set_log_level},
     {"backend", "lmdb", "Storage backend: lmdb (persistent) or memory.", set_backend},
+    {"restore-snapshot", "",
+     "Build --data-dir from a snapshot file (from /v3/maintenance/snapshot) and exit.",
+     set_restore},
     {"config-file", "",
      "Path to a JSON configuration file (etcd's key names). When given, other flags and ETCD_* "
      "variables are ignored.",
@@ -377,6 +476,17 @@ static bool finish(struct cfg *c, bool have_dir, bool have_cluster, char *msg, s
     if (c->initial_cluster_existing) {
         snprintf(msg, msgsz,
                  "--initial-cluster-state existing: joining a cluster is not supported yet");
+        return false;
+    }
+    if (c->auto_compaction_revision) {
+        if (!parse_u64(c->compaction_retention_text, 0, &c->auto_compaction_retention,
+                       "--auto-compaction-retention", msg, msgsz))
+            return false;
+    } else if (!parse_duration_ms(c->compaction_retention_text, &c->auto_compaction_retention)) {
+        snprintf(msg, msgsz,
+                 "invalid value \"%s\" for --auto-compaction-retention: want a duration "
+                 "(\"10m\", \"1h\") or a number of hours",
+                 c->compaction_retention_text);
         return false;
     }
     if (c->election_ms < 5 * c->heartbeat_ms) {

@@ -115,6 +115,10 @@ ms_err codec_decode_del(struct jdec *d, const struct jv *root, struct kv_del_req
 ms_err codec_decode_txn(struct jdec *d, const struct jv *root, struct kv_txn_req *r, int depth);
 ms_err codec_decode_compact(struct jdec *d, const struct jv *root, struct srv_compact_req *r);
 
+ms_err codec_decode_alarm(struct jdec *d, const struct jv *root, struct srv_alarm_req *r);
+const char *codec_alarm_name(int64_t alarm);
+void codec_alarms(struct jw *w, const struct srv_alarm *a, size_t n);
+
 /* Size of the request as a protobuf message (etcd limits requests by this size). */
 size_t codec_proto_size(const struct srv_req *req);
 

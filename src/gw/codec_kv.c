@@ -334,6 +334,11 @@ size_t codec_proto_size(const struct srv_req *req)
         return sz_txn(&req->u.txn);
     case SRV_REQ_COMPACT:
         return sz_int(1, req->u.compact.revision) + sz_int(2, req->u.compact.physical);
+    case SRV_REQ_DEFRAG:
+        return 0;
+    case SRV_REQ_ALARM:
+        return sz_int(1, req->u.alarm.action) + sz_int(2, (int64_t)req->u.alarm.member_id) +
+               sz_int(3, req->u.alarm.alarm);
     }
     return 0;
 }
@@ -513,7 +518,53 @@ void codec_result(struct jw *w, const struct srv_header *h, const struct srv_res
         txn_body(w, &r->u.txn);
         break;
     case SRV_REQ_COMPACT:
+    case SRV_REQ_ALARM:
+    case SRV_REQ_DEFRAG:
         break;
+    }
+    jw_obj_end(w);
+}
+
+static const char *const ALARM_ACTION[] = {"GET", "ACTIVATE", "DEACTIVATE"};
+static const char *const ALARM_TYPE[] = {"NONE", "NOSPACE", "CORRUPT"};
+
+const char *codec_alarm_name(int64_t alarm)
+{
+    return alarm >= 0 && alarm < (int64_t)N_OF(ALARM_TYPE) ? ALARM_TYPE[alarm] : "NONE";
+}
+
+ms_err codec_decode_alarm(struct jdec *d, const struct jv *o, struct srv_alarm_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (!jdec_enum(d, jv_field(o, "action", NULL), ALARM_ACTION, N_OF(ALARM_ACTION),
+                   "etcdserverpb.AlarmRequest_AlarmAction", &r->action) ||
+        !jdec_u64(d, jv_field(o, "memberID", NULL), &r->member_id) ||
+        !jdec_enum(d, jv_field(o, "alarm", NULL), ALARM_TYPE, N_OF(ALARM_TYPE),
+                   "etcdserverpb.AlarmType", &r->alarm))
+        return bad(d);
+    return MS_OK;
+}
+
+void codec_alarms(struct jw *w, const struct srv_alarm *a, size_t n)
+{
+    /* AlarmResponse has a header field, but etcd's gateway answers without it (reference §9). */
+    jw_obj(w);
+    if (n) {
+        jw_key(w, "alarms");
+        jw_arr(w);
+        for (size_t i = 0; i < n; i++) {
+            jw_obj(w);
+            if (a[i].member_id) {
+                jw_key(w, "memberID");
+                jw_u64(w, a[i].member_id);
+            }
+            if (a[i].alarm) {
+                jw_key(w, "alarm");
+                jw_cstr(w, codec_alarm_name(a[i].alarm));
+            }
+            jw_obj_end(w);
+        }
+        jw_arr_end(w);
     }
     jw_obj_end(w);
 }

@@ -49,11 +49,11 @@ static const struct gw_route ROUTES[] = {
     {"/cluster/member/update", NULL},
     {"/cluster/member/list", gw_cluster_member_list},
     {"/cluster/member/promote", NULL},
-    {"/maintenance/alarm", NULL},
+    {"/maintenance/alarm", gw_maint_alarm},
     {"/maintenance/status", gw_maint_status},
-    {"/maintenance/defragment", NULL},
+    {"/maintenance/defragment", gw_maint_defrag},
     {"/maintenance/hash", gw_maint_hash},
-    {"/maintenance/snapshot", NULL},
+    {"/maintenance/snapshot", gw_maint_snapshot},
     {"/maintenance/transfer-leadership", NULL},
     {"/auth/enable", NULL},
     {"/auth/disable", NULL},
@@ -123,6 +123,11 @@ static void gw_req_free(struct gw_req *r)
     req_unlink(r);
     arena_destroy(r->a);
     free(r);
+}
+
+void gw_req_abandon(struct gw_req *r)
+{
+    gw_req_free(r);
 }
 
 /* The client went away before we replied: evhttp frees the request, we free the rest. */
@@ -198,11 +203,15 @@ static void gw_on_done(void *ctx, ms_err err, const struct srv_result *res)
     struct srv_header h;
     struct buf b;
     struct jw w;
-    srv_header(r->gw->srv, &h);
-    h.revision = res->revision;
     buf_init(&b);
-    jw_init(&w, &b);
-    codec_result(&w, &h, res);
+    if (r->encode) {
+        r->encode(r, res, &b);
+    } else {
+        srv_header(r->gw->srv, &h);
+        h.revision = res->revision;
+        jw_init(&w, &b);
+        codec_result(&w, &h, res);
+    }
     gw_reply_json(r, 200, &b);
 }
 
@@ -222,12 +231,77 @@ void gw_submit(struct gw_req *r)
         gw_reply_error(r, e, NULL);
         return;
     }
+    gw_wait(r);
+}
+
+void gw_wait(struct gw_req *r)
+{
     /* Now waiting: own the connection's close callback until the reply goes out. */
     r->next = r->gw->pending;
     if (r->next)
         r->next->prev = r;
     r->gw->pending = r;
     evhttp_connection_set_closecb(r->evcon, gw_on_conn_close, r);
+}
+
+void gw_done_cb(void *ctx, ms_err err, const struct srv_result *res)
+{
+    gw_on_done(ctx, err, res);
+}
+
+void gw_stream_start(struct gw_req *r)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    evhttp_add_header(h, "Grpc-Metadata-Content-Type", "application/grpc");
+    evhttp_send_reply_start(r->req, 200, "OK");
+}
+
+void gw_stream_chunk(struct gw_req *r, struct buf *b,
+                     void (*sent)(struct evhttp_connection *, void *), void *arg)
+{
+    struct evbuffer *e = evbuffer_new();
+    if (e) {
+        size_t len;
+        uint8_t *p = buf_steal(b, &len);
+        if (p && evbuffer_add_reference(e, p, len, free_buf_cb, p) != 0)
+            free(p);
+        evhttp_send_reply_chunk_with_cb(r->req, e, sent, arg);
+        evbuffer_free(e);
+    }
+    buf_fini(b);
+}
+
+void gw_stream_end(struct gw_req *r)
+{
+    detach(r);
+    evhttp_send_reply_end(r->req);
+    r->srv_id = 0;
+    gw_req_free(r);
+}
+
+void gw_stream_error(struct gw_req *r, ms_err e, const char *msg)
+{
+    /* grpc-gateway's envelope for a stream that fails before its first message (§4.3). */
+    struct buf b;
+    struct jw w;
+    int status = ms_err_http_status(e);
+    buf_init(&b);
+    jw_init(&w, &b);
+    jw_obj(&w);
+    jw_key(&w, "error");
+    jw_obj(&w);
+    jw_key(&w, "grpc_code");
+    jw_num(&w, ms_err_grpc(e));
+    jw_key(&w, "http_code");
+    jw_num(&w, status);
+    jw_key(&w, "message");
+    jw_cstr(&w, msg && *msg ? msg : ms_err_msg(e));
+    jw_key(&w, "http_status");
+    jw_cstr(&w, ms_http_reason(status));
+    jw_obj_end(&w);
+    jw_obj_end(&w);
+    gw_reply_json(r, status, &b);
 }
 
 /* Go's path.Clean, keeping a trailing slash (net/http cleanPath). out has room for
@@ -330,7 +404,14 @@ static void get_only(struct evhttp_request *req, void (*fn)(struct gw *, struct 
 
 static void serve_health(struct gw *gw, struct evhttp_request *req)
 {
-    (void)gw;
+    const struct srv_alarm *alarms;
+    size_t n;
+    srv_alarms(gw->srv, &alarms, &n);
+    if (n) {
+        /* etcd: unhealthy while any alarm is raised, answered as Go's http.Error. */
+        send_text(req, 503, "{\"health\":\"false\"}\n", NULL);
+        return;
+    }
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     struct evbuffer *b = evbuffer_new();
     evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");

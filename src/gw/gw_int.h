@@ -32,6 +32,8 @@ struct gw_req {
     const char *body; /* copy in the arena */
     size_t body_len;
     uint64_t srv_id; /* non-zero while srv owes us a callback */
+    /* Encodes a successful result (NULL: the usual header + body of codec_result). */
+    void (*encode)(struct gw_req *r, const struct srv_result *res, struct buf *out);
     struct srv_req sreq;
     struct gw_req *prev;
     struct gw_req *next;
@@ -44,6 +46,21 @@ void gw_reply_text(struct gw_req *r, int status, const char *body);
 
 /* Submit r->sreq to srv; the reply is sent from the completion. Frees r on error replies. */
 void gw_submit(struct gw_req *r);
+/* r now waits for srv (r->srv_id set): link it and own the connection's close callback. */
+void gw_wait(struct gw_req *r);
+/* The connection of r is gone (its close callback ran): free r without touching the request. */
+void gw_req_abandon(struct gw_req *r);
+/* The usual completion: encode the result (r->encode or codec_result) and reply. */
+void gw_done_cb(void *ctx, ms_err err, const struct srv_result *res);
+
+/* Chunked replies (server streams). gw_stream_chunk takes b's bytes and calls sent once they
+ * are written to the socket (NULL: no callback). gw_stream_end finishes and frees r. */
+void gw_stream_start(struct gw_req *r);
+void gw_stream_chunk(struct gw_req *r, struct buf *b,
+                     void (*sent)(struct evhttp_connection *, void *), void *arg);
+void gw_stream_end(struct gw_req *r);
+/* Error of a stream before its first message: grpc-gateway's {"error":{...}} envelope. */
+void gw_stream_error(struct gw_req *r, ms_err e, const char *msg);
 
 /* Route handlers. */
 void gw_kv_range(struct gw_req *r);
@@ -53,6 +70,9 @@ void gw_kv_txn(struct gw_req *r);
 void gw_kv_compaction(struct gw_req *r);
 void gw_maint_status(struct gw_req *r);
 void gw_maint_hash(struct gw_req *r);
+void gw_maint_alarm(struct gw_req *r);
+void gw_maint_defrag(struct gw_req *r);
+void gw_maint_snapshot(struct gw_req *r);
 void gw_cluster_member_list(struct gw_req *r);
 
 #endif

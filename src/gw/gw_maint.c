@@ -3,6 +3,8 @@
 #include "codec.h"
 #include "gw_int.h"
 
+#include <stdio.h>
+
 static bool parse_empty(struct gw_req *r)
 {
     struct jdec d;
@@ -52,6 +54,21 @@ void gw_maint_status(struct gw_req *r)
         jw_key(&w, "raftAppliedIndex");
         jw_u64(&w, st.raft_applied_index);
     }
+    const struct srv_alarm *alarms;
+    size_t n_alarms;
+    srv_alarms(r->gw->srv, &alarms, &n_alarms);
+    if (n_alarms) {
+        /* proto text of each AlarmMember, as etcd prints it (trailing space included). */
+        jw_key(&w, "errors");
+        jw_arr(&w);
+        for (size_t i = 0; i < n_alarms; i++) {
+            char text[96];
+            snprintf(text, sizeof(text), "memberID:%llu alarm:%s ",
+                     (unsigned long long)alarms[i].member_id, codec_alarm_name(alarms[i].alarm));
+            jw_cstr(&w, text);
+        }
+        jw_arr_end(&w);
+    }
     if (st.db_size_in_use) {
         jw_key(&w, "dbSizeInUse");
         jw_i64(&w, (int64_t)st.db_size_in_use);
@@ -89,6 +106,44 @@ void gw_maint_hash(struct gw_req *r)
     }
     jw_obj_end(&w);
     gw_reply_json(r, 200, &b);
+}
+
+static void encode_alarms(struct gw_req *r, const struct srv_result *res, struct buf *out)
+{
+    struct jw w;
+    (void)r;
+    jw_init(&w, out);
+    codec_alarms(&w, res->u.alarm.alarms, res->u.alarm.n);
+}
+
+void gw_maint_alarm(struct gw_req *r)
+{
+    struct jdec d;
+    struct jv root;
+    jdec_init(&d, r->a);
+    if (!jdec_root(&d, r->body, r->body_len, &root)) {
+        gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
+        return;
+    }
+    r->sreq.type = SRV_REQ_ALARM;
+    if (codec_decode_alarm(&d, &root, &r->sreq.u.alarm)) {
+        gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
+        return;
+    }
+    if (r->sreq.u.alarm.action == SRV_ALARM_GET) {
+        const struct srv_alarm *alarms;
+        size_t n;
+        struct buf b;
+        struct jw w;
+        srv_alarms(r->gw->srv, &alarms, &n);
+        buf_init(&b);
+        jw_init(&w, &b);
+        codec_alarms(&w, alarms, n);
+        gw_reply_json(r, 200, &b);
+        return;
+    }
+    r->encode = encode_alarms;
+    gw_submit(r);
 }
 
 static void urls(struct jw *w, const char *name, const struct cfg_url *u, size_t n)

@@ -6,6 +6,7 @@
  */
 #include "srv_int.h"
 
+#include "metastore/clock.h"
 #include "metastore/log.h"
 
 #include <errno.h>
@@ -79,9 +80,11 @@ static ms_err open_backend(struct srv *s)
         return s->be ? MS_OK : MS_E_NOMEM;
     }
     snprintf(dir, sizeof(dir), "%s/member/db", s->cfg.data_dir);
-    /* The map size is the hard limit of the LMDB file: 8 GiB of address space until the
-     * quota flag arrives; pages are only used as data grows. */
-    s->be = be_lmdb_open(dir, (uint64_t)8 << 30, &err);
+    /* The map size is LMDB's hard limit. The quota alarm fires at --quota-backend-bytes; the
+     * headroom above it lets deletes, compaction and the alarm itself still be written
+     * (copy-on-write pages) once writes are refused. */
+    uint64_t q = s->cfg.quota_backend_bytes;
+    s->be = be_lmdb_open(dir, q + q / 2 + ((uint64_t)64 << 20), &err);
     s->lazy_commit = true;
     return s->be ? MS_OK : err;
 }
@@ -174,12 +177,20 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         goto out_destroy;
     if ((*err = be_txn_begin(s->be, NULL, true, &s->wtxn)) != MS_OK)
         goto out_destroy;
+    if (s->cfg.backend == CFG_BACKEND_MEMORY && (*err = srv_snap_load(s)) != MS_OK) {
+        log_error("cannot load the newest snapshot: %s", ms_err_name(*err));
+        goto out_destroy;
+    }
     s->kv = kv_store_open(s->wtxn, err);
     if (!s->kv) {
         log_error("cannot restore the key-value store: %s", ms_err_name(*err));
         goto out_destroy;
     }
     uint64_t legacy_term = 0;
+    if ((*err = srv_alarms_load(s)) != MS_OK) {
+        log_error("cannot read the alarms: %s", ms_err_name(*err));
+        goto out_destroy;
+    }
     if ((*err = load_identity(s, &legacy_term)) != MS_OK) {
         log_error("cannot read server metadata: %s", ms_err_name(*err));
         goto out_destroy;
@@ -187,7 +198,9 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     s->ready_ev = event_new(base, -1, 0, srv_on_ready, s);
     s->compact_ev = evtimer_new(base, srv_on_compact, s);
     s->commit_ev = evtimer_new(base, srv_on_commit, s);
-    if (!s->ready_ev || !s->compact_ev || !s->commit_ev) {
+    s->copy_ev = evtimer_new(base, srv_on_copy, s);
+    s->compactor_ev = event_new(base, -1, EV_PERSIST, srv_on_compactor, s);
+    if (!s->ready_ev || !s->compact_ev || !s->commit_ev || !s->copy_ev || !s->compactor_ev) {
         *err = MS_E_NOMEM;
         goto out_destroy;
     }
@@ -195,6 +208,13 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     if ((*err = open_wal(s, legacy_term)) != MS_OK)
         goto out_destroy;
     srv_commit(s);
+    srv_compactor_init(&s->compactor, s->cfg.auto_compaction_revision,
+                       s->cfg.auto_compaction_retention, clock_now_ms(), kv_current_rev(s->kv));
+    if (s->compactor.interval_ms) {
+        struct timeval tv = {(time_t)(s->compactor.interval_ms / 1000),
+                             (suseconds_t)(s->compactor.interval_ms % 1000) * 1000};
+        event_add(s->compactor_ev, &tv);
+    }
     if (kv_compact_pending(s->kv)) {
         struct timeval now = {0, 0};
         evtimer_add(s->compact_ev, &now);
@@ -215,6 +235,7 @@ void srv_destroy(struct srv *s)
 {
     if (!s)
         return;
+    srv_copy_destroy(s);
     if (s->wtxn) {
         ms_err e = be_txn_commit(s->wtxn);
         if (e)
@@ -230,6 +251,10 @@ void srv_destroy(struct srv *s)
         event_free(s->compact_ev);
     if (s->commit_ev)
         event_free(s->commit_ev);
+    if (s->copy_ev)
+        event_free(s->copy_ev);
+    if (s->compactor_ev)
+        event_free(s->compactor_ev);
     kv_store_close(s->kv);
     be_close(s->be);
     if (s->lock_fd >= 0)
@@ -296,9 +321,42 @@ static ms_err validate(const struct srv *s, const struct srv_req *req)
     case SRV_REQ_TXN:
         return kv_check_txn(&req->u.txn, (size_t)s->cfg.max_txn_ops);
     case SRV_REQ_COMPACT:
+    case SRV_REQ_ALARM:
         return MS_OK;
+    case SRV_REQ_DEFRAG:
+        break;
     }
     return MS_E_BAD_REQUEST;
+}
+
+/* Encode req as the next log entry (id names the caller, 0 for none). */
+static ms_err propose(struct srv *s, const struct srv_req *req, uint64_t id)
+{
+    s->enc.len = 0;
+    srv_entry_encode(id, req, &s->enc);
+    if (buf_failed(&s->enc)) {
+        buf_fini(&s->enc);
+        return MS_E_NOMEM;
+    }
+    /* etcd refuses a raft request bigger than --max-request-bytes. */
+    if (s->enc.len > s->cfg.max_request_bytes)
+        return MS_E_REQUEST_TOO_LARGE;
+    if (s->n_log == s->cap_log) {
+        size_t cap = s->cap_log ? s->cap_log * 2 : 64;
+        struct srv_entry *l = realloc(s->log, cap * sizeof(*l));
+        if (!l)
+            return MS_E_NOMEM;
+        s->log = l;
+        s->cap_log = cap;
+    }
+    uint8_t *data = malloc(s->enc.len);
+    if (!data)
+        return MS_E_NOMEM;
+    memcpy(data, s->enc.p, s->enc.len);
+    s->log[s->n_log++] =
+        (struct srv_entry){.index = ++s->last_index, .data = data, .len = s->enc.len};
+    srv_wake(s);
+    return MS_OK;
 }
 
 ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, void *ctx,
@@ -314,29 +372,20 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
         if (!srv_push_id(&s->reads, &s->n_reads, &s->cap_reads, rid))
             return MS_E_NOMEM;
     } else {
-        s->enc.len = 0;
-        srv_entry_encode(rid, req, &s->enc);
-        if (buf_failed(&s->enc)) {
-            buf_fini(&s->enc);
-            return MS_E_NOMEM;
+        if (!srv_quota_ok(s, req)) {
+            /* etcd quotaAlarmer: raise NOSPACE through the log and refuse the write. */
+            if (!srv_has_alarm(s, SRV_ALARM_NOSPACE)) {
+                struct srv_req a = {.type = SRV_REQ_ALARM,
+                                    .u.alarm = {.action = SRV_ALARM_ACTIVATE,
+                                                .member_id = s->member_id,
+                                                .alarm = SRV_ALARM_NOSPACE}};
+                propose(s, &a, 0);
+            }
+            return MS_E_NO_SPACE;
         }
-        /* etcd refuses a raft request bigger than --max-request-bytes. */
-        if (s->enc.len > s->cfg.max_request_bytes)
-            return MS_E_REQUEST_TOO_LARGE;
-        if (s->n_log == s->cap_log) {
-            size_t cap = s->cap_log ? s->cap_log * 2 : 64;
-            struct srv_entry *l = realloc(s->log, cap * sizeof(*l));
-            if (!l)
-                return MS_E_NOMEM;
-            s->log = l;
-            s->cap_log = cap;
-        }
-        uint8_t *data = malloc(s->enc.len);
-        if (!data)
-            return MS_E_NOMEM;
-        memcpy(data, s->enc.p, s->enc.len);
-        s->log[s->n_log++] =
-            (struct srv_entry){.index = ++s->last_index, .data = data, .len = s->enc.len};
+        ms_err pe = propose(s, req, rid);
+        if (pe)
+            return pe;
     }
     struct wait_entry *w = wait_add(&s->waits, rid);
     if (!w) {
@@ -352,9 +401,24 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
     return MS_OK;
 }
 
+void srv_on_compactor(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    int64_t rev = srv_compactor_tick(&s->compactor, clock_now_ms(), kv_current_rev(s->kv));
+    if (rev <= kv_compact_rev(s->kv))
+        return;
+    struct srv_req r = {.type = SRV_REQ_COMPACT, .u.compact = {.revision = rev}};
+    log_info("auto compaction to revision %lld", (long long)rev);
+    if (propose(s, &r, 0) != MS_OK)
+        log_warn("auto compaction to revision %lld could not be proposed", (long long)rev);
+}
+
 void srv_cancel(struct srv *s, uint64_t id)
 {
-    wait_remove(&s->waits, id, NULL);
+    if (!wait_remove(&s->waits, id, NULL))
+        srv_cancel_op(s, id);
 }
 
 void srv_header(struct srv *s, struct srv_header *h)

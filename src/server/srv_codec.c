@@ -264,6 +264,13 @@ void srv_entry_encode(uint64_t id, const struct srv_req *req, struct buf *out)
         put_i64(out, req->u.compact.revision);
         buf_putc(out, (char)req->u.compact.physical);
         break;
+    case SRV_REQ_ALARM:
+        put_i64(out, req->u.alarm.action);
+        buf_put_uvarint(out, req->u.alarm.member_id);
+        put_i64(out, req->u.alarm.alarm);
+        break;
+    case SRV_REQ_DEFRAG:
+        break;
     }
 }
 
@@ -294,6 +301,11 @@ bool srv_entry_decode(const uint8_t *p, size_t len, struct arena *a, uint64_t *i
     case SRV_REQ_COMPACT:
         req->u.compact.revision = get_i64(&r);
         req->u.compact.physical = rd_u8(&r) & 1;
+        break;
+    case SRV_REQ_ALARM:
+        req->u.alarm.action = get_i64(&r);
+        req->u.alarm.member_id = rd_uvarint(&r);
+        req->u.alarm.alarm = get_i64(&r);
         break;
     default:
         return false;

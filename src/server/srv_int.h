@@ -41,6 +41,51 @@ struct srv_counters {
     struct metrics_hist backend_commit_seconds;
 };
 
+#define SRV_MAX_ALARMS 64
+#define SRV_MAX_OPS    64
+
+enum copy_kind { COPY_SNAPSHOT, COPY_BACKUP, COPY_DEFRAG };
+
+/* A backup or defrag waiting to run or to finish (srv_snap.c). */
+struct srv_op {
+    enum copy_kind kind;
+    uint64_t waiter;
+    srv_backup_fn backup_done;
+    srv_done_fn done;
+    void *ctx;
+};
+
+struct srv_op_waiter {
+    uint64_t waiter;
+    srv_backup_fn backup_done;
+    srv_done_fn done;
+    void *ctx;
+};
+
+struct srv_copy;
+
+#define SRV_COMPACTOR_REVS 16
+
+/* Auto compaction state (srv_compactor.c). */
+struct srv_compactor {
+    bool revision_mode;
+    uint64_t retention;   /* ms (periodic) or revisions; 0: off */
+    uint64_t interval_ms; /* how often srv_compactor_tick runs */
+    uint64_t period_ms;
+    uint64_t compact_interval_ms;
+    uint64_t base_interval_ms;
+    uint64_t last_success_ms;
+    int64_t last_rev;
+    int64_t revs[SRV_COMPACTOR_REVS];
+    size_t n_revs;
+    size_t n_keep;
+};
+
+void srv_compactor_init(struct srv_compactor *c, bool revision_mode, uint64_t retention,
+                        uint64_t now_ms, int64_t current_rev);
+/* The revision to compact to now, or 0. */
+int64_t srv_compactor_tick(struct srv_compactor *c, uint64_t now_ms, int64_t current_rev);
+
 struct srv {
     struct event_base *base;
     struct cfg cfg;
@@ -53,6 +98,18 @@ struct srv {
     uint64_t committed; /* highest index durable in the backend */
     struct event *commit_ev;
     struct srv_counters ctr;
+    struct srv_alarm alarms[SRV_MAX_ALARMS];
+    size_t n_alarms;
+    struct srv_alarm cleared; /* the last alarm deactivated (answer of a DEACTIVATE) */
+    struct srv_copy *copy;    /* snapshot / backup / defrag in progress */
+    struct event *copy_ev;
+    uint64_t last_snap_index; /* memory backend: index of the newest snapshot file */
+    struct srv_compactor compactor;
+    struct event *compactor_ev;
+    struct srv_op ops_queued[SRV_MAX_OPS];
+    size_t n_ops_queued;
+    struct srv_op_waiter ops_waiting[SRV_MAX_OPS];
+    size_t n_ops_waiting;
 
     struct event *ready_ev;
     bool ready_pending;
@@ -100,7 +157,22 @@ void srv_commit(struct srv *s);
 /* Replay the WAL entries past the consistent index (at start). */
 ms_err srv_recover(struct srv *s, const struct wal_log *log);
 void srv_on_commit(evutil_socket_t fd, short what, void *arg);
+void srv_on_compactor(evutil_socket_t fd, short what, void *arg);
 bool srv_push_id(uint64_t **v, size_t *n, size_t *cap, uint64_t id);
+/* srv_snap.c */
+void srv_on_copy(evutil_socket_t fd, short what, void *arg);
+void srv_copy_poll(struct srv *s);
+bool srv_copy_running(const struct srv *s);
+bool srv_cancel_op(struct srv *s, uint64_t id);
+void srv_copy_destroy(struct srv *s);
+ms_err srv_snap_load(struct srv *s);
+/* srv_alarm.c */
+ms_err srv_alarms_load(struct srv *s);
+bool srv_has_alarm(const struct srv *s, int64_t type);
+ms_err srv_apply_alarm(struct srv *s, const struct srv_alarm_req *r, struct srv_alarm_resp *out);
+size_t srv_request_cost(const struct srv_req *req);
+/* False if req would take the backend past the quota (etcd BackendQuota.Available). */
+bool srv_quota_ok(struct srv *s, const struct srv_req *req);
 /* Every change of an applied entry, in order, all at revision rev (srv_events.c). The events
  * live in the scratch arena until the end of the ready step. */
 void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n);

@@ -83,6 +83,13 @@ ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struc
     (void)index;
     memset(res, 0, sizeof(*res));
     res->type = req->type;
+    if (req->type == SRV_REQ_ALARM) {
+        res->revision = kv_current_rev(s->kv);
+        return srv_apply_alarm(s, &req->u.alarm, &res->u.alarm);
+    }
+    /* While NOSPACE is raised, writes that add data fail (etcd applierV3Capped). */
+    if (srv_has_alarm(s, SRV_ALARM_NOSPACE) && srv_request_cost(req) > 0)
+        return MS_E_NO_SPACE;
     if (req->type == SRV_REQ_COMPACT) {
         e = kv_compact(s->kv, s->wtxn, req->u.compact.revision);
         res->revision = kv_current_rev(s->kv);
@@ -333,6 +340,7 @@ void srv_on_ready(evutil_socket_t fd, short what, void *arg)
     free(batch);
     free(reads);
     arena_reset(s->scratch);
+    srv_copy_poll(s);
 }
 
 void srv_on_compact(evutil_socket_t fd, short what, void *arg)
@@ -341,6 +349,12 @@ void srv_on_compact(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     ms_err e;
+    if (srv_copy_running(s)) {
+        /* Records a copy still has to read must stay: resume once it is done. */
+        struct timeval later = {0, 10000};
+        evtimer_add(s->compact_ev, &later);
+        return;
+    }
     bool done = kv_compact_step(s->kv, s->wtxn, COMPACT_BUDGET, &e);
     if (e)
         ms_fatal("compaction failed: %s", ms_err_name(e));

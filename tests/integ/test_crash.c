@@ -35,29 +35,11 @@ static long *acked_rev; /* acked_rev[key] = revision, 0 if not acknowledged */
 static long next_key;
 static long max_keys;
 
-static void b64(const char *s, char *out)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t n = strlen(s), o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)(unsigned char)s[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned)(unsigned char)s[i + 1] << 8;
-        if (i + 2 < n)
-            v |= (unsigned char)s[i + 2];
-        out[o++] = a[v >> 18];
-        out[o++] = a[(v >> 12) & 63];
-        out[o++] = i + 1 < n ? a[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < n ? a[v & 63] : '=';
-    }
-    out[o] = 0;
-}
-
 static void send_put(struct conn *c, long key)
 {
     char k[32], kb[64], req[512];
     snprintf(k, sizeof(k), "crash/%08ld", key);
-    b64(k, kb);
+    tu_b64(k, kb);
     int body_len = (int)strlen(kb) + 40;
     char body[256];
     body_len = snprintf(body, sizeof(body), "{\"key\":\"%s\",\"value\":\"dmFsdWU=\"}", kb);

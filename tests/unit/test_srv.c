@@ -3,6 +3,7 @@
 #include "metastore/arena.h"
 #include "metastore/buf.h"
 #include "metastore/srv.h"
+#include "srv_int.h"
 #include "testutil.h"
 
 #include <stdlib.h>
@@ -129,12 +130,67 @@ START_TEST(corrupt_entries)
 }
 END_TEST
 
+START_TEST(compactor_periodic)
+{
+    /* retention 10 s: a revision is recorded every second and the one recorded 10 s ago is
+     * compacted, first after 10 s, then (period < 1 h) every period. */
+    struct srv_compactor c;
+    uint64_t t = 1000000;
+    int64_t rev = 100;
+    srv_compactor_init(&c, false, 10000, t, rev);
+    ck_assert_uint_eq(c.interval_ms, 1000);
+    int64_t got = 0, first_at = 0;
+    int compactions = 0;
+    for (int i = 1; i <= 40; i++) {
+        t += 1000;
+        rev += 10; /* 10 revisions per second */
+        int64_t r = srv_compactor_tick(&c, t, rev);
+        if (r) {
+            compactions++;
+            if (!first_at)
+                first_at = i;
+            /* Always a revision from about one retention period ago. */
+            ck_assert_int_le(r, rev - 100);
+            ck_assert_int_ge(r, rev - 120);
+            ck_assert_int_gt(r, got);
+            got = r;
+        }
+    }
+    ck_assert_int_eq(first_at, 10);
+    ck_assert_int_ge(compactions, 3);
+    ck_assert_int_le(compactions, 4);
+    /* Long retention: checks are capped at 6 minutes, compaction every hour at most. */
+    srv_compactor_init(&c, false, 24ULL * 3600 * 1000, t, rev);
+    ck_assert_uint_eq(c.interval_ms, 360000);
+    /* Disabled. */
+    srv_compactor_init(&c, false, 0, t, rev);
+    ck_assert_uint_eq(c.interval_ms, 0);
+    ck_assert_int_eq(srv_compactor_tick(&c, t + 1000000, rev), 0);
+}
+END_TEST
+
+START_TEST(compactor_revision)
+{
+    struct srv_compactor c;
+    srv_compactor_init(&c, true, 1000, 0, 1);
+    ck_assert_uint_eq(c.interval_ms, 300000);
+    ck_assert_int_eq(srv_compactor_tick(&c, 300000, 500), 0);    /* not enough history */
+    ck_assert_int_eq(srv_compactor_tick(&c, 600000, 1500), 500); /* current - retention */
+    ck_assert_int_eq(srv_compactor_tick(&c, 900000, 1500), 0);   /* nothing new */
+    ck_assert_int_eq(srv_compactor_tick(&c, 1200000, 4000), 3000);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("srv");
     TCase *tc = tcase_create("entry");
     tcase_add_test(tc, roundtrip);
     tcase_add_test(tc, corrupt_entries);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("compactor");
+    tcase_add_test(tc, compactor_periodic);
+    tcase_add_test(tc, compactor_revision);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

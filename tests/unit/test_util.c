@@ -4,8 +4,10 @@
 #include "metastore/buf.h"
 #include "metastore/crc32c.h"
 #include "metastore/err.h"
+#include "metastore/sha256.h"
 #include "testutil.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,6 +176,44 @@ START_TEST(crc32c_vectors)
 }
 END_TEST
 
+static void sha_hex(const void *p, size_t n, char out[65])
+{
+    struct sha256 c;
+    uint8_t d[32];
+    sha256_init(&c);
+    /* Feed in uneven pieces to exercise the buffering. */
+    const uint8_t *b = p;
+    size_t step = 1;
+    while (n) {
+        size_t k = step < n ? step : n;
+        sha256_update(&c, b, k);
+        b += k;
+        n -= k;
+        step = step * 3 + 1;
+    }
+    sha256_final(&c, d);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+START_TEST(sha256_vectors)
+{
+    char h[65];
+    sha_hex("", 0, h);
+    ck_assert_str_eq(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    sha_hex("abc", 3, h);
+    ck_assert_str_eq(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sha_hex(m, strlen(m), h);
+    ck_assert_str_eq(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    char *million = malloc(1000000);
+    memset(million, 'a', 1000000);
+    sha_hex(million, 1000000, h);
+    ck_assert_str_eq(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    free(million);
+}
+END_TEST
+
 START_TEST(err_table)
 {
     ck_assert_str_eq(ms_err_msg(MS_E_EMPTY_KEY), "etcdserver: key is not provided");
@@ -216,6 +256,9 @@ static Suite *util_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("crc32c");
     tcase_add_test(tc, crc32c_vectors);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("sha256");
+    tcase_add_test(tc, sha256_vectors);
     suite_add_tcase(s, tc);
     tc = tcase_create("err");
     tcase_add_test(tc, err_table);

@@ -1,0 +1,55 @@
+/* snap.h - snapshot files: every bucket of a backend at one applied index.
+ *
+ * Format: "MSSNAP01", u64 index, u64 term, u64 revision (big-endian), then records
+ * [u8 1][u8 bucket][uvarint key length][key][uvarint value length][value], then [u8 0] and a
+ * CRC-32C of every preceding byte. Written through a temp file, fdatasync, rename and a
+ * directory fsync, so a snapshot file either is whole or does not exist.
+ *
+ * The same file serves the memory backend's durability (with the WAL), the backup stream of
+ * /v3/maintenance/snapshot, and `metastore --restore-snapshot`.
+ */
+#ifndef METASTORE_SNAP_H
+#define METASTORE_SNAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metastore/be.h"
+#include "metastore/err.h"
+
+struct snap_header {
+    uint64_t index; /* last applied raft index in the snapshot */
+    uint64_t term;
+    int64_t revision; /* MVCC revision at that index */
+};
+
+struct snap_writer;
+
+/* Create path (written as path.tmp until snap_writer_finish). NULL with *err on failure. */
+struct snap_writer *snap_writer_create(const char *path, const struct snap_header *h, ms_err *err);
+ms_err snap_writer_put(struct snap_writer *w, enum be_bucket b, const uint8_t *k, size_t klen,
+                       const uint8_t *v, size_t vlen);
+/* Bytes written so far. */
+uint64_t snap_writer_size(const struct snap_writer *w);
+/* Trailer, fdatasync, rename into place, directory fsync; frees w. */
+ms_err snap_writer_finish(struct snap_writer *w);
+/* Drop the temp file; frees w. Accepts NULL. */
+void snap_writer_abort(struct snap_writer *w);
+
+typedef ms_err (*snap_record_fn)(void *ctx, enum be_bucket b, const uint8_t *k, size_t klen,
+                                 const uint8_t *v, size_t vlen);
+
+/* Read and verify a whole snapshot file: the header, then each record to fn (may be NULL to only
+ * verify). MS_E_DATA_CORRUPT (logged with the offset) on any damage. */
+ms_err snap_read(const char *path, struct snap_header *h, snap_record_fn fn, void *ctx);
+
+/* The newest snapshot file in dir (names snap-<index:016x>.snap) that verifies; returns false
+ * if there is none. Older or damaged ones are left alone. */
+bool snap_find_latest(const char *dir, char *out, size_t cap, struct snap_header *h);
+
+/* Decode a snapshot held in memory (for tests and fuzzing). */
+ms_err snap_decode(const uint8_t *p, size_t len, struct snap_header *h, snap_record_fn fn,
+                   void *ctx);
+
+#endif

@@ -1,0 +1,556 @@
+/* srv_snap.c - copies of the whole backend, made in slices across loop turns: periodic
+ * snapshots of the memory backend, backups for /v3/maintenance/snapshot, and LMDB defrag.
+ *
+ * A copy starts at the applied index A (revision R): every bucket but "key" is copied at once
+ * (they are small), then the "key" bucket is copied up to revision R in slices. MVCC records
+ * never change once written and physical compaction waits while a copy runs, so the result
+ * is exactly the state at A even though writes continue meanwhile. A defrag then copies the
+ * records written since (revisions above R) and the small buckets again, and swaps the new
+ * LMDB environment in. Only one copy runs at a time; requests queue behind it.
+ */
+#include "srv_int.h"
+
+#include "metastore/log.h"
+#include "metastore/skiplist.h"
+#include "metastore/snap.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define COPY_SLICE 20000 /* key records per loop turn */
+#define SNAP_KEEP  2     /* snapshot files kept */
+
+struct srv_copy {
+    enum copy_kind kind;
+    uint64_t waiter; /* backup/defrag caller, 0 for the periodic snapshot */
+    struct snap_header hdr;
+    struct snap_writer *w; /* snapshot, backup */
+    struct be *dst;        /* defrag */
+    struct be_txn *dtxn;
+    char path[4400];
+    uint8_t next[KV_REVKEY_LEN + 1]; /* first key bucket key still to copy */
+    size_t next_len;
+    uint8_t bound[KV_REVKEY_LEN + 1]; /* key bucket keys >= bound were written after start */
+    size_t bound_len;
+};
+
+static ms_err sink(struct srv_copy *c, enum be_bucket b, const uint8_t *k, size_t kl,
+                   const uint8_t *v, size_t vl)
+{
+    if (c->w)
+        return snap_writer_put(c->w, b, k, kl, v, vl);
+    return be_put(c->dtxn, b, k, kl, v, vl);
+}
+
+/* Copy [from, to) of bucket b (NULL: open ends), at most max records; *next is where it
+ * stopped (or *done). */
+static ms_err copy_range(struct srv *s, struct srv_copy *c, enum be_bucket b, const uint8_t *from,
+                         size_t from_len, const uint8_t *to, size_t to_len, size_t max, bool *done)
+{
+    struct be_cursor *cur;
+    struct be_val k, v;
+    ms_err e = be_cursor_open(s->wtxn, b, &cur);
+    if (e)
+        return e;
+    size_t n = 0;
+    *done = false;
+    for (e = be_cursor_seek(cur, from, from_len, &k, &v); e == MS_OK;
+         e = be_cursor_next(cur, &k, &v)) {
+        if (to && sl_keycmp(k.p, k.len, to, to_len) >= 0)
+            break;
+        if (n == max) {
+            /* Resume here next turn (keys in "key" are at most 18 bytes). */
+            if (k.len <= sizeof(c->next)) {
+                memcpy(c->next, k.p, k.len);
+                c->next_len = k.len;
+            }
+            be_cursor_close(cur);
+            return MS_OK;
+        }
+        if ((e = sink(c, b, k.p, k.len, v.p, v.len)) != MS_OK)
+            break;
+        n++;
+    }
+    be_cursor_close(cur);
+    if (e == MS_OK || e == MS_E_NOT_EXIST) {
+        *done = true;
+        return MS_OK;
+    }
+    return e;
+}
+
+static ms_err copy_small_buckets(struct srv *s, struct srv_copy *c)
+{
+    for (int b = 0; b < BE_BUCKET_COUNT_; b++) {
+        if (b == BE_BUCKET_KEY)
+            continue;
+        bool done;
+        ms_err e = copy_range(s, c, (enum be_bucket)b, NULL, 0, NULL, 0, SIZE_MAX, &done);
+        if (e)
+            return e;
+    }
+    return MS_OK;
+}
+
+static void snap_dir(const struct srv *s, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/member/snap", s->cfg.data_dir);
+}
+
+static void arm(struct srv *s)
+{
+    struct timeval now = {0, 0};
+    evtimer_add(s->copy_ev, &now);
+}
+
+static ms_err rmtree_lmdb(const char *dir)
+{
+    char p[4500];
+    snprintf(p, sizeof(p), "%.4400s/data.mdb", dir);
+    unlink(p);
+    snprintf(p, sizeof(p), "%.4400s/lock.mdb", dir);
+    unlink(p);
+    return rmdir(dir) == 0 || errno == ENOENT ? MS_OK : MS_E_IO;
+}
+
+static ms_err copy_start(struct srv *s, const struct srv_op *op, struct srv_copy **out)
+{
+    struct srv_copy *c = calloc(1, sizeof(*c));
+    ms_err e = MS_OK;
+    if (!c)
+        return MS_E_NOMEM;
+    c->kind = op->kind;
+    c->waiter = op->waiter;
+    c->hdr = (struct snap_header){
+        .index = s->applied, .term = s->term, .revision = kv_current_rev(s->kv)};
+    kv_rev_encode((struct kv_rev){kv_current_rev(s->kv) + 1, 0}, false, c->bound, &c->bound_len);
+    char dir[4200];
+    snap_dir(s, dir, sizeof(dir));
+    if (c->kind == COPY_DEFRAG) {
+        snprintf(c->path, sizeof(c->path), "%s/member/db.defrag", s->cfg.data_dir);
+        rmtree_lmdb(c->path); /* leftovers of an interrupted defrag */
+        uint64_t q = s->cfg.quota_backend_bytes;
+        c->dst = be_lmdb_open(c->path, q + q / 2 + ((uint64_t)64 << 20), &e);
+        if (!c->dst || (e = be_txn_begin(c->dst, NULL, true, &c->dtxn)) != MS_OK)
+            goto out_free;
+    } else {
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+            e = MS_E_IO;
+            goto out_free;
+        }
+        if (c->kind == COPY_SNAPSHOT)
+            snprintf(c->path, sizeof(c->path), "%.4200s/snap-%016llx.snap", dir,
+                     (unsigned long long)c->hdr.index);
+        else
+            snprintf(c->path, sizeof(c->path), "%.4200s/backup-%016llx.snap", dir,
+                     (unsigned long long)c->waiter);
+        c->w = snap_writer_create(c->path, &c->hdr, &e);
+        if (!c->w)
+            goto out_free;
+    }
+    if ((e = copy_small_buckets(s, c)) != MS_OK)
+        goto out_free;
+    *out = c;
+    return MS_OK;
+
+out_free:
+    snap_writer_abort(c->w);
+    if (c->dtxn)
+        be_txn_abort(c->dtxn);
+    be_close(c->dst);
+    free(c);
+    return e;
+}
+
+static void copy_free(struct srv_copy *c)
+{
+    snap_writer_abort(c->w);
+    if (c->dtxn)
+        be_txn_abort(c->dtxn);
+    be_close(c->dst);
+    free(c);
+}
+
+/* Keep the newest SNAP_KEEP snapshot files. */
+static void prune_snapshots(struct srv *s)
+{
+    char dir[4200];
+    snap_dir(s, dir, sizeof(dir));
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    char names[64][32];
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n < 64)
+        if (strncmp(de->d_name, "snap-", 5) == 0 && strlen(de->d_name) == 26)
+            snprintf(names[n++], sizeof(names[0]), "%.30s", de->d_name);
+    closedir(d);
+    /* Names sort by index (fixed-width hex). */
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (strcmp(names[j], names[i]) < 0) {
+                char t[32];
+                memcpy(t, names[i], sizeof(t));
+                memcpy(names[i], names[j], sizeof(t));
+                memcpy(names[j], t, sizeof(t));
+            }
+    for (size_t i = 0; i + SNAP_KEEP < n; i++) {
+        char path[4300];
+        snprintf(path, sizeof(path), "%.4200s/%.32s", dir, names[i]);
+        unlink(path);
+    }
+}
+
+static ms_err sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return MS_E_IO;
+    int rc = fsync(fd);
+    close(fd);
+    return rc ? MS_E_IO : MS_OK;
+}
+
+/* Defrag's last step: what changed since the start, then swap the environments. */
+static ms_err defrag_finish(struct srv *s, struct srv_copy *c)
+{
+    bool done;
+    ms_err e = copy_range(s, c, BE_BUCKET_KEY, c->bound, c->bound_len, NULL, 0, SIZE_MAX, &done);
+    /* The small buckets again, from scratch. */
+    for (int b = 0; !e && b < BE_BUCKET_COUNT_; b++) {
+        if (b == BE_BUCKET_KEY)
+            continue;
+        struct be_cursor *cur;
+        struct be_val k, v;
+        if ((e = be_cursor_open(c->dtxn, (enum be_bucket)b, &cur)) != MS_OK)
+            break;
+        uint8_t kbuf[512];
+        while ((e = be_cursor_seek(cur, NULL, 0, &k, &v)) == MS_OK && k.len <= sizeof(kbuf)) {
+            memcpy(kbuf, k.p, k.len);
+            if ((e = be_del(c->dtxn, (enum be_bucket)b, kbuf, k.len)) != MS_OK)
+                break;
+        }
+        be_cursor_close(cur);
+        if (e == MS_E_NOT_EXIST)
+            e = MS_OK;
+    }
+    if (!e)
+        e = copy_small_buckets(s, c);
+    if (!e) {
+        e = be_txn_commit(c->dtxn);
+        c->dtxn = NULL;
+    }
+    if (!e)
+        e = be_sync(c->dst);
+    if (e)
+        return e;
+    /* Swap: the old environment out, the new one in, then reopen it at the usual path. */
+    srv_commit(s);
+    be_txn_abort(s->wtxn);
+    s->wtxn = NULL;
+    be_close(s->be);
+    s->be = NULL;
+    be_close(c->dst);
+    c->dst = NULL;
+    char db[4200], old[4200], member[4200];
+    snprintf(db, sizeof(db), "%s/member/db", s->cfg.data_dir);
+    snprintf(old, sizeof(old), "%s/member/db.old", s->cfg.data_dir);
+    snprintf(member, sizeof(member), "%s/member", s->cfg.data_dir);
+    rmtree_lmdb(old);
+    if (rename(db, old) != 0 || rename(c->path, db) != 0 || sync_dir(member) != 0)
+        ms_fatal("defrag: cannot swap %s into place: %s", c->path, strerror(errno));
+    rmtree_lmdb(old);
+    uint64_t q = s->cfg.quota_backend_bytes;
+    s->be = be_lmdb_open(db, q + q / 2 + ((uint64_t)64 << 20), &e);
+    if (!s->be)
+        ms_fatal("defrag: cannot reopen %s: %s", db, ms_err_name(e));
+    if ((e = be_txn_begin(s->be, NULL, true, &s->wtxn)) != MS_OK)
+        ms_fatal("defrag: cannot begin a transaction: %s", ms_err_name(e));
+    return MS_OK;
+}
+
+static void complete_op(struct srv *s, struct srv_copy *c, ms_err e)
+{
+    struct srv_op_waiter *w = NULL;
+    for (size_t i = 0; i < s->n_ops_waiting; i++)
+        if (s->ops_waiting[i].waiter == c->waiter)
+            w = &s->ops_waiting[i];
+    if (!w)
+        return; /* cancelled */
+    struct srv_op_waiter we = *w;
+    *w = s->ops_waiting[--s->n_ops_waiting];
+    if (c->kind == COPY_BACKUP) {
+        struct stat sb;
+        uint64_t size = !e && stat(c->path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+        we.backup_done(we.ctx, e, e ? NULL : c->path, size);
+    } else {
+        struct srv_result res = {.type = SRV_REQ_DEFRAG, .revision = kv_current_rev(s->kv)};
+        we.done(we.ctx, e, e ? NULL : &res);
+    }
+}
+
+static void finish(struct srv *s, struct srv_copy *c)
+{
+    ms_err e = MS_OK;
+    switch (c->kind) {
+    case COPY_SNAPSHOT: {
+        e = snap_writer_finish(c->w);
+        c->w = NULL;
+        if (e)
+            break;
+        struct raft_snapshot_meta m = {.index = c->hdr.index,
+                                       .term = c->hdr.term,
+                                       .conf = {.n_voters = 1, .voters = {s->member_id}}};
+        if ((e = wal_append_snapshot(s->wal, &m)) || (e = wal_sync(s->wal)))
+            ms_fatal("wal: cannot record snapshot %llu: %s", (unsigned long long)m.index,
+                     ms_err_name(e));
+        if ((e = wal_release_before(s->wal, m.index + 1)) != MS_OK)
+            log_warn("wal: releasing segments below %llu failed", (unsigned long long)m.index);
+        s->last_snap_index = m.index;
+        prune_snapshots(s);
+        log_info("snapshot at index %llu (revision %lld) saved", (unsigned long long)m.index,
+                 (long long)c->hdr.revision);
+        break;
+    }
+    case COPY_BACKUP:
+        e = snap_writer_finish(c->w);
+        c->w = NULL;
+        break;
+    case COPY_DEFRAG:
+        e = defrag_finish(s, c);
+        break;
+    }
+    if (e)
+        log_error("%s failed: %s",
+                  c->kind == COPY_DEFRAG   ? "defrag"
+                  : c->kind == COPY_BACKUP ? "backup"
+                                           : "snapshot",
+                  ms_err_name(e));
+    complete_op(s, c, e);
+    if (c->kind == COPY_BACKUP && e)
+        unlink(c->path);
+    copy_free(c);
+}
+
+/* Start the next queued operation, or a periodic snapshot that is due. */
+static void start_next(struct srv *s)
+{
+    while (!s->copy && s->n_ops_queued) {
+        struct srv_op op = s->ops_queued[0];
+        memmove(s->ops_queued, s->ops_queued + 1, --s->n_ops_queued * sizeof(op));
+        if (op.kind == COPY_DEFRAG && s->cfg.backend == CFG_BACKEND_MEMORY) {
+            /* Nothing to reclaim: the skiplist frees memory as records go. */
+            struct srv_copy none = {.kind = op.kind, .waiter = op.waiter};
+            complete_op(s, &none, MS_OK);
+            continue;
+        }
+        struct srv_copy *c;
+        ms_err e = copy_start(s, &op, &c);
+        if (e) {
+            struct srv_copy fake = {.kind = op.kind, .waiter = op.waiter};
+            complete_op(s, &fake, e);
+            continue;
+        }
+        s->copy = c;
+    }
+    if (!s->copy && s->cfg.backend == CFG_BACKEND_MEMORY &&
+        s->applied - s->last_snap_index >= s->cfg.snapshot_count) {
+        struct srv_op op = {.kind = COPY_SNAPSHOT};
+        if (copy_start(s, &op, &s->copy) != MS_OK)
+            log_error("cannot start a snapshot");
+    }
+    if (s->copy)
+        arm(s);
+}
+
+void srv_on_copy(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    struct srv_copy *c = s->copy;
+    (void)fd;
+    (void)what;
+    if (!c) {
+        start_next(s);
+        return;
+    }
+    bool done;
+    const uint8_t *from = c->next_len ? c->next : NULL;
+    ms_err e = copy_range(s, c, BE_BUCKET_KEY, from, c->next_len, c->bound, c->bound_len,
+                          COPY_SLICE, &done);
+    if (e) {
+        log_error("copy of the backend failed: %s", ms_err_name(e));
+        complete_op(s, c, e);
+        s->copy = NULL;
+        copy_free(c);
+    } else if (done) {
+        s->copy = NULL;
+        finish(s, c);
+    }
+    start_next(s);
+}
+
+void srv_copy_poll(struct srv *s)
+{
+    if (!s->copy && (s->n_ops_queued || (s->cfg.backend == CFG_BACKEND_MEMORY &&
+                                         s->applied - s->last_snap_index >= s->cfg.snapshot_count)))
+        arm(s);
+}
+
+bool srv_copy_running(const struct srv *s)
+{
+    return s->copy != NULL;
+}
+
+static ms_err enqueue(struct srv *s, struct srv_op op, uint64_t *id)
+{
+    if (s->n_ops_queued == SRV_MAX_OPS || s->n_ops_waiting == SRV_MAX_OPS)
+        return MS_E_TOO_MANY_REQUESTS;
+    op.waiter = ++s->next_id;
+    s->ops_queued[s->n_ops_queued++] = op;
+    s->ops_waiting[s->n_ops_waiting++] = (struct srv_op_waiter){
+        .waiter = op.waiter, .backup_done = op.backup_done, .done = op.done, .ctx = op.ctx};
+    *id = op.waiter;
+    arm(s);
+    return MS_OK;
+}
+
+ms_err srv_backup(struct srv *s, srv_backup_fn done, void *ctx, uint64_t *id)
+{
+    return enqueue(s, (struct srv_op){.kind = COPY_BACKUP, .backup_done = done, .ctx = ctx}, id);
+}
+
+ms_err srv_defrag(struct srv *s, srv_done_fn done, void *ctx, uint64_t *id)
+{
+    return enqueue(s, (struct srv_op){.kind = COPY_DEFRAG, .done = done, .ctx = ctx}, id);
+}
+
+bool srv_cancel_op(struct srv *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n_ops_waiting; i++) {
+        if (s->ops_waiting[i].waiter == id) {
+            s->ops_waiting[i] = s->ops_waiting[--s->n_ops_waiting];
+            return true;
+        }
+    }
+    return false;
+}
+
+void srv_copy_destroy(struct srv *s)
+{
+    if (s->copy)
+        copy_free(s->copy);
+    s->copy = NULL;
+}
+
+/* ---- loading ---- */
+
+static ms_err load_record(void *ctx, enum be_bucket b, const uint8_t *k, size_t kl,
+                          const uint8_t *v, size_t vl)
+{
+    return be_put(ctx, b, k, kl, v, vl);
+}
+
+static bool meta_is(const uint8_t *k, size_t kl, const char *name)
+{
+    return kl == strlen(name) && memcmp(k, name, kl) == 0;
+}
+
+struct restore_ctx {
+    struct be_txn *txn;    /* LMDB: load into the store */
+    struct snap_writer *w; /* memory: write the file the server loads at start */
+};
+
+/* A restored store gets the identity of the node it is restored on, and no alarms (etcd does
+ * the same: the old cluster's members must not mistake it for one of theirs). */
+static ms_err restore_record(void *ctx, enum be_bucket b, const uint8_t *k, size_t kl,
+                             const uint8_t *v, size_t vl)
+{
+    struct restore_ctx *rc = ctx;
+    if (b == BE_BUCKET_ALARM || (b == BE_BUCKET_META && (meta_is(k, kl, SRV_META_MEMBER_ID) ||
+                                                         meta_is(k, kl, SRV_META_CLUSTER_ID))))
+        return MS_OK;
+    if (rc->w)
+        return snap_writer_put(rc->w, b, k, kl, v, vl);
+    return be_put(rc->txn, b, k, kl, v, vl);
+}
+
+ms_err srv_snap_load(struct srv *s)
+{
+    char dir[4200], path[4300];
+    struct snap_header h;
+    snap_dir(s, dir, sizeof(dir));
+    if (!snap_find_latest(dir, path, sizeof(path), &h))
+        return MS_OK;
+    ms_err e = snap_read(path, &h, load_record, s->wtxn);
+    if (e)
+        return e;
+    s->last_snap_index = h.index;
+    log_info("loaded snapshot %s (index %llu, revision %lld)", path, (unsigned long long)h.index,
+             (long long)h.revision);
+    return MS_OK;
+}
+
+ms_err srv_restore(const struct cfg *cfg, const char *snapshot)
+{
+    struct snap_header h;
+    ms_err e = snap_read(snapshot, &h, NULL, NULL);
+    if (e) {
+        log_error("restore: %s is not a valid snapshot: %s", snapshot, ms_err_name(e));
+        return e;
+    }
+    char member[4200];
+    snprintf(member, sizeof(member), "%s/member", cfg->data_dir);
+    struct stat sb;
+    if (stat(member, &sb) == 0) {
+        log_error("restore: %s already exists; restore into a new data directory", member);
+        return MS_E_IO;
+    }
+    /* Open a server on the empty directory without serving, load, and close. */
+    struct cfg c = *cfg;
+    struct event_base *base = event_base_new();
+    if (!base)
+        return MS_E_NOMEM;
+    struct srv *s = srv_create(base, &c, &e);
+    if (!s) {
+        event_base_free(base);
+        return e;
+    }
+    struct restore_ctx rc = {.txn = s->wtxn};
+    if (cfg->backend == CFG_BACKEND_MEMORY) {
+        /* The memory backend loads the newest file in member/snap at each start. */
+        char dir[4200], path[4300];
+        snap_dir(s, dir, sizeof(dir));
+        mkdir(dir, 0700);
+        snprintf(path, sizeof(path), "%s/snap-%016llx.snap", dir, (unsigned long long)h.index);
+        rc.w = snap_writer_create(path, &h, &e);
+        if (rc.w) {
+            e = snap_read(snapshot, &h, restore_record, &rc);
+            e = e ? e : snap_writer_finish(rc.w);
+            if (e)
+                snap_writer_abort(rc.w);
+        }
+    } else {
+        /* The fresh store's own identity goes; the next start derives it from the flags. */
+        be_del(s->wtxn, BE_BUCKET_META, (const uint8_t *)SRV_META_MEMBER_ID,
+               strlen(SRV_META_MEMBER_ID));
+        be_del(s->wtxn, BE_BUCKET_META, (const uint8_t *)SRV_META_CLUSTER_ID,
+               strlen(SRV_META_CLUSTER_ID));
+        e = snap_read(snapshot, &h, restore_record, &rc);
+    }
+    srv_destroy(s);
+    event_base_free(base);
+    if (e) {
+        log_error("restore failed: %s", ms_err_name(e));
+        return e;
+    }
+    log_info("restored %s into %s (index %llu, revision %lld)", snapshot, cfg->data_dir,
+             (unsigned long long)h.index, (long long)h.revision);
+    return MS_OK;
+}

@@ -1,0 +1,264 @@
+/* snap.c - snapshot files: a buffered writer (one write per 256 KiB) and a verifying reader.
+ * Owns the file being written; never the records it is given. */
+#include "metastore/snap.h"
+
+#include "metastore/buf.h"
+#include "metastore/crc32c.h"
+#include "metastore/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SNAP_MAGIC "MSSNAP01"
+#define SNAP_HDR   32
+#define SNAP_FLUSH (256u << 10)
+#define SNAP_REC   1
+#define SNAP_END   0
+
+struct snap_writer {
+    int fd;
+    char *path;
+    char *tmp;
+    struct buf b;
+    uint32_t crc;
+    uint64_t written;
+};
+
+static ms_err flush(struct snap_writer *w)
+{
+    if (buf_failed(&w->b))
+        return MS_E_NOMEM;
+    w->crc = crc32c(w->crc, w->b.p, w->b.len);
+    size_t off = 0;
+    while (off < w->b.len) {
+        ssize_t n = write(w->fd, w->b.p + off, w->b.len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return errno == ENOSPC ? MS_E_NO_SPACE : MS_E_IO;
+        off += (size_t)n;
+    }
+    w->written += w->b.len;
+    w->b.len = 0;
+    return MS_OK;
+}
+
+struct snap_writer *snap_writer_create(const char *path, const struct snap_header *h, ms_err *err)
+{
+    struct snap_writer *w = calloc(1, sizeof(*w));
+    if (!w) {
+        *err = MS_E_NOMEM;
+        return NULL;
+    }
+    w->fd = -1;
+    buf_init(&w->b);
+    w->path = strdup(path);
+    size_t tl = strlen(path) + 5;
+    w->tmp = malloc(tl);
+    if (!w->path || !w->tmp) {
+        *err = MS_E_NOMEM;
+        goto out_free;
+    }
+    snprintf(w->tmp, tl, "%s.tmp", path);
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (w->fd < 0) {
+        log_error("snapshot: cannot create %s: %s", w->tmp, strerror(errno));
+        *err = MS_E_IO;
+        goto out_free;
+    }
+    buf_append(&w->b, SNAP_MAGIC, 8);
+    buf_put_be64(&w->b, h->index);
+    buf_put_be64(&w->b, h->term);
+    buf_put_be64(&w->b, (uint64_t)h->revision);
+    return w;
+
+out_free:
+    snap_writer_abort(w);
+    return NULL;
+}
+
+ms_err snap_writer_put(struct snap_writer *w, enum be_bucket b, const uint8_t *k, size_t klen,
+                       const uint8_t *v, size_t vlen)
+{
+    buf_putc(&w->b, SNAP_REC);
+    buf_putc(&w->b, (char)b);
+    buf_put_uvarint(&w->b, klen);
+    buf_append(&w->b, k, klen);
+    buf_put_uvarint(&w->b, vlen);
+    buf_append(&w->b, v, vlen);
+    return w->b.len >= SNAP_FLUSH ? flush(w) : (buf_failed(&w->b) ? MS_E_NOMEM : MS_OK);
+}
+
+uint64_t snap_writer_size(const struct snap_writer *w)
+{
+    return w->written + w->b.len;
+}
+
+static ms_err sync_parent(const char *path)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
+    else
+        strcpy(dir, ".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return MS_E_IO;
+    int rc = fsync(fd);
+    close(fd);
+    return rc ? MS_E_IO : MS_OK;
+}
+
+ms_err snap_writer_finish(struct snap_writer *w)
+{
+    buf_putc(&w->b, SNAP_END);
+    /* The CRC covers everything before it, including the end byte. */
+    uint32_t crc = crc32c(w->crc, w->b.p, w->b.len);
+    buf_put_be32(&w->b, crc);
+    w->crc = 0;
+    ms_err e = MS_OK;
+    size_t off = 0;
+    while (!e && off < w->b.len) {
+        ssize_t n = write(w->fd, w->b.p + off, w->b.len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            e = errno == ENOSPC ? MS_E_NO_SPACE : MS_E_IO;
+        else
+            off += (size_t)n;
+    }
+    if (!e && fdatasync(w->fd) != 0)
+        e = MS_E_IO;
+    if (!e && rename(w->tmp, w->path) != 0)
+        e = MS_E_IO;
+    if (!e)
+        e = sync_parent(w->path);
+    if (e) {
+        log_error("snapshot: cannot finish %s: %s", w->path, strerror(errno));
+        snap_writer_abort(w);
+        return e;
+    }
+    close(w->fd);
+    w->fd = -1;
+    free(w->tmp);
+    w->tmp = NULL;
+    snap_writer_abort(w);
+    return MS_OK;
+}
+
+void snap_writer_abort(struct snap_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->tmp)
+        unlink(w->tmp);
+    buf_fini(&w->b);
+    free(w->tmp);
+    free(w->path);
+    free(w);
+}
+
+ms_err snap_decode(const uint8_t *p, size_t len, struct snap_header *h, snap_record_fn fn,
+                   void *ctx)
+{
+    if (len < SNAP_HDR + 5 || memcmp(p, SNAP_MAGIC, 8) != 0)
+        return MS_E_DATA_CORRUPT;
+    if (crc32c(0, p, len - 4) != be32_get(p + len - 4))
+        return MS_E_DATA_CORRUPT;
+    h->index = be64_get(p + 8);
+    h->term = be64_get(p + 16);
+    h->revision = (int64_t)be64_get(p + 24);
+    struct rd r;
+    rd_init(&r, p + SNAP_HDR, len - SNAP_HDR - 4);
+    for (;;) {
+        uint8_t t = rd_u8(&r);
+        if (r.err)
+            return MS_E_DATA_CORRUPT;
+        if (t == SNAP_END)
+            return rd_left(&r) == 0 ? MS_OK : MS_E_DATA_CORRUPT;
+        if (t != SNAP_REC)
+            return MS_E_DATA_CORRUPT;
+        uint8_t b = rd_u8(&r);
+        uint64_t kl = rd_uvarint(&r);
+        if (kl > rd_left(&r))
+            return MS_E_DATA_CORRUPT;
+        const uint8_t *k = rd_bytes(&r, (size_t)kl);
+        uint64_t vl = rd_uvarint(&r);
+        if (vl > rd_left(&r))
+            return MS_E_DATA_CORRUPT;
+        const uint8_t *v = rd_bytes(&r, (size_t)vl);
+        if (r.err || b >= BE_BUCKET_COUNT_)
+            return MS_E_DATA_CORRUPT;
+        if (fn) {
+            ms_err e = fn(ctx, (enum be_bucket)b, k, (size_t)kl, v, (size_t)vl);
+            if (e)
+                return e;
+        }
+    }
+}
+
+ms_err snap_read(const char *path, struct snap_header *h, snap_record_fn fn, void *ctx)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return MS_E_IO;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || sb.st_size < SNAP_HDR + 5) {
+        close(fd);
+        return MS_E_DATA_CORRUPT;
+    }
+    size_t len = (size_t)sb.st_size;
+    const uint8_t *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED)
+        return MS_E_IO;
+    ms_err e = snap_decode(p, len, h, fn, ctx);
+    munmap((void *)p, len);
+    if (e == MS_E_DATA_CORRUPT)
+        log_error("snapshot: %s is damaged", path);
+    return e;
+}
+
+bool snap_find_latest(const char *dir, char *out, size_t cap, struct snap_header *h)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    struct dirent *de;
+    uint64_t best = 0;
+    bool found = false;
+    char name[64];
+    while ((de = readdir(d)) != NULL) {
+        uint64_t idx;
+        char tail[8];
+        if (strlen(de->d_name) != 26 ||
+            sscanf(de->d_name, "snap-%16" SCNx64 "%7s", &idx, tail) != 2 ||
+            strcmp(tail, ".snap") != 0)
+            continue;
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        struct snap_header sh;
+        if ((!found || idx > best) && snap_read(path, &sh, NULL, NULL) == MS_OK) {
+            best = idx;
+            found = true;
+            *h = sh;
+            snprintf(name, sizeof(name), "%.60s", de->d_name);
+        }
+    }
+    closedir(d);
+    if (found)
+        snprintf(out, cap, "%s/%s", dir, name);
+    return found;
+}

@@ -1,0 +1,358 @@
+/* test_durability.c - integration: quota and the NOSPACE alarm, defragment (also under
+ * concurrent writes), the snapshot stream and restore, memory-backend snapshots across SIGKILL,
+ * auto compaction. */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void sleep_ms(int ms)
+{
+    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL);
+}
+
+static long json_num(const char *body, const char *field)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":\"", field);
+    const char *p = strstr(body, pat);
+    return p ? strtol(p + strlen(pat), NULL, 10) : -1;
+}
+
+/* Put key k<i> with a value of vlen bytes ('a'); returns the HTTP status. */
+static int put_n(int port, int i, size_t vlen, char **body_out)
+{
+    size_t enc = (vlen + 2) / 3 * 4;
+    char *body = malloc(enc + 128);
+    char key[32], kb[64];
+    snprintf(key, sizeof(key), "k%06d", i);
+    tu_b64(key, kb);
+    size_t k = (size_t)sprintf(body, "{\"key\":\"%s\",\"value\":\"", kb);
+    for (size_t j = 0; j < vlen / 3; j++, k += 4)
+        memcpy(body + k, "YWFh", 4);
+    strcpy(body + k, "\"}");
+    int st;
+    char *got = tu_post(port, "/v3/kv/put", body, &st);
+    free(body);
+    if (body_out)
+        *body_out = got;
+    else
+        free(got);
+    return st;
+}
+
+static void quota_flow(const char *backend)
+{
+    const char *extra[] = {"--backend", backend, "--quota-backend-bytes", "1000000", NULL};
+    struct tu_server s;
+    tu_server_start(&s, extra);
+    int i = 0, st = 200;
+    char *got = NULL;
+    for (; i < 5000 && st == 200; i++) {
+        free(got);
+        st = put_n(s.port, i, 3000, &got);
+    }
+    ck_assert_msg(st == 429, "quota never hit (%d puts, status %d)", i, st);
+    ck_assert_str_eq(got, "{\"error\":\"etcdserver: mvcc: database space exceeded\",\"message\":"
+                          "\"etcdserver: mvcc: database space exceeded\",\"code\":8}");
+    free(got);
+    int written = i - 1;
+    /* The alarm is raised and visible; health says so; reads and deletes still work. */
+    char idtxt[32], want[128];
+    tu_member_id(s.port, idtxt, sizeof(idtxt));
+    snprintf(want, sizeof(want), "{\"alarms\":[{\"memberID\":\"%s\",\"alarm\":\"NOSPACE\"}]}",
+             idtxt);
+    got = tu_post(s.port, "/v3/maintenance/alarm", "{}", &st);
+    ck_assert_str_eq(got, want);
+    free(got);
+    struct tu_resp r;
+    tu_http(s.port, "GET", "/health", NULL, &r);
+    ck_assert_int_eq(r.status, 503);
+    ck_assert_str_eq(r.body, "{\"health\":\"false\"}\n");
+    tu_resp_free(&r);
+    got = tu_post(s.port, "/v3/maintenance/status", "{}", NULL);
+    ck_assert_ptr_nonnull(strstr(got, "\"errors\":[\"memberID:"));
+    ck_assert_ptr_nonnull(strstr(got, " alarm:NOSPACE \"]"));
+    free(got);
+    got = tu_post(s.port, "/v3/kv/range",
+                  "{\"key\":\"AA==\",\"range_end\":\"AA==\",\"count_only\":true}", &st);
+    ck_assert_int_eq(st, 200);
+    ck_assert_int_eq(json_num(got, "count"), written);
+    long rev = json_num(got, "revision");
+    free(got);
+    ck_assert_int_eq(put_n(s.port, 999999, 10, NULL), 429);
+    /* A txn that only reads is fine, one that writes is not. */
+    free(tu_post(s.port, "/v3/kv/txn", "{\"success\":[{\"request_range\":{\"key\":\"YQ==\"}}]}",
+                 &st));
+    ck_assert_int_eq(st, 200);
+    free(
+        tu_post(s.port, "/v3/kv/txn", "{\"success\":[{\"request_put\":{\"key\":\"YQ==\"}}]}", &st));
+    ck_assert_int_eq(st, 429);
+    got = tu_post(s.port, "/v3/kv/deleterange", "{\"key\":\"AA==\",\"range_end\":\"AA==\"}", &st);
+    ck_assert_int_eq(st, 200);
+    ck_assert_int_eq(json_num(got, "deleted"), written);
+    free(got);
+    /* Compaction + defragment + disarm: writes work again and nothing else was lost. */
+    char body[64];
+    snprintf(body, sizeof(body), "{\"revision\":%ld,\"physical\":true}", rev + 1);
+    free(tu_post(s.port, "/v3/kv/compaction", body, &st));
+    ck_assert_int_eq(st, 200);
+    got = tu_post(s.port, "/v3/maintenance/defragment", "{}", &st);
+    ck_assert_int_eq(st, 200);
+    ck_assert_str_eq(got, "{}");
+    free(got);
+    got = tu_post(s.port, "/v3/maintenance/alarm",
+                  "{\"action\":\"DEACTIVATE\",\"memberID\":0,\"alarm\":\"NOSPACE\"}", &st);
+    ck_assert_str_eq(got, "{}"); /* wrong member: nothing cleared */
+    free(got);
+    char deact[160];
+    snprintf(deact, sizeof(deact), "{\"action\":2,\"memberID\":\"%s\",\"alarm\":1}", idtxt);
+    got = tu_post(s.port, "/v3/maintenance/alarm", deact, &st);
+    ck_assert_str_eq(got, want);
+    free(got);
+    got = tu_post(s.port, "/v3/maintenance/alarm", "{\"action\":\"GET\"}", &st);
+    ck_assert_str_eq(got, "{}");
+    free(got);
+    tu_http(s.port, "GET", "/health", NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    tu_resp_free(&r);
+    ck_assert_int_eq(put_n(s.port, 1, 3000, NULL), 200);
+    /* ACTIVATE NONE crashed etcd 3.4 forever; here it is a no-op. */
+    free(tu_post(s.port, "/v3/maintenance/alarm", "{\"action\":\"ACTIVATE\",\"alarm\":\"NONE\"}",
+                 &st));
+    ck_assert_int_eq(st, 200);
+    tu_server_stop_keep(&s, 1);
+    tu_server_restart(&s, extra);
+    tu_http(s.port, "GET", "/health", NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    tu_resp_free(&r);
+    tu_server_stop(&s);
+}
+
+START_TEST(quota_lmdb)
+{
+    quota_flow("lmdb");
+}
+END_TEST
+
+START_TEST(quota_memory)
+{
+    quota_flow("memory");
+}
+END_TEST
+
+START_TEST(defrag_under_writes)
+{
+    struct tu_server s;
+    tu_server_start(&s, NULL);
+    /* Enough records that the copy takes several loop turns (20,000 per turn). */
+    for (int i = 0; i < 300; i++) {
+        char body[16400];
+        size_t o = (size_t)sprintf(body, "{\"success\":[");
+        for (int j = 0; j < 100; j++) {
+            char key[16], kb[24];
+            snprintf(key, sizeof(key), "d%03d%03d", i, j);
+            tu_b64(key, kb);
+            o +=
+                (size_t)sprintf(body + o, "%s{\"request_put\":{\"key\":\"%s\",\"value\":\"dg==\"}}",
+                                j ? "," : "", kb);
+        }
+        strcpy(body + o, "]}");
+        free(tu_post(s.port, "/v3/kv/txn", body, NULL));
+    }
+    /* Defragment while another connection keeps writing. */
+    int fd = tu_connect(s.port);
+    const char *req = "POST /v3/maintenance/defragment HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                      "Connection: close\r\n\r\n{}";
+    tu_send_all(fd, req, strlen(req));
+    for (int i = 0; i < 200; i++)
+        ck_assert_int_eq(put_n(s.port, i, 30, NULL), 200);
+    size_t n;
+    char *out = tu_read_all(fd, 20000, &n);
+    close(fd);
+    ck_assert_msg(strstr(out, "200 OK") && strstr(out, "{}"), "%s", out);
+    free(out);
+    for (int i = 200; i < 210; i++)
+        ck_assert_int_eq(put_n(s.port, i, 30, NULL), 200);
+    char *c1 = tu_post(s.port, "/v3/kv/range",
+                       "{\"key\":\"AA==\",\"range_end\":\"AA==\",\"count_only\":true}", NULL);
+    ck_assert_int_eq(json_num(c1, "count"), 30000 + 210);
+    char *h1 = tu_post(s.port, "/v3/maintenance/hash", "{}", NULL);
+    tu_server_stop_keep(&s, 1);
+    tu_server_restart(&s, NULL);
+    char *c2 = tu_post(s.port, "/v3/kv/range",
+                       "{\"key\":\"AA==\",\"range_end\":\"AA==\",\"count_only\":true}", NULL);
+    char *h2 = tu_post(s.port, "/v3/maintenance/hash", "{}", NULL);
+    ck_assert_str_eq(c1, c2);
+    ck_assert_str_eq(h1, h2);
+    free(c1);
+    free(c2);
+    free(h1);
+    free(h2);
+    tu_server_stop(&s);
+}
+END_TEST
+
+/* Fetch /v3/maintenance/snapshot into path, checking the stream as a client would: 32 KiB
+ * pieces, remaining_bytes counting down (omitted when 0), no header, and a last message holding
+ * the SHA-256 of everything before it. */
+static void fetch_snapshot(int port, const char *path)
+{
+    char cmd[9000];
+    snprintf(cmd, sizeof(cmd),
+             "python3 -c 'import json,base64,hashlib,urllib.request\n"
+             "r=urllib.request.urlopen(urllib.request.Request(\"http://127.0.0.1:%d/v3/"
+             "maintenance/snapshot\",data=b\"{}\"))\n"
+             "m=[json.loads(l)[\"result\"] for l in r.read().splitlines() if l]\n"
+             "b=[base64.b64decode(x[\"blob\"]) for x in m]\n"
+             "d=b\"\".join(b[:-1])\n"
+             "assert len(m)>=2 and all(\"header\" not in x for x in m)\n"
+             "assert all(len(x)==32768 for x in b[:-2])\n"
+             "sent=0\n"
+             "for x,y in zip(m[:-1],b[:-1]):\n"
+             "  sent+=len(y); assert int(x.get(\"remaining_bytes\",0))==len(d)-sent\n"
+             "assert \"remaining_bytes\" not in m[-1]\n"
+             "assert hashlib.sha256(d).digest()==b[-1]\n"
+             "open(\"%s\",\"wb\").write(d)'",
+             port, path);
+    ck_assert_msg(system(cmd) == 0, "snapshot stream check failed");
+}
+
+START_TEST(snapshot_and_restore)
+{
+    const char *backends[] = {"lmdb", "memory"};
+    for (int bi = 0; bi < 2; bi++) {
+        const char *extra[] = {"--backend", backends[bi], NULL};
+        struct tu_server s, t;
+        tu_server_start(&s, extra);
+        /* Enough data for several 32 KiB pieces. */
+        for (int i = 0; i < 300; i++)
+            ck_assert_int_eq(put_n(s.port, i, 600, NULL), 200);
+        free(tu_post(s.port, "/v3/kv/deleterange", "{\"key\":\"azAwMDAwMQ==\"}", NULL));
+        char *h1 = tu_post(s.port, "/v3/maintenance/hash", "{}", NULL);
+        char *r1 =
+            tu_post(s.port, "/v3/kv/range", "{\"key\":\"AA==\",\"range_end\":\"AA==\"}", NULL);
+        char snap[4300], data[4300];
+        snprintf(snap, sizeof(snap), "%s/backup.snap", s.dir);
+        fetch_snapshot(s.port, snap);
+
+        /* Restore into a new data dir and serve from it. */
+        tu_server_init(&t);
+        snprintf(data, sizeof(data), "%s/data", t.dir);
+        char *out;
+        const char *rargs[] = {"--restore-snapshot", snap,          "--data-dir", data, "--backend",
+                               backends[bi],         "--log-level", "warn",       NULL};
+        ck_assert_int_eq(tu_run(rargs, NULL, 20000, &out), 0);
+        free(out);
+        /* Restoring over an existing store is refused. */
+        ck_assert_int_ne(tu_run(rargs, NULL, 20000, &out), 0);
+        ck_assert_ptr_nonnull(strstr(out, "already exists"));
+        free(out);
+        tu_server_restart(&t, extra);
+        char *h2 = tu_post(t.port, "/v3/maintenance/hash", "{}", NULL);
+        char *r2 =
+            tu_post(t.port, "/v3/kv/range", "{\"key\":\"AA==\",\"range_end\":\"AA==\"}", NULL);
+        ck_assert_str_eq(h1, h2);
+        ck_assert_str_eq(r1, r2);
+        /* It takes writes at the next revision. */
+        char *got;
+        ck_assert_int_eq(put_n(t.port, 5000, 10, &got), 200);
+        ck_assert_int_eq(json_num(got, "revision"), json_num(r1, "revision") + 1);
+        free(got);
+        free(h1);
+        free(h2);
+        free(r1);
+        free(r2);
+        tu_server_stop(&t);
+        tu_server_stop(&s);
+    }
+}
+END_TEST
+
+START_TEST(memory_snapshots_survive_kill)
+{
+    const char *extra[] = {"--backend", "memory", "--snapshot-count", "100", NULL};
+    struct tu_server s;
+    tu_server_start(&s, extra);
+    for (int i = 0; i < 550; i++)
+        ck_assert_int_eq(put_n(s.port, i % 200, 100, NULL), 200);
+    /* Snapshots are taken in the background: wait (bounded) until at least one exists. */
+    char snapdir[4300];
+    snprintf(snapdir, sizeof(snapdir), "%s/data/member/snap", s.dir);
+    int files = 0;
+    for (int w = 0; w < 500 && files == 0; w++) {
+        DIR *d = opendir(snapdir);
+        struct dirent *e;
+        while (d && (e = readdir(d)) != NULL)
+            files += strncmp(e->d_name, "snap-", 5) == 0 && !strstr(e->d_name, ".tmp");
+        if (d)
+            closedir(d);
+        if (!files)
+            sleep_ms(20);
+    }
+    ck_assert_int_ge(files, 1);
+    ck_assert_int_le(files, 2); /* older ones are pruned */
+    char *h1 = tu_post(s.port, "/v3/maintenance/hash", "{}", NULL);
+    char *r1 = tu_post(s.port, "/v3/kv/range", "{\"key\":\"AA==\",\"range_end\":\"AA==\"}", NULL);
+    tu_server_kill(&s);
+    tu_server_restart(&s, extra);
+    char *h2 = tu_post(s.port, "/v3/maintenance/hash", "{}", NULL);
+    char *r2 = tu_post(s.port, "/v3/kv/range", "{\"key\":\"AA==\",\"range_end\":\"AA==\"}", NULL);
+    ck_assert_str_eq(h1, h2);
+    ck_assert_str_eq(r1, r2);
+    free(h1);
+    free(h2);
+    free(r1);
+    free(r2);
+    tu_server_stop(&s);
+}
+END_TEST
+
+START_TEST(auto_compaction)
+{
+    const char *extra[] = {"--auto-compaction-mode", "periodic", "--auto-compaction-retention",
+                           "1s", NULL};
+    struct tu_server s;
+    tu_server_start(&s, extra);
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(put_n(s.port, 1, 10, NULL), 200);
+    /* Within a few retention periods the history before one period ago is compacted. */
+    long compacted = 0;
+    for (int w = 0; w < 200 && compacted <= 0; w++) {
+        struct tu_resp r;
+        tu_http(s.port, "GET", "/metrics", NULL, &r);
+        const char *p = strstr(r.body, "\netcd_debugging_mvcc_compact_revision ");
+        compacted = p ? strtol(p + 39, NULL, 10) : -1;
+        tu_resp_free(&r);
+        if (compacted <= 0) {
+            ck_assert_int_eq(put_n(s.port, 2, 10, NULL), 200);
+            sleep_ms(50);
+        }
+    }
+    ck_assert_int_gt(compacted, 1);
+    int st;
+    free(tu_post(s.port, "/v3/kv/range", "{\"key\":\"azAwMDAwMQ==\",\"revision\":1}", &st));
+    ck_assert_int_eq(st, 400);
+    tu_server_stop(&s);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("durability");
+    TCase *tc = tcase_create("quota");
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, quota_lmdb);
+    tcase_add_test(tc, quota_memory);
+    tcase_add_test(tc, defrag_under_writes);
+    tcase_add_test(tc, snapshot_and_restore);
+    tcase_add_test(tc, memory_snapshots_survive_kill);
+    tcase_add_test(tc, auto_compaction);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}

@@ -268,6 +268,11 @@ ms_err kv_history(struct kv_store *kv, struct be_txn *txn, int64_t from, int64_t
                   size_t max_events, struct arena *a, struct kv_event **events, size_t *n,
                   int64_t *next);
 
+/* Call fn with the current record of every live key whose lease is not 0, in key order (the
+ * record's bytes are borrowed for the call). Used at start to rebuild lease attachments. */
+typedef ms_err (*kv_leased_fn)(void *ctx, const struct kv_kv *kv);
+ms_err kv_foreach_leased(struct kv_store *kv, struct be_txn *txn, kv_leased_fn fn, void *ctx);
+
 /* Revision record encoding (exposed for tests and fuzzing). */
 #define KV_REVKEY_LEN 17
 void kv_rev_encode(struct kv_rev r, bool tombstone, uint8_t out[KV_REVKEY_LEN + 1], size_t *len);

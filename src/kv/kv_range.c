@@ -221,3 +221,19 @@ ms_err kv_range(struct kv_store *kv, struct be_txn *txn, const struct kv_range_r
 {
     return kv_range_in(kv, txn, req, kv->rev, a, out);
 }
+
+ms_err kv_foreach_leased(struct kv_store *kv, struct be_txn *txn, kv_leased_fn fn, void *ctx)
+{
+    for (struct sl_node *n = sl_first(kv->ix.map); n; n = sl_next(n)) {
+        struct kv_at at;
+        if (!kv_keyidx_get(sl_node_val(n), kv->rev, &at))
+            continue;
+        struct kv_kv rec;
+        ms_err e = kv_read_record(txn, at.mod, &rec);
+        if (e)
+            return e;
+        if (rec.lease && (e = fn(ctx, &rec)) != MS_OK)
+            return e;
+    }
+    return MS_OK;
+}

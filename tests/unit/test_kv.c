@@ -503,6 +503,36 @@ START_TEST(put_options)
 }
 END_TEST
 
+static ms_err count_leased(void *ctx, const struct kv_kv *rec)
+{
+    int *n = ctx;
+    ck_assert_int_eq(rec->lease, 7);
+    (*n)++;
+    return MS_OK;
+}
+
+START_TEST(foreach_leased)
+{
+    struct kv_write *w;
+    struct kv_put_resp r;
+    struct kv_event *ev;
+    size_t n_ev;
+    const char *keys[] = {"l1", "l2", "plain", "l3"};
+    for (int i = 0; i < 4; i++) {
+        struct kv_put_req req = {
+            .key = (const uint8_t *)keys[i], .key_len = strlen(keys[i]), .lease = i == 2 ? 0 : 7};
+        ck_assert_int_eq(kv_write_begin(kv, txn, ar, &w), MS_OK);
+        ck_assert_int_eq(kv_write_put(w, &req, &r), MS_OK);
+        kv_write_end(w, &ev, &n_ev);
+    }
+    del("l3", NULL, NULL);
+    put("l2", "now without lease");
+    int n = 0;
+    ck_assert_int_eq(kv_foreach_leased(kv, txn, count_leased, &n), MS_OK);
+    ck_assert_int_eq(n, 1); /* l1 only */
+}
+END_TEST
+
 START_TEST(abort_undoes_index)
 {
     put("a", "1"); /* 2 */
@@ -695,6 +725,7 @@ int main(int argc, char **argv)
         const TTest *tests[4];
     } cases[] = {
         {"rev", {put_revisions_and_versions, delete_and_recreate, put_options, NULL}},
+        {"lease", {foreach_leased, NULL}},
         {"range", {range_limit_sort_filters, NULL}},
         {"txn", {txn_compare_semantics, txn_nested_and_errors, abort_undoes_index, NULL}},
         {"compact", {compaction, restore_equals_live, history_slices, NULL}},

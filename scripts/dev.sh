@@ -38,7 +38,7 @@ build_release() {
 
 build_test() {
     if [ ! -f build-test/build.ninja ]; then
-        meson setup build-test --buildtype=debug -Db_sanitize=address,undefined \
+        meson setup build-test --buildtype=debugoptimized -Db_sanitize=address,undefined \
             -Db_lundef=false >/dev/null
     fi
     ninja -C build-test

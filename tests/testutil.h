@@ -77,3 +77,8 @@ char *tu_read_all(int fd, int timeout_ms, size_t *len);
  * by timeout_ms; returns the exit status (-1 on timeout) and the joined stdout+stderr in *out
  * (malloc'd). */
 int tu_run(const char *const *args, char *const *envp, int timeout_ms, char **out);
+
+/* Send n POSTs to path over 32 keep-alive connections, pipelined (request i on connection
+ * i % 32), and read the n answers. statuses[i] gets each status (may be NULL). Returns how
+ * many answers were read. */
+size_t tu_pipeline(int port, const char *path, char *const *bodies, size_t n, int *statuses);

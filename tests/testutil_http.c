@@ -421,3 +421,96 @@ void tu_member_id(int port, char *out, size_t cap)
     out[n] = 0;
     tu_resp_free(&r);
 }
+
+#define PIPE_CONNS  32
+#define PIPE_WINDOW 64
+
+struct pipe_conn {
+    int fd;
+    size_t next_send; /* index into this connection's share: i = k * PIPE_CONNS + c */
+    size_t next_recv;
+    char *in;
+    size_t len;
+    size_t cap;
+};
+
+/* One complete response at the front of c->in? Consumes it and returns its status. */
+static int pipe_take(struct pipe_conn *c)
+{
+    c->in[c->len] = 0;
+    char *hend = strstr(c->in, "\r\n\r\n");
+    if (!hend)
+        return 0;
+    const char *cl = strcasestr(c->in, "Content-Length:");
+    size_t blen = cl && cl < hend ? strtoul(cl + 15, NULL, 10) : 0;
+    size_t total = (size_t)(hend + 4 - c->in) + blen;
+    if (c->len < total)
+        return 0;
+    int status = -1;
+    sscanf(c->in, "HTTP/1.%*d %d", &status);
+    memmove(c->in, c->in + total, c->len - total);
+    c->len -= total;
+    return status;
+}
+
+size_t tu_pipeline(int port, const char *path, char *const *bodies, size_t n, int *statuses)
+{
+    struct pipe_conn cs[PIPE_CONNS];
+    size_t got = 0;
+    for (int c = 0; c < PIPE_CONNS; c++) {
+        cs[c] = (struct pipe_conn){.fd = tu_connect(port), .cap = 1 << 16};
+        ck_assert_int_ge(cs[c].fd, 0);
+        cs[c].in = malloc(cs[c].cap);
+    }
+    while (got < n) {
+        /* Keep up to PIPE_WINDOW requests in flight per connection. */
+        for (int c = 0; c < PIPE_CONNS; c++) {
+            struct pipe_conn *pc = &cs[c];
+            while (pc->next_send - pc->next_recv < PIPE_WINDOW) {
+                size_t i = pc->next_send * PIPE_CONNS + (size_t)c;
+                if (i >= n)
+                    break;
+                char hdr[256];
+                size_t bl = strlen(bodies[i]);
+                int k = snprintf(hdr, sizeof(hdr),
+                                 "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", path,
+                                 bl);
+                tu_send_all(pc->fd, hdr, (size_t)k);
+                tu_send_all(pc->fd, bodies[i], bl);
+                pc->next_send++;
+            }
+        }
+        struct pollfd p[PIPE_CONNS];
+        for (int c = 0; c < PIPE_CONNS; c++)
+            p[c] = (struct pollfd){.fd = cs[c].fd, .events = POLLIN};
+        if (poll(p, PIPE_CONNS, 20000) <= 0)
+            break;
+        for (int c = 0; c < PIPE_CONNS; c++) {
+            struct pipe_conn *pc = &cs[c];
+            if (!(p[c].revents & POLLIN))
+                continue;
+            if (pc->len + 4096 > pc->cap) {
+                pc->cap *= 2;
+                pc->in = realloc(pc->in, pc->cap);
+            }
+            ssize_t r = recv(pc->fd, pc->in + pc->len, pc->cap - pc->len - 1, 0);
+            if (r <= 0)
+                goto out;
+            pc->len += (size_t)r;
+            int status;
+            while ((status = pipe_take(pc)) != 0) {
+                size_t i = pc->next_recv * PIPE_CONNS + (size_t)c;
+                if (statuses && i < n)
+                    statuses[i] = status;
+                pc->next_recv++;
+                got++;
+            }
+        }
+    }
+out:
+    for (int c = 0; c < PIPE_CONNS; c++) {
+        close(cs[c].fd);
+        free(cs[c].in);
+    }
+    return got;
+}

@@ -35,6 +35,19 @@ enum srv_req_type {
     SRV_REQ_COMPACT = 5,
     SRV_REQ_ALARM = 6,
     SRV_REQ_DEFRAG = 7, /* local maintenance, never in the log */
+    SRV_REQ_LEASE_GRANT = 8,
+    SRV_REQ_LEASE_REVOKE = 9,
+};
+
+/* etcd LeaseGrantRequest / LeaseRevokeRequest (ttl unused for revoke). */
+struct srv_lease_req {
+    int64_t id;
+    int64_t ttl;
+};
+
+struct srv_lease_resp {
+    int64_t id;
+    int64_t ttl;
 };
 
 /* etcd AlarmRequest. */
@@ -71,6 +84,7 @@ struct srv_req {
         struct kv_txn_req txn;
         struct srv_compact_req compact;
         struct srv_alarm_req alarm;
+        struct srv_lease_req lease;
     } u;
 };
 
@@ -83,6 +97,7 @@ struct srv_result {
         struct kv_del_resp del;
         struct kv_txn_resp txn;
         struct srv_alarm_resp alarm;
+        struct srv_lease_resp lease;
     } u;
 };
 
@@ -151,6 +166,28 @@ ms_err srv_defrag(struct srv *s, srv_done_fn done, void *ctx, uint64_t *id);
 /* Build cfg->data_dir (which must not hold a store yet) from a snapshot file, for the backend
  * cfg names (metastore --restore-snapshot). Logs what it did. */
 ms_err srv_restore(const struct cfg *cfg, const char *snapshot);
+
+/* ---- leases (DESIGN.md §5) ----
+ * Grants and revokes go through the log (srv_submit with SRV_REQ_LEASE_*; a grant with ID 0
+ * gets a fresh ID when submitted). Keepalive, time-to-live and the list are answered at once
+ * by the primary (this member). Expired leases are revoked through the log, so their keys are
+ * deleted in one revision and watchers see the DELETE events. */
+
+/* Keepalive: *ttl is the granted TTL, or 0 if the lease is unknown or expired. */
+ms_err srv_lease_renew(struct srv *s, int64_t id, int64_t *ttl);
+
+struct srv_lease_ttl {
+    int64_t id;
+    int64_t ttl;          /* remaining seconds (truncated); -1 if the lease does not exist */
+    int64_t granted;      /* granted TTL */
+    const uint8_t **keys; /* in the arena given; only when asked */
+    size_t *key_lens;
+    size_t n_keys;
+};
+ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *a,
+                            struct srv_lease_ttl *out);
+/* Every lease ID (ascending) into an arena array. */
+ms_err srv_lease_list(struct srv *s, struct arena *a, int64_t **ids, size_t *n);
 
 /* The active alarms (borrowed until the next request is applied). */
 void srv_alarms(struct srv *s, const struct srv_alarm **alarms, size_t *n);

@@ -58,6 +58,12 @@ bool json_parse(struct jdec *d, const char *body, size_t len, struct jv *out);
 /* The top level of a request: an object, or null/empty meaning {}. */
 bool jdec_root(struct jdec *d, const char *body, size_t len, struct jv *out);
 
+/* Stream bodies hold JSON values back to back (Go's json.Decoder). Parse the value that starts
+ * after any whitespace at body (there must be one); *used is the number of bytes consumed.
+ * Then jdec_root_value applies jdec_root's rule to it (object, or null meaning {}). */
+bool json_parse_next(struct jdec *d, const char *body, size_t len, struct jv *out, size_t *used);
+bool jdec_root_value(struct jdec *d, struct jv *v);
+
 /* Field lookup with the gateway's rules: the lowerCamelCase spelling wins over the proto name
  * whatever their order, and the last duplicate wins. camel may be NULL. NULL if absent or
  * JSON null. */

@@ -336,6 +336,9 @@ size_t codec_proto_size(const struct srv_req *req)
         return sz_int(1, req->u.compact.revision) + sz_int(2, req->u.compact.physical);
     case SRV_REQ_DEFRAG:
         return 0;
+    case SRV_REQ_LEASE_GRANT:
+    case SRV_REQ_LEASE_REVOKE:
+        return sz_int(1, req->u.lease.ttl) + sz_int(2, req->u.lease.id);
     case SRV_REQ_ALARM:
         return sz_int(1, req->u.alarm.action) + sz_int(2, (int64_t)req->u.alarm.member_id) +
                sz_int(3, req->u.alarm.alarm);
@@ -520,6 +523,15 @@ void codec_result(struct jw *w, const struct srv_header *h, const struct srv_res
     case SRV_REQ_COMPACT:
     case SRV_REQ_ALARM:
     case SRV_REQ_DEFRAG:
+    case SRV_REQ_LEASE_REVOKE:
+        break;
+    case SRV_REQ_LEASE_GRANT:
+        jw_key(w, "ID");
+        jw_i64(w, r->u.lease.id);
+        if (r->u.lease.ttl) {
+            jw_key(w, "TTL");
+            jw_i64(w, r->u.lease.ttl);
+        }
         break;
     }
     jw_obj_end(w);

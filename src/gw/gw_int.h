@@ -74,5 +74,10 @@ void gw_maint_alarm(struct gw_req *r);
 void gw_maint_defrag(struct gw_req *r);
 void gw_maint_snapshot(struct gw_req *r);
 void gw_cluster_member_list(struct gw_req *r);
+void gw_lease_grant(struct gw_req *r);
+void gw_lease_revoke(struct gw_req *r);
+void gw_lease_keepalive(struct gw_req *r);
+void gw_lease_timetolive(struct gw_req *r);
+void gw_lease_leases(struct gw_req *r);
 
 #endif

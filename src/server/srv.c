@@ -200,14 +200,21 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     s->commit_ev = evtimer_new(base, srv_on_commit, s);
     s->copy_ev = evtimer_new(base, srv_on_copy, s);
     s->compactor_ev = event_new(base, -1, EV_PERSIST, srv_on_compactor, s);
-    if (!s->ready_ev || !s->compact_ev || !s->commit_ev || !s->copy_ev || !s->compactor_ev) {
+    s->lease_ev = evtimer_new(base, srv_on_lease, s);
+    if (!s->ready_ev || !s->compact_ev || !s->commit_ev || !s->copy_ev || !s->compactor_ev ||
+        !s->lease_ev) {
         *err = MS_E_NOMEM;
         goto out_destroy;
     }
     metrics_hist_init(&s->ctr.backend_commit_seconds, 0.001, 2);
+    if ((*err = srv_lease_open(s)) != MS_OK) {
+        log_error("cannot load the leases: %s", ms_err_name(*err));
+        goto out_destroy;
+    }
     if ((*err = open_wal(s, legacy_term)) != MS_OK)
         goto out_destroy;
     srv_commit(s);
+    srv_lease_promote(s);
     srv_compactor_init(&s->compactor, s->cfg.auto_compaction_revision,
                        s->cfg.auto_compaction_retention, clock_now_ms(), kv_current_rev(s->kv));
     if (s->compactor.interval_ms) {
@@ -255,6 +262,9 @@ void srv_destroy(struct srv *s)
         event_free(s->copy_ev);
     if (s->compactor_ev)
         event_free(s->compactor_ev);
+    if (s->lease_ev)
+        event_free(s->lease_ev);
+    srv_lease_close(s);
     kv_store_close(s->kv);
     be_close(s->be);
     if (s->lock_fd >= 0)
@@ -322,6 +332,8 @@ static ms_err validate(const struct srv *s, const struct srv_req *req)
         return kv_check_txn(&req->u.txn, (size_t)s->cfg.max_txn_ops);
     case SRV_REQ_COMPACT:
     case SRV_REQ_ALARM:
+    case SRV_REQ_LEASE_GRANT:
+    case SRV_REQ_LEASE_REVOKE:
         return MS_OK;
     case SRV_REQ_DEFRAG:
         break;
@@ -330,7 +342,7 @@ static ms_err validate(const struct srv *s, const struct srv_req *req)
 }
 
 /* Encode req as the next log entry (id names the caller, 0 for none). */
-static ms_err propose(struct srv *s, const struct srv_req *req, uint64_t id)
+ms_err srv_propose(struct srv *s, const struct srv_req *req, uint64_t id)
 {
     s->enc.len = 0;
     srv_entry_encode(id, req, &s->enc);
@@ -372,6 +384,13 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
         if (!srv_push_id(&s->reads, &s->n_reads, &s->cap_reads, rid))
             return MS_E_NOMEM;
     } else {
+        struct srv_req with_id;
+        if (req->type == SRV_REQ_LEASE_GRANT && req->u.lease.id == 0) {
+            /* The ID travels in the entry so every member grants the same one. */
+            with_id = *req;
+            with_id.u.lease.id = srv_lease_new_id(s);
+            req = &with_id;
+        }
         if (!srv_quota_ok(s, req)) {
             /* etcd quotaAlarmer: raise NOSPACE through the log and refuse the write. */
             if (!srv_has_alarm(s, SRV_ALARM_NOSPACE)) {
@@ -379,11 +398,11 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
                                     .u.alarm = {.action = SRV_ALARM_ACTIVATE,
                                                 .member_id = s->member_id,
                                                 .alarm = SRV_ALARM_NOSPACE}};
-                propose(s, &a, 0);
+                srv_propose(s, &a, 0);
             }
             return MS_E_NO_SPACE;
         }
-        ms_err pe = propose(s, req, rid);
+        ms_err pe = srv_propose(s, req, rid);
         if (pe)
             return pe;
     }
@@ -411,7 +430,7 @@ void srv_on_compactor(evutil_socket_t fd, short what, void *arg)
         return;
     struct srv_req r = {.type = SRV_REQ_COMPACT, .u.compact = {.revision = rev}};
     log_info("auto compaction to revision %lld", (long long)rev);
-    if (propose(s, &r, 0) != MS_OK)
+    if (srv_propose(s, &r, 0) != MS_OK)
         log_warn("auto compaction to revision %lld could not be proposed", (long long)rev);
 }
 

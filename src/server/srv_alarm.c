@@ -140,6 +140,8 @@ size_t srv_request_cost(const struct srv_req *req)
         return KV_OVERHEAD + req->u.put.key_len + req->u.put.value_len;
     case SRV_REQ_TXN:
         return cost_txn(&req->u.txn);
+    case SRV_REQ_LEASE_GRANT:
+        return srv_lease_cost();
     default:
         return 0;
     }

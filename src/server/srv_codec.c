@@ -269,6 +269,11 @@ void srv_entry_encode(uint64_t id, const struct srv_req *req, struct buf *out)
         buf_put_uvarint(out, req->u.alarm.member_id);
         put_i64(out, req->u.alarm.alarm);
         break;
+    case SRV_REQ_LEASE_GRANT:
+    case SRV_REQ_LEASE_REVOKE:
+        put_i64(out, req->u.lease.id);
+        put_i64(out, req->u.lease.ttl);
+        break;
     case SRV_REQ_DEFRAG:
         break;
     }
@@ -306,6 +311,11 @@ bool srv_entry_decode(const uint8_t *p, size_t len, struct arena *a, uint64_t *i
         req->u.alarm.action = get_i64(&r);
         req->u.alarm.member_id = rd_uvarint(&r);
         req->u.alarm.alarm = get_i64(&r);
+        break;
+    case SRV_REQ_LEASE_GRANT:
+    case SRV_REQ_LEASE_REVOKE:
+        req->u.lease.id = get_i64(&r);
+        req->u.lease.ttl = get_i64(&r);
         break;
     default:
         return false;

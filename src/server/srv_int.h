@@ -6,6 +6,7 @@
 #include "metastore/be.h"
 #include "metastore/buf.h"
 #include "metastore/kv.h"
+#include "metastore/lease.h"
 #include "metastore/metrics.h"
 #include "metastore/srv.h"
 #include "metastore/wal.h"
@@ -38,6 +39,7 @@ struct srv_counters {
     uint64_t deletes;
     uint64_t txns;
     uint64_t backend_commits;
+    uint64_t leases_revoked;
     struct metrics_hist backend_commit_seconds;
 };
 
@@ -106,6 +108,9 @@ struct srv {
     uint64_t last_snap_index; /* memory backend: index of the newest snapshot file */
     struct srv_compactor compactor;
     struct event *compactor_ev;
+    struct lease_mgr *lessor;
+    struct event *lease_ev;
+    uint64_t lease_id_gen;
     struct srv_op ops_queued[SRV_MAX_OPS];
     size_t n_ops_queued;
     struct srv_op_waiter ops_waiting[SRV_MAX_OPS];
@@ -147,6 +152,8 @@ void srv_wake(struct srv *s);
 void srv_on_ready(evutil_socket_t fd, short what, void *arg);
 void srv_on_compact(evutil_socket_t fd, short what, void *arg);
 
+/* Stop the process if e means the backend failed during an apply (see srv_ready.c). */
+void srv_check_apply_error(ms_err e);
 /* Apply one decoded entry at index; *res is filled when the caller waits for it. */
 ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struct srv_result *res);
 /* Serve a read (range or read-only txn) against the current state. */
@@ -159,6 +166,20 @@ ms_err srv_recover(struct srv *s, const struct wal_log *log);
 void srv_on_commit(evutil_socket_t fd, short what, void *arg);
 void srv_on_compactor(evutil_socket_t fd, short what, void *arg);
 bool srv_push_id(uint64_t **v, size_t *n, size_t *cap, uint64_t id);
+/* Append req to the log as the next entry (id: the caller to complete, 0 for none). */
+ms_err srv_propose(struct srv *s, const struct srv_req *req, uint64_t id);
+/* srv_lease.c */
+ms_err srv_lease_open(struct srv *s);
+void srv_lease_close(struct srv *s);
+void srv_lease_promote(struct srv *s);
+void srv_lease_arm(struct srv *s);
+void srv_on_lease(evutil_socket_t fd, short what, void *arg);
+void srv_lease_events(struct srv *s, const struct kv_event *ev, size_t n);
+int64_t srv_lease_new_id(struct srv *s);
+size_t srv_lease_cost(void);
+ms_err srv_apply_lease_grant(struct srv *s, const struct srv_lease_req *r,
+                             struct srv_lease_resp *out);
+ms_err srv_apply_lease_revoke(struct srv *s, const struct srv_lease_req *r, int64_t *revision);
 /* srv_snap.c */
 void srv_on_copy(evutil_socket_t fd, short what, void *arg);
 void srv_copy_poll(struct srv *s);

@@ -77,6 +77,24 @@ static void put_consistent_index(struct srv *s, uint64_t index)
     s->applied = index;
 }
 
+void srv_check_apply_error(ms_err e)
+{
+    /* Requests are checked before anything is written (as etcd's apply does), so an error
+     * here is either a client error with nothing written, or the backend failing under us,
+     * after which the store's state is unknown: stop, as etcd does. The WAL replays the
+     * entry at the next start. */
+    switch (e) {
+    case MS_E_NOMEM:
+    case MS_E_NO_SPACE:
+    case MS_E_IO:
+    case MS_E_DATA_CORRUPT:
+    case MS_E_INTERNAL:
+        ms_fatal("applying an entry failed in the backend: %s", ms_err_name(e));
+    default:
+        return;
+    }
+}
+
 ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struct srv_result *res)
 {
     ms_err e;
@@ -90,6 +108,14 @@ ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struc
     /* While NOSPACE is raised, writes that add data fail (etcd applierV3Capped). */
     if (srv_has_alarm(s, SRV_ALARM_NOSPACE) && srv_request_cost(req) > 0)
         return MS_E_NO_SPACE;
+    if (req->type == SRV_REQ_LEASE_GRANT) {
+        res->revision = kv_current_rev(s->kv);
+        return srv_apply_lease_grant(s, &req->u.lease, &res->u.lease);
+    }
+    if (req->type == SRV_REQ_LEASE_REVOKE) {
+        res->revision = kv_current_rev(s->kv);
+        return srv_apply_lease_revoke(s, &req->u.lease, &res->revision);
+    }
     if (req->type == SRV_REQ_COMPACT) {
         e = kv_compact(s->kv, s->wtxn, req->u.compact.revision);
         res->revision = kv_current_rev(s->kv);
@@ -99,14 +125,9 @@ ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struc
         }
         return e;
     }
-    struct be_txn *etxn;
     struct kv_write *w;
-    if ((e = be_txn_begin(s->be, s->wtxn, true, &etxn)) != MS_OK)
+    if ((e = kv_write_begin(s->kv, s->wtxn, s->scratch, &w)) != MS_OK)
         return e;
-    if ((e = kv_write_begin(s->kv, etxn, s->scratch, &w)) != MS_OK) {
-        be_txn_abort(etxn);
-        return e;
-    }
     switch (req->type) {
     case SRV_REQ_PUT:
         e = kv_write_put(w, &req->u.put, &res->u.put);
@@ -121,11 +142,8 @@ ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struc
         e = MS_E_BAD_REQUEST;
         break;
     }
-    if (!e)
-        e = be_txn_commit(etxn);
-    else
-        be_txn_abort(etxn);
     if (e) {
+        srv_check_apply_error(e);
         kv_write_abort(w);
         return e;
     }
@@ -133,8 +151,10 @@ ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struc
     size_t n_ev;
     kv_write_end(w, &ev, &n_ev);
     res->revision = kv_current_rev(s->kv);
-    if (n_ev)
+    if (n_ev) {
+        srv_lease_events(s, ev, n_ev);
         srv_events_applied(s, res->revision, ev, n_ev);
+    }
     return MS_OK;
 }
 

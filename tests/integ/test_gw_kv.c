@@ -55,7 +55,12 @@ START_TEST(put_and_range)
     EXPECT("/v3/kv/range", "{\"key\":\"ZW1wdHk=\"}", 200,
            "{\"header\":" H(5) ",\"kvs\":[{\"key\":\"ZW1wdHk=\",\"create_revision\":\"5\","
                                "\"mod_revision\":\"5\",\"version\":\"1\"}],\"count\":\"1\"}");
-    /* Lease IDs are stored as given (existence checks arrive with leases). */
+    /* A put with a lease that exists attaches the key to it; an unknown lease is refused. */
+    EXPECT("/v3/kv/put", "{\"key\":\"bGs=\",\"value\":\"djE=\",\"lease\":\"999\"}", 404,
+           "{\"error\":\"etcdserver: requested lease not found\",\"message\":\"etcdserver: "
+           "requested lease not found\",\"code\":5}");
+    EXPECT("/v3/lease/grant", "{\"TTL\":300,\"ID\":1234}", 200,
+           "{\"header\":" H(5) ",\"ID\":\"1234\",\"TTL\":\"300\"}");
     EXPECT("/v3/kv/put", "{\"key\":\"bGs=\",\"value\":\"djE=\",\"lease\":\"1234\"}", 200,
            "{\"header\":" H(6) "}");
     EXPECT("/v3/kv/range", "{\"key\":\"bGs=\",\"keys_only\":true}", 200,

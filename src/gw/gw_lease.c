@@ -1,0 +1,204 @@
+/* gw_lease.c - the lease routes under /v3/lease/ (and the /v3/kv/lease/ aliases of etcd 3.4).
+ *
+ * Grant and revoke go through the log; keepalive, timetolive and leases are answered at once.
+ * The fields are spelled exactly TTL and ID (proto names declared that way: "ttl"/"id" are
+ * ignored, as by etcd's gateway). Keepalive is a stream: one {"result":...}\n per message of
+ * the request body, ending when the body does (reference §7).
+ */
+#include "codec.h"
+#include "gw_int.h"
+
+static bool parse_root(struct gw_req *r, struct jdec *d, struct jv *root)
+{
+    jdec_init(d, r->a);
+    if (!jdec_root(d, r->body, r->body_len, root)) {
+        gw_reply_error(r, MS_E_BAD_REQUEST, d->msg);
+        return false;
+    }
+    return true;
+}
+
+void gw_lease_grant(struct gw_req *r)
+{
+    struct jdec d;
+    struct jv root;
+    if (!parse_root(r, &d, &root))
+        return;
+    r->sreq.type = SRV_REQ_LEASE_GRANT;
+    if (!jdec_i64(&d, jv_field(&root, "TTL", NULL), &r->sreq.u.lease.ttl) ||
+        !jdec_i64(&d, jv_field(&root, "ID", NULL), &r->sreq.u.lease.id)) {
+        gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
+        return;
+    }
+    gw_submit(r);
+}
+
+void gw_lease_revoke(struct gw_req *r)
+{
+    struct jdec d;
+    struct jv root;
+    if (!parse_root(r, &d, &root))
+        return;
+    r->sreq.type = SRV_REQ_LEASE_REVOKE;
+    if (!jdec_i64(&d, jv_field(&root, "ID", NULL), &r->sreq.u.lease.id)) {
+        gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
+        return;
+    }
+    gw_submit(r);
+}
+
+static void header(struct gw_req *r, struct jw *w)
+{
+    struct srv_header h;
+    srv_header(r->gw->srv, &h);
+    jw_key(w, "header");
+    codec_header(w, &h, true);
+}
+
+void gw_lease_timetolive(struct gw_req *r)
+{
+    struct jdec d;
+    struct jv root;
+    int64_t id = 0;
+    bool keys = false;
+    if (!parse_root(r, &d, &root))
+        return;
+    if (!jdec_i64(&d, jv_field(&root, "ID", NULL), &id) ||
+        !jdec_bool(&d, jv_field(&root, "keys", NULL), &keys)) {
+        gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
+        return;
+    }
+    struct srv_lease_ttl t;
+    ms_err e = srv_lease_timetolive(r->gw->srv, id, keys, r->a, &t);
+    if (e) {
+        gw_reply_error(r, e, NULL);
+        return;
+    }
+    struct buf b;
+    struct jw w;
+    buf_init(&b);
+    jw_init(&w, &b);
+    jw_obj(&w);
+    header(r, &w);
+    if (t.id) {
+        jw_key(&w, "ID");
+        jw_i64(&w, t.id);
+    }
+    if (t.ttl) {
+        jw_key(&w, "TTL");
+        jw_i64(&w, t.ttl);
+    }
+    if (t.granted) {
+        jw_key(&w, "grantedTTL");
+        jw_i64(&w, t.granted);
+    }
+    if (t.n_keys) {
+        jw_key(&w, "keys");
+        jw_arr(&w);
+        for (size_t i = 0; i < t.n_keys; i++)
+            jw_b64(&w, t.keys[i], t.key_lens[i]);
+        jw_arr_end(&w);
+    }
+    jw_obj_end(&w);
+    gw_reply_json(r, 200, &b);
+}
+
+void gw_lease_leases(struct gw_req *r)
+{
+    struct jdec d;
+    struct jv root;
+    if (!parse_root(r, &d, &root))
+        return;
+    int64_t *ids;
+    size_t n;
+    ms_err e = srv_lease_list(r->gw->srv, r->a, &ids, &n);
+    if (e) {
+        gw_reply_error(r, e, NULL);
+        return;
+    }
+    struct buf b;
+    struct jw w;
+    buf_init(&b);
+    jw_init(&w, &b);
+    jw_obj(&w);
+    header(r, &w);
+    if (n) {
+        jw_key(&w, "leases");
+        jw_arr(&w);
+        for (size_t i = 0; i < n; i++) {
+            jw_obj(&w);
+            jw_key(&w, "ID");
+            jw_i64(&w, ids[i]);
+            jw_obj_end(&w);
+        }
+        jw_arr_end(&w);
+    }
+    jw_obj_end(&w);
+    gw_reply_json(r, 200, &b);
+}
+
+void gw_lease_keepalive(struct gw_req *r)
+{
+    struct buf b;
+    struct jw w;
+    size_t off = 0;
+    int msgs = 0;
+    buf_init(&b);
+    for (;;) {
+        /* Skip the blanks between messages; the body's end ends the stream. */
+        while (off < r->body_len && (r->body[off] == ' ' || r->body[off] == '\n' ||
+                                     r->body[off] == '\r' || r->body[off] == '\t'))
+            off++;
+        if (off >= r->body_len)
+            break;
+        struct jdec d;
+        struct jv v;
+        size_t used;
+        int64_t id = 0;
+        jdec_init(&d, r->a);
+        if (!json_parse_next(&d, r->body + off, r->body_len - off, &v, &used) ||
+            !jdec_root_value(&d, &v) || !jdec_i64(&d, jv_field(&v, "ID", NULL), &id)) {
+            if (msgs == 0) {
+                /* The first message fails: grpc-gateway answers 500, code 2 (§4.3). */
+                buf_fini(&b);
+                codec_error(&b, d.msg, 2);
+                gw_reply_json(r, 500, &b);
+                return;
+            }
+            break; /* a later one: the request side just ends */
+        }
+        off += used;
+        msgs++;
+        int64_t ttl = 0;
+        ms_err e = srv_lease_renew(r->gw->srv, id, &ttl);
+        if (e) {
+            if (msgs == 1) {
+                buf_fini(&b);
+                gw_stream_error(r, e, NULL);
+                return;
+            }
+            break;
+        }
+        jw_init(&w, &b);
+        jw_obj(&w);
+        jw_key(&w, "result");
+        jw_obj(&w);
+        header(r, &w);
+        if (id) {
+            jw_key(&w, "ID");
+            jw_i64(&w, id);
+        }
+        if (ttl) {
+            jw_key(&w, "TTL");
+            jw_i64(&w, ttl);
+        }
+        jw_obj_end(&w);
+        jw_obj_end(&w);
+        buf_putc(&b, '\n');
+    }
+    gw_stream_start(r);
+    if (b.len)
+        gw_stream_chunk(r, &b, NULL, NULL);
+    buf_fini(&b);
+    gw_stream_end(r);
+}

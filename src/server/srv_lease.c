@@ -1,0 +1,302 @@
+/* srv_lease.c - the server side of leases: the lessor's state kept in step with the log and
+ * bucket "lease", attachments kept in step with applied events, and the expiry timer.
+ *
+ * Grant and revoke are log entries (deterministic on every member). Keepalive and expiry are
+ * the primary's business and change only expiry times. Expired leases are proposed for
+ * revocation at most SRV_LEASE_REVOKE_BATCH per loop turn (etcd revokes 1000/s), so a mass
+ * expiry never holds the loop; each revoke deletes its keys in one revision.
+ */
+#include "srv_int.h"
+
+#include "metastore/clock.h"
+#include "metastore/log.h"
+
+#include <string.h>
+
+#define SRV_LEASE_REVOKE_BATCH 500
+#define SRV_LEASE_RETRY_MS     3000 /* etcd expiredLeaseRetryInterval */
+#define LEASE_OVERHEAD         64   /* etcd leaseOverhead, for the quota */
+
+static void lease_key(int64_t id, uint8_t out[8])
+{
+    be64_put(out, (uint64_t)id);
+}
+
+void srv_lease_arm(struct srv *s)
+{
+    uint64_t next = lease_mgr_next_expiry(s->lessor);
+    if (next == UINT64_MAX) {
+        evtimer_del(s->lease_ev);
+        return;
+    }
+    uint64_t now = clock_now_ms();
+    uint64_t wait = next > now ? next - now : 0;
+    struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
+    evtimer_add(s->lease_ev, &tv);
+}
+
+void srv_on_lease(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    int64_t ids[SRV_LEASE_REVOKE_BATCH];
+    size_t n = lease_mgr_expired(s->lessor, clock_now_ms(), SRV_LEASE_RETRY_MS, ids,
+                                 SRV_LEASE_REVOKE_BATCH);
+    for (size_t i = 0; i < n; i++) {
+        struct srv_req r = {.type = SRV_REQ_LEASE_REVOKE, .u.lease = {.id = ids[i]}};
+        ms_err e = srv_propose(s, &r, 0);
+        if (e)
+            log_warn("lease %lld expired but its revoke could not be proposed: %s",
+                     (long long)ids[i], ms_err_name(e));
+    }
+    if (n == SRV_LEASE_REVOKE_BATCH) {
+        /* More are due: continue next turn, after the I/O of this one. */
+        struct timeval now = {0, 0};
+        evtimer_add(s->lease_ev, &now);
+        return;
+    }
+    srv_lease_arm(s);
+}
+
+static bool lease_exists_cb(void *ctx, int64_t lease)
+{
+    return lease_mgr_exists(ctx, lease);
+}
+
+static ms_err attach_cb(void *ctx, const struct kv_kv *kv)
+{
+    struct srv *s = ctx;
+    if (lease_mgr_exists(s->lessor, kv->lease))
+        return lease_mgr_attach(s->lessor, kv->lease, kv->key, kv->key_len);
+    /* A key whose lease is gone would be deleted by that lease's revoke, which is applied
+     * already; keep going rather than refuse to start. */
+    log_warn("key of %zu bytes names lease %lld, which does not exist", kv->key_len,
+             (long long)kv->lease);
+    return MS_OK;
+}
+
+ms_err srv_lease_open(struct srv *s)
+{
+    int64_t min_ttl = (int64_t)((3 * s->cfg.election_ms / 2 + 999) / 1000);
+    s->lessor = lease_mgr_create(min_ttl);
+    if (!s->lessor)
+        return MS_E_NOMEM;
+    struct be_cursor *c;
+    struct be_val k, v;
+    ms_err e = be_cursor_open(s->wtxn, BE_BUCKET_LEASE, &c);
+    if (e)
+        return e;
+    uint64_t now = clock_now_ms();
+    for (e = be_cursor_seek(c, NULL, 0, &k, &v); e == MS_OK; e = be_cursor_next(c, &k, &v)) {
+        if (k.len != 8 || v.len != 8) {
+            e = MS_E_DATA_CORRUPT;
+            break;
+        }
+        int64_t granted;
+        e = lease_mgr_grant(s->lessor, (int64_t)be64_get(k.p), (int64_t)be64_get(v.p), now,
+                            &granted);
+        if (e)
+            break;
+    }
+    be_cursor_close(c);
+    if (e != MS_E_NOT_EXIST)
+        return e;
+    kv_set_lease_check(s->kv, lease_exists_cb, s->lessor);
+    return kv_foreach_leased(s->kv, s->wtxn, attach_cb, s);
+}
+
+void srv_lease_close(struct srv *s)
+{
+    lease_mgr_destroy(s->lessor);
+    s->lessor = NULL;
+}
+
+void srv_lease_promote(struct srv *s)
+{
+    /* Every expiry starts again from now (etcd Promote): nothing expires because the server
+     * was down. */
+    lease_mgr_promote(s->lessor, clock_now_ms(), 0);
+    srv_lease_arm(s);
+}
+
+void srv_lease_events(struct srv *s, const struct kv_event *ev, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct kv_event *e = &ev[i];
+        if (e->has_prev && e->prev.lease && e->prev.lease != e->kv.lease)
+            lease_mgr_detach(s->lessor, e->prev.lease, e->kv.key, e->kv.key_len);
+        if (e->type == KV_EVENT_PUT && e->kv.lease &&
+            lease_mgr_attach(s->lessor, e->kv.lease, e->kv.key, e->kv.key_len) != MS_OK)
+            log_error("cannot attach a key to lease %lld", (long long)e->kv.lease);
+    }
+}
+
+int64_t srv_lease_new_id(struct srv *s)
+{
+    /* etcd idutil: member bits, then time, then a counter; positive; never reused while the
+     * lease exists. */
+    if (!s->lease_id_gen)
+        s->lease_id_gen =
+            ((s->member_id & 0xffff) << 48) | ((clock_wall_ms() << 8) & 0xffffffffffffULL);
+    int64_t id;
+    do
+        id = (int64_t)(++s->lease_id_gen & (uint64_t)INT64_MAX);
+    while (id == 0 || lease_mgr_exists(s->lessor, id));
+    return id;
+}
+
+size_t srv_lease_cost(void)
+{
+    return LEASE_OVERHEAD;
+}
+
+ms_err srv_apply_lease_grant(struct srv *s, const struct srv_lease_req *r,
+                             struct srv_lease_resp *out)
+{
+    int64_t granted;
+    if (r->id == 0)
+        return MS_E_LEASE_NOT_FOUND; /* IDs are assigned before proposing */
+    ms_err e = lease_mgr_grant(s->lessor, r->id, r->ttl, clock_now_ms(), &granted);
+    if (e)
+        return e;
+    uint8_t k[8], v[8];
+    lease_key(r->id, k);
+    be64_put(v, (uint64_t)granted);
+    if ((e = be_put(s->wtxn, BE_BUCKET_LEASE, k, 8, v, 8)) != MS_OK) {
+        lease_mgr_revoke(s->lessor, r->id);
+        return e;
+    }
+    out->id = r->id;
+    out->ttl = granted;
+    srv_lease_arm(s);
+    return MS_OK;
+}
+
+struct key_list {
+    struct arena *a;
+    const uint8_t **keys;
+    size_t *lens;
+    size_t n;
+    size_t cap;
+    bool oom;
+};
+
+static bool collect_key(void *ctx, const uint8_t *key, size_t klen)
+{
+    struct key_list *l = ctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        const uint8_t **k = arena_alloc(l->a, cap * sizeof(*k));
+        size_t *ln = arena_alloc(l->a, cap * sizeof(*ln));
+        if (!k || !ln) {
+            l->oom = true;
+            return false;
+        }
+        if (l->n) {
+            memcpy(k, l->keys, l->n * sizeof(*k));
+            memcpy(ln, l->lens, l->n * sizeof(*ln));
+        }
+        l->keys = k;
+        l->lens = ln;
+        l->cap = cap;
+    }
+    l->keys[l->n] = arena_memdup(l->a, key, klen);
+    l->lens[l->n] = klen;
+    if (!l->keys[l->n]) {
+        l->oom = true;
+        return false;
+    }
+    l->n++;
+    return true;
+}
+
+ms_err srv_apply_lease_revoke(struct srv *s, const struct srv_lease_req *r, int64_t *revision)
+{
+    if (!lease_mgr_exists(s->lessor, r->id))
+        return MS_E_LEASE_NOT_FOUND;
+    /* Delete the attached keys in one write: one revision, one watch message. */
+    struct key_list kl = {.a = s->scratch};
+    lease_mgr_keys(s->lessor, r->id, collect_key, &kl);
+    if (kl.oom)
+        return MS_E_NOMEM;
+    ms_err e = MS_OK;
+    if (kl.n) {
+        struct kv_write *w;
+        if ((e = kv_write_begin(s->kv, s->wtxn, s->scratch, &w)) != MS_OK)
+            return e;
+        for (size_t i = 0; i < kl.n && !e; i++) {
+            struct kv_del_req d = {.span = {.key = kl.keys[i], .key_len = kl.lens[i]}};
+            struct kv_del_resp dr;
+            e = kv_write_del(w, &d, &dr);
+        }
+        if (e) {
+            srv_check_apply_error(e);
+            kv_write_abort(w);
+            return e;
+        }
+        struct kv_event *ev;
+        size_t n_ev;
+        kv_write_end(w, &ev, &n_ev);
+        if (n_ev) {
+            srv_lease_events(s, ev, n_ev);
+            srv_events_applied(s, kv_current_rev(s->kv), ev, n_ev);
+        }
+    }
+    uint8_t k[8];
+    lease_key(r->id, k);
+    e = be_del(s->wtxn, BE_BUCKET_LEASE, k, 8);
+    if (e && e != MS_E_NOT_EXIST)
+        return e;
+    lease_mgr_revoke(s->lessor, r->id);
+    s->ctr.leases_revoked++;
+    *revision = kv_current_rev(s->kv);
+    return MS_OK;
+}
+
+ms_err srv_lease_renew(struct srv *s, int64_t id, int64_t *ttl)
+{
+    *ttl = 0;
+    ms_err e = lease_mgr_renew(s->lessor, id, clock_now_ms(), ttl);
+    if (e == MS_E_LEASE_NOT_FOUND) {
+        *ttl = 0;
+        return MS_OK;
+    }
+    if (!e)
+        srv_lease_arm(s);
+    return e;
+}
+
+ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *a,
+                            struct srv_lease_ttl *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->id = id;
+    struct lease_info li;
+    if (!lease_mgr_get(s->lessor, id, clock_now_ms(), &li)) {
+        out->ttl = -1;
+        return MS_OK;
+    }
+    out->ttl = li.remaining_ms / 1000;
+    out->granted = li.ttl;
+    if (keys) {
+        struct key_list kl = {.a = a};
+        lease_mgr_keys(s->lessor, id, collect_key, &kl);
+        if (kl.oom)
+            return MS_E_NOMEM;
+        out->keys = kl.keys;
+        out->key_lens = kl.lens;
+        out->n_keys = kl.n;
+    }
+    return MS_OK;
+}
+
+ms_err srv_lease_list(struct srv *s, struct arena *a, int64_t **ids, size_t *n)
+{
+    size_t count = lease_mgr_count(s->lessor);
+    *ids = count ? arena_alloc(a, count * sizeof(**ids)) : NULL;
+    if (count && !*ids)
+        return MS_E_NOMEM;
+    *n = lease_mgr_list(s->lessor, 0, *ids, count);
+    return MS_OK;
+}

@@ -1,0 +1,884 @@
+/* http.c - HTTP/1.1 server: accept, parse, respond, stream, time out.
+ *
+ * Owns its listeners and connections. A connection has one persistent read event (so a peer
+ * that goes away is noticed even while we are busy with its request), a write event added only
+ * while output is pending, an input buffer holding the active request, a second buffer for
+ * bytes that arrive meanwhile, and an output buffer written with write(2) as soon as there is
+ * something to write. Closing a connection from inside an API call is deferred to the loop, so
+ * no callback of ours ever runs nested in the caller's own call.
+ */
+#define _GNU_SOURCE
+#include "http.h"
+
+#include "metastore/buf.h"
+#include "metastore/clock.h"
+#include "metastore/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READ_CHUNK    (16u << 10)
+#define MAX_LISTENERS 16
+
+struct http_conn {
+    struct http_server *srv;
+    int fd;
+    struct event *rd;
+    struct event *wr;
+    bool wr_added;
+    struct buf in;   /* the active request's bytes, or a partial one */
+    struct buf more; /* bytes read while a request is active */
+    size_t in_used;  /* bytes of `in` the active request takes */
+    struct buf out;
+    size_t out_off;
+    struct http_request req;
+    bool active; /* a request was handed out and its response has not ended */
+    bool streaming;
+    bool chunked;     /* the stream uses chunked encoding */
+    bool keep_alive;  /* of the active request */
+    bool close_after; /* close once the output is written */
+    bool sent_continue;
+    bool dying;      /* closing: waiting in the server's reap list */
+    bool processing; /* inside process_input */
+    http_conn_fn close_cb;
+    void *close_arg;
+    http_conn_fn drain_cb;
+    void *drain_arg;
+    uint64_t started_ms;  /* first byte of the current request */
+    uint64_t progress_ms; /* last byte written while output was pending */
+    uint64_t idle_ms;     /* last activity */
+    struct http_conn *prev;
+    struct http_conn *next;
+    struct http_conn *reap_next;
+};
+
+struct http_server {
+    struct event_base *base;
+    struct http_limits lim;
+    http_handler_fn fn;
+    void *ctx;
+    struct event *listeners[MAX_LISTENERS];
+    int lfds[MAX_LISTENERS];
+    size_t n_listeners;
+    struct http_conn *conns;
+    size_t n_conns;
+    struct http_conn *reap;
+    struct event *reap_ev;
+    struct event *sweep_ev;
+    char date[64];
+    time_t date_t;
+};
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 202:
+        return "Accepted";
+    case 301:
+        return "Moved Permanently";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Request Entity Too Large";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    }
+    return "Unknown";
+}
+
+/* ---- parsing ---- */
+
+static bool is_tchar(unsigned char c)
+{
+    return isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static bool eq_ci(const char *a, size_t al, const char *b)
+{
+    size_t bl = strlen(b);
+    return al == bl && strncasecmp(a, b, bl) == 0;
+}
+
+/* Does a comma-separated header value list contain token t? */
+static bool has_token(const char *v, size_t vl, const char *t)
+{
+    size_t tl = strlen(t), i = 0;
+    while (i < vl) {
+        while (i < vl && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < vl && v[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+            e--;
+        if (e - s == tl && strncasecmp(v + s, t, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
+const char *http_header(const struct http_request *r, const char *name, size_t *len)
+{
+    for (size_t i = 0; i < r->n_hdrs; i++) {
+        if (eq_ci(r->hdrs[i].name, r->hdrs[i].name_len, name)) {
+            *len = r->hdrs[i].value_len;
+            return r->hdrs[i].value;
+        }
+    }
+    *len = 0;
+    return NULL;
+}
+
+/* Find the end of the header block: returns the offset just past the empty line, or 0. */
+static size_t header_end(const char *p, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (p[i] != '\n')
+            continue;
+        if (p[i + 1] == '\n')
+            return i + 2;
+        if (p[i + 1] == '\r' && i + 2 < len && p[i + 2] == '\n')
+            return i + 3;
+    }
+    return 0;
+}
+
+static enum http_method method_of(const char *m, size_t n)
+{
+    static const struct {
+        const char *s;
+        enum http_method m;
+    } t[] = {{"GET", HTTP_GET},       {"POST", HTTP_POST}, {"PUT", HTTP_PUT},
+             {"DELETE", HTTP_DELETE}, {"HEAD", HTTP_HEAD}, {"OPTIONS", HTTP_OPTIONS},
+             {"PATCH", HTTP_PATCH}};
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if (strlen(t[i].s) == n && memcmp(t[i].s, m, n) == 0)
+            return t[i].m;
+    return HTTP_OTHER;
+}
+
+/* Walk a chunked body at p[0..len): *end is where the message ends, *body_len the data size.
+ * Returns MORE, OK, BAD or BODY_BIG. When compact is set, the data is moved to p[0..). */
+static enum http_parse chunked(char *p, size_t len, size_t max, size_t *end, size_t *body_len,
+                               bool compact)
+{
+    size_t i = 0, out = 0;
+    for (;;) {
+        /* chunk-size [; ext] CRLF */
+        size_t s = i;
+        uint64_t size = 0;
+        while (i < len && isxdigit((unsigned char)p[i])) {
+            if (size > (UINT64_MAX >> 4))
+                return HTTP_PARSE_BAD;
+            int c = (unsigned char)p[i];
+            size = size * 16 + (uint64_t)(isdigit(c) ? c - '0' : tolower(c) - 'a' + 10);
+            i++;
+        }
+        if (i == len)
+            return HTTP_PARSE_MORE;
+        if (i == s)
+            return HTTP_PARSE_BAD;
+        while (i < len && p[i] != '\n')
+            i++;
+        if (i == len)
+            return HTTP_PARSE_MORE;
+        i++;
+        if (size == 0)
+            break;
+        if (out + size > max)
+            return HTTP_PARSE_BODY_BIG;
+        if (len - i < size + 1)
+            return HTTP_PARSE_MORE;
+        if (compact)
+            memmove(p + out, p + i, size);
+        out += size;
+        i += size;
+        /* CRLF after the data */
+        if (p[i] == '\r') {
+            if (i + 1 >= len)
+                return HTTP_PARSE_MORE;
+            i++;
+        }
+        if (p[i] != '\n')
+            return HTTP_PARSE_BAD;
+        i++;
+    }
+    /* trailers, then an empty line */
+    for (;;) {
+        size_t s = i;
+        while (i < len && p[i] != '\n')
+            i++;
+        if (i == len)
+            return HTTP_PARSE_MORE;
+        size_t line = i - s;
+        i++;
+        if (line == 0 || (line == 1 && p[s] == '\r'))
+            break;
+    }
+    *end = i;
+    *body_len = out;
+    return HTTP_PARSE_OK;
+}
+
+enum http_parse http_parse_request(char *p, size_t len, const struct http_limits *lim,
+                                   struct http_request *r, size_t *used, bool *expect_continue)
+{
+    *expect_continue = false;
+    /* Leading blank lines are tolerated (RFC 9112 2.2). */
+    size_t lead = 0;
+    while (lead < len && (p[lead] == '\r' || p[lead] == '\n'))
+        lead++;
+    size_t hend = header_end(p + lead, len - lead);
+    if (!hend)
+        return len - lead > lim->max_header_bytes ? HTTP_PARSE_HDR_BIG : HTTP_PARSE_MORE;
+    if (hend > lim->max_header_bytes)
+        return HTTP_PARSE_HDR_BIG;
+    char *h = p + lead;
+    memset(r, 0, sizeof(*r));
+    /* Request line. */
+    size_t i = 0;
+    while (i < hend && is_tchar((unsigned char)h[i]))
+        i++;
+    if (i == 0 || h[i] != ' ')
+        return HTTP_PARSE_BAD;
+    r->method = method_of(h, i);
+    size_t t = ++i;
+    while (i < hend && h[i] != ' ' && h[i] != '\r' && h[i] != '\n')
+        i++;
+    if (i == t || h[i] != ' ')
+        return HTTP_PARSE_BAD;
+    r->target = h + t;
+    r->target_len = i - t;
+    i++;
+    if (hend - i < 8 || memcmp(h + i, "HTTP/", 5) != 0)
+        return HTTP_PARSE_BAD;
+    if (h[i + 5] != '1' || h[i + 6] != '.' || !isdigit((unsigned char)h[i + 7]))
+        return isdigit((unsigned char)h[i + 5]) ? HTTP_PARSE_VERSION : HTTP_PARSE_BAD;
+    r->minor = h[i + 7] - '0';
+    i += 8;
+    if (h[i] == '\r')
+        i++;
+    if (h[i] != '\n')
+        return HTTP_PARSE_BAD;
+    i++;
+    /* Header fields. */
+    bool is_chunked = false, have_len = false;
+    uint64_t clen = 0;
+    while (i < hend) {
+        if (h[i] == '\n' || (h[i] == '\r' && h[i + 1] == '\n'))
+            break;
+        size_t ns = i;
+        while (i < hend && is_tchar((unsigned char)h[i]))
+            i++;
+        if (i == ns || h[i] != ':')
+            return HTTP_PARSE_BAD; /* also obsolete line folding */
+        size_t ne = i++;
+        while (h[i] == ' ' || h[i] == '\t')
+            i++;
+        size_t vs = i;
+        while (i < hend && h[i] != '\n')
+            i++;
+        size_t ve = i;
+        i++;
+        while (ve > vs && (h[ve - 1] == '\r' || h[ve - 1] == ' ' || h[ve - 1] == '\t'))
+            ve--;
+        if (r->n_hdrs == HTTP_MAX_HEADERS)
+            return HTTP_PARSE_HDR_BIG;
+        struct http_hdr *hd = &r->hdrs[r->n_hdrs++];
+        *hd = (struct http_hdr){h + ns, ne - ns, h + vs, ve - vs};
+        if (eq_ci(hd->name, hd->name_len, "Content-Length")) {
+            uint64_t v = 0;
+            if (hd->value_len == 0)
+                return HTTP_PARSE_BAD;
+            for (size_t k = 0; k < hd->value_len; k++) {
+                if (!isdigit((unsigned char)hd->value[k]) || v > UINT64_MAX / 10 - 9)
+                    return HTTP_PARSE_BAD;
+                v = v * 10 + (uint64_t)(hd->value[k] - '0');
+            }
+            if (have_len && v != clen)
+                return HTTP_PARSE_BAD;
+            have_len = true;
+            clen = v;
+        } else if (eq_ci(hd->name, hd->name_len, "Transfer-Encoding")) {
+            if (!has_token(hd->value, hd->value_len, "chunked"))
+                return HTTP_PARSE_BAD; /* we only know chunked */
+            is_chunked = true;
+        }
+    }
+    size_t hdr_total = lead + hend;
+    size_t blen;
+    if (is_chunked) {
+        size_t end;
+        enum http_parse c =
+            chunked(p + hdr_total, len - hdr_total, lim->max_body_bytes, &end, &blen, false);
+        if (c == HTTP_PARSE_MORE) {
+            size_t v;
+            *expect_continue = http_header(r, "Expect", &v) &&
+                               eq_ci(http_header(r, "Expect", &v), v, "100-continue");
+            return HTTP_PARSE_MORE;
+        }
+        if (c != HTTP_PARSE_OK)
+            return c;
+        chunked(p + hdr_total, len - hdr_total, lim->max_body_bytes, &end, &blen, true);
+        r->body = p + hdr_total;
+        r->body_len = blen;
+        *used = hdr_total + end;
+        return HTTP_PARSE_OK;
+    }
+    if (clen > lim->max_body_bytes)
+        return HTTP_PARSE_BODY_BIG;
+    blen = (size_t)clen;
+    if (len - hdr_total < blen) {
+        size_t v;
+        const char *e = http_header(r, "Expect", &v);
+        *expect_continue = e && eq_ci(e, v, "100-continue");
+        return HTTP_PARSE_MORE;
+    }
+    r->body = p + hdr_total;
+    r->body_len = blen;
+    *used = hdr_total + blen;
+    return HTTP_PARSE_OK;
+}
+
+/* ---- connections ---- */
+
+static void conn_free(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->n_conns--;
+    event_free(c->rd);
+    event_free(c->wr);
+    close(c->fd);
+    buf_fini(&c->in);
+    buf_fini(&c->more);
+    buf_fini(&c->out);
+    free(c);
+}
+
+/* Close c from a loop callback (not nested in a caller's API call): the close callback of an
+ * active request runs now. */
+static void conn_close_now(struct http_conn *c)
+{
+    if (c->active && c->close_cb) {
+        http_conn_fn fn = c->close_cb;
+        c->close_cb = NULL;
+        c->active = false;
+        fn(c->close_arg);
+    }
+    conn_free(c);
+}
+
+/* Close c later (from inside an API call). */
+static void conn_close_later(struct http_conn *c)
+{
+    if (c->dying)
+        return;
+    c->dying = true;
+    event_del(c->rd);
+    if (c->wr_added) {
+        event_del(c->wr);
+        c->wr_added = false;
+    }
+    c->reap_next = c->srv->reap;
+    c->srv->reap = c;
+    event_active(c->srv->reap_ev, EV_TIMEOUT, 1);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_server *s = arg;
+    (void)fd;
+    (void)what;
+    while (s->reap) {
+        struct http_conn *c = s->reap;
+        s->reap = c->reap_next;
+        conn_close_now(c);
+    }
+}
+
+static void process_input(struct http_conn *c);
+
+/* Write what we can. Returns false if the connection broke (it is then closing). */
+static bool flush(struct http_conn *c)
+{
+    while (c->out_off < c->out.len) {
+        ssize_t n = write(c->fd, c->out.p + c->out_off, c->out.len - c->out_off);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            c->progress_ms = clock_now_ms();
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->wr_added) {
+                event_add(c->wr, NULL);
+                c->wr_added = true;
+                c->progress_ms = clock_now_ms(); /* the write timeout starts now */
+            }
+            return true;
+        }
+        conn_close_later(c);
+        return false;
+    }
+    c->out.len = 0;
+    c->out_off = 0;
+    if (c->wr_added) {
+        event_del(c->wr);
+        c->wr_added = false;
+    }
+    if (!c->active && c->close_after) {
+        conn_close_later(c);
+        return false;
+    }
+    return true;
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (!flush(c) || c->out.len)
+        return;
+    if (c->active && c->drain_cb)
+        c->drain_cb(c->drain_arg);
+}
+
+/* The active request's response has ended: drop its bytes, go on with the next one. */
+static void request_done(struct http_conn *c)
+{
+    c->active = false;
+    c->streaming = false;
+    c->close_cb = NULL;
+    c->drain_cb = NULL;
+    if (!c->keep_alive)
+        c->close_after = true;
+    size_t rest = c->in.len - c->in_used;
+    memmove(c->in.p, c->in.p + c->in_used, rest);
+    c->in.len = rest;
+    c->in_used = 0;
+    if (c->more.len) {
+        buf_append(&c->in, c->more.p, c->more.len);
+        c->more.len = 0;
+    }
+    if (!flush(c))
+        return;
+    if (!c->close_after && !c->dying && !c->processing)
+        process_input(c);
+}
+
+static void append_date(struct http_server *s, struct buf *b)
+{
+    time_t now = time(NULL);
+    if (now != s->date_t) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(s->date, sizeof(s->date), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        s->date_t = now;
+    }
+    buf_puts(b, s->date);
+}
+
+static void status_line(struct http_conn *c, int status)
+{
+    buf_puts(&c->out, c->req.minor ? "HTTP/1.1 " : "HTTP/1.0 ");
+    buf_put_i64(&c->out, status);
+    buf_putc(&c->out, ' ');
+    buf_puts(&c->out, http_reason(status));
+    buf_puts(&c->out, "\r\n");
+}
+
+static void put_headers(struct http_conn *c, const struct http_hdr *hdrs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        buf_append(&c->out, hdrs[i].name, hdrs[i].name_len);
+        buf_puts(&c->out, ": ");
+        buf_append(&c->out, hdrs[i].value, hdrs[i].value_len);
+        buf_puts(&c->out, "\r\n");
+    }
+    append_date(c->srv, &c->out);
+}
+
+static void put_connection(struct http_conn *c)
+{
+    if (!c->keep_alive)
+        buf_puts(&c->out, "Connection: close\r\n");
+    else if (c->req.minor == 0)
+        buf_puts(&c->out, "Connection: keep-alive\r\n");
+}
+
+static void respond(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n,
+                    const void *body, size_t len)
+{
+    struct http_conn *c = r->conn;
+    if (!c->active || c->streaming)
+        return;
+    status_line(c, status);
+    put_headers(c, hdrs, n);
+    put_connection(c);
+    buf_puts(&c->out, "Content-Length: ");
+    buf_put_u64(&c->out, len);
+    buf_puts(&c->out, "\r\n\r\n");
+    if (r->method != HTTP_HEAD)
+        buf_append(&c->out, body, len);
+    if (buf_failed(&c->out)) {
+        conn_close_later(c);
+        return;
+    }
+    request_done(c);
+}
+
+void http_respond(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n,
+                  const void *body, size_t len)
+{
+    respond(r, status, hdrs, n, body, len);
+}
+
+void http_respond_buf(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n,
+                      struct buf *b)
+{
+    respond(r, status, hdrs, n, b->p, b->len);
+    buf_fini(b);
+}
+
+void http_stream_start(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n)
+{
+    struct http_conn *c = r->conn;
+    if (!c->active || c->streaming)
+        return;
+    c->streaming = true;
+    c->chunked = r->minor >= 1;
+    if (!c->chunked)
+        c->keep_alive = false; /* HTTP/1.0: the stream ends when the connection does */
+    status_line(c, status);
+    put_headers(c, hdrs, n);
+    put_connection(c);
+    if (c->chunked)
+        buf_puts(&c->out, "Transfer-Encoding: chunked\r\n");
+    buf_puts(&c->out, "\r\n");
+    flush(c);
+}
+
+void http_stream_write(struct http_request *r, const void *p, size_t len)
+{
+    struct http_conn *c = r->conn;
+    if (!c->active || !c->streaming || c->dying || !len)
+        return;
+    if (c->chunked) {
+        char hex[24];
+        int k = snprintf(hex, sizeof(hex), "%zx\r\n", len);
+        buf_append(&c->out, hex, (size_t)k);
+    }
+    buf_append(&c->out, p, len);
+    if (c->chunked)
+        buf_puts(&c->out, "\r\n");
+    if (buf_failed(&c->out)) {
+        conn_close_later(c);
+        return;
+    }
+    flush(c);
+}
+
+void http_stream_end(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+    if (!c->active || !c->streaming)
+        return;
+    if (c->chunked)
+        buf_puts(&c->out, "0\r\n\r\n");
+    request_done(c);
+}
+
+size_t http_pending(const struct http_request *r)
+{
+    return r->conn->out.len - r->conn->out_off;
+}
+
+void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg)
+{
+    r->conn->close_cb = fn;
+    r->conn->close_arg = arg;
+}
+
+void http_set_drain_cb(struct http_request *r, http_conn_fn fn, void *arg)
+{
+    r->conn->drain_cb = fn;
+    r->conn->drain_arg = arg;
+}
+
+/* An error of ours before any handler saw the request: answer and close. */
+static void fail(struct http_conn *c, int status)
+{
+    c->active = true;
+    c->keep_alive = false;
+    c->req.conn = c;
+    c->req.minor = 1;
+    c->req.method = HTTP_OTHER;
+    c->in_used = c->in.len;
+    static const struct http_hdr ct = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
+    const char *text = http_reason(status);
+    char body[64];
+    int k = snprintf(body, sizeof(body), "%d %s", status, text);
+    respond(&c->req, status, &ct, 1, body, (size_t)k);
+}
+
+static void process_input(struct http_conn *c)
+{
+    c->processing = true;
+    while (!c->active && !c->dying && !c->close_after && c->in.len) {
+        size_t used;
+        bool cont;
+        if (!c->started_ms)
+            c->started_ms = clock_now_ms();
+        enum http_parse p =
+            http_parse_request((char *)c->in.p, c->in.len, &c->srv->lim, &c->req, &used, &cont);
+        if (p == HTTP_PARSE_MORE) {
+            if (cont && !c->sent_continue) {
+                c->sent_continue = true;
+                buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+                flush(c);
+            }
+            break;
+        }
+        if (p != HTTP_PARSE_OK) {
+            fail(c, p == HTTP_PARSE_HDR_BIG    ? 431
+                    : p == HTTP_PARSE_BODY_BIG ? 413
+                    : p == HTTP_PARSE_VERSION  ? 505
+                                               : 400);
+            break;
+        }
+        c->req.conn = c;
+        c->in_used = used;
+        c->active = true;
+        c->sent_continue = false;
+        c->started_ms = 0;
+        size_t v;
+        const char *conn_hdr = http_header(&c->req, "Connection", &v);
+        c->keep_alive = c->req.minor >= 1 ? !(conn_hdr && has_token(conn_hdr, v, "close"))
+                                          : (conn_hdr && has_token(conn_hdr, v, "keep-alive"));
+        c->srv->fn(c->srv->ctx, &c->req);
+    }
+    c->processing = false;
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)what;
+    struct buf *dst = c->active ? &c->more : &c->in;
+    size_t limit = c->srv->lim.max_header_bytes + c->srv->lim.max_body_bytes + READ_CHUNK;
+    if (dst->len >= limit) {
+        /* Enough buffered: stop reading until the active request is done. */
+        event_del(c->rd);
+        return;
+    }
+    if (!buf_reserve(dst, READ_CHUNK)) {
+        conn_close_now(c);
+        return;
+    }
+    ssize_t n = read(fd, dst->p + dst->len, dst->cap - dst->len);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        conn_close_now(c);
+        return;
+    }
+    if (n < 0)
+        return;
+    dst->len += (size_t)n;
+    c->idle_ms = clock_now_ms();
+    if (!c->active)
+        process_input(c);
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    struct http_server *s = arg;
+    (void)what;
+    for (int burst = 0; burst < 64; burst++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        if (s->n_conns >= s->lim.max_conns) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct http_conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->srv = s;
+        c->fd = fd;
+        c->rd = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
+        c->wr = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+        if (!c->rd || !c->wr || event_add(c->rd, NULL) != 0) {
+            if (c->rd)
+                event_free(c->rd);
+            if (c->wr)
+                event_free(c->wr);
+            free(c);
+            close(fd);
+            continue;
+        }
+        c->idle_ms = clock_now_ms();
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        s->n_conns++;
+    }
+}
+
+/* Once a second: connections that are too slow or idle too long go. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_server *s = arg;
+    (void)fd;
+    (void)what;
+    uint64_t now = clock_now_ms();
+    struct http_conn *c = s->conns;
+    while (c) {
+        struct http_conn *next = c->next;
+        bool out_stuck = c->out.len > c->out_off && now - c->progress_ms > s->lim.write_timeout_ms;
+        bool read_slow =
+            !c->active && c->started_ms && now - c->started_ms > s->lim.read_timeout_ms;
+        bool idle = !c->active && !c->in.len && c->out.len == c->out_off &&
+                    now - c->idle_ms > s->lim.idle_timeout_ms;
+        if (!c->dying && (out_stuck || read_slow || idle))
+            conn_close_now(c);
+        c = next;
+    }
+}
+
+struct http_server *http_server_create(struct event_base *base, const struct http_limits *lim,
+                                       http_handler_fn fn, void *ctx)
+{
+    struct http_server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->base = base;
+    s->lim = *lim;
+    s->fn = fn;
+    s->ctx = ctx;
+    s->reap_ev = event_new(base, -1, 0, on_reap, s);
+    s->sweep_ev = event_new(base, -1, EV_PERSIST, on_sweep, s);
+    struct timeval second = {1, 0};
+    if (!s->reap_ev || !s->sweep_ev || event_add(s->sweep_ev, &second) != 0) {
+        http_server_destroy(s);
+        return NULL;
+    }
+    return s;
+}
+
+int http_server_listen(struct http_server *s, const char *host, uint16_t port)
+{
+    if (s->n_listeners == MAX_LISTENERS)
+        return -1;
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res;
+    char ps[8];
+    snprintf(ps, sizeof(ps), "%u", (unsigned)port);
+    if (getaddrinfo(host, ps, &hints, &res) != 0)
+        return -1;
+    int fd = -1;
+    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, a->ai_addr, a->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return -1;
+    struct event *ev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_accept, s);
+    if (!ev || event_add(ev, NULL) != 0) {
+        if (ev)
+            event_free(ev);
+        close(fd);
+        return -1;
+    }
+    s->listeners[s->n_listeners] = ev;
+    s->lfds[s->n_listeners++] = fd;
+    return 0;
+}
+
+void http_server_destroy(struct http_server *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        event_free(s->listeners[i]);
+        close(s->lfds[i]);
+    }
+    if (s->reap_ev)
+        on_reap(-1, 0, s);
+    while (s->conns)
+        conn_close_now(s->conns);
+    if (s->reap_ev)
+        event_free(s->reap_ev);
+    if (s->sweep_ev)
+        event_free(s->sweep_ev);
+    free(s);
+}
+
+size_t http_server_conns(const struct http_server *s)
+{
+    return s->n_conns;
+}

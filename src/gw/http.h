@@ -1,0 +1,127 @@
+/* http.h - a small HTTP/1.1 server on non-blocking sockets and plain libevent events, made for
+ * the gateway's load: many short requests on keep-alive connections, plus long streams.
+ *
+ * Why not evhttp: its per-request header lists, printf'd headers and read/write event toggling
+ * cost more than everything else in a request (profile in docs/benchmarks.md). Here a
+ * connection has one persistent read event, a write event only while output is pending, one
+ * input buffer and one output buffer; a response is written with one write(2) when the socket
+ * takes it.
+ *
+ * Lifetimes: a request and everything it points to (method, target, headers, body) stays valid
+ * from the handler call until its response ends (http_respond*, http_stream_end) or its
+ * connection closes; in the latter case the close callback, if set, is called first, and the
+ * request must not be touched afterwards. Requests of one connection are handled one at a time
+ * in order; bytes of later pipelined requests wait in the connection's buffer. The peer closing
+ * its side is noticed at once, also while a response is pending or streaming.
+ *
+ * Private to the gw module.
+ */
+#ifndef METASTORE_GW_HTTP_H
+#define METASTORE_GW_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct buf;
+struct http_server;
+struct http_conn;
+
+enum http_method {
+    HTTP_GET,
+    HTTP_POST,
+    HTTP_PUT,
+    HTTP_DELETE,
+    HTTP_HEAD,
+    HTTP_OPTIONS,
+    HTTP_PATCH,
+    HTTP_OTHER,
+};
+
+struct http_hdr {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+#define HTTP_MAX_HEADERS 64
+
+struct http_request {
+    struct http_conn *conn;
+    enum http_method method;
+    const char *target; /* request-target as sent (path and query) */
+    size_t target_len;
+    int minor; /* HTTP/1.minor */
+    struct http_hdr hdrs[HTTP_MAX_HEADERS];
+    size_t n_hdrs;
+    const char *body; /* the whole body, chunked encoding removed */
+    size_t body_len;
+};
+
+struct http_limits {
+    size_t max_header_bytes;   /* request line + headers; beyond: 431 and close */
+    size_t max_body_bytes;     /* beyond: 413 and close */
+    uint32_t read_timeout_ms;  /* a started request must arrive within this */
+    uint32_t write_timeout_ms; /* pending output must make progress within this */
+    uint32_t idle_timeout_ms;  /* a keep-alive connection with nothing to do */
+    uint32_t max_conns;        /* beyond: new connections are closed at once */
+};
+
+typedef void (*http_handler_fn)(void *ctx, struct http_request *req);
+typedef void (*http_conn_fn)(void *arg);
+
+/* NULL on OOM. The handler must eventually end every request it gets. */
+struct http_server *http_server_create(struct event_base *base, const struct http_limits *lim,
+                                       http_handler_fn fn, void *ctx);
+/* Listen on host:port (numeric or a name). 0 or -1. */
+int http_server_listen(struct http_server *s, const char *host, uint16_t port);
+/* Close the listeners and every connection (close callbacks run), then free. Accepts NULL. */
+void http_server_destroy(struct http_server *s);
+/* Open connections (for metrics and tests). */
+size_t http_server_conns(const struct http_server *s);
+
+/* Header value by name (case-insensitive), or NULL; *len set. */
+const char *http_header(const struct http_request *r, const char *name, size_t *len);
+
+/* A complete response. Content-Length is added; hdrs are extra headers (Content-Type among
+ * them). The body is copied (http_respond) or taken (http_respond_buf: b is left empty). */
+void http_respond(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n,
+                  const void *body, size_t len);
+void http_respond_buf(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n,
+                      struct buf *b);
+
+/* A streamed response: chunked on HTTP/1.1, until close on HTTP/1.0. */
+void http_stream_start(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n);
+void http_stream_write(struct http_request *r, const void *p, size_t len);
+void http_stream_end(struct http_request *r);
+
+/* Bytes waiting to be written on r's connection. */
+size_t http_pending(const struct http_request *r);
+/* fn(arg) when the peer closes or the connection fails before r's response ends. */
+void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg);
+/* fn(arg) each time r's connection's output has been written out completely. */
+void http_set_drain_cb(struct http_request *r, http_conn_fn fn, void *arg);
+
+/* Status line reason phrase ("Not Found"). */
+const char *http_reason(int status);
+
+/* ---- parsing, exposed for tests and fuzzing ---- */
+
+enum http_parse {
+    HTTP_PARSE_MORE = 0,     /* need more bytes */
+    HTTP_PARSE_OK = 1,       /* *r filled, *used bytes form the request */
+    HTTP_PARSE_BAD = 2,      /* malformed: 400 */
+    HTTP_PARSE_HDR_BIG = 3,  /* headers over the limit: 431 */
+    HTTP_PARSE_BODY_BIG = 4, /* body over the limit: 413 */
+    HTTP_PARSE_VERSION = 5,  /* not HTTP/1.x: 505 */
+};
+
+/* Parse one request from p[0..len). The buffer is modified in place (a chunked body is
+ * compacted). *expect_continue is set when the headers are complete, the client sent
+ * "Expect: 100-continue" and the body has not arrived yet. */
+enum http_parse http_parse_request(char *p, size_t len, const struct http_limits *lim,
+                                   struct http_request *r, size_t *used, bool *expect_continue);
+
+#endif

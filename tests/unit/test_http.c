@@ -1,0 +1,328 @@
+/* test_http.c - the gateway's HTTP/1.1 layer: the request parser on its own, then the server
+ * in-process on a loopback port driven by a client in a child process. */
+#define _GNU_SOURCE
+#include "http.h"
+#include "metastore/buf.h"
+#include "testutil.h"
+
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const struct http_limits LIM = {.max_header_bytes = 1024,
+                                       .max_body_bytes = 4096,
+                                       .read_timeout_ms = 2000,
+                                       .write_timeout_ms = 2000,
+                                       .idle_timeout_ms = 60000,
+                                       .max_conns = 100};
+
+static enum http_parse parse(const char *in, struct http_request *r, size_t *used, bool *cont,
+                             char **keep)
+{
+    *keep = strdup(in);
+    return http_parse_request(*keep, strlen(in), &LIM, r, used, cont);
+}
+
+START_TEST(parse_basic)
+{
+    struct http_request r;
+    size_t used, vl;
+    bool cont;
+    char *b;
+    const char *req = "POST /v3/kv/range?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                      "X-Pad:   spaced value  \r\n\r\nhello";
+    ck_assert_int_eq(parse(req, &r, &used, &cont, &b), HTTP_PARSE_OK);
+    ck_assert_uint_eq(used, strlen(req));
+    ck_assert_int_eq(r.method, HTTP_POST);
+    ck_assert_int_eq(r.minor, 1);
+    ck_assert(r.target_len == 16 && memcmp(r.target, "/v3/kv/range?x=1", 16) == 0);
+    ck_assert(r.body_len == 5 && memcmp(r.body, "hello", 5) == 0);
+    const char *v = http_header(&r, "x-pad", &vl);
+    ck_assert(v && vl == 12 && memcmp(v, "spaced value", 12) == 0);
+    free(b);
+    /* Pipelined: only the first request is consumed. */
+    ck_assert_int_eq(parse("GET / HTTP/1.0\r\n\r\nGET / HTTP/1.1\r\n\r\n", &r, &used, &cont, &b),
+                     HTTP_PARSE_OK);
+    ck_assert_uint_eq(used, 18);
+    ck_assert_int_eq(r.minor, 0);
+    ck_assert_uint_eq(r.body_len, 0);
+    free(b);
+    /* Bare LF line ends are accepted. */
+    ck_assert_int_eq(parse("DELETE /x HTTP/1.1\nA: b\n\n", &r, &used, &cont, &b), HTTP_PARSE_OK);
+    ck_assert_int_eq(r.method, HTTP_DELETE);
+    free(b);
+}
+END_TEST
+
+START_TEST(parse_incomplete_and_limits)
+{
+    struct http_request r;
+    size_t used;
+    bool cont;
+    char *b;
+    ck_assert_int_eq(parse("POST / HTTP/1.1\r\nContent-Le", &r, &used, &cont, &b), HTTP_PARSE_MORE);
+    free(b);
+    ck_assert_int_eq(
+        parse("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", &r, &used, &cont, &b),
+        HTTP_PARSE_MORE);
+    ck_assert(!cont);
+    free(b);
+    ck_assert_int_eq(parse("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+                           &r, &used, &cont, &b),
+                     HTTP_PARSE_MORE);
+    ck_assert(cont);
+    free(b);
+    ck_assert_int_eq(parse("POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", &r, &used, &cont, &b),
+                     HTTP_PARSE_BODY_BIG);
+    free(b);
+    char big[2000];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    ck_assert_int_eq(parse(big, &r, &used, &cont, &b), HTTP_PARSE_HDR_BIG);
+    free(b);
+    const char *bad[] = {
+        "GARBAGE\r\n\r\n",
+        "GET /\r\n\r\n",
+        "GET / HTTP/1.1\r\nNo colon here\r\n\r\n",
+        "GET / HTTP/1.1\r\n folded: x\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(parse(bad[i], &r, &used, &cont, &b) == HTTP_PARSE_BAD, "%s", bad[i]);
+        free(b);
+    }
+    ck_assert_int_eq(parse("GET / HTTP/2.0\r\n\r\n", &r, &used, &cont, &b), HTTP_PARSE_VERSION);
+    free(b);
+}
+END_TEST
+
+START_TEST(parse_chunked)
+{
+    struct http_request r;
+    size_t used;
+    bool cont;
+    char *b;
+    const char *req = "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+    ck_assert_int_eq(parse(req, &r, &used, &cont, &b), HTTP_PARSE_OK);
+    ck_assert_uint_eq(used, strlen(req) - 4);
+    ck_assert(r.body_len == 12 && memcmp(r.body, "hello, world", 12) == 0);
+    free(b);
+    /* Every prefix is incomplete, never an error and never a wrong answer. */
+    for (size_t n = 0; n < strlen(req) - 4; n++) {
+        char *c = strndup(req, n);
+        enum http_parse p = http_parse_request(c, n, &LIM, &r, &used, &cont);
+        ck_assert_msg(p == HTTP_PARSE_MORE, "prefix %zu: %d", n, p);
+        free(c);
+    }
+    /* A chunked body over the limit. */
+    char over[6000];
+    int k = snprintf(over, sizeof(over),
+                     "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "1388\r\n");
+    memset(over + k, 'x', sizeof(over) - (size_t)k - 1);
+    over[sizeof(over) - 1] = 0;
+    ck_assert_int_eq(parse(over, &r, &used, &cont, &b), HTTP_PARSE_BODY_BIG);
+    free(b);
+}
+END_TEST
+
+/* ---- the server, in-process ---- */
+
+static struct event_base *base;
+static struct http_server *hs;
+static struct http_request *held; /* a request answered later (async) */
+
+static void handler(void *ctx, struct http_request *r)
+{
+    (void)ctx;
+    static const struct http_hdr ct = {"Content-Type", 12, "text/plain", 10};
+    if (r->target_len == 6 && memcmp(r->target, "/async", 6) == 0) {
+        held = r; /* answered by the timer below */
+        return;
+    }
+    if (r->target_len == 7 && memcmp(r->target, "/stream", 7) == 0) {
+        http_stream_start(r, 200, &ct, 1);
+        http_stream_write(r, "one\n", 4);
+        http_stream_write(r, "two\n", 4);
+        http_stream_end(r);
+        return;
+    }
+    if (r->target_len == 5 && memcmp(r->target, "/stop", 5) == 0) {
+        http_respond(r, 200, &ct, 1, "bye", 3);
+        event_base_loopexit(base, NULL);
+        return;
+    }
+    char body[128];
+    int k = snprintf(body, sizeof(body), "%.*s:%zu", (int)r->target_len, r->target, r->body_len);
+    http_respond(r, 200, &ct, 1, body, (size_t)k);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (held) {
+        http_respond(held, 202, NULL, 0, "late", 4);
+        held = NULL;
+    }
+}
+
+static char *exchange(int port, const char *req, int timeout_ms)
+{
+    int fd = tu_connect(port);
+    ck_assert_int_ge(fd, 0);
+    tu_send_all(fd, req, strlen(req));
+    size_t n;
+    char *out = tu_read_all(fd, timeout_ms, &n);
+    close(fd);
+    return out;
+}
+
+/* The client side, in a child: exits 0 if every answer is right. */
+static int client(int port)
+{
+    char *o = exchange(port, "GET /a HTTP/1.1\r\nConnection: close\r\n\r\n", 3000);
+    if (!strstr(o, "HTTP/1.1 200 OK\r\n") || !strstr(o, "Content-Length: 4\r\n") ||
+        !strstr(o, "\r\n\r\n/a:0") || !strstr(o, "Date: "))
+        return 1;
+    free(o);
+    /* Keep-alive + pipelining: three requests, three answers in order. */
+    o = exchange(port,
+                 "POST /1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\n\r\n"
+                 "GET /3 HTTP/1.1\r\nConnection: close\r\n\r\n",
+                 3000);
+    char *p1 = strstr(o, "/1:3"), *p2 = strstr(o, "/2:0"), *p3 = strstr(o, "/3:0");
+    if (!p1 || !p2 || !p3 || p1 > p2 || p2 > p3)
+        return 2;
+    free(o);
+    /* An async answer, then another request on the same connection. */
+    o = exchange(
+        port, "GET /async HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\nConnection: close\r\n\r\n", 3000);
+    if (!strstr(o, "HTTP/1.1 202 Accepted") && !strstr(o, "HTTP/1.1 202 Unknown"))
+        return 3;
+    if (!strstr(o, "/after:0"))
+        return 4;
+    free(o);
+    /* A chunked request and a chunked stream back. */
+    o = exchange(port,
+                 "POST /ch HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                 "2\r\nab\r\n0\r\n\r\n",
+                 3000);
+    if (!strstr(o, "/ch:2"))
+        return 5;
+    free(o);
+    o = exchange(port, "GET /stream HTTP/1.1\r\nConnection: close\r\n\r\n", 3000);
+    if (!strstr(o, "Transfer-Encoding: chunked") ||
+        !strstr(o, "4\r\none\n\r\n4\r\ntwo\n\r\n0\r\n\r\n"))
+        return 6;
+    free(o);
+    /* HTTP/1.0: no chunking, the stream ends with the connection. */
+    o = exchange(port, "GET /stream HTTP/1.0\r\n\r\n", 3000);
+    if (!strstr(o, "HTTP/1.0 200") || strstr(o, "chunked") || !strstr(o, "one\ntwo\n"))
+        return 7;
+    free(o);
+    /* Expect: 100-continue. */
+    int fd = tu_connect(port);
+    const char *h = "POST /e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+                    "Connection: close\r\n\r\n";
+    tu_send_all(fd, h, strlen(h));
+    size_t n;
+    char *c100 = tu_read_all(fd, 300, &n);
+    if (!strstr(c100, "HTTP/1.1 100 Continue"))
+        return 8;
+    free(c100);
+    tu_send_all(fd, "xy", 2);
+    o = tu_read_all(fd, 3000, &n);
+    close(fd);
+    if (!strstr(o, "/e:2"))
+        return 9;
+    free(o);
+    /* Errors: oversized headers, oversized body, garbage, HTTP/2. */
+    char big[2048];
+    memset(big, 'h', sizeof(big));
+    memcpy(big, "GET / HTTP/1.1\r\nX: ", 19);
+    memcpy(big + sizeof(big) - 5, "\r\n\r\n", 5);
+    o = exchange(port, big, 3000);
+    if (!strstr(o, " 431 "))
+        return 10;
+    free(o);
+    o = exchange(port, "POST / HTTP/1.1\r\nContent-Length: 99999\r\n\r\n", 3000);
+    if (!strstr(o, " 413 "))
+        return 11;
+    free(o);
+    o = exchange(port, "\x01\x02garbage\r\n\r\n", 3000);
+    if (!strstr(o, " 400 "))
+        return 12;
+    free(o);
+    o = exchange(port, "GET / HTTP/2.0\r\n\r\n", 3000);
+    if (!strstr(o, " 505 "))
+        return 13;
+    free(o);
+    /* A client that disappears mid-request, and many that come and go. */
+    for (int i = 0; i < 50; i++) {
+        fd = tu_connect(port);
+        tu_send_all(fd, "POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc", 44);
+        close(fd);
+    }
+    o = exchange(port, "GET /stop HTTP/1.1\r\nConnection: close\r\n\r\n", 3000);
+    if (!strstr(o, "bye"))
+        return 14;
+    free(o);
+    return 0;
+}
+
+START_TEST(server_roundtrip)
+{
+    base = event_base_new();
+    hs = http_server_create(base, &LIM, handler, NULL);
+    ck_assert_ptr_nonnull(hs);
+    int port = 0;
+    for (int tries = 0; tries < 20 && !port; tries++) {
+        int p = 20000 + (int)(getpid() * 7 + tries * 131) % 30000;
+        if (http_server_listen(hs, "127.0.0.1", (uint16_t)p) == 0)
+            port = p;
+    }
+    ck_assert_int_ne(port, 0);
+    struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
+    struct timeval tv = {0, 50000};
+    event_add(tick, &tv);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(client(port));
+    struct timeval limit = {20, 0};
+    event_base_loopexit(base, &limit);
+    event_base_dispatch(base);
+    int status;
+    waitpid(pid, &status, 0);
+    event_free(tick);
+    http_server_destroy(hs);
+    event_base_free(base);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "client check %d failed",
+                  WEXITSTATUS(status));
+}
+END_TEST
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    Suite *s = suite_create("http");
+    TCase *tc = tcase_create("parse");
+    tcase_add_test(tc, parse_basic);
+    tcase_add_test(tc, parse_incomplete_and_limits);
+    tcase_add_test(tc, parse_chunked);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("server");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, server_roundtrip);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}

@@ -52,6 +52,10 @@ struct cfg {
     char initial_cluster_token[256];
     uint64_t max_request_bytes;
     uint64_t max_txn_ops;
+    uint64_t watch_progress_ms;         /* --experimental-watch-progress-notify-interval */
+    uint64_t watch_stream_buffer_bytes; /* --watch-stream-buffer-bytes */
+    uint64_t max_watchers;              /* --max-watchers */
+    uint64_t max_watchers_per_stream;   /* --max-watchers-per-stream */
     uint64_t heartbeat_ms;
     uint64_t election_ms;
     enum log_level log_level;

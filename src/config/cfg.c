@@ -234,6 +234,84 @@ static bool set_election(struct cfg *c, const char *v, char *msg, size_t msgsz)
     return parse_u64(v, 1, &c->election_ms, "--election-timeout", msg, msgsz);
 }
 
+/* A Go time.Duration ("10m", "1.5s", "2h45m", "300ms"; "0" alone needs no unit), in
+ * milliseconds (a positive value below 1 ms counts as 1 ms). */
+static bool parse_duration_ms(const char *v, uint64_t *out, const char *what, char *msg,
+                              size_t msgsz)
+{
+    static const struct {
+        const char *unit;
+        double ns;
+    } units[] = {{"ns", 1},  {"us", 1e3}, {"\xc2\xb5s", 1e3}, {"ms", 1e6},
+                 {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
+    const char *p = v;
+    double total = 0;
+    if (strcmp(v, "0") == 0) {
+        *out = 0;
+        return true;
+    }
+    if (!*p)
+        goto bad;
+    while (*p) {
+        char *end;
+        if (!isdigit((unsigned char)*p) && *p != '.')
+            goto bad;
+        errno = 0;
+        double x = strtod(p, &end);
+        if (errno || end == p)
+            goto bad;
+        p = end;
+        size_t best = 0, best_len = 0;
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+            size_t ul = strlen(units[i].unit);
+            if (strncmp(p, units[i].unit, ul) == 0 && ul > best_len) {
+                best = i;
+                best_len = ul;
+            }
+        }
+        if (!best_len)
+            goto bad;
+        total += x * units[best].ns;
+        p += best_len;
+    }
+    if (total > 9.2e18)
+        goto bad;
+    *out = (uint64_t)(total / 1e6);
+    if (*out == 0 && total > 0)
+        *out = 1;
+    return true;
+bad:
+    snprintf(msg, msgsz, "invalid value \"%s\" for %s: want a duration such as 10m, 2s or 500ms", v,
+             what);
+    return false;
+}
+
+static bool set_watch_progress(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    if (!parse_duration_ms(v, &c->watch_progress_ms,
+                           "--experimental-watch-progress-notify-interval", msg, msgsz))
+        return false;
+    if (c->watch_progress_ms == 0)
+        c->watch_progress_ms = 10 * 60 * 1000; /* etcd keeps its default for 0 */
+    return true;
+}
+
+static bool set_watch_stream_buffer(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1024, &c->watch_stream_buffer_bytes, "--watch-stream-buffer-bytes", msg,
+                     msgsz);
+}
+
+static bool set_max_watchers(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1, &c->max_watchers, "--max-watchers", msg, msgsz);
+}
+
+static bool set_max_watchers_per_stream(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1, &c->max_watchers_per_stream, "--max-watchers-per-stream", msg, msgsz);
+}
+
 static bool set_log_level(struct cfg *c, const char *v, char *msg, size_t msgsz)
 {
     if (!log_level_parse(v, &c->log_level)) {
@@ -289,6 +367,15 @@ static const struct cfg_flag CFG_FLAGS[] = {
      set_max_request_bytes},
     {"max-txn-ops", "128", "Maximum number of operations permitted in a transaction.",
      set_max_txn_ops},
+    {"experimental-watch-progress-notify-interval", "10m",
+     "Duration of periodic watch progress notifications.", set_watch_progress},
+    {"watch-stream-buffer-bytes", "1048576",
+     "Output a watch stream may buffer before its watchers stop receiving and later catch up "
+     "from history.",
+     set_watch_stream_buffer},
+    {"max-watchers", "100000", "Maximum number of watchers on this member.", set_max_watchers},
+    {"max-watchers-per-stream", "10000", "Maximum number of watchers on one watch stream.",
+     set_max_watchers_per_stream},
     {"log-level", "info", "Log level: debug, info, warn or error.", set_log_level},
     {"backend", "lmdb", "Storage backend: lmdb (persistent) or memory.", set_backend},
     {"config-file", "",

@@ -463,10 +463,22 @@ static const char *go_type_word(enum jv_type t)
     }
 }
 
+bool json_parse_next(struct jdec *d, const char *body, size_t len, struct jv *out, size_t *used)
+{
+    struct jp j = {.d = d, .p = body, .end = body + len};
+    jp_ws(&j);
+    bool ok = parse_value(&j, out);
+    *used = (size_t)(j.p - body);
+    return ok;
+}
+
 bool jdec_root(struct jdec *d, const char *body, size_t len, struct jv *out)
 {
-    if (!json_parse(d, body, len, out))
-        return false;
+    return json_parse(d, body, len, out) && jdec_root_value(d, out);
+}
+
+bool jdec_root_value(struct jdec *d, struct jv *out)
+{
     if (out->type == JV_NULL) {
         out->type = JV_OBJ;
         out->n = 0;

@@ -35,7 +35,7 @@ static const struct gw_route ROUTES[] = {
     {"/kv/deleterange", gw_kv_deleterange},
     {"/kv/txn", gw_kv_txn},
     {"/kv/compaction", gw_kv_compaction},
-    {"/watch", NULL},
+    {"/watch", gw_watch},
     {"/lease/grant", NULL},
     {"/lease/revoke", NULL},
     {"/kv/lease/revoke", NULL},
@@ -136,6 +136,13 @@ static void gw_on_conn_close(struct evhttp_connection *evcon, void *arg)
 static void detach(struct gw_req *r)
 {
     evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+}
+
+void gw_req_release(struct gw_req *r)
+{
+    detach(r);
+    r->srv_id = 0;
+    gw_req_free(r);
 }
 
 static void free_buf_cb(const void *data, size_t len, void *arg)
@@ -355,6 +362,19 @@ static void serve_version(struct gw *gw, struct evhttp_request *req)
         evbuffer_free(b);
 }
 
+/* Prometheus text: today only the watch gauges (the metrics issue adds the rest). */
+static void serve_metrics(struct gw *gw, struct evhttp_request *req)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    struct evbuffer *b = evbuffer_new();
+    evhttp_add_header(h, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    if (b)
+        gw_watch_metrics(gw, b);
+    evhttp_send_reply(req, 200, "OK", b);
+    if (b)
+        evbuffer_free(b);
+}
+
 static bool has_prefix(const char *s, const char *p, const char **rest)
 {
     size_t n = strlen(p);
@@ -419,6 +439,8 @@ static void gw_on_request(struct evhttp_request *req, void *arg)
         get_only(req, serve_health, gw);
     } else if (strcmp(clean, "/version") == 0) {
         get_only(req, serve_version, gw);
+    } else if (strcmp(clean, "/metrics") == 0) {
+        get_only(req, serve_metrics, gw);
     } else {
         send_text(req, 404, "404 page not found\n", NULL);
     }
@@ -452,6 +474,7 @@ struct gw *gw_create(struct event_base *base, struct srv *srv, ms_err *err)
                                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(gw->http, gw_on_request, gw);
+    gw_watch_init(gw);
     for (size_t i = 0; i < cfg->n_listen_client; i++) {
         const struct cfg_url *u = &cfg->listen_client[i];
         if (!evhttp_bind_socket_with_handle(gw->http, u->host, u->port)) {
@@ -477,5 +500,6 @@ void gw_destroy(struct gw *gw)
         evhttp_free(gw->http);
     while (gw->pending)
         gw_req_free(gw->pending);
+    gw_watch_fini(gw);
     free(gw);
 }

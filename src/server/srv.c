@@ -157,6 +157,8 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         *err = MS_E_NOMEM;
         goto out_destroy;
     }
+    if ((*err = srv_watch_init(s)) != MS_OK)
+        goto out_destroy;
     if (kv_compact_pending(s->kv)) {
         struct timeval now = {0, 0};
         evtimer_add(s->compact_ev, &now);
@@ -185,6 +187,7 @@ void srv_destroy(struct srv *s)
         if (!e && s->be)
             be_sync(s->be);
     }
+    srv_watch_fini(s);
     if (s->ready_ev)
         event_free(s->ready_ev);
     if (s->compact_ev)

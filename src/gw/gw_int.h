@@ -31,6 +31,8 @@ struct gw {
     int64_t hdr_rev;
     uint64_t hdr_term;
     struct event *watch_retry_ev; /* paused bodies and streams blocked by OOM */
+    struct event *watch_flush_ev; /* writes the dirty streams after the loop turn's callbacks */
+    struct gw_stream *dirty;      /* streams with output to flush, by dprev/dnext */
 };
 
 /* One HTTP request in flight. Owns its arena; freed once the reply is sent or the connection

@@ -24,9 +24,12 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define STREAM_WRITE_TIMEOUT_SECS 60   /* a client that reads nothing for this long is dropped */
 #define STREAM_READ_HIGH          4096 /* stray client bytes kept before reading pauses */
@@ -50,11 +53,15 @@ struct gw_stream {
     bool started; /* the 200 and headers are out */
     bool chunked;
     bool blocked; /* output refused; waiting to drain under stream_low */
+    bool armed;   /* the body is handled; the stream writes its own output */
+    bool dirty;   /* in gw->dirty: output to flush after this loop turn's callbacks */
     char *rest;   /* the part of the body not handled yet (output was full), owned */
     size_t rest_len;
     size_t rest_off;
     struct gw_stream *prev;
     struct gw_stream *next;
+    struct gw_stream *dprev;
+    struct gw_stream *dnext;
 };
 
 /* ---- blobs ---- */
@@ -96,6 +103,9 @@ static void start_reply(struct gw_stream *st)
     const char *te = evhttp_find_header(h, "Transfer-Encoding");
     st->chunked = te && strcmp(te, "chunked") == 0;
     st->started = true;
+    /* Both header lists have served their purpose; a stream may live for days. */
+    evhttp_clear_headers(h);
+    evhttp_clear_headers(evhttp_request_get_input_headers(st->req));
 }
 
 /* Append one response: a and b (copied), then blob (copied when small, else referenced), in
@@ -239,6 +249,73 @@ static bool send_events(struct gw_stream *st, const struct watch_resp *r)
     return ok;
 }
 
+/* ---- flushing ----
+ *
+ * A bufferevent writes only when epoll says its socket is writable, which costs two epoll_ctl
+ * calls and a wakeup per response on an idle stream: most of the server's time with many
+ * watchers. So an armed stream keeps EV_WRITE off while its output is empty, and the streams
+ * that got output are written directly by one event that runs after every callback of this
+ * loop turn (after the ready step, so nothing reaches a socket before its batch is
+ * committed). What does not fit in the socket is left to the bufferevent (EV_WRITE on, with
+ * its write timeout) until the output is empty again. */
+
+static void dirty_remove(struct gw_stream *st)
+{
+    if (!st->dirty)
+        return;
+    if (st->dprev)
+        st->dprev->dnext = st->dnext;
+    else
+        st->gw->dirty = st->dnext;
+    if (st->dnext)
+        st->dnext->dprev = st->dprev;
+    st->dprev = st->dnext = NULL;
+    st->dirty = false;
+}
+
+static void mark_dirty(struct gw_stream *st)
+{
+    struct gw *gw = st->gw;
+    if (!st->armed || st->dirty || !gw->watch_flush_ev)
+        return;
+    st->dirty = true;
+    st->dprev = NULL;
+    st->dnext = gw->dirty;
+    if (gw->dirty)
+        gw->dirty->dprev = st;
+    gw->dirty = st;
+    event_active(gw->watch_flush_ev, EV_TIMEOUT, 1);
+}
+
+static void flush_stream(struct gw_stream *st)
+{
+    size_t len = evbuffer_get_length(st->out);
+    if (len && !(bufferevent_get_enabled(st->bev) & EV_WRITE)) {
+        /* A bufferevent freezes the start of its output so only it drains it; do as its own
+         * write callback does. Errors surface through EV_WRITE below. */
+        evbuffer_unfreeze(st->out, 1);
+        evbuffer_write(st->out, bufferevent_getfd(st->bev));
+        evbuffer_freeze(st->out, 1);
+        len = evbuffer_get_length(st->out);
+    }
+    if (len)
+        bufferevent_enable(st->bev, EV_WRITE);
+    else
+        bufferevent_disable(st->bev, EV_WRITE);
+}
+
+static void on_watch_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw *gw = arg;
+    (void)fd;
+    (void)what;
+    while (gw->dirty) {
+        struct gw_stream *st = gw->dirty;
+        dirty_remove(st);
+        flush_stream(st);
+    }
+}
+
 /* ---- the hub's sink ---- */
 
 static void retry_later(struct gw *gw, int ms);
@@ -253,6 +330,7 @@ static bool sink_send(void *sink_ctx, void *stream_ctx, const struct watch_resp 
     }
     if (!st->started)
         start_reply(st);
+    mark_dirty(st);
     if (r->kind != WATCH_RESP_EVENTS)
         return send_ctrl(st, r);
     if (send_events(st, r))
@@ -278,6 +356,7 @@ static void stream_free(struct gw_stream *st, bool free_req)
     struct gw *gw = st->gw;
     if (st->out_cb)
         evbuffer_remove_cb_entry(st->out, st->out_cb);
+    dirty_remove(st);
     srv_watch_close(gw->srv, st->ws);
     free(st->rest);
     if (free_req)
@@ -306,9 +385,12 @@ static void on_out_change(struct evbuffer *b, const struct evbuffer_cb_info *inf
 {
     struct gw_stream *st = arg;
     (void)b;
-    if (!info->n_deleted || (!st->blocked && !st->rest))
+    if (!info->n_deleted)
         return;
-    if (info->orig_size + info->n_added - info->n_deleted > st->gw->stream_low)
+    size_t len = info->orig_size + info->n_added - info->n_deleted;
+    if (len == 0 && (bufferevent_get_enabled(st->bev) & EV_WRITE))
+        mark_dirty(st); /* the bufferevent caught up: switch EV_WRITE off again */
+    if ((!st->blocked && !st->rest) || len > st->gw->stream_low)
         return;
     if (st->blocked) {
         st->blocked = false;
@@ -328,6 +410,10 @@ static struct gw_stream *stream_create(struct gw_req *r)
     st->evcon = r->evcon;
     st->bev = evhttp_connection_get_bufferevent(r->evcon);
     st->out = bufferevent_get_output(st->bev);
+    /* Responses are small and latency matters: no Nagle delay (Go sets this on every
+     * connection too). */
+    int one = 1;
+    setsockopt(bufferevent_getfd(st->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     st->ws = srv_watch_open(r->gw->srv, st);
     if (!st->ws) {
         free(st);
@@ -346,6 +432,8 @@ static struct gw_stream *stream_create(struct gw_req *r)
  * drop idle streams, so only the write timeout is kept. */
 static void stream_arm(struct gw_stream *st)
 {
+    struct evbuffer *body = evhttp_request_get_input_buffer(st->req);
+    evbuffer_drain(body, evbuffer_get_length(body)); /* copied and handled: free its chains */
     bufferevent_data_cb rcb, wcb;
     bufferevent_event_cb ecb;
     void *arg;
@@ -357,6 +445,8 @@ static void stream_arm(struct gw_stream *st)
     bufferevent_enable(st->bev, EV_READ);
     st->out_cb = evbuffer_add_cb(st->out, on_out_change, st);
     evhttp_connection_set_closecb(st->evcon, on_stream_close, st);
+    st->armed = true;
+    mark_dirty(st);
 }
 
 static void reply_first_error(struct gw_req *r, const char *msg)
@@ -510,6 +600,7 @@ void gw_watch_init(struct gw *gw)
     buf_init(&gw->ebuf);
     buf_init(&gw->hdr);
     gw->watch_retry_ev = evtimer_new(gw->base, on_watch_retry, gw);
+    gw->watch_flush_ev = event_new(gw->base, -1, 0, on_watch_flush, gw);
     srv_watch_set_sink(gw->srv, &GW_WATCH_SINK, gw);
 }
 
@@ -523,7 +614,9 @@ void gw_watch_fini(struct gw *gw)
         srv_watch_set_sink(gw->srv, NULL, NULL);
     if (gw->watch_retry_ev)
         event_free(gw->watch_retry_ev);
-    gw->watch_retry_ev = NULL;
+    if (gw->watch_flush_ev)
+        event_free(gw->watch_flush_ev);
+    gw->watch_retry_ev = gw->watch_flush_ev = NULL;
     buf_fini(&gw->wbuf);
     buf_fini(&gw->ebuf);
     buf_fini(&gw->hdr);

@@ -4,10 +4,11 @@
  * One round takes up to lim.sync_watchers watchers from the head of the unsynced FIFO (those
  * not finished go back to its tail, so every watcher gets its turn), cancels the ones behind
  * the compaction point with compact_revision, and reads history slices starting at the
- * smallest revision they need: at most lim.sync_events events (whole revisions) or about
- * lim.sync_bytes of keys and values per slice, lim.sync_slices slices per round. Each slice is
- * one batch whose responses carry the current revision in their header (etcd). A watcher that
- * reaches the current revision moves to synced; from then on it gets live events.
+ * smallest revision they need: at most lim.sync_events events or about lim.sync_bytes of keys
+ * and values per slice (in whole revisions: one revision's events are never split, however
+ * many), lim.sync_slices slices per round. Each slice is one batch whose responses carry the
+ * current revision in their header (etcd). A watcher that reaches the current revision moves
+ * to synced; from then on it gets live events.
  * prev_kv for history events is read from the store at mod_revision - 1, as etcd's watch
  * server does.
  */
@@ -16,9 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* kv_history is asked for this many events at a time, so the byte bound can stop a slice
- * before a run of large values is read. */
-#define HISTORY_CHUNK 64
+/* kv_history is asked for a few events at a time (never fewer than one revision), the next
+ * request sized from the average size seen so far, so a run of large values stops a slice
+ * close to lim.sync_bytes instead of reading dozens of them at once. */
+#define HISTORY_CHUNK_MAX   64
+#define HISTORY_CHUNK_FIRST 1
 
 struct slice {
     struct kv_event *ev;
@@ -50,7 +53,7 @@ static bool slice_append(struct arena *a, struct slice *s, const struct kv_event
 static ms_err read_slice(struct watch_hub *h, struct be_txn *txn, int64_t from, int64_t to,
                          struct slice *s)
 {
-    size_t bytes = 0;
+    size_t bytes = 0, chunk = HISTORY_CHUNK_FIRST;
     int64_t at = from;
     memset(s, 0, sizeof(*s));
     while (at <= to && s->n < h->lim.sync_events && (s->n == 0 || bytes < h->lim.sync_bytes)) {
@@ -58,17 +61,23 @@ static ms_err read_slice(struct watch_hub *h, struct be_txn *txn, int64_t from, 
         struct kv_event *ev;
         size_t n;
         int64_t next;
-        ms_err e = kv_history(h->kv, txn, at, to, want < HISTORY_CHUNK ? want : HISTORY_CHUNK,
-                              h->arena, &ev, &n, &next);
+        ms_err e =
+            kv_history(h->kv, txn, at, to, want < chunk ? want : chunk, h->arena, &ev, &n, &next);
         if (e)
             return e;
         if (n && !slice_append(h->arena, s, ev, n))
             return MS_E_NOMEM;
+        size_t got = 0;
         for (size_t i = 0; i < n; i++)
-            bytes += ev[i].kv.key_len + ev[i].kv.value_len;
+            got += ev[i].kv.key_len + ev[i].kv.value_len;
+        bytes += got;
         at = next;
         if (n == 0)
             break;
+        size_t avg = got / n + 1;
+        size_t left = bytes < h->lim.sync_bytes ? h->lim.sync_bytes - bytes : 0;
+        chunk = left / avg;
+        chunk = chunk < 1 ? 1 : chunk > HISTORY_CHUNK_MAX ? HISTORY_CHUNK_MAX : chunk;
     }
     s->next = at;
     if (s->n) {

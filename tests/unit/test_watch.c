@@ -497,6 +497,36 @@ START_TEST(history_in_slices)
 }
 END_TEST
 
+START_TEST(history_slices_bounded_by_bytes)
+{
+    struct watch_limits l = limits();
+    l.sync_bytes = 25000;
+    l.sync_slices = 1;
+    open_hub(&l);
+    static char big[10001];
+    memset(big, 'v', 10000);
+    for (int i = 0; i < 20; i++)
+        put("big", big); /* 2..21, 10 kB each */
+    struct watch_stream *st = stream(0);
+    create(st, (struct wopt){.key = "big", .start = 2});
+    size_t rounds = 0;
+    while (watch_hub_pending(hub)) {
+        ck_assert_int_eq(watch_hub_sync(hub, txn), MS_OK);
+        ck_assert_uint_lt(++rounds, 100);
+    }
+    size_t responses = 0, events = 0;
+    for (size_t i = 0; i < n_recs; i++) {
+        if (recs[i].kind != WATCH_RESP_EVENTS)
+            continue;
+        ck_assert_uint_le(recs[i].n_ev, 3); /* the byte budget is passed by one event at most */
+        responses++;
+        events += recs[i].n_ev;
+    }
+    ck_assert_uint_eq(events, 20);
+    ck_assert_uint_ge(responses, 7);
+}
+END_TEST
+
 START_TEST(future_and_negative_start)
 {
     struct watch_stream *st = stream(0);
@@ -826,7 +856,9 @@ int main(void)
          {match_single_range_prefix_all, filters_and_prev_kv, txn_one_response_and_shared_slots,
           NULL}},
         {"ids", {ids_cancel_and_failures, limits_per_stream_and_total, NULL}},
-        {"history", {history_in_slices, future_and_negative_start, compacted_watchers, NULL}},
+        {"history",
+         {history_in_slices, history_slices_bounded_by_bytes, future_and_negative_start,
+          compacted_watchers, NULL}},
         {"groups",
          {victim_catches_up_in_order, victim_behind_compaction, close_in_every_group, NULL}},
         {"progress", {progress_request_deferred_until_synced, progress_notify_ticks, NULL}},

@@ -619,7 +619,7 @@ START_TEST(body_errors_and_silence)
         ck_assert_ptr_null(wsr_next(&r, 300));
         ck_assert_uint_eq(r.raw_len, 0);
         ck_assert(!r.head_done);
-        ck_assert_int_eq(metric("etcd_debugging_mvcc_watch_stream_total"), 1);
+        wait_metric("etcd_debugging_mvcc_watch_stream_total", 1, 10000);
         wsr_close(&r);
         wait_metric("etcd_debugging_mvcc_watch_stream_total", 0, 10000);
     }

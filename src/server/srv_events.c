@@ -6,7 +6,9 @@
 void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n)
 {
     /* Synced watchers get the events now: the hub encodes what it keeps, so the scratch
-     * arena may be reset after this step. */
+     * arena may be reset after this step. (No hub yet while entries are replayed at start.) */
+    if (!s->watch)
+        return;
     watch_hub_notify(s->watch, rev, ev, n);
     srv_watch_kick(s); /* watchers that could not be served now catch up from history */
 }

@@ -58,6 +58,10 @@ struct cfg {
     uint64_t auto_compaction_retention; /* periodic: milliseconds; revision: revisions; 0 off */
     char restore_snapshot[4096];        /* --restore-snapshot: build data_dir from it and exit */
     char compaction_retention_text[64];
+    uint64_t watch_progress_ms;         /* --experimental-watch-progress-notify-interval */
+    uint64_t watch_stream_buffer_bytes; /* --watch-stream-buffer-bytes */
+    uint64_t max_watchers;              /* --max-watchers */
+    uint64_t max_watchers_per_stream;   /* --max-watchers-per-stream */
     uint64_t heartbeat_ms;
     uint64_t election_ms;
     enum log_level log_level;

@@ -23,6 +23,7 @@
 #include "metastore/cfg.h"
 #include "metastore/err.h"
 #include "metastore/kv.h"
+#include "metastore/watch.h"
 
 struct event_base;
 struct srv;
@@ -208,6 +209,28 @@ size_t srv_pending(const struct srv *s);
 
 /* The configuration the server runs with (borrowed, lives as long as s). */
 const struct cfg *srv_cfg(const struct srv *s);
+
+/* ---- watch (DESIGN.md §4) ----
+ *
+ * The server owns the watch hub (watch.h): applied events reach it from the ready step, and a
+ * loop timer runs its catch-up rounds while watchers are unsynced and its progress_notify
+ * ticks every --experimental-watch-progress-notify-interval. A stream belongs to its caller
+ * (the gateway), which installs the sink and closes its streams before srv_destroy. None of
+ * these calls blocks; responses go to the sink, possibly before the call returns. */
+
+/* Install the sink every stream's responses go to (NULL removes it). Borrowed. */
+void srv_watch_set_sink(struct srv *s, const struct watch_sink *sink, void *sink_ctx);
+/* Open a stream (ctx is handed to the sink). NULL on OOM or without a sink. */
+struct watch_stream *srv_watch_open(struct srv *s, void *ctx);
+/* Free the stream and all its watchers at once; nothing is sent. Accepts NULL. */
+void srv_watch_close(struct srv *s, struct watch_stream *st);
+/* create_request / cancel_request / progress_request of a stream (see watch.h). */
+void srv_watch_create(struct srv *s, struct watch_stream *st, const struct watch_create_req *req);
+void srv_watch_cancel(struct srv *s, struct watch_stream *st, int64_t watch_id);
+void srv_watch_progress(struct srv *s, struct watch_stream *st);
+/* The stream's output drained: its victims catch up from history. */
+void srv_watch_writable(struct srv *s, struct watch_stream *st);
+void srv_watch_stats(const struct srv *s, struct watch_stats *out);
 
 /* Log entry encoding of a request (exposed for tests and fuzzing). The entry carries the
  * proposing member's request id so that member can complete its caller at apply time. */

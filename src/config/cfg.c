@@ -264,45 +264,6 @@ static bool set_compaction_retention(struct cfg *c, const char *v, char *msg, si
                    "--auto-compaction-retention", msg, msgsz);
 }
 
-/* Go duration ("1h30m", "10m", "5s", "500ms") or a bare integer (hours, as etcd). */
-static bool parse_duration_ms(const char *v, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (!*v || *v == '-')
-        return false;
-    if (!*end) {
-        *out = n * 3600000ULL;
-        return !errno;
-    }
-    double total = 0;
-    const char *p = v;
-    while (*p) {
-        char *e2;
-        double x = strtod(p, &e2);
-        if (e2 == p)
-            return false;
-        if (strncmp(e2, "ms", 2) == 0) {
-            total += x;
-            p = e2 + 2;
-        } else if (*e2 == 'h') {
-            total += x * 3600000;
-            p = e2 + 1;
-        } else if (*e2 == 'm') {
-            total += x * 60000;
-            p = e2 + 1;
-        } else if (*e2 == 's') {
-            total += x * 1000;
-            p = e2 + 1;
-        } else {
-            return false;
-        }
-    }
-    *out = (uint64_t)total;
-    return total >= 0;
-}
-
 static bool set_restore(struct cfg *c, const char *v, char *msg, size_t msgsz)
 {
     return set_str(c->restore_snapshot, sizeof(c->restore_snapshot), v, "--restore-snapshot", msg,
@@ -317,6 +278,99 @@ static bool set_heartbeat(struct cfg *c, const char *v, char *msg, size_t msgsz)
 static bool set_election(struct cfg *c, const char *v, char *msg, size_t msgsz)
 {
     return parse_u64(v, 1, &c->election_ms, "--election-timeout", msg, msgsz);
+}
+
+/* A Go time.Duration ("10m", "1.5s", "2h45m", "300ms"; "0" alone needs no unit), in
+ * milliseconds (a positive value below 1 ms counts as 1 ms). */
+static bool parse_duration_ms(const char *v, uint64_t *out, const char *what, char *msg,
+                              size_t msgsz)
+{
+    static const struct {
+        const char *unit;
+        double ns;
+    } units[] = {{"ns", 1},  {"us", 1e3}, {"\xc2\xb5s", 1e3}, {"ms", 1e6},
+                 {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
+    const char *p = v;
+    double total = 0;
+    if (strcmp(v, "0") == 0) {
+        *out = 0;
+        return true;
+    }
+    if (!*p)
+        goto bad;
+    while (*p) {
+        char *end;
+        if (!isdigit((unsigned char)*p) && *p != '.')
+            goto bad;
+        errno = 0;
+        double x = strtod(p, &end);
+        if (errno || end == p)
+            goto bad;
+        p = end;
+        size_t best = 0, best_len = 0;
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+            size_t ul = strlen(units[i].unit);
+            if (strncmp(p, units[i].unit, ul) == 0 && ul > best_len) {
+                best = i;
+                best_len = ul;
+            }
+        }
+        if (!best_len)
+            goto bad;
+        total += x * units[best].ns;
+        p += best_len;
+    }
+    if (total > 9.2e18)
+        goto bad;
+    *out = (uint64_t)(total / 1e6);
+    if (*out == 0 && total > 0)
+        *out = 1;
+    return true;
+bad:
+    snprintf(msg, msgsz, "invalid value \"%s\" for %s: want a duration such as 10m, 2s or 500ms", v,
+             what);
+    return false;
+}
+
+/* Periodic retention: a bare integer is a number of hours (as etcd), else a duration. */
+static bool parse_retention_ms(const char *v, uint64_t *out, char *msg, size_t msgsz)
+{
+    char *end;
+    if (*v && isdigit((unsigned char)*v)) {
+        errno = 0;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (!*end && !errno && n <= UINT64_MAX / 3600000ULL) {
+            *out = n * 3600000ULL;
+            return true;
+        }
+    }
+    return parse_duration_ms(v, out, "--auto-compaction-retention", msg, msgsz);
+}
+
+static bool set_watch_progress(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    if (!parse_duration_ms(v, &c->watch_progress_ms,
+                           "--experimental-watch-progress-notify-interval", msg, msgsz))
+        return false;
+    if (c->watch_progress_ms == 0)
+        c->watch_progress_ms = 10 * 60 * 1000; /* etcd keeps its default for 0 */
+    return true;
+}
+
+static bool set_watch_stream_buffer(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1024, &c->watch_stream_buffer_bytes, "--watch-stream-buffer-bytes", msg,
+                     msgsz);
+}
+
+static bool set_max_watchers(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1, &c->max_watchers, "--max-watchers", msg, msgsz);
+}
+
+static bool set_max_watchers_per_stream(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1, &c->max_watchers_per_stream, "--max-watchers-per-stream", msg, msgsz);
 }
 
 static bool set_log_level(struct cfg *c, const char *v, char *msg, size_t msgsz)
@@ -385,6 +439,15 @@ static const struct cfg_flag CFG_FLAGS[] = {
      "Auto compaction retention for mvcc key value store. 0 means disable auto compaction. "
      "Periodic: a duration (\"10m\") or hours; revision: a number of revisions.",
      set_compaction_retention},
+    {"experimental-watch-progress-notify-interval", "10m",
+     "Duration of periodic watch progress notifications.", set_watch_progress},
+    {"watch-stream-buffer-bytes", "1048576",
+     "Output a watch stream may buffer before its watchers stop receiving and later catch up "
+     "from history.",
+     set_watch_stream_buffer},
+    {"max-watchers", "100000", "Maximum number of watchers on this member.", set_max_watchers},
+    {"max-watchers-per-stream", "10000", "Maximum number of watchers on one watch stream.",
+     set_max_watchers_per_stream},
     {"log-level", "info", "Log level: debug, info, warn or error.", set_log_level},
     {"backend", "lmdb", "Storage backend: lmdb (persistent) or memory.", set_backend},
     {"restore-snapshot", "",
@@ -482,11 +545,8 @@ static bool finish(struct cfg *c, bool have_dir, bool have_cluster, char *msg, s
         if (!parse_u64(c->compaction_retention_text, 0, &c->auto_compaction_retention,
                        "--auto-compaction-retention", msg, msgsz))
             return false;
-    } else if (!parse_duration_ms(c->compaction_retention_text, &c->auto_compaction_retention)) {
-        snprintf(msg, msgsz,
-                 "invalid value \"%s\" for --auto-compaction-retention: want a duration "
-                 "(\"10m\", \"1h\") or a number of hours",
-                 c->compaction_retention_text);
+    } else if (!parse_retention_ms(c->compaction_retention_text, &c->auto_compaction_retention, msg,
+                                   msgsz)) {
         return false;
     }
     if (c->election_ms < 5 * c->heartbeat_ms) {

@@ -15,6 +15,7 @@
 #include "metastore/err.h"
 #include "metastore/kv.h"
 #include "metastore/srv.h"
+#include "metastore/watch.h"
 
 /* ---- parsed JSON ---- */
 
@@ -113,6 +114,9 @@ void jw_raw(struct jw *w, const char *s);
 
 /* ---- etcd messages ---- */
 
+/* key and range_end of a request (range_end "\0" means every key >= key). */
+bool codec_decode_span(struct jdec *d, const struct jv *o, struct kv_span *s);
+
 /* Decoders fill a srv_req from a request body. On a decode error they return MS_E_BAD_REQUEST
  * with d->msg set (Go's wording). */
 ms_err codec_decode_range(struct jdec *d, const struct jv *root, struct kv_range_req *r);
@@ -133,5 +137,42 @@ void codec_header(struct jw *w, const struct srv_header *h, bool with_revision);
 void codec_kv(struct jw *w, const struct kv_kv *kv);
 void codec_result(struct jw *w, const struct srv_header *h, const struct srv_result *r);
 void codec_error(struct buf *b, const char *msg, int code);
+
+/* ---- watch (codec_watch.c) ---- */
+
+enum codec_watch_kind {
+    CODEC_WATCH_NONE = 0, /* {} or null: ignored, as etcd does */
+    CODEC_WATCH_CREATE,
+    CODEC_WATCH_CANCEL,
+    CODEC_WATCH_PROGRESS,
+};
+
+struct codec_watch_req {
+    enum codec_watch_kind kind;
+    struct watch_create_req create; /* bytes point into the body or d's arena */
+    int64_t cancel_id;
+};
+
+/* One WatchRequest message. Two members of its union set -> MS_E_BAD_REQUEST (etcd picks
+ * one at random). */
+ms_err codec_decode_watch(struct jdec *d, const struct jv *root, struct codec_watch_req *out);
+
+/* A WatchResponse line is {"result":{"header":{...},<fields>}}\n. codec_watch_open writes the
+ * part up to and including the header; the tails write the rest (each ends with the newline). */
+void codec_watch_open(struct buf *b, const struct srv_header *h, bool with_revision);
+/* ,"watch_id":"N" (nothing for 0, which proto3 JSON omits): appended to b, or written to out
+ * (returns its length). */
+void codec_watch_id(struct buf *b, int64_t id);
+size_t codec_watch_id_text(char out[48], int64_t id);
+/* Tail of a response without events (created, canceled, compacted, progress). */
+void codec_watch_ctrl_tail(struct buf *b, const struct watch_resp *r);
+/* Tail of an events response: [,"fragment":true],"events":[...]}}\n with events
+ * ev[idx[0..n)], each with its prev_kv when prev_kv is set and the event has one. */
+void codec_watch_events_tail(struct buf *b, const struct kv_event *ev, const uint32_t *idx,
+                             size_t n, bool prev_kv, bool fragment);
+/* Protobuf sizes, to fragment large responses exactly where etcd does. */
+size_t codec_watch_event_size(const struct kv_event *e, bool prev_kv);
+size_t codec_watch_base_size(const struct srv_header *h, int64_t watch_id, bool fragment);
+size_t codec_watch_event_field_size(size_t event_size);
 
 #endif

@@ -22,7 +22,7 @@ static ms_err bad(struct jdec *d)
     return MS_E_BAD_REQUEST;
 }
 
-static bool decode_span(struct jdec *d, const struct jv *o, struct kv_span *s)
+bool codec_decode_span(struct jdec *d, const struct jv *o, struct kv_span *s)
 {
     memset(s, 0, sizeof(*s));
     if (!jdec_bytes(d, jv_field(o, "key", NULL), &s->key, &s->key_len))
@@ -47,7 +47,7 @@ static bool decode_span(struct jdec *d, const struct jv *o, struct kv_span *s)
 ms_err codec_decode_range(struct jdec *d, const struct jv *o, struct kv_range_req *r)
 {
     memset(r, 0, sizeof(*r));
-    if (!decode_span(d, o, &r->span) || !jdec_i64(d, jv_field(o, "limit", NULL), &r->limit) ||
+    if (!codec_decode_span(d, o, &r->span) || !jdec_i64(d, jv_field(o, "limit", NULL), &r->limit) ||
         !jdec_i64(d, jv_field(o, "revision", NULL), &r->revision) ||
         !jdec_enum(d, jv_field(o, "sort_order", "sortOrder"), SORT_ORDER, N_OF(SORT_ORDER),
                    "etcdserverpb.RangeRequest_SortOrder", &r->sort_order) ||
@@ -82,7 +82,7 @@ ms_err codec_decode_put(struct jdec *d, const struct jv *o, struct kv_put_req *r
 ms_err codec_decode_del(struct jdec *d, const struct jv *o, struct kv_del_req *r)
 {
     memset(r, 0, sizeof(*r));
-    if (!decode_span(d, o, &r->span) ||
+    if (!codec_decode_span(d, o, &r->span) ||
         !jdec_bool(d, jv_field(o, "prev_kv", "prevKv"), &r->prev_kv))
         return bad(d);
     return MS_OK;
@@ -92,7 +92,7 @@ static bool decode_cmp(struct jdec *d, const struct jv *o, struct kv_cmp *c)
 {
     memset(c, 0, sizeof(*c));
     c->set = -1;
-    if (!decode_span(d, o, &c->span) ||
+    if (!codec_decode_span(d, o, &c->span) ||
         !jdec_enum(d, jv_field(o, "target", NULL), CMP_TARGET, N_OF(CMP_TARGET),
                    "etcdserverpb.Compare_CompareTarget", &c->target) ||
         !jdec_enum(d, jv_field(o, "result", NULL), CMP_RESULT, N_OF(CMP_RESULT),

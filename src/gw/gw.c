@@ -35,7 +35,7 @@ static const struct gw_route ROUTES[] = {
     {"/kv/deleterange", gw_kv_deleterange},
     {"/kv/txn", gw_kv_txn},
     {"/kv/compaction", gw_kv_compaction},
-    {"/watch", NULL},
+    {"/watch", gw_watch},
     {"/lease/grant", gw_lease_grant},
     {"/lease/revoke", gw_lease_revoke},
     {"/kv/lease/revoke", gw_lease_revoke},
@@ -141,6 +141,13 @@ static void gw_on_conn_close(struct evhttp_connection *evcon, void *arg)
 static void detach(struct gw_req *r)
 {
     evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+}
+
+void gw_req_release(struct gw_req *r)
+{
+    detach(r);
+    r->srv_id = 0;
+    gw_req_free(r);
 }
 
 static void free_buf_cb(const void *data, size_t len, void *arg)
@@ -444,8 +451,10 @@ static void serve_metrics(struct gw *gw, struct evhttp_request *req)
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     struct evbuffer *out = evbuffer_new();
     evhttp_add_header(h, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-    if (out && !buf_failed(&b))
+    if (out && !buf_failed(&b)) {
         evbuffer_add(out, b.p, b.len);
+        gw_watch_metrics(gw, out);
+    }
     buf_fini(&b);
     evhttp_send_reply(req, out ? 200 : 503, out ? "OK" : "Service Unavailable", out);
     if (out)
@@ -551,6 +560,7 @@ struct gw *gw_create(struct event_base *base, struct srv *srv, ms_err *err)
                                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(gw->http, gw_on_request, gw);
+    gw_watch_init(gw);
     for (size_t i = 0; i < cfg->n_listen_client; i++) {
         const struct cfg_url *u = &cfg->listen_client[i];
         if (!evhttp_bind_socket_with_handle(gw->http, u->host, u->port)) {
@@ -576,5 +586,6 @@ void gw_destroy(struct gw *gw)
         evhttp_free(gw->http);
     while (gw->pending)
         gw_req_free(gw->pending);
+    gw_watch_fini(gw);
     free(gw);
 }

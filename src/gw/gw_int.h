@@ -10,6 +10,7 @@
 #include <event2/http.h>
 
 struct gw_req;
+struct gw_stream;
 
 typedef void (*gw_handler_fn)(struct gw_req *r);
 
@@ -20,6 +21,18 @@ struct gw {
     size_t max_body;        /* HTTP body limit (evhttp answers 413 above it) */
     size_t grpc_max;        /* etcd's gRPC receive limit: max-request-bytes + 512 KiB */
     struct gw_req *pending; /* requests waiting for srv, doubly linked */
+    /* watch streams (gw_watch.c) */
+    struct gw_stream *streams; /* doubly linked */
+    size_t stream_limit;       /* output bytes a stream may hold before its watchers wait */
+    size_t stream_low;         /* ... and the level under which they resume */
+    struct buf wbuf;           /* one response being composed */
+    struct buf ebuf;           /* encoding scratch (events, control tails) */
+    struct buf hdr;            /* {"result":{"header":{...} for hdr_rev / hdr_term */
+    int64_t hdr_rev;
+    uint64_t hdr_term;
+    struct event *watch_retry_ev; /* paused bodies and streams blocked by OOM */
+    struct event *watch_flush_ev; /* writes the dirty streams after the loop turn's callbacks */
+    struct gw_stream *dirty;      /* streams with output to flush, by dprev/dnext */
 };
 
 /* One HTTP request in flight. Owns its arena; freed once the reply is sent or the connection
@@ -62,12 +75,24 @@ void gw_stream_end(struct gw_req *r);
 /* Error of a stream before its first message: grpc-gateway's {"error":{...}} envelope. */
 void gw_stream_error(struct gw_req *r, ms_err e, const char *msg);
 
+/* Free r (its arena) without replying and without touching the evhttp request, which the
+ * caller has taken over (streams). Clears the connection's close callback. */
+void gw_req_release(struct gw_req *r);
+
+/* Watch streams (gw_watch.c): install the hub's sink / close every stream left. */
+void gw_watch_init(struct gw *gw);
+void gw_watch_fini(struct gw *gw);
+/* Append the watch gauges to a Prometheus text body. */
+struct evbuffer;
+void gw_watch_metrics(struct gw *gw, struct evbuffer *out);
+
 /* Route handlers. */
 void gw_kv_range(struct gw_req *r);
 void gw_kv_put(struct gw_req *r);
 void gw_kv_deleterange(struct gw_req *r);
 void gw_kv_txn(struct gw_req *r);
 void gw_kv_compaction(struct gw_req *r);
+void gw_watch(struct gw_req *r);
 void gw_maint_status(struct gw_req *r);
 void gw_maint_hash(struct gw_req *r);
 void gw_maint_alarm(struct gw_req *r);

@@ -213,6 +213,8 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     }
     if ((*err = open_wal(s, legacy_term)) != MS_OK)
         goto out_destroy;
+    if ((*err = srv_watch_init(s)) != MS_OK)
+        goto out_destroy;
     srv_commit(s);
     srv_lease_promote(s);
     srv_compactor_init(&s->compactor, s->cfg.auto_compaction_revision,
@@ -251,6 +253,7 @@ void srv_destroy(struct srv *s)
         if (!e && s->be)
             be_sync(s->be);
     }
+    srv_watch_fini(s);
     wal_close(s->wal);
     if (s->ready_ev)
         event_free(s->ready_ev);

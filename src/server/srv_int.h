@@ -10,6 +10,7 @@
 #include "metastore/metrics.h"
 #include "metastore/srv.h"
 #include "metastore/wal.h"
+#include "metastore/watch.h"
 #include "wait.h"
 
 #include <event2/event.h>
@@ -141,6 +142,10 @@ struct srv {
     size_t n_dones;
     size_t cap_dones;
 
+    struct watch_hub *watch;         /* srv_watch.c */
+    struct event *watch_sync_ev;     /* catch-up rounds, armed while watchers are unsynced */
+    struct event *watch_progress_ev; /* progress_notify ticks */
+
     struct arena *scratch; /* decoded entries and results of one ready step */
     struct buf enc;        /* entry encoding */
     uint64_t member_id;
@@ -198,6 +203,11 @@ bool srv_quota_ok(struct srv *s, const struct srv_req *req);
  * live in the scratch arena until the end of the ready step. */
 void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n);
 bool srv_txn_is_read_only(const struct kv_txn_req *t);
+/* Create / free the watch hub and its loop events (srv_watch.c). */
+ms_err srv_watch_init(struct srv *s);
+void srv_watch_fini(struct srv *s);
+/* Arm the catch-up timer if the hub has unsynced watchers. */
+void srv_watch_kick(struct srv *s);
 
 #define SRV_META_CONSISTENT_INDEX "consistent_index"
 #define SRV_META_TERM             "term" /* before the WAL existed; read once, then the WAL */

@@ -218,17 +218,13 @@ static const char *etcd_bin(void)
     return access("/usr/bin/etcd", X_OK) == 0 ? "/usr/bin/etcd" : NULL;
 }
 
-START_TEST(same_answers_as_etcd)
+/* Start etcd on free loopback ports with its data in dir; *cport is its client port. */
+static pid_t etcd_start(const char *etcd, const char *dir, int *cport)
 {
-    const char *etcd = etcd_bin();
-    if (!etcd) {
-        printf("compat: no etcd binary found (install etcd-server or set ETCD_BIN): skipped\n");
-        return;
-    }
-    char *dir = tu_mkdtemp("ms-compat-etcd");
-    int cport = free_port(), pport = free_port();
+    int pport = free_port();
+    *cport = free_port();
     char curl[64], purl[64], ic[96], data[4200], log[4200];
-    snprintf(curl, sizeof(curl), "http://127.0.0.1:%d", cport);
+    snprintf(curl, sizeof(curl), "http://127.0.0.1:%d", *cport);
     snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", pport);
     snprintf(ic, sizeof(ic), "default=%s", purl);
     snprintf(data, sizeof(data), "%s/etcd", dir);
@@ -246,13 +242,33 @@ START_TEST(same_answers_as_etcd)
     int up = 0;
     for (int i = 0; i < 1000 && !up; i++) {
         struct tu_resp r;
-        tu_http(cport, "GET", "/health", NULL, &r);
+        tu_http(*cport, "GET", "/health", NULL, &r);
         up = r.status == 200;
         tu_resp_free(&r);
         if (!up)
             nanosleep(&(struct timespec){0, 20000000}, NULL);
     }
     ck_assert_msg(up, "etcd did not start, see %s", log);
+    return pid;
+}
+
+static void etcd_stop(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+}
+
+START_TEST(same_answers_as_etcd)
+{
+    const char *etcd = etcd_bin();
+    if (!etcd) {
+        printf("compat: no etcd binary found (install etcd-server or set ETCD_BIN): skipped\n");
+        return;
+    }
+    char *dir = tu_mkdtemp("ms-compat-etcd");
+    int cport;
+    pid_t pid = etcd_start(etcd, dir, &cport);
 
     struct tu_server ms;
     tu_server_start(&ms, NULL);
@@ -272,15 +288,130 @@ START_TEST(same_answers_as_etcd)
         tu_resp_free(&a);
         tu_resp_free(&b);
     }
-    kill(pid, SIGTERM);
-    int status;
-    waitpid(pid, &status, 0);
+    etcd_stop(pid);
     tu_server_stop(&ms);
     tu_rmtree(dir);
     free(dir);
     printf("compat: %zu requests compared with etcd, %d mismatches\n",
            sizeof(CASES) / sizeof(CASES[0]), mismatches);
     ck_assert_int_eq(mismatches, 0);
+}
+END_TEST
+
+/* ---- watch: the same stream on both, compared as sets of normalised lines (responses of
+ * different watchers of one stream interleave in any order in etcd) ---- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The {"result":...} lines of a raw chunked stream, normalised and sorted. */
+static size_t stream_lines(char *raw, char **out, size_t max)
+{
+    size_t n = 0;
+    for (char *line = strtok(raw, "\n"); line && n < max; line = strtok(NULL, "\n"))
+        if (strncmp(line, "{\"result\":", 10) == 0)
+            out[n++] = tu_norm(line);
+    qsort(out, n, sizeof(*out), cmp_str);
+    return n;
+}
+
+static int watch_open(int port, const char *body)
+{
+    int fd = tu_connect(port);
+    ck_assert_int_ge(fd, 0);
+    char hdr[128];
+    int k =
+        snprintf(hdr, sizeof(hdr),
+                 "POST /v3/watch HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", strlen(body));
+    tu_send_all(fd, hdr, (size_t)k);
+    tu_send_all(fd, body, strlen(body));
+    return fd;
+}
+
+START_TEST(watch_same_as_etcd)
+{
+    const char *etcd = etcd_bin();
+    if (!etcd) {
+        printf("compat: no etcd binary found: watch comparison skipped\n");
+        return;
+    }
+    static const char *const before[][2] = {
+        {"/v3/kv/put", "{\"key\":\"ay8x\",\"value\":\"dg==\"}"},
+        {"/v3/kv/put", "{\"key\":\"ay8x\",\"value\":\"dg==\"}"},
+        {"/v3/kv/put", "{\"key\":\"ay8x\",\"value\":\"dg==\"}"},
+        {"/v3/kv/txn", "{\"success\":[{\"request_put\":{\"key\":\"ay8y\",\"value\":\"eA==\"}},"
+                       "{\"request_delete_range\":{\"key\":\"ay8x\"}}]}"},
+        {"/v3/kv/compaction", "{\"revision\":3}"},
+    };
+    static const char *const after[][2] = {
+        {"/v3/kv/deleterange", "{\"key\":\"ay8=\",\"range_end\":\"azA=\"}"},
+        {"/v3/kv/put", "{\"key\":\"ay8z\",\"value\":\"eQ==\"}"},
+        {"/v3/kv/txn", "{\"success\":[{\"request_put\":{\"key\":\"ay8x\",\"value\":\"MQ==\"}},"
+                       "{\"request_put\":{\"key\":\"ay8y\",\"value\":\"Mg==\"}}]}"},
+    };
+    /* History from a compacted revision, history with prev_kv, a filter, all keys, an empty
+     * range, explicit and automatic ids, a duplicate id, a cancel, a progress request. */
+    const char *body =
+        "{\"create_request\":{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"start_revision\":3,"
+        "\"prev_kv\":true}}{\"create_request\":{\"key\":\"ay8=\",\"range_end\":\"azA=\","
+        "\"start_revision\":2,\"watch_id\":9}}{\"create_request\":{\"key\":\"ay8y\",\"filters\":"
+        "[\"NOPUT\"],\"start_revision\":4}}{\"create_request\":{\"range_end\":\"AA==\","
+        "\"start_revision\":5,\"prev_kv\":true}}{\"create_request\":{\"key\":\"ay8x\","
+        "\"range_end\":\"ay8w\"}}{\"create_request\":{\"key\":\"ay8z\",\"watch_id\":9}}"
+        "{\"create_request\":{\"key\":\"ay8z\",\"watch_id\":4}}{\"cancel_request\":{\"watch_id\":4}"
+        "}"
+        "{\"cancel_request\":{\"watch_id\":44}}{\"progress_request\":{}}";
+    char *dir = tu_mkdtemp("ms-compat-watch");
+    int cport;
+    pid_t pid = etcd_start(etcd, dir, &cport);
+    struct tu_server ms;
+    tu_server_start(&ms, NULL);
+    int ports[2] = {cport, ms.port}, fds[2];
+    for (size_t i = 0; i < sizeof(before) / sizeof(before[0]); i++)
+        for (int k = 0; k < 2; k++) {
+            int st;
+            free(tu_post(ports[k], before[i][0], before[i][1], &st));
+            ck_assert_int_eq(st, 200);
+        }
+    for (int k = 0; k < 2; k++)
+        fds[k] = watch_open(ports[k], body);
+    /* etcd catches up unsynced watchers every 100 ms: let both finish before writing more. */
+    nanosleep(&(struct timespec){1, 0}, NULL);
+    for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++)
+        for (int k = 0; k < 2; k++) {
+            int st;
+            free(tu_post(ports[k], after[i][0], after[i][1], &st));
+            ck_assert_int_eq(st, 200);
+        }
+    char *got[2][64];
+    size_t n[2];
+    for (int k = 0; k < 2; k++) {
+        size_t len;
+        char *raw = tu_read_all(fds[k], 1500, &len);
+        close(fds[k]);
+        n[k] = stream_lines(raw, got[k], 64);
+        free(raw);
+    }
+    int mismatches = n[0] != n[1];
+    for (size_t i = 0; i < n[0] && i < n[1]; i++)
+        if (strcmp(got[0][i], got[1][i]) != 0) {
+            mismatches++;
+            fprintf(stderr, "WATCH MISMATCH\n  etcd      %s\n  metastore %s\n", got[0][i],
+                    got[1][i]);
+        }
+    printf("compat: watch stream compared with etcd: %zu / %zu responses, %d mismatches\n", n[0],
+           n[1], mismatches);
+    for (int k = 0; k < 2; k++)
+        for (size_t i = 0; i < n[k]; i++)
+            free(got[k][i]);
+    etcd_stop(pid);
+    tu_server_stop(&ms);
+    tu_rmtree(dir);
+    free(dir);
+    ck_assert_int_eq(mismatches, 0);
+    ck_assert_uint_ge(n[0], 15);
 }
 END_TEST
 
@@ -291,5 +422,9 @@ int main(void)
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, same_answers_as_etcd);
     suite_add_tcase(s, tc);
+    TCase *tw = tcase_create("watch");
+    tcase_set_timeout(tw, 120);
+    tcase_add_test(tw, watch_same_as_etcd);
+    suite_add_tcase(s, tw);
     return tu_run_suite(s);
 }

@@ -1,5 +1,6 @@
 /* fuzz_gw_json.c - the gateway's JSON parser and every KV request decoder, plus validation
- * and protobuf sizing of whatever decodes. */
+ * and protobuf sizing of whatever decodes; and the watch stream's body (values back to back)
+ * through the WatchRequest decoder. */
 #include "codec.h"
 #include "fuzz.h"
 
@@ -39,6 +40,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         codec_decode_compact(&d, &root, &r.u.compact);
     } else {
         assert(d.msg[0] != 0);
+    }
+    /* A watch body: every value in turn, as gw_watch reads it. */
+    size_t off = 0;
+    jdec_init(&d, a);
+    while (off < size) {
+        while (off < size &&
+               (data[off] == ' ' || data[off] == '\t' || data[off] == '\n' || data[off] == '\r'))
+            off++;
+        if (off >= size)
+            break;
+        struct jv v;
+        struct codec_watch_req m;
+        size_t used = 0;
+        if (!json_parse_next(&d, (const char *)data + off, size - off, &v, &used) ||
+            !jdec_root_value(&d, &v) || codec_decode_watch(&d, &v, &m) != MS_OK) {
+            assert(d.msg[0] != 0);
+            break;
+        }
+        assert(used > 0 && used <= size - off);
+        off += used;
     }
     arena_destroy(a);
     return 0;

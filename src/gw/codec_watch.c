@@ -1,0 +1,231 @@
+/* codec_watch.c - etcd's WatchRequest / WatchResponse <-> JSON for the /v3/watch stream
+ * (reference §6).
+ *
+ * Requests: create_request (key, range_end, start_revision, progress_notify, filters, prev_kv,
+ * watch_id, fragment), cancel_request (watch_id), progress_request; camelCase spellings are
+ * accepted as everywhere else. Responses are written in pieces so the gateway can encode an
+ * events array once and splice it after each watcher's own header and watch_id: fields come in
+ * proto order (header, watch_id, created, canceled, compact_revision, cancel_reason, fragment,
+ * events), zero values omitted, each line wrapped as {"result":...} and ended by '\n'.
+ */
+#include "codec.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const FILTER_TYPE[] = {"NOPUT", "NODELETE"};
+
+static ms_err bad(void)
+{
+    return MS_E_BAD_REQUEST;
+}
+
+static bool decode_filters(struct jdec *d, const struct jv *v, unsigned *out)
+{
+    const struct jv *items;
+    size_t n;
+    if (!jdec_arr(d, v, &items, &n))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        int64_t f = -1;
+        if (!jdec_enum(d, &items[i], FILTER_TYPE, 2, "etcdserverpb.WatchCreateRequest_FilterType",
+                       &f))
+            return false;
+        /* etcd FiltersFromRequest ignores values it does not know. */
+        if (f == 0)
+            *out |= WATCH_FILTER_NOPUT;
+        else if (f == 1)
+            *out |= WATCH_FILTER_NODELETE;
+    }
+    return true;
+}
+
+static bool decode_create(struct jdec *d, const struct jv *o, struct watch_create_req *c)
+{
+    memset(c, 0, sizeof(*c));
+    return codec_decode_span(d, o, &c->span) &&
+           jdec_i64(d, jv_field(o, "start_revision", "startRevision"), &c->start_revision) &&
+           jdec_bool(d, jv_field(o, "progress_notify", "progressNotify"), &c->progress_notify) &&
+           decode_filters(d, jv_field(o, "filters", NULL), &c->filters) &&
+           jdec_bool(d, jv_field(o, "prev_kv", "prevKv"), &c->prev_kv) &&
+           jdec_i64(d, jv_field(o, "watch_id", "watchId"), &c->watch_id) &&
+           jdec_bool(d, jv_field(o, "fragment", NULL), &c->fragment);
+}
+
+ms_err codec_decode_watch(struct jdec *d, const struct jv *root, struct codec_watch_req *out)
+{
+    static const struct {
+        const char *name;
+        const char *camel;
+        enum codec_watch_kind kind;
+    } members[] = {
+        {"create_request", "createRequest", CODEC_WATCH_CREATE},
+        {"cancel_request", "cancelRequest", CODEC_WATCH_CANCEL},
+        {"progress_request", "progressRequest", CODEC_WATCH_PROGRESS},
+    };
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++) {
+        const struct jv *m;
+        if (!jdec_msg(d, jv_field(root, members[i].name, members[i].camel), &m))
+            return bad();
+        if (!m)
+            continue;
+        if (out->kind != CODEC_WATCH_NONE) {
+            jdec_fail(d, "etcdserver: a watch request sets more than one of create_request, "
+                         "cancel_request and progress_request");
+            return bad();
+        }
+        out->kind = members[i].kind;
+        if (out->kind == CODEC_WATCH_CREATE && !decode_create(d, m, &out->create))
+            return bad();
+        if (out->kind == CODEC_WATCH_CANCEL &&
+            !jdec_i64(d, jv_field(m, "watch_id", "watchId"), &out->cancel_id))
+            return bad();
+    }
+    return MS_OK;
+}
+
+/* ---- responses ---- */
+
+void codec_watch_open(struct buf *b, const struct srv_header *h, bool with_revision)
+{
+    struct jw w;
+    buf_puts(b, "{\"result\":{\"header\":");
+    jw_init(&w, b);
+    codec_header(&w, h, with_revision);
+}
+
+/* A writer positioned after the header, inside the result object. */
+static void tail_writer(struct jw *w, struct buf *b)
+{
+    jw_init(w, b);
+    w->comma = true;
+}
+
+static void close_line(struct jw *w)
+{
+    jw_obj_end(w); /* the WatchResponse */
+    jw_obj_end(w); /* {"result":...} */
+    buf_putc(w->b, '\n');
+}
+
+size_t codec_watch_id_text(char out[48], int64_t id)
+{
+    if (!id)
+        return 0;
+    int n = snprintf(out, 48, ",\"watch_id\":\"%" PRId64 "\"", id);
+    return n > 0 ? (size_t)n : 0;
+}
+
+void codec_watch_id(struct buf *b, int64_t id)
+{
+    char t[48];
+    buf_append(b, t, codec_watch_id_text(t, id));
+}
+
+void codec_watch_ctrl_tail(struct buf *b, const struct watch_resp *r)
+{
+    struct jw w;
+    codec_watch_id(b, r->watch_id);
+    tail_writer(&w, b);
+    bool created = r->kind == WATCH_RESP_CREATED || r->kind == WATCH_RESP_CREATE_FAILED;
+    bool canceled = r->kind == WATCH_RESP_CREATE_FAILED || r->kind == WATCH_RESP_CANCELED ||
+                    r->kind == WATCH_RESP_COMPACTED;
+    if (created) {
+        jw_key(&w, "created");
+        jw_bool(&w, true);
+    }
+    if (canceled) {
+        jw_key(&w, "canceled");
+        jw_bool(&w, true);
+    }
+    if (r->kind == WATCH_RESP_COMPACTED && r->compact_revision) {
+        jw_key(&w, "compact_revision");
+        jw_i64(&w, r->compact_revision);
+    }
+    if (r->kind == WATCH_RESP_CREATE_FAILED && r->cancel_reason && *r->cancel_reason) {
+        jw_key(&w, "cancel_reason");
+        jw_cstr(&w, r->cancel_reason);
+    }
+    close_line(&w);
+}
+
+void codec_watch_events_tail(struct buf *b, const struct kv_event *ev, const uint32_t *idx,
+                             size_t n, bool prev_kv, bool fragment)
+{
+    struct jw w;
+    tail_writer(&w, b);
+    if (fragment) {
+        jw_key(&w, "fragment");
+        jw_bool(&w, true);
+    }
+    if (n) {
+        jw_key(&w, "events");
+        jw_arr(&w);
+        for (size_t i = 0; i < n; i++) {
+            const struct kv_event *e = &ev[idx[i]];
+            jw_obj(&w);
+            if (e->type == KV_EVENT_DELETE) {
+                jw_key(&w, "type");
+                jw_cstr(&w, "DELETE");
+            }
+            jw_key(&w, "kv");
+            codec_kv(&w, &e->kv);
+            if (prev_kv && e->has_prev) {
+                jw_key(&w, "prev_kv");
+                codec_kv(&w, &e->prev);
+            }
+            jw_obj_end(&w);
+        }
+        jw_arr_end(&w);
+    }
+    close_line(&w);
+}
+
+/* ---- protobuf sizes (proto3: zero values take no bytes; all fields here are < 16) ---- */
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7)
+        n++;
+    return n;
+}
+
+static size_t pb_int(uint64_t v)
+{
+    return v ? 1 + varint_len(v) : 0;
+}
+
+static size_t pb_len(size_t n)
+{
+    return 1 + varint_len(n) + n;
+}
+
+static size_t kv_size(const struct kv_kv *kv)
+{
+    return (kv->key_len ? pb_len(kv->key_len) : 0) + pb_int((uint64_t)kv->create_revision) +
+           pb_int((uint64_t)kv->mod_revision) + pb_int((uint64_t)kv->version) +
+           (kv->value_len ? pb_len(kv->value_len) : 0) + pb_int((uint64_t)kv->lease);
+}
+
+size_t codec_watch_event_size(const struct kv_event *e, bool prev_kv)
+{
+    size_t n = pb_int((uint64_t)e->type) + pb_len(kv_size(&e->kv));
+    if (prev_kv && e->has_prev)
+        n += pb_len(kv_size(&e->prev));
+    return n;
+}
+
+size_t codec_watch_event_field_size(size_t event_size)
+{
+    return pb_len(event_size);
+}
+
+size_t codec_watch_base_size(const struct srv_header *h, int64_t watch_id, bool fragment)
+{
+    size_t hdr = pb_int(h->cluster_id) + pb_int(h->member_id) + pb_int((uint64_t)h->revision) +
+                 pb_int(h->raft_term);
+    return pb_len(hdr) + pb_int((uint64_t)watch_id) + (fragment ? 2 : 0);
+}

@@ -1,0 +1,659 @@
+/* gw_watch.c - POST /v3/watch: the etcd watch stream over a chunked HTTP response
+ * (reference §6), and the watch hub's sink.
+ *
+ * A request body holds WatchRequest objects back to back. evhttp hands us the whole body, so
+ * every message is handled at once (etcd also holds its answers until the body is complete);
+ * a decoding error on the first message is a 500 with code 2, a later one just ends the
+ * request side. The response starts with the first WatchResponse and never ends by itself:
+ * the stream lives until the client goes away, then every watcher of it is freed at once.
+ *
+ * Memory is bounded per stream: the hub is refused output while the connection's output
+ * buffer holds gw->stream_limit bytes or more (its watchers become victims and catch up from
+ * history once the buffer drains under gw->stream_low). An events array is encoded once per
+ * batch and cache slot; large encodings are shared between streams by reference.
+ *
+ * After the body, the connection reads only to notice the client closing (EOF reaches evhttp's
+ * error callback, which frees the connection and calls our close callback); bytes the client
+ * sends meanwhile are dropped. Nothing touches the evhttp request once its connection closed.
+ */
+#include "codec.h"
+#include "gw_int.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define STREAM_WRITE_TIMEOUT_SECS 60   /* a client that reads nothing for this long is dropped */
+#define STREAM_READ_HIGH          4096 /* stray client bytes kept before reading pauses */
+#define BLOB_COPY_MAX             2048 /* smaller encodings are copied, larger ones referenced */
+
+/* An encoded events tail shared by the streams of one batch. */
+struct gw_blob {
+    size_t refs;
+    size_t len;
+    char data[];
+};
+
+struct gw_stream {
+    struct gw *gw;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    struct bufferevent *bev;
+    struct evbuffer *out;
+    struct evbuffer_cb_entry *out_cb;
+    struct watch_stream *ws;
+    bool started; /* the 200 and headers are out */
+    bool chunked;
+    bool blocked; /* output refused; waiting to drain under stream_low */
+    bool armed;   /* the body is handled; the stream writes its own output */
+    bool dirty;   /* in gw->dirty: output to flush after this loop turn's callbacks */
+    char *rest;   /* the part of the body not handled yet (output was full), owned */
+    size_t rest_len;
+    size_t rest_off;
+    struct gw_stream *prev;
+    struct gw_stream *next;
+    struct gw_stream *dprev;
+    struct gw_stream *dnext;
+};
+
+/* ---- blobs ---- */
+
+static void blob_unref(struct gw_blob *b)
+{
+    if (b && --b->refs == 0)
+        free(b);
+}
+
+static void blob_cleanup(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    blob_unref(arg);
+}
+
+static struct gw_blob *blob_from(struct buf *b)
+{
+    if (buf_failed(b))
+        return NULL;
+    struct gw_blob *blob = malloc(sizeof(*blob) + b->len);
+    if (!blob)
+        return NULL;
+    blob->refs = 1;
+    blob->len = b->len;
+    memcpy(blob->data, b->p, b->len);
+    return blob;
+}
+
+/* ---- output ---- */
+
+static void start_reply(struct gw_stream *st)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(st->req);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    evhttp_add_header(h, "Grpc-Metadata-Content-Type", "application/grpc");
+    evhttp_send_reply_start(st->req, 200, "OK");
+    const char *te = evhttp_find_header(h, "Transfer-Encoding");
+    st->chunked = te && strcmp(te, "chunked") == 0;
+    st->started = true;
+    /* Both header lists have served their purpose; a stream may live for days. */
+    evhttp_clear_headers(h);
+    evhttp_clear_headers(evhttp_request_get_input_headers(st->req));
+}
+
+/* Append one response: a and b (copied), then blob (copied when small, else referenced), in
+ * one chunk. */
+static bool write_resp(struct gw_stream *st, const void *a, size_t an, const void *b, size_t bn,
+                       struct gw_blob *blob)
+{
+    struct buf *w = &st->gw->wbuf;
+    size_t body = an + bn + (blob ? blob->len : 0);
+    bool copy = !blob || blob->len <= BLOB_COPY_MAX;
+    w->len = 0;
+    if (st->chunked)
+        buf_printf(w, "%zx\r\n", body);
+    buf_append(w, a, an);
+    buf_append(w, b, bn);
+    if (copy) {
+        if (blob)
+            buf_append(w, blob->data, blob->len);
+        if (st->chunked)
+            buf_append(w, "\r\n", 2);
+    }
+    if (buf_failed(w)) {
+        buf_fini(w);
+        buf_init(w);
+        return false;
+    }
+    /* The client's stray bytes are dropped so reading (and close detection) goes on. */
+    struct evbuffer *in = bufferevent_get_input(st->bev);
+    if (evbuffer_get_length(in))
+        evbuffer_drain(in, evbuffer_get_length(in));
+    if (evbuffer_add(st->out, w->p, w->len) != 0)
+        return false;
+    if (copy)
+        return true;
+    blob->refs++;
+    if (evbuffer_add_reference(st->out, blob->data, blob->len, blob_cleanup, blob) != 0) {
+        blob->refs--;
+        evbuffer_add(st->out, blob->data, blob->len);
+    }
+    if (st->chunked)
+        evbuffer_add(st->out, "\r\n", 2);
+    return true;
+}
+
+/* {"result":{"header":{...} for revision rev (0: no revision), cached while rev and the term
+ * stay. */
+static const struct buf *header_for(struct gw *gw, int64_t rev, struct srv_header *h)
+{
+    srv_header(gw->srv, h);
+    h->revision = rev;
+    if (gw->hdr.len && gw->hdr_rev == rev && gw->hdr_term == h->raft_term && !gw->hdr.failed)
+        return &gw->hdr;
+    gw->hdr.len = 0;
+    codec_watch_open(&gw->hdr, h, rev != 0);
+    gw->hdr_rev = rev;
+    gw->hdr_term = h->raft_term;
+    return &gw->hdr;
+}
+
+/* A response built whole in gw->ebuf: header, then what tail writes. */
+static bool send_whole(struct gw_stream *st, int64_t rev, const struct buf *tail)
+{
+    struct srv_header h;
+    const struct buf *hdr = header_for(st->gw, rev, &h);
+    return !buf_failed(tail) && write_resp(st, hdr->p, hdr->len, tail->p, tail->len, NULL);
+}
+
+static bool send_ctrl(struct gw_stream *st, const struct watch_resp *r)
+{
+    struct buf *t = &st->gw->ebuf;
+    t->len = 0;
+    codec_watch_ctrl_tail(t, r);
+    return send_whole(st, r->kind == WATCH_RESP_COMPACTED ? 0 : r->revision, t);
+}
+
+/* etcd sendFragments: a response of two or more events whose protobuf size reaches the gRPC
+ * limit goes out in pieces marked "fragment":true, the last one unmarked; a piece takes events
+ * while its size (flag included) stays under the limit, and always at least one. */
+static bool send_fragments(struct gw_stream *st, const struct watch_resp *r, size_t base)
+{
+    const struct kv_event *ev = r->batch->events;
+    struct buf *t = &st->gw->ebuf;
+    size_t i = 0;
+    while (i < r->n_idx) {
+        size_t size = base, j = i;
+        for (; j < r->n_idx; j++) {
+            size_t es =
+                codec_watch_event_field_size(codec_watch_event_size(&ev[r->idx[j]], r->prev_kv));
+            if (j > i && size + es >= st->gw->grpc_max)
+                break;
+            size += es;
+        }
+        t->len = 0;
+        codec_watch_id(t, r->watch_id);
+        codec_watch_events_tail(t, ev, r->idx + i, j - i, r->prev_kv, j < r->n_idx);
+        if (!send_whole(st, r->revision, t))
+            return false;
+        i = j;
+    }
+    return true;
+}
+
+/* Does r need fragmenting (etcd: size without the flag >= limit, and two events or more)? */
+static bool needs_fragments(const struct gw *gw, const struct watch_resp *r,
+                            const struct srv_header *h)
+{
+    if (!r->fragment || r->n_idx < 2)
+        return false;
+    size_t size = codec_watch_base_size(h, r->watch_id, false);
+    for (size_t i = 0; i < r->n_idx && size < gw->grpc_max; i++)
+        size += codec_watch_event_field_size(
+            codec_watch_event_size(&r->batch->events[r->idx[i]], r->prev_kv));
+    return size >= gw->grpc_max;
+}
+
+/* The hot path: the header (cached per revision), the watcher's id, and the events encoded
+ * once per cache slot of the batch. */
+static bool send_events(struct gw_stream *st, const struct watch_resp *r)
+{
+    struct gw *gw = st->gw;
+    struct srv_header h;
+    const struct buf *hdr = header_for(gw, r->revision, &h);
+    if (needs_fragments(gw, r, &h))
+        return send_fragments(st, r, codec_watch_base_size(&h, r->watch_id, true));
+    struct gw_blob *blob = r->batch->cache ? r->batch->cache[r->slot] : NULL;
+    bool owned = false;
+    if (!blob) {
+        gw->ebuf.len = 0;
+        codec_watch_events_tail(&gw->ebuf, r->batch->events, r->idx, r->n_idx, r->prev_kv, false);
+        blob = blob_from(&gw->ebuf);
+        if (blob && r->batch->cache)
+            r->batch->cache[r->slot] = blob; /* the batch's reference, dropped by release */
+        else
+            owned = blob != NULL;
+    }
+    char wid[48];
+    size_t wl = codec_watch_id_text(wid, r->watch_id);
+    bool ok = blob && write_resp(st, hdr->p, hdr->len, wid, wl, blob);
+    if (owned)
+        blob_unref(blob);
+    return ok;
+}
+
+/* ---- flushing ----
+ *
+ * A bufferevent writes only when epoll says its socket is writable, which costs two epoll_ctl
+ * calls and a wakeup per response on an idle stream: most of the server's time with many
+ * watchers. So an armed stream keeps EV_WRITE off while its output is empty, and the streams
+ * that got output are written directly by one event that runs after every callback of this
+ * loop turn (after the ready step, so nothing reaches a socket before its batch is
+ * committed). What does not fit in the socket is left to the bufferevent (EV_WRITE on, with
+ * its write timeout) until the output is empty again. */
+
+static void dirty_remove(struct gw_stream *st)
+{
+    if (!st->dirty)
+        return;
+    if (st->dprev)
+        st->dprev->dnext = st->dnext;
+    else
+        st->gw->dirty = st->dnext;
+    if (st->dnext)
+        st->dnext->dprev = st->dprev;
+    st->dprev = st->dnext = NULL;
+    st->dirty = false;
+}
+
+static void mark_dirty(struct gw_stream *st)
+{
+    struct gw *gw = st->gw;
+    if (!st->armed || st->dirty || !gw->watch_flush_ev)
+        return;
+    st->dirty = true;
+    st->dprev = NULL;
+    st->dnext = gw->dirty;
+    if (gw->dirty)
+        gw->dirty->dprev = st;
+    gw->dirty = st;
+    event_active(gw->watch_flush_ev, EV_TIMEOUT, 1);
+}
+
+static void flush_stream(struct gw_stream *st)
+{
+    size_t len = evbuffer_get_length(st->out);
+    if (len && !(bufferevent_get_enabled(st->bev) & EV_WRITE)) {
+        /* A bufferevent freezes the start of its output so only it drains it; do as its own
+         * write callback does. Errors surface through EV_WRITE below. */
+        evbuffer_unfreeze(st->out, 1);
+        evbuffer_write(st->out, bufferevent_getfd(st->bev));
+        evbuffer_freeze(st->out, 1);
+        len = evbuffer_get_length(st->out);
+    }
+    if (len)
+        bufferevent_enable(st->bev, EV_WRITE);
+    else
+        bufferevent_disable(st->bev, EV_WRITE);
+}
+
+static void on_watch_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw *gw = arg;
+    (void)fd;
+    (void)what;
+    while (gw->dirty) {
+        struct gw_stream *st = gw->dirty;
+        dirty_remove(st);
+        flush_stream(st);
+    }
+}
+
+/* ---- the hub's sink ---- */
+
+static void retry_later(struct gw *gw, int ms);
+
+static bool sink_send(void *sink_ctx, void *stream_ctx, const struct watch_resp *r)
+{
+    struct gw *gw = sink_ctx;
+    struct gw_stream *st = stream_ctx;
+    if (r->kind == WATCH_RESP_EVENTS && evbuffer_get_length(st->out) >= gw->stream_limit) {
+        st->blocked = true;
+        return false;
+    }
+    if (!st->started)
+        start_reply(st);
+    mark_dirty(st);
+    if (r->kind != WATCH_RESP_EVENTS)
+        return send_ctrl(st, r);
+    if (send_events(st, r))
+        return true;
+    /* Out of memory: the watcher retries from history, after a drain or a short wait. */
+    st->blocked = true;
+    retry_later(gw, 100);
+    return false;
+}
+
+static void sink_release(void *sink_ctx, void *cached)
+{
+    (void)sink_ctx;
+    blob_unref(cached);
+}
+
+static const struct watch_sink GW_WATCH_SINK = {.send = sink_send, .release = sink_release};
+
+/* ---- stream life ---- */
+
+static void stream_free(struct gw_stream *st, bool free_req)
+{
+    struct gw *gw = st->gw;
+    if (st->out_cb)
+        evbuffer_remove_cb_entry(st->out, st->out_cb);
+    dirty_remove(st);
+    srv_watch_close(gw->srv, st->ws);
+    free(st->rest);
+    if (free_req)
+        evhttp_request_free(st->req);
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        gw->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    free(st);
+}
+
+/* The connection is going away (client closed, write error or timeout, or shutdown). If evhttp
+ * detached the request from the connection it no longer frees it: we do. */
+static void on_stream_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct gw_stream *st = arg;
+    (void)evcon;
+    stream_free(st, evhttp_request_get_connection(st->req) == NULL);
+}
+
+/* Output changed: once a blocked stream drains under the low mark its watchers resume, and a
+ * paused body goes on (from the retry event: writing here would re-enter this buffer). */
+static void on_out_change(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct gw_stream *st = arg;
+    (void)b;
+    if (!info->n_deleted)
+        return;
+    size_t len = info->orig_size + info->n_added - info->n_deleted;
+    if (len == 0 && (bufferevent_get_enabled(st->bev) & EV_WRITE))
+        mark_dirty(st); /* the bufferevent caught up: switch EV_WRITE off again */
+    if ((!st->blocked && !st->rest) || len > st->gw->stream_low)
+        return;
+    if (st->blocked) {
+        st->blocked = false;
+        srv_watch_writable(st->gw->srv, st->ws);
+    }
+    if (st->rest && st->gw->watch_retry_ev)
+        event_active(st->gw->watch_retry_ev, EV_TIMEOUT, 1);
+}
+
+static struct gw_stream *stream_create(struct gw_req *r)
+{
+    struct gw_stream *st = calloc(1, sizeof(*st));
+    if (!st)
+        return NULL;
+    st->gw = r->gw;
+    st->req = r->req;
+    st->evcon = r->evcon;
+    st->bev = evhttp_connection_get_bufferevent(r->evcon);
+    st->out = bufferevent_get_output(st->bev);
+    /* Responses are small and latency matters: no Nagle delay (Go sets this on every
+     * connection too). */
+    int one = 1;
+    setsockopt(bufferevent_getfd(st->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    st->ws = srv_watch_open(r->gw->srv, st);
+    if (!st->ws) {
+        free(st);
+        return NULL;
+    }
+    st->next = r->gw->streams;
+    if (st->next)
+        st->next->prev = st;
+    r->gw->streams = st;
+    return st;
+}
+
+/* The body is handled: from now on the stream owns the connection's close callback and reads
+ * only to notice EOF. evhttp's own read callback must not run (it refuses bytes in this
+ * state), so it is removed as evhttp itself does while writing; evhttp's read timeout would
+ * drop idle streams, so only the write timeout is kept. */
+static void stream_arm(struct gw_stream *st)
+{
+    struct evbuffer *body = evhttp_request_get_input_buffer(st->req);
+    evbuffer_drain(body, evbuffer_get_length(body)); /* copied and handled: free its chains */
+    bufferevent_data_cb rcb, wcb;
+    bufferevent_event_cb ecb;
+    void *arg;
+    bufferevent_getcb(st->bev, &rcb, &wcb, &ecb, &arg);
+    bufferevent_setcb(st->bev, NULL, wcb, ecb, arg);
+    struct timeval wt = {STREAM_WRITE_TIMEOUT_SECS, 0};
+    bufferevent_set_timeouts(st->bev, NULL, &wt);
+    bufferevent_setwatermark(st->bev, EV_READ, 0, STREAM_READ_HIGH);
+    bufferevent_enable(st->bev, EV_READ);
+    st->out_cb = evbuffer_add_cb(st->out, on_out_change, st);
+    evhttp_connection_set_closecb(st->evcon, on_stream_close, st);
+    st->armed = true;
+    mark_dirty(st);
+}
+
+static void reply_first_error(struct gw_req *r, const char *msg)
+{
+    struct buf b;
+    buf_init(&b);
+    codec_error(&b, msg, 2); /* etcd: the first stream message failing is code Unknown */
+    gw_reply_json(r, 500, &b);
+}
+
+static void dispatch(struct gw *gw, struct gw_stream *st, struct codec_watch_req *m)
+{
+    switch (m->kind) {
+    case CODEC_WATCH_CREATE:
+        srv_watch_create(gw->srv, st->ws, &m->create);
+        break;
+    case CODEC_WATCH_CANCEL:
+        srv_watch_cancel(gw->srv, st->ws, m->cancel_id);
+        break;
+    case CODEC_WATCH_PROGRESS:
+        srv_watch_progress(gw->srv, st->ws);
+        break;
+    case CODEC_WATCH_NONE:
+        break;
+    }
+}
+
+enum run_result {
+    RUN_DONE,        /* every message handled, or a later one failed to decode */
+    RUN_PAUSED,      /* the output is full: the rest waits for it to drain (*off) */
+    RUN_FIRST_ERROR, /* the first message failed to decode (d->msg) */
+};
+
+/* Handle the messages of body[*off..len). Answers pile up in the stream's output: past the
+ * stream limit the rest of the body waits, so a body of cheap requests cannot make the
+ * server buffer without bound (etcd gets the same from gRPC flow control). */
+static enum run_result run_messages(struct gw_stream *st, struct jdec *d, const char *body,
+                                    size_t len, size_t *off, bool first)
+{
+    for (;;) {
+        while (*off < len && (body[*off] == ' ' || body[*off] == '\t' || body[*off] == '\n' ||
+                              body[*off] == '\r'))
+            (*off)++;
+        if (*off >= len)
+            return RUN_DONE;
+        if (!first && evbuffer_get_length(st->out) >= st->gw->stream_limit)
+            return RUN_PAUSED;
+        struct jv v;
+        struct codec_watch_req m;
+        size_t used = 0;
+        if (!json_parse_next(d, body + *off, len - *off, &v, &used) || !jdec_root_value(d, &v) ||
+            codec_decode_watch(d, &v, &m) != MS_OK)
+            return first ? RUN_FIRST_ERROR : RUN_DONE; /* etcd closes the request side quietly */
+        *off += used;
+        first = false;
+        dispatch(st->gw, st, &m);
+    }
+}
+
+/* Keep the unhandled rest of a body for later. False on OOM (the rest is dropped, as if the
+ * client had stopped sending). */
+static bool keep_rest(struct gw_stream *st, const char *p, size_t n)
+{
+    st->rest = malloc(n);
+    if (!st->rest)
+        return false;
+    memcpy(st->rest, p, n);
+    st->rest_len = n;
+    st->rest_off = 0;
+    return true;
+}
+
+/* Continue a paused body. */
+static void resume(struct gw_stream *st)
+{
+    struct arena *a = arena_create(4096);
+    if (!a)
+        return; /* retried on the next drain */
+    struct jdec d;
+    jdec_init(&d, a);
+    if (run_messages(st, &d, st->rest, st->rest_len, &st->rest_off, false) == RUN_DONE) {
+        free(st->rest);
+        st->rest = NULL;
+        st->rest_len = st->rest_off = 0;
+    }
+    arena_destroy(a);
+}
+
+/* Deferred work of blocked or paused streams whose output went low (run outside evbuffer
+ * callbacks, which must not write to their own buffer). */
+static void on_watch_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw *gw = arg;
+    (void)fd;
+    (void)what;
+    for (struct gw_stream *st = gw->streams, *next; st; st = next) {
+        next = st->next;
+        if (evbuffer_get_length(st->out) > gw->stream_low)
+            continue;
+        if (st->blocked) {
+            st->blocked = false;
+            srv_watch_writable(gw->srv, st->ws);
+        }
+        if (st->rest)
+            resume(st);
+    }
+}
+
+static void retry_later(struct gw *gw, int ms)
+{
+    struct timeval tv = {0, ms * 1000};
+    if (gw->watch_retry_ev && !evtimer_pending(gw->watch_retry_ev, NULL))
+        evtimer_add(gw->watch_retry_ev, &tv);
+}
+
+void gw_watch(struct gw_req *r)
+{
+    struct gw_stream *st = stream_create(r);
+    if (!st) {
+        gw_reply_error(r, MS_E_NOMEM, NULL);
+        return;
+    }
+    struct jdec d;
+    size_t off = 0;
+    jdec_init(&d, r->a);
+    switch (run_messages(st, &d, r->body, r->body_len, &off, true)) {
+    case RUN_FIRST_ERROR:
+        stream_free(st, false);
+        reply_first_error(r, d.msg);
+        return;
+    case RUN_PAUSED:
+        keep_rest(st, r->body + off, r->body_len - off);
+        break;
+    case RUN_DONE:
+        break;
+    }
+    /* Even with nothing to answer yet the request stays open, as etcd's does. */
+    gw_req_release(r);
+    stream_arm(st);
+}
+
+/* ---- gateway hooks ---- */
+
+void gw_watch_init(struct gw *gw)
+{
+    const struct cfg *cfg = srv_cfg(gw->srv);
+    gw->stream_limit =
+        cfg->watch_stream_buffer_bytes ? (size_t)cfg->watch_stream_buffer_bytes : (size_t)1 << 20;
+    gw->stream_low = gw->stream_limit / 4;
+    buf_init(&gw->wbuf);
+    buf_init(&gw->ebuf);
+    buf_init(&gw->hdr);
+    gw->watch_retry_ev = evtimer_new(gw->base, on_watch_retry, gw);
+    gw->watch_flush_ev = event_new(gw->base, -1, 0, on_watch_flush, gw);
+    srv_watch_set_sink(gw->srv, &GW_WATCH_SINK, gw);
+}
+
+void gw_watch_fini(struct gw *gw)
+{
+    /* evhttp_free closed the connections and their callbacks freed the streams; any left
+     * had their evhttp objects freed already. */
+    while (gw->streams)
+        stream_free(gw->streams, false);
+    if (gw->srv)
+        srv_watch_set_sink(gw->srv, NULL, NULL);
+    if (gw->watch_retry_ev)
+        event_free(gw->watch_retry_ev);
+    if (gw->watch_flush_ev)
+        event_free(gw->watch_flush_ev);
+    gw->watch_retry_ev = gw->watch_flush_ev = NULL;
+    buf_fini(&gw->wbuf);
+    buf_fini(&gw->ebuf);
+    buf_fini(&gw->hdr);
+}
+
+void gw_watch_metrics(struct gw *gw, struct evbuffer *out)
+{
+    struct watch_stats ws;
+    size_t buffered = 0;
+    srv_watch_stats(gw->srv, &ws);
+    for (struct gw_stream *st = gw->streams; st; st = st->next)
+        buffered += evbuffer_get_length(st->out);
+    evbuffer_add_printf(out,
+                        "# HELP etcd_debugging_mvcc_watch_stream_total Total number of watch "
+                        "streams.\n"
+                        "# TYPE etcd_debugging_mvcc_watch_stream_total gauge\n"
+                        "etcd_debugging_mvcc_watch_stream_total %zu\n"
+                        "# HELP etcd_debugging_mvcc_watcher_total Total number of watchers.\n"
+                        "# TYPE etcd_debugging_mvcc_watcher_total gauge\n"
+                        "etcd_debugging_mvcc_watcher_total %zu\n"
+                        "# HELP etcd_debugging_mvcc_slow_watcher_total Total number of unsynced "
+                        "slow watchers.\n"
+                        "# TYPE etcd_debugging_mvcc_slow_watcher_total gauge\n"
+                        "etcd_debugging_mvcc_slow_watcher_total %zu\n"
+                        "# HELP metastore_watch_events_sent_total Events handed to watch "
+                        "streams.\n"
+                        "# TYPE metastore_watch_events_sent_total counter\n"
+                        "metastore_watch_events_sent_total %llu\n"
+                        "# HELP metastore_watch_victims_total Times a watcher's stream was full "
+                        "and it fell back to history.\n"
+                        "# TYPE metastore_watch_victims_total counter\n"
+                        "metastore_watch_victims_total %llu\n"
+                        "# HELP metastore_watch_stream_buffered_bytes Bytes waiting in watch "
+                        "stream output buffers.\n"
+                        "# TYPE metastore_watch_stream_buffered_bytes gauge\n"
+                        "metastore_watch_stream_buffered_bytes %zu\n",
+                        ws.streams, ws.watchers, ws.unsynced + ws.victims,
+                        (unsigned long long)ws.events_sent, (unsigned long long)ws.victimized,
+                        buffered);
+}

@@ -1,0 +1,121 @@
+/* srv_watch.c - the watch hub inside the server (DESIGN.md §4).
+ *
+ * Owns the hub and two loop events: a zero-delay timer that runs one bounded catch-up round
+ * per loop turn while watchers are unsynced (so catch-up interleaves with client I/O and the
+ * ready step), and the periodic progress_notify tick. Live events reach the hub from
+ * srv_events_applied; history is read through the server's backend txn. Nothing here blocks.
+ */
+#include "srv_int.h"
+
+#include "metastore/log.h"
+
+#define SYNC_RETRY_MS 100 /* after a failed catch-up round (backend error, OOM) */
+
+static void arm_sync(struct srv *s, int delay_ms)
+{
+    if (!s->watch_sync_ev)
+        return;
+    if (!watch_hub_pending(s->watch) || evtimer_pending(s->watch_sync_ev, NULL))
+        return;
+    struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+    evtimer_add(s->watch_sync_ev, &tv);
+}
+
+static void srv_on_watch_sync(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    ms_err e = watch_hub_sync(s->watch, s->wtxn);
+    if (e)
+        log_warn("watch catch-up failed, retrying: %s", ms_err_name(e));
+    arm_sync(s, e ? SYNC_RETRY_MS : 0);
+}
+
+static void srv_on_watch_progress(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    watch_hub_progress_tick(s->watch);
+}
+
+ms_err srv_watch_init(struct srv *s)
+{
+    struct watch_limits lim;
+    watch_limits_default(&lim);
+    if (s->cfg.max_watchers)
+        lim.max_watchers = (size_t)s->cfg.max_watchers;
+    if (s->cfg.max_watchers_per_stream)
+        lim.max_watchers_per_stream = (size_t)s->cfg.max_watchers_per_stream;
+    uint64_t every = s->cfg.watch_progress_ms ? s->cfg.watch_progress_ms : 10 * 60 * 1000;
+    struct timeval tv = {(time_t)(every / 1000), (suseconds_t)(every % 1000) * 1000};
+    s->watch = watch_hub_create(s->kv, &lim);
+    s->watch_sync_ev = evtimer_new(s->base, srv_on_watch_sync, s);
+    s->watch_progress_ev = event_new(s->base, -1, EV_PERSIST, srv_on_watch_progress, s);
+    if (!s->watch || !s->watch_sync_ev || !s->watch_progress_ev ||
+        event_add(s->watch_progress_ev, &tv) != 0)
+        return MS_E_NOMEM;
+    return MS_OK;
+}
+
+void srv_watch_fini(struct srv *s)
+{
+    if (s->watch_sync_ev)
+        event_free(s->watch_sync_ev);
+    if (s->watch_progress_ev)
+        event_free(s->watch_progress_ev);
+    s->watch_sync_ev = s->watch_progress_ev = NULL;
+    watch_hub_destroy(s->watch);
+    s->watch = NULL;
+}
+
+void srv_watch_kick(struct srv *s)
+{
+    arm_sync(s, 0);
+}
+
+void srv_watch_set_sink(struct srv *s, const struct watch_sink *sink, void *sink_ctx)
+{
+    watch_hub_set_sink(s->watch, sink, sink_ctx);
+}
+
+struct watch_stream *srv_watch_open(struct srv *s, void *ctx)
+{
+    return watch_stream_open(s->watch, ctx);
+}
+
+void srv_watch_close(struct srv *s, struct watch_stream *st)
+{
+    (void)s;
+    watch_stream_close(st);
+}
+
+void srv_watch_create(struct srv *s, struct watch_stream *st, const struct watch_create_req *req)
+{
+    watch_create(st, req);
+    arm_sync(s, 0);
+}
+
+void srv_watch_cancel(struct srv *s, struct watch_stream *st, int64_t watch_id)
+{
+    (void)s;
+    watch_cancel(st, watch_id);
+}
+
+void srv_watch_progress(struct srv *s, struct watch_stream *st)
+{
+    (void)s;
+    watch_progress(st);
+}
+
+void srv_watch_writable(struct srv *s, struct watch_stream *st)
+{
+    watch_stream_writable(st);
+    arm_sync(s, 0);
+}
+
+void srv_watch_stats(const struct srv *s, struct watch_stats *out)
+{
+    watch_hub_stats(s->watch, out);
+}

@@ -399,6 +399,47 @@ START_TEST(single_key_events)
 }
 END_TEST
 
+/* A lease's keys go in one revision when it is revoked, and when it expires: a watcher sees
+ * one DELETE per key, all under that revision (lease issue). */
+START_TEST(lease_revoke_and_expiry_delete)
+{
+    struct wsr r;
+    wsr_open(&r, "{\"create_request\":{\"key\":\"bC8=\",\"range_end\":\"bDA=\"}}");
+    const char *w0[] = {CREATED(1)};
+    expect_msgs(&r, w0, 1, 0);
+    post_ok("/v3/lease/grant", "{\"TTL\":60,\"ID\":7}");
+    post_ok("/v3/kv/put", "{\"key\":\"bC9h\",\"value\":\"MQ==\",\"lease\":7}");
+    post_ok("/v3/kv/put", "{\"key\":\"bC9i\",\"value\":\"Mg==\",\"lease\":7}");
+    post_ok("/v3/lease/revoke", "{\"ID\":7}");
+#define LKV(k, r, v, l)                                                                            \
+    "{\"kv\":{\"key\":\"" k "\",\"create_revision\":\"" #r "\",\"mod_revision\":\"" #r             \
+    "\",\"version\":\"1\",\"value\":\"" v "\",\"lease\":\"" #l "\"}}"
+#define LDEL(k, r) "{\"type\":\"DELETE\",\"kv\":{\"key\":\"" k "\",\"mod_revision\":\"" #r "\"}}"
+    const char *w1[] = {
+        "{\"result\":{\"header\":" H(2) ",\"events\":[" LKV("bC9h", 2, "MQ==", 7) "]}}",
+        "{\"result\":{\"header\":" H(3) ",\"events\":[" LKV("bC9i", 3, "Mg==", 7) "]}}",
+        "{\"result\":{\"header\":" H(4) ",\"events\":[" LDEL("bC9h", 4) "," LDEL("bC9i", 4) "]}}",
+    };
+    expect_msgs(&r, w1, N_OF(w1), 0);
+    /* The minimum TTL (2 s): the DELETE arrives within expect_msgs' 10 s bound. */
+    post_ok("/v3/lease/grant", "{\"TTL\":2,\"ID\":8}");
+    post_ok("/v3/kv/put", "{\"key\":\"bC9j\",\"value\":\"Mw==\",\"lease\":8}");
+    const char *w2[] = {
+        "{\"result\":{\"header\":" H(5) ",\"events\":[" LKV("bC9j", 5, "Mw==", 8) "]}}",
+        "{\"result\":{\"header\":" H(6) ",\"events\":[" LDEL("bC9j", 6) "]}}",
+    };
+    expect_msgs(&r, w2, N_OF(w2), 300);
+#undef LKV
+#undef LDEL
+    wsr_close(&r);
+    int st;
+    char *out = tu_post(srv.port, "/v3/kv/range", "{\"key\":\"bC8=\",\"range_end\":\"bDA=\"}", &st);
+    ck_assert_int_eq(st, 200);
+    ck_assert_ptr_null(strstr(out, "\"kvs\""));
+    free(out);
+}
+END_TEST
+
 START_TEST(several_watchers_filters_prev_kv_progress)
 {
     struct wsr r;
@@ -1088,7 +1129,8 @@ int main(void)
     } cases[] = {
         {"kinds",
          {single_key_events, several_watchers_filters_prev_kv_progress, ids_cancel_all_keys_future,
-          txn_events_share_a_revision, history_and_compaction, NULL},
+          txn_events_share_a_revision, history_and_compaction, lease_revoke_and_expiry_delete,
+          NULL},
          60},
         {"options", {progress_notify, body_errors_and_silence, fragment, NULL}, 60},
         {"load",

@@ -175,4 +175,16 @@ size_t codec_watch_event_size(const struct kv_event *e, bool prev_kv);
 size_t codec_watch_base_size(const struct srv_header *h, int64_t watch_id, bool fragment);
 size_t codec_watch_event_field_size(size_t event_size);
 
+/* Value of a hex digit, or -1. */
+static inline int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 #endif

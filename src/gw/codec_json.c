@@ -83,24 +83,13 @@ static void jp_ws(struct jp *j)
         j->p++;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool read_u4(struct jp *j, unsigned *out)
 {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
         if (j->p >= j->end)
             return jp_eof(j);
-        int h = hexval(*j->p);
+        int h = hex_digit(*j->p);
         if (h < 0)
             return jp_bad(j, "in \\u hexadecimal character escape");
         v = v << 4 | (unsigned)h;

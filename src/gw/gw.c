@@ -12,17 +12,14 @@
 
 #include "metastore/log.h"
 
-#include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define GW_TIMEOUT_SECS 60
-#define GW_MAX_HEADERS  (256 << 10)
-#define GRPC_OVERHEAD   (512 << 10) /* etcd grpcOverheadBytes */
+#define GW_TIMEOUT_MS  60000       /* read, write and keep-alive idle limits */
+#define GW_MAX_HEADERS (256 << 10) /* request line and headers */
+#define GW_MAX_CONNS   (1u << 20)  /* in practice the fd limit binds first */
+#define GRPC_OVERHEAD  (512 << 10) /* etcd grpcOverheadBytes */
 
 struct gw_route {
     const char *path; /* below /v3 */
@@ -80,29 +77,40 @@ static const struct gw_route ROUTES[] = {
     {"/election/resign", NULL},
 };
 
-static void add_common_headers(struct evhttp_request *req)
+/* Headers every response carries (etcd's CORS handler), then room for a few more. */
+#define HDR(n, v) ((struct http_hdr){n, sizeof(n) - 1, v, sizeof(v) - 1})
+#define MAX_HDRS  8
+
+struct hdrs {
+    struct http_hdr h[MAX_HDRS];
+    size_t n;
+};
+
+static void hdrs_init(struct hdrs *h)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Access-Control-Allow-Headers", "accept, content-type, authorization");
-    evhttp_add_header(h, "Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE");
-    evhttp_add_header(h, "Access-Control-Allow-Origin", "*");
+    h->h[0] = HDR("Access-Control-Allow-Headers", "accept, content-type, authorization");
+    h->h[1] = HDR("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE");
+    h->h[2] = HDR("Access-Control-Allow-Origin", "*");
+    h->n = 3;
+}
+
+static void hdrs_add(struct hdrs *h, const char *name, const char *value)
+{
+    if (h->n < MAX_HDRS)
+        h->h[h->n++] = (struct http_hdr){name, strlen(name), value, strlen(value)};
 }
 
 /* Send a plain-text reply on a request that has no gw_req. */
-static void send_text(struct evhttp_request *req, int status, const char *body, const char *allow)
+static void send_text(struct http_request *req, int status, const char *body, const char *allow)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    struct evbuffer *b = evbuffer_new();
+    struct hdrs h;
+    hdrs_init(&h);
     if (allow)
-        evhttp_add_header(h, "Allow", allow);
-    evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
+        hdrs_add(&h, "Allow", allow);
+    hdrs_add(&h, "Content-Type", "text/plain; charset=utf-8");
     if (status >= 400)
-        evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
-    if (b && body)
-        evbuffer_add(b, body, strlen(body));
-    evhttp_send_reply(req, status, ms_http_reason(status), b);
-    if (b)
-        evbuffer_free(b);
+        hdrs_add(&h, "X-Content-Type-Options", "nosniff");
+    http_respond(req, status, h.h, h.n, body, body ? strlen(body) : 0);
 }
 
 static void req_unlink(struct gw_req *r)
@@ -130,17 +138,16 @@ void gw_req_abandon(struct gw_req *r)
     gw_req_free(r);
 }
 
-/* The client went away before we replied: evhttp frees the request, we free the rest. */
-static void gw_on_conn_close(struct evhttp_connection *evcon, void *arg)
+/* The client went away before we replied: the HTTP layer drops the request, we free the
+ * rest. */
+static void gw_on_conn_close(void *arg)
 {
-    struct gw_req *r = arg;
-    (void)evcon;
-    gw_req_free(r);
+    gw_req_free(arg);
 }
 
 static void detach(struct gw_req *r)
 {
-    evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+    http_set_close_cb(r->req, NULL, NULL);
 }
 
 void gw_req_release(struct gw_req *r)
@@ -150,33 +157,19 @@ void gw_req_release(struct gw_req *r)
     gw_req_free(r);
 }
 
-static void free_buf_cb(const void *data, size_t len, void *arg)
-{
-    (void)data;
-    (void)len;
-    free(arg);
-}
-
 void gw_reply_json(struct gw_req *r, int status, struct buf *body)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
-    evhttp_add_header(h, "Content-Type", "application/json");
-    if (status == 200)
-        evhttp_add_header(h, "Grpc-Metadata-Content-Type", "application/grpc");
-    struct evbuffer *b = evbuffer_new();
-    if (b && !buf_failed(body)) {
-        size_t len;
-        uint8_t *p = buf_steal(body, &len);
-        if (p && evbuffer_add_reference(b, p, len, free_buf_cb, p) != 0)
-            free(p);
-    } else {
+    struct hdrs h;
+    hdrs_init(&h);
+    hdrs_add(&h, "Content-Type", "application/json");
+    if (buf_failed(body)) {
+        buf_fini(body);
         status = 500;
     }
-    buf_fini(body);
+    if (status == 200)
+        hdrs_add(&h, "Grpc-Metadata-Content-Type", "application/grpc");
     detach(r);
-    evhttp_send_reply(r->req, status, ms_http_reason(status), b);
-    if (b)
-        evbuffer_free(b);
+    http_respond_buf(r->req, status, h.h, h.n, body);
     r->srv_id = 0;
     gw_req_free(r);
 }
@@ -248,7 +241,7 @@ void gw_wait(struct gw_req *r)
     if (r->next)
         r->next->prev = r;
     r->gw->pending = r;
-    evhttp_connection_set_closecb(r->evcon, gw_on_conn_close, r);
+    http_set_close_cb(r->req, gw_on_conn_close, r);
 }
 
 void gw_done_cb(void *ctx, ms_err err, const struct srv_result *res)
@@ -256,33 +249,31 @@ void gw_done_cb(void *ctx, ms_err err, const struct srv_result *res)
     gw_on_done(ctx, err, res);
 }
 
-void gw_stream_start(struct gw_req *r)
+void gw_http_stream_start(struct http_request *req)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
-    evhttp_add_header(h, "Content-Type", "application/json");
-    evhttp_add_header(h, "Grpc-Metadata-Content-Type", "application/grpc");
-    evhttp_send_reply_start(r->req, 200, "OK");
+    struct hdrs h;
+    hdrs_init(&h);
+    hdrs_add(&h, "Content-Type", "application/json");
+    hdrs_add(&h, "Grpc-Metadata-Content-Type", "application/grpc");
+    http_stream_start(req, 200, h.h, h.n);
 }
 
-void gw_stream_chunk(struct gw_req *r, struct buf *b,
-                     void (*sent)(struct evhttp_connection *, void *), void *arg)
+void gw_stream_start(struct gw_req *r)
 {
-    struct evbuffer *e = evbuffer_new();
-    if (e) {
-        size_t len;
-        uint8_t *p = buf_steal(b, &len);
-        if (p && evbuffer_add_reference(e, p, len, free_buf_cb, p) != 0)
-            free(p);
-        evhttp_send_reply_chunk_with_cb(r->req, e, sent, arg);
-        evbuffer_free(e);
-    }
+    gw_http_stream_start(r->req);
+}
+
+void gw_stream_chunk(struct gw_req *r, struct buf *b)
+{
+    if (!buf_failed(b))
+        http_stream_write(r->req, b->p, b->len);
     buf_fini(b);
 }
 
 void gw_stream_end(struct gw_req *r)
 {
     detach(r);
-    evhttp_send_reply_end(r->req);
+    http_stream_end(r->req);
     r->srv_id = 0;
     gw_req_free(r);
 }
@@ -349,16 +340,14 @@ static void clean_path(const char *p, char *out)
     out[o] = 0;
 }
 
-static struct gw_req *req_create(struct gw *gw, struct evhttp_request *req)
+static struct gw_req *req_create(struct gw *gw, struct http_request *req)
 {
     struct gw_req *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
     r->gw = gw;
     r->req = req;
-    r->evcon = evhttp_request_get_connection(req);
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
+    size_t len = req->body_len;
     r->a = arena_create(len + 4096);
     char *body = r->a ? arena_alloc(r->a, len + 1) : NULL;
     if (!body) {
@@ -366,14 +355,16 @@ static struct gw_req *req_create(struct gw *gw, struct evhttp_request *req)
         free(r);
         return NULL;
     }
-    evbuffer_copyout(in, body, len);
+    /* A copy, NUL-terminated, that outlives the HTTP layer's buffer (streams keep it). */
+    if (len)
+        memcpy(body, req->body, len);
     body[len] = 0;
     r->body = body;
     r->body_len = len;
     return r;
 }
 
-static void route_v3(struct gw *gw, struct evhttp_request *req, const char *sub)
+static void route_v3(struct gw *gw, struct http_request *req, const char *sub)
 {
     const struct gw_route *rt = NULL;
     for (size_t i = 0; i < sizeof(ROUTES) / sizeof(ROUTES[0]); i++)
@@ -383,7 +374,7 @@ static void route_v3(struct gw *gw, struct evhttp_request *req, const char *sub)
         send_text(req, 404, "Not Found\n", NULL);
         return;
     }
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+    if (req->method != HTTP_POST) {
         send_text(req, 405, "Method Not Allowed\n", NULL);
         return;
     }
@@ -399,17 +390,17 @@ static void route_v3(struct gw *gw, struct evhttp_request *req, const char *sub)
     rt->fn(r);
 }
 
-static void get_only(struct evhttp_request *req, void (*fn)(struct gw *, struct evhttp_request *),
+static void get_only(struct http_request *req, void (*fn)(struct gw *, struct http_request *),
                      struct gw *gw)
 {
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+    if (req->method != HTTP_GET) {
         send_text(req, 405, "Method Not Allowed\n", "GET");
         return;
     }
     fn(gw, req);
 }
 
-static void serve_health(struct gw *gw, struct evhttp_request *req)
+static void serve_health(struct gw *gw, struct http_request *req)
 {
     const struct srv_alarm *alarms;
     size_t n;
@@ -419,46 +410,38 @@ static void serve_health(struct gw *gw, struct evhttp_request *req)
         send_text(req, 503, "{\"health\":\"false\"}\n", NULL);
         return;
     }
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    struct evbuffer *b = evbuffer_new();
-    evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
-    if (b)
-        evbuffer_add(b, "{\"health\":\"true\"}", 17);
-    evhttp_send_reply(req, 200, "OK", b);
-    if (b)
-        evbuffer_free(b);
+    struct hdrs h;
+    hdrs_init(&h);
+    hdrs_add(&h, "Content-Type", "text/plain; charset=utf-8");
+    http_respond(req, 200, h.h, h.n, "{\"health\":\"true\"}", 17);
 }
 
-static void serve_version(struct gw *gw, struct evhttp_request *req)
+static void serve_version(struct gw *gw, struct http_request *req)
 {
     (void)gw;
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    struct evbuffer *b = evbuffer_new();
-    evhttp_add_header(h, "Content-Type", "application/json");
-    if (b)
-        evbuffer_add_printf(b, "{\"etcdserver\":\"%s\",\"etcdcluster\":\"%s\"}", MS_ETCD_VERSION,
-                            MS_ETCD_CLUSTER_VERSION);
-    evhttp_send_reply(req, 200, "OK", b);
-    if (b)
-        evbuffer_free(b);
+    static const char body[] =
+        "{\"etcdserver\":\"" MS_ETCD_VERSION "\",\"etcdcluster\":\"" MS_ETCD_CLUSTER_VERSION "\"}";
+    struct hdrs h;
+    hdrs_init(&h);
+    hdrs_add(&h, "Content-Type", "application/json");
+    http_respond(req, 200, h.h, h.n, body, sizeof(body) - 1);
 }
 
-static void serve_metrics(struct gw *gw, struct evhttp_request *req)
+static void serve_metrics(struct gw *gw, struct http_request *req)
 {
     struct buf b;
     buf_init(&b);
     srv_metrics_text(gw->srv, &b);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    struct evbuffer *out = evbuffer_new();
-    evhttp_add_header(h, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-    if (out && !buf_failed(&b)) {
-        evbuffer_add(out, b.p, b.len);
-        gw_watch_metrics(gw, out);
+    gw_watch_metrics(gw, &b);
+    struct hdrs h;
+    hdrs_init(&h);
+    hdrs_add(&h, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    if (buf_failed(&b)) {
+        buf_fini(&b);
+        send_text(req, 503, "out of memory\n", NULL);
+        return;
     }
-    buf_fini(&b);
-    evhttp_send_reply(req, out ? 200 : 503, out ? "OK" : "Service Unavailable", out);
-    if (out)
-        evbuffer_free(out);
+    http_respond_buf(req, 200, h.h, h.n, &b);
 }
 
 static bool has_prefix(const char *s, const char *p, const char **rest)
@@ -470,55 +453,71 @@ static bool has_prefix(const char *s, const char *p, const char **rest)
     return true;
 }
 
-static void gw_on_request(struct evhttp_request *req, void *arg)
+/* Percent-decode p[0..n) into out (room for n + 1). False if a %00 would end the path early
+ * (Go refuses such a path). A '%' not followed by two hex digits stays as it is. */
+static bool uri_decode(const char *p, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (p[i] == '%' && i + 2 < n && (hi = hex_digit(p[i + 1])) >= 0 &&
+            (lo = hex_digit(p[i + 2])) >= 0) {
+            char c = (char)(hi * 16 + lo);
+            if (!c)
+                return false;
+            out[o++] = c;
+            i += 2;
+        } else {
+            out[o++] = p[i];
+        }
+    }
+    out[o] = 0;
+    return true;
+}
+
+static void gw_on_request(void *arg, struct http_request *req)
 {
     struct gw *gw = arg;
-    add_common_headers(req);
-    if (evhttp_request_get_command(req) == EVHTTP_REQ_OPTIONS) {
-        evhttp_send_reply(req, 200, "OK", NULL);
+    if (req->method == HTTP_OPTIONS) {
+        struct hdrs h;
+        hdrs_init(&h);
+        http_respond(req, 200, h.h, h.n, NULL, 0);
         return;
     }
-    const char *uri = evhttp_request_get_uri(req);
-    const char *q = strchr(uri, '?');
-    size_t plen = q ? (size_t)(q - uri) : strlen(uri);
-    char *raw = malloc(plen + 1);
-    if (!raw) {
+    const char *q = memchr(req->target, '?', req->target_len);
+    size_t plen = q ? (size_t)(q - req->target) : req->target_len;
+    size_t qlen = q ? req->target_len - plen : 0;
+    char *path = malloc(plen + 1);
+    char *clean = malloc(plen + 2);
+    if (!path || !clean) {
+        free(path);
+        free(clean);
         send_text(req, 503, "out of memory\n", NULL);
         return;
     }
-    memcpy(raw, uri, plen);
-    raw[plen] = 0;
-    size_t dlen;
-    char *path = evhttp_uridecode(raw, 0, &dlen);
-    free(raw);
-    if (!path || strlen(path) != dlen || path[0] != '/') {
-        free(path);
+    if (!uri_decode(req->target, plen, path) || path[0] != '/') {
         send_text(req, 404, "404 page not found\n", NULL);
-        return;
-    }
-    char *clean = malloc(dlen + 2);
-    if (!clean) {
-        free(path);
-        send_text(req, 503, "out of memory\n", NULL);
-        return;
+        goto out;
     }
     clean_path(path, clean);
     const char *sub;
-    if (strcmp(clean, path) != 0 || strcmp(clean, "/v3") == 0 || strcmp(clean, "/v3beta") == 0) {
+    bool is_root = strcmp(clean, "/v3") == 0 || strcmp(clean, "/v3beta") == 0;
+    if (strcmp(clean, path) != 0 || is_root) {
         /* net/http redirects to the cleaned path, and "/v3" to the "/v3/" subtree. */
-        struct evbuffer *loc = evbuffer_new();
-        if (loc) {
-            evbuffer_add_printf(
-                loc, "%s%s%s", clean,
-                strcmp(clean, "/v3") == 0 || strcmp(clean, "/v3beta") == 0 ? "/" : "", q ? q : "");
-            evbuffer_add(loc, "", 1);
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Location",
-                              (const char *)evbuffer_pullup(loc, -1));
-            evbuffer_free(loc);
-        }
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "text/html; charset=utf-8");
-        evhttp_send_reply(req, 301, "Moved Permanently", NULL);
+        struct buf loc;
+        buf_init(&loc);
+        buf_puts(&loc, clean);
+        if (is_root)
+            buf_putc(&loc, '/');
+        buf_append(&loc, q, qlen);
+        buf_putc(&loc, 0);
+        struct hdrs h;
+        hdrs_init(&h);
+        if (!buf_failed(&loc))
+            hdrs_add(&h, "Location", (const char *)loc.p);
+        hdrs_add(&h, "Content-Type", "text/html; charset=utf-8");
+        http_respond(req, 301, h.h, h.n, NULL, 0);
+        buf_fini(&loc);
     } else if (has_prefix(clean, "/v3/", &sub) || has_prefix(clean, "/v3beta/", &sub)) {
         route_v3(gw, req, sub - 1);
     } else if (strcmp(clean, "/health") == 0) {
@@ -530,6 +529,7 @@ static void gw_on_request(struct evhttp_request *req, void *arg)
     } else {
         send_text(req, 404, "404 page not found\n", NULL);
     }
+out:
     free(clean);
     free(path);
 }
@@ -548,22 +548,21 @@ struct gw *gw_create(struct event_base *base, struct srv *srv, ms_err *err)
     /* JSON carries bytes as base64 (4/3) plus escapes: allow twice the gRPC limit so that
      * oversized requests get etcd's own errors rather than a bare 413. */
     gw->max_body = gw->grpc_max * 2 + (64 << 10);
-    gw->http = evhttp_new(base);
+    struct http_limits lim = {.max_header_bytes = GW_MAX_HEADERS,
+                              .max_body_bytes = gw->max_body,
+                              .read_timeout_ms = GW_TIMEOUT_MS,
+                              .write_timeout_ms = GW_TIMEOUT_MS,
+                              .idle_timeout_ms = GW_TIMEOUT_MS,
+                              .max_conns = GW_MAX_CONNS};
+    gw->http = http_server_create(base, &lim, gw_on_request, gw);
     if (!gw->http) {
         *err = MS_E_NOMEM;
         goto out_free;
     }
-    evhttp_set_max_body_size(gw->http, (ev_ssize_t)gw->max_body);
-    evhttp_set_max_headers_size(gw->http, GW_MAX_HEADERS);
-    evhttp_set_timeout(gw->http, GW_TIMEOUT_SECS);
-    evhttp_set_allowed_methods(gw->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(gw->http, gw_on_request, gw);
     gw_watch_init(gw);
     for (size_t i = 0; i < cfg->n_listen_client; i++) {
         const struct cfg_url *u = &cfg->listen_client[i];
-        if (!evhttp_bind_socket_with_handle(gw->http, u->host, u->port)) {
+        if (http_server_listen(gw->http, u->host, u->port) != 0) {
             log_error("cannot listen on %s", u->text);
             *err = MS_E_IO;
             goto out_free;
@@ -581,9 +580,9 @@ void gw_destroy(struct gw *gw)
 {
     if (!gw)
         return;
-    /* evhttp_free closes every connection; their close callbacks free waiting requests. */
-    if (gw->http)
-        evhttp_free(gw->http);
+    /* Closing the HTTP server closes every connection; their close callbacks free waiting
+     * requests and streams. */
+    http_server_destroy(gw->http);
     while (gw->pending)
         gw_req_free(gw->pending);
     gw_watch_fini(gw);

@@ -7,7 +7,7 @@
 #include "metastore/gw.h"
 #include "metastore/srv.h"
 
-#include <event2/http.h>
+#include "http.h"
 
 struct gw_req;
 struct gw_stream;
@@ -17,8 +17,8 @@ typedef void (*gw_handler_fn)(struct gw_req *r);
 struct gw {
     struct event_base *base;
     struct srv *srv;
-    struct evhttp *http;
-    size_t max_body;        /* HTTP body limit (evhttp answers 413 above it) */
+    struct http_server *http;
+    size_t max_body;        /* HTTP body limit (the HTTP layer answers 413 above it) */
     size_t grpc_max;        /* etcd's gRPC receive limit: max-request-bytes + 512 KiB */
     struct gw_req *pending; /* requests waiting for srv, doubly linked */
     /* watch streams (gw_watch.c) */
@@ -39,8 +39,7 @@ struct gw {
  * is gone, whichever comes first (one release path: gw_req_free). */
 struct gw_req {
     struct gw *gw;
-    struct evhttp_request *req;
-    struct evhttp_connection *evcon;
+    struct http_request *req;
     struct arena *a;
     const char *body; /* copy in the arena */
     size_t body_len;
@@ -66,16 +65,17 @@ void gw_req_abandon(struct gw_req *r);
 /* The usual completion: encode the result (r->encode or codec_result) and reply. */
 void gw_done_cb(void *ctx, ms_err err, const struct srv_result *res);
 
-/* Chunked replies (server streams). gw_stream_chunk takes b's bytes and calls sent once they
- * are written to the socket (NULL: no callback). gw_stream_end finishes and frees r. */
+/* Chunked replies (server streams). gw_stream_chunk writes b's bytes as one chunk (and empties
+ * b); gw_stream_end finishes and frees r. */
 void gw_stream_start(struct gw_req *r);
-void gw_stream_chunk(struct gw_req *r, struct buf *b,
-                     void (*sent)(struct evhttp_connection *, void *), void *arg);
+/* The same 200 and headers on a bare HTTP request (watch streams outlive their gw_req). */
+void gw_http_stream_start(struct http_request *req);
+void gw_stream_chunk(struct gw_req *r, struct buf *b);
 void gw_stream_end(struct gw_req *r);
 /* Error of a stream before its first message: grpc-gateway's {"error":{...}} envelope. */
 void gw_stream_error(struct gw_req *r, ms_err e, const char *msg);
 
-/* Free r (its arena) without replying and without touching the evhttp request, which the
+/* Free r (its arena) without replying and without touching the HTTP request, which the
  * caller has taken over (streams). Clears the connection's close callback. */
 void gw_req_release(struct gw_req *r);
 
@@ -83,8 +83,7 @@ void gw_req_release(struct gw_req *r);
 void gw_watch_init(struct gw *gw);
 void gw_watch_fini(struct gw *gw);
 /* Append the watch gauges to a Prometheus text body. */
-struct evbuffer;
-void gw_watch_metrics(struct gw *gw, struct evbuffer *out);
+void gw_watch_metrics(struct gw *gw, struct buf *out);
 
 /* Route handlers. */
 void gw_kv_range(struct gw_req *r);

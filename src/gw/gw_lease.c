@@ -198,7 +198,7 @@ void gw_lease_keepalive(struct gw_req *r)
     }
     gw_stream_start(r);
     if (b.len)
-        gw_stream_chunk(r, &b, NULL, NULL);
+        gw_stream_chunk(r, &b);
     buf_fini(&b);
     gw_stream_end(r);
 }

@@ -13,7 +13,6 @@
 #include "metastore/log.h"
 #include "metastore/sha256.h"
 
-#include <event2/http.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -70,18 +69,17 @@ static void stream_free(struct snap_stream *st)
 }
 
 /* The connection went away mid-stream: the request is gone with it. */
-static void on_close(struct evhttp_connection *evcon, void *arg)
+static void on_close(void *arg)
 {
-    (void)evcon;
     struct snap_stream *st = arg;
     gw_req_abandon(st->r);
     stream_free(st);
 }
 
-static void send_next(struct evhttp_connection *evcon, void *arg)
+/* The previous piece has reached the socket: send the next one. */
+static void send_next(void *arg)
 {
     struct snap_stream *st = arg;
-    (void)evcon;
     struct buf b;
     struct jw w;
     buf_init(&b);
@@ -94,11 +92,10 @@ static void send_next(struct evhttp_connection *evcon, void *arg)
         if (n <= 0) {
             /* The file cannot be read back: cut the stream so the client sees it incomplete. */
             log_error("snapshot: read failed after %llu bytes", (unsigned long long)st->sent);
-            evhttp_connection_set_closecb(evhttp_request_get_connection(st->r->req), NULL, NULL);
-            struct evhttp_connection *c = evhttp_request_get_connection(st->r->req);
+            struct http_request *req = st->r->req;
             gw_req_abandon(st->r);
             stream_free(st);
-            evhttp_connection_free(c);
+            http_abort(req);
             buf_fini(&b);
             return;
         }
@@ -116,7 +113,7 @@ static void send_next(struct evhttp_connection *evcon, void *arg)
         jw_obj_end(&w);
         jw_obj_end(&w);
         buf_putc(&b, '\n');
-        gw_stream_chunk(st->r, &b, send_next, st);
+        gw_stream_chunk(st->r, &b);
         return;
     }
     if (!st->sha_sent) {
@@ -131,7 +128,7 @@ static void send_next(struct evhttp_connection *evcon, void *arg)
         jw_obj_end(&w);
         buf_putc(&b, '\n');
         st->sha_sent = true;
-        gw_stream_chunk(st->r, &b, send_next, st);
+        gw_stream_chunk(st->r, &b);
         return;
     }
     buf_fini(&b);
@@ -162,9 +159,10 @@ static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
     st->fd = fd;
     st->total = size;
     sha256_init(&st->sha);
-    evhttp_connection_set_closecb(evhttp_request_get_connection(r->req), on_close, st);
+    http_set_close_cb(r->req, on_close, st);
     gw_stream_start(r);
-    send_next(NULL, st);
+    /* Each piece goes once the socket has taken the one before. */
+    http_set_drain_cb(r->req, 0, send_next, st);
 }
 
 void gw_maint_snapshot(struct gw_req *r)

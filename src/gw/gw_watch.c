@@ -1,39 +1,29 @@
 /* gw_watch.c - POST /v3/watch: the etcd watch stream over a chunked HTTP response
  * (reference §6), and the watch hub's sink.
  *
- * A request body holds WatchRequest objects back to back. evhttp hands us the whole body, so
- * every message is handled at once (etcd also holds its answers until the body is complete);
- * a decoding error on the first message is a 500 with code 2, a later one just ends the
+ * A request body holds WatchRequest objects back to back. The HTTP layer hands us the whole
+ * body, so every message is handled at once (etcd also holds its answers until the body is
+ * complete); a decoding error on the first message is a 500 with code 2, a later one just ends the
  * request side. The response starts with the first WatchResponse and never ends by itself:
  * the stream lives until the client goes away, then every watcher of it is freed at once.
  *
  * Memory is bounded per stream: the hub is refused output while the connection's output
  * buffer holds gw->stream_limit bytes or more (its watchers become victims and catch up from
  * history once the buffer drains under gw->stream_low). An events array is encoded once per
- * batch and cache slot; large encodings are shared between streams by reference.
+ * batch and cache slot and copied into each stream's output.
  *
- * After the body, the connection reads only to notice the client closing (EOF reaches evhttp's
- * error callback, which frees the connection and calls our close callback); bytes the client
- * sends meanwhile are dropped. Nothing touches the evhttp request once its connection closed.
+ * After the body, the connection reads only to notice the client closing (the HTTP layer then
+ * calls our close callback); bytes the client sends meanwhile are dropped. Nothing touches the
+ * HTTP request once its connection closed.
  */
 #include "codec.h"
 #include "gw_int.h"
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-
-#define STREAM_WRITE_TIMEOUT_SECS 60   /* a client that reads nothing for this long is dropped */
-#define STREAM_READ_HIGH          4096 /* stray client bytes kept before reading pauses */
-#define BLOB_COPY_MAX             2048 /* smaller encodings are copied, larger ones referenced */
+#include <sys/uio.h>
 
 /* An encoded events tail shared by the streams of one batch. */
 struct gw_blob {
@@ -44,14 +34,9 @@ struct gw_blob {
 
 struct gw_stream {
     struct gw *gw;
-    struct evhttp_request *req;
-    struct evhttp_connection *evcon;
-    struct bufferevent *bev;
-    struct evbuffer *out;
-    struct evbuffer_cb_entry *out_cb;
+    struct http_request *req;
     struct watch_stream *ws;
     bool started; /* the 200 and headers are out */
-    bool chunked;
     bool blocked; /* output refused; waiting to drain under stream_low */
     bool armed;   /* the body is handled; the stream writes its own output */
     bool dirty;   /* in gw->dirty: output to flush after this loop turn's callbacks */
@@ -72,13 +57,6 @@ static void blob_unref(struct gw_blob *b)
         free(b);
 }
 
-static void blob_cleanup(const void *data, size_t len, void *arg)
-{
-    (void)data;
-    (void)len;
-    blob_unref(arg);
-}
-
 static struct gw_blob *blob_from(struct buf *b)
 {
     if (buf_failed(b))
@@ -96,58 +74,20 @@ static struct gw_blob *blob_from(struct buf *b)
 
 static void start_reply(struct gw_stream *st)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(st->req);
-    evhttp_add_header(h, "Content-Type", "application/json");
-    evhttp_add_header(h, "Grpc-Metadata-Content-Type", "application/grpc");
-    evhttp_send_reply_start(st->req, 200, "OK");
-    const char *te = evhttp_find_header(h, "Transfer-Encoding");
-    st->chunked = te && strcmp(te, "chunked") == 0;
+    gw_http_stream_start(st->req);
     st->started = true;
-    /* Both header lists have served their purpose; a stream may live for days. */
-    evhttp_clear_headers(h);
-    evhttp_clear_headers(evhttp_request_get_input_headers(st->req));
 }
 
-/* Append one response: a and b (copied), then blob (copied when small, else referenced), in
- * one chunk. */
+/* Queue one response: a, b, then the blob, in one chunk. */
 static bool write_resp(struct gw_stream *st, const void *a, size_t an, const void *b, size_t bn,
                        struct gw_blob *blob)
 {
-    struct buf *w = &st->gw->wbuf;
-    size_t body = an + bn + (blob ? blob->len : 0);
-    bool copy = !blob || blob->len <= BLOB_COPY_MAX;
-    w->len = 0;
-    if (st->chunked)
-        buf_printf(w, "%zx\r\n", body);
-    buf_append(w, a, an);
-    buf_append(w, b, bn);
-    if (copy) {
-        if (blob)
-            buf_append(w, blob->data, blob->len);
-        if (st->chunked)
-            buf_append(w, "\r\n", 2);
+    struct iovec v[3] = {{(void *)a, an}, {(void *)b, bn}, {NULL, 0}};
+    if (blob) {
+        v[2].iov_base = blob->data;
+        v[2].iov_len = blob->len;
     }
-    if (buf_failed(w)) {
-        buf_fini(w);
-        buf_init(w);
-        return false;
-    }
-    /* The client's stray bytes are dropped so reading (and close detection) goes on. */
-    struct evbuffer *in = bufferevent_get_input(st->bev);
-    if (evbuffer_get_length(in))
-        evbuffer_drain(in, evbuffer_get_length(in));
-    if (evbuffer_add(st->out, w->p, w->len) != 0)
-        return false;
-    if (copy)
-        return true;
-    blob->refs++;
-    if (evbuffer_add_reference(st->out, blob->data, blob->len, blob_cleanup, blob) != 0) {
-        blob->refs--;
-        evbuffer_add(st->out, blob->data, blob->len);
-    }
-    if (st->chunked)
-        evbuffer_add(st->out, "\r\n", 2);
-    return true;
+    return http_stream_queue(st->req, v, 3);
 }
 
 /* {"result":{"header":{...} for revision rev (0: no revision), cached while rev and the term
@@ -251,13 +191,10 @@ static bool send_events(struct gw_stream *st, const struct watch_resp *r)
 
 /* ---- flushing ----
  *
- * A bufferevent writes only when epoll says its socket is writable, which costs two epoll_ctl
- * calls and a wakeup per response on an idle stream: most of the server's time with many
- * watchers. So an armed stream keeps EV_WRITE off while its output is empty, and the streams
- * that got output are written directly by one event that runs after every callback of this
- * loop turn (after the ready step, so nothing reaches a socket before its batch is
- * committed). What does not fit in the socket is left to the bufferevent (EV_WRITE on, with
- * its write timeout) until the output is empty again. */
+ * Responses are queued, not written: the streams that got output are written by one event
+ * that runs after every callback of this loop turn (after the ready step, so nothing reaches a
+ * socket before its batch is committed), one write per stream however many responses it got.
+ * What the socket does not take is written by the HTTP layer when it can. */
 
 static void dirty_remove(struct gw_stream *st)
 {
@@ -287,23 +224,6 @@ static void mark_dirty(struct gw_stream *st)
     event_active(gw->watch_flush_ev, EV_TIMEOUT, 1);
 }
 
-static void flush_stream(struct gw_stream *st)
-{
-    size_t len = evbuffer_get_length(st->out);
-    if (len && !(bufferevent_get_enabled(st->bev) & EV_WRITE)) {
-        /* A bufferevent freezes the start of its output so only it drains it; do as its own
-         * write callback does. Errors surface through EV_WRITE below. */
-        evbuffer_unfreeze(st->out, 1);
-        evbuffer_write(st->out, bufferevent_getfd(st->bev));
-        evbuffer_freeze(st->out, 1);
-        len = evbuffer_get_length(st->out);
-    }
-    if (len)
-        bufferevent_enable(st->bev, EV_WRITE);
-    else
-        bufferevent_disable(st->bev, EV_WRITE);
-}
-
 static void on_watch_flush(evutil_socket_t fd, short what, void *arg)
 {
     struct gw *gw = arg;
@@ -312,20 +232,21 @@ static void on_watch_flush(evutil_socket_t fd, short what, void *arg)
     while (gw->dirty) {
         struct gw_stream *st = gw->dirty;
         dirty_remove(st);
-        flush_stream(st);
+        http_flush(st->req);
     }
 }
 
 /* ---- the hub's sink ---- */
 
 static void retry_later(struct gw *gw, int ms);
+static void block(struct gw_stream *st);
 
 static bool sink_send(void *sink_ctx, void *stream_ctx, const struct watch_resp *r)
 {
     struct gw *gw = sink_ctx;
     struct gw_stream *st = stream_ctx;
-    if (r->kind == WATCH_RESP_EVENTS && evbuffer_get_length(st->out) >= gw->stream_limit) {
-        st->blocked = true;
+    if (r->kind == WATCH_RESP_EVENTS && http_pending(st->req) >= gw->stream_limit) {
+        block(st);
         return false;
     }
     if (!st->started)
@@ -336,7 +257,7 @@ static bool sink_send(void *sink_ctx, void *stream_ctx, const struct watch_resp 
     if (send_events(st, r))
         return true;
     /* Out of memory: the watcher retries from history, after a drain or a short wait. */
-    st->blocked = true;
+    block(st);
     retry_later(gw, 100);
     return false;
 }
@@ -351,16 +272,12 @@ static const struct watch_sink GW_WATCH_SINK = {.send = sink_send, .release = si
 
 /* ---- stream life ---- */
 
-static void stream_free(struct gw_stream *st, bool free_req)
+static void stream_free(struct gw_stream *st)
 {
     struct gw *gw = st->gw;
-    if (st->out_cb)
-        evbuffer_remove_cb_entry(st->out, st->out_cb);
     dirty_remove(st);
     srv_watch_close(gw->srv, st->ws);
     free(st->rest);
-    if (free_req)
-        evhttp_request_free(st->req);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -370,34 +287,35 @@ static void stream_free(struct gw_stream *st, bool free_req)
     free(st);
 }
 
-/* The connection is going away (client closed, write error or timeout, or shutdown). If evhttp
- * detached the request from the connection it no longer frees it: we do. */
-static void on_stream_close(struct evhttp_connection *evcon, void *arg)
+/* The connection is going away (client closed, write error or timeout, or shutdown). */
+static void on_stream_close(void *arg)
 {
-    struct gw_stream *st = arg;
-    (void)evcon;
-    stream_free(st, evhttp_request_get_connection(st->req) == NULL);
+    stream_free(arg);
 }
 
-/* Output changed: once a blocked stream drains under the low mark its watchers resume, and a
- * paused body goes on (from the retry event: writing here would re-enter this buffer). */
-static void on_out_change(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+static void resume(struct gw_stream *st);
+
+/* The output went under the low mark: blocked watchers resume, a paused body goes on. Runs
+ * from the loop (the HTTP layer defers it), so writing to the stream here is safe. */
+static void on_drain(void *arg)
 {
     struct gw_stream *st = arg;
-    (void)b;
-    if (!info->n_deleted)
-        return;
-    size_t len = info->orig_size + info->n_added - info->n_deleted;
-    if (len == 0 && (bufferevent_get_enabled(st->bev) & EV_WRITE))
-        mark_dirty(st); /* the bufferevent caught up: switch EV_WRITE off again */
-    if ((!st->blocked && !st->rest) || len > st->gw->stream_low)
-        return;
+    http_set_drain_cb(st->req, 0, NULL, NULL); /* set again below if still needed */
     if (st->blocked) {
         st->blocked = false;
         srv_watch_writable(st->gw->srv, st->ws);
     }
-    if (st->rest && st->gw->watch_retry_ev)
-        event_active(st->gw->watch_retry_ev, EV_TIMEOUT, 1);
+    if (st->rest)
+        resume(st);
+    mark_dirty(st);
+}
+
+/* Wait for the output to drain under the low mark (on_drain). */
+static void block(struct gw_stream *st)
+{
+    st->blocked = true;
+    if (st->armed)
+        http_set_drain_cb(st->req, st->gw->stream_low, on_drain, st);
 }
 
 static struct gw_stream *stream_create(struct gw_req *r)
@@ -407,13 +325,6 @@ static struct gw_stream *stream_create(struct gw_req *r)
         return NULL;
     st->gw = r->gw;
     st->req = r->req;
-    st->evcon = r->evcon;
-    st->bev = evhttp_connection_get_bufferevent(r->evcon);
-    st->out = bufferevent_get_output(st->bev);
-    /* Responses are small and latency matters: no Nagle delay (Go sets this on every
-     * connection too). */
-    int one = 1;
-    setsockopt(bufferevent_getfd(st->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     st->ws = srv_watch_open(r->gw->srv, st);
     if (!st->ws) {
         free(st);
@@ -426,26 +337,15 @@ static struct gw_stream *stream_create(struct gw_req *r)
     return st;
 }
 
-/* The body is handled: from now on the stream owns the connection's close callback and reads
- * only to notice EOF. evhttp's own read callback must not run (it refuses bytes in this
- * state), so it is removed as evhttp itself does while writing; evhttp's read timeout would
- * drop idle streams, so only the write timeout is kept. */
+/* The body is handled: from now on the stream owns the connection's close callback, and the
+ * connection reads only to notice the client closing. */
 static void stream_arm(struct gw_stream *st)
 {
-    struct evbuffer *body = evhttp_request_get_input_buffer(st->req);
-    evbuffer_drain(body, evbuffer_get_length(body)); /* copied and handled: free its chains */
-    bufferevent_data_cb rcb, wcb;
-    bufferevent_event_cb ecb;
-    void *arg;
-    bufferevent_getcb(st->bev, &rcb, &wcb, &ecb, &arg);
-    bufferevent_setcb(st->bev, NULL, wcb, ecb, arg);
-    struct timeval wt = {STREAM_WRITE_TIMEOUT_SECS, 0};
-    bufferevent_set_timeouts(st->bev, NULL, &wt);
-    bufferevent_setwatermark(st->bev, EV_READ, 0, STREAM_READ_HIGH);
-    bufferevent_enable(st->bev, EV_READ);
-    st->out_cb = evbuffer_add_cb(st->out, on_out_change, st);
-    evhttp_connection_set_closecb(st->evcon, on_stream_close, st);
+    http_stream_drop_input(st->req);
+    http_set_close_cb(st->req, on_stream_close, st);
     st->armed = true;
+    if (st->blocked || st->rest)
+        http_set_drain_cb(st->req, st->gw->stream_low, on_drain, st);
     mark_dirty(st);
 }
 
@@ -492,7 +392,7 @@ static enum run_result run_messages(struct gw_stream *st, struct jdec *d, const 
             (*off)++;
         if (*off >= len)
             return RUN_DONE;
-        if (!first && evbuffer_get_length(st->out) >= st->gw->stream_limit)
+        if (!first && http_pending(st->req) >= st->gw->stream_limit)
             return RUN_PAUSED;
         struct jv v;
         struct codec_watch_req m;
@@ -531,12 +431,13 @@ static void resume(struct gw_stream *st)
         free(st->rest);
         st->rest = NULL;
         st->rest_len = st->rest_off = 0;
+    } else {
+        http_set_drain_cb(st->req, st->gw->stream_low, on_drain, st);
     }
     arena_destroy(a);
 }
 
-/* Deferred work of blocked or paused streams whose output went low (run outside evbuffer
- * callbacks, which must not write to their own buffer). */
+/* After an allocation failure: blocked or paused streams whose output is low try again. */
 static void on_watch_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct gw *gw = arg;
@@ -544,14 +445,8 @@ static void on_watch_retry(evutil_socket_t fd, short what, void *arg)
     (void)what;
     for (struct gw_stream *st = gw->streams, *next; st; st = next) {
         next = st->next;
-        if (evbuffer_get_length(st->out) > gw->stream_low)
-            continue;
-        if (st->blocked) {
-            st->blocked = false;
-            srv_watch_writable(gw->srv, st->ws);
-        }
-        if (st->rest)
-            resume(st);
+        if (st->armed && (st->blocked || st->rest) && http_pending(st->req) <= gw->stream_low)
+            on_drain(st);
     }
 }
 
@@ -574,7 +469,7 @@ void gw_watch(struct gw_req *r)
     jdec_init(&d, r->a);
     switch (run_messages(st, &d, r->body, r->body_len, &off, true)) {
     case RUN_FIRST_ERROR:
-        stream_free(st, false);
+        stream_free(st);
         reply_first_error(r, d.msg);
         return;
     case RUN_PAUSED:
@@ -606,10 +501,10 @@ void gw_watch_init(struct gw *gw)
 
 void gw_watch_fini(struct gw *gw)
 {
-    /* evhttp_free closed the connections and their callbacks freed the streams; any left
-     * had their evhttp objects freed already. */
+    /* Closing the HTTP server closed the connections and their callbacks freed the streams;
+     * any left are freed here. */
     while (gw->streams)
-        stream_free(gw->streams, false);
+        stream_free(gw->streams);
     if (gw->srv)
         srv_watch_set_sink(gw->srv, NULL, NULL);
     if (gw->watch_retry_ev)
@@ -622,38 +517,37 @@ void gw_watch_fini(struct gw *gw)
     buf_fini(&gw->hdr);
 }
 
-void gw_watch_metrics(struct gw *gw, struct evbuffer *out)
+void gw_watch_metrics(struct gw *gw, struct buf *out)
 {
     struct watch_stats ws;
     size_t buffered = 0;
     srv_watch_stats(gw->srv, &ws);
     for (struct gw_stream *st = gw->streams; st; st = st->next)
-        buffered += evbuffer_get_length(st->out);
-    evbuffer_add_printf(out,
-                        "# HELP etcd_debugging_mvcc_watch_stream_total Total number of watch "
-                        "streams.\n"
-                        "# TYPE etcd_debugging_mvcc_watch_stream_total gauge\n"
-                        "etcd_debugging_mvcc_watch_stream_total %zu\n"
-                        "# HELP etcd_debugging_mvcc_watcher_total Total number of watchers.\n"
-                        "# TYPE etcd_debugging_mvcc_watcher_total gauge\n"
-                        "etcd_debugging_mvcc_watcher_total %zu\n"
-                        "# HELP etcd_debugging_mvcc_slow_watcher_total Total number of unsynced "
-                        "slow watchers.\n"
-                        "# TYPE etcd_debugging_mvcc_slow_watcher_total gauge\n"
-                        "etcd_debugging_mvcc_slow_watcher_total %zu\n"
-                        "# HELP metastore_watch_events_sent_total Events handed to watch "
-                        "streams.\n"
-                        "# TYPE metastore_watch_events_sent_total counter\n"
-                        "metastore_watch_events_sent_total %llu\n"
-                        "# HELP metastore_watch_victims_total Times a watcher's stream was full "
-                        "and it fell back to history.\n"
-                        "# TYPE metastore_watch_victims_total counter\n"
-                        "metastore_watch_victims_total %llu\n"
-                        "# HELP metastore_watch_stream_buffered_bytes Bytes waiting in watch "
-                        "stream output buffers.\n"
-                        "# TYPE metastore_watch_stream_buffered_bytes gauge\n"
-                        "metastore_watch_stream_buffered_bytes %zu\n",
-                        ws.streams, ws.watchers, ws.unsynced + ws.victims,
-                        (unsigned long long)ws.events_sent, (unsigned long long)ws.victimized,
-                        buffered);
+        buffered += http_pending(st->req);
+    buf_printf(out,
+               "# HELP etcd_debugging_mvcc_watch_stream_total Total number of watch "
+               "streams.\n"
+               "# TYPE etcd_debugging_mvcc_watch_stream_total gauge\n"
+               "etcd_debugging_mvcc_watch_stream_total %zu\n"
+               "# HELP etcd_debugging_mvcc_watcher_total Total number of watchers.\n"
+               "# TYPE etcd_debugging_mvcc_watcher_total gauge\n"
+               "etcd_debugging_mvcc_watcher_total %zu\n"
+               "# HELP etcd_debugging_mvcc_slow_watcher_total Total number of unsynced "
+               "slow watchers.\n"
+               "# TYPE etcd_debugging_mvcc_slow_watcher_total gauge\n"
+               "etcd_debugging_mvcc_slow_watcher_total %zu\n"
+               "# HELP metastore_watch_events_sent_total Events handed to watch "
+               "streams.\n"
+               "# TYPE metastore_watch_events_sent_total counter\n"
+               "metastore_watch_events_sent_total %llu\n"
+               "# HELP metastore_watch_victims_total Times a watcher's stream was full "
+               "and it fell back to history.\n"
+               "# TYPE metastore_watch_victims_total counter\n"
+               "metastore_watch_victims_total %llu\n"
+               "# HELP metastore_watch_stream_buffered_bytes Bytes waiting in watch "
+               "stream output buffers.\n"
+               "# TYPE metastore_watch_stream_buffered_bytes gauge\n"
+               "metastore_watch_stream_buffered_bytes %zu\n",
+               ws.streams, ws.watchers, ws.unsynced + ws.victims,
+               (unsigned long long)ws.events_sent, (unsigned long long)ws.victimized, buffered);
 }

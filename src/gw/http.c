@@ -26,11 +26,14 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #define READ_CHUNK    (16u << 10)
 #define MAX_LISTENERS 16
+#define OUT_KEEP      (64u << 10) /* output capacity kept by an idle connection */
+#define ACCEPT_PAUSE  100         /* ms without accepting after running out of fds */
 
 struct http_conn {
     struct http_server *srv;
@@ -56,12 +59,16 @@ struct http_conn {
     void *close_arg;
     http_conn_fn drain_cb;
     void *drain_arg;
+    size_t drain_low;
+    bool drain_due;       /* in the server's due list: drain_cb runs from the loop */
+    bool drop_input;      /* the stream needs no more input: read and drop */
     uint64_t started_ms;  /* first byte of the current request */
     uint64_t progress_ms; /* last byte written while output was pending */
     uint64_t idle_ms;     /* last activity */
     struct http_conn *prev;
     struct http_conn *next;
     struct http_conn *reap_next;
+    struct http_conn *due_next;
 };
 
 struct http_server {
@@ -77,6 +84,9 @@ struct http_server {
     struct http_conn *reap;
     struct event *reap_ev;
     struct event *sweep_ev;
+    struct http_conn *due; /* connections whose drain callback is due */
+    struct event *due_ev;
+    struct event *accept_ev; /* re-enables the listeners after running out of fds */
     char date[64];
     time_t date_t;
 };
@@ -395,6 +405,12 @@ static void conn_free(struct http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->n_conns--;
+    if (c->drain_due) {
+        struct http_conn **pp = &s->due;
+        while (*pp != c)
+            pp = &(*pp)->due_next;
+        *pp = c->due_next;
+    }
     event_free(c->rd);
     event_free(c->wr);
     close(c->fd);
@@ -472,6 +488,8 @@ static bool flush(struct http_conn *c)
     }
     c->out.len = 0;
     c->out_off = 0;
+    if (c->out.cap > OUT_KEEP)
+        buf_fini(&c->out); /* a burst is over: give its memory back */
     if (c->wr_added) {
         event_del(c->wr);
         c->wr_added = false;
@@ -483,15 +501,55 @@ static bool flush(struct http_conn *c)
     return true;
 }
 
+static size_t pending(const struct http_conn *c)
+{
+    return c->out.len - c->out_off;
+}
+
+/* Before appending: move the unwritten tail to the front once most of the buffer is sent. */
+static void out_compact(struct http_conn *c)
+{
+    if (c->out_off && c->out_off >= c->out.len / 2) {
+        memmove(c->out.p, c->out.p + c->out_off, c->out.len - c->out_off);
+        c->out.len -= c->out_off;
+        c->out_off = 0;
+    }
+}
+
 static void on_write(evutil_socket_t fd, short what, void *arg)
 {
     struct http_conn *c = arg;
     (void)fd;
     (void)what;
-    if (!flush(c) || c->out.len)
+    if (!flush(c))
         return;
-    if (c->active && c->drain_cb)
+    if (c->active && c->drain_cb && pending(c) <= c->drain_low)
         c->drain_cb(c->drain_arg);
+}
+
+/* After a write made inside an API call: a due drain callback runs from the loop. */
+static void drain_check(struct http_conn *c)
+{
+    if (!c->active || !c->drain_cb || c->drain_due || c->dying || pending(c) > c->drain_low)
+        return;
+    c->drain_due = true;
+    c->due_next = c->srv->due;
+    c->srv->due = c;
+    event_active(c->srv->due_ev, EV_TIMEOUT, 1);
+}
+
+static void on_due(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_server *s = arg;
+    (void)fd;
+    (void)what;
+    while (s->due) {
+        struct http_conn *c = s->due;
+        s->due = c->due_next;
+        c->drain_due = false;
+        if (c->active && !c->dying && c->drain_cb && pending(c) <= c->drain_low)
+            c->drain_cb(c->drain_arg);
+    }
 }
 
 /* The active request's response has ended: drop its bytes, go on with the next one. */
@@ -501,7 +559,7 @@ static void request_done(struct http_conn *c)
     c->streaming = false;
     c->close_cb = NULL;
     c->drain_cb = NULL;
-    if (!c->keep_alive)
+    if (!c->keep_alive || c->drop_input)
         c->close_after = true;
     size_t rest = c->in.len - c->in_used;
     memmove(c->in.p, c->in.p + c->in_used, rest);
@@ -563,6 +621,7 @@ static void respond(struct http_request *r, int status, const struct http_hdr *h
     struct http_conn *c = r->conn;
     if (!c->active || c->streaming)
         return;
+    out_compact(c);
     status_line(c, status);
     put_headers(c, hdrs, n);
     put_connection(c);
@@ -606,27 +665,69 @@ void http_stream_start(struct http_request *r, int status, const struct http_hdr
     if (c->chunked)
         buf_puts(&c->out, "Transfer-Encoding: chunked\r\n");
     buf_puts(&c->out, "\r\n");
-    flush(c);
+    if (flush(c))
+        drain_check(c);
 }
 
-void http_stream_write(struct http_request *r, const void *p, size_t len)
+bool http_stream_queue(struct http_request *r, const struct iovec *parts, int n)
 {
     struct http_conn *c = r->conn;
-    if (!c->active || !c->streaming || c->dying || !len)
-        return;
+    if (!c->active || !c->streaming || c->dying)
+        return false;
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += parts[i].iov_len;
+    if (!len)
+        return true;
+    out_compact(c);
     if (c->chunked) {
         char hex[24];
         int k = snprintf(hex, sizeof(hex), "%zx\r\n", len);
         buf_append(&c->out, hex, (size_t)k);
     }
-    buf_append(&c->out, p, len);
+    for (int i = 0; i < n; i++)
+        buf_append(&c->out, parts[i].iov_base, parts[i].iov_len);
     if (c->chunked)
         buf_puts(&c->out, "\r\n");
     if (buf_failed(&c->out)) {
         conn_close_later(c);
-        return;
+        return false;
     }
-    flush(c);
+    return true;
+}
+
+void http_flush(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+    if (c->dying || c->wr_added)
+        return; /* the write event is on: it writes as soon as the socket takes more */
+    if (flush(c))
+        drain_check(c);
+}
+
+void http_stream_write(struct http_request *r, const void *p, size_t len)
+{
+    struct iovec v = {(void *)p, len};
+    if (http_stream_queue(r, &v, 1))
+        http_flush(r);
+}
+
+void http_stream_drop_input(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+    c->drop_input = true;
+    c->keep_alive = false;
+    memset(&c->req.hdrs, 0, sizeof(c->req.hdrs));
+    c->req.n_hdrs = 0;
+    c->req.target = NULL;
+    c->req.target_len = 0;
+    c->req.body = NULL;
+    c->req.body_len = 0;
+    buf_fini(&c->in);
+    buf_fini(&c->more);
+    c->in_used = 0;
+    if (!c->dying)
+        event_add(c->rd, NULL); /* reading may have been paused with a full buffer */
 }
 
 void http_stream_end(struct http_request *r)
@@ -639,9 +740,17 @@ void http_stream_end(struct http_request *r)
     request_done(c);
 }
 
+void http_abort(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+    c->close_cb = NULL;
+    c->drain_cb = NULL;
+    conn_close_later(c);
+}
+
 size_t http_pending(const struct http_request *r)
 {
-    return r->conn->out.len - r->conn->out_off;
+    return pending(r->conn);
 }
 
 void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg)
@@ -650,10 +759,13 @@ void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg)
     r->conn->close_arg = arg;
 }
 
-void http_set_drain_cb(struct http_request *r, http_conn_fn fn, void *arg)
+void http_set_drain_cb(struct http_request *r, size_t low, http_conn_fn fn, void *arg)
 {
     r->conn->drain_cb = fn;
     r->conn->drain_arg = arg;
+    r->conn->drain_low = low;
+    if (fn)
+        drain_check(r->conn);
 }
 
 /* An error of ours before any handler saw the request: answer and close. */
@@ -715,6 +827,13 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct http_conn *c = arg;
     (void)what;
+    if (c->drop_input) {
+        char sink[4096];
+        ssize_t n = read(fd, sink, sizeof(sink));
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            conn_close_now(c);
+        return;
+    }
     struct buf *dst = c->active ? &c->more : &c->in;
     size_t limit = c->srv->lim.max_header_bytes + c->srv->lim.max_body_bytes + READ_CHUNK;
     if (dst->len >= limit) {
@@ -745,8 +864,18 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
     (void)what;
     for (int burst = 0; burst < 64; burst++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* The listener stays readable: stop polling it for a while, or the loop
+                 * spins. Waiting clients stay in the backlog. */
+                for (size_t i = 0; i < s->n_listeners; i++)
+                    event_del(s->listeners[i]);
+                struct timeval tv = {0, ACCEPT_PAUSE * 1000};
+                event_add(s->accept_ev, &tv);
+                log_warn("out of file descriptors: not accepting for %d ms", ACCEPT_PAUSE);
+            }
             return;
+        }
         if (s->n_conns >= s->lim.max_conns) {
             close(fd);
             continue;
@@ -778,6 +907,15 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         s->conns = c;
         s->n_conns++;
     }
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_server *s = arg;
+    (void)fd;
+    (void)what;
+    for (size_t i = 0; i < s->n_listeners; i++)
+        event_add(s->listeners[i], NULL);
 }
 
 /* Once a second: connections that are too slow or idle too long go. */
@@ -813,8 +951,11 @@ struct http_server *http_server_create(struct event_base *base, const struct htt
     s->ctx = ctx;
     s->reap_ev = event_new(base, -1, 0, on_reap, s);
     s->sweep_ev = event_new(base, -1, EV_PERSIST, on_sweep, s);
+    s->due_ev = event_new(base, -1, 0, on_due, s);
+    s->accept_ev = evtimer_new(base, on_accept_resume, s);
     struct timeval second = {1, 0};
-    if (!s->reap_ev || !s->sweep_ev || event_add(s->sweep_ev, &second) != 0) {
+    if (!s->reap_ev || !s->sweep_ev || !s->due_ev || !s->accept_ev ||
+        event_add(s->sweep_ev, &second) != 0) {
         http_server_destroy(s);
         return NULL;
     }
@@ -875,6 +1016,10 @@ void http_server_destroy(struct http_server *s)
         event_free(s->reap_ev);
     if (s->sweep_ev)
         event_free(s->sweep_ev);
+    if (s->due_ev)
+        event_free(s->due_ev);
+    if (s->accept_ev)
+        event_free(s->accept_ev);
     free(s);
 }
 

@@ -92,17 +92,33 @@ void http_respond(struct http_request *r, int status, const struct http_hdr *hdr
 void http_respond_buf(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n,
                       struct buf *b);
 
-/* A streamed response: chunked on HTTP/1.1, until close on HTTP/1.0. */
+/* A streamed response: chunked on HTTP/1.1, until close on HTTP/1.0.
+ * http_stream_write sends one chunk now (as far as the socket takes it);
+ * http_stream_queue appends one chunk made of n parts without writing, and http_flush writes
+ * what is queued: a caller producing many chunks in one loop turn writes them with one
+ * syscall. */
 void http_stream_start(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n);
 void http_stream_write(struct http_request *r, const void *p, size_t len);
+struct iovec;
+bool http_stream_queue(struct http_request *r, const struct iovec *parts, int n);
+void http_flush(struct http_request *r);
 void http_stream_end(struct http_request *r);
+/* The request's headers and body are no longer needed (the stream has taken what it keeps):
+ * their memory is freed, and bytes the client sends from now on are read and dropped, so a
+ * close is still noticed. The connection closes when the stream ends. */
+void http_stream_drop_input(struct http_request *r);
+/* Cut r's connection without ending its response (the client sees it incomplete). The close
+ * callback is not called: the caller has let go of r already. */
+void http_abort(struct http_request *r);
 
 /* Bytes waiting to be written on r's connection. */
 size_t http_pending(const struct http_request *r);
 /* fn(arg) when the peer closes or the connection fails before r's response ends. */
 void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg);
-/* fn(arg) each time r's connection's output has been written out completely. */
-void http_set_drain_cb(struct http_request *r, http_conn_fn fn, void *arg);
+/* fn(arg) once r's connection's pending output is at most low bytes after a write (also after
+ * a write made by http_stream_write / http_flush: the call is then deferred to the loop, never
+ * nested). The callback stays set until changed; NULL clears it. */
+void http_set_drain_cb(struct http_request *r, size_t low, http_conn_fn fn, void *arg);
 
 /* Status line reason phrase ("Not Found"). */
 const char *http_reason(int status);

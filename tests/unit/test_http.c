@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -139,6 +140,30 @@ END_TEST
 static struct event_base *base;
 static struct http_server *hs;
 static struct http_request *held; /* a request answered later (async) */
+static int closes;                /* close callbacks of /hold streams */
+static int pieces;                /* /big: pieces written so far */
+#define BIG_PIECES 64
+#define BIG_PIECE  (32 << 10)
+
+static void on_hold_close(void *arg)
+{
+    (void)arg;
+    closes++;
+}
+
+/* /big: each piece once the one before has left (as the snapshot stream does). */
+static void on_big_drain(void *arg)
+{
+    struct http_request *r = arg;
+    static char piece[BIG_PIECE];
+    if (pieces == BIG_PIECES) {
+        http_stream_end(r);
+        return;
+    }
+    memset(piece, 'a' + pieces % 26, sizeof(piece));
+    pieces++;
+    http_stream_write(r, piece, sizeof(piece));
+}
 
 static void handler(void *ctx, struct http_request *r)
 {
@@ -153,6 +178,41 @@ static void handler(void *ctx, struct http_request *r)
         http_stream_write(r, "one\n", 4);
         http_stream_write(r, "two\n", 4);
         http_stream_end(r);
+        return;
+    }
+    if (r->target_len == 6 && memcmp(r->target, "/queue", 6) == 0) {
+        /* Two chunks queued, one of three parts, written by one flush. */
+        struct iovec v[3] = {{"a", 1}, {"", 0}, {"bc", 2}};
+        http_stream_start(r, 200, &ct, 1);
+        ck_assert(http_stream_queue(r, v, 3));
+        ck_assert(http_stream_queue(r, v + 2, 1));
+        http_flush(r);
+        http_stream_end(r);
+        return;
+    }
+    if (r->target_len == 4 && memcmp(r->target, "/big", 4) == 0) {
+        pieces = 0;
+        http_stream_start(r, 200, &ct, 1);
+        http_set_drain_cb(r, 0, on_big_drain, r);
+        return;
+    }
+    if (r->target_len == 5 && memcmp(r->target, "/hold", 5) == 0) {
+        http_stream_start(r, 200, &ct, 1);
+        http_stream_write(r, "held\n", 5);
+        http_stream_drop_input(r);
+        http_set_close_cb(r, on_hold_close, NULL);
+        return;
+    }
+    if (r->target_len == 7 && memcmp(r->target, "/closes", 7) == 0) {
+        char body[32];
+        int k = snprintf(body, sizeof(body), "closes=%d", closes);
+        http_respond(r, 200, &ct, 1, body, (size_t)k);
+        return;
+    }
+    if (r->target_len == 6 && memcmp(r->target, "/abort", 6) == 0) {
+        http_stream_start(r, 200, &ct, 1);
+        http_stream_write(r, "part", 4);
+        http_abort(r);
         return;
     }
     if (r->target_len == 5 && memcmp(r->target, "/stop", 5) == 0) {
@@ -266,6 +326,48 @@ static int client(int port)
     o = exchange(port, "GET / HTTP/2.0\r\n\r\n", 3000);
     if (!strstr(o, " 505 "))
         return 13;
+    free(o);
+    /* Queued chunks go out with one flush. */
+    o = exchange(port, "GET /queue HTTP/1.1\r\nConnection: close\r\n\r\n", 3000);
+    if (!strstr(o, "\r\n\r\n3\r\nabc\r\n2\r\nbc\r\n0\r\n\r\n"))
+        return 15;
+    free(o);
+    /* A stream paced by the drain callback reaches its end though the client starts late. */
+    fd = tu_connect(port);
+    tu_send_all(fd, "GET /big HTTP/1.0\r\n\r\n", strlen("GET /big HTTP/1.0\r\n\r\n"));
+    usleep(200 * 1000);
+    o = tu_read_all(fd, 10000, &n);
+    close(fd);
+    char *body = strstr(o, "\r\n\r\n");
+    if (!body || n - (size_t)(body + 4 - o) != (size_t)BIG_PIECES * BIG_PIECE)
+        return 16;
+    free(o);
+    /* A stream that drops its input: stray bytes are read and dropped, the close is seen. */
+    for (int i = 0; i < 3; i++) {
+        fd = tu_connect(port);
+        tu_send_all(fd, "GET /hold HTTP/1.1\r\n\r\n", strlen("GET /hold HTTP/1.1\r\n\r\n"));
+        for (int k = 0; k < 2000; k++)
+            tu_send_all(fd, "stray bytes nobody reads\n", strlen("stray bytes nobody reads\n"));
+        char *held_out = tu_read_all(fd, 300, &n);
+        if (!strstr(held_out, "held\n"))
+            return 17;
+        free(held_out);
+        close(fd);
+    }
+    int seen = 0;
+    for (int tries = 0; tries < 100 && !seen; tries++) {
+        o = exchange(port, "GET /closes HTTP/1.1\r\nConnection: close\r\n\r\n", 3000);
+        seen = strstr(o, "closes=3") != NULL;
+        free(o);
+        if (!seen)
+            usleep(20 * 1000);
+    }
+    if (!seen)
+        return 18;
+    /* An aborted stream ends without its last chunk. */
+    o = exchange(port, "GET /abort HTTP/1.1\r\n\r\n", 3000);
+    if (!strstr(o, "4\r\npart\r\n") || strstr(o, "0\r\n\r\n"))
+        return 19;
     free(o);
     /* A client that disappears mid-request, and many that come and go. */
     for (int i = 0; i < 50; i++) {

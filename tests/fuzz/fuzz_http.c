@@ -1,0 +1,53 @@
+/* fuzz_http.c - the HTTP request parser never reads or writes outside its input, reports only
+ * what lies inside it, and agrees with itself on prefixes: a prefix of a complete request is
+ * never a different complete request. */
+#include "fuzz.h"
+#include "http.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const struct http_limits LIM = {.max_header_bytes = 2048, .max_body_bytes = 4096};
+
+static int inside(const char *p, size_t n, const char *base, size_t len)
+{
+    return n == 0 || (p >= base && p + n <= base + len);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *buf = malloc(size + 1);
+    if (!buf)
+        return 0;
+    memcpy(buf, data, size);
+    struct http_request r;
+    size_t used = 0;
+    bool cont;
+    enum http_parse p = http_parse_request(buf, size, &LIM, &r, &used, &cont);
+    if (p == HTTP_PARSE_OK) {
+        if (used == 0 || used > size || r.body_len > LIM.max_body_bytes ||
+            !inside(r.body, r.body_len, buf, used) || !inside(r.target, r.target_len, buf, used) ||
+            r.n_hdrs > HTTP_MAX_HEADERS || r.minor < 0 || r.minor > 9)
+            abort();
+        for (size_t i = 0; i < r.n_hdrs; i++)
+            if (!inside(r.hdrs[i].name, r.hdrs[i].name_len, buf, used) ||
+                !inside(r.hdrs[i].value, r.hdrs[i].value_len, buf, used))
+                abort();
+        /* Shorter prefixes are incomplete (or an error no later byte could fix). */
+        if (used <= 1024) {
+            for (size_t n = 0; n < used; n++) {
+                char *c = malloc(n + 1);
+                struct http_request r2;
+                size_t u2;
+                if (!c)
+                    break;
+                memcpy(c, data, n);
+                if (http_parse_request(c, n, &LIM, &r2, &u2, &cont) == HTTP_PARSE_OK)
+                    abort();
+                free(c);
+            }
+        }
+    }
+    free(buf);
+    return 0;
+}

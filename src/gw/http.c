@@ -287,7 +287,9 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
     if (hend > lim->max_header_bytes)
         return HTTP_PARSE_HDR_BIG;
     char *h = p + lead;
+    struct http_hdr *store = r->hdrs;
     memset(r, 0, sizeof(*r));
+    r->hdrs = store;
     /* Request line. */
     size_t i = 0;
     while (i < hend && is_tchar((unsigned char)h[i]))
@@ -417,6 +419,7 @@ static void conn_free(struct http_conn *c)
     buf_fini(&c->in);
     buf_fini(&c->more);
     buf_fini(&c->out);
+    free(c->req.hdrs);
     free(c);
 }
 
@@ -717,7 +720,8 @@ void http_stream_drop_input(struct http_request *r)
     struct http_conn *c = r->conn;
     c->drop_input = true;
     c->keep_alive = false;
-    memset(&c->req.hdrs, 0, sizeof(c->req.hdrs));
+    free(c->req.hdrs);
+    c->req.hdrs = NULL;
     c->req.n_hdrs = 0;
     c->req.target = NULL;
     c->req.target_len = 0;
@@ -792,6 +796,10 @@ static void process_input(struct http_conn *c)
         bool cont;
         if (!c->started_ms)
             c->started_ms = clock_now_ms();
+        if (!c->req.hdrs && !(c->req.hdrs = malloc(HTTP_MAX_HEADERS * sizeof(struct http_hdr)))) {
+            conn_close_later(c);
+            break;
+        }
         enum http_parse p =
             http_parse_request((char *)c->in.p, c->in.len, &c->srv->lim, &c->req, &used, &cont);
         if (p == HTTP_PARSE_MORE) {

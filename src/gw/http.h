@@ -53,8 +53,8 @@ struct http_request {
     enum http_method method;
     const char *target; /* request-target as sent (path and query) */
     size_t target_len;
-    int minor; /* HTTP/1.minor */
-    struct http_hdr hdrs[HTTP_MAX_HEADERS];
+    int minor;             /* HTTP/1.minor */
+    struct http_hdr *hdrs; /* room for HTTP_MAX_HEADERS, provided before parsing */
     size_t n_hdrs;
     const char *body; /* the whole body, chunked encoding removed */
     size_t body_len;
@@ -134,9 +134,10 @@ enum http_parse {
     HTTP_PARSE_VERSION = 5,  /* not HTTP/1.x: 505 */
 };
 
-/* Parse one request from p[0..len). The buffer is modified in place (a chunked body is
- * compacted). *expect_continue is set when the headers are complete, the client sent
- * "Expect: 100-continue" and the body has not arrived yet. */
+/* Parse one request from p[0..len) into r, whose hdrs must point to HTTP_MAX_HEADERS
+ * entries (kept; everything else in r is overwritten). The buffer is modified in place (a
+ * chunked body is compacted). *expect_continue is set when the headers are complete, the client
+ * sent "Expect: 100-continue" and the body has not arrived yet. */
 enum http_parse http_parse_request(char *p, size_t len, const struct http_limits *lim,
                                    struct http_request *r, size_t *used, bool *expect_continue);
 

@@ -20,7 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!buf)
         return 0;
     memcpy(buf, data, size);
-    struct http_request r;
+    static struct http_hdr store[HTTP_MAX_HEADERS];
+    struct http_request r = {.hdrs = store};
     size_t used = 0;
     bool cont;
     enum http_parse p = http_parse_request(buf, size, &LIM, &r, &used, &cont);
@@ -37,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (used <= 1024) {
             for (size_t n = 0; n < used; n++) {
                 char *c = malloc(n + 1);
-                struct http_request r2;
+                struct http_request r2 = {.hdrs = store};
                 size_t u2;
                 if (!c)
                     break;

@@ -24,7 +24,9 @@ static const struct http_limits LIM = {.max_header_bytes = 1024,
 static enum http_parse parse(const char *in, struct http_request *r, size_t *used, bool *cont,
                              char **keep)
 {
+    static struct http_hdr store[HTTP_MAX_HEADERS];
     *keep = strdup(in);
+    r->hdrs = store;
     return http_parse_request(*keep, strlen(in), &LIM, r, used, cont);
 }
 

@@ -30,7 +30,9 @@ struct be_lmdb {
     struct be base;
     MDB_env *env;
     MDB_dbi dbi[BE_BUCKET_COUNT_];
-    char *path; /* data file, for stats */
+    char *path;         /* data file, for stats */
+    uint64_t file_size; /* its size, read again after a commit (stats run per write request) */
+    bool size_stale;
 };
 
 static const struct be_ops lmdb_ops;
@@ -79,6 +81,8 @@ static ms_err lm_txn_begin(struct be *base, struct be_txn *parent, bool write, s
 
 static ms_err lm_txn_commit(struct be_txn *t)
 {
+    if (t->write)
+        t->be->size_stale = true; /* pages reach the file only at commit */
     int rc = mdb_txn_commit(t->txn);
     free(t);
     return map_rc(rc);
@@ -200,8 +204,11 @@ static void lm_stats(struct be *base, struct be_stats *out)
     memset(out, 0, sizeof(*out));
     if (mdb_env_info(be->env, &info) == 0 && mdb_env_stat(be->env, &st) == 0)
         out->in_use_bytes = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
-    if (stat(be->path, &sb) == 0)
-        out->size_bytes = (uint64_t)sb.st_size;
+    if (be->size_stale && stat(be->path, &sb) == 0) {
+        be->file_size = (uint64_t)sb.st_size;
+        be->size_stale = false;
+    }
+    out->size_bytes = be->file_size;
     if (out->size_bytes < out->in_use_bytes)
         out->size_bytes = out->in_use_bytes;
 }
@@ -256,6 +263,7 @@ struct be *be_lmdb_open(const char *dir, uint64_t map_size, ms_err *err)
         goto out_free;
     }
     snprintf(be->path, plen, "%s/data.mdb", dir);
+    be->size_stale = true;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         log_error("backend: cannot create %s: %s", dir, strerror(errno));
         *err = MS_E_IO;

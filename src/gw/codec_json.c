@@ -124,11 +124,20 @@ static size_t put_utf8(char *o, unsigned cp)
 }
 
 /* j->p is just past the opening quote. */
+/* Bytes that end the fast scan of a string: the quote, a backslash, control characters. */
+static const bool STR_SPECIAL[256] = {
+    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1,
+    [0x07] = 1, [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1,
+    [0x0e] = 1, [0x0f] = 1, [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1,
+    [0x15] = 1, [0x16] = 1, [0x17] = 1, [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1,
+    [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1, ['"'] = 1,  ['\\'] = 1,
+};
+
 static bool parse_string(struct jp *j, const char **s, size_t *n)
 {
     const char *start = j->p;
     /* Fast path: no escapes, point into the body. */
-    while (j->p < j->end && *j->p != '"' && *j->p != '\\' && (unsigned char)*j->p >= 0x20)
+    while (j->p < j->end && !STR_SPECIAL[(unsigned char)*j->p])
         j->p++;
     if (j->p >= j->end)
         return jp_eof(j);

@@ -10,7 +10,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,15 +308,80 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* A bare progress response. etcd 3.4 drops a progress_request while any watcher of the stream
+ * is still catching up, which depends on its 100 ms catch-up loop and the machine's load, so
+ * these are left out of the comparison (the integration tests cover them). */
+static bool is_progress(const char *line, size_t len)
+{
+    static const char tail[] = "\"watch_id\":\"-1\"}}";
+    size_t tl = sizeof(tail) - 1;
+    return len >= tl && memcmp(line + len - tl, tail, tl) == 0;
+}
+
 /* The {"result":...} lines of a raw chunked stream, normalised and sorted. */
 static size_t stream_lines(char *raw, char **out, size_t max)
 {
     size_t n = 0;
     for (char *line = strtok(raw, "\n"); line && n < max; line = strtok(NULL, "\n"))
-        if (strncmp(line, "{\"result\":", 10) == 0)
+        if (strncmp(line, "{\"result\":", 10) == 0 && !is_progress(line, strlen(line)))
             out[n++] = tu_norm(line);
     qsort(out, n, sizeof(*out), cmp_str);
     return n;
+}
+
+/* Raw bytes of both streams so far. */
+struct raw2 {
+    char *p[2];
+    size_t len[2], cap[2];
+};
+
+static size_t count_results(const struct raw2 *r, int k)
+{
+    size_t n = 0;
+    for (const char *q = r->p[k]; q && (q = strstr(q, "{\"result\":")); q += 10) {
+        const char *nl = strchr(q, '\n');
+        if (nl && !is_progress(q, (size_t)(nl - q)))
+            n++;
+    }
+    return n;
+}
+
+static long mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Read both streams until they hold as many responses as each other (at least `min`) and
+ * nothing more has arrived for 800 ms, or 20 s have passed: a loaded machine slows etcd's
+ * 100 ms catch-up loop, so a fixed wait would make the comparison flaky. */
+static void read_settled(const int fds[2], struct raw2 *r, size_t min)
+{
+    long start = mono_ms(), last = start;
+    while (mono_ms() - start < 20000) {
+        size_t n0 = count_results(r, 0), n1 = count_results(r, 1);
+        if (n0 == n1 && n0 >= min && mono_ms() - last >= 800)
+            return;
+        struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN}, {.fd = fds[1], .events = POLLIN}};
+        if (poll(p, 2, 100) <= 0)
+            continue;
+        for (int k = 0; k < 2; k++) {
+            if (!(p[k].revents & (POLLIN | POLLHUP)))
+                continue;
+            if (r->cap[k] - r->len[k] < 4096) {
+                r->cap[k] = r->cap[k] ? r->cap[k] * 2 : 65536;
+                r->p[k] = realloc(r->p[k], r->cap[k]);
+                ck_assert_ptr_nonnull(r->p[k]);
+            }
+            ssize_t got = read(fds[k], r->p[k] + r->len[k], r->cap[k] - r->len[k] - 1);
+            if (got > 0) {
+                r->len[k] += (size_t)got;
+                r->p[k][r->len[k]] = 0;
+                last = mono_ms();
+            }
+        }
+    }
 }
 
 static int watch_open(int port, const char *body)
@@ -378,21 +445,21 @@ START_TEST(watch_same_as_etcd)
     for (int k = 0; k < 2; k++)
         fds[k] = watch_open(ports[k], body);
     /* etcd catches up unsynced watchers every 100 ms: let both finish before writing more. */
-    nanosleep(&(struct timespec){1, 0}, NULL);
+    struct raw2 raw = {0};
+    read_settled(fds, &raw, 11);
     for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++)
         for (int k = 0; k < 2; k++) {
             int st;
             free(tu_post(ports[k], after[i][0], after[i][1], &st));
             ck_assert_int_eq(st, 200);
         }
+    read_settled(fds, &raw, 14);
     char *got[2][64];
     size_t n[2];
     for (int k = 0; k < 2; k++) {
-        size_t len;
-        char *raw = tu_read_all(fds[k], 1500, &len);
         close(fds[k]);
-        n[k] = stream_lines(raw, got[k], 64);
-        free(raw);
+        n[k] = raw.p[k] ? stream_lines(raw.p[k], got[k], 64) : 0;
+        free(raw.p[k]);
     }
     int mismatches = n[0] != n[1];
     for (size_t i = 0; i < n[0] && i < n[1]; i++)
@@ -411,7 +478,7 @@ START_TEST(watch_same_as_etcd)
     tu_rmtree(dir);
     free(dir);
     ck_assert_int_eq(mismatches, 0);
-    ck_assert_uint_ge(n[0], 15);
+    ck_assert_uint_ge(n[0], 14);
 }
 END_TEST
 

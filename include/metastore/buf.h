@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct buf {
     uint8_t *p;  /* owned; NULL until the first append */
@@ -22,8 +23,26 @@ void buf_init(struct buf *b);
 void buf_fini(struct buf *b);
 /* Make room for n more bytes. Returns false (and sets failed) on OOM or overflow. */
 bool buf_reserve(struct buf *b, size_t n);
-void buf_append(struct buf *b, const void *p, size_t n);
-void buf_putc(struct buf *b, char c);
+void buf_append_slow(struct buf *b, const void *p, size_t n);
+/* Appends: inline while the capacity suffices (the common case in encoders). */
+static inline void buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (b->cap - b->len >= n && !b->failed) {
+        if (n)
+            memcpy(b->p + b->len, p, n);
+        b->len += n;
+        return;
+    }
+    buf_append_slow(b, p, n);
+}
+static inline void buf_putc(struct buf *b, char c)
+{
+    if (b->len < b->cap && !b->failed) {
+        b->p[b->len++] = (uint8_t)c;
+        return;
+    }
+    buf_append_slow(b, &c, 1);
+}
 void buf_puts(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Decimal text of v. */

@@ -98,6 +98,9 @@ void jw_obj_end(struct jw *w);
 void jw_arr(struct jw *w);
 void jw_arr_end(struct jw *w);
 void jw_key(struct jw *w, const char *k);
+/* A key given as a string literal: its quoted form is composed at compile time. */
+#define JW_KEY(w, lit) jw_key_raw((w), "\"" lit "\":", sizeof(lit) + 2)
+void jw_key_raw(struct jw *w, const char *quoted, size_t n);
 /* int64/uint64 as JSON strings (proto3 JSON). */
 void jw_i64(struct jw *w, int64_t v);
 void jw_u64(struct jw *w, uint64_t v);

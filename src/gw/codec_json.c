@@ -776,6 +776,13 @@ void jw_key(struct jw *w, const char *k)
     w->comma = false;
 }
 
+void jw_key_raw(struct jw *w, const char *quoted, size_t n)
+{
+    jw_sep(w);
+    buf_append(w->b, quoted, n);
+    w->comma = false;
+}
+
 void jw_i64(struct jw *w, int64_t v)
 {
     jw_sep(w);

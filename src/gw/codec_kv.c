@@ -385,27 +385,27 @@ void codec_kv(struct jw *w, const struct kv_kv *kv)
 {
     jw_obj(w);
     if (kv->key_len) {
-        jw_key(w, "key");
+        JW_KEY(w, "key");
         jw_b64(w, kv->key, kv->key_len);
     }
     if (kv->create_revision) {
-        jw_key(w, "create_revision");
+        JW_KEY(w, "create_revision");
         jw_i64(w, kv->create_revision);
     }
     if (kv->mod_revision) {
-        jw_key(w, "mod_revision");
+        JW_KEY(w, "mod_revision");
         jw_i64(w, kv->mod_revision);
     }
     if (kv->version) {
-        jw_key(w, "version");
+        JW_KEY(w, "version");
         jw_i64(w, kv->version);
     }
     if (kv->value_len) {
-        jw_key(w, "value");
+        JW_KEY(w, "value");
         jw_b64(w, kv->value, kv->value_len);
     }
     if (kv->lease) {
-        jw_key(w, "lease");
+        JW_KEY(w, "lease");
         jw_i64(w, kv->lease);
     }
     jw_obj_end(w);

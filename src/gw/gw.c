@@ -204,6 +204,14 @@ static void gw_on_done(void *ctx, ms_err err, const struct srv_result *res)
     struct buf b;
     struct jw w;
     buf_init(&b);
+    if (res->type == SRV_REQ_RANGE) {
+        /* One allocation for the whole answer: base64 text plus ~160 bytes of fields per
+         * key-value. */
+        size_t est = 256;
+        for (size_t i = 0; i < res->u.range.n_kvs; i++)
+            est += (res->u.range.kvs[i].key_len + res->u.range.kvs[i].value_len) / 3 * 4 + 168;
+        buf_reserve(&b, est);
+    }
     if (r->encode) {
         r->encode(r, res, &b);
     } else {

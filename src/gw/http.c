@@ -33,6 +33,7 @@
 #define READ_CHUNK    (16u << 10)
 #define MAX_LISTENERS 16
 #define OUT_KEEP      (64u << 10) /* output capacity kept by an idle connection */
+#define DIRECT_BODY   (8u << 10)  /* bodies from this size are written without a copy */
 #define ACCEPT_PAUSE  100         /* ms without accepting after running out of fds */
 
 struct http_conn {
@@ -625,14 +626,38 @@ static void respond(struct http_request *r, int status, const struct http_hdr *h
     if (!c->active || c->streaming)
         return;
     out_compact(c);
+    bool idle = pending(c) == 0 && !c->wr_added && !c->dying;
     status_line(c, status);
     put_headers(c, hdrs, n);
     put_connection(c);
     buf_puts(&c->out, "Content-Length: ");
     buf_put_u64(&c->out, len);
     buf_puts(&c->out, "\r\n\r\n");
-    if (r->method != HTTP_HEAD)
-        buf_append(&c->out, body, len);
+    if (r->method == HTTP_HEAD)
+        len = 0;
+    if (len >= DIRECT_BODY && idle && !buf_failed(&c->out)) {
+        /* A large body goes out with the head in one writev, without a copy; only what the
+         * socket does not take is buffered. */
+        size_t head = c->out.len - c->out_off;
+        struct iovec v[2] = {{c->out.p + c->out_off, head}, {(void *)body, len}};
+        ssize_t wn = writev(c->fd, v, 2);
+        if (wn < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            conn_close_later(c);
+            return;
+        }
+        size_t done = wn > 0 ? (size_t)wn : 0;
+        if (done > 0)
+            c->progress_ms = clock_now_ms();
+        if (done >= head) {
+            c->out.len = c->out_off = 0;
+            done -= head;
+            body = (const char *)body + done;
+            len -= done;
+        } else {
+            c->out_off += done;
+        }
+    }
+    buf_append(&c->out, body, len);
     if (buf_failed(&c->out)) {
         conn_close_later(c);
         return;

@@ -44,21 +44,12 @@ bool buf_reserve(struct buf *b, size_t n)
     return true;
 }
 
-void buf_append(struct buf *b, const void *p, size_t n)
+void buf_append_slow(struct buf *b, const void *p, size_t n)
 {
     if (n == 0 || !buf_reserve(b, n))
         return;
     memcpy(b->p + b->len, p, n);
     b->len += n;
-}
-
-void buf_putc(struct buf *b, char c)
-{
-    if (b->len < b->cap && !b->failed) {
-        b->p[b->len++] = (uint8_t)c;
-        return;
-    }
-    buf_append(b, &c, 1);
 }
 
 void buf_puts(struct buf *b, const char *s)

@@ -182,6 +182,17 @@ static void handler(void *ctx, struct http_request *r)
         http_stream_end(r);
         return;
     }
+    if (r->target_len == 6 && memcmp(r->target, "/large", 6) == 0) {
+        /* 4 MiB, more than the socket takes at once: the rest is buffered. */
+        size_t n = 4u << 20;
+        char *big = malloc(n);
+        ck_assert_ptr_nonnull(big);
+        for (size_t i = 0; i < n; i++)
+            big[i] = (char)('a' + i % 23);
+        http_respond(r, 200, &ct, 1, big, n);
+        free(big);
+        return;
+    }
     if (r->target_len == 6 && memcmp(r->target, "/queue", 6) == 0) {
         /* Two chunks queued, one of three parts, written by one flush. */
         struct iovec v[3] = {{"a", 1}, {"", 0}, {"bc", 2}};
@@ -328,6 +339,21 @@ static int client(int port)
     o = exchange(port, "GET / HTTP/2.0\r\n\r\n", 3000);
     if (!strstr(o, " 505 "))
         return 13;
+    free(o);
+    /* A large body, read late: every byte arrives, in order. */
+    fd = tu_connect(port);
+    tu_send_all(fd, "GET /large HTTP/1.1\r\nConnection: close\r\n\r\n",
+                strlen("GET /large HTTP/1.1\r\nConnection: close\r\n\r\n"));
+    usleep(200 * 1000);
+    o = tu_read_all(fd, 10000, &n);
+    close(fd);
+    char *lb = strstr(o, "\r\n\r\n");
+    if (!lb || n - (size_t)(lb + 4 - o) != (4u << 20))
+        return 20;
+    lb += 4;
+    for (size_t i = 0; i < (4u << 20); i++)
+        if (lb[i] != (char)('a' + i % 23))
+            return 21;
     free(o);
     /* Queued chunks go out with one flush. */
     o = exchange(port, "GET /queue HTTP/1.1\r\nConnection: close\r\n\r\n", 3000);

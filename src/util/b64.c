@@ -23,12 +23,58 @@ static void b64_pairs_init(void)
     b64_pairs_ready = true;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define B64_SIMD 1
+
+/* 12 input bytes -> 16 characters per step with SSSE3 byte shuffles (the method described by
+ * Wojciech Mula and Daniel Lemire): spread each 3-byte group over a 32-bit lane, isolate
+ * the four 6-bit values with two multiplies, then map values to ASCII by adding a per-range
+ * offset chosen with one shuffle. Reads 16 bytes per step, so it stops 4 bytes early. */
+__attribute__((target("ssse3"))) static size_t b64_encode_ssse3(const uint8_t *src, size_t n,
+                                                                char *out, size_t *used)
+{
+    const __m128i spread = _mm_set_epi8(10, 11, 9, 10, 7, 8, 6, 7, 4, 5, 3, 4, 1, 2, 0, 1);
+    const __m128i mask_a = _mm_set1_epi32(0x0fc0fc00);
+    const __m128i mul_a = _mm_set1_epi32(0x04000040);
+    const __m128i mask_b = _mm_set1_epi32(0x003f03f0);
+    const __m128i mul_b = _mm_set1_epi32(0x01000010);
+    const __m128i offsets =
+        _mm_setr_epi8('a' - 26, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52,
+                      '0' - 52, '0' - 52, '0' - 52, '0' - 52, '+' - 62, '/' - 63, 'A', 0, 0);
+    size_t i = 0, o = 0;
+    for (; i + 16 <= n; i += 12, o += 16) {
+        __m128i in = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
+        in = _mm_shuffle_epi8(in, spread);
+        __m128i hi = _mm_mulhi_epu16(_mm_and_si128(in, mask_a), mul_a);
+        __m128i lo = _mm_mullo_epi16(_mm_and_si128(in, mask_b), mul_b);
+        __m128i v = _mm_or_si128(hi, lo); /* sixteen values 0..63 */
+        /* Range index: 0 for A-Z, 1 for a-z, 2..11 for digits, 12 for '+', 13 for '/'. */
+        __m128i r = _mm_subs_epu8(v, _mm_set1_epi8(51));
+        __m128i upper = _mm_cmpgt_epi8(_mm_set1_epi8(26), v);
+        r = _mm_or_si128(r, _mm_and_si128(upper, _mm_set1_epi8(13)));
+        __m128i ascii = _mm_add_epi8(_mm_shuffle_epi8(offsets, r), v);
+        _mm_storeu_si128((__m128i *)(void *)(out + o), ascii);
+    }
+    *used = i;
+    return o;
+}
+
+static int b64_simd; /* 0 unknown, 1 yes, -1 no */
+#endif
+
 size_t b64_encode(const uint8_t *src, size_t n, char *out)
 {
     size_t o = 0;
     size_t i = 0;
     if (!b64_pairs_ready)
         b64_pairs_init();
+#ifdef B64_SIMD
+    if (!b64_simd)
+        b64_simd = __builtin_cpu_supports("ssse3") ? 1 : -1;
+    if (b64_simd > 0 && n >= 16)
+        o = b64_encode_ssse3(src, n, out, &i);
+#endif
     /* Whole groups: each three input bytes are two 12-bit halves, two table lookups. */
     for (; i + 3 <= n; i += 3) {
         uint32_t v = ((uint32_t)src[i] << 16) | ((uint32_t)src[i + 1] << 8) | src[i + 2];

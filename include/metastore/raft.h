@@ -265,8 +265,8 @@ void raft_config_default(struct raft_config *cfg, uint64_t id);
 
 /* Create a core.
  * @param[in] cfg   validated and copied; cfg->log must outlive the core.
- * @param[in] hs    the persisted hard state, or NULL for none. Its commit must lie within
- *                  [snapshot index, last index] of the log.
+ * @param[in] hs    the persisted hard state, or NULL for none. Its commit may not exceed the
+ *                  log's last index; below the snapshot index it is raised to it.
  * @param[in] cs    the configuration of the latest snapshot, or NULL for an empty one (a node
  *                  that will be bootstrapped or learn its membership from the leader).
  * @param[out] out  the core, owned by the caller (raft_destroy).

@@ -481,6 +481,12 @@ bool raft_restore(struct raft *r, const struct raft_snapshot_meta *s)
     }
     if (!raft_conf_has(&s->conf, r->id, true))
         return false;
+    /* Committed entries handed out in a Ready are being applied (raft_ready may be followed by
+     * raft_step before raft_advance): a snapshot installed now would be overtaken by them, and
+     * a stale conf change applied on top of the snapshot's configuration would corrupt it.
+     * Refuse; the leader retries once we answer with our commit index. */
+    if (r->log.applying > r->log.applied)
+        return false;
     if (raft_log_match_term(&r->log, s->index, s->term)) {
         /* We already have the snapshot's entry: just fast-forward the commit index. */
         raft_log_commit_to(&r->log, s->index);
@@ -555,11 +561,14 @@ ms_err raft_create(const struct raft_config *cfg, const struct raft_hard_state *
         goto out_destroy;
     raft_switch_config_effects(r);
     if (hs && (hs->term || hs->vote || hs->commit)) {
-        if (hs->commit < r->log.committed || hs->commit > raft_log_last_index(&r->log)) {
+        /* A commit below the snapshot index (a crash between persisting a snapshot and the
+         * hard state that followed it) is raised to it: a snapshot holds committed state. */
+        if (hs->commit > raft_log_last_index(&r->log)) {
             e = MS_E_BAD_REQUEST;
             goto out_destroy;
         }
-        r->log.committed = hs->commit;
+        if (hs->commit > r->log.committed)
+            r->log.committed = hs->commit;
         r->term = hs->term;
         r->vote = hs->vote;
     }

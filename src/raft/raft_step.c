@@ -524,7 +524,12 @@ ms_err raft_step(struct raft *r, const struct raft_msg *m)
 {
     if ((unsigned)m->type >= RAFT_MSG_TYPE_COUNT_ || raft_msg_type_is_local(m->type))
         return MS_E_BAD_REQUEST;
-    if (m->to != r->id || m->from == RAFT_NONE || m->from == r->id)
+    if (m->to != r->id || m->from == RAFT_NONE)
+        return MS_E_BAD_REQUEST;
+    /* Only forwarded requests can come back to their origin (a proposal forwarded to a leader
+     * that stepped down and forwarded it on to us, now leader). */
+    if (m->from == r->id && m->type != RAFT_MSG_PROP && m->type != RAFT_MSG_READ_INDEX &&
+        m->type != RAFT_MSG_TRANSFER_LEADER)
         return MS_E_BAD_REQUEST;
     if (!entries_valid(m))
         return MS_E_BAD_REQUEST;

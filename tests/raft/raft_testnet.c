@@ -229,9 +229,11 @@ void tn_fmt_msg(struct buf *b, const struct raft_msg *m)
     }
     if (m->commit || m->type == RAFT_MSG_APP || m->type == RAFT_MSG_HEARTBEAT)
         buf_printf(b, " Commit:%llu", (unsigned long long)m->commit);
-    if (m->reject)
+    if (m->reject && m->type == RAFT_MSG_APP_RESP)
         buf_printf(b, " Rejected (Hint: %llu/%llu)", (unsigned long long)m->log_term,
                    (unsigned long long)m->reject_hint);
+    else if (m->reject)
+        buf_puts(b, " Rejected");
     if (m->ctx)
         buf_printf(b, " Ctx:%llu", (unsigned long long)m->ctx);
     if (m->n_entries) {

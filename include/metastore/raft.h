@@ -157,7 +157,10 @@ struct raft_msg {
     bool reject;
     size_t n_entries;
     struct raft_entry *entries;
-    struct raft_snapshot_meta snap; /* RAFT_MSG_SNAP only */
+    /* RAFT_MSG_SNAP only. The transport streams the state machine beside it and may send a
+     * newer snapshot than the one named (etcd's merged snapshot: the sender's state at its
+     * applied index, with that index, term and configuration): see docs/raft.md. */
+    struct raft_snapshot_meta snap;
 };
 
 /* A confirmed linearizable read: serve the request tagged ctx once applied >= index. */
@@ -227,7 +230,8 @@ struct raft_ready {
     const struct raft_msg *msgs_after_persist;
     size_t n_read_states;
     const struct raft_read_state *read_states;
-    bool must_sync; /* entries or term/vote changed: fdatasync before msgs_after_persist */
+    bool must_sync; /* entries, snapshot or term/vote changed: fdatasync before
+                       msgs_after_persist (a commit-only change may skip it) */
 };
 
 struct raft_progress_status {
@@ -292,8 +296,10 @@ void raft_tick(struct raft *r);
 /* Step a message received from a peer. m is borrowed for the call; the core copies what it
  * keeps. Messages with a term below ours are answered or ignored as Raft requires.
  * @return MS_OK; MS_E_BAD_REQUEST for a local message type, m->to not this node or a malformed
- * message (entries out of sequence, ...), which is dropped; MS_E_NOT_EXIST for a response from a
- * node that is not in the configuration. Whatever the peer sends, the core never aborts. */
+ * message (entries out of sequence, a term or index of 2^62 or more, ...), which is dropped;
+ * MS_E_NOT_EXIST for a response from a node that is not in the configuration; a dropped-proposal
+ * error (raft_err_is_dropped) for a forwarded proposal this node cannot take. Whatever the peer
+ * sends, the core never aborts. */
 ms_err raft_step(struct raft *r, const struct raft_msg *m);
 
 /* Propose data (copied) as a normal entry. MS_OK means appended (leader) or forwarded (follower):
@@ -333,7 +339,7 @@ ms_err raft_apply_conf_change(struct raft *r, const struct raft_conf_change *cc,
 
 /* ---- outputs ---- */
 
-/* True if raft_ready would return something to do. */
+/* True if raft_ready would return something to do (false while a Ready is outstanding). */
 bool raft_has_ready(const struct raft *r);
 
 /* Collect the pending work into rd. The caller must, in this order (docs/raft.md):
@@ -349,8 +355,10 @@ bool raft_has_ready(const struct raft *r);
 ms_err raft_ready(struct raft *r, struct raft_ready *rd);
 
 /* Acknowledge that the last Ready was fully handled: self-acknowledgements are stepped, the
- * persisted entries become stable and the applied index moves. rd's memory is freed. */
-void raft_advance(struct raft *r);
+ * persisted entries become stable and the applied index moves. The Ready's memory is freed.
+ * @param[in] rd  the Ready returned by the last raft_ready (or NULL); passing another one is a
+ *                programming error (asserted). A no-op when no Ready is outstanding. */
+void raft_advance(struct raft *r, const struct raft_ready *rd);
 
 /* Fill st with a snapshot of the core's state. */
 void raft_status(const struct raft *r, struct raft_status *st);

@@ -54,7 +54,7 @@ static void step_into_core(const struct raft_msg *m)
         if (rd.has_snapshot)
             (void)raft_mem_apply_snapshot(mem, &rd.snapshot);
         (void)raft_mem_append(mem, rd.entries, rd.n_entries);
-        raft_advance(r);
+        raft_advance(r, NULL);
     }
     raft_destroy(r);
     raft_mem_destroy(mem);

@@ -406,7 +406,7 @@ bool tn_process_ready(struct tn *t, uint64_t id)
             apply_entry(t, nd, &rd.committed[i]);
         for (size_t i = 0; i < rd.n_read_states && t->n_read_states < 64; i++)
             t->read_states[t->n_read_states++] = rd.read_states[i];
-        raft_advance(nd->r);
+        raft_advance(nd->r, &rd);
     }
     return any;
 }

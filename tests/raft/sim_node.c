@@ -652,7 +652,7 @@ static void persist_done(struct sim *s, struct sim_node *n)
         sim_node_crash(s, n->id);
         return;
     }
-    raft_advance(n->r);
+    raft_advance(n->r, &n->rd);
     n->rd_out = false;
     if (n->retire_pending) {
         sim_node_retire(s, n->id);

@@ -58,7 +58,7 @@ START_TEST(vote_waits_for_persistence)
     struct raft_ready rd2;
     ck_assert_int_eq(raft_ready(tn_raft(&t, 1), &rd2), MS_E_BAD_REQUEST);
     ck_assert(!raft_has_ready(tn_raft(&t, 1)));
-    raft_advance(tn_raft(&t, 1));
+    raft_advance(tn_raft(&t, 1), NULL);
     tn_fini(&t);
 }
 END_TEST
@@ -82,13 +82,13 @@ START_TEST(leader_counts_itself_only_after_persisting)
     ck_assert_uint_eq(rd.n_committed, 0);
     ck_assert_uint_eq(st_of(&t, 1).hard.commit, commit);
     raft_mem_append(t.nodes[1].mem, rd.entries, rd.n_entries);
-    raft_advance(tn_raft(&t, 1));
+    raft_advance(tn_raft(&t, 1), NULL);
     ck_assert_uint_eq(st_of(&t, 1).hard.commit, commit + 1);
     /* and comes back committed in the next Ready */
     ck_assert_int_eq(raft_ready(tn_raft(&t, 1), &rd), MS_OK);
     ck_assert_uint_eq(rd.n_committed, 1);
     ck_assert(tu_bytes_eq(rd.committed[0].data, rd.committed[0].len, "x"));
-    raft_advance(tn_raft(&t, 1));
+    raft_advance(tn_raft(&t, 1), NULL);
     tn_fini(&t);
 }
 END_TEST
@@ -104,7 +104,7 @@ START_TEST(leader_sends_appends_before_persisting)
     ck_assert(has_msg(rd.msgs, rd.n_msgs, RAFT_MSG_APP, 3));
     ck_assert_uint_eq(rd.n_msgs_after_persist, 0); /* the self-ack is internal */
     raft_mem_append(t.nodes[1].mem, rd.entries, rd.n_entries);
-    raft_advance(tn_raft(&t, 1));
+    raft_advance(tn_raft(&t, 1), NULL);
     tn_fini(&t);
 }
 END_TEST
@@ -130,13 +130,13 @@ START_TEST(ready_memory_survives_steps_before_advance)
     ck_assert_int_eq(raft_step(r, &m2), MS_OK);
     ck_assert(tu_bytes_eq(rd.entries[0].data, rd.entries[0].len, "old"));
     raft_mem_append(t.nodes[1].mem, rd.entries, rd.n_entries);
-    raft_advance(r);
+    raft_advance(r, NULL);
     ck_assert_int_eq(raft_ready(r, &rd), MS_OK);
     ck_assert_uint_eq(rd.n_entries, 1);
     ck_assert(tu_bytes_eq(rd.entries[0].data, rd.entries[0].len, "new"));
     ck_assert_uint_eq(rd.entries[0].term, 2);
     raft_mem_append(t.nodes[1].mem, rd.entries, rd.n_entries);
-    raft_advance(r);
+    raft_advance(r, NULL);
     ck_assert_uint_eq(raft_mem_entry(t.nodes[1].mem, 1)->term, 2);
     tn_fini(&t);
 }
@@ -157,14 +157,14 @@ START_TEST(committed_bytes_per_ready_limit)
     struct raft_ready rd;
     ck_assert_int_eq(raft_ready(tn_raft(&t, 1), &rd), MS_OK);
     raft_mem_append(t.nodes[1].mem, rd.entries, rd.n_entries);
-    raft_advance(tn_raft(&t, 1));
+    raft_advance(tn_raft(&t, 1), NULL);
     size_t batches = 0, total = 0;
     while (raft_has_ready(tn_raft(&t, 1))) {
         ck_assert_int_eq(raft_ready(tn_raft(&t, 1), &rd), MS_OK);
         ck_assert_uint_le(rd.n_committed, 1); /* each 10-byte entry is 14 encoded bytes */
         total += rd.n_committed;
         batches++;
-        raft_advance(tn_raft(&t, 1));
+        raft_advance(tn_raft(&t, 1), NULL);
     }
     ck_assert_uint_eq(total, 5);
     ck_assert_uint_ge(batches, 5);
@@ -281,12 +281,12 @@ START_TEST(bootstrap)
     ck_assert_int_eq(cc.type, RAFT_CC_ADD_NODE);
     ck_assert_uint_eq(cc.node_id, 3);
     raft_mem_append(mem, rd.entries, rd.n_entries);
-    raft_advance(r);
+    raft_advance(r, NULL);
     /* a non-empty log cannot be bootstrapped again */
     ck_assert_int_eq(raft_bootstrap(r, V3, 3), MS_E_BAD_REQUEST);
     ck_assert_int_eq(raft_ready(r, &rd), MS_OK);
     ck_assert_uint_eq(rd.n_committed, 3);
-    raft_advance(r);
+    raft_advance(r, NULL);
     raft_destroy(r);
     raft_mem_destroy(mem);
 }
@@ -553,7 +553,7 @@ START_TEST(snapshot_refused_while_applying)
     struct raft_ready rd;
     ck_assert_int_eq(raft_ready(r, &rd), MS_OK); /* persists entry 2 */
     raft_mem_append(t.nodes[1].mem, rd.entries, rd.n_entries);
-    raft_advance(r);
+    raft_advance(r, NULL);
     ck_assert_int_eq(raft_ready(r, &rd), MS_OK);
     ck_assert_uint_eq(rd.n_committed, 1); /* entry 2 is out for applying */
     struct raft_msg snap = {
@@ -564,7 +564,7 @@ START_TEST(snapshot_refused_while_applying)
         .snap = {.index = 9, .term = 1, .conf = {.n_voters = 3, .voters = {1, 2, 3}}}};
     raft_step(r, &snap);
     ck_assert_uint_eq(st_of(&t, 1).hard.commit, 2); /* not installed */
-    raft_advance(r);
+    raft_advance(r, NULL);
     raft_step(r, &snap);
     ck_assert_uint_eq(st_of(&t, 1).hard.commit, 9); /* now it is */
     tn_fini(&t);

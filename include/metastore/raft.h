@@ -272,7 +272,9 @@ void raft_config_default(struct raft_config *cfg, uint64_t id);
  * @param[in] hs    the persisted hard state, or NULL for none. Its commit may not exceed the
  *                  log's last index; below the snapshot index it is raised to it.
  * @param[in] cs    the configuration of the latest snapshot, or NULL for an empty one (a node
- *                  that will be bootstrapped or learn its membership from the leader).
+ *                  that will be bootstrapped or learn its membership from the leader). The
+ *                  snapshot's index and term themselves are read from cfg->log (the entry at
+ *                  first_index - 1), which is what RAFT.md §3.1 calls snap_meta.
  * @param[out] out  the core, owned by the caller (raft_destroy).
  * @return MS_OK; MS_E_BAD_REQUEST if cfg or the initial state is invalid. */
 ms_err raft_create(const struct raft_config *cfg, const struct raft_hard_state *hs,
@@ -304,7 +306,8 @@ ms_err raft_step(struct raft *r, const struct raft_msg *m);
 
 /* Propose data (copied) as a normal entry. MS_OK means appended (leader) or forwarded (follower):
  * the outcome is known only when the entry is applied or the request times out. A dropped
- * proposal returns a raft_err_is_dropped error. */
+ * proposal returns a raft_err_is_dropped error; MS_E_REQUEST_TOO_LARGE if len exceeds
+ * RAFT_CODEC_MAX_ENTRY_BYTES (it could not travel). */
 ms_err raft_propose(struct raft *r, const uint8_t *data, size_t len);
 
 /* Propose a membership change. While one is pending (appended, not applied) the leader turns

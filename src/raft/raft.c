@@ -656,6 +656,8 @@ ms_err raft_bootstrap(struct raft *r, const uint64_t *voters, size_t n)
 
 ms_err raft_propose(struct raft *r, const uint8_t *data, size_t len)
 {
+    if (len > RAFT_CODEC_MAX_ENTRY_BYTES)
+        return MS_E_REQUEST_TOO_LARGE;
     struct raft_entry e = {.type = RAFT_ENTRY_NORMAL, .len = len, .data = data};
     struct raft_msg m = {
         .type = RAFT_MSG_PROP, .from = r->id, .to = r->id, .n_entries = 1, .entries = &e};

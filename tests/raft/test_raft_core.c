@@ -213,6 +213,12 @@ START_TEST(step_rejects_bad_input)
     /* a response from a node outside the configuration */
     struct raft_msg stranger = {.type = RAFT_MSG_APP_RESP, .from = 9, .to = 2, .term = 1};
     ck_assert_int_eq(raft_step(r, &stranger), MS_E_NOT_EXIST);
+    /* terms near 2^64 would overflow; an entry too large to travel is refused at once */
+    struct raft_msg huge = {.type = RAFT_MSG_TIMEOUT_NOW, .from = 1, .to = 2, .term = UINT64_MAX};
+    ck_assert_int_eq(raft_step(r, &huge), MS_E_BAD_REQUEST);
+    uint8_t byte = 0;
+    ck_assert_int_eq(raft_propose(tn_raft(&t, 1), &byte, (size_t)RAFT_CODEC_MAX_ENTRY_BYTES + 1),
+                     MS_E_REQUEST_TOO_LARGE);
     /* a heartbeat naming a commit beyond our log is not trusted */
     struct raft_msg hb = {.type = RAFT_MSG_HEARTBEAT, .from = 1, .to = 2, .term = 1, .commit = 99};
     ck_assert_int_eq(raft_step(r, &hb), MS_OK);

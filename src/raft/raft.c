@@ -88,6 +88,7 @@ bool raft_maybe_send_append(struct raft *r, uint64_t to, bool send_if_empty)
     struct raft_progress *pr = raft_tracker_get(&r->trk, to);
     if (!pr || raft_pr_is_paused(pr))
         return false;
+    MS_ASSERT(pr->match < pr->next); /* tracker/progress.go's invariant */
     uint64_t prev_index = pr->next - 1;
     uint64_t prev_term;
     if (!raft_log_term(&r->log, prev_index, &prev_term))

@@ -29,6 +29,7 @@
 #define SIM_CLIENTS     5 /* the last one only chases new leaders with reads */
 #define SIM_CHASER      (SIM_CLIENTS - 1)
 #define SIM_TRACE_LINES 600
+#define SIM_IN_SNAPS    4
 
 /* ---- options and results (the driver's view) ---- */
 
@@ -158,13 +159,17 @@ struct sim_node {
     uint64_t applied;
     struct raft_conf_state conf; /* as applied */
     uint64_t snap_index;         /* latest snapshot, local or installed */
-    /* snapshot received in a MsgSnap, until its Ready installs it */
-    uint64_t in_snap_index;
-    size_t in_snap_len;
-    uint8_t *in_snap_blob;
-    /* the Ready being persisted */
+    /* snapshots received in MsgSnaps, by index, until a Ready installs one (as a server keeps
+     * received snapshot files by name: the core may install an older one than the last
+     * received, or ignore one) */
+    uint64_t in_snap_index[SIM_IN_SNAPS];
+    size_t in_snap_len[SIM_IN_SNAPS];
+    uint8_t *in_snap_blob[SIM_IN_SNAPS];
+    /* the Ready being persisted, and its snapshot's data */
     bool rd_out;
     struct raft_ready rd;
+    uint8_t *rd_snap_blob;
+    size_t rd_snap_len;
     /* pending client requests */
     size_t n_props;
     size_t props[SIM_CLIENTS * 4]; /* history indexes of writes proposed here */

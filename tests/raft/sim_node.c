@@ -144,6 +144,42 @@ static void kv_decode(struct sim_kv *kv, const uint8_t *p, size_t n)
         kv->val[i] = be64_get(p + 8 * i);
 }
 
+/* ---- received snapshots ---- */
+
+static void in_snaps_free(struct sim_node *n)
+{
+    for (size_t i = 0; i < SIM_IN_SNAPS; i++) {
+        free(n->in_snap_blob[i]);
+        n->in_snap_blob[i] = NULL;
+        n->in_snap_index[i] = 0;
+    }
+}
+
+/* Keep blob (owned) as the data of snapshot index, dropping the oldest one kept. */
+static void in_snaps_put(struct sim_node *n, uint64_t index, uint8_t *blob, size_t len)
+{
+    free(n->in_snap_blob[SIM_IN_SNAPS - 1]);
+    for (size_t i = SIM_IN_SNAPS - 1; i > 0; i--) {
+        n->in_snap_blob[i] = n->in_snap_blob[i - 1];
+        n->in_snap_len[i] = n->in_snap_len[i - 1];
+        n->in_snap_index[i] = n->in_snap_index[i - 1];
+    }
+    n->in_snap_blob[0] = blob;
+    n->in_snap_len[0] = len;
+    n->in_snap_index[0] = index;
+}
+
+static const uint8_t *in_snaps_get(const struct sim_node *n, uint64_t index, size_t *len)
+{
+    for (size_t i = 0; i < SIM_IN_SNAPS; i++) {
+        if (n->in_snap_blob[i] && n->in_snap_index[i] == index) {
+            *len = n->in_snap_len[i];
+            return n->in_snap_blob[i];
+        }
+    }
+    return NULL;
+}
+
 /* ---- lifecycle ---- */
 
 static void make_core(struct sim *s, struct sim_node *n, const struct raft_hard_state *hs,
@@ -198,8 +234,9 @@ void sim_node_free(struct sim_node *n)
     raft_mem_destroy(n->mem);
     n->mem = NULL;
     disk_free(&n->disk);
-    free(n->in_snap_blob);
-    n->in_snap_blob = NULL;
+    in_snaps_free(n);
+    free(n->rd_snap_blob);
+    n->rd_snap_blob = NULL;
     sim_view_fini(&n->view);
 }
 
@@ -214,9 +251,7 @@ static void power_off(struct sim *s, struct sim_node *n)
     n->r = NULL;
     raft_mem_destroy(n->mem);
     n->mem = NULL;
-    free(n->in_snap_blob);
-    n->in_snap_blob = NULL;
-    n->in_snap_index = 0;
+    in_snaps_free(n);
     n->rd_out = false;
     n->crash_stage = 0;
     n->retire_pending = false;
@@ -465,10 +500,7 @@ void sim_node_deliver(struct sim *s, struct sim_packet *pk)
     tn_fmt_msg(&s->line, &m);
     sim_trace(s, "deliver %.*s", (int)s->line.len, (const char *)s->line.p);
     if (m.type == RAFT_MSG_SNAP) {
-        free(n->in_snap_blob);
-        n->in_snap_blob = pk->blob;
-        n->in_snap_len = pk->blob_len;
-        n->in_snap_index = m.snap.index;
+        in_snaps_put(n, m.snap.index, pk->blob, pk->blob_len);
         pk->blob = NULL;
     }
     e = raft_step(n->r, &m);
@@ -613,7 +645,7 @@ static void persist_done(struct sim *s, struct sim_node *n)
     if (rd->has_snapshot) {
         if (raft_mem_apply_snapshot(n->mem, &rd->snapshot) != MS_OK)
             sim_fail(s, "n%llu: stale snapshot in a Ready", (unsigned long long)n->id);
-        kv_decode(&n->kv, n->in_snap_blob, n->in_snap_len);
+        kv_decode(&n->kv, n->rd_snap_blob, n->rd_snap_len);
         n->applied = rd->snapshot.index;
         n->conf = rd->snapshot.conf;
         n->snap_index = rd->snapshot.index;
@@ -695,12 +727,17 @@ void sim_node_flush(struct sim *s, uint64_t id)
         for (size_t i = 0; i < rd->n_msgs; i++)
             send_msg(s, n, &rd->msgs[i]);
         if (rd->has_snapshot) {
-            if (!n->in_snap_blob || n->in_snap_index != rd->snapshot.index) {
+            size_t blen = 0;
+            const uint8_t *blob = in_snaps_get(n, rd->snapshot.index, &blen);
+            if (!blob) {
                 sim_fail(s, "n%llu: Ready snapshot %llu without its data", (unsigned long long)id,
                          (unsigned long long)rd->snapshot.index);
                 return;
             }
-            write_snap(&n->disk, &rd->snapshot, n->in_snap_blob, n->in_snap_len);
+            write_snap(&n->disk, &rd->snapshot, blob, blen);
+            free(n->rd_snap_blob);
+            n->rd_snap_blob = dup_bytes(blob, blen);
+            n->rd_snap_len = blen;
         }
         for (size_t i = 0; i < rd->n_entries; i++)
             write_entry(&n->disk, &rd->entries[i]);

@@ -374,7 +374,8 @@ bool raft_err_is_dropped(ms_err e);
 /* Size of an entry as counted against max_size_per_msg and friends (its encoded size). */
 uint64_t raft_entry_size(const struct raft_entry *e);
 
-/* Human-readable names, static strings ("MsgApp", "StateLeader", "StateProbe"). */
+/* Human-readable names as static strings ("MsgApp", "StateLeader", "StateProbe"), with a
+ * "...Unknown" name for values out of range. */
 const char *raft_msg_type_name(enum raft_msg_type t);
 const char *raft_role_name(enum raft_role role);
 const char *raft_progress_state_name(enum raft_progress_state s);
@@ -400,8 +401,10 @@ struct raft_mem;
 
 extern const struct raft_log_ops raft_mem_ops;
 
-/* An empty log (sentinel 0/0, first index 1). Aborts on OOM; free with raft_mem_destroy. */
+/* An empty log (sentinel 0/0, first index 1). Owned by the caller; aborts on OOM. */
 struct raft_mem *raft_mem_create(void);
+
+/* Free the log and every entry's data; entries borrowed from it become invalid. Accepts NULL. */
 void raft_mem_destroy(struct raft_mem *m);
 
 /* Append entries (data copied). entries[0].index may be at most last_index + 1; an existing
@@ -424,12 +427,18 @@ ms_err raft_mem_snapshot(struct raft_mem *m, uint64_t i, const struct raft_conf_
  * @return MS_E_COMPACTED if already compacted, MS_E_NOT_EXIST if beyond the last index. */
 ms_err raft_mem_compact(struct raft_mem *m, uint64_t compact_index);
 
+/* Record the hard state last persisted (copied). The core never reads it back: it is kept here
+ * for the server's convenience (restart, status). */
 void raft_mem_set_hard(struct raft_mem *m, const struct raft_hard_state *hs);
+
+/* The hard state last recorded with raft_mem_set_hard (zero if none). */
 void raft_mem_hard(const struct raft_mem *m, struct raft_hard_state *out);
 
 /* The latest snapshot's metadata (index 0 when none). */
 void raft_mem_snapshot_meta(const struct raft_mem *m, struct raft_snapshot_meta *out);
 
+/* Index of the first entry held (sentinel + 1) and of the last one (the sentinel's when the log
+ * holds no entries). */
 uint64_t raft_mem_first_index(const struct raft_mem *m);
 uint64_t raft_mem_last_index(const struct raft_mem *m);
 

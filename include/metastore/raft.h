@@ -157,7 +157,10 @@ struct raft_msg {
     bool reject;
     size_t n_entries;
     struct raft_entry *entries;
-    struct raft_snapshot_meta snap; /* RAFT_MSG_SNAP only */
+    /* RAFT_MSG_SNAP only. The transport streams the state machine beside it and may send a
+     * newer snapshot than the one named (etcd's merged snapshot: the sender's state at its
+     * applied index, with that index, term and configuration): see docs/raft.md. */
+    struct raft_snapshot_meta snap;
 };
 
 /* A confirmed linearizable read: serve the request tagged ctx once applied >= index. */
@@ -227,7 +230,8 @@ struct raft_ready {
     const struct raft_msg *msgs_after_persist;
     size_t n_read_states;
     const struct raft_read_state *read_states;
-    bool must_sync; /* entries or term/vote changed: fdatasync before msgs_after_persist */
+    bool must_sync; /* entries, snapshot or term/vote changed: fdatasync before
+                       msgs_after_persist (a commit-only change may skip it) */
 };
 
 struct raft_progress_status {
@@ -265,10 +269,12 @@ void raft_config_default(struct raft_config *cfg, uint64_t id);
 
 /* Create a core.
  * @param[in] cfg   validated and copied; cfg->log must outlive the core.
- * @param[in] hs    the persisted hard state, or NULL for none. Its commit must lie within
- *                  [snapshot index, last index] of the log.
+ * @param[in] hs    the persisted hard state, or NULL for none. Its commit may not exceed the
+ *                  log's last index; below the snapshot index it is raised to it.
  * @param[in] cs    the configuration of the latest snapshot, or NULL for an empty one (a node
- *                  that will be bootstrapped or learn its membership from the leader).
+ *                  that will be bootstrapped or learn its membership from the leader). The
+ *                  snapshot's index and term themselves are read from cfg->log (the entry at
+ *                  first_index - 1), which is what RAFT.md §3.1 calls snap_meta.
  * @param[out] out  the core, owned by the caller (raft_destroy).
  * @return MS_OK; MS_E_BAD_REQUEST if cfg or the initial state is invalid. */
 ms_err raft_create(const struct raft_config *cfg, const struct raft_hard_state *hs,
@@ -292,13 +298,16 @@ void raft_tick(struct raft *r);
 /* Step a message received from a peer. m is borrowed for the call; the core copies what it
  * keeps. Messages with a term below ours are answered or ignored as Raft requires.
  * @return MS_OK; MS_E_BAD_REQUEST for a local message type, m->to not this node or a malformed
- * message (entries out of sequence, ...), which is dropped; MS_E_NOT_EXIST for a response from a
- * node that is not in the configuration. Whatever the peer sends, the core never aborts. */
+ * message (entries out of sequence, a term or index of 2^62 or more, ...), which is dropped;
+ * MS_E_NOT_EXIST for a response from a node that is not in the configuration; a dropped-proposal
+ * error (raft_err_is_dropped) for a forwarded proposal this node cannot take. Whatever the peer
+ * sends, the core never aborts. */
 ms_err raft_step(struct raft *r, const struct raft_msg *m);
 
 /* Propose data (copied) as a normal entry. MS_OK means appended (leader) or forwarded (follower):
  * the outcome is known only when the entry is applied or the request times out. A dropped
- * proposal returns a raft_err_is_dropped error. */
+ * proposal returns a raft_err_is_dropped error; MS_E_REQUEST_TOO_LARGE if len exceeds
+ * RAFT_CODEC_MAX_ENTRY_BYTES (it could not travel). */
 ms_err raft_propose(struct raft *r, const uint8_t *data, size_t len);
 
 /* Propose a membership change. While one is pending (appended, not applied) the leader turns
@@ -333,7 +342,7 @@ ms_err raft_apply_conf_change(struct raft *r, const struct raft_conf_change *cc,
 
 /* ---- outputs ---- */
 
-/* True if raft_ready would return something to do. */
+/* True if raft_ready would return something to do (false while a Ready is outstanding). */
 bool raft_has_ready(const struct raft *r);
 
 /* Collect the pending work into rd. The caller must, in this order (docs/raft.md):
@@ -349,8 +358,10 @@ bool raft_has_ready(const struct raft *r);
 ms_err raft_ready(struct raft *r, struct raft_ready *rd);
 
 /* Acknowledge that the last Ready was fully handled: self-acknowledgements are stepped, the
- * persisted entries become stable and the applied index moves. rd's memory is freed. */
-void raft_advance(struct raft *r);
+ * persisted entries become stable and the applied index moves. The Ready's memory is freed.
+ * @param[in] rd  the Ready returned by the last raft_ready (or NULL); passing another one is a
+ *                programming error (asserted). A no-op when no Ready is outstanding. */
+void raft_advance(struct raft *r, const struct raft_ready *rd);
 
 /* Fill st with a snapshot of the core's state. */
 void raft_status(const struct raft *r, struct raft_status *st);
@@ -363,7 +374,8 @@ bool raft_err_is_dropped(ms_err e);
 /* Size of an entry as counted against max_size_per_msg and friends (its encoded size). */
 uint64_t raft_entry_size(const struct raft_entry *e);
 
-/* Human-readable names, static strings ("MsgApp", "StateLeader", "StateProbe"). */
+/* Human-readable names as static strings ("MsgApp", "StateLeader", "StateProbe"), with a
+ * "...Unknown" name for values out of range. */
 const char *raft_msg_type_name(enum raft_msg_type t);
 const char *raft_role_name(enum raft_role role);
 const char *raft_progress_state_name(enum raft_progress_state s);
@@ -389,8 +401,10 @@ struct raft_mem;
 
 extern const struct raft_log_ops raft_mem_ops;
 
-/* An empty log (sentinel 0/0, first index 1). Aborts on OOM; free with raft_mem_destroy. */
+/* An empty log (sentinel 0/0, first index 1). Owned by the caller; aborts on OOM. */
 struct raft_mem *raft_mem_create(void);
+
+/* Free the log and every entry's data; entries borrowed from it become invalid. Accepts NULL. */
 void raft_mem_destroy(struct raft_mem *m);
 
 /* Append entries (data copied). entries[0].index may be at most last_index + 1; an existing
@@ -413,12 +427,18 @@ ms_err raft_mem_snapshot(struct raft_mem *m, uint64_t i, const struct raft_conf_
  * @return MS_E_COMPACTED if already compacted, MS_E_NOT_EXIST if beyond the last index. */
 ms_err raft_mem_compact(struct raft_mem *m, uint64_t compact_index);
 
+/* Record the hard state last persisted (copied). The core never reads it back: it is kept here
+ * for the server's convenience (restart, status). */
 void raft_mem_set_hard(struct raft_mem *m, const struct raft_hard_state *hs);
+
+/* The hard state last recorded with raft_mem_set_hard (zero if none). */
 void raft_mem_hard(const struct raft_mem *m, struct raft_hard_state *out);
 
 /* The latest snapshot's metadata (index 0 when none). */
 void raft_mem_snapshot_meta(const struct raft_mem *m, struct raft_snapshot_meta *out);
 
+/* Index of the first entry held (sentinel + 1) and of the last one (the sentinel's when the log
+ * holds no entries). */
 uint64_t raft_mem_first_index(const struct raft_mem *m);
 uint64_t raft_mem_last_index(const struct raft_mem *m);
 

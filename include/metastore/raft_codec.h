@@ -48,15 +48,19 @@ void raft_msg_decoded_fini(struct raft_msg *m);
 void raft_entry_encode(const struct raft_entry *e, struct buf *out);
 ms_err raft_entry_decode(const uint8_t *p, size_t len, struct raft_entry *out);
 
+/* The hard state, as a WAL record payload. Encoders append to out (allocation failure shows in
+ * buf_failed); the decoder consumes exactly len bytes, MS_E_DATA_CORRUPT otherwise. */
 void raft_hard_state_encode(const struct raft_hard_state *hs, struct buf *out);
 ms_err raft_hard_state_decode(const uint8_t *p, size_t len, struct raft_hard_state *out);
 
-/* Snapshot metadata including its configuration (validated: sorted, unique, non-zero ids, no
- * id both voter and learner, at most RAFT_MAX_NODES of each). */
+/* Snapshot metadata including its configuration, as a WAL record payload (decoding validates:
+ * sorted, unique, non-zero ids, no id both voter and learner, at most RAFT_MAX_NODES in all;
+ * MS_E_DATA_CORRUPT otherwise). */
 void raft_snapshot_meta_encode(const struct raft_snapshot_meta *s, struct buf *out);
 ms_err raft_snapshot_meta_decode(const uint8_t *p, size_t len, struct raft_snapshot_meta *out);
 
-/* A conf change, the data of a RAFT_ENTRY_CONF_CHANGE entry. out->ctx borrows from p. */
+/* A conf change, the data of a RAFT_ENTRY_CONF_CHANGE entry. The decoder consumes exactly len
+ * bytes (MS_E_DATA_CORRUPT otherwise, including an unknown type); out->ctx borrows from p. */
 void raft_cc_encode(const struct raft_conf_change *cc, struct buf *out);
 ms_err raft_cc_decode(const uint8_t *p, size_t len, struct raft_conf_change *out);
 

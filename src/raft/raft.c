@@ -88,6 +88,7 @@ bool raft_maybe_send_append(struct raft *r, uint64_t to, bool send_if_empty)
     struct raft_progress *pr = raft_tracker_get(&r->trk, to);
     if (!pr || raft_pr_is_paused(pr))
         return false;
+    MS_ASSERT(pr->match < pr->next); /* tracker/progress.go's invariant */
     uint64_t prev_index = pr->next - 1;
     uint64_t prev_term;
     if (!raft_log_term(&r->log, prev_index, &prev_term))
@@ -481,6 +482,12 @@ bool raft_restore(struct raft *r, const struct raft_snapshot_meta *s)
     }
     if (!raft_conf_has(&s->conf, r->id, true))
         return false;
+    /* Committed entries handed out in a Ready are being applied (raft_ready may be followed by
+     * raft_step before raft_advance): a snapshot installed now would be overtaken by them, and
+     * a stale conf change applied on top of the snapshot's configuration would corrupt it.
+     * Refuse; the leader retries once we answer with our commit index. */
+    if (r->log.applying > r->log.applied)
+        return false;
     if (raft_log_match_term(&r->log, s->index, s->term)) {
         /* We already have the snapshot's entry: just fast-forward the commit index. */
         raft_log_commit_to(&r->log, s->index);
@@ -555,11 +562,14 @@ ms_err raft_create(const struct raft_config *cfg, const struct raft_hard_state *
         goto out_destroy;
     raft_switch_config_effects(r);
     if (hs && (hs->term || hs->vote || hs->commit)) {
-        if (hs->commit < r->log.committed || hs->commit > raft_log_last_index(&r->log)) {
+        /* A commit below the snapshot index (a crash between persisting a snapshot and the
+         * hard state that followed it) is raised to it: a snapshot holds committed state. */
+        if (hs->commit > raft_log_last_index(&r->log)) {
             e = MS_E_BAD_REQUEST;
             goto out_destroy;
         }
-        r->log.committed = hs->commit;
+        if (hs->commit > r->log.committed)
+            r->log.committed = hs->commit;
         r->term = hs->term;
         r->vote = hs->vote;
     }
@@ -647,6 +657,8 @@ ms_err raft_bootstrap(struct raft *r, const uint64_t *voters, size_t n)
 
 ms_err raft_propose(struct raft *r, const uint8_t *data, size_t len)
 {
+    if (len > RAFT_CODEC_MAX_ENTRY_BYTES)
+        return MS_E_REQUEST_TOO_LARGE;
     struct raft_entry e = {.type = RAFT_ENTRY_NORMAL, .len = len, .data = data};
     struct raft_msg m = {
         .type = RAFT_MSG_PROP, .from = r->id, .to = r->id, .n_entries = 1, .entries = &e};

@@ -394,6 +394,10 @@ size_t raft_log_next_unstable(const struct raft_log *l, const struct raft_entry 
 {
     const struct raft_unstable *u = &l->u;
     size_t in_progress = (size_t)(u->offset_in_progress - u->offset);
+    if (in_progress >= u->ents.n) {
+        *out = NULL;
+        return 0;
+    }
     *out = u->ents.v + in_progress;
     return u->ents.n - in_progress;
 }

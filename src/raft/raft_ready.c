@@ -8,6 +8,8 @@
  */
 #include "raft_int.h"
 
+#include "metastore/log.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,11 +162,13 @@ ms_err raft_ready(struct raft *r, struct raft_ready *rd)
     return MS_OK;
 }
 
-void raft_advance(struct raft *r)
+void raft_advance(struct raft *r, const struct raft_ready *rd)
 {
     struct raft_batch *b = &r->rd;
     if (!b->out)
         return;
+    /* rd, when given, must be the outstanding Ready (its arrays are ours) */
+    MS_ASSERT(!rd || (rd->entries == b->entries && rd->committed == b->committed));
     for (size_t i = 0; i < b->steps_on_advance.n; i++)
         (void)raft_step_internal(r, &b->steps_on_advance.v[i]);
     if (b->stable_resp) {

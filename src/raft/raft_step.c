@@ -514,6 +514,18 @@ static bool entries_valid(const struct raft_msg *m)
     return m->log_term <= m->term;
 }
 
+/* Terms and indexes never get anywhere near 2^62 in a real cluster; refusing larger ones keeps
+ * every "+ 1" in the core free of overflow whatever a peer sends. */
+#define RAFT_MAX_NUMBER (UINT64_C(1) << 62)
+
+static bool numbers_sane(const struct raft_msg *m)
+{
+    return m->term < RAFT_MAX_NUMBER && m->log_term < RAFT_MAX_NUMBER &&
+           m->index < RAFT_MAX_NUMBER && m->commit < RAFT_MAX_NUMBER &&
+           m->reject_hint < RAFT_MAX_NUMBER && m->n_entries < RAFT_MAX_NUMBER - m->index &&
+           m->snap.index < RAFT_MAX_NUMBER && m->snap.term < RAFT_MAX_NUMBER;
+}
+
 static bool is_response(enum raft_msg_type t)
 {
     return t == RAFT_MSG_APP_RESP || t == RAFT_MSG_VOTE_RESP || t == RAFT_MSG_HEARTBEAT_RESP ||
@@ -524,9 +536,14 @@ ms_err raft_step(struct raft *r, const struct raft_msg *m)
 {
     if ((unsigned)m->type >= RAFT_MSG_TYPE_COUNT_ || raft_msg_type_is_local(m->type))
         return MS_E_BAD_REQUEST;
-    if (m->to != r->id || m->from == RAFT_NONE || m->from == r->id)
+    if (m->to != r->id || m->from == RAFT_NONE)
         return MS_E_BAD_REQUEST;
-    if (!entries_valid(m))
+    /* Only forwarded requests can come back to their origin (a proposal forwarded to a leader
+     * that stepped down and forwarded it on to us, now leader). */
+    if (m->from == r->id && m->type != RAFT_MSG_PROP && m->type != RAFT_MSG_READ_INDEX &&
+        m->type != RAFT_MSG_TRANSFER_LEADER)
+        return MS_E_BAD_REQUEST;
+    if (!numbers_sane(m) || !entries_valid(m))
         return MS_E_BAD_REQUEST;
     /* Everything but forwarded requests carries a term. */
     bool termless = m->type == RAFT_MSG_PROP || m->type == RAFT_MSG_READ_INDEX;

@@ -229,9 +229,11 @@ void tn_fmt_msg(struct buf *b, const struct raft_msg *m)
     }
     if (m->commit || m->type == RAFT_MSG_APP || m->type == RAFT_MSG_HEARTBEAT)
         buf_printf(b, " Commit:%llu", (unsigned long long)m->commit);
-    if (m->reject)
+    if (m->reject && m->type == RAFT_MSG_APP_RESP)
         buf_printf(b, " Rejected (Hint: %llu/%llu)", (unsigned long long)m->log_term,
                    (unsigned long long)m->reject_hint);
+    else if (m->reject)
+        buf_puts(b, " Rejected");
     if (m->ctx)
         buf_printf(b, " Ctx:%llu", (unsigned long long)m->ctx);
     if (m->n_entries) {
@@ -404,7 +406,7 @@ bool tn_process_ready(struct tn *t, uint64_t id)
             apply_entry(t, nd, &rd.committed[i]);
         for (size_t i = 0; i < rd.n_read_states && t->n_read_states < 64; i++)
             t->read_states[t->n_read_states++] = rd.read_states[i];
-        raft_advance(nd->r);
+        raft_advance(nd->r, &rd);
     }
     return any;
 }

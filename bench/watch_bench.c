@@ -283,8 +283,19 @@ static void parse_args(int argc, char **argv, struct opts *o)
                        .conns = 4,
                        .window = 16,
                        .timeout_s = 120};
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const char *k = argv[i], *v = argv[i + 1];
+    static const char usage[] =
+        "usage: watch_bench [--host 127.0.0.1] [--port 2379] [--watchers N] [--streams S] "
+        "[--puts M] [--conns K] [--window W] [--rate puts/s] [--timeout s] [--pid server-pid]\n";
+    for (int i = 1; i < argc; i += 2) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
+            fputs(usage, stdout);
+            exit(0);
+        }
+        if (!v) {
+            fprintf(stderr, "watch_bench: %s needs a value\n%s", k, usage);
+            exit(2);
+        }
         if (!strcmp(k, "--host"))
             o->host = v;
         else if (!strcmp(k, "--port"))
@@ -306,9 +317,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
         else if (!strcmp(k, "--pid"))
             o->pid = (int)arg_long(v);
         else {
-            fprintf(stderr, "usage: watch_bench [--host 127.0.0.1] [--port 2379] [--watchers N] "
-                            "[--streams S] [--puts M] [--conns K] [--window W] [--rate puts/s] "
-                            "[--timeout s] [--pid server-pid]\n");
+            fprintf(stderr, "watch_bench: unknown option %s\n%s", k, usage);
             exit(2);
         }
     }

@@ -10,7 +10,9 @@
  * lost or reordered records are detected too (etcd wal/encoder.go in spirit).
  *
  * Durability: wal_append only buffers; wal_sync writes the batch with one write and one
- * fdatasync (group commit: everything appended in one loop turn shares one sync). After a
+ * fdatasync (group commit: everything appended in one loop turn shares one sync), and
+ * wal_sync_begin/wal_sync_end do the same with the fdatasync in the kernel's hands (Linux AIO),
+ * its completion signalled on wal_sync_fd(). After a
  * segment is created or renamed, its directory is fsynced too.
  *
  * Opening: the last segment may end in a torn record (a crash during a write): it is truncated
@@ -84,9 +86,27 @@ ms_err wal_append(struct wal *w, const struct raft_hard_state *hs, const struct 
 ms_err wal_append_snapshot(struct wal *w, const struct raft_snapshot_meta *m);
 
 /* Write everything buffered with one write and one fdatasync, then start a new segment if the
- * current one is full. Nothing buffered: no system call. MS_E_IO on failure (the caller must
- * stop: the state of the file is unknown). */
+ * current one is full. Waits first for an asynchronous sync in flight (which wal_sync_end
+ * still claims). Nothing buffered and nothing in flight: no system call. MS_E_IO on failure (the
+ * caller must stop: the state of the file is unknown). */
 ms_err wal_sync(struct wal *w);
+
+/* The asynchronous form of wal_sync, for the event loop (one at a time). Writes everything
+ * buffered and submits its fdatasync without waiting. *started is false when the records are
+ * durable on return: nothing was buffered, or this system cannot sync asynchronously and the
+ * call synced in place. When *started is true, wal_sync_fd() becomes readable once the sync
+ * completes: call wal_sync_end then. Records buffered meanwhile wait for the next begin.
+ * MS_E_INTERNAL if the sync before was not claimed by wal_sync_end; MS_E_IO as wal_sync. */
+ms_err wal_sync_begin(struct wal *w, bool *started);
+
+/* Readable when an asynchronous sync completes; -1 if syncs are never asynchronous here. */
+int wal_sync_fd(const struct wal *w);
+
+/* Claim the sync started by wal_sync_begin: *done is true once it has completed (also when
+ * wal_sync waited for it meanwhile) and its records are durable; false on a wake-up that was
+ * not its completion. Starts a new segment if the active one is full. MS_E_IO if the
+ * fdatasync failed (the caller must stop). */
+ms_err wal_sync_end(struct wal *w, bool *done);
 
 /* True if records are buffered and not yet synced. */
 bool wal_dirty(const struct wal *w);

@@ -213,6 +213,13 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     }
     if ((*err = open_wal(s, legacy_term)) != MS_OK)
         goto out_destroy;
+    if (wal_sync_fd(s->wal) >= 0) {
+        s->sync_ev = event_new(base, wal_sync_fd(s->wal), EV_READ | EV_PERSIST, srv_on_synced, s);
+        if (!s->sync_ev || event_add(s->sync_ev, NULL) != 0) {
+            *err = MS_E_NOMEM;
+            goto out_destroy;
+        }
+    }
     if ((*err = srv_watch_init(s)) != MS_OK)
         goto out_destroy;
     srv_commit(s);
@@ -254,6 +261,8 @@ void srv_destroy(struct srv *s)
             be_sync(s->be);
     }
     srv_watch_fini(s);
+    if (s->sync_ev)
+        event_free(s->sync_ev);
     wal_close(s->wal);
     if (s->ready_ev)
         event_free(s->ready_ev);
@@ -275,6 +284,9 @@ void srv_destroy(struct srv *s)
     for (size_t i = 0; i < s->n_log; i++)
         free(s->log[i].data);
     free(s->log);
+    for (size_t i = 0; i < s->n_unsynced; i++)
+        free(s->unsynced[i].data);
+    free(s->unsynced);
     free(s->reads);
     free(s->compact_waiters);
     free(s->dones);

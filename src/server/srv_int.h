@@ -125,8 +125,15 @@ struct srv {
     struct srv_entry *log;
     size_t n_log;
     size_t cap_log;
-    uint64_t last_index; /* last index handed out */
-    uint64_t applied;    /* last applied index (consistent index) */
+    /* Entries in the WAL, waiting for their fdatasync (the first n_in_flight of them are
+     * covered by the one in flight), in index order. */
+    struct srv_entry *unsynced;
+    size_t n_unsynced;
+    size_t cap_unsynced;
+    size_t n_in_flight;
+    struct event *sync_ev; /* the WAL's asynchronous sync completed */
+    uint64_t last_index;   /* last index handed out */
+    uint64_t applied;      /* last applied index (consistent index) */
     uint64_t term;
 
     struct wait waits;
@@ -155,6 +162,7 @@ struct srv {
 /* Mark the ready step to run once in this loop turn. */
 void srv_wake(struct srv *s);
 void srv_on_ready(evutil_socket_t fd, short what, void *arg);
+void srv_on_synced(evutil_socket_t fd, short what, void *arg);
 void srv_on_compact(evutil_socket_t fd, short what, void *arg);
 
 /* Stop the process if e means the backend failed during an apply (see srv_ready.c). */

@@ -54,7 +54,7 @@ void srv_metrics_text(struct srv *s, struct buf *b)
     counter(b, "etcd_server_proposals_failed_total", "The total number of failed proposals seen.",
             s->ctr.proposals_failed);
     gauge(b, "etcd_server_proposals_pending", "The current number of pending proposals to commit.",
-          (double)s->n_log);
+          (double)(s->n_log + s->n_unsynced));
     gauge(b, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
           1);
     gauge(b, "etcd_server_is_leader",

@@ -1,10 +1,13 @@
 /* srv_ready.c - the once-per-turn ready step (DESIGN.md §1) and the apply of entries.
  *
- * Order inside one step: take the batch of proposals, append them to the WAL with the hard
- * state, one write + one fdatasync (the durability point: group commit), apply each in index
+ * Order inside one step: take the batch of proposals and append them to the WAL with the hard
+ * state. If no sync is in flight, write them and start one fdatasync for everything unsynced
+ * (the durability point: group commit); then serve the reads queued before the step. Reads
+ * never wait for a sync: every write already answered is applied. When the sync completes
+ * (srv_on_synced; at once where syncs cannot be asynchronous), apply its entries in index
  * order inside the write txn (each entry in a nested txn, so a failed entry leaves nothing
- * behind) with the consistent index, then complete the writers, then serve the reads queued
- * before the step. Callbacks may submit new work: it lands in the next step.
+ * behind) with the consistent index, complete their writers, and start the next sync for what
+ * was appended meanwhile. Callbacks may submit new work: it lands in the next step.
  *
  * The backend txn is committed once per step on the memory backend (no I/O) and on a timer or
  * after SRV_COMMIT_ENTRIES entries on LMDB (its fsync is amortised; the WAL holds the entries
@@ -202,8 +205,9 @@ static void push_done(struct srv *s, uint64_t id, ms_err err, struct srv_result 
     s->dones[s->n_dones++] = (struct srv_done){.id = id, .err = err, .res = res};
 }
 
-/* Append the batch and the hard state to the WAL and make it durable: one fdatasync. */
-static void persist_batch(struct srv *s, const struct srv_entry *batch, size_t n)
+/* Append the batch and the hard state to the WAL (buffered) and queue it for the next sync.
+ * The entries' bytes move to the unsynced queue. */
+static void append_batch(struct srv *s, struct srv_entry *batch, size_t n)
 {
     struct raft_entry *ents = arena_alloc(s->scratch, n * sizeof(*ents));
     if (!ents)
@@ -217,13 +221,22 @@ static void persist_batch(struct srv *s, const struct srv_entry *batch, size_t n
     struct raft_hard_state hs = {
         .term = s->term, .vote = s->member_id, .commit = batch[n - 1].index};
     ms_err e = wal_append(s->wal, &hs, ents, n);
-    if (!e)
-        e = wal_sync(s->wal);
     if (e)
-        ms_fatal("wal: cannot persist entries %llu..%llu: %s", (unsigned long long)batch[0].index,
+        ms_fatal("wal: cannot append entries %llu..%llu: %s", (unsigned long long)batch[0].index,
                  (unsigned long long)batch[n - 1].index, ms_err_name(e));
+    if (s->n_unsynced + n > s->cap_unsynced) {
+        size_t cap = s->cap_unsynced ? s->cap_unsynced : 64;
+        while (cap < s->n_unsynced + n)
+            cap *= 2;
+        struct srv_entry *v = realloc(s->unsynced, cap * sizeof(*v));
+        if (!v)
+            ms_fatal("out of memory queueing %zu entries", n);
+        s->unsynced = v;
+        s->cap_unsynced = cap;
+    }
+    memcpy(s->unsynced + s->n_unsynced, batch, n * sizeof(*batch));
+    s->n_unsynced += n;
     s->ctr.ready_batches++;
-    s->ctr.proposals_committed += n;
 }
 
 static void count_request(struct srv *s, const struct srv_req *req, ms_err e)
@@ -330,6 +343,58 @@ static void serve_reads(struct srv *s, const uint64_t *ids, size_t n)
     }
 }
 
+/* The first n unsynced entries are durable: apply them, answer their writers, drop them. */
+static void apply_durable(struct srv *s, size_t n)
+{
+    s->ctr.proposals_committed += n;
+    apply_batch(s, s->unsynced, n);
+    maybe_commit(s);
+    complete_dones(s);
+    for (size_t i = 0; i < n; i++)
+        free(s->unsynced[i].data);
+    memmove(s->unsynced, s->unsynced + n, (s->n_unsynced - n) * sizeof(*s->unsynced));
+    s->n_unsynced -= n;
+}
+
+/* Start the sync of every unsynced entry (none is in flight). Entries durable on return are
+ * applied at once. */
+static void sync_start(struct srv *s)
+{
+    if (!s->n_unsynced)
+        return;
+    bool started;
+    ms_err e = wal_sync_begin(s->wal, &started);
+    if (e)
+        ms_fatal("wal: cannot persist entries %llu..%llu: %s",
+                 (unsigned long long)s->unsynced[0].index,
+                 (unsigned long long)s->unsynced[s->n_unsynced - 1].index, ms_err_name(e));
+    if (started)
+        s->n_in_flight = s->n_unsynced;
+    else
+        apply_durable(s, s->n_unsynced);
+}
+
+void srv_on_synced(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    bool done;
+    ms_err e = wal_sync_end(s->wal, &done);
+    if (e)
+        ms_fatal("wal: cannot persist entries up to %llu: %s",
+                 (unsigned long long)(s->n_in_flight ? s->unsynced[s->n_in_flight - 1].index : 0),
+                 ms_err_name(e));
+    if (!done || !s->n_in_flight)
+        return;
+    size_t n = s->n_in_flight;
+    s->n_in_flight = 0;
+    apply_durable(s, n);
+    sync_start(s);
+    arena_reset(s->scratch);
+    srv_copy_poll(s);
+}
+
 void srv_on_ready(evutil_socket_t fd, short what, void *arg)
 {
     struct srv *s = arg;
@@ -348,15 +413,12 @@ void srv_on_ready(evutil_socket_t fd, short what, void *arg)
     s->n_reads = s->cap_reads = 0;
 
     if (n_batch) {
-        persist_batch(s, batch, n_batch);
-        apply_batch(s, batch, n_batch);
-        maybe_commit(s);
+        append_batch(s, batch, n_batch);
+        if (!s->n_in_flight)
+            sync_start(s);
     }
-    complete_dones(s);
     serve_reads(s, reads, n_reads);
 
-    for (size_t i = 0; i < n_batch; i++)
-        free(batch[i].data);
     free(batch);
     free(reads);
     arena_reset(s->scratch);

@@ -3,9 +3,16 @@
  * Owns the directory's segment files and the descriptor of the one being written. Invariants:
  * the bytes of the active segment past `off` are zero (preallocated), `crc` is the chain value
  * after everything written and buffered, and every segment header repeats the hard state and
- * snapshot marker current when it was cut. Blocking calls are the batched write + fdatasync,
+ * snapshot marker current when it was cut. Blocking calls are wal_sync's write + fdatasync,
  * and creating a segment (every segment_bytes of log).
+ *
+ * wal_sync_begin/wal_sync_end are the asynchronous form: the write goes to the page cache at
+ * once and the fdatasync is submitted through Linux AIO (IOCB_CMD_FDSYNC), whose completion
+ * signals an eventfd the caller's loop watches. One sync is in flight at a time; records
+ * buffered meanwhile wait for the next one. Where AIO is missing or refuses FDSYNC, the begin
+ * call syncs in place and says so.
  */
+#define _GNU_SOURCE /* syscall() */
 #include "metastore/wal.h"
 
 #include "metastore/buf.h"
@@ -21,7 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/aio_abi.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 struct seg {
@@ -47,7 +58,18 @@ struct wal {
     uint64_t last_index;
     struct wal_stats stats;
     struct buf scratch;
+    /* Asynchronous sync: ctx 0 when unavailable. */
+    aio_context_t aio;
+    int efd;
+    struct iocb cb;
+    bool in_flight; /* submitted, not yet reaped */
+    bool reaped;    /* reaped by wal_sync, not yet claimed by wal_sync_end */
+    int reaped_res; /* its result (0 or -errno) */
+    uint64_t t_submit;
 };
+
+static void aio_init(struct wal *w);
+static void aio_fini(struct wal *w);
 
 /* Entry bytes kept for the caller after opening. */
 struct store {
@@ -436,6 +458,7 @@ ms_err wal_open(const char *dir, uint64_t from_index, const uint8_t *meta, size_
     if (!w)
         return MS_E_NOMEM;
     w->fd = -1;
+    w->efd = -1;
     w->seg_bytes = seg_bytes ? seg_bytes : WAL_SEGMENT_BYTES_DEFAULT;
     buf_init(&w->pending);
     buf_init(&w->scratch);
@@ -495,6 +518,7 @@ ms_err wal_open(const char *dir, uint64_t from_index, const uint8_t *meta, size_
         memcpy(log->meta, w->meta, w->meta_len);
         log->meta_len = w->meta_len;
     }
+    aio_init(w);
     *out = w;
     return MS_OK;
 
@@ -508,6 +532,7 @@ void wal_close(struct wal *w)
 {
     if (!w)
         return;
+    aio_fini(w);
     if (w->fd >= 0)
         close(w->fd);
     buf_fini(&w->pending);
@@ -553,30 +578,207 @@ bool wal_dirty(const struct wal *w)
     return w->pending.len > 0;
 }
 
-ms_err wal_sync(struct wal *w)
+/* ---- syncing ---- */
+
+static ms_err write_pending(struct wal *w)
 {
-    if (!w->pending.len)
-        return MS_OK;
-    if (buf_failed(&w->pending))
-        return MS_E_NOMEM;
-    uint64_t t0 = clock_now_ns();
     ms_err e = write_all(w->fd, w->pending.p, w->pending.len, w->off);
-    if (!e && fdatasync(w->fd) != 0)
-        e = MS_E_IO;
     if (e) {
-        log_error("wal: write/fdatasync failed: %s", strerror(errno));
+        log_error("wal: write failed: %s", strerror(errno));
         return e;
     }
-    metrics_hist_observe(&w->stats.fsync_seconds, (double)(clock_now_ns() - t0) / 1e9);
-    w->stats.fsyncs++;
     w->stats.bytes_written += w->pending.len;
     w->off += w->pending.len;
     w->pending.len = 0;
-    if (w->off >= w->seg_bytes) {
-        struct seg s = {w->segs[w->n_segs - 1].seq + 1, w->last_index + 1};
-        e = create_segment(w, s);
+    return MS_OK;
+}
+
+static void count_sync(struct wal *w, uint64_t t0)
+{
+    metrics_hist_observe(&w->stats.fsync_seconds, (double)(clock_now_ns() - t0) / 1e9);
+    w->stats.fsyncs++;
+}
+
+/* Write and fdatasync what is buffered, waiting for it. */
+static ms_err sync_now(struct wal *w)
+{
+    if (!w->pending.len)
+        return MS_OK;
+    uint64_t t0 = clock_now_ns();
+    ms_err e = write_pending(w);
+    if (!e && fdatasync(w->fd) != 0) {
+        log_error("wal: fdatasync failed: %s", strerror(errno));
+        e = MS_E_IO;
     }
+    if (!e)
+        count_sync(w, t0);
     return e;
+}
+
+/* Start a new segment once the active one is full and no sync is in flight on it. Records
+ * buffered meanwhile were chained to the old segment: they are written and synced there
+ * first (once per segment, a blocking sync). */
+static ms_err maybe_rotate(struct wal *w)
+{
+    if (w->off < w->seg_bytes)
+        return MS_OK;
+    ms_err e = sync_now(w);
+    if (e)
+        return e;
+    struct seg s = {w->segs[w->n_segs - 1].seq + 1, w->last_index + 1};
+    return create_segment(w, s);
+}
+
+static long sys_io_getevents(aio_context_t ctx, long min, struct io_event *ev,
+                             struct timespec *timeout)
+{
+    long n;
+    do
+        n = syscall(SYS_io_getevents, ctx, min, 1L, ev, timeout);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+static long sys_io_submit(struct wal *w)
+{
+    struct iocb *list[1] = {&w->cb};
+    memset(&w->cb, 0, sizeof(w->cb));
+    w->cb.aio_lio_opcode = IOCB_CMD_FDSYNC;
+    w->cb.aio_fildes = (uint32_t)w->fd;
+    w->cb.aio_flags = IOCB_FLAG_RESFD;
+    w->cb.aio_resfd = (uint32_t)w->efd;
+    long n;
+    do
+        n = syscall(SYS_io_submit, w->aio, 1L, list);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+/* Reap the sync in flight, waiting for it or not. True once reaped (result in reaped_res). */
+static bool aio_reap(struct wal *w, bool wait)
+{
+    struct io_event ev;
+    struct timespec zero = {0, 0};
+    long n = sys_io_getevents(w->aio, wait ? 1 : 0, &ev, wait ? NULL : &zero);
+    if (n == 0 || (n < 0 && !wait))
+        return false;
+    w->in_flight = false;
+    w->reaped = true;
+    w->reaped_res = n < 0 ? -errno : (int)ev.res;
+    if (!w->reaped_res)
+        count_sync(w, w->t_submit);
+    return true;
+}
+
+static void aio_fini(struct wal *w)
+{
+    if (w->in_flight)
+        aio_reap(w, true);
+    if (w->aio)
+        syscall(SYS_io_destroy, w->aio);
+    w->aio = 0;
+    if (w->efd >= 0)
+        close(w->efd);
+    w->efd = -1;
+}
+
+/* Set up the asynchronous sync and try it once on the active segment: a kernel without
+ * IOCB_CMD_FDSYNC (before 4.18) refuses it, and then every sync waits in the loop. */
+static void aio_init(struct wal *w)
+{
+    const char *why = NULL;
+    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->efd < 0 || syscall(SYS_io_setup, 1L, &w->aio) != 0)
+        why = strerror(errno);
+    else if (sys_io_submit(w) != 1)
+        why = strerror(errno);
+    else {
+        struct wal_stats before = w->stats; /* the probe is not one of the log's syncs */
+        w->t_submit = clock_now_ns();
+        w->in_flight = true;
+        aio_reap(w, true);
+        w->reaped = false;
+        w->stats = before;
+        if (w->reaped_res < 0)
+            why = strerror(-w->reaped_res);
+        uint64_t cnt;
+        if (read(w->efd, &cnt, sizeof(cnt)) != sizeof(cnt) && !why)
+            why = "no completion signalled";
+    }
+    if (why) {
+        log_info("wal: asynchronous fdatasync unavailable (%s): syncs wait in the loop", why);
+        aio_fini(w);
+    }
+}
+
+ms_err wal_sync(struct wal *w)
+{
+    if (buf_failed(&w->pending))
+        return MS_E_NOMEM;
+    if (w->in_flight)
+        aio_reap(w, true);
+    if (w->reaped && w->reaped_res < 0) {
+        log_error("wal: fdatasync failed: %s", strerror(-w->reaped_res));
+        return MS_E_IO;
+    }
+    ms_err e = sync_now(w);
+    return e ? e : maybe_rotate(w);
+}
+
+int wal_sync_fd(const struct wal *w)
+{
+    return w->efd;
+}
+
+ms_err wal_sync_begin(struct wal *w, bool *started)
+{
+    *started = false;
+    if (buf_failed(&w->pending))
+        return MS_E_NOMEM;
+    if (w->in_flight || w->reaped)
+        return MS_E_INTERNAL; /* the one before is not claimed yet */
+    if (!w->pending.len)
+        return MS_OK;
+    if (!w->aio) {
+        ms_err e = sync_now(w);
+        return e ? e : maybe_rotate(w);
+    }
+    ms_err e = write_pending(w);
+    if (e)
+        return e;
+    w->t_submit = clock_now_ns();
+    if (sys_io_submit(w) != 1) {
+        /* EAGAIN and the like: sync this batch in place, try again next time. */
+        log_warn("wal: asynchronous fdatasync not submitted: %s", strerror(errno));
+        if (fdatasync(w->fd) != 0) {
+            log_error("wal: fdatasync failed: %s", strerror(errno));
+            return MS_E_IO;
+        }
+        count_sync(w, w->t_submit);
+        return maybe_rotate(w);
+    }
+    w->in_flight = true;
+    *started = true;
+    return MS_OK;
+}
+
+ms_err wal_sync_end(struct wal *w, bool *done)
+{
+    uint64_t cnt;
+    *done = false;
+    if (w->efd >= 0 && read(w->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+        log_warn("wal: reading the sync eventfd: %s", strerror(errno));
+    if (w->in_flight && !aio_reap(w, false))
+        return MS_OK; /* not yet */
+    if (!w->reaped)
+        return MS_OK;
+    w->reaped = false;
+    *done = true;
+    if (w->reaped_res < 0) {
+        log_error("wal: fdatasync failed: %s", strerror(-w->reaped_res));
+        return MS_E_IO;
+    }
+    return maybe_rotate(w);
 }
 
 ms_err wal_release_before(struct wal *w, uint64_t index)

@@ -68,7 +68,7 @@ struct wal {
     uint64_t t_submit;
 };
 
-static void aio_init(struct wal *w);
+static ms_err aio_init(struct wal *w);
 static void aio_fini(struct wal *w);
 
 /* Entry bytes kept for the caller after opening. */
@@ -164,14 +164,17 @@ static ms_err create_segment(struct wal *w, struct seg s)
         unlink(tmp);
         return rc == ENOSPC ? MS_E_NO_SPACE : MS_E_IO;
     }
-    /* The header goes first in the new file; anything still buffered follows it. */
-    struct buf rest = w->pending;
-    buf_init(&w->pending);
+    /* Only the header goes into the new file: records still buffered would be chained to the
+     * old one (callers write them first). */
+    if (w->pending.len) {
+        close(fd);
+        unlink(tmp);
+        return MS_E_INTERNAL;
+    }
     buffer_header(w);
     ms_err e = write_all(fd, w->pending.p, w->pending.len, 0);
     uint64_t off = w->pending.len;
-    buf_fini(&w->pending);
-    w->pending = rest;
+    w->pending.len = 0;
     if (!e && fdatasync(fd) != 0)
         e = MS_E_IO;
     if (!e && rename(tmp, path) != 0)
@@ -518,7 +521,8 @@ ms_err wal_open(const char *dir, uint64_t from_index, const uint8_t *meta, size_
         memcpy(log->meta, w->meta, w->meta_len);
         log->meta_len = w->meta_len;
     }
-    aio_init(w);
+    if ((e = aio_init(w)) != MS_OK)
+        goto out_close;
     *out = w;
     return MS_OK;
 
@@ -654,13 +658,14 @@ static long sys_io_submit(struct wal *w)
     return n;
 }
 
-/* Reap the sync in flight, waiting for it or not. True once reaped (result in reaped_res). */
+/* Reap the sync in flight, waiting for it or not. True once reaped (result in reaped_res; a
+ * failing io_getevents counts as a failed sync, never as "not yet": its wake-up is spent). */
 static bool aio_reap(struct wal *w, bool wait)
 {
     struct io_event ev;
     struct timespec zero = {0, 0};
     long n = sys_io_getevents(w->aio, wait ? 1 : 0, &ev, wait ? NULL : &zero);
-    if (n == 0 || (n < 0 && !wait))
+    if (n == 0)
         return false;
     w->in_flight = false;
     w->reaped = true;
@@ -683,12 +688,17 @@ static void aio_fini(struct wal *w)
 }
 
 /* Set up the asynchronous sync and try it once on the active segment: a kernel without
- * IOCB_CMD_FDSYNC (before 4.18) refuses it, and then every sync waits in the loop. */
-static void aio_init(struct wal *w)
+ * IOCB_CMD_FDSYNC (before 4.18) refuses it, and then every sync waits in the loop. An I/O error
+ * from the probe is the disk's, not AIO's: the open fails, as a failed fdatasync would. */
+static ms_err aio_init(struct wal *w)
 {
     const char *why = NULL;
-    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (w->efd < 0 || syscall(SYS_io_setup, 1L, &w->aio) != 0)
+    const char *off = getenv("METASTORE_WAL_NO_AIO");
+    w->efd = -1;
+    if (off && *off && strcmp(off, "0") != 0)
+        why = "METASTORE_WAL_NO_AIO is set";
+    else if ((w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 ||
+             syscall(SYS_io_setup, 1L, &w->aio) != 0)
         why = strerror(errno);
     else if (sys_io_submit(w) != 1)
         why = strerror(errno);
@@ -699,16 +709,24 @@ static void aio_init(struct wal *w)
         aio_reap(w, true);
         w->reaped = false;
         w->stats = before;
-        if (w->reaped_res < 0)
-            why = strerror(-w->reaped_res);
+        int res = -w->reaped_res;
+        if (res == EINVAL || res == EOPNOTSUPP || res == ENOSYS)
+            why = strerror(res);
+        else if (res) {
+            log_error("wal: fdatasync failed: %s", strerror(res));
+            return MS_E_IO;
+        }
+        /* Drain the probe's signal; one arriving late is a spurious wake-up, which
+         * wal_sync_end tells apart. */
         uint64_t cnt;
-        if (read(w->efd, &cnt, sizeof(cnt)) != sizeof(cnt) && !why)
-            why = "no completion signalled";
+        if (read(w->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+            why = strerror(errno);
     }
     if (why) {
         log_info("wal: asynchronous fdatasync unavailable (%s): syncs wait in the loop", why);
         aio_fini(w);
     }
+    return MS_OK;
 }
 
 ms_err wal_sync(struct wal *w)

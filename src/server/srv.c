@@ -393,6 +393,7 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
     if (e)
         return e;
     uint64_t rid = ++s->next_id;
+    ms_err fail = MS_OK;
     bool is_read = req->type == SRV_REQ_RANGE ||
                    (req->type == SRV_REQ_TXN && srv_txn_is_read_only(&req->u.txn));
     if (is_read) {
@@ -406,18 +407,21 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
             with_id.u.lease.id = srv_lease_new_id(s);
             req = &with_id;
         }
-        if (!srv_quota_ok(s, req)) {
-            /* etcd quotaAlarmer: raise NOSPACE through the log and refuse the write. */
-            if (!srv_has_alarm(s, SRV_ALARM_NOSPACE)) {
-                struct srv_req a = {.type = SRV_REQ_ALARM,
-                                    .u.alarm = {.action = SRV_ALARM_ACTIVATE,
-                                                .member_id = s->member_id,
-                                                .alarm = SRV_ALARM_NOSPACE}};
-                srv_propose(s, &a, 0);
-            }
+        ms_err pe;
+        if (srv_quota_ok(s, req)) {
+            pe = srv_propose(s, req, rid);
+        } else if (srv_has_alarm(s, SRV_ALARM_NOSPACE)) {
             return MS_E_NO_SPACE;
+        } else {
+            /* etcd quotaAlarmer: raise NOSPACE through the log and refuse the write once the
+             * alarm is applied, so that whoever sees the refusal also sees the alarm. */
+            struct srv_req a = {.type = SRV_REQ_ALARM,
+                                .u.alarm = {.action = SRV_ALARM_ACTIVATE,
+                                            .member_id = s->member_id,
+                                            .alarm = SRV_ALARM_NOSPACE}};
+            pe = srv_propose(s, &a, rid);
+            fail = MS_E_NO_SPACE;
         }
-        ms_err pe = srv_propose(s, req, rid);
         if (pe)
             return pe;
     }
@@ -430,6 +434,7 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
     w->done = done;
     w->ctx = ctx;
     w->req = is_read ? req : NULL;
+    w->fail = fail;
     *id = rid;
     srv_wake(s);
     return MS_OK;

@@ -324,7 +324,11 @@ static void complete_dones(struct srv *s)
 {
     for (size_t i = 0; i < s->n_dones; i++) {
         struct wait_entry we;
-        if (wait_remove(&s->waits, s->dones[i].id, &we) && we.done)
+        if (!wait_remove(&s->waits, s->dones[i].id, &we) || !we.done)
+            continue;
+        if (we.fail)
+            we.done(we.ctx, we.fail, NULL);
+        else
             we.done(we.ctx, s->dones[i].err, s->dones[i].err ? NULL : s->dones[i].res);
     }
     s->n_dones = 0;

@@ -14,6 +14,7 @@ struct wait_entry {
     srv_done_fn done;
     void *ctx;
     const struct srv_req *req; /* reads only: borrowed from the caller */
+    ms_err fail;               /* non-zero: answer this error once the entry is applied */
 };
 
 struct wait {

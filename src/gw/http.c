@@ -12,6 +12,7 @@
 
 #include "metastore/buf.h"
 #include "metastore/clock.h"
+#include "metastore/err.h"
 #include "metastore/log.h"
 
 #include <ctype.h>
@@ -91,53 +92,6 @@ struct http_server {
     char date[64];
     time_t date_t;
 };
-
-const char *http_reason(int status)
-{
-    switch (status) {
-    case 100:
-        return "Continue";
-    case 200:
-        return "OK";
-    case 202:
-        return "Accepted";
-    case 301:
-        return "Moved Permanently";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 412:
-        return "Precondition Failed";
-    case 413:
-        return "Request Entity Too Large";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    case 505:
-        return "HTTP Version Not Supported";
-    }
-    return "Unknown";
-}
 
 /* ---- parsing ---- */
 
@@ -596,7 +550,7 @@ static void status_line(struct http_conn *c, int status)
     buf_puts(&c->out, c->req.minor ? "HTTP/1.1 " : "HTTP/1.0 ");
     buf_put_i64(&c->out, status);
     buf_putc(&c->out, ' ');
-    buf_puts(&c->out, http_reason(status));
+    buf_puts(&c->out, ms_http_reason(status));
     buf_puts(&c->out, "\r\n");
 }
 
@@ -807,7 +761,7 @@ static void fail(struct http_conn *c, int status)
     c->req.method = HTTP_OTHER;
     c->in_used = c->in.len;
     static const struct http_hdr ct = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
-    const char *text = http_reason(status);
+    const char *text = ms_http_reason(status);
     char body[64];
     int k = snprintf(body, sizeof(body), "%d %s", status, text);
     respond(&c->req, status, &ct, 1, body, (size_t)k);

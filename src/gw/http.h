@@ -120,9 +120,6 @@ void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg);
  * nested). The callback stays set until changed; NULL clears it. */
 void http_set_drain_cb(struct http_request *r, size_t low, http_conn_fn fn, void *arg);
 
-/* Status line reason phrase ("Not Found"). */
-const char *http_reason(int status);
-
 /* ---- parsing, exposed for tests and fuzzing ---- */
 
 enum http_parse {

@@ -88,6 +88,8 @@ const char *ms_http_reason(int status)
         return "Continue";
     case 200:
         return "OK";
+    case 202:
+        return "Accepted";
     case 204:
         return "No Content";
     case 301:
@@ -122,6 +124,8 @@ const char *ms_http_reason(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
     }
     return "Unknown";
 }

@@ -7,6 +7,7 @@
 #include "srv_int.h"
 
 #include "metastore/clock.h"
+#include "metastore/fs.h"
 #include "metastore/log.h"
 
 #include <errno.h>
@@ -36,33 +37,12 @@ static ms_err meta_put_u64(struct be_txn *t, const char *name, uint64_t v)
     return be_put_u64(t, BE_BUCKET_META, name, v);
 }
 
-/* mkdir -p with mode 0700. */
-static int mkdirs(const char *path)
-{
-    char tmp[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(tmp))
-        return -1;
-    memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
 static ms_err open_backend(struct srv *s)
 {
     ms_err err = MS_OK;
     char dir[4200];
     snprintf(dir, sizeof(dir), "%s/member", s->cfg.data_dir);
-    if (mkdirs(dir) != 0) {
+    if (fs_mkdirs(dir) != 0) {
         log_error("cannot create data directory %s: %s", dir, strerror(errno));
         return MS_E_IO;
     }

@@ -10,6 +10,7 @@
  */
 #include "srv_int.h"
 
+#include "metastore/fs.h"
 #include "metastore/log.h"
 #include "metastore/skiplist.h"
 #include "metastore/snap.h"
@@ -208,16 +209,6 @@ static void prune_snapshots(struct srv *s)
     }
 }
 
-static ms_err sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return MS_E_IO;
-    int rc = fsync(fd);
-    close(fd);
-    return rc ? MS_E_IO : MS_OK;
-}
-
 /* Defrag's last step: what changed since the start, then swap the environments. */
 static ms_err defrag_finish(struct srv *s, struct srv_copy *c)
 {
@@ -264,7 +255,7 @@ static ms_err defrag_finish(struct srv *s, struct srv_copy *c)
     snprintf(old, sizeof(old), "%s/member/db.old", s->cfg.data_dir);
     snprintf(member, sizeof(member), "%s/member", s->cfg.data_dir);
     rmtree_lmdb(old);
-    if (rename(db, old) != 0 || rename(c->path, db) != 0 || sync_dir(member) != 0)
+    if (rename(db, old) != 0 || rename(c->path, db) != 0 || fs_sync_dir(member) != 0)
         ms_fatal("defrag: cannot swap %s into place: %s", c->path, strerror(errno));
     rmtree_lmdb(old);
     uint64_t q = s->cfg.quota_backend_bytes;

@@ -4,6 +4,7 @@
 
 #include "metastore/buf.h"
 #include "metastore/crc32c.h"
+#include "metastore/fs.h"
 #include "metastore/log.h"
 
 #include <dirent.h>
@@ -111,12 +112,7 @@ static ms_err sync_parent(const char *path)
         *slash = 0;
     else
         strcpy(dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return MS_E_IO;
-    int rc = fsync(fd);
-    close(fd);
-    return rc ? MS_E_IO : MS_OK;
+    return fs_sync_dir(dir);
 }
 
 ms_err snap_writer_finish(struct snap_writer *w)

@@ -17,6 +17,7 @@
 
 #include "metastore/buf.h"
 #include "metastore/clock.h"
+#include "metastore/fs.h"
 #include "metastore/log.h"
 #include "metastore/raft_codec.h"
 
@@ -82,16 +83,6 @@ static void seg_path(const struct wal *w, const struct seg *s, char *out, size_t
                      const char *suffix)
 {
     snprintf(out, cap, "%s/%016" PRIx64 "-%016" PRIx64 ".wal%s", w->dir, s->seq, s->index, suffix);
-}
-
-static ms_err sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return MS_E_IO;
-    int rc = fsync(fd);
-    close(fd);
-    return rc == 0 ? MS_OK : MS_E_IO;
 }
 
 static bool push_seg(struct wal *w, struct seg s)
@@ -180,7 +171,7 @@ static ms_err create_segment(struct wal *w, struct seg s)
     if (!e && rename(tmp, path) != 0)
         e = MS_E_IO;
     if (!e)
-        e = sync_dir(w->dir);
+        e = fs_sync_dir(w->dir);
     if (e || !push_seg(w, s)) {
         log_error("wal: cannot finish segment %s: %s", path, strerror(errno));
         close(fd);
@@ -420,24 +411,6 @@ static ms_err list_segments(struct wal *w)
     return e;
 }
 
-static int mkdirs(const char *path)
-{
-    char tmp[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(tmp))
-        return -1;
-    memcpy(tmp, path, n + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(tmp, 0700) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 void wal_log_fini(struct wal_log *l)
 {
     struct store *st = l->store_;
@@ -471,7 +444,7 @@ ms_err wal_open(const char *dir, uint64_t from_index, const uint8_t *meta, size_
         e = MS_E_NOMEM;
         goto out_close;
     }
-    if (mkdirs(dir) != 0) {
+    if (fs_mkdirs(dir) != 0) {
         log_error("wal: cannot create %s: %s", dir, strerror(errno));
         e = MS_E_IO;
         goto out_close;
@@ -817,7 +790,7 @@ ms_err wal_release_before(struct wal *w, uint64_t index)
         return MS_OK;
     memmove(w->segs, w->segs + drop, (w->n_segs - drop) * sizeof(*w->segs));
     w->n_segs -= drop;
-    return sync_dir(w->dir);
+    return fs_sync_dir(w->dir);
 }
 
 void wal_get_stats(const struct wal *w, struct wal_stats *out)

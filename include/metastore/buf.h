@@ -53,6 +53,14 @@ void buf_put_be32(struct buf *b, uint32_t v);
 void buf_put_be64(struct buf *b, uint64_t v);
 /* LEB128 unsigned varint. */
 void buf_put_uvarint(struct buf *b, uint64_t v);
+/* Bytes buf_put_uvarint takes for v (also a protobuf varint's size). */
+static inline size_t buf_uvarint_len(uint64_t v)
+{
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7)
+        n++;
+    return n;
+}
 static inline bool buf_failed(const struct buf *b)
 {
     return b->failed;

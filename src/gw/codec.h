@@ -173,6 +173,22 @@ void codec_watch_ctrl_tail(struct buf *b, const struct watch_resp *r);
  * ev[idx[0..n)], each with its prev_kv when prev_kv is set and the event has one. */
 void codec_watch_events_tail(struct buf *b, const struct kv_event *ev, const uint32_t *idx,
                              size_t n, bool prev_kv, bool fragment);
+/* Protobuf sizes of fields (proto3: zero values take no bytes, messages always count). */
+static inline size_t sz_int(unsigned field, int64_t v)
+{
+    return v ? (field < 16 ? 1 : 2) + buf_uvarint_len((uint64_t)v) : 0;
+}
+
+static inline size_t sz_bytes(unsigned field, size_t n)
+{
+    return n ? (field < 16 ? 1 : 2) + buf_uvarint_len(n) + n : 0;
+}
+
+static inline size_t sz_msg(unsigned field, size_t inner)
+{
+    return (field < 16 ? 1 : 2) + buf_uvarint_len(inner) + inner;
+}
+
 /* Protobuf sizes, to fragment large responses exactly where etcd does. */
 size_t codec_watch_event_size(const struct kv_event *e, bool prev_kv);
 size_t codec_watch_base_size(const struct srv_header *h, int64_t watch_id, bool fragment);

@@ -229,31 +229,6 @@ ms_err codec_decode_compact(struct jdec *d, const struct jv *o, struct srv_compa
 
 /* ---- protobuf sizes (proto3: zero values take no bytes) ---- */
 
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static size_t sz_int(unsigned field, int64_t v)
-{
-    return v ? (field < 16 ? 1 : 2) + varint_len((uint64_t)v) : 0;
-}
-
-static size_t sz_bytes(unsigned field, size_t n)
-{
-    return n ? (field < 16 ? 1 : 2) + varint_len(n) + n : 0;
-}
-
-static size_t sz_msg(unsigned field, size_t inner)
-{
-    return (field < 16 ? 1 : 2) + varint_len(inner) + inner;
-}
-
 static size_t sz_range(const struct kv_range_req *r)
 {
     return sz_bytes(1, r->span.key_len) +
@@ -313,9 +288,9 @@ static size_t sz_txn(const struct kv_txn_req *t)
         size_t inner = sz_int(1, c->result) + sz_int(2, c->target) + sz_bytes(3, c->span.key_len) +
                        sz_bytes(64, c->span.end_kind == KV_END_ALL ? 1 : c->span.end_len);
         if (c->set == KV_CMP_VALUE)
-            inner += 1 + varint_len(c->value_len) + c->value_len;
+            inner += 1 + buf_uvarint_len(c->value_len) + c->value_len;
         else if (c->set >= 0)
-            inner += 1 + varint_len((uint64_t)c->number);
+            inner += 1 + buf_uvarint_len((uint64_t)c->number);
         total += sz_msg(1, inner);
     }
     return total + sz_ops(2, t->success, t->n_success) + sz_ops(3, t->failure, t->n_failure);

@@ -183,49 +183,30 @@ void codec_watch_events_tail(struct buf *b, const struct kv_event *ev, const uin
     close_line(&w);
 }
 
-/* ---- protobuf sizes (proto3: zero values take no bytes; all fields here are < 16) ---- */
-
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    for (; v >= 0x80; v >>= 7)
-        n++;
-    return n;
-}
-
-static size_t pb_int(uint64_t v)
-{
-    return v ? 1 + varint_len(v) : 0;
-}
-
-static size_t pb_len(size_t n)
-{
-    return 1 + varint_len(n) + n;
-}
+/* ---- protobuf sizes ---- */
 
 static size_t kv_size(const struct kv_kv *kv)
 {
-    return (kv->key_len ? pb_len(kv->key_len) : 0) + pb_int((uint64_t)kv->create_revision) +
-           pb_int((uint64_t)kv->mod_revision) + pb_int((uint64_t)kv->version) +
-           (kv->value_len ? pb_len(kv->value_len) : 0) + pb_int((uint64_t)kv->lease);
+    return sz_bytes(1, kv->key_len) + sz_int(2, kv->create_revision) + sz_int(3, kv->mod_revision) +
+           sz_int(4, kv->version) + sz_bytes(5, kv->value_len) + sz_int(6, kv->lease);
 }
 
 size_t codec_watch_event_size(const struct kv_event *e, bool prev_kv)
 {
-    size_t n = pb_int((uint64_t)e->type) + pb_len(kv_size(&e->kv));
+    size_t n = sz_int(1, e->type) + sz_msg(2, kv_size(&e->kv));
     if (prev_kv && e->has_prev)
-        n += pb_len(kv_size(&e->prev));
+        n += sz_msg(3, kv_size(&e->prev));
     return n;
 }
 
 size_t codec_watch_event_field_size(size_t event_size)
 {
-    return pb_len(event_size);
+    return sz_msg(11, event_size);
 }
 
 size_t codec_watch_base_size(const struct srv_header *h, int64_t watch_id, bool fragment)
 {
-    size_t hdr = pb_int(h->cluster_id) + pb_int(h->member_id) + pb_int((uint64_t)h->revision) +
-                 pb_int(h->raft_term);
-    return pb_len(hdr) + pb_int((uint64_t)watch_id) + (fragment ? 2 : 0);
+    size_t hdr = sz_int(1, (int64_t)h->cluster_id) + sz_int(2, (int64_t)h->member_id) +
+                 sz_int(3, h->revision) + sz_int(4, (int64_t)h->raft_term);
+    return sz_msg(1, hdr) + sz_int(2, watch_id) + (fragment ? 2 : 0);
 }

@@ -20,19 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t uvarint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
 uint64_t raft_entry_size(const struct raft_entry *e)
 {
-    return uvarint_len(e->term) + uvarint_len(e->index) + 1 + uvarint_len(e->len) + e->len;
+    return buf_uvarint_len(e->term) + buf_uvarint_len(e->index) + 1 + buf_uvarint_len(e->len) +
+           e->len;
 }
 
 /* ---- bodies ---- */

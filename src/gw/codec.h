@@ -82,8 +82,6 @@ bool jdec_enum(struct jdec *d, const struct jv *v, const char *const *names, siz
 bool jdec_msg(struct jdec *d, const struct jv *v, const struct jv **obj);
 /* A repeated field: an array (NULL v = empty). */
 bool jdec_arr(struct jdec *d, const struct jv *v, const struct jv **items, size_t *n);
-/* A repeated string field. */
-bool jdec_str(struct jdec *d, const struct jv *v, const char **s, size_t *n);
 
 /* ---- writer ---- */
 
@@ -112,8 +110,6 @@ void jw_b64(struct jw *w, const uint8_t *p, size_t n);
 /* A string escaped as Go's encoding/json does (<, >, & as \u escapes). */
 void jw_str(struct jw *w, const char *s, size_t n);
 void jw_cstr(struct jw *w, const char *s);
-/* Raw JSON text. */
-void jw_raw(struct jw *w, const char *s);
 
 /* ---- etcd messages ---- */
 

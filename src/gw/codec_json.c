@@ -713,18 +713,6 @@ bool jdec_arr(struct jdec *d, const struct jv *v, const struct jv **items, size_
     return true;
 }
 
-bool jdec_str(struct jdec *d, const struct jv *v, const char **s, size_t *n)
-{
-    if (!v)
-        return true;
-    if (v->type != JV_STR)
-        return jdec_fail(d, "json: cannot unmarshal %s into Go value of type string",
-                         go_type_word(v->type));
-    *s = v->s;
-    *n = v->n;
-    return true;
-}
-
 /* ---- writer ---- */
 
 void jw_init(struct jw *w, struct buf *b)
@@ -870,10 +858,4 @@ void jw_str(struct jw *w, const char *s, size_t n)
 void jw_cstr(struct jw *w, const char *s)
 {
     jw_str(w, s, strlen(s));
-}
-
-void jw_raw(struct jw *w, const char *s)
-{
-    jw_sep(w);
-    buf_puts(w->b, s);
 }

@@ -184,14 +184,6 @@ void gw_reply_error(struct gw_req *r, ms_err e, const char *msg)
     gw_reply_json(r, ms_err_http_status(e), &b);
 }
 
-void gw_reply_text(struct gw_req *r, int status, const char *body)
-{
-    detach(r);
-    send_text(r->req, status, body, NULL);
-    r->srv_id = 0;
-    gw_req_free(r);
-}
-
 static void gw_on_done(void *ctx, ms_err err, const struct srv_result *res)
 {
     struct gw_req *r = ctx;

@@ -25,7 +25,6 @@ struct gw {
     struct gw_stream *streams; /* doubly linked */
     size_t stream_limit;       /* output bytes a stream may hold before its watchers wait */
     size_t stream_low;         /* ... and the level under which they resume */
-    struct buf wbuf;           /* one response being composed */
     struct buf ebuf;           /* encoding scratch (events, control tails) */
     struct buf hdr;            /* {"result":{"header":{...} for hdr_rev / hdr_term */
     int64_t hdr_rev;
@@ -54,7 +53,6 @@ struct gw_req {
 /* Reply helpers: each sends the reply and frees r. */
 void gw_reply_json(struct gw_req *r, int status, struct buf *body);
 void gw_reply_error(struct gw_req *r, ms_err e, const char *msg);
-void gw_reply_text(struct gw_req *r, int status, const char *body);
 
 /* Submit r->sreq to srv; the reply is sent from the completion. Frees r on error replies. */
 void gw_submit(struct gw_req *r);

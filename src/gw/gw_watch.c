@@ -491,7 +491,6 @@ void gw_watch_init(struct gw *gw)
     gw->stream_limit =
         cfg->watch_stream_buffer_bytes ? (size_t)cfg->watch_stream_buffer_bytes : (size_t)1 << 20;
     gw->stream_low = gw->stream_limit / 4;
-    buf_init(&gw->wbuf);
     buf_init(&gw->ebuf);
     buf_init(&gw->hdr);
     gw->watch_retry_ev = evtimer_new(gw->base, on_watch_retry, gw);
@@ -512,7 +511,6 @@ void gw_watch_fini(struct gw *gw)
     if (gw->watch_flush_ev)
         event_free(gw->watch_flush_ev);
     gw->watch_retry_ev = gw->watch_flush_ev = NULL;
-    buf_fini(&gw->wbuf);
     buf_fini(&gw->ebuf);
     buf_fini(&gw->hdr);
 }

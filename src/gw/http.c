@@ -1009,8 +1009,3 @@ void http_server_destroy(struct http_server *s)
         event_free(s->accept_ev);
     free(s);
 }
-
-size_t http_server_conns(const struct http_server *s)
-{
-    return s->n_conns;
-}

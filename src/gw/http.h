@@ -79,8 +79,6 @@ struct http_server *http_server_create(struct event_base *base, const struct htt
 int http_server_listen(struct http_server *s, const char *host, uint16_t port);
 /* Close the listeners and every connection (close callbacks run), then free. Accepts NULL. */
 void http_server_destroy(struct http_server *s);
-/* Open connections (for metrics and tests). */
-size_t http_server_conns(const struct http_server *s);
 
 /* Header value by name (case-insensitive), or NULL; *len set. */
 const char *http_header(const struct http_request *r, const char *name, size_t *len);

@@ -232,8 +232,7 @@ bool raft_tracker_quorum_active(const struct raft_tracker *t);
 bool raft_tracker_is_singleton(const struct raft_tracker *t);
 void raft_tracker_reset_votes(struct raft_tracker *t);
 void raft_tracker_record_vote(struct raft_tracker *t, uint64_t id, bool granted);
-enum raft_vote_result raft_tracker_tally(const struct raft_tracker *t, size_t *granted,
-                                         size_t *rejected);
+enum raft_vote_result raft_tracker_tally(const struct raft_tracker *t);
 /* Sorted ids of all voters (incoming and outgoing). */
 size_t raft_tracker_voter_ids(const struct raft_tracker *t, uint64_t *out);
 

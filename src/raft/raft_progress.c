@@ -427,23 +427,8 @@ void raft_tracker_record_vote(struct raft_tracker *t, uint64_t id, bool granted)
     t->n_votes++;
 }
 
-enum raft_vote_result raft_tracker_tally(const struct raft_tracker *t, size_t *granted,
-                                         size_t *rejected)
+enum raft_vote_result raft_tracker_tally(const struct raft_tracker *t)
 {
-    size_t g = 0, r = 0;
-    for (size_t i = 0; i < t->n; i++) {
-        if (t->prs[i].learner)
-            continue;
-        int v = vote_of(t, t->prs[i].id);
-        if (v > 0)
-            g++;
-        else if (v == 0)
-            r++;
-    }
-    if (granted)
-        *granted = g;
-    if (rejected)
-        *rejected = r;
     return joint_vote(&t->voters, t);
 }
 

@@ -324,7 +324,7 @@ static ms_err step_candidate(struct raft *r, const struct raft_msg *m)
         if (m->type != mine)
             break;
         raft_tracker_record_vote(&r->trk, m->from, !m->reject);
-        switch (raft_tracker_tally(&r->trk, NULL, NULL)) {
+        switch (raft_tracker_tally(&r->trk)) {
         case RAFT_VOTE_WON:
             if (r->state == RAFT_PRE_CANDIDATE) {
                 raft_campaign_internal(r, RAFT_CAMPAIGN_ELECTION);

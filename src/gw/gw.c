@@ -184,6 +184,23 @@ void gw_reply_error(struct gw_req *r, ms_err e, const char *msg)
     gw_reply_json(r, ms_err_http_status(e), &b);
 }
 
+bool gw_parse_root(struct gw_req *r, struct jdec *d, struct jv *root)
+{
+    jdec_init(d, r->a);
+    if (!jdec_root(d, r->body, r->body_len, root)) {
+        gw_reply_error(r, MS_E_BAD_REQUEST, d->msg);
+        return false;
+    }
+    return true;
+}
+
+bool gw_parse_empty(struct gw_req *r)
+{
+    struct jdec d;
+    struct jv root;
+    return gw_parse_root(r, &d, &root);
+}
+
 static void gw_on_done(void *ctx, ms_err err, const struct srv_result *res)
 {
     struct gw_req *r = ctx;

@@ -54,6 +54,14 @@ struct gw_req {
 void gw_reply_json(struct gw_req *r, int status, struct buf *body);
 void gw_reply_error(struct gw_req *r, ms_err e, const char *msg);
 
+struct jdec;
+struct jv;
+/* Parse r's body as a request object into *root (decoder d, on r's arena). On failure reply
+ * with the decoder's message (which frees r) and return false. */
+bool gw_parse_root(struct gw_req *r, struct jdec *d, struct jv *root);
+/* The same for requests whose fields we do not read (the body must still be valid JSON). */
+bool gw_parse_empty(struct gw_req *r);
+
 /* Submit r->sreq to srv; the reply is sent from the completion. Frees r on error replies. */
 void gw_submit(struct gw_req *r);
 /* r now waits for srv (r->srv_id set): link it and own the connection's close callback. */

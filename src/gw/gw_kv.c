@@ -2,17 +2,6 @@
 #include "codec.h"
 #include "gw_int.h"
 
-/* Parse r's body as a request object; on failure reply with the decoder's message. */
-static bool parse_root(struct gw_req *r, struct jdec *d, struct jv *root)
-{
-    jdec_init(d, r->a);
-    if (!jdec_root(d, r->body, r->body_len, root)) {
-        gw_reply_error(r, MS_E_BAD_REQUEST, d->msg);
-        return false;
-    }
-    return true;
-}
-
 static void finish(struct gw_req *r, struct jdec *d, ms_err e)
 {
     if (e) {
@@ -26,7 +15,7 @@ void gw_kv_range(struct gw_req *r)
 {
     struct jdec d;
     struct jv root;
-    if (!parse_root(r, &d, &root))
+    if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_RANGE;
     finish(r, &d, codec_decode_range(&d, &root, &r->sreq.u.range));
@@ -36,7 +25,7 @@ void gw_kv_put(struct gw_req *r)
 {
     struct jdec d;
     struct jv root;
-    if (!parse_root(r, &d, &root))
+    if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_PUT;
     finish(r, &d, codec_decode_put(&d, &root, &r->sreq.u.put));
@@ -46,7 +35,7 @@ void gw_kv_deleterange(struct gw_req *r)
 {
     struct jdec d;
     struct jv root;
-    if (!parse_root(r, &d, &root))
+    if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_DELETE;
     finish(r, &d, codec_decode_del(&d, &root, &r->sreq.u.del));
@@ -56,7 +45,7 @@ void gw_kv_txn(struct gw_req *r)
 {
     struct jdec d;
     struct jv root;
-    if (!parse_root(r, &d, &root))
+    if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_TXN;
     finish(r, &d, codec_decode_txn(&d, &root, &r->sreq.u.txn, 0));
@@ -66,7 +55,7 @@ void gw_kv_compaction(struct gw_req *r)
 {
     struct jdec d;
     struct jv root;
-    if (!parse_root(r, &d, &root))
+    if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_COMPACT;
     finish(r, &d, codec_decode_compact(&d, &root, &r->sreq.u.compact));

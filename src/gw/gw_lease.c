@@ -8,21 +8,11 @@
 #include "codec.h"
 #include "gw_int.h"
 
-static bool parse_root(struct gw_req *r, struct jdec *d, struct jv *root)
-{
-    jdec_init(d, r->a);
-    if (!jdec_root(d, r->body, r->body_len, root)) {
-        gw_reply_error(r, MS_E_BAD_REQUEST, d->msg);
-        return false;
-    }
-    return true;
-}
-
 void gw_lease_grant(struct gw_req *r)
 {
     struct jdec d;
     struct jv root;
-    if (!parse_root(r, &d, &root))
+    if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_LEASE_GRANT;
     if (!jdec_i64(&d, jv_field(&root, "TTL", NULL), &r->sreq.u.lease.ttl) ||
@@ -37,7 +27,7 @@ void gw_lease_revoke(struct gw_req *r)
 {
     struct jdec d;
     struct jv root;
-    if (!parse_root(r, &d, &root))
+    if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_LEASE_REVOKE;
     if (!jdec_i64(&d, jv_field(&root, "ID", NULL), &r->sreq.u.lease.id)) {
@@ -61,7 +51,7 @@ void gw_lease_timetolive(struct gw_req *r)
     struct jv root;
     int64_t id = 0;
     bool keys = false;
-    if (!parse_root(r, &d, &root))
+    if (!gw_parse_root(r, &d, &root))
         return;
     if (!jdec_i64(&d, jv_field(&root, "ID", NULL), &id) ||
         !jdec_bool(&d, jv_field(&root, "keys", NULL), &keys)) {
@@ -107,7 +97,7 @@ void gw_lease_leases(struct gw_req *r)
 {
     struct jdec d;
     struct jv root;
-    if (!parse_root(r, &d, &root))
+    if (!gw_parse_root(r, &d, &root))
         return;
     int64_t *ids;
     size_t n;

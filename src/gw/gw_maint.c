@@ -5,21 +5,9 @@
 
 #include <stdio.h>
 
-static bool parse_empty(struct gw_req *r)
-{
-    struct jdec d;
-    struct jv root;
-    jdec_init(&d, r->a);
-    if (!jdec_root(&d, r->body, r->body_len, &root)) {
-        gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
-        return false;
-    }
-    return true;
-}
-
 void gw_maint_status(struct gw_req *r)
 {
-    if (!parse_empty(r))
+    if (!gw_parse_empty(r))
         return;
     struct srv_header h;
     struct srv_status st;
@@ -83,7 +71,7 @@ void gw_maint_status(struct gw_req *r)
 
 void gw_maint_hash(struct gw_req *r)
 {
-    if (!parse_empty(r))
+    if (!gw_parse_empty(r))
         return;
     struct srv_header h;
     uint32_t hash;
@@ -120,11 +108,8 @@ void gw_maint_alarm(struct gw_req *r)
 {
     struct jdec d;
     struct jv root;
-    jdec_init(&d, r->a);
-    if (!jdec_root(&d, r->body, r->body_len, &root)) {
-        gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
+    if (!gw_parse_root(r, &d, &root))
         return;
-    }
     r->sreq.type = SRV_REQ_ALARM;
     if (codec_decode_alarm(&d, &root, &r->sreq.u.alarm)) {
         gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
@@ -159,7 +144,7 @@ static void urls(struct jw *w, const char *name, const struct cfg_url *u, size_t
 
 void gw_cluster_member_list(struct gw_req *r)
 {
-    if (!parse_empty(r))
+    if (!gw_parse_empty(r))
         return;
     struct srv_header h;
     struct srv_member m;

@@ -28,18 +28,6 @@ struct snap_stream {
     struct sha256 sha;
 };
 
-static bool parse_empty(struct gw_req *r)
-{
-    struct jdec d;
-    struct jv root;
-    jdec_init(&d, r->a);
-    if (!jdec_root(&d, r->body, r->body_len, &root)) {
-        gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
-        return false;
-    }
-    return true;
-}
-
 static void encode_empty(struct gw_req *r, const struct srv_result *res, struct buf *out)
 {
     (void)r;
@@ -49,7 +37,7 @@ static void encode_empty(struct gw_req *r, const struct srv_result *res, struct 
 
 void gw_maint_defrag(struct gw_req *r)
 {
-    if (!parse_empty(r))
+    if (!gw_parse_empty(r))
         return;
     r->encode = encode_empty;
     ms_err e = srv_defrag(r->gw->srv, gw_done_cb, r, &r->srv_id);
@@ -167,7 +155,7 @@ static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
 
 void gw_maint_snapshot(struct gw_req *r)
 {
-    if (!parse_empty(r))
+    if (!gw_parse_empty(r))
         return;
     ms_err e = srv_backup(r->gw->srv, on_backup, r, &r->srv_id);
     if (e) {

@@ -112,12 +112,12 @@ bool watch_match(const struct watcher *w, const struct kv_event *e)
     size_t n = e->kv.key_len;
     switch (w->kind) {
     case KV_END_NONE:
-        return watch_key_cmp(k, n, w_key(w), w->key_len) == 0;
+        return sl_keycmp(k, n, w_key(w), w->key_len) == 0;
     case KV_END_KEY:
-        return watch_key_cmp(k, n, w_key(w), w->key_len) >= 0 &&
-               watch_key_cmp(k, n, w_end(w), w->end_len) < 0;
+        return sl_keycmp(k, n, w_key(w), w->key_len) >= 0 &&
+               sl_keycmp(k, n, w_end(w), w->end_len) < 0;
     case KV_END_ALL:
-        return watch_key_cmp(k, n, w_key(w), w->key_len) >= 0;
+        return sl_keycmp(k, n, w_key(w), w->key_len) >= 0;
     }
     return false;
 }
@@ -359,7 +359,7 @@ void watch_create(struct watch_stream *st, const struct watch_create_req *req)
     size_t key_len = req->span.key_len ? req->span.key_len : 1;
     size_t end_len = req->span.end_kind == KV_END_KEY ? req->span.end_len : 0;
     if (req->span.end_kind == KV_END_KEY &&
-        watch_key_cmp(key, key_len, req->span.end, req->span.end_len) >= 0) {
+        sl_keycmp(key, key_len, req->span.end, req->span.end_len) >= 0) {
         send_failed(st, WATCH_REASON_EMPTY_RANGE);
         return;
     }

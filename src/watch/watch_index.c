@@ -110,37 +110,26 @@ void watch_htab_fini(struct watch_htab *t)
     memset(t, 0, sizeof(*t));
 }
 
-/* ---- byte-string order ---- */
-
-int watch_key_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
-{
-    size_t n = an < bn ? an : bn;
-    int c = n ? memcmp(a, b, n) : 0;
-    if (c)
-        return c;
-    return an < bn ? -1 : an > bn;
-}
-
 /* Compare the ends of two range sets: KV_END_ALL is +infinity. */
 static int end_cmp(const struct watch_set *a, const struct watch_set *b)
 {
     bool ai = a->kind == KV_END_ALL, bi = b->kind == KV_END_ALL;
     if (ai || bi)
         return ai && bi ? 0 : ai ? 1 : -1;
-    return watch_key_cmp(a->end, a->end_len, b->end, b->end_len);
+    return sl_keycmp(a->end, a->end_len, b->end, b->end_len);
 }
 
 /* Tree order: start, then end. */
 static int set_cmp(const struct watch_set *a, const struct watch_set *b)
 {
-    int c = watch_key_cmp(a->key, a->key_len, b->key, b->key_len);
+    int c = sl_keycmp(a->key, a->key_len, b->key, b->key_len);
     return c ? c : end_cmp(a, b);
 }
 
 /* Does the set's range reach beyond point p (end > p)? */
 static bool end_after(const struct watch_set *s, const uint8_t *p, size_t n)
 {
-    return s->kind == KV_END_ALL || watch_key_cmp(s->end, s->end_len, p, n) > 0;
+    return s->kind == KV_END_ALL || sl_keycmp(s->end, s->end_len, p, n) > 0;
 }
 
 /* ---- treap ---- */
@@ -227,7 +216,7 @@ static void tree_stab(const struct watch_set *n, const uint8_t *p, size_t len, w
 {
     while (n && end_after(n->max, p, len)) {
         tree_stab(n->left, p, len, fn, ctx);
-        if (watch_key_cmp(n->key, n->key_len, p, len) > 0)
+        if (sl_keycmp(n->key, n->key_len, p, len) > 0)
             return; /* this start and every start to the right are past p */
         if (end_after(n, p, len))
             fn(ctx, (struct watch_set *)n);
@@ -288,7 +277,7 @@ struct watch_set *watch_index_get(struct watch_index *ix, const uint8_t *key, si
         uint64_t hash = watch_hash_bytes(key, key_len, KEY_SEED);
         for (struct watch_hnode *n = watch_htab_first(&ix->keys, hash); n; n = watch_htab_next(n)) {
             struct watch_set *s = (struct watch_set *)n;
-            if (watch_key_cmp(s->key, s->key_len, key, key_len) == 0)
+            if (sl_keycmp(s->key, s->key_len, key, key_len) == 0)
                 return s;
         }
         struct watch_set *s = set_create(key, key_len, NULL, 0, kind);
@@ -339,7 +328,7 @@ void watch_index_match(const struct watch_index *ix, const uint8_t *key, size_t 
         uint64_t hash = watch_hash_bytes(key, key_len, KEY_SEED);
         for (struct watch_hnode *n = watch_htab_first(&ix->keys, hash); n; n = watch_htab_next(n)) {
             struct watch_set *s = (struct watch_set *)n;
-            if (watch_key_cmp(s->key, s->key_len, key, key_len) == 0) {
+            if (sl_keycmp(s->key, s->key_len, key, key_len) == 0) {
                 fn(ctx, s);
                 break;
             }

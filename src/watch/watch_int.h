@@ -4,6 +4,7 @@
 #define METASTORE_WATCH_INT_H
 
 #include "metastore/arena.h"
+#include "metastore/skiplist.h" /* sl_keycmp: the byte-string order of keys */
 #include "metastore/watch.h"
 
 /* ---- intrusive chained hash table (watch_index.c) ---- */
@@ -20,8 +21,6 @@ struct watch_htab {
 };
 
 uint64_t watch_hash_bytes(const uint8_t *p, size_t n, uint64_t seed);
-/* Byte-string order (memcmp, then the shorter first), as etcd compares keys. */
-int watch_key_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn);
 /* Insert node (node->hash set by the caller). False on OOM (nothing changed). */
 bool watch_htab_insert(struct watch_htab *t, struct watch_hnode *node);
 void watch_htab_remove(struct watch_htab *t, struct watch_hnode *node);

@@ -167,6 +167,11 @@ void srv_on_compact(evutil_socket_t fd, short what, void *arg);
 
 /* Stop the process if e means the backend failed during an apply (see srv_ready.c). */
 void srv_check_apply_error(ms_err e);
+/* End the kv write w of an apply that ended with e: on error abort it (stopping the process
+ * on a backend failure) and return e; otherwise commit it and hand its events to the lessor
+ * and the watch hub. */
+struct kv_write;
+ms_err srv_write_finish(struct srv *s, struct kv_write *w, ms_err e);
 /* Apply one decoded entry at index; *res is filled when the caller waits for it. */
 ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struct srv_result *res);
 /* Serve a read (range or read-only txn) against the current state. */

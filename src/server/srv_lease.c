@@ -230,18 +230,8 @@ ms_err srv_apply_lease_revoke(struct srv *s, const struct srv_lease_req *r, int6
             struct kv_del_resp dr;
             e = kv_write_del(w, &d, &dr);
         }
-        if (e) {
-            srv_check_apply_error(e);
-            kv_write_abort(w);
+        if ((e = srv_write_finish(s, w, e)) != MS_OK)
             return e;
-        }
-        struct kv_event *ev;
-        size_t n_ev;
-        kv_write_end(w, &ev, &n_ev);
-        if (n_ev) {
-            srv_lease_events(s, ev, n_ev);
-            srv_events_applied(s, kv_current_rev(s->kv), ev, n_ev);
-        }
     }
     uint8_t k[8];
     lease_key(r->id, k);

@@ -145,6 +145,13 @@ ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struc
         e = MS_E_BAD_REQUEST;
         break;
     }
+    if ((e = srv_write_finish(s, w, e)) == MS_OK)
+        res->revision = kv_current_rev(s->kv);
+    return e;
+}
+
+ms_err srv_write_finish(struct srv *s, struct kv_write *w, ms_err e)
+{
     if (e) {
         srv_check_apply_error(e);
         kv_write_abort(w);
@@ -153,10 +160,9 @@ ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struc
     struct kv_event *ev;
     size_t n_ev;
     kv_write_end(w, &ev, &n_ev);
-    res->revision = kv_current_rev(s->kv);
     if (n_ev) {
         srv_lease_events(s, ev, n_ev);
-        srv_events_applied(s, res->revision, ev, n_ev);
+        srv_events_applied(s, kv_current_rev(s->kv), ev, n_ev);
     }
     return MS_OK;
 }

@@ -60,11 +60,7 @@ static ms_err open_backend(struct srv *s)
         return s->be ? MS_OK : MS_E_NOMEM;
     }
     snprintf(dir, sizeof(dir), "%s/member/db", s->cfg.data_dir);
-    /* The map size is LMDB's hard limit. The quota alarm fires at --quota-backend-bytes; the
-     * headroom above it lets deletes, compaction and the alarm itself still be written
-     * (copy-on-write pages) once writes are refused. */
-    uint64_t q = s->cfg.quota_backend_bytes;
-    s->be = be_lmdb_open(dir, q + q / 2 + ((uint64_t)64 << 20), &err);
+    s->be = be_lmdb_open(dir, srv_lmdb_map_size(s), &err);
     s->lazy_commit = true;
     return s->be ? MS_OK : err;
 }

@@ -165,6 +165,15 @@ void srv_on_ready(evutil_socket_t fd, short what, void *arg);
 void srv_on_synced(evutil_socket_t fd, short what, void *arg);
 void srv_on_compact(evutil_socket_t fd, short what, void *arg);
 
+/* LMDB's map size, its hard limit. The quota alarm fires at --quota-backend-bytes; the headroom
+ * above it lets deletes, compaction and the alarm itself still be written (copy-on-write pages)
+ * once writes are refused. */
+static inline uint64_t srv_lmdb_map_size(const struct srv *s)
+{
+    uint64_t q = s->cfg.quota_backend_bytes;
+    return q + q / 2 + ((uint64_t)64 << 20);
+}
+
 /* Stop the process if e means the backend failed during an apply (see srv_ready.c). */
 void srv_check_apply_error(ms_err e);
 /* End the kv write w of an apply that ended with e: on error abort it (stopping the process

@@ -120,6 +120,15 @@ static ms_err rmtree_lmdb(const char *dir)
     return rmdir(dir) == 0 || errno == ENOENT ? MS_OK : MS_E_IO;
 }
 
+static void copy_free(struct srv_copy *c)
+{
+    snap_writer_abort(c->w);
+    if (c->dtxn)
+        be_txn_abort(c->dtxn);
+    be_close(c->dst);
+    free(c);
+}
+
 static ms_err copy_start(struct srv *s, const struct srv_op *op, struct srv_copy **out)
 {
     struct srv_copy *c = calloc(1, sizeof(*c));
@@ -136,8 +145,7 @@ static ms_err copy_start(struct srv *s, const struct srv_op *op, struct srv_copy
     if (c->kind == COPY_DEFRAG) {
         snprintf(c->path, sizeof(c->path), "%s/member/db.defrag", s->cfg.data_dir);
         rmtree_lmdb(c->path); /* leftovers of an interrupted defrag */
-        uint64_t q = s->cfg.quota_backend_bytes;
-        c->dst = be_lmdb_open(c->path, q + q / 2 + ((uint64_t)64 << 20), &e);
+        c->dst = be_lmdb_open(c->path, srv_lmdb_map_size(s), &e);
         if (!c->dst || (e = be_txn_begin(c->dst, NULL, true, &c->dtxn)) != MS_OK)
             goto out_free;
     } else {
@@ -161,21 +169,8 @@ static ms_err copy_start(struct srv *s, const struct srv_op *op, struct srv_copy
     return MS_OK;
 
 out_free:
-    snap_writer_abort(c->w);
-    if (c->dtxn)
-        be_txn_abort(c->dtxn);
-    be_close(c->dst);
-    free(c);
+    copy_free(c);
     return e;
-}
-
-static void copy_free(struct srv_copy *c)
-{
-    snap_writer_abort(c->w);
-    if (c->dtxn)
-        be_txn_abort(c->dtxn);
-    be_close(c->dst);
-    free(c);
 }
 
 /* Keep the newest SNAP_KEEP snapshot files. */
@@ -258,8 +253,7 @@ static ms_err defrag_finish(struct srv *s, struct srv_copy *c)
     if (rename(db, old) != 0 || rename(c->path, db) != 0 || fs_sync_dir(member) != 0)
         ms_fatal("defrag: cannot swap %s into place: %s", c->path, strerror(errno));
     rmtree_lmdb(old);
-    uint64_t q = s->cfg.quota_backend_bytes;
-    s->be = be_lmdb_open(db, q + q / 2 + ((uint64_t)64 << 20), &e);
+    s->be = be_lmdb_open(db, srv_lmdb_map_size(s), &e);
     if (!s->be)
         ms_fatal("defrag: cannot reopen %s: %s", db, ms_err_name(e));
     if ((e = be_txn_begin(s->be, NULL, true, &s->wtxn)) != MS_OK)

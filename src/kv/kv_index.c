@@ -115,11 +115,13 @@ static bool keyidx_put(struct kv_index *ix, struct kv_keyidx *ki, struct kv_rev 
 }
 
 struct kv_keyidx *kv_index_put(struct kv_index *ix, const uint8_t *key, size_t klen,
-                               struct kv_rev rev, bool *created_node)
+                               struct kv_rev rev, bool *created_node, struct kv_rev *prev_modified)
 {
     struct kv_keyidx *ki = index_get_or_create(ix, key, klen, created_node);
     if (!ki)
         return NULL;
+    if (prev_modified)
+        *prev_modified = ki->modified;
     if (!keyidx_put(ix, ki, rev)) {
         if (*created_node)
             keyidx_free(sl_remove(ix->map, key, klen, NULL));
@@ -128,7 +130,8 @@ struct kv_keyidx *kv_index_put(struct kv_index *ix, const uint8_t *key, size_t k
     return ki;
 }
 
-ms_err kv_index_tombstone(struct kv_index *ix, const uint8_t *key, size_t klen, struct kv_rev rev)
+ms_err kv_index_tombstone(struct kv_index *ix, const uint8_t *key, size_t klen, struct kv_rev rev,
+                          struct kv_rev *prev_modified)
 {
     struct sl_node *n = sl_find(ix->map, key, klen);
     if (!n)
@@ -136,6 +139,8 @@ ms_err kv_index_tombstone(struct kv_index *ix, const uint8_t *key, size_t klen, 
     struct kv_keyidx *ki = sl_node_val(n);
     if (!kv_keyidx_is_live(ki))
         return MS_E_NOT_EXIST;
+    if (prev_modified)
+        *prev_modified = ki->modified;
     /* Reserve the new generation first so a failure leaves nothing half done. */
     if (ki->ngen == ki->capgen) {
         uint32_t cap = ki->capgen * 2;
@@ -218,7 +223,7 @@ bool kv_index_restore(struct kv_index *ix, const struct kv_kv *kv, struct kv_rev
         return false;
     if (tomb) {
         if (kv_keyidx_is_live(ki))
-            return kv_index_tombstone(ix, kv->key, kv->key_len, rev) == MS_OK;
+            return kv_index_tombstone(ix, kv->key, kv->key_len, rev, NULL) == MS_OK;
         /* Only the tombstone survived compaction (etcd restoreTombstone). */
         struct kv_gen *g = last_gen(ki);
         if (!gen_append(g, rev))

@@ -40,11 +40,14 @@ struct kv_at {
 bool kv_index_init(struct kv_index *ix);
 void kv_index_fini(struct kv_index *ix);
 /* Append rev to key's current generation (creating the key). NULL on OOM. *created_node tells
- * whether the index node was new. */
+ * whether the index node was new; *prev_modified (if not NULL) receives the key's modified
+ * revision before the call ({0,0} for a new node), for kv_index_undo. */
 struct kv_keyidx *kv_index_put(struct kv_index *ix, const uint8_t *key, size_t klen,
-                               struct kv_rev rev, bool *created_node);
-/* Append tombstone rev and start a new generation. MS_E_NOT_EXIST if the key is not live. */
-ms_err kv_index_tombstone(struct kv_index *ix, const uint8_t *key, size_t klen, struct kv_rev rev);
+                               struct kv_rev rev, bool *created_node, struct kv_rev *prev_modified);
+/* Append tombstone rev and start a new generation. MS_E_NOT_EXIST if the key is not live.
+ * *prev_modified as for kv_index_put. */
+ms_err kv_index_tombstone(struct kv_index *ix, const uint8_t *key, size_t klen, struct kv_rev rev,
+                          struct kv_rev *prev_modified);
 /* Undo the last kv_index_put (tomb false) or kv_index_tombstone (tomb true) on key; remove the
  * node if remove_node. prev_modified is restored. */
 void kv_index_undo(struct kv_index *ix, const uint8_t *key, size_t klen, bool tomb,

@@ -264,14 +264,6 @@ static ms_err put_record(struct kv_write *w, struct kv_rev rev, bool tomb, const
     return be_put(w->txn, BE_BUCKET_KEY, k, kl, b->p, b->len);
 }
 
-static struct kv_rev key_modified(struct kv_store *kv, const uint8_t *key, size_t klen)
-{
-    struct sl_node *n = sl_find(kv->ix.map, key, klen);
-    if (!n)
-        return (struct kv_rev){0, 0};
-    return ((struct kv_keyidx *)sl_node_val(n))->modified;
-}
-
 ms_err kv_write_put(struct kv_write *w, const struct kv_put_req *req, struct kv_put_resp *out)
 {
     struct kv_kv prev;
@@ -307,12 +299,11 @@ ms_err kv_write_put(struct kv_write *w, const struct kv_put_req *req, struct kv_
     kv.version = found ? prev.version + 1 : 1;
     kv.mod_revision = w->rev;
 
-    struct kv_rev rev = {w->rev, w->sub};
-    struct kv_rev prev_mod = key_modified(w->kv, req->key, req->key_len);
+    struct kv_rev rev = {w->rev, w->sub}, prev_mod;
     if ((e = put_record(w, rev, false, &kv)) != MS_OK)
         return e;
     bool created_node;
-    if (!kv_index_put(&w->kv->ix, kv.key, kv.key_len, rev, &created_node))
+    if (!kv_index_put(&w->kv->ix, kv.key, kv.key_len, rev, &created_node, &prev_mod))
         return MS_E_NOMEM;
     if (!undo_push(w, kv.key, kv.key_len, false, created_node, prev_mod)) {
         kv_index_undo(&w->kv->ix, kv.key, kv.key_len, false, created_node, prev_mod);
@@ -353,12 +344,11 @@ ms_err kv_write_del(struct kv_write *w, const struct kv_del_req *req, struct kv_
 
     for (size_t i = 0; i < live.n_kvs; i++) {
         struct kv_kv *prev = &live.kvs[i];
-        struct kv_rev rev = {w->rev, w->sub};
+        struct kv_rev rev = {w->rev, w->sub}, prev_mod;
         struct kv_kv tomb = {.key = prev->key, .key_len = prev->key_len};
-        struct kv_rev prev_mod = key_modified(w->kv, prev->key, prev->key_len);
         if ((e = put_record(w, rev, true, &tomb)) != MS_OK)
             return e;
-        if ((e = kv_index_tombstone(&w->kv->ix, prev->key, prev->key_len, rev)) != MS_OK)
+        if ((e = kv_index_tombstone(&w->kv->ix, prev->key, prev->key_len, rev, &prev_mod)) != MS_OK)
             return e;
         if (!undo_push(w, prev->key, prev->key_len, true, false, prev_mod)) {
             kv_index_undo(&w->kv->ix, prev->key, prev->key_len, true, false, prev_mod);

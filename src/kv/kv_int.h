@@ -63,6 +63,12 @@ void kv_index_compact(struct kv_index *ix, int64_t at_rev);
 bool kv_index_has_rev(const struct kv_index *ix, const uint8_t *key, size_t klen,
                       struct kv_rev rev);
 
+/* -1, 0 or 1 as a < b, a == b, a > b. */
+static inline int kv_cmp_i64(int64_t a, int64_t b)
+{
+    return (a > b) - (a < b);
+}
+
 static inline int kv_rev_cmp(struct kv_rev a, struct kv_rev b)
 {
     if (a.main != b.main)

@@ -31,20 +31,15 @@ struct hit {
     struct kv_rev mod;
 };
 
-static int cmp_i64(int64_t a, int64_t b)
-{
-    return (a > b) - (a < b);
-}
-
 static int sort_target_cmp(const struct kv_kv *a, const struct kv_kv *b, int64_t target)
 {
     switch (target) {
     case KV_SORT_VERSION:
-        return cmp_i64(a->version, b->version);
+        return kv_cmp_i64(a->version, b->version);
     case KV_SORT_CREATE:
-        return cmp_i64(a->create_revision, b->create_revision);
+        return kv_cmp_i64(a->create_revision, b->create_revision);
     case KV_SORT_MOD:
-        return cmp_i64(a->mod_revision, b->mod_revision);
+        return kv_cmp_i64(a->mod_revision, b->mod_revision);
     case KV_SORT_VALUE:
         return sl_keycmp(a->value, a->value_len, b->value, b->value_len);
     default:

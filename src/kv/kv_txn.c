@@ -239,11 +239,6 @@ ms_err kv_check_txn(const struct kv_txn_req *r, size_t max_ops)
 
 /* ---- apply ---- */
 
-static int cmp_i64(int64_t a, int64_t b)
-{
-    return (a > b) - (a < b);
-}
-
 /* etcd compareKV. */
 static bool compare_kv(const struct kv_cmp *c, const struct kv_kv *kv)
 {
@@ -257,16 +252,16 @@ static bool compare_kv(const struct kv_cmp *c, const struct kv_kv *kv)
         break;
     }
     case KV_CMP_CREATE:
-        result = cmp_i64(kv->create_revision, want);
+        result = kv_cmp_i64(kv->create_revision, want);
         break;
     case KV_CMP_MOD:
-        result = cmp_i64(kv->mod_revision, want);
+        result = kv_cmp_i64(kv->mod_revision, want);
         break;
     case KV_CMP_VERSION:
-        result = cmp_i64(kv->version, want);
+        result = kv_cmp_i64(kv->version, want);
         break;
     case KV_CMP_LEASE:
-        result = cmp_i64(kv->lease, want);
+        result = kv_cmp_i64(kv->lease, want);
         break;
     default:
         break;

@@ -16,11 +16,12 @@ void log_set_level(enum log_level lv)
     log_threshold = lv;
 }
 
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
 bool log_level_parse(const char *s, enum log_level *out)
 {
-    static const char *const names[] = {"debug", "info", "warn", "error"};
     for (int i = 0; i < 4; i++) {
-        if (strcmp(s, names[i]) == 0) {
+        if (strcmp(s, level_names[i]) == 0) {
             *out = (enum log_level)i;
             return true;
         }
@@ -61,7 +62,6 @@ static void esc_append(char *out, size_t cap, size_t *n, const char *s)
 __attribute__((format(printf, 4, 0))) static void log_vwrite(enum log_level lv, const char *file,
                                                              int line, const char *fmt, va_list ap)
 {
-    static const char *const names[] = {"debug", "info", "warn", "error"};
     char msg[2048];
     char out[4096];
     size_t n = 0;
@@ -76,7 +76,7 @@ __attribute__((format(printf, 4, 0))) static void log_vwrite(enum log_level lv, 
     n = (size_t)snprintf(out, sizeof(out),
                          "{\"level\":\"%s\",\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\","
                          "\"caller\":\"%s:%d\",\"msg\":\"",
-                         names[lv], tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                         level_names[lv], tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
                          tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, base, line);
     if (n >= sizeof(out))
         n = sizeof(out) - 1;

@@ -9,6 +9,10 @@
 /* Run one suite with Check's runner; returns the process exit code. */
 int tu_run_suite(Suite *s);
 
+/* CLOCK_MONOTONIC in milliseconds, and a sleep of ms milliseconds. */
+int64_t tu_now_ms(void);
+void tu_sleep_ms(int ms);
+
 /* A fresh temporary directory under $TMPDIR (or /tmp); caller frees the string and may
  * remove the tree with tu_rmtree. */
 char *tu_mkdtemp(const char *prefix);

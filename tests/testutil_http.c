@@ -30,12 +30,6 @@ static int free_port(void)
     return ntohs(a.sin_port);
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static void spawn(struct tu_server *s, const char *const *extra)
 {
     const char *bin = getenv("METASTORE_BIN");
@@ -87,7 +81,7 @@ static void spawn(struct tu_server *s, const char *const *extra)
             if (ok)
                 return;
         }
-        sleep_ms(10);
+        tu_sleep_ms(10);
     }
     ck_abort_msg("server did not become healthy, see %s", s->log);
 }
@@ -116,7 +110,7 @@ static int wait_exit(int pid, int timeout_ms, int *status)
     for (int i = 0; i < timeout_ms / 10; i++) {
         if (waitpid(pid, status, WNOHANG) == pid)
             return 1;
-        sleep_ms(10);
+        tu_sleep_ms(10);
     }
     return 0;
 }

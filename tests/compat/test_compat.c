@@ -248,7 +248,7 @@ static pid_t etcd_start(const char *etcd, const char *dir, int *cport)
         up = r.status == 200;
         tu_resp_free(&r);
         if (!up)
-            nanosleep(&(struct timespec){0, 20000000}, NULL);
+            tu_sleep_ms(20);
     }
     ck_assert_msg(up, "etcd did not start, see %s", log);
     return pid;
@@ -346,22 +346,15 @@ static size_t count_results(const struct raw2 *r, int k)
     return n;
 }
 
-static long mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* Read both streams until they hold as many responses as each other (at least `min`) and
  * nothing more has arrived for 800 ms, or 20 s have passed: a loaded machine slows etcd's
  * 100 ms catch-up loop, so a fixed wait would make the comparison flaky. */
 static void read_settled(const int fds[2], struct raw2 *r, size_t min)
 {
-    long start = mono_ms(), last = start;
-    while (mono_ms() - start < 20000) {
+    long start = tu_now_ms(), last = start;
+    while (tu_now_ms() - start < 20000) {
         size_t n0 = count_results(r, 0), n1 = count_results(r, 1);
-        if (n0 == n1 && n0 >= min && mono_ms() - last >= 800)
+        if (n0 == n1 && n0 >= min && tu_now_ms() - last >= 800)
             return;
         struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN}, {.fd = fds[1], .events = POLLIN}};
         if (poll(p, 2, 100) <= 0)
@@ -378,7 +371,7 @@ static void read_settled(const int fds[2], struct raw2 *r, size_t min)
             if (got > 0) {
                 r->len[k] += (size_t)got;
                 r->p[k][r->len[k]] = 0;
-                last = mono_ms();
+                last = tu_now_ms();
             }
         }
     }

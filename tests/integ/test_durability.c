@@ -11,11 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static void sleep_ms(int ms)
-{
-    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL);
-}
-
 static long json_num(const char *body, const char *field)
 {
     char pat[64];
@@ -293,7 +288,7 @@ START_TEST(memory_snapshots_survive_kill)
         if (d)
             closedir(d);
         if (!files)
-            sleep_ms(20);
+            tu_sleep_ms(20);
     }
     ck_assert_int_ge(files, 1);
     ck_assert_int_le(files, 2); /* older ones are pruned */
@@ -333,7 +328,7 @@ START_TEST(auto_compaction)
         tu_resp_free(&r);
         if (compacted <= 1) {
             ck_assert_int_eq(put_n(s.port, 2, 10, NULL), 200);
-            sleep_ms(50);
+            tu_sleep_ms(50);
         }
     }
     ck_assert_int_gt(compacted, 1);

@@ -36,18 +36,6 @@ static void teardown(void)
         free(got_);                                                                                \
     } while (0)
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL);
-}
-
 static int key_count(const char *key_b64)
 {
     char body[128];
@@ -169,19 +157,19 @@ START_TEST(expiry_bounds)
     for (int i = 0; i < 5; i++) {
         struct tu_resp r;
         tu_http(srv.port, "POST", "/v3/lease/keepalive", "{\"ID\":10}", &r);
-        last = now_ms();
+        last = tu_now_ms();
         ck_assert_ptr_nonnull(strstr(r.body, "\"TTL\":\"3\""));
         tu_resp_free(&r);
-        sleep_ms(1000);
+        tu_sleep_ms(1000);
         ck_assert_int_eq(key_count("ZXhwL2E="), 1);
     }
     /* Then silence: poll until the keys go. */
     uint64_t gone = 0;
-    while (!gone && now_ms() - last < 10000) {
+    while (!gone && tu_now_ms() - last < 10000) {
         if (key_count("ZXhwL2E=") == 0)
-            gone = now_ms();
+            gone = tu_now_ms();
         else
-            sleep_ms(20);
+            tu_sleep_ms(20);
     }
     ck_assert_msg(gone, "keys never expired");
     uint64_t after = gone - last;
@@ -212,7 +200,7 @@ START_TEST(many_leases_expire_together)
         bodies[i] = malloc(128);
         snprintf(bodies[i], 128, "{\"TTL\":10,\"ID\":%d}", 100000 + i);
     }
-    uint64_t t_grant = now_ms();
+    uint64_t t_grant = tu_now_ms();
     ck_assert_uint_eq(tu_pipeline(srv.port, "/v3/lease/grant", bodies, N, st), N);
     for (int i = 0; i < N; i++) {
         ck_assert_int_eq(st[i], 200);
@@ -224,24 +212,24 @@ START_TEST(many_leases_expire_together)
     ck_assert_uint_eq(tu_pipeline(srv.port, "/v3/kv/put", bodies, N, st), N);
     for (int i = 0; i < N; i++)
         ck_assert_int_eq(st[i], 200);
-    uint64_t start = now_ms();
+    uint64_t start = tu_now_ms();
     printf("lease: %d grants and %d puts took %llu ms\n", N, N,
            (unsigned long long)(start - t_grant));
     /* While they expire, reads keep being answered quickly. */
     uint64_t worst = 0;
     int left = N;
-    while (left > 0 && now_ms() - start < 40000) {
-        uint64_t t0 = now_ms();
+    while (left > 0 && tu_now_ms() - start < 40000) {
+        uint64_t t0 = tu_now_ms();
         char *got =
             tu_post(srv.port, "/v3/kv/range",
                     "{\"key\":\"bWFueS8=\",\"range_end\":\"bWFueTA=\",\"count_only\":true}", NULL);
-        uint64_t took = now_ms() - t0;
+        uint64_t took = tu_now_ms() - t0;
         if (took > worst)
             worst = took;
         const char *c = strstr(got, "\"count\":\"");
         left = c ? atoi(c + 9) : 0;
         free(got);
-        sleep_ms(20);
+        tu_sleep_ms(20);
     }
     ck_assert_int_eq(left, 0);
     ck_assert_msg(worst < 5000, "a read took %llu ms during the mass expiry",
@@ -263,7 +251,7 @@ START_TEST(leases_survive_restart)
     EXPECT("/v3/lease/grant", "{\"TTL\":60,\"ID\":42}", 200,
            "{\"header\":" H(1) ",\"ID\":\"42\",\"TTL\":\"60\"}");
     EXPECT("/v3/kv/put", "{\"key\":\"cg==\",\"lease\":42}", 200, "{\"header\":" H(2) "}");
-    sleep_ms(1100);
+    tu_sleep_ms(1100);
     tu_server_stop_keep(&srv, 1);
     tu_server_restart(&srv, NULL);
     /* The lease is back with its key, its expiry restarted at the full TTL. */

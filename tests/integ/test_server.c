@@ -83,7 +83,7 @@ START_TEST(env_and_config_file)
         ok = r.status == 200 && strstr(r.body, "\"name\":\"envnode\"") != NULL;
         tu_resp_free(&r);
         if (!ok)
-            nanosleep(&(struct timespec){0, 20000000}, NULL);
+            tu_sleep_ms(20);
     }
     kill(pid, SIGTERM);
     int status;
@@ -114,7 +114,7 @@ START_TEST(env_and_config_file)
         ok = r.status == 200 && strstr(r.body, "\"name\":\"filenode\"") != NULL;
         tu_resp_free(&r);
         if (!ok)
-            nanosleep(&(struct timespec){0, 20000000}, NULL);
+            tu_sleep_ms(20);
     }
     ck_assert(ok);
     /* max-txn-ops 2 from the file is in force. */

@@ -37,19 +37,6 @@ static void teardown(void)
     tu_server_stop(&srv);
 }
 
-static long now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 #define H(r)                                                                                       \
     "{\"cluster_id\":\"C\",\"member_id\":\"M\",\"revision\":\"" #r "\",\"raft_term\":\"T\"}"
 #define HNOREV "{\"cluster_id\":\"C\",\"member_id\":\"M\",\"raft_term\":\"T\"}"
@@ -166,7 +153,7 @@ static bool wsr_fill(struct wsr *r, int timeout_ms)
  * within timeout_ms. */
 static char *wsr_next(struct wsr *r, int timeout_ms)
 {
-    long deadline = now_ms() + timeout_ms;
+    long deadline = tu_now_ms() + timeout_ms;
     for (;;) {
         if (r->body_off < r->body_len) {
             char *s = r->body + r->body_off;
@@ -177,7 +164,7 @@ static char *wsr_next(struct wsr *r, int timeout_ms)
                 return s;
             }
         }
-        long left = deadline - now_ms();
+        long left = deadline - tu_now_ms();
         if (left <= 0 || r->eof || !wsr_fill(r, (int)left))
             return NULL;
     }
@@ -261,7 +248,7 @@ static void burst(const char *path, size_t n, size_t conns, body_fn make, size_t
     for (size_t c = 0; c < conns; c++) {
         struct wsr r = {.fd = fds[c]};
         size_t got = 0;
-        long deadline = now_ms() + 120000;
+        long deadline = tu_now_ms() + 120000;
         while (got < want[c]) {
             char *e = r.raw_len ? memmem(r.raw, r.raw_len, "\r\n\r\n", 4) : NULL;
             if (e) {
@@ -277,7 +264,7 @@ static void burst(const char *path, size_t n, size_t conns, body_fn make, size_t
                     continue;
                 }
             }
-            ck_assert_msg(now_ms() < deadline, "burst: answers missing");
+            ck_assert_msg(tu_now_ms() < deadline, "burst: answers missing");
             struct pollfd p = {.fd = fds[c], .events = POLLIN};
             if (poll(&p, 1, 1000) <= 0)
                 continue;
@@ -314,11 +301,11 @@ static long metric(const char *name)
 /* Wait (bounded) until the gauge reaches want. */
 static void wait_metric(const char *name, long want, int timeout_ms)
 {
-    long deadline = now_ms() + timeout_ms, v = -1;
-    while (now_ms() < deadline) {
+    long deadline = tu_now_ms() + timeout_ms, v = -1;
+    while (tu_now_ms() < deadline) {
         if ((v = metric(name)) == want)
             return;
-        sleep_ms(20);
+        tu_sleep_ms(20);
     }
     ck_abort_msg("%s stayed %ld, want %ld", name, v, want);
 }
@@ -753,9 +740,9 @@ static void seq_put(size_t i, char *out, size_t cap)
 static size_t read_revisions(struct wsr *r, int64_t first, int64_t last, int timeout_ms)
 {
     int64_t next = first;
-    long deadline = now_ms() + timeout_ms;
+    long deadline = tu_now_ms() + timeout_ms;
     while (next <= last) {
-        ck_assert_msg(now_ms() < deadline, "stuck at revision %lld", (long long)next);
+        ck_assert_msg(tu_now_ms() < deadline, "stuck at revision %lld", (long long)next);
         char *m = wsr_next(r, 2000);
         if (!m)
             continue;
@@ -818,12 +805,12 @@ START_TEST(thousand_streams)
         }
     }
     ck_assert_int_eq(metric("etcd_debugging_mvcc_watcher_total"), STREAMS);
-    long t0 = now_ms();
+    long t0 = tu_now_ms();
     burst("/v3/kv/put", PUTS, 10, burst_put, 256); /* revisions 2..PUTS+1 */
     for (size_t i = 0; i < STREAMS; i++)
         ck_assert_uint_eq(read_revisions(&rs[i], 2, PUTS + 1, 60000), PUTS);
     fprintf(stderr, "thousand_streams: %d events delivered in %ld ms\n", STREAMS * PUTS,
-            now_ms() - t0);
+            tu_now_ms() - t0);
     for (size_t i = 0; i < STREAMS; i++)
         ck_assert_ptr_null(wsr_next(&rs[i], 0));
     for (size_t i = 0; i < STREAMS; i++)
@@ -955,9 +942,9 @@ START_TEST(slow_reader_catches_up)
     int64_t want_rev = 2;
     int per_rev = 0;
     size_t events = 0;
-    long deadline = now_ms() + 120000;
+    long deadline = tu_now_ms() + 120000;
     while (events < (size_t)TXNS * 100) {
-        ck_assert_msg(now_ms() < deadline, "only %zu events", events);
+        ck_assert_msg(tu_now_ms() < deadline, "only %zu events", events);
         char *m = wsr_next(&r, 2000);
         if (!m)
             continue;
@@ -994,9 +981,9 @@ START_TEST(slow_reader_compacted)
     /* The events sent before it fell behind arrive in order, then the cancel. */
     int64_t want_rev = 2;
     int per_rev = 0;
-    long deadline = now_ms() + 60000;
+    long deadline = tu_now_ms() + 60000;
     for (;;) {
-        ck_assert_msg(now_ms() < deadline, "no compaction cancel");
+        ck_assert_msg(tu_now_ms() < deadline, "no compaction cancel");
         char *m = wsr_next(&r, 2000);
         if (!m)
             continue;
@@ -1041,13 +1028,13 @@ START_TEST(cheap_requests_wait_for_the_reader)
     struct wsr r;
     wsr_start(&r, fd, "/v3/watch", body);
     free(body);
-    sleep_ms(500);
+    tu_sleep_ms(500);
     long buffered = metric("metastore_watch_stream_buffered_bytes");
     ck_assert_int_le(buffered, 65536 + 4096);
     size_t got = 0;
-    long deadline = now_ms() + 60000;
+    long deadline = tu_now_ms() + 60000;
     while (got < N + 1) {
-        ck_assert_msg(now_ms() < deadline, "only %zu answers", got);
+        ck_assert_msg(tu_now_ms() < deadline, "only %zu answers", got);
         char *m = wsr_next(&r, 2000);
         if (m)
             got++;

@@ -15,6 +15,8 @@
  */
 #include "metastore/raft_codec.h"
 
+#include "raft_int.h"
+
 #include "metastore/crc32c.h"
 
 #include <stdlib.h>
@@ -65,12 +67,8 @@ static bool ids_decode(struct rd *r, uint64_t *ids, size_t *n)
     uint64_t count = rd_uvarint(r);
     if (r->err || count > RAFT_MAX_NODES || count > rd_left(r))
         return false;
-    for (uint64_t i = 0; i < count; i++) {
+    for (uint64_t i = 0; i < count; i++)
         ids[i] = rd_uvarint(r);
-        /* sorted, unique, non-zero */
-        if (ids[i] == 0 || (i > 0 && ids[i] <= ids[i - 1]))
-            return false;
-    }
     *n = (size_t)count;
     return !r->err;
 }
@@ -91,12 +89,8 @@ static bool snap_body_decode(struct rd *r, struct raft_snapshot_meta *s)
     if (r->err || !ids_decode(r, s->conf.voters, &s->conf.n_voters) ||
         !ids_decode(r, s->conf.learners, &s->conf.n_learners))
         return false;
-    if (s->conf.n_voters + s->conf.n_learners > RAFT_MAX_NODES)
-        return false;
-    for (size_t i = 0; i < s->conf.n_learners; i++)
-        if (raft_conf_has(&s->conf, s->conf.learners[i], false))
-            return false;
-    return true;
+    /* sorted, unique, non-zero ids; learners not also voters; at most RAFT_MAX_NODES */
+    return raft_conf_state_valid(&s->conf);
 }
 
 /* Accept only a known version byte; returns false on anything else. */

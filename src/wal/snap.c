@@ -121,18 +121,7 @@ ms_err snap_writer_finish(struct snap_writer *w)
     /* The CRC covers everything before it, including the end byte. */
     uint32_t crc = crc32c(w->crc, w->b.p, w->b.len);
     buf_put_be32(&w->b, crc);
-    w->crc = 0;
-    ms_err e = MS_OK;
-    size_t off = 0;
-    while (!e && off < w->b.len) {
-        ssize_t n = write(w->fd, w->b.p + off, w->b.len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            e = errno == ENOSPC ? MS_E_NO_SPACE : MS_E_IO;
-        else
-            off += (size_t)n;
-    }
+    ms_err e = flush(w);
     if (!e && fdatasync(w->fd) != 0)
         e = MS_E_IO;
     if (!e && rename(w->tmp, w->path) != 0)

@@ -120,6 +120,13 @@ static ms_err rmtree_lmdb(const char *dir)
     return rmdir(dir) == 0 || errno == ENOENT ? MS_OK : MS_E_IO;
 }
 
+/* The memory backend has applied --snapshot-count entries since its last snapshot. */
+static bool snapshot_due(const struct srv *s)
+{
+    return s->cfg.backend == CFG_BACKEND_MEMORY &&
+           s->applied - s->last_snap_index >= s->cfg.snapshot_count;
+}
+
 static void copy_free(struct srv_copy *c)
 {
     snap_writer_abort(c->w);
@@ -345,8 +352,7 @@ static void start_next(struct srv *s)
         }
         s->copy = c;
     }
-    if (!s->copy && s->cfg.backend == CFG_BACKEND_MEMORY &&
-        s->applied - s->last_snap_index >= s->cfg.snapshot_count) {
+    if (!s->copy && snapshot_due(s)) {
         struct srv_op op = {.kind = COPY_SNAPSHOT};
         if (copy_start(s, &op, &s->copy) != MS_OK)
             log_error("cannot start a snapshot");
@@ -383,8 +389,7 @@ void srv_on_copy(evutil_socket_t fd, short what, void *arg)
 
 void srv_copy_poll(struct srv *s)
 {
-    if (!s->copy && (s->n_ops_queued || (s->cfg.backend == CFG_BACKEND_MEMORY &&
-                                         s->applied - s->last_snap_index >= s->cfg.snapshot_count)))
+    if (!s->copy && (s->n_ops_queued || snapshot_due(s)))
         arm(s);
 }
 

@@ -421,13 +421,8 @@ void watch_create(struct watch_stream *st, const struct watch_create_req *req)
     watch_send_ctrl(h, w, WATCH_RESP_CREATED, cur);
     /* etcd watchableStore.watch: start 0 (the next revision) or in the future is synced. */
     int64_t start = req->start_revision ? req->start_revision : cur + 1;
-    if (start > cur) {
-        w->min_rev = start;
-        watch_move(h, w, WG_SYNCED);
-    } else {
-        w->min_rev = start;
-        watch_move(h, w, WG_UNSYNCED);
-    }
+    w->min_rev = start;
+    watch_move(h, w, start > cur ? WG_SYNCED : WG_UNSYNCED);
 }
 
 bool watch_cancel(struct watch_stream *st, int64_t watch_id)

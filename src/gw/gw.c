@@ -384,7 +384,7 @@ static struct gw_req *req_create(struct gw *gw, struct http_request *req)
 static void route_v3(struct gw *gw, struct http_request *req, const char *sub)
 {
     const struct gw_route *rt = NULL;
-    for (size_t i = 0; i < sizeof(ROUTES) / sizeof(ROUTES[0]); i++)
+    for (size_t i = 0; i < sizeof(ROUTES) / sizeof(ROUTES[0]) && !rt; i++)
         if (strcmp(ROUTES[i].path, sub) == 0)
             rt = &ROUTES[i];
     if (!rt) {

@@ -228,6 +228,14 @@ static enum http_parse chunked(char *p, size_t len, size_t max, size_t *end, siz
     return HTTP_PARSE_OK;
 }
 
+/* The client sent "Expect: 100-continue" and waits for it before the body. */
+static bool wants_continue(const struct http_request *r)
+{
+    size_t v;
+    const char *e = http_header(r, "Expect", &v);
+    return e && eq_ci(e, v, "100-continue");
+}
+
 enum http_parse http_parse_request(char *p, size_t len, const struct http_limits *lim,
                                    struct http_request *r, size_t *used, bool *expect_continue)
 {
@@ -322,9 +330,7 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
         enum http_parse c =
             chunked(p + hdr_total, len - hdr_total, lim->max_body_bytes, &end, &blen, false);
         if (c == HTTP_PARSE_MORE) {
-            size_t v;
-            *expect_continue = http_header(r, "Expect", &v) &&
-                               eq_ci(http_header(r, "Expect", &v), v, "100-continue");
+            *expect_continue = wants_continue(r);
             return HTTP_PARSE_MORE;
         }
         if (c != HTTP_PARSE_OK)
@@ -339,9 +345,7 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
         return HTTP_PARSE_BODY_BIG;
     blen = (size_t)clen;
     if (len - hdr_total < blen) {
-        size_t v;
-        const char *e = http_header(r, "Expect", &v);
-        *expect_continue = e && eq_ci(e, v, "100-continue");
+        *expect_continue = wants_continue(r);
         return HTTP_PARSE_MORE;
     }
     r->body = p + hdr_total;

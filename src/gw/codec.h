@@ -63,6 +63,13 @@ bool jdec_root(struct jdec *d, const char *body, size_t len, struct jv *out);
  * after any whitespace at body (there must be one); *used is the number of bytes consumed.
  * Then jdec_root_value applies jdec_root's rule to it (object, or null meaning {}). */
 bool json_parse_next(struct jdec *d, const char *body, size_t len, struct jv *out, size_t *used);
+/* The offset of the first non-blank byte of p[off..len) (JSON's blanks), or len. */
+static inline size_t json_skip_ws(const char *p, size_t len, size_t off)
+{
+    while (off < len && (p[off] == ' ' || p[off] == '\t' || p[off] == '\n' || p[off] == '\r'))
+        off++;
+    return off;
+}
 bool jdec_root_value(struct jdec *d, struct jv *v);
 
 /* Field lookup with the gateway's rules: the lowerCamelCase spelling wins over the proto name

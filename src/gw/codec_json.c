@@ -79,8 +79,7 @@ static bool jp_bad(struct jp *j, const char *context)
 
 static void jp_ws(struct jp *j)
 {
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-        j->p++;
+    j->p += json_skip_ws(j->p, (size_t)(j->end - j->p), 0);
 }
 
 static bool read_u4(struct jp *j, unsigned *out)

@@ -184,6 +184,22 @@ void gw_reply_error(struct gw_req *r, ms_err e, const char *msg)
     gw_reply_json(r, ms_err_http_status(e), &b);
 }
 
+void gw_json_header(struct gw_req *r, struct jw *w, bool revision)
+{
+    struct srv_header h;
+    srv_header(r->gw->srv, &h);
+    jw_key(w, "header");
+    codec_header(w, &h, revision);
+}
+
+void gw_json_begin(struct gw_req *r, struct buf *b, struct jw *w, bool revision)
+{
+    buf_init(b);
+    jw_init(w, b);
+    jw_obj(w);
+    gw_json_header(r, w, revision);
+}
+
 bool gw_parse_root(struct gw_req *r, struct jdec *d, struct jv *root)
 {
     jdec_init(d, r->a);
@@ -293,6 +309,15 @@ void gw_stream_end(struct gw_req *r)
     http_stream_end(r->req);
     r->srv_id = 0;
     gw_req_free(r);
+}
+
+void gw_stream_first_error(struct gw_req *r, const char *msg)
+{
+    /* The first message fails to decode: grpc-gateway answers 500, code 2 (Unknown) (§4.3). */
+    struct buf b;
+    buf_init(&b);
+    codec_error(&b, msg, 2);
+    gw_reply_json(r, 500, &b);
 }
 
 void gw_stream_error(struct gw_req *r, ms_err e, const char *msg)

@@ -56,6 +56,11 @@ void gw_reply_error(struct gw_req *r, ms_err e, const char *msg);
 
 struct jdec;
 struct jv;
+struct jw;
+/* "header":{...} with the server's current header (revision left out unless asked). */
+void gw_json_header(struct gw_req *r, struct jw *w, bool revision);
+/* Start a JSON answer in b: '{' and the header. */
+void gw_json_begin(struct gw_req *r, struct buf *b, struct jw *w, bool revision);
 /* Parse r's body as a request object into *root (decoder d, on r's arena). On failure reply
  * with the decoder's message (which frees r) and return false. */
 bool gw_parse_root(struct gw_req *r, struct jdec *d, struct jv *root);
@@ -80,6 +85,8 @@ void gw_stream_chunk(struct gw_req *r, struct buf *b);
 void gw_stream_end(struct gw_req *r);
 /* Error of a stream before its first message: grpc-gateway's {"error":{...}} envelope. */
 void gw_stream_error(struct gw_req *r, ms_err e, const char *msg);
+/* Reply to a stream whose first message does not decode (msg: the decoder's). Frees r. */
+void gw_stream_first_error(struct gw_req *r, const char *msg);
 
 /* Free r (its arena) without replying and without touching the HTTP request, which the
  * caller has taken over (streams). Clears the connection's close callback. */

@@ -37,14 +37,6 @@ void gw_lease_revoke(struct gw_req *r)
     gw_submit(r);
 }
 
-static void header(struct gw_req *r, struct jw *w)
-{
-    struct srv_header h;
-    srv_header(r->gw->srv, &h);
-    jw_key(w, "header");
-    codec_header(w, &h, true);
-}
-
 void gw_lease_timetolive(struct gw_req *r)
 {
     struct jdec d;
@@ -66,10 +58,7 @@ void gw_lease_timetolive(struct gw_req *r)
     }
     struct buf b;
     struct jw w;
-    buf_init(&b);
-    jw_init(&w, &b);
-    jw_obj(&w);
-    header(r, &w);
+    gw_json_begin(r, &b, &w, true);
     if (t.id) {
         jw_key(&w, "ID");
         jw_i64(&w, t.id);
@@ -108,10 +97,7 @@ void gw_lease_leases(struct gw_req *r)
     }
     struct buf b;
     struct jw w;
-    buf_init(&b);
-    jw_init(&w, &b);
-    jw_obj(&w);
-    header(r, &w);
+    gw_json_begin(r, &b, &w, true);
     if (n) {
         jw_key(&w, "leases");
         jw_arr(&w);
@@ -136,9 +122,7 @@ void gw_lease_keepalive(struct gw_req *r)
     buf_init(&b);
     for (;;) {
         /* Skip the blanks between messages; the body's end ends the stream. */
-        while (off < r->body_len && (r->body[off] == ' ' || r->body[off] == '\n' ||
-                                     r->body[off] == '\r' || r->body[off] == '\t'))
-            off++;
+        off = json_skip_ws(r->body, r->body_len, off);
         if (off >= r->body_len)
             break;
         struct jdec d;
@@ -149,10 +133,8 @@ void gw_lease_keepalive(struct gw_req *r)
         if (!json_parse_next(&d, r->body + off, r->body_len - off, &v, &used) ||
             !jdec_root_value(&d, &v) || !jdec_i64(&d, jv_field(&v, "ID", NULL), &id)) {
             if (msgs == 0) {
-                /* The first message fails: grpc-gateway answers 500, code 2 (§4.3). */
                 buf_fini(&b);
-                codec_error(&b, d.msg, 2);
-                gw_reply_json(r, 500, &b);
+                gw_stream_first_error(r, d.msg);
                 return;
             }
             break; /* a later one: the request side just ends */
@@ -173,7 +155,7 @@ void gw_lease_keepalive(struct gw_req *r)
         jw_obj(&w);
         jw_key(&w, "result");
         jw_obj(&w);
-        header(r, &w);
+        gw_json_header(r, &w, true);
         if (id) {
             jw_key(&w, "ID");
             jw_i64(&w, id);

@@ -9,17 +9,11 @@ void gw_maint_status(struct gw_req *r)
 {
     if (!gw_parse_empty(r))
         return;
-    struct srv_header h;
     struct srv_status st;
     struct buf b;
     struct jw w;
-    srv_header(r->gw->srv, &h);
     srv_status(r->gw->srv, &st);
-    buf_init(&b);
-    jw_init(&w, &b);
-    jw_obj(&w);
-    jw_key(&w, "header");
-    codec_header(&w, &h, true);
+    gw_json_begin(r, &b, &w, true);
     jw_key(&w, "version");
     jw_cstr(&w, MS_ETCD_VERSION);
     if (st.db_size) {
@@ -73,21 +67,16 @@ void gw_maint_hash(struct gw_req *r)
 {
     if (!gw_parse_empty(r))
         return;
-    struct srv_header h;
     uint32_t hash;
-    ms_err e = srv_hash(r->gw->srv, &hash, &h.revision);
+    int64_t rev;
+    ms_err e = srv_hash(r->gw->srv, &hash, &rev);
     if (e) {
         gw_reply_error(r, e, NULL);
         return;
     }
-    srv_header(r->gw->srv, &h);
     struct buf b;
     struct jw w;
-    buf_init(&b);
-    jw_init(&w, &b);
-    jw_obj(&w);
-    jw_key(&w, "header");
-    codec_header(&w, &h, true);
+    gw_json_begin(r, &b, &w, true);
     if (hash) {
         jw_key(&w, "hash");
         jw_num(&w, hash);
@@ -146,17 +135,11 @@ void gw_cluster_member_list(struct gw_req *r)
 {
     if (!gw_parse_empty(r))
         return;
-    struct srv_header h;
     struct srv_member m;
     struct buf b;
     struct jw w;
-    srv_header(r->gw->srv, &h);
     srv_self(r->gw->srv, &m);
-    buf_init(&b);
-    jw_init(&w, &b);
-    jw_obj(&w);
-    jw_key(&w, "header");
-    codec_header(&w, &h, false);
+    gw_json_begin(r, &b, &w, false);
     jw_key(&w, "members");
     jw_arr(&w);
     jw_obj(&w);

@@ -349,14 +349,6 @@ static void stream_arm(struct gw_stream *st)
     mark_dirty(st);
 }
 
-static void reply_first_error(struct gw_req *r, const char *msg)
-{
-    struct buf b;
-    buf_init(&b);
-    codec_error(&b, msg, 2); /* etcd: the first stream message failing is code Unknown */
-    gw_reply_json(r, 500, &b);
-}
-
 static void dispatch(struct gw *gw, struct gw_stream *st, struct codec_watch_req *m)
 {
     switch (m->kind) {
@@ -387,9 +379,7 @@ static enum run_result run_messages(struct gw_stream *st, struct jdec *d, const 
                                     size_t len, size_t *off, bool first)
 {
     for (;;) {
-        while (*off < len && (body[*off] == ' ' || body[*off] == '\t' || body[*off] == '\n' ||
-                              body[*off] == '\r'))
-            (*off)++;
+        *off = json_skip_ws(body, len, *off);
         if (*off >= len)
             return RUN_DONE;
         if (!first && http_pending(st->req) >= st->gw->stream_limit)
@@ -470,7 +460,7 @@ void gw_watch(struct gw_req *r)
     switch (run_messages(st, &d, r->body, r->body_len, &off, true)) {
     case RUN_FIRST_ERROR:
         stream_free(st);
-        reply_first_error(r, d.msg);
+        gw_stream_first_error(r, d.msg);
         return;
     case RUN_PAUSED:
         keep_rest(st, r->body + off, r->body_len - off);

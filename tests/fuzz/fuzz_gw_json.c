@@ -45,9 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t off = 0;
     jdec_init(&d, a);
     while (off < size) {
-        while (off < size &&
-               (data[off] == ' ' || data[off] == '\t' || data[off] == '\n' || data[off] == '\r'))
-            off++;
+        off = json_skip_ws((const char *)data, size, off);
         if (off >= size)
             break;
         struct jv v;

@@ -24,10 +24,7 @@ ms_err kv_compact(struct kv_store *kv, struct be_txn *txn, int64_t rev)
     ms_err e = kv_meta_put_i64(txn, KV_META_SCHEDULED_COMPACT, rev);
     if (e)
         return e;
-    kv->compact_rev = rev;
-    kv_index_compact(&kv->ix, rev);
-    kv->compact_pending = rev;
-    memset(&kv->compact_next, 0, sizeof(kv->compact_next));
+    kv_compact_begin(kv, rev);
     return MS_OK;
 }
 

@@ -105,12 +105,11 @@ ms_err kv_range_in(struct kv_store *kv, struct be_txn *txn, const struct kv_rang
     out->revision = cur;
 
     int64_t rev = req->revision;
-    if (rev > cur)
-        return MS_E_FUTURE_REV;
+    ms_err e = kv_read_rev_check(kv, rev, cur);
+    if (e)
+        return e;
     if (rev <= 0)
         rev = cur;
-    if (rev < kv->compact_rev)
-        return MS_E_COMPACTED;
 
     bool has_filter = req->min_mod_revision || req->max_mod_revision || req->min_create_revision ||
                       req->max_create_revision;
@@ -167,7 +166,7 @@ ms_err kv_range_in(struct kv_store *kv, struct be_txn *txn, const struct kv_rang
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         struct kv_kv rec;
-        ms_err e = kv_read_record(txn, hits[i].mod, &rec);
+        e = kv_read_record(txn, hits[i].mod, &rec);
         if (e) {
             free(hits);
             return e;

@@ -88,10 +88,7 @@ struct kv_store *kv_store_open(struct be_txn *txn, ms_err *err)
         goto out_free;
     if (scheduled > finished) {
         /* A compaction was cut short by a stop: redo it (etcd does the same). */
-        kv_index_compact(&kv->ix, scheduled);
-        kv->compact_rev = scheduled;
-        kv->compact_pending = scheduled;
-        memset(&kv->compact_next, 0, sizeof(kv->compact_next));
+        kv_compact_begin(kv, scheduled);
     }
     return kv;
 

@@ -6,6 +6,8 @@
 
 #include "metastore/buf.h"
 
+#include <string.h>
+
 struct kv_store {
     struct kv_index ix;
     int64_t rev;                 /* current revision */
@@ -16,6 +18,26 @@ struct kv_store {
     void *lease_ctx;
     struct buf scratch; /* record encoding */
 };
+
+/* Compact the index at rev; the removal of older records is scheduled from the start. */
+static inline void kv_compact_begin(struct kv_store *kv, int64_t rev)
+{
+    kv_index_compact(&kv->ix, rev);
+    kv->compact_rev = rev;
+    kv->compact_pending = rev;
+    memset(&kv->compact_next, 0, sizeof(kv->compact_next));
+}
+
+/* Whether a read at rev (<= 0: the current revision cur) can be served: MS_E_FUTURE_REV above
+ * cur, MS_E_COMPACTED below the compaction. */
+static inline ms_err kv_read_rev_check(const struct kv_store *kv, int64_t rev, int64_t cur)
+{
+    if (rev > cur)
+        return MS_E_FUTURE_REV;
+    if (rev > 0 && rev < kv->compact_rev)
+        return MS_E_COMPACTED;
+    return MS_OK;
+}
 
 struct kv_undo {
     const uint8_t *key; /* in the write's arena */

@@ -376,11 +376,7 @@ static ms_err check_path(struct kv_store *kv, struct be_txn *txn, int64_t cur, s
             if (!e && !kv_lease_exists(kv, p->lease))
                 e = MS_E_LEASE_NOT_FOUND;
         } else if (op->type == KV_OP_RANGE) {
-            int64_t rev = op->u.range.revision;
-            if (rev > cur)
-                e = MS_E_FUTURE_REV;
-            else if (rev > 0 && rev < kv->compact_rev)
-                e = MS_E_COMPACTED;
+            e = kv_read_rev_check(kv, op->u.range.revision, cur);
         }
         if (e)
             return e;

@@ -84,3 +84,11 @@ void tu_sleep_ms(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
+
+long tu_json_num(const char *json, const char *field, long absent)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":\"", field);
+    const char *p = strstr(json, pat);
+    return p ? strtol(p + strlen(pat), NULL, 10) : absent;
+}

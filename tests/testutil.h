@@ -9,6 +9,10 @@
 /* Run one suite with Check's runner; returns the process exit code. */
 int tu_run_suite(Suite *s);
 
+/* The number in a JSON answer's "field":"N" (etcd's int64 fields are strings), or absent when
+ * the field is not there (etcd leaves out zero values). */
+long tu_json_num(const char *json, const char *field, long absent);
+
 /* CLOCK_MONOTONIC in milliseconds, and a sleep of ms milliseconds. */
 int64_t tu_now_ms(void);
 void tu_sleep_ms(int ms);
@@ -72,6 +76,8 @@ char *tu_norm(const char *json);
 const char *tu_header(const struct tu_resp *r, const char *name);
 
 /* Raw socket helpers for hostile-client tests. */
+/* A loopback TCP port free at the time of the call. */
+int tu_free_port(void);
 int tu_connect(int port);
 void tu_send_all(int fd, const char *data, size_t len);
 /* Read until EOF or timeout_ms; returns bytes read into a malloc'd NUL-terminated buffer. */

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int free_port(void)
+int tu_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -91,7 +91,7 @@ void tu_server_init(struct tu_server *s)
     memset(s, 0, sizeof(*s));
     s->dir = tu_mkdtemp("ms-integ");
     ck_assert_ptr_nonnull(s->dir);
-    s->port = free_port();
+    s->port = tu_free_port();
 }
 
 void tu_server_start(struct tu_server *s, const char *const *extra)

@@ -201,17 +201,6 @@ static const struct {
     {"/v3beta/kv/range", "{\"key\":\"Zm9v\"}"},
 };
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    getsockname(fd, (struct sockaddr *)&a, &al);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static const char *etcd_bin(void)
 {
     const char *e = getenv("ETCD_BIN");
@@ -223,8 +212,8 @@ static const char *etcd_bin(void)
 /* Start etcd on free loopback ports with its data in dir; *cport is its client port. */
 static pid_t etcd_start(const char *etcd, const char *dir, int *cport)
 {
-    int pport = free_port();
-    *cport = free_port();
+    int pport = tu_free_port();
+    *cport = tu_free_port();
     char curl[64], purl[64], ic[96], data[4200], log[4200];
     snprintf(curl, sizeof(curl), "http://127.0.0.1:%d", *cport);
     snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", pport);

@@ -66,8 +66,7 @@ static long parse_reply(struct conn *c)
         return 0;
     if (strncmp(c->in, "HTTP/1.1 200", 12) != 0)
         return -1;
-    char *r = strstr(hend, "\"revision\":\"");
-    return r ? strtol(r + 12, NULL, 10) : -1;
+    return tu_json_num(hend, "revision", -1);
 }
 
 /* Write until `stop_after` more acknowledgements, then SIGKILL the server. */
@@ -112,8 +111,7 @@ static void write_then_kill(struct tu_server *s, long stop_after)
 static long current_revision(int port)
 {
     char *got = tu_post(port, "/v3/kv/range", "{\"key\":\"AA==\",\"count_only\":true}", NULL);
-    char *r = strstr(got, "\"revision\":\"");
-    long rev = r ? strtol(r + 12, NULL, 10) : -1;
+    long rev = tu_json_num(got, "revision", -1);
     free(got);
     return rev;
 }

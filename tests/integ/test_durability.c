@@ -11,14 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static long json_num(const char *body, const char *field)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":\"", field);
-    const char *p = strstr(body, pat);
-    return p ? strtol(p + strlen(pat), NULL, 10) : -1;
-}
-
 /* Put key k<i> with a value of vlen bytes ('a'); returns the HTTP status. */
 static int put_n(int port, int i, size_t vlen, char **body_out)
 {
@@ -77,8 +69,8 @@ static void quota_flow(const char *backend)
     got = tu_post(s.port, "/v3/kv/range",
                   "{\"key\":\"AA==\",\"range_end\":\"AA==\",\"count_only\":true}", &st);
     ck_assert_int_eq(st, 200);
-    ck_assert_int_eq(json_num(got, "count"), written);
-    long rev = json_num(got, "revision");
+    ck_assert_int_eq(tu_json_num(got, "count", -1), written);
+    long rev = tu_json_num(got, "revision", -1);
     free(got);
     ck_assert_int_eq(put_n(s.port, 999999, 10, NULL), 429);
     /* A txn that only reads is fine, one that writes is not. */
@@ -90,7 +82,7 @@ static void quota_flow(const char *backend)
     ck_assert_int_eq(st, 429);
     got = tu_post(s.port, "/v3/kv/deleterange", "{\"key\":\"AA==\",\"range_end\":\"AA==\"}", &st);
     ck_assert_int_eq(st, 200);
-    ck_assert_int_eq(json_num(got, "deleted"), written);
+    ck_assert_int_eq(tu_json_num(got, "deleted", -1), written);
     free(got);
     /* Compaction + defragment + disarm: writes work again and nothing else was lost. */
     char body[64];
@@ -176,7 +168,7 @@ START_TEST(defrag_under_writes)
         ck_assert_int_eq(put_n(s.port, i, 30, NULL), 200);
     char *c1 = tu_post(s.port, "/v3/kv/range",
                        "{\"key\":\"AA==\",\"range_end\":\"AA==\",\"count_only\":true}", NULL);
-    ck_assert_int_eq(json_num(c1, "count"), 30000 + 210);
+    ck_assert_int_eq(tu_json_num(c1, "count", -1), 30000 + 210);
     char *h1 = tu_post(s.port, "/v3/maintenance/hash", "{}", NULL);
     tu_server_stop_keep(&s, 1);
     tu_server_restart(&s, NULL);
@@ -257,7 +249,7 @@ START_TEST(snapshot_and_restore)
         /* It takes writes at the next revision. */
         char *got;
         ck_assert_int_eq(put_n(t.port, 5000, 10, &got), 200);
-        ck_assert_int_eq(json_num(got, "revision"), json_num(r1, "revision") + 1);
+        ck_assert_int_eq(tu_json_num(got, "revision", -1), tu_json_num(r1, "revision", -1) + 1);
         free(got);
         free(h1);
         free(h2);

@@ -41,8 +41,7 @@ static int key_count(const char *key_b64)
     char body[128];
     snprintf(body, sizeof(body), "{\"key\":\"%s\",\"count_only\":true}", key_b64);
     char *got = tu_post(srv.port, "/v3/kv/range", body, NULL);
-    const char *c = strstr(got, "\"count\":\"");
-    int n = c ? atoi(c + 9) : 0;
+    int n = (int)tu_json_num(got, "count", 0);
     free(got);
     return n;
 }
@@ -226,8 +225,7 @@ START_TEST(many_leases_expire_together)
         uint64_t took = tu_now_ms() - t0;
         if (took > worst)
             worst = took;
-        const char *c = strstr(got, "\"count\":\"");
-        left = c ? atoi(c + 9) : 0;
+        left = (int)tu_json_num(got, "count", 0);
         free(got);
         tu_sleep_ms(20);
     }

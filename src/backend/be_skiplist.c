@@ -7,6 +7,7 @@
  * Durability is not this file's business: the WAL and snapshots provide it.
  */
 #include "metastore/be.h"
+#include "metastore/grow.h"
 #include "metastore/skiplist.h"
 
 #include <stdlib.h>
@@ -169,14 +170,10 @@ static void sl_txn_abort(struct be_txn *t)
 static bool undo_push(struct be_txn *t, enum be_bucket b, const uint8_t *k, size_t klen,
                       struct blob *old)
 {
-    if (t->n_undo == t->cap_undo) {
-        size_t cap = t->cap_undo ? t->cap_undo * 2 : 16;
-        struct undo *u = realloc(t->undo, cap * sizeof(*u));
-        if (!u)
-            return false;
-        t->undo = u;
-        t->cap_undo = cap;
-    }
+    struct undo *u = ms_grow(t->undo, &t->cap_undo, t->n_undo + 1, sizeof(*u), 16);
+    if (!u)
+        return false;
+    t->undo = u;
     uint8_t *kc = malloc(klen ? klen : 1);
     if (!kc)
         return false;

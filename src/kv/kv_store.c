@@ -8,6 +8,7 @@
 #include "kv_int.h"
 
 #include "metastore/arena.h"
+#include "metastore/grow.h"
 #include "metastore/be.h"
 #include "metastore/buf.h"
 #include "metastore/log.h"
@@ -215,14 +216,10 @@ int64_t kv_write_rev(const struct kv_write *w)
 static bool undo_push(struct kv_write *w, const uint8_t *key, size_t klen, bool tomb,
                       bool created_node, struct kv_rev prev_modified)
 {
-    if (w->n_undo == w->cap_undo) {
-        size_t cap = w->cap_undo ? w->cap_undo * 2 : 8;
-        struct kv_undo *u = realloc(w->undo, cap * sizeof(*u));
-        if (!u)
-            return false;
-        w->undo = u;
-        w->cap_undo = cap;
-    }
+    struct kv_undo *u = ms_grow(w->undo, &w->cap_undo, w->n_undo + 1, sizeof(*u), 8);
+    if (!u)
+        return false;
+    w->undo = u;
     w->undo[w->n_undo++] = (struct kv_undo){.key = key,
                                             .klen = klen,
                                             .tomb = tomb,
@@ -233,14 +230,10 @@ static bool undo_push(struct kv_write *w, const uint8_t *key, size_t klen, bool 
 
 static struct kv_event *event_push(struct kv_write *w)
 {
-    if (w->n_ev == w->cap_ev) {
-        size_t cap = w->cap_ev ? w->cap_ev * 2 : 8;
-        struct kv_event *e = realloc(w->ev, cap * sizeof(*e));
-        if (!e)
-            return NULL;
-        w->ev = e;
-        w->cap_ev = cap;
-    }
+    struct kv_event *v = ms_grow(w->ev, &w->cap_ev, w->n_ev + 1, sizeof(*v), 8);
+    if (!v)
+        return NULL;
+    w->ev = v;
     struct kv_event *e = &w->ev[w->n_ev++];
     memset(e, 0, sizeof(*e));
     return e;

@@ -9,6 +9,8 @@
  */
 #include "kv_store_int.h"
 
+#include "metastore/grow.h"
+
 #include "metastore/arena.h"
 
 #include <stdlib.h>
@@ -133,28 +135,20 @@ static bool puts_has(const struct keyset *k, const uint8_t *key, size_t klen)
 
 static bool add_del(struct keyset *k, struct ivl d)
 {
-    if (k->n_dels == k->cap_dels) {
-        size_t cap = k->cap_dels ? k->cap_dels * 2 : 8;
-        struct ivl *n = realloc(k->dels, cap * sizeof(*n));
-        if (!n)
-            return false;
-        k->dels = n;
-        k->cap_dels = cap;
-    }
+    struct ivl *n = ms_grow(k->dels, &k->cap_dels, k->n_dels + 1, sizeof(*n), 8);
+    if (!n)
+        return false;
+    k->dels = n;
     k->dels[k->n_dels++] = d;
     return true;
 }
 
 static bool add_put(struct keyset *k, const struct kv_put_req *p)
 {
-    if (k->n_puts == k->cap_puts) {
-        size_t cap = k->cap_puts ? k->cap_puts * 2 : 8;
-        const struct kv_put_req **n = realloc(k->puts, cap * sizeof(*n));
-        if (!n)
-            return false;
-        k->puts = n;
-        k->cap_puts = cap;
-    }
+    const struct kv_put_req **n = ms_grow(k->puts, &k->cap_puts, k->n_puts + 1, sizeof(*n), 8);
+    if (!n)
+        return false;
+    k->puts = n;
     k->puts[k->n_puts++] = p;
     return true;
 }
@@ -315,14 +309,10 @@ struct txn_path {
 
 static bool path_push(struct txn_path *p, bool b)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 8;
-        bool *n = realloc(p->v, cap * sizeof(*n));
-        if (!n)
-            return false;
-        p->v = n;
-        p->cap = cap;
-    }
+    bool *n = ms_grow(p->v, &p->cap, p->n + 1, sizeof(*n), 8);
+    if (!n)
+        return false;
+    p->v = n;
     p->v[p->n++] = b;
     return true;
 }

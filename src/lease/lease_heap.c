@@ -2,6 +2,8 @@
  * deterministic). Each lease knows its slot, so removal and re-keying are O(log n). */
 #include "lease_int.h"
 
+#include "metastore/grow.h"
+
 #include <stdlib.h>
 
 static bool before(const struct lease *a, const struct lease *b)
@@ -49,14 +51,10 @@ static void down(struct lease_heap *h, size_t i)
 
 bool lease_heap_push(struct lease_heap *h, struct lease *l)
 {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        struct lease **v = realloc(h->v, cap * sizeof(*v));
-        if (!v)
-            return false;
-        h->v = v;
-        h->cap = cap;
-    }
+    struct lease **v = ms_grow(h->v, &h->cap, h->n + 1, sizeof(*v), 64);
+    if (!v)
+        return false;
+    h->v = v;
     set(h, h->n++, l);
     up(h, h->n - 1);
     return true;

@@ -6,6 +6,7 @@
  */
 #include "srv_int.h"
 
+#include "metastore/grow.h"
 #include "metastore/clock.h"
 #include "metastore/fs.h"
 #include "metastore/log.h"
@@ -282,14 +283,10 @@ void srv_wake(struct srv *s)
 
 bool srv_push_id(uint64_t **v, size_t *n, size_t *cap, uint64_t id)
 {
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 16;
-        uint64_t *nv = realloc(*v, nc * sizeof(*nv));
-        if (!nv)
-            return false;
-        *v = nv;
-        *cap = nc;
-    }
+    uint64_t *nv = ms_grow(*v, cap, *n + 1, sizeof(*nv), 16);
+    if (!nv)
+        return false;
+    *v = nv;
     (*v)[(*n)++] = id;
     return true;
 }
@@ -344,14 +341,10 @@ ms_err srv_propose(struct srv *s, const struct srv_req *req, uint64_t id)
     /* etcd refuses a raft request bigger than --max-request-bytes. */
     if (s->enc.len > s->cfg.max_request_bytes)
         return MS_E_REQUEST_TOO_LARGE;
-    if (s->n_log == s->cap_log) {
-        size_t cap = s->cap_log ? s->cap_log * 2 : 64;
-        struct srv_entry *l = realloc(s->log, cap * sizeof(*l));
-        if (!l)
-            return MS_E_NOMEM;
-        s->log = l;
-        s->cap_log = cap;
-    }
+    struct srv_entry *l = ms_grow(s->log, &s->cap_log, s->n_log + 1, sizeof(*l), 64);
+    if (!l)
+        return MS_E_NOMEM;
+    s->log = l;
     uint8_t *data = malloc(s->enc.len);
     if (!data)
         return MS_E_NOMEM;

@@ -16,6 +16,7 @@
  */
 #include "srv_int.h"
 
+#include "metastore/grow.h"
 #include "metastore/log.h"
 
 #include <stdlib.h>
@@ -195,19 +196,15 @@ ms_err srv_read(struct srv *s, const struct srv_req *req, struct srv_result *res
 
 static void push_done(struct srv *s, uint64_t id, ms_err err, struct srv_result *res)
 {
-    if (s->n_dones == s->cap_dones) {
-        size_t cap = s->cap_dones ? s->cap_dones * 2 : 64;
-        struct srv_done *d = realloc(s->dones, cap * sizeof(*d));
-        if (!d) {
-            /* Cannot remember the completion: the caller gets an error now rather than never. */
-            struct wait_entry we;
-            if (wait_remove(&s->waits, id, &we) && we.done)
-                we.done(we.ctx, MS_E_NOMEM, NULL);
-            return;
-        }
-        s->dones = d;
-        s->cap_dones = cap;
+    struct srv_done *d = ms_grow(s->dones, &s->cap_dones, s->n_dones + 1, sizeof(*d), 64);
+    if (!d) {
+        /* Cannot remember the completion: the caller gets an error now rather than never. */
+        struct wait_entry we;
+        if (wait_remove(&s->waits, id, &we) && we.done)
+            we.done(we.ctx, MS_E_NOMEM, NULL);
+        return;
     }
+    s->dones = d;
     s->dones[s->n_dones++] = (struct srv_done){.id = id, .err = err, .res = res};
 }
 
@@ -230,16 +227,10 @@ static void append_batch(struct srv *s, struct srv_entry *batch, size_t n)
     if (e)
         ms_fatal("wal: cannot append entries %llu..%llu: %s", (unsigned long long)batch[0].index,
                  (unsigned long long)batch[n - 1].index, ms_err_name(e));
-    if (s->n_unsynced + n > s->cap_unsynced) {
-        size_t cap = s->cap_unsynced ? s->cap_unsynced : 64;
-        while (cap < s->n_unsynced + n)
-            cap *= 2;
-        struct srv_entry *v = realloc(s->unsynced, cap * sizeof(*v));
-        if (!v)
-            ms_fatal("out of memory queueing %zu entries", n);
-        s->unsynced = v;
-        s->cap_unsynced = cap;
-    }
+    struct srv_entry *v = ms_grow(s->unsynced, &s->cap_unsynced, s->n_unsynced + n, sizeof(*v), 64);
+    if (!v)
+        ms_fatal("out of memory queueing %zu entries", n);
+    s->unsynced = v;
     memcpy(s->unsynced + s->n_unsynced, batch, n * sizeof(*batch));
     s->n_unsynced += n;
     s->ctr.ready_batches++;

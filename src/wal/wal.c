@@ -13,6 +13,7 @@
  * call syncs in place and says so.
  */
 #define _GNU_SOURCE /* syscall() */
+#include "metastore/grow.h"
 #include "metastore/wal.h"
 
 #include "metastore/buf.h"
@@ -87,14 +88,10 @@ static void seg_path(const struct wal *w, const struct seg *s, char *out, size_t
 
 static bool push_seg(struct wal *w, struct seg s)
 {
-    if (w->n_segs == w->cap_segs) {
-        size_t cap = w->cap_segs ? w->cap_segs * 2 : 8;
-        struct seg *n = realloc(w->segs, cap * sizeof(*n));
-        if (!n)
-            return false;
-        w->segs = n;
-        w->cap_segs = cap;
-    }
+    struct seg *n = ms_grow(w->segs, &w->cap_segs, w->n_segs + 1, sizeof(*n), 8);
+    if (!n)
+        return false;
+    w->segs = n;
     w->segs[w->n_segs++] = s;
     return true;
 }
@@ -198,14 +195,10 @@ struct reader {
 
 static uint8_t *store_copy(struct store *st, const uint8_t *p, size_t n)
 {
-    if (st->n == st->cap) {
-        size_t cap = st->cap ? st->cap * 2 : 64;
-        uint8_t **b = realloc(st->blocks, cap * sizeof(*b));
-        if (!b)
-            return NULL;
-        st->blocks = b;
-        st->cap = cap;
-    }
+    uint8_t **b = ms_grow(st->blocks, &st->cap, st->n + 1, sizeof(*b), 64);
+    if (!b)
+        return NULL;
+    st->blocks = b;
     uint8_t *c = malloc(n ? n : 1);
     if (!c)
         return NULL;
@@ -229,14 +222,10 @@ static ms_err take_entry(struct reader *r, const struct wal_rec *rec)
     w->last_index = e.index;
     if (e.index < r->from)
         return MS_OK;
-    if (l->n_entries == r->cap_entries) {
-        size_t cap = r->cap_entries ? r->cap_entries * 2 : 256;
-        struct raft_entry *n = realloc(l->entries, cap * sizeof(*n));
-        if (!n)
-            return MS_E_NOMEM;
-        l->entries = n;
-        r->cap_entries = cap;
-    }
+    struct raft_entry *n = ms_grow(l->entries, &r->cap_entries, l->n_entries + 1, sizeof(*n), 256);
+    if (!n)
+        return MS_E_NOMEM;
+    l->entries = n;
     if (e.len) {
         e.data = store_copy(&r->st, e.data, e.len);
         if (!e.data)

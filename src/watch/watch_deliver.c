@@ -10,21 +10,20 @@
  */
 #include "watch_int.h"
 
+#include "metastore/grow.h"
+
 #include <stdlib.h>
 #include <string.h>
 
+/* ms_grow for arrays that may need no room at all (need 0). */
 static bool grow(void **p, size_t *cap, size_t need, size_t size)
 {
     if (need <= *cap)
         return true;
-    size_t nc = *cap ? *cap : 64;
-    while (nc < need)
-        nc *= 2;
-    void *np = realloc(*p, nc * size);
+    void *np = ms_grow(*p, cap, need, size, 64);
     if (!np)
         return false;
     *p = np;
-    *cap = nc;
     return true;
 }
 

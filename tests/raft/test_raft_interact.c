@@ -71,6 +71,8 @@ static uint64_t num(const struct cmd *c, int i, uint64_t dflt)
 /* Run one command; output goes to t->trace (already set). Returns false on a script error. */
 static bool run(struct tn *t, struct cmd *c, struct buf *out)
 {
+    if (c->argc == 0)
+        return false;
     const char *name = c->argv[0];
     uint64_t id = num(c, 1, 0);
     if (!strcmp(name, "add-nodes")) {
@@ -214,7 +216,7 @@ static int run_file(const char *path, bool rewrite)
             p += l;
             lineno++;
         }
-        struct cmd c;
+        struct cmd c = {0};
         char work[1024];
         memcpy(work, line, sizeof(work));
         split(work, &c);

@@ -1,18 +1,23 @@
 /* be_lmdb.c - the LMDB backend: one named database per bucket in one environment.
  *
  * The only file that includes <lmdb.h>; LMDB return codes are mapped to ms_err here
- * (MDB_MAP_FULL -> MS_E_NO_SPACE). Commits use LMDB's default full sync; the server decides
- * how often to commit (DESIGN.md §3). Never opened with MDB_NOSYNC.
+ * (MDB_MAP_FULL -> MS_E_NO_SPACE). An error LMDB reports as an errno (a full disk, an I/O
+ * error) is logged here with the file and the errno text, since ms_err keeps neither.
+ * Commits use LMDB's default full sync; the server decides how often to commit (DESIGN.md §3).
+ * Never opened with MDB_NOSYNC.
  */
 #include "metastore/be.h"
 #include "metastore/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 struct be_txn {
     struct be_txn_hdr hdr;
@@ -61,6 +66,21 @@ static ms_err map_rc(int rc)
     }
 }
 
+/* map_rc for a call that may reach the disk: an errno is logged with the data file, what was
+ * being done and the free space left, because the caller only sees MS_E_IO or NO_SPACE. A full
+ * disk shows as ENOSPC, or as EIO when LMDB's write stopped part-way. */
+static ms_err disk_rc(const struct be_lmdb *be, const char *what, int rc)
+{
+    struct statvfs fs;
+    if (rc > 0 && rc != ENOMEM) {
+        unsigned long long avail =
+            statvfs(be->path, &fs) == 0 ? (unsigned long long)fs.f_bavail * fs.f_frsize : 0;
+        log_error("backend: %s failed on %s: %s (the file system has %llu bytes free)", what,
+                  be->path, strerror(rc), avail);
+    }
+    return map_rc(rc);
+}
+
 static ms_err lm_txn_begin(struct be *base, struct be_txn *parent, bool write, struct be_txn **out)
 {
     struct be_lmdb *be = (struct be_lmdb *)base;
@@ -70,7 +90,7 @@ static ms_err lm_txn_begin(struct be *base, struct be_txn *parent, bool write, s
     int rc = mdb_txn_begin(be->env, parent ? parent->txn : NULL, write ? 0 : MDB_RDONLY, &t->txn);
     if (rc) {
         free(t);
-        return map_rc(rc);
+        return disk_rc(be, "begin a transaction", rc);
     }
     t->hdr.ops = &lmdb_ops;
     t->be = be;
@@ -81,11 +101,12 @@ static ms_err lm_txn_begin(struct be *base, struct be_txn *parent, bool write, s
 
 static ms_err lm_txn_commit(struct be_txn *t)
 {
+    struct be_lmdb *be = t->be;
     if (t->write)
-        t->be->size_stale = true; /* pages reach the file only at commit */
+        be->size_stale = true; /* pages reach the file only at commit */
     int rc = mdb_txn_commit(t->txn);
     free(t);
-    return map_rc(rc);
+    return disk_rc(be, "commit", rc);
 }
 
 static void lm_txn_abort(struct be_txn *t)
@@ -116,7 +137,7 @@ static ms_err lm_put(struct be_txn *t, enum be_bucket b, const uint8_t *k, size_
         return MS_E_INTERNAL;
     MDB_val key = {klen, (void *)(uintptr_t)k};
     MDB_val val = {vlen, (void *)(uintptr_t)(v ? v : (const uint8_t *)"")};
-    return map_rc(mdb_put(t->txn, t->be->dbi[b], &key, &val, 0));
+    return disk_rc(t->be, "put", mdb_put(t->txn, t->be->dbi[b], &key, &val, 0));
 }
 
 static ms_err lm_del(struct be_txn *t, enum be_bucket b, const uint8_t *k, size_t klen)
@@ -124,7 +145,7 @@ static ms_err lm_del(struct be_txn *t, enum be_bucket b, const uint8_t *k, size_
     if ((unsigned)b >= BE_BUCKET_COUNT_ || !t->write)
         return MS_E_INTERNAL;
     MDB_val key = {klen, (void *)(uintptr_t)k};
-    return map_rc(mdb_del(t->txn, t->be->dbi[b], &key, NULL));
+    return disk_rc(t->be, "delete", mdb_del(t->txn, t->be->dbi[b], &key, NULL));
 }
 
 static ms_err lm_cursor_open(struct be_txn *t, enum be_bucket b, struct be_cursor **out)
@@ -216,7 +237,7 @@ static void lm_stats(struct be *base, struct be_stats *out)
 static ms_err lm_sync(struct be *base)
 {
     struct be_lmdb *be = (struct be_lmdb *)base;
-    return map_rc(mdb_env_sync(be->env, 1));
+    return disk_rc(be, "sync", mdb_env_sync(be->env, 1));
 }
 
 static void lm_close(struct be *base)
@@ -247,6 +268,196 @@ static const struct be_ops lmdb_ops = {
     .close = lm_close,
 };
 
+/* ---- the length check before LMDB maps the file ----
+ *
+ * LMDB maps data.mdb and reads pages through the map, so a file cut short (a copy that
+ * stopped, a file system that lost its tail) kills the process with SIGBUS at the first page
+ * past the end, with nothing logged. The file is checked first, read with pread only.
+ *
+ * The newest meta page records the last page number used (mm_last_pg) and the page size. A
+ * sound file need not reach (last_pg + 1) * psize: pages freed in the transaction that
+ * allocated them are never written, and stay on the free list until reused (then they are
+ * written, with pwrite, which extends the file). So a file shorter than that is truncated
+ * only if a page past its end is not on the free list; the free list is walked to tell.
+ *
+ * The layout is LMDB 0.9's on-disk format (mdb.c: MDB_page, MDB_meta, MDB_db, MDB_node) for
+ * 64-bit builds; it is native-endian, as LMDB's own. Anything unexpected (another format, a
+ * 32-bit build) is left to mdb_env_open, which checks the meta pages itself. */
+
+enum {
+    LMF_PAGEHDR = 16,              /* sizeof the page header: pgno, pad, flags, lower, upper */
+    LMF_PAGE_FLAGS = 10,           /* uint16 mp_flags */
+    LMF_PAGE_LOWER = 12,           /* uint16 mp_lower: end of the node offsets */
+    LMF_PAGE_OVPAGES = 12,         /* uint32 mp_pages of an overflow page */
+    LMF_META = LMF_PAGEHDR,        /* the meta follows the page header */
+    LMF_MAGIC = LMF_META + 0,      /* uint32 mm_magic */
+    LMF_VERSION = LMF_META + 4,    /* uint32 mm_version */
+    LMF_PSIZE = LMF_META + 24,     /* uint32 mm_dbs[FREE_DBI].md_pad */
+    LMF_FREE_ROOT = LMF_META + 64, /* pgno mm_dbs[FREE_DBI].md_root */
+    LMF_LAST_PG = LMF_META + 120,  /* pgno mm_last_pg */
+    LMF_TXNID = LMF_META + 128,    /* txnid mm_txnid */
+    LMF_META_END = LMF_META + 136,
+    LMF_NODEHDR = 8, /* mn_lo, mn_hi, mn_flags, mn_ksize */
+};
+#define LMF_MAGIC_VALUE 0xBEEFC0DEu
+#define LMF_P_BRANCH    0x01u
+#define LMF_P_LEAF      0x02u
+#define LMF_F_BIGDATA   0x01u /* node flag: the data is on overflow pages */
+#define LMF_MAX_DEPTH   64
+
+static uint16_t ld16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static uint32_t ld32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static uint64_t ld64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* The data file's pages [have, want) are past its end; free[] marks those on the free list. */
+struct lmf_walk {
+    int fd;
+    uint32_t psize;
+    uint64_t have;
+    uint64_t want;
+    uint8_t *page; /* LMF_MAX_DEPTH pages, one per level of the tree */
+    bool *free;
+};
+
+/* Read n pages from pgno into buf (n * psize bytes); false if any is past the end. */
+static bool lmf_read(struct lmf_walk *w, uint64_t pgno, uint64_t n, uint8_t *buf)
+{
+    if (pgno >= w->have || n > w->have - pgno)
+        return false;
+    size_t len = (size_t)(n * w->psize);
+    return pread(w->fd, buf, len, (off_t)(pgno * w->psize)) == (ssize_t)len;
+}
+
+/* Mark the page numbers of one free-list record (an MDB_IDL: a count, then the numbers). */
+static void lmf_mark(struct lmf_walk *w, const uint8_t *idl, size_t len)
+{
+    if (len < 8)
+        return;
+    uint64_t n = ld64(idl);
+    for (uint64_t i = 1; i <= n && (i + 1) * 8 <= len; i++) {
+        uint64_t pg = ld64(idl + i * 8);
+        if (pg >= w->have && pg < w->want)
+            w->free[pg - w->have] = true;
+    }
+}
+
+/* Walk the free-list tree below pgno; false if it cannot be read. */
+static bool lmf_walk(struct lmf_walk *w, uint64_t pgno, int depth)
+{
+    if (depth >= LMF_MAX_DEPTH)
+        return false;
+    uint8_t *p = w->page + (size_t)depth * w->psize;
+    if (!lmf_read(w, pgno, 1, p))
+        return false;
+    uint16_t flags = ld16(p + LMF_PAGE_FLAGS), lower = ld16(p + LMF_PAGE_LOWER);
+    if (lower < LMF_PAGEHDR || lower > w->psize)
+        return false;
+    for (size_t i = 0; i < (size_t)(lower - LMF_PAGEHDR) / 2; i++) {
+        size_t off = ld16(p + LMF_PAGEHDR + 2 * i);
+        if (off + LMF_NODEHDR > w->psize)
+            return false;
+        const uint8_t *node = p + off;
+        uint64_t lo = ld16(node), hi = ld16(node + 2), nflags = ld16(node + 4);
+        size_t data = off + LMF_NODEHDR + ld16(node + 6);
+        if (flags & LMF_P_BRANCH) {
+            if (!lmf_walk(w, lo | hi << 16 | nflags << 32, depth + 1))
+                return false;
+            continue;
+        }
+        if (!(flags & LMF_P_LEAF))
+            return false;
+        size_t len = (size_t)(lo | hi << 16);
+        if (!(nflags & LMF_F_BIGDATA)) {
+            if (data + len > w->psize)
+                return false;
+            lmf_mark(w, p + data, len);
+            continue;
+        }
+        if (data + 8 > w->psize)
+            return false;
+        uint64_t ov = ld64(p + data);
+        uint64_t pages = (LMF_PAGEHDR + (uint64_t)len + w->psize - 1) / w->psize;
+        if (pages > w->have)
+            return false;
+        uint8_t *big = malloc((size_t)(pages * w->psize));
+        bool ok = big && lmf_read(w, ov, pages, big);
+        if (ok)
+            lmf_mark(w, big + LMF_PAGEHDR, len);
+        free(big);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* Refuse a data.mdb shorter than its meta page says, unless only free pages are missing. */
+static ms_err check_length(const char *path)
+{
+    uint8_t meta[2][LMF_META_END];
+    struct stat sb;
+    ms_err e = MS_OK;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return MS_OK; /* a new environment, or an error mdb_env_open reports */
+    if (sizeof(size_t) != 8 || fstat(fd, &sb) != 0 ||
+        pread(fd, meta[0], sizeof(meta[0]), 0) != (ssize_t)sizeof(meta[0]) ||
+        ld32(meta[0] + LMF_MAGIC) != LMF_MAGIC_VALUE || ld32(meta[0] + LMF_VERSION) != 1)
+        goto out_close;
+    uint32_t psize = ld32(meta[0] + LMF_PSIZE);
+    if (psize < 512 || psize > 65536 || (psize & (psize - 1)) != 0)
+        goto out_close;
+    /* Transaction N writes meta page N % 2; the newer one is the database. */
+    const uint8_t *m = meta[0];
+    if (pread(fd, meta[1], sizeof(meta[1]), psize) == (ssize_t)sizeof(meta[1]) &&
+        ld32(meta[1] + LMF_MAGIC) == LMF_MAGIC_VALUE &&
+        ld64(meta[1] + LMF_TXNID) > ld64(meta[0] + LMF_TXNID))
+        m = meta[1];
+    uint64_t want = ld64(m + LMF_LAST_PG) + 1, size = (uint64_t)sb.st_size;
+    if (want > UINT64_MAX / psize || size >= want * psize)
+        goto out_close;
+    struct lmf_walk w = {.fd = fd, .psize = psize, .have = size / psize, .want = want};
+    uint64_t root = ld64(m + LMF_FREE_ROOT);
+    w.page = malloc((size_t)LMF_MAX_DEPTH * psize);
+    w.free = calloc(want - w.have, sizeof(*w.free));
+    if (!w.page || !w.free) {
+        e = MS_E_NOMEM;
+        goto out_free;
+    }
+    bool sound = root == UINT64_MAX || lmf_walk(&w, root, 0); /* ~0: no free list */
+    for (uint64_t i = 0; sound && i < want - w.have; i++)
+        sound = w.free[i];
+    if (!sound) {
+        log_error("backend: %s is truncated: it has %llu bytes but its meta page needs %llu "
+                  "(%llu pages of %u bytes); restore it from a backup",
+                  path, (unsigned long long)size, (unsigned long long)(want * psize),
+                  (unsigned long long)want, psize);
+        e = MS_E_DATA_CORRUPT;
+    }
+out_free:
+    free(w.page);
+    free(w.free);
+out_close:
+    close(fd);
+    return e;
+}
+
 struct be *be_lmdb_open(const char *dir, uint64_t map_size, ms_err *err)
 {
     struct be_lmdb *be = calloc(1, sizeof(*be));
@@ -269,6 +480,8 @@ struct be *be_lmdb_open(const char *dir, uint64_t map_size, ms_err *err)
         *err = MS_E_IO;
         goto out_free;
     }
+    if ((*err = check_length(be->path)) != MS_OK)
+        goto out_free;
     if ((rc = mdb_env_create(&be->env)) != 0)
         goto out_rc;
     if ((rc = mdb_env_set_maxdbs(be->env, BE_BUCKET_COUNT_ + 4)) != 0)

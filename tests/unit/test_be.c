@@ -6,9 +6,15 @@
 #include "metastore/be.h"
 #include "testutil.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char *backend_name = "memory";
 static struct be *be;
@@ -226,6 +232,150 @@ START_TEST(many_records_and_stats)
 }
 END_TEST
 
+/* ---- LMDB's files (lmdb only) ---- */
+
+/* Run open/commit with stderr going to a file, and return what was logged (caller frees). */
+static int stderr_to(const char *path)
+{
+    int saved = dup(STDERR_FILENO);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_ge(fd, 0);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    return saved;
+}
+
+static char *stderr_back(int saved, const char *path)
+{
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char *text = calloc(1, 8192);
+    size_t n = fread(text, 1, 8191, f);
+    text[n] = 0;
+    fclose(f);
+    return text;
+}
+
+static uint64_t file_size(const char *name)
+{
+    char path[4200];
+    struct stat sb;
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    ck_assert_int_eq(stat(path, &sb), 0);
+    return (uint64_t)sb.st_size;
+}
+
+/* Put n records key-<from..from+n) of vlen bytes, then delete all but keep of them, in one
+ * transaction. */
+static void put_then_delete(int from, int n, int keep, size_t vlen)
+{
+    static const uint8_t v[3000];
+    struct be_txn *t;
+    char k[32];
+    ck_assert_int_eq(be_txn_begin(be, NULL, true, &t), MS_OK);
+    for (int i = from; i < from + n; i++) {
+        int kl = snprintf(k, sizeof(k), "key-%08d", i);
+        ck_assert_int_eq(be_put(t, BE_BUCKET_KEY, (uint8_t *)k, (size_t)kl, v, vlen), MS_OK);
+    }
+    for (int i = from + keep; i < from + n; i++) {
+        int kl = snprintf(k, sizeof(k), "key-%08d", i);
+        ck_assert_int_eq(be_del(t, BE_BUCKET_KEY, (uint8_t *)k, (size_t)kl), MS_OK);
+    }
+    ck_assert_int_eq(be_txn_commit(t), MS_OK);
+}
+
+/* Pages allocated and freed in the same transaction are never written, so a sound data.mdb
+ * can be shorter than its last page: that must still open. */
+START_TEST(lmdb_short_but_sound)
+{
+    int shorter = 0, from = 0;
+    for (int round = 0; round < 40; round++) {
+        int n = 50 + round * 5;
+        put_then_delete(from, n, round % 7, round % 3 ? 100 : 2500);
+        from += n;
+        struct be_stats st;
+        be_stats(be, &st);
+        shorter += file_size("data.mdb") < st.in_use_bytes;
+    }
+    ck_assert_int_gt(shorter, 0); /* the case this test is about did happen */
+    be_close(be);
+    ms_err err = MS_OK;
+    be = be_lmdb_open(dir, 64u << 20, &err);
+    ck_assert_ptr_nonnull(be);
+    struct be_txn *t;
+    struct be_val v;
+    ck_assert_int_eq(be_txn_begin(be, NULL, false, &t), MS_OK);
+    ms_err e = be_get(t, BE_BUCKET_KEY, (const uint8_t *)"key-00000050", 12, &v); /* round 1 */
+    be_txn_abort(t);
+    ck_assert_int_eq(e, MS_OK);
+    ck_assert_uint_eq(v.len, 100);
+}
+END_TEST
+
+/* A data.mdb cut short is refused with its name and both sizes, not a SIGBUS. */
+START_TEST(lmdb_truncated_refused)
+{
+    put_then_delete(0, 20000, 20000, 100);
+    be_close(be);
+    be = NULL;
+    char path[4200], log[4200];
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    snprintf(log, sizeof(log), "%s/stderr", dir);
+    uint64_t size = file_size("data.mdb");
+    ck_assert_int_eq(truncate(path, (off_t)(size / 2)), 0);
+    int saved = stderr_to(log);
+    ms_err err = MS_OK;
+    be = be_lmdb_open(dir, 64u << 20, &err);
+    char *text = stderr_back(saved, log);
+    ck_assert_ptr_null(be);
+    ck_assert_int_eq(err, MS_E_DATA_CORRUPT);
+    char want[4400];
+    snprintf(want, sizeof(want), "%s is truncated: it has %llu bytes but its meta page needs %llu",
+             path, (unsigned long long)(size / 2), (unsigned long long)size);
+    ck_assert_msg(strstr(text, want) != NULL, "%s", text);
+    free(text);
+}
+END_TEST
+
+/* A write error is logged with the data file and the errno text. A full disk fails LMDB's
+ * writes part-way (reported as EIO, as here past RLIMIT_FSIZE) or with ENOSPC. */
+START_TEST(lmdb_write_error_logged)
+{
+    put_then_delete(0, 10, 10, 100);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {.rlim_cur = file_size("data.mdb") + 4096, .rlim_max = RLIM_INFINITY};
+    char log[4200];
+    snprintf(log, sizeof(log), "%s/stderr", dir);
+    static const uint8_t v[2000];
+    char k[32];
+    struct be_txn *t;
+    ck_assert_int_eq(be_txn_begin(be, NULL, true, &t), MS_OK);
+    /* No ck_assert until the limit is lifted: each one appends to Check's own result file. */
+    int saved = stderr_to(log);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    ms_err put = MS_OK;
+    for (int i = 0; i < 1000 && put == MS_OK; i++) {
+        int kl = snprintf(k, sizeof(k), "big-%08d", i);
+        put = be_put(t, BE_BUCKET_KEY, (uint8_t *)k, (size_t)kl, v, sizeof(v));
+    }
+    ms_err e = be_txn_commit(t);
+    rl.rlim_cur = RLIM_INFINITY;
+    int lifted = setrlimit(RLIMIT_FSIZE, &rl);
+    char *text = stderr_back(saved, log);
+    ck_assert_int_eq(lifted, 0);
+    ck_assert_int_eq(put, MS_OK);
+    ck_assert_int_eq(e, MS_E_IO);
+    char want[4400];
+    snprintf(want, sizeof(want), "commit failed on %s/data.mdb: %s", dir, strerror(EIO));
+    ck_assert_msg(strstr(text, want) != NULL, "%s", text);
+    ck_assert_msg(strstr(text, "bytes free") != NULL, "%s", text);
+    free(text);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -243,5 +393,14 @@ int main(int argc, char **argv)
     tcase_add_test(tc, many_records_and_stats);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
+    if (strcmp(backend_name, "lmdb") == 0) {
+        tc = tcase_create("lmdb_files");
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, lmdb_short_but_sound);
+        tcase_add_test(tc, lmdb_truncated_refused);
+        tcase_add_test(tc, lmdb_write_error_logged);
+        tcase_set_timeout(tc, 60);
+        suite_add_tcase(s, tc);
+    }
     return tu_run_suite(s);
 }

@@ -60,6 +60,7 @@ struct cfg {
     char compaction_retention_text[64];
     uint64_t watch_progress_ms;         /* --experimental-watch-progress-notify-interval */
     uint64_t watch_stream_buffer_bytes; /* --watch-stream-buffer-bytes */
+    uint64_t watch_total_buffer_bytes;  /* --watch-total-buffer-bytes (0: no budget) */
     uint64_t max_watchers;              /* --max-watchers */
     uint64_t max_watchers_per_stream;   /* --max-watchers-per-stream */
     uint64_t heartbeat_ms;

@@ -230,6 +230,10 @@ void srv_watch_cancel(struct srv *s, struct watch_stream *st, int64_t watch_id);
 void srv_watch_progress(struct srv *s, struct watch_stream *st);
 /* The stream's output drained: its victims catch up from history. */
 void srv_watch_writable(struct srv *s, struct watch_stream *st);
+/* The stream's buffered output and the server-wide budget (watch.h: watch_stream_set_buffered,
+ * watch_stream_admits); both may be called from inside the sink. */
+void srv_watch_set_buffered(struct srv *s, struct watch_stream *st, size_t bytes);
+bool srv_watch_admits(const struct srv *s, const struct watch_stream *st, size_t n);
 void srv_watch_stats(const struct srv *s, struct watch_stats *out);
 
 /* Log entry encoding of a request (exposed for tests and fuzzing). The entry carries the

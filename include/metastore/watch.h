@@ -11,6 +11,12 @@
  * A watcher whose next revision is below the compaction point is cancelled with
  * compact_revision when it tries to catch up (lazily, as etcd).
  *
+ * Buffered output: the owner reports how many bytes each stream holds that are not written
+ * yet (watch_stream_set_buffered); the hub keeps the server-wide sum, releases a stream's
+ * bytes when it closes, and answers whether a stream may queue more under the server-wide
+ * budget (watch_stream_admits). The sink refuses what is not admitted: the watchers become
+ * victims as for a full stream.
+ *
  * The hub does not know JSON, HTTP or libevent: every response goes to the watch_sink the
  * owner installs. Events of one revision (or one history slice) form a batch; watchers that
  * receive the same events with the same options share a cache slot in the batch, so the sink
@@ -113,9 +119,10 @@ struct watch_limits {
     size_t sync_events;             /* events per history slice (whole revisions, at least one) */
     size_t sync_bytes;              /* key + value bytes per history slice (soft) */
     size_t sync_slices;             /* history slices per watch_hub_sync */
+    size_t total_buffer_bytes;      /* budget of buffered output over all streams; 0: none */
 };
 
-/* The defaults above: 100000, 10000, 512, 1000, 1 MiB, 8. */
+/* The defaults above: 100000, 10000, 512, 1000, 1 MiB, 8, 256 MiB. */
 void watch_limits_default(struct watch_limits *lim);
 
 struct watch_stats {
@@ -128,6 +135,7 @@ struct watch_stats {
     uint64_t responses;     /* responses handed to the sink */
     uint64_t victimized;    /* times a watcher became a victim */
     uint64_t history_reads; /* history slices read */
+    size_t buffered;        /* output bytes the streams hold (watch_stream_set_buffered) */
 };
 
 /* Create a hub over kv (borrowed: it must outlive the hub). lim is copied; NULL means the
@@ -165,6 +173,24 @@ void watch_progress(struct watch_stream *st);
 /* The stream's output drained below its low mark: its victims become unsynced and catch up
  * in the next watch_hub_sync. Sends nothing itself. */
 void watch_stream_writable(struct watch_stream *st);
+
+/* st's output now holds bytes not yet written (queued and not written to the socket). The
+ * owner calls it whenever that changes, also from inside sink->send: it only updates the
+ * counts (the stream's and the hub's sum, watch_stats.buffered), nothing is sent. Closing
+ * the stream releases what it holds. */
+void watch_stream_set_buffered(struct watch_stream *st, size_t bytes);
+
+/* May st queue n more bytes of events under lim.total_buffer_bytes? For the sink to ask
+ * before it queues (it may be called from inside sink->send). With budget B over S streams
+ * and T bytes held by all of them:
+ *   - T + n must stay within B (the budget is a hard cap for events);
+ *   - within that, a stream may always fill its share, B / S;
+ *   - beyond its share, only while T + n stays within B / 2: half the budget is kept for
+ *     the streams within their share, so readers that stopped cannot take all of it;
+ *   - when T is 0 anything is admitted, so a response bigger than the budget still goes out
+ *     (one at a time).
+ * Always true without a budget. */
+bool watch_stream_admits(const struct watch_stream *st, size_t n);
 
 /* Events applied at revision rev (all of one write transaction, in order): delivered to the
  * synced watchers that match, one response per watcher. Events are borrowed for the call. */

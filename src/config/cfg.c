@@ -363,6 +363,11 @@ static bool set_watch_stream_buffer(struct cfg *c, const char *v, char *msg, siz
                      msgsz);
 }
 
+static bool set_watch_total_buffer(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 0, &c->watch_total_buffer_bytes, "--watch-total-buffer-bytes", msg, msgsz);
+}
+
 static bool set_max_watchers(struct cfg *c, const char *v, char *msg, size_t msgsz)
 {
     return parse_u64(v, 1, &c->max_watchers, "--max-watchers", msg, msgsz);
@@ -445,6 +450,13 @@ static const struct cfg_flag CFG_FLAGS[] = {
      "Output a watch stream may buffer before its watchers stop receiving and later catch up "
      "from history.",
      set_watch_stream_buffer},
+    /* A fixed size rather than a fraction of RAM: the machine's RAM is not what a container may
+     * use, and a fixed default behaves the same everywhere. 256 MiB holds a full output buffer
+     * for some 200 streams and fits a small machine next to the data. */
+    {"watch-total-buffer-bytes", "268435456",
+     "Output all watch streams together may buffer (0: no limit); past it, streams over their "
+     "share stop receiving and later catch up from history.",
+     set_watch_total_buffer},
     {"max-watchers", "100000", "Maximum number of watchers on this member.", set_max_watchers},
     {"max-watchers-per-stream", "10000", "Maximum number of watchers on one watch stream.",
      set_max_watchers_per_stream},

@@ -32,6 +32,12 @@ struct gw {
     struct event *watch_retry_ev; /* paused bodies and streams blocked by OOM */
     struct event *watch_flush_ev; /* writes the dirty streams after the loop turn's callbacks */
     struct gw_stream *dirty;      /* streams with output to flush, by dprev/dnext */
+    /* streams refused by the server-wide budget, oldest first, by bprev/bnext */
+    struct gw_stream *budget_head;
+    struct gw_stream *budget_tail;
+    struct event *watch_budget_ev; /* wakes them after output was written or freed */
+    struct event *watch_trim_ev;   /* gives freed output memory back to the system */
+    size_t trim_high;              /* most output buffered since the last trim */
 };
 
 /* One HTTP request in flight. Owns its arena; freed once the reply is sent or the connection

@@ -12,6 +12,12 @@
  * history once the buffer drains under gw->stream_low). An events array is encoded once per
  * batch and cache slot and copied into each stream's output.
  *
+ * And over all streams (--watch-total-buffer-bytes): the HTTP layer reports every change of a
+ * stream's pending output, which we pass on to the hub, so its sum counts every byte queued
+ * until it is written or its connection is freed. Events the hub does not admit under the
+ * budget (watch_stream_admits) are refused as for a full stream; the stream then waits in
+ * gw's budget list until output elsewhere is written or freed and it fits again.
+ *
  * After the body, the connection reads only to notice the client closing (the HTTP layer then
  * calls our close callback); bytes the client sends meanwhile are dropped. Nothing touches the
  * HTTP request once its connection closed.
@@ -20,10 +26,17 @@
 #include "gw_int.h"
 
 #include <event2/event.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+
+#define CHUNK_FRAMING 20         /* "%zx\r\n" before a chunk and "\r\n" after it */
+#define BUDGET_RETRY  100        /* ms between checks while streams wait for the budget */
+#define TRIM_STEP     (4u << 20) /* freed output that makes malloc_trim worth it */
 
 /* An encoded events tail shared by the streams of one batch. */
 struct gw_blob {
@@ -43,6 +56,11 @@ struct gw_stream {
     char *rest;   /* the part of the body not handled yet (output was full), owned */
     size_t rest_len;
     size_t rest_off;
+    bool budget_wait; /* events refused by the server-wide budget; in gw's budget list */
+    size_t want;      /* ... for a response of this many bytes */
+    size_t out;       /* pending output as last reported to the hub */
+    struct gw_stream *bprev;
+    struct gw_stream *bnext;
     struct gw_stream *prev;
     struct gw_stream *next;
     struct gw_stream *dprev;
@@ -161,15 +179,42 @@ static bool needs_fragments(const struct gw *gw, const struct watch_resp *r,
     return size >= gw->grpc_max;
 }
 
+/* The output of a fragmented response, roughly (its JSON is about 4/3 of the protobuf size,
+ * base64): the budget is asked once, before the first piece. */
+static size_t fragments_size(const struct watch_resp *r)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_idx; i++)
+        n += codec_watch_event_size(&r->batch->events[r->idx[i]], r->prev_kv);
+    return n + n / 2;
+}
+
+enum send_result { SEND_OK, SEND_NOMEM, SEND_OVER_BUDGET };
+
+static void budget_wait(struct gw_stream *st, size_t n);
+
+/* Does the server-wide budget admit n more bytes on st? If not, st waits for it. */
+static bool admitted(struct gw_stream *st, size_t n)
+{
+    if (srv_watch_admits(st->gw->srv, st->ws, n))
+        return true;
+    budget_wait(st, n);
+    return false;
+}
+
 /* The hot path: the header (cached per revision), the watcher's id, and the events encoded
  * once per cache slot of the batch. */
-static bool send_events(struct gw_stream *st, const struct watch_resp *r)
+static enum send_result send_events(struct gw_stream *st, const struct watch_resp *r)
 {
     struct gw *gw = st->gw;
     struct srv_header h;
     const struct buf *hdr = header_for(gw, r->revision, &h);
-    if (needs_fragments(gw, r, &h))
-        return send_fragments(st, r, codec_watch_base_size(&h, r->watch_id, true));
+    if (needs_fragments(gw, r, &h)) {
+        if (!admitted(st, fragments_size(r)))
+            return SEND_OVER_BUDGET;
+        return send_fragments(st, r, codec_watch_base_size(&h, r->watch_id, true)) ? SEND_OK
+                                                                                   : SEND_NOMEM;
+    }
     struct gw_blob *blob = r->batch->cache ? r->batch->cache[r->slot] : NULL;
     bool owned = false;
     if (!blob) {
@@ -183,10 +228,14 @@ static bool send_events(struct gw_stream *st, const struct watch_resp *r)
     }
     char wid[48];
     size_t wl = codec_watch_id_text(wid, r->watch_id);
-    bool ok = blob && write_resp(st, hdr->p, hdr->len, wid, wl, blob);
+    enum send_result res = SEND_NOMEM;
+    if (blob && !admitted(st, hdr->len + wl + blob->len + CHUNK_FRAMING))
+        res = SEND_OVER_BUDGET;
+    else if (blob && write_resp(st, hdr->p, hdr->len, wid, wl, blob))
+        res = SEND_OK;
     if (owned)
         blob_unref(blob);
-    return ok;
+    return res;
 }
 
 /* ---- flushing ----
@@ -254,8 +303,14 @@ static bool sink_send(void *sink_ctx, void *stream_ctx, const struct watch_resp 
     mark_dirty(st);
     if (r->kind != WATCH_RESP_EVENTS)
         return send_ctrl(st, r);
-    if (send_events(st, r))
+    switch (send_events(st, r)) {
+    case SEND_OK:
         return true;
+    case SEND_OVER_BUDGET:
+        return false; /* waiting in the budget list */
+    case SEND_NOMEM:
+        break;
+    }
     /* Out of memory: the watcher retries from history, after a drain or a short wait. */
     block(st);
     retry_later(gw, 100);
@@ -270,13 +325,132 @@ static void sink_release(void *sink_ctx, void *cached)
 
 static const struct watch_sink GW_WATCH_SINK = {.send = sink_send, .release = sink_release};
 
+/* ---- the server-wide budget ----
+ *
+ * Streams refused by the budget wait oldest first. Whenever output is written or freed, and
+ * every BUDGET_RETRY ms while some wait, the waiters that fit are woken: their watchers go
+ * back to the hub's catch-up, whose next send asks the budget again. The room they want is
+ * reserved while waking, so a little freed room does not send every waiter to history only
+ * to be refused again. */
+
+static void budget_remove(struct gw_stream *st)
+{
+    if (!st->budget_wait)
+        return;
+    if (st->bprev)
+        st->bprev->bnext = st->bnext;
+    else
+        st->gw->budget_head = st->bnext;
+    if (st->bnext)
+        st->bnext->bprev = st->bprev;
+    else
+        st->gw->budget_tail = st->bprev;
+    st->bprev = st->bnext = NULL;
+    st->budget_wait = false;
+}
+
+static void budget_arm(struct gw *gw)
+{
+    struct timeval tv = {0, BUDGET_RETRY * 1000};
+    if (gw->watch_budget_ev && !evtimer_pending(gw->watch_budget_ev, NULL))
+        evtimer_add(gw->watch_budget_ev, &tv);
+}
+
+static void budget_wait(struct gw_stream *st, size_t n)
+{
+    struct gw *gw = st->gw;
+    st->want = n;
+    if (st->budget_wait)
+        return;
+    st->budget_wait = true;
+    st->bnext = NULL;
+    st->bprev = gw->budget_tail;
+    if (gw->budget_tail)
+        gw->budget_tail->bnext = st;
+    else
+        gw->budget_head = st;
+    gw->budget_tail = st;
+    budget_arm(gw);
+}
+
+static void on_watch_budget(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw *gw = arg;
+    (void)fd;
+    (void)what;
+    size_t reserved = 0;
+    for (struct gw_stream *st = gw->budget_head, *next; st; st = next) {
+        next = st->bnext;
+        if (!srv_watch_admits(gw->srv, st->ws, reserved + st->want))
+            continue;
+        reserved += st->want;
+        budget_remove(st);
+        srv_watch_writable(gw->srv, st->ws);
+    }
+    if (gw->budget_head)
+        budget_arm(gw);
+}
+
+/* Give freed output memory back to the system (glibc keeps freed heap pages otherwise): at
+ * most once per second, once TRIM_STEP bytes were released since the peak. */
+static void on_watch_trim(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw *gw = arg;
+    (void)fd;
+    (void)what;
+    struct watch_stats ws;
+    srv_watch_stats(gw->srv, &ws);
+    if (gw->trim_high < ws.buffered + TRIM_STEP)
+        return;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    gw->trim_high = ws.buffered;
+}
+
+/* Some stream's output went down (written or freed). */
+static void output_released(struct gw *gw)
+{
+    if (gw->budget_head && gw->watch_budget_ev)
+        event_active(gw->watch_budget_ev, EV_TIMEOUT, 1);
+    struct timeval second = {1, 0};
+    if (gw->watch_trim_ev && !evtimer_pending(gw->watch_trim_ev, NULL))
+        evtimer_add(gw->watch_trim_ev, &second);
+}
+
+/* The HTTP layer: st's pending output changed. May run inside the sink (http_stream_queue),
+ * so it only takes note. */
+static void on_output(void *arg)
+{
+    struct gw_stream *st = arg;
+    struct gw *gw = st->gw;
+    size_t now = http_pending(st->req);
+    if (now == st->out)
+        return;
+    bool down = now < st->out;
+    st->out = now;
+    srv_watch_set_buffered(gw->srv, st->ws, now);
+    if (down) {
+        output_released(gw);
+        return;
+    }
+    struct watch_stats ws;
+    srv_watch_stats(gw->srv, &ws);
+    if (ws.buffered > gw->trim_high)
+        gw->trim_high = ws.buffered;
+}
+
 /* ---- stream life ---- */
 
 static void stream_free(struct gw_stream *st)
 {
     struct gw *gw = st->gw;
     dirty_remove(st);
-    srv_watch_close(gw->srv, st->ws);
+    budget_remove(st);
+    http_set_out_cb(st->req, NULL, NULL);
+    srv_watch_close(gw->srv, st->ws); /* releases the stream's output from the hub's sum */
+    if (st->out)
+        output_released(gw);
     free(st->rest);
     if (st->prev)
         st->prev->next = st->next;
@@ -330,6 +504,7 @@ static struct gw_stream *stream_create(struct gw_req *r)
         free(st);
         return NULL;
     }
+    http_set_out_cb(r->req, on_output, st);
     st->next = r->gw->streams;
     if (st->next)
         st->next->prev = st;
@@ -485,6 +660,8 @@ void gw_watch_init(struct gw *gw)
     buf_init(&gw->hdr);
     gw->watch_retry_ev = evtimer_new(gw->base, on_watch_retry, gw);
     gw->watch_flush_ev = event_new(gw->base, -1, 0, on_watch_flush, gw);
+    gw->watch_budget_ev = evtimer_new(gw->base, on_watch_budget, gw);
+    gw->watch_trim_ev = evtimer_new(gw->base, on_watch_trim, gw);
     srv_watch_set_sink(gw->srv, &GW_WATCH_SINK, gw);
 }
 
@@ -500,7 +677,11 @@ void gw_watch_fini(struct gw *gw)
         event_free(gw->watch_retry_ev);
     if (gw->watch_flush_ev)
         event_free(gw->watch_flush_ev);
-    gw->watch_retry_ev = gw->watch_flush_ev = NULL;
+    if (gw->watch_budget_ev)
+        event_free(gw->watch_budget_ev);
+    if (gw->watch_trim_ev)
+        event_free(gw->watch_trim_ev);
+    gw->watch_retry_ev = gw->watch_flush_ev = gw->watch_budget_ev = gw->watch_trim_ev = NULL;
     buf_fini(&gw->ebuf);
     buf_fini(&gw->hdr);
 }
@@ -508,10 +689,7 @@ void gw_watch_fini(struct gw *gw)
 void gw_watch_metrics(struct gw *gw, struct buf *out)
 {
     struct watch_stats ws;
-    size_t buffered = 0;
     srv_watch_stats(gw->srv, &ws);
-    for (struct gw_stream *st = gw->streams; st; st = st->next)
-        buffered += http_pending(st->req);
     buf_printf(out,
                "# HELP etcd_debugging_mvcc_watch_stream_total Total number of watch "
                "streams.\n"
@@ -535,7 +713,12 @@ void gw_watch_metrics(struct gw *gw, struct buf *out)
                "# HELP metastore_watch_stream_buffered_bytes Bytes waiting in watch "
                "stream output buffers.\n"
                "# TYPE metastore_watch_stream_buffered_bytes gauge\n"
-               "metastore_watch_stream_buffered_bytes %zu\n",
+               "metastore_watch_stream_buffered_bytes %zu\n"
+               "# HELP metastore_watch_buffer_budget_bytes Budget of output all watch streams "
+               "may buffer (--watch-total-buffer-bytes; 0: none).\n"
+               "# TYPE metastore_watch_buffer_budget_bytes gauge\n"
+               "metastore_watch_buffer_budget_bytes %llu\n",
                ws.streams, ws.watchers, ws.unsynced + ws.victims,
-               (unsigned long long)ws.events_sent, (unsigned long long)ws.victimized, buffered);
+               (unsigned long long)ws.events_sent, (unsigned long long)ws.victimized, ws.buffered,
+               (unsigned long long)srv_cfg(gw->srv)->watch_total_buffer_bytes);
 }

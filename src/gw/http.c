@@ -62,6 +62,8 @@ struct http_conn {
     http_conn_fn drain_cb;
     void *drain_arg;
     size_t drain_low;
+    http_conn_fn out_cb; /* pending output changed (http_set_out_cb) */
+    void *out_arg;
     bool drain_due;       /* in the server's due list: drain_cb runs from the loop */
     bool drop_input;      /* the stream needs no more input: read and drop */
     uint64_t started_ms;  /* first byte of the current request */
@@ -386,6 +388,7 @@ static void conn_free(struct http_conn *c)
  * active request runs now. */
 static void conn_close_now(struct http_conn *c)
 {
+    c->out_cb = NULL;
     if (c->active && c->close_cb) {
         http_conn_fn fn = c->close_cb;
         c->close_cb = NULL;
@@ -425,8 +428,32 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 
 static void process_input(struct http_conn *c);
 
-/* Write what we can. Returns false if the connection broke (it is then closing). */
-static bool flush(struct http_conn *c)
+static void out_changed(struct http_conn *c)
+{
+    if (c->out_cb)
+        c->out_cb(c->out_arg);
+}
+
+/* Most of a large output buffer is written but the peer is slow: keep only the tail, so the
+ * memory a connection holds follows the bytes it has pending (watch budget). */
+static void out_shrink(struct http_conn *c)
+{
+    size_t left = c->out.len - c->out_off;
+    if (c->out.cap <= OUT_KEEP || left > c->out.cap / 4)
+        return;
+    struct buf tail;
+    buf_init(&tail);
+    buf_append(&tail, c->out.p + c->out_off, left);
+    if (buf_failed(&tail)) {
+        buf_fini(&tail);
+        return;
+    }
+    buf_fini(&c->out);
+    c->out = tail;
+    c->out_off = 0;
+}
+
+static bool flush_out(struct http_conn *c)
 {
     while (c->out_off < c->out.len) {
         ssize_t n = write(c->fd, c->out.p + c->out_off, c->out.len - c->out_off);
@@ -443,6 +470,7 @@ static bool flush(struct http_conn *c)
                 c->wr_added = true;
                 c->progress_ms = clock_now_ms(); /* the write timeout starts now */
             }
+            out_shrink(c);
             return true;
         }
         conn_close_later(c);
@@ -461,6 +489,14 @@ static bool flush(struct http_conn *c)
         return false;
     }
     return true;
+}
+
+/* Write what we can. Returns false if the connection broke (it is then closing). */
+static bool flush(struct http_conn *c)
+{
+    bool ok = flush_out(c);
+    out_changed(c);
+    return ok;
 }
 
 static size_t pending(const struct http_conn *c)
@@ -521,6 +557,7 @@ static void request_done(struct http_conn *c)
     c->streaming = false;
     c->close_cb = NULL;
     c->drain_cb = NULL;
+    c->out_cb = NULL;
     if (!c->keep_alive || c->drop_input)
         c->close_after = true;
     size_t rest = c->in.len - c->in_used;
@@ -679,6 +716,7 @@ bool http_stream_queue(struct http_request *r, const struct iovec *parts, int n)
         conn_close_later(c);
         return false;
     }
+    out_changed(c);
     return true;
 }
 
@@ -732,6 +770,7 @@ void http_abort(struct http_request *r)
     struct http_conn *c = r->conn;
     c->close_cb = NULL;
     c->drain_cb = NULL;
+    c->out_cb = NULL;
     conn_close_later(c);
 }
 
@@ -744,6 +783,12 @@ void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg)
 {
     r->conn->close_cb = fn;
     r->conn->close_arg = arg;
+}
+
+void http_set_out_cb(struct http_request *r, http_conn_fn fn, void *arg)
+{
+    r->conn->out_cb = fn;
+    r->conn->out_arg = arg;
 }
 
 void http_set_drain_cb(struct http_request *r, size_t low, http_conn_fn fn, void *arg)

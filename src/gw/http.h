@@ -113,6 +113,11 @@ void http_abort(struct http_request *r);
 size_t http_pending(const struct http_request *r);
 /* fn(arg) when the peer closes or the connection fails before r's response ends. */
 void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg);
+/* fn(arg) whenever the bytes waiting to be written on r's connection (http_pending) change:
+ * after a chunk is queued and after a write. It may run inside http_stream_queue, http_flush
+ * and http_stream_start, so fn must only take note. Cleared when r's response ends or its
+ * connection closes (before the close callback runs); NULL clears it. */
+void http_set_out_cb(struct http_request *r, http_conn_fn fn, void *arg);
 /* fn(arg) once r's connection's pending output is at most low bytes after a write (also after
  * a write made by http_stream_write / http_flush: the call is then deferred to the loop, never
  * nested). The callback stays set until changed; NULL clears it. */

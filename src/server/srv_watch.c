@@ -48,6 +48,7 @@ ms_err srv_watch_init(struct srv *s)
         lim.max_watchers = (size_t)s->cfg.max_watchers;
     if (s->cfg.max_watchers_per_stream)
         lim.max_watchers_per_stream = (size_t)s->cfg.max_watchers_per_stream;
+    lim.total_buffer_bytes = (size_t)s->cfg.watch_total_buffer_bytes; /* 0: no budget */
     uint64_t every = s->cfg.watch_progress_ms ? s->cfg.watch_progress_ms : 10 * 60 * 1000;
     struct timeval tv = {(time_t)(every / 1000), (suseconds_t)(every % 1000) * 1000};
     s->watch = watch_hub_create(s->kv, &lim);
@@ -113,6 +114,18 @@ void srv_watch_writable(struct srv *s, struct watch_stream *st)
 {
     watch_stream_writable(st);
     arm_sync(s, 0);
+}
+
+void srv_watch_set_buffered(struct srv *s, struct watch_stream *st, size_t bytes)
+{
+    (void)s;
+    watch_stream_set_buffered(st, bytes);
+}
+
+bool srv_watch_admits(const struct srv *s, const struct watch_stream *st, size_t n)
+{
+    (void)s;
+    return watch_stream_admits(st, n);
 }
 
 void srv_watch_stats(const struct srv *s, struct watch_stats *out)

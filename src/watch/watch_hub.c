@@ -21,6 +21,7 @@ void watch_limits_default(struct watch_limits *lim)
     lim->sync_events = 1000;
     lim->sync_bytes = 1 << 20;
     lim->sync_slices = 8;
+    lim->total_buffer_bytes = (size_t)256 << 20;
 }
 
 struct watch_hub *watch_hub_create(struct kv_store *kv, const struct watch_limits *lim)
@@ -82,6 +83,7 @@ void watch_hub_stats(const struct watch_hub *h, struct watch_stats *out)
     out->synced = h->n_synced;
     out->unsynced = h->n_unsynced;
     out->victims = h->n_victims;
+    out->buffered = h->buffered;
 }
 
 bool watch_hub_pending(const struct watch_hub *h)
@@ -304,6 +306,7 @@ void watch_stream_close(struct watch_stream *st)
         watcher_free(h, st->all);
     if (st->progress_pending)
         h->n_progress_pending--;
+    h->buffered -= st->buffered;
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -452,6 +455,24 @@ void watch_stream_writable(struct watch_stream *st)
     st->blocked = false;
     while (st->victims)
         watch_move(h, st->victims, WG_UNSYNCED);
+}
+
+void watch_stream_set_buffered(struct watch_stream *st, size_t bytes)
+{
+    st->h->buffered = st->h->buffered - st->buffered + bytes;
+    st->buffered = bytes;
+}
+
+bool watch_stream_admits(const struct watch_stream *st, size_t n)
+{
+    const struct watch_hub *h = st->h;
+    size_t budget = h->lim.total_buffer_bytes;
+    if (!budget || h->buffered == 0)
+        return true;
+    if (h->buffered > budget || n > budget - h->buffered)
+        return false;
+    size_t share = budget / h->n_streams;
+    return st->buffered + n <= share || h->buffered + n <= budget / 2;
 }
 
 void watch_hub_progress_tick(struct watch_hub *h)

@@ -122,6 +122,7 @@ struct watch_stream {
     int64_t next_id;
     bool blocked; /* the sink refused output; wait for watch_stream_writable */
     bool progress_pending;
+    size_t buffered; /* output bytes not written yet, as the owner reported */
     struct watch_stream *prev;
     struct watch_stream *next;
 };
@@ -169,6 +170,7 @@ struct watch_hub {
     struct watcher *unsynced_tail;
     struct watcher *progress;  /* progress_notify watchers by pprev/pnext */
     size_t n_progress_pending; /* streams waiting for a deferred progress response */
+    size_t buffered;           /* sum of the streams' buffered bytes */
     struct watcher **sel;      /* watchers taken by the running sync */
     size_t cap_sel;
     uint64_t mark; /* delivery sequence */

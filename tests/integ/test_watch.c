@@ -5,8 +5,11 @@
  * any order, as in etcd, so lines are compared per watch_id). Then the load cases of the
  * issue: history replay over thousands of revisions, 1,000 concurrent streams receiving a
  * burst in order, a reader that stops reading while 100k events are written (bounded server
- * memory, then every event in order or a compaction cancel), and clients killed mid-stream
- * (watcher count back to zero; the server's clean exit checks ASan). Every wait is bounded.
+ * memory, then every event in order or a compaction cancel), clients killed mid-stream
+ * (watcher count back to zero; the server's clean exit checks ASan), and streams that stop
+ * reading under a small --watch-total-buffer-bytes (buffered output and memory bounded, other
+ * clients answered, every event in order once they read, the counter back to zero). Every
+ * wait is bounded.
  */
 #define _GNU_SOURCE
 #include "testutil.h"
@@ -1044,6 +1047,109 @@ START_TEST(cheap_requests_wait_for_the_reader)
 }
 END_TEST
 
+/* ---- the server-wide budget (--watch-total-buffer-bytes) ---- */
+
+/* A put of key "L" (TA==) with a value of n bytes (base64 of 'A's). */
+static char *large_put_body(size_t n)
+{
+    size_t b64 = (n + 2) / 3 * 4;
+    char *body = malloc(b64 + 64);
+    size_t o = (size_t)sprintf(body, "{\"key\":\"TA==\",\"value\":\"");
+    memset(body + o, 'Q', b64); /* "QUFB" would be exact; any base64 text decodes */
+    o += b64;
+    strcpy(body + o, "\"}");
+    return body;
+}
+
+/* A small put and a range from another client; returns how long both took (ms). */
+static long other_client_ms(void)
+{
+    long t0 = tu_now_ms();
+    post_ok("/v3/kv/put", "{\"key\":\"b3RoZXI=\",\"value\":\"eA==\"}");
+    post_ok("/v3/kv/range", "{\"key\":\"b3RoZXI=\"}");
+    return tu_now_ms() - t0;
+}
+
+START_TEST(total_budget_slow_streams)
+{
+    enum { STREAMS = 32, PUTS = 6, VALUE = 1000000, BUDGET = 8 << 20 };
+    const char *flags[] = {"--watch-total-buffer-bytes", "8388608", NULL};
+    raise_fd_limit();
+    restart_for_memory(flags);
+    ck_assert_int_eq(metric("metastore_watch_buffer_budget_bytes"), BUDGET);
+    struct wsr *rs = calloc(STREAMS, sizeof(*rs));
+    for (size_t i = 0; i < STREAMS; i++) {
+        wsr_start(&rs[i], connect_small_rcvbuf(), "/v3/watch",
+                  "{\"create_request\":{\"key\":\"TA==\"}}");
+        char *m = wsr_next(&rs[i], 10000);
+        ck_assert_msg(m && strstr(m, "\"created\":true"), "stream %zu not created", i);
+    }
+    long rss0 = server_rss_anon_kb(), rss_max = rss0, buffered_max = 0, other_max = 0;
+    char *body = large_put_body(VALUE);
+    long revs[PUTS];
+    for (int p = 0; p < PUTS; p++) { /* nobody reads */
+        int status;
+        char *out = tu_post(srv.port, "/v3/kv/put", body, &status);
+        ck_assert_int_eq(status, 200);
+        revs[p] = tu_json_num(out, "revision", 0);
+        free(out);
+        long t = other_client_ms();
+        other_max = t > other_max ? t : other_max;
+        long b = metric("metastore_watch_stream_buffered_bytes");
+        buffered_max = b > buffered_max ? b : buffered_max;
+        long rss = server_rss_anon_kb();
+        rss_max = rss > rss_max ? rss : rss_max;
+    }
+    free(body);
+    fprintf(stderr,
+            "budget: %d streams stalled: max buffered %ld bytes, RssAnon %ld -> max %ld kB, "
+            "other client's put+range at most %ld ms, victims %ld\n",
+            STREAMS, buffered_max, rss0, rss_max, other_max,
+            metric("metastore_watch_victims_total"));
+    ck_assert_int_le(buffered_max, BUDGET + (64 << 10)); /* control responses are not refused */
+    ck_assert_int_ge(metric("metastore_watch_victims_total"), 1);
+    ck_assert_int_lt(rss_max - rss0, 32 << 10);
+    /* Now every stream reads: each gets every event, in order. */
+    size_t *next = calloc(STREAMS, sizeof(*next)); /* index into revs */
+    size_t done = 0;
+    struct pollfd *pf = calloc(STREAMS, sizeof(*pf));
+    long deadline = tu_now_ms() + 120000;
+    while (done < STREAMS) {
+        ck_assert_msg(tu_now_ms() < deadline, "only %zu streams complete", done);
+        for (size_t i = 0; i < STREAMS; i++)
+            pf[i] = (struct pollfd){.fd = next[i] == PUTS ? -1 : rs[i].fd, .events = POLLIN};
+        if (poll(pf, STREAMS, 1000) <= 0)
+            continue;
+        for (size_t i = 0; i < STREAMS; i++) {
+            if (!(pf[i].revents & POLLIN))
+                continue;
+            wsr_fill(&rs[i], 0);
+            char *m;
+            while (next[i] < PUTS && (m = wsr_next(&rs[i], 0))) {
+                for (char *q = m; (q = strstr(q, "\"mod_revision\":\"")); q++) {
+                    long rev = strtol(q + 16, NULL, 10);
+                    ck_assert_msg(next[i] < PUTS && rev == revs[next[i]],
+                                  "stream %zu: revision %ld, want %ld", i, rev,
+                                  next[i] < PUTS ? revs[next[i]] : -1L);
+                    if (++next[i] == PUTS)
+                        done++;
+                }
+            }
+        }
+    }
+    for (size_t i = 0; i < STREAMS; i++)
+        ck_assert_ptr_null(wsr_next(&rs[i], 0));
+    wait_metric("metastore_watch_stream_buffered_bytes", 0, 10000);
+    for (size_t i = 0; i < STREAMS; i++)
+        wsr_close(&rs[i]);
+    free(rs);
+    free(next);
+    free(pf);
+    wait_metric("etcd_debugging_mvcc_watch_stream_total", 0, 10000);
+    ck_assert_int_eq(metric("metastore_watch_stream_buffered_bytes"), 0);
+}
+END_TEST
+
 START_TEST(clients_killed_mid_stream)
 {
     enum { IDLE = 50, BUSY = 50 };
@@ -1126,6 +1232,7 @@ int main(void)
         {"slow",
          {slow_reader_catches_up, slow_reader_compacted, cheap_requests_wait_for_the_reader, NULL},
          300},
+        {"budget", {total_budget_slow_streams, NULL}, 120},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);

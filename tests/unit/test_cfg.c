@@ -38,6 +38,7 @@ START_TEST(defaults)
     ck_assert_uint_eq(c.max_request_bytes, 1572864);
     ck_assert_uint_eq(c.max_txn_ops, 128);
     ck_assert_int_eq(c.backend, CFG_BACKEND_LMDB);
+    ck_assert_uint_eq(c.watch_total_buffer_bytes, 256u << 20);
     ck_assert_uint_eq(c.n_initial_cluster, 1);
     ck_assert_str_eq(c.initial_cluster[0].name, "default");
     ck_assert_str_eq(c.initial_cluster[0].peer_urls[0].text, "http://localhost:2380");
@@ -57,7 +58,8 @@ START_TEST(flag_forms_and_env)
                           "memory",
                           "-max-txn-ops=7",
                           NULL};
-    char *env[] = {"ETCD_NAME=ignored", "ETCD_MAX_REQUEST_BYTES=100", "PATH=/bin", NULL};
+    char *env[] = {"ETCD_NAME=ignored", "ETCD_MAX_REQUEST_BYTES=100",
+                   "ETCD_WATCH_TOTAL_BUFFER_BYTES=4194304", "PATH=/bin", NULL};
     ck_assert_int_eq(load(&c, argv, env), CFG_OK);
     ck_assert_str_eq(c.name, "n1"); /* the flag beats the variable */
     ck_assert_str_eq(c.data_dir, "/tmp/x");
@@ -67,6 +69,10 @@ START_TEST(flag_forms_and_env)
     ck_assert_int_eq(c.backend, CFG_BACKEND_MEMORY);
     ck_assert_uint_eq(c.max_txn_ops, 7);
     ck_assert_uint_eq(c.max_request_bytes, 100);
+    ck_assert_uint_eq(c.watch_total_buffer_bytes, 4194304);
+    const char *argv0[] = {"metastore", "--watch-total-buffer-bytes", "0", NULL};
+    ck_assert_int_eq(load(&c, argv0, NULL), CFG_OK);
+    ck_assert_uint_eq(c.watch_total_buffer_bytes, 0); /* no budget */
     /* The default data dir follows the name; initial cluster follows the peer URLs. */
     const char *argv2[] = {
         "metastore", "--name", "n2", "--initial-advertise-peer-urls", "http://10.0.0.1:2380", NULL};
@@ -86,6 +92,7 @@ START_TEST(invalid)
         {"metastore", "--listen-client-urls", "", NULL},
         {"metastore", "--max-request-bytes", "0", NULL},
         {"metastore", "--max-txn-ops", "12x", NULL},
+        {"metastore", "--watch-total-buffer-bytes", "-1", NULL},
         {"metastore", "--initial-cluster", "a=http://h:1,b=http://h:2", NULL},
         {"metastore", "--initial-cluster-state", "existing", NULL},
         {"metastore", "--initial-cluster", "noequals", NULL},

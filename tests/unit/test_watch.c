@@ -50,6 +50,11 @@ static size_t n_recs;
 static bool refuse[N_STREAM];
 static int stream_ids[N_STREAM];
 static size_t encodes, releases;
+/* Budget mode (resp_bytes > 0): every events response "queues" resp_bytes on its stream, if
+ * the hub admits them, as the gateway does; held[] is the stream's unwritten output. */
+static size_t resp_bytes;
+static size_t held[N_STREAM];
+static struct watch_stream *streams[N_STREAM];
 
 static bool rec_send(void *sink_ctx, void *stream_ctx, const struct watch_resp *r)
 {
@@ -57,6 +62,12 @@ static bool rec_send(void *sink_ctx, void *stream_ctx, const struct watch_resp *
     int sid = *(int *)stream_ctx;
     if (r->kind == WATCH_RESP_EVENTS && refuse[sid])
         return false;
+    if (r->kind == WATCH_RESP_EVENTS && resp_bytes) {
+        if (!watch_stream_admits(streams[sid], resp_bytes))
+            return false;
+        held[sid] += resp_bytes;
+        watch_stream_set_buffered(streams[sid], held[sid]);
+    }
     ck_assert_uint_lt(n_recs, MAX_REC);
     struct rec *x = &recs[n_recs++];
     memset(x, 0, sizeof(*x));
@@ -128,6 +139,9 @@ static void setup(void)
     ck_assert_ptr_nonnull(kv);
     n_recs = 0;
     encodes = releases = 0;
+    resp_bytes = 0;
+    memset(held, 0, sizeof(held));
+    memset(streams, 0, sizeof(streams));
     memset(refuse, 0, sizeof(refuse));
     for (int i = 0; i < N_STREAM; i++)
         stream_ids[i] = i;
@@ -151,6 +165,7 @@ static struct watch_stream *stream(int i)
 {
     struct watch_stream *st = watch_stream_open(hub, &stream_ids[i]);
     ck_assert_ptr_nonnull(st);
+    streams[i] = st;
     return st;
 }
 
@@ -649,6 +664,108 @@ START_TEST(close_in_every_group)
 }
 END_TEST
 
+/* ---- the server-wide budget of buffered output ---- */
+
+static size_t hub_buffered(void)
+{
+    struct watch_stats ws;
+    watch_hub_stats(hub, &ws);
+    return ws.buffered;
+}
+
+START_TEST(buffered_is_the_sum_and_close_releases)
+{
+    struct watch_stream *a = stream(0), *b = stream(1), *c = stream(2);
+    ck_assert_uint_eq(hub_buffered(), 0);
+    watch_stream_set_buffered(a, 1000);
+    watch_stream_set_buffered(b, 5000);
+    watch_stream_set_buffered(c, 7);
+    ck_assert_uint_eq(hub_buffered(), 6007);
+    watch_stream_set_buffered(b, 2000); /* written: the new level replaces the old */
+    watch_stream_set_buffered(a, 1000); /* unchanged */
+    ck_assert_uint_eq(hub_buffered(), 3007);
+    watch_stream_close(b); /* freed with its output */
+    ck_assert_uint_eq(hub_buffered(), 1007);
+    watch_stream_set_buffered(a, 0);
+    ck_assert_uint_eq(hub_buffered(), 7);
+    watch_stream_close(c);
+    watch_stream_close(a);
+    ck_assert_uint_eq(hub_buffered(), 0);
+}
+END_TEST
+
+START_TEST(admission_share_half_and_cap)
+{
+    struct watch_limits l = limits();
+    l.total_buffer_bytes = 1000;
+    open_hub(&l);
+    struct watch_stream *s[4];
+    for (int i = 0; i < 4; i++)
+        s[i] = stream(i); /* share: 250 each */
+    /* Nothing buffered: anything goes, even more than the budget (one at a time). */
+    ck_assert(watch_stream_admits(s[0], 5000));
+    watch_stream_set_buffered(s[0], 400);
+    /* Over its share, s0 may go on only while the total stays within half the budget. */
+    ck_assert(watch_stream_admits(s[0], 100));
+    ck_assert(!watch_stream_admits(s[0], 101));
+    /* Within its share, s1 may go beyond half the budget. */
+    ck_assert(watch_stream_admits(s[1], 250));
+    ck_assert(!watch_stream_admits(s[1], 251));
+    /* The budget itself is a hard cap, share or not. */
+    watch_stream_set_buffered(s[1], 300);
+    watch_stream_set_buffered(s[2], 250);
+    ck_assert(watch_stream_admits(s[3], 50));
+    ck_assert(!watch_stream_admits(s[3], 51));
+    watch_stream_set_buffered(s[3], 200); /* 1150: over the budget (control responses) */
+    ck_assert(!watch_stream_admits(s[3], 1));
+    /* Fewer streams, larger shares. */
+    watch_stream_close(s[3]);
+    watch_stream_close(s[2]);
+    ck_assert(watch_stream_admits(s[1], 200)); /* share 500: 300 + 200 */
+    ck_assert(!watch_stream_admits(s[1], 201));
+    /* Without a budget everything is admitted. */
+    l.total_buffer_bytes = 0;
+    open_hub(&l);
+    struct watch_stream *x = stream(0);
+    watch_stream_set_buffered(x, (size_t)1 << 40);
+    ck_assert(watch_stream_admits(x, (size_t)1 << 40));
+}
+END_TEST
+
+START_TEST(over_budget_victims_catch_up)
+{
+    struct watch_limits l = limits();
+    l.total_buffer_bytes = 1000;
+    open_hub(&l);
+    resp_bytes = 300;
+    struct watch_stream *a = stream(0), *b = stream(1);
+    create(a, (struct wopt){.key = "k"});
+    create(b, (struct wopt){.key = "k"});
+    put("k", "1"); /* 2: a takes 300 (T 0), b 300 (its share) */
+    ck_assert_uint_eq(hub_buffered(), 600);
+    put("k", "2"); /* 3: both over their share and over half the budget */
+    put("k", "3"); /* 4 */
+    assert_stats(2, 0, 0, 2);
+    ck_assert_uint_eq(hub_buffered(), 600);
+    /* a's reader takes its output; a catches up from history, b still waits. */
+    held[0] = 0;
+    watch_stream_set_buffered(a, 0);
+    watch_stream_writable(a);
+    sync_all();
+    ck_assert_str_eq(events_of(0, 0), "k@2 k@3 k@4");
+    ck_assert_uint_eq(hub_buffered(), 600);
+    held[1] = 0;
+    watch_stream_set_buffered(b, 0);
+    watch_stream_writable(b);
+    sync_all();
+    ck_assert_str_eq(events_of(1, 0), "k@2 k@3 k@4");
+    assert_stats(2, 2, 0, 0);
+    watch_stream_close(a);
+    watch_stream_close(b);
+    ck_assert_uint_eq(hub_buffered(), 0);
+}
+END_TEST
+
 /* ---- progress ---- */
 
 START_TEST(progress_request_deferred_until_synced)
@@ -861,6 +978,9 @@ int main(void)
           compacted_watchers, NULL}},
         {"groups",
          {victim_catches_up_in_order, victim_behind_compaction, close_in_every_group, NULL}},
+        {"budget",
+         {buffered_is_the_sum_and_close_releases, admission_share_half_and_cap,
+          over_budget_victims_catch_up, NULL}},
         {"progress", {progress_request_deferred_until_synced, progress_notify_ticks, NULL}},
         {"index", {interval_tree_vs_brute_force, hash_table_grows_and_removes, NULL}},
     };

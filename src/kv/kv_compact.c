@@ -17,7 +17,8 @@
 
 ms_err kv_compact(struct kv_store *kv, struct be_txn *txn, int64_t rev)
 {
-    if (rev <= kv->compact_rev)
+    /* etcd's compaction point is -1 until the first compaction: that one may be at 0. */
+    if (rev <= (kv->compacted ? kv->compact_rev : -1))
         return MS_E_COMPACTED;
     if (rev > kv->rev)
         return MS_E_FUTURE_REV;

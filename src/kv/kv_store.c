@@ -18,11 +18,10 @@
 
 #include "kv_store_int.h"
 
-static ms_err meta_get_i64(struct be_txn *txn, const char *name, int64_t *out)
+static ms_err meta_get_i64(struct be_txn *txn, const char *name, int64_t *out, bool *found)
 {
     uint64_t v = 0;
-    bool found;
-    ms_err e = be_get_u64(txn, BE_BUCKET_META, name, &v, &found);
+    ms_err e = be_get_u64(txn, BE_BUCKET_META, name, &v, found);
     *out = (int64_t)v;
     return e;
 }
@@ -71,6 +70,7 @@ struct kv_store *kv_store_open(struct be_txn *txn, ms_err *err)
 {
     struct kv_store *kv = calloc(1, sizeof(*kv));
     int64_t finished = 0, scheduled = 0;
+    bool have_finished = false, have_scheduled = false;
     if (!kv) {
         *err = MS_E_NOMEM;
         return NULL;
@@ -80,11 +80,12 @@ struct kv_store *kv_store_open(struct be_txn *txn, ms_err *err)
         *err = MS_E_NOMEM;
         goto out_free;
     }
-    if ((*err = meta_get_i64(txn, KV_META_FINISHED_COMPACT, &finished)) != MS_OK)
+    if ((*err = meta_get_i64(txn, KV_META_FINISHED_COMPACT, &finished, &have_finished)) != MS_OK)
         goto out_free;
-    if ((*err = meta_get_i64(txn, KV_META_SCHEDULED_COMPACT, &scheduled)) != MS_OK)
+    if ((*err = meta_get_i64(txn, KV_META_SCHEDULED_COMPACT, &scheduled, &have_scheduled)) != MS_OK)
         goto out_free;
     kv->compact_rev = finished;
+    kv->compacted = have_finished || have_scheduled;
     if ((*err = restore_index(kv, txn)) != MS_OK)
         goto out_free;
     if (scheduled > finished) {

@@ -12,6 +12,7 @@ struct kv_store {
     struct kv_index ix;
     int64_t rev;                 /* current revision */
     int64_t compact_rev;         /* history below this is gone */
+    bool compacted;              /* compacted at least once (maybe at 0) */
     int64_t compact_pending;     /* records <= this still to remove (0: none) */
     struct kv_rev compact_next;  /* where the removal resumes */
     kv_lease_exists_fn lease_fn; /* NULL: accept every lease */
@@ -24,6 +25,7 @@ static inline void kv_compact_begin(struct kv_store *kv, int64_t rev)
 {
     kv_index_compact(&kv->ix, rev);
     kv->compact_rev = rev;
+    kv->compacted = true;
     kv->compact_pending = rev;
     memset(&kv->compact_next, 0, sizeof(kv->compact_next));
 }

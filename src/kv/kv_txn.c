@@ -31,8 +31,11 @@ ms_err kv_check_range(const struct kv_range_req *r)
 {
     if (r->span.key_len == 0)
         return MS_E_EMPTY_KEY;
-    /* etcd 3.4 crashes on an unknown sort target; newer etcd rejects it like this. */
-    if (r->sort_target < KV_SORT_KEY || r->sort_target > KV_SORT_VALUE)
+    /* etcd 3.4 crashes when it sorts by an unknown target (NONE sorts ASCEND by a target that
+     * is not KEY); newer etcd rejects it like this. An unknown order never sorts: 3.4 answers
+     * in key order, and so do we. */
+    bool sorts = r->sort_order >= KV_SORT_NONE && r->sort_order <= KV_SORT_DESCEND;
+    if (sorts && (r->sort_target < KV_SORT_KEY || r->sort_target > KV_SORT_VALUE))
         return MS_E_INVALID_SORT_OPTION;
     return MS_OK;
 }

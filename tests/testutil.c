@@ -92,3 +92,19 @@ long tu_json_num(const char *json, const char *field, long absent)
     const char *p = strstr(json, pat);
     return p ? strtol(p + strlen(pat), NULL, 10) : absent;
 }
+
+char *tu_nested(const char *pre, size_t n, const char *open, const char *inner, const char *close,
+                const char *post)
+{
+    size_t lo = strlen(open), lc = strlen(close), o = 0;
+    char *s = malloc(strlen(pre) + n * (lo + lc) + strlen(inner) + strlen(post) + 1);
+    ck_assert_ptr_nonnull(s);
+    o += (size_t)sprintf(s, "%s", pre);
+    for (size_t i = 0; i < n; i++, o += lo)
+        memcpy(s + o, open, lo);
+    o += (size_t)sprintf(s + o, "%s", inner);
+    for (size_t i = 0; i < n; i++, o += lc)
+        memcpy(s + o, close, lc);
+    sprintf(s + o, "%s", post);
+    return s;
+}

@@ -30,6 +30,10 @@ void tu_member_id(int port, char *out, size_t cap);
 /* Compare a byte string with a C string. */
 int tu_bytes_eq(const uint8_t *p, size_t n, const char *s);
 
+/* pre, then open n times, inner, close n times, post: deeply nested JSON (caller frees). */
+char *tu_nested(const char *pre, size_t n, const char *open, const char *inner, const char *close,
+                const char *post);
+
 #endif
 
 /* ---- integration harness: the real server binary over loopback HTTP ---- */

@@ -31,6 +31,7 @@ struct jv {
     union {
         struct jv *items;       /* JV_ARR */
         struct jmember *fields; /* JV_OBJ */
+        const char *raw;        /* JV_STR with escapes: its source text (NULL without) */
     } u;
 };
 

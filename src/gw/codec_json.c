@@ -3,8 +3,9 @@
  * The parser builds a read-only tree in the request's arena. Its error texts follow Go's
  * encoding/json scanner ("invalid character 'x' looking for beginning of value", "unexpected
  * EOF") and the readers follow jsonpb's messages ("json: cannot unmarshal number 2.5 into Go
- * value of type int64"), because that is what etcd's gateway answers. Nesting is capped so a
- * hostile body cannot exhaust the stack.
+ * value of type int64"), because that is what etcd's gateway answers. The parser does not
+ * recurse: open containers sit on an explicit stack, and nesting is capped at Go's limit
+ * (10000 levels, "invalid character '[' exceeded max depth").
  */
 #include "codec.h"
 
@@ -14,7 +15,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#define JSON_MAX_DEPTH 512
+/* Go's encoding/json maxNestingDepth: the 10001st open container is an error. */
+#define JSON_MAX_DEPTH 10000
+/* Open containers kept on the C stack before the parse stack moves to the arena. */
+#define JSON_INLINE_FRAMES 32
 
 void jdec_init(struct jdec *d, struct arena *a)
 {
@@ -61,19 +65,24 @@ struct jp {
     struct jdec *d;
     const char *p;
     const char *end;
-    int depth;
+    /* The text is a whole document, as json.Unmarshal sees it (a number held in a string),
+     * not a value read from a stream (json.Decoder): at its end Go's scanner reads a space, so
+     * a cut-off number or literal is "invalid character ' ' ..." and anything else "unexpected
+     * end of JSON input". */
+    bool whole;
 };
 
 static bool jp_eof(struct jp *j)
 {
-    return jdec_fail(j->d, "unexpected EOF");
+    return jdec_fail(j->d, j->whole ? "unexpected end of JSON input" : "unexpected EOF");
 }
 
+/* An unexpected byte, or the end of the text, in the given scanner state. */
 static bool jp_bad(struct jp *j, const char *context)
 {
     char q[8];
     if (j->p >= j->end)
-        return jp_eof(j);
+        return j->whole ? jdec_fail(j->d, "invalid character ' ' %s", context) : jp_eof(j);
     return jdec_fail(j->d, "invalid character %s %s", quote_char((unsigned char)*j->p, q), context);
 }
 
@@ -86,9 +95,7 @@ static bool read_u4(struct jp *j, unsigned *out)
 {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
-        if (j->p >= j->end)
-            return jp_eof(j);
-        int h = hex_digit(*j->p);
+        int h = j->p < j->end ? hex_digit(*j->p) : -1;
         if (h < 0)
             return jp_bad(j, "in \\u hexadecimal character escape");
         v = v << 4 | (unsigned)h;
@@ -178,7 +185,7 @@ static bool parse_string(struct jp *j, const char **s, size_t *n)
         }
         j->p++;
         if (j->p >= j->end)
-            return jp_eof(j);
+            return jp_bad(j, "in string escape code");
         char e = *j->p;
         j->p++;
         switch (e) {
@@ -244,9 +251,7 @@ static bool parse_number(struct jp *j, struct jv *out)
     const char *start = j->p;
     if (*j->p == '-') {
         j->p++;
-        if (j->p >= j->end)
-            return jp_eof(j);
-        if (!is_digit(*j->p))
+        if (j->p >= j->end || !is_digit(*j->p))
             return jp_bad(j, "in numeric literal");
     }
     if (*j->p == '0') {
@@ -257,9 +262,7 @@ static bool parse_number(struct jp *j, struct jv *out)
     }
     if (j->p < j->end && *j->p == '.') {
         j->p++;
-        if (j->p >= j->end)
-            return jp_eof(j);
-        if (!is_digit(*j->p))
+        if (j->p >= j->end || !is_digit(*j->p))
             return jp_bad(j, "after decimal point in numeric literal");
         while (j->p < j->end && is_digit(*j->p))
             j->p++;
@@ -268,9 +271,7 @@ static bool parse_number(struct jp *j, struct jv *out)
         j->p++;
         if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
             j->p++;
-        if (j->p >= j->end)
-            return jp_eof(j);
-        if (!is_digit(*j->p))
+        if (j->p >= j->end || !is_digit(*j->p))
             return jp_bad(j, "in exponent of numeric literal");
         while (j->p < j->end && is_digit(*j->p))
             j->p++;
@@ -284,9 +285,7 @@ static bool parse_number(struct jp *j, struct jv *out)
 static bool parse_literal(struct jp *j, const char *word, enum jv_type t, struct jv *out)
 {
     for (size_t i = 0; word[i]; i++) {
-        if (j->p >= j->end)
-            return jp_eof(j);
-        if (*j->p != word[i]) {
+        if (j->p >= j->end || *j->p != word[i]) {
             char ctx[48];
             snprintf(ctx, sizeof(ctx), "in literal %s (expecting '%c')", word, word[i]);
             return jp_bad(j, ctx);
@@ -297,7 +296,39 @@ static bool parse_literal(struct jp *j, const char *word, enum jv_type t, struct
     return true;
 }
 
-static bool parse_value(struct jp *j, struct jv *out);
+/* Scalars: a string, a number or a literal. */
+static bool parse_scalar(struct jp *j, struct jv *v)
+{
+    switch (*j->p) {
+    case '"': {
+        const char *src = ++j->p;
+        v->type = JV_STR;
+        if (!parse_string(j, &v->s, &v->n))
+            return false;
+        if (v->s != src)
+            v->u.raw = src; /* decoded into the arena: there were escapes */
+        return true;
+    }
+    case 't':
+        return parse_literal(j, "true", JV_TRUE, v);
+    case 'f':
+        return parse_literal(j, "false", JV_FALSE, v);
+    case 'n':
+        return parse_literal(j, "null", JV_NULL, v);
+    default:
+        if (*j->p == '-' || is_digit(*j->p))
+            return parse_number(j, v);
+        return jp_bad(j, "looking for beginning of value");
+    }
+}
+
+/* An open object or array: its value and the children read so far. */
+struct jframe {
+    struct jv *v;
+    void *kids; /* struct jmember[] or struct jv[], in the arena */
+    size_t n;
+    size_t cap;
+};
 
 /* Growable scratch for the children of one container: an arena array doubled as needed. */
 static void *grow(struct jdec *d, void *old, size_t n, size_t *cap, size_t size)
@@ -312,121 +343,97 @@ static void *grow(struct jdec *d, void *old, size_t n, size_t *cap, size_t size)
     return p;
 }
 
-static bool parse_object(struct jp *j, struct jv *out)
+/* Append a child slot to f; for an object read its key and colon first. NULL on error. */
+static struct jv *open_child(struct jp *j, struct jframe *f)
 {
-    struct jmember *f = NULL;
-    size_t n = 0, cap = 0;
-    j->p++; /* { */
-    jp_ws(j);
-    if (j->p >= j->end)
-        return jp_eof(j);
-    if (*j->p == '}') {
-        j->p++;
-        goto done;
-    }
-    for (;;) {
+    bool obj = f->v->type == JV_OBJ;
+    if (obj) {
         if (j->p >= j->end)
-            return jp_eof(j);
+            return jp_eof(j), NULL;
         if (*j->p != '"')
-            return jp_bad(j, "looking for beginning of object key string");
+            return jp_bad(j, "looking for beginning of object key string"), NULL;
         j->p++;
-        if (n == cap && !(f = grow(j->d, f, n, &cap, sizeof(*f))))
-            return jdec_fail(j->d, "out of memory");
-        struct jmember *m = &f[n++];
-        if (!parse_string(j, &m->key, &m->key_len))
-            return false;
-        jp_ws(j);
-        if (j->p >= j->end)
-            return jp_eof(j);
-        if (*j->p != ':')
-            return jp_bad(j, "after object key");
-        j->p++;
-        jp_ws(j);
-        if (!parse_value(j, &m->val))
-            return false;
-        jp_ws(j);
-        if (j->p >= j->end)
-            return jp_eof(j);
-        if (*j->p == '}') {
-            j->p++;
-            break;
-        }
-        if (*j->p != ',')
-            return jp_bad(j, "after object key:value pair");
-        j->p++;
-        jp_ws(j);
     }
-done:
-    out->type = JV_OBJ;
-    out->n = n;
-    out->u.fields = f;
-    return true;
-}
-
-static bool parse_array(struct jp *j, struct jv *out)
-{
-    struct jv *items = NULL;
-    size_t n = 0, cap = 0;
-    j->p++; /* [ */
+    size_t size = obj ? sizeof(struct jmember) : sizeof(struct jv);
+    if (f->n == f->cap && !(f->kids = grow(j->d, f->kids, f->n, &f->cap, size)))
+        return jdec_fail(j->d, "out of memory"), NULL;
+    if (!obj)
+        return &((struct jv *)f->kids)[f->n++];
+    struct jmember *m = &((struct jmember *)f->kids)[f->n++];
+    if (!parse_string(j, &m->key, &m->key_len))
+        return NULL;
     jp_ws(j);
     if (j->p >= j->end)
-        return jp_eof(j);
-    if (*j->p == ']') {
-        j->p++;
-        goto done;
-    }
-    for (;;) {
-        if (n == cap && !(items = grow(j->d, items, n, &cap, sizeof(*items))))
-            return jdec_fail(j->d, "out of memory");
-        if (!parse_value(j, &items[n++]))
-            return false;
-        jp_ws(j);
-        if (j->p >= j->end)
-            return jp_eof(j);
-        if (*j->p == ']') {
-            j->p++;
-            break;
-        }
-        if (*j->p != ',')
-            return jp_bad(j, "after array element");
-        j->p++;
-        jp_ws(j);
-    }
-done:
-    out->type = JV_ARR;
-    out->n = n;
-    out->u.items = items;
-    return true;
+        return jp_eof(j), NULL;
+    if (*j->p != ':')
+        return jp_bad(j, "after object key"), NULL;
+    j->p++;
+    jp_ws(j);
+    return &m->val;
 }
 
+/* One value, nested containers included. Iterative: the open containers live in an explicit
+ * stack (inline, then in the arena), so the C stack stays flat whatever the nesting. */
 static bool parse_value(struct jp *j, struct jv *out)
 {
-    memset(out, 0, sizeof(*out));
-    if (j->p >= j->end)
-        return jp_eof(j);
-    switch (*j->p) {
-    case '{':
-    case '[': {
-        if (++j->depth > JSON_MAX_DEPTH)
-            return jdec_fail(j->d, "exceeded max depth");
-        bool ok = *j->p == '{' ? parse_object(j, out) : parse_array(j, out);
-        j->depth--;
-        return ok;
-    }
-    case '"':
-        j->p++;
-        out->type = JV_STR;
-        return parse_string(j, &out->s, &out->n);
-    case 't':
-        return parse_literal(j, "true", JV_TRUE, out);
-    case 'f':
-        return parse_literal(j, "false", JV_FALSE, out);
-    case 'n':
-        return parse_literal(j, "null", JV_NULL, out);
-    default:
-        if (*j->p == '-' || is_digit(*j->p))
-            return parse_number(j, out);
-        return jp_bad(j, "looking for beginning of value");
+    struct jframe inline_st[JSON_INLINE_FRAMES];
+    struct jframe *st = inline_st;
+    size_t depth = 0, cap = JSON_INLINE_FRAMES;
+    struct jv *v = out;
+    for (;;) {
+        /* v is the slot of the next value, at its first byte. */
+        memset(v, 0, sizeof(*v));
+        if (j->p >= j->end)
+            return jp_eof(j);
+        char open = *j->p;
+        if (open != '{' && open != '[') {
+            if (!parse_scalar(j, v))
+                return false;
+        } else {
+            if (depth == JSON_MAX_DEPTH)
+                return jp_bad(j, "exceeded max depth");
+            v->type = open == '{' ? JV_OBJ : JV_ARR;
+            j->p++;
+            jp_ws(j);
+            if (j->p >= j->end)
+                return jp_eof(j);
+            if (*j->p == (open == '{' ? '}' : ']')) {
+                j->p++; /* empty: complete already */
+            } else {
+                if (depth == cap && !(st = grow(j->d, st, depth, &cap, sizeof(*st))))
+                    return jdec_fail(j->d, "out of memory");
+                st[depth] = (struct jframe){.v = v};
+                if (!(v = open_child(j, &st[depth++])))
+                    return false;
+                continue;
+            }
+        }
+        /* A value is complete: close the containers it completes, then open the next slot. */
+        for (;;) {
+            if (depth == 0)
+                return true;
+            struct jframe *f = &st[depth - 1];
+            bool obj = f->v->type == JV_OBJ;
+            jp_ws(j);
+            if (j->p >= j->end)
+                return jp_eof(j);
+            if (*j->p == ',') {
+                j->p++;
+                jp_ws(j);
+                if (!(v = open_child(j, f)))
+                    return false;
+                break;
+            }
+            if (*j->p != (obj ? '}' : ']'))
+                return jp_bad(j, obj ? "after object key:value pair" : "after array element");
+            j->p++;
+            f->v->n = f->n;
+            if (obj)
+                f->v->u.fields = f->kids;
+            else
+                f->v->u.items = f->kids;
+            depth--;
+        }
     }
 }
 
@@ -514,23 +521,6 @@ const struct jv *jv_field(const struct jv *obj, const char *name, const char *ca
     return found && found->type != JV_NULL ? found : NULL;
 }
 
-bool jdec_bytes(struct jdec *d, const struct jv *v, const uint8_t **p, size_t *n)
-{
-    if (!v)
-        return true;
-    if (v->type != JV_STR)
-        return jdec_fail(d, "json: cannot unmarshal %s into Go value of type []uint8",
-                         go_type_word(v->type));
-    uint8_t *out = arena_alloc(d->a, b64_decoded_max(v->n));
-    if (!out)
-        return jdec_fail(d, "out of memory");
-    size_t off;
-    if (b64_decode(v->s, v->n, out, n, &off) != 0)
-        return jdec_fail(d, "illegal base64 data at input byte %zu", off);
-    *p = out;
-    return true;
-}
-
 /* Parse a JSON integer literal (the whole of s[0..n)) into an int64 / uint64 magnitude. */
 static bool int_literal(const char *s, size_t n, bool *neg, uint64_t *mag)
 {
@@ -556,6 +546,49 @@ static bool int_literal(const char *s, size_t n, bool *neg, uint64_t *mag)
     return true;
 }
 
+/* bytes given as a JSON array of numbers 0..255: json.Unmarshal into []byte takes it (null
+ * items are 0). */
+static bool bytes_array(struct jdec *d, const struct jv *v, const uint8_t **p, size_t *n)
+{
+    uint8_t *out = arena_alloc(d->a, v->n ? v->n : 1);
+    if (!out)
+        return jdec_fail(d, "out of memory");
+    for (size_t i = 0; i < v->n; i++) {
+        const struct jv *it = &v->u.items[i];
+        bool neg;
+        uint64_t mag = 0;
+        if (it->type != JV_NUM && it->type != JV_NULL)
+            return jdec_fail(d, "json: cannot unmarshal %s into Go value of type uint8",
+                             go_type_word(it->type));
+        if (it->type == JV_NUM && (!int_literal(it->s, it->n, &neg, &mag) || neg || mag > 255))
+            return jdec_fail(d, "json: cannot unmarshal number %.*s into Go value of type uint8",
+                             (int)(it->n > 64 ? 64 : it->n), it->s);
+        out[i] = (uint8_t)mag;
+    }
+    *p = out;
+    *n = v->n;
+    return true;
+}
+
+bool jdec_bytes(struct jdec *d, const struct jv *v, const uint8_t **p, size_t *n)
+{
+    if (!v)
+        return true;
+    if (v->type == JV_ARR)
+        return bytes_array(d, v, p, n);
+    if (v->type != JV_STR)
+        return jdec_fail(d, "json: cannot unmarshal %s into Go value of type []uint8",
+                         go_type_word(v->type));
+    uint8_t *out = arena_alloc(d->a, b64_decoded_max(v->n));
+    if (!out)
+        return jdec_fail(d, "out of memory");
+    size_t off;
+    if (b64_decode(v->s, v->n, out, n, &off) != 0)
+        return jdec_fail(d, "illegal base64 data at input byte %zu", off);
+    *p = out;
+    return true;
+}
+
 /* The text of an integer field: a JSON number, or a string holding one (jsonpb unquotes the
  * string and decodes its content as JSON). Sets txt and len to the number literal. */
 static bool int_text(struct jdec *d, const struct jv *v, const char *gotype, const char **txt,
@@ -569,11 +602,16 @@ static bool int_text(struct jdec *d, const struct jv *v, const char *gotype, con
     if (v->type != JV_STR)
         return jdec_fail(d, "json: cannot unmarshal %s into Go value of type %s",
                          go_type_word(v->type), gotype);
+    /* jsonpb strips the quotes and reads the source text as is: escapes are not undone. */
+    const char *src = v->s, *end = v->s + v->n;
+    if (v->u.raw) {
+        src = end = v->u.raw;
+        while (*end != '"')
+            end += *end == '\\' ? 2 : 1;
+    }
     struct jv inner;
-    struct jp j = {.d = d, .p = v->s, .end = v->s + v->n};
+    struct jp j = {.d = d, .p = src, .end = end, .whole = true};
     jp_ws(&j);
-    if (j.p >= j.end)
-        return jdec_fail(d, "unexpected end of JSON input");
     if (!parse_value(&j, &inner))
         return false;
     jp_ws(&j);
@@ -672,14 +710,15 @@ bool jdec_enum(struct jdec *d, const struct jv *v, const char *const *names, siz
         go_quote(v->s, v->n, q, sizeof(q));
         return jdec_fail(d, "unknown value %s for enum %s", q, enum_name);
     }
+    /* Any int32 is taken, named or not, as jsonpb does; Go names the enum's type in errors. */
     if (v->type != JV_NUM)
-        return jdec_fail(d, "json: cannot unmarshal %s into Go value of type int32",
-                         go_type_word(v->type));
+        return jdec_fail(d, "json: cannot unmarshal %s into Go value of type %s",
+                         go_type_word(v->type), enum_name);
     bool neg;
     uint64_t mag;
     if (!int_literal(v->s, v->n, &neg, &mag) || mag > INT32_MAX + (uint64_t)neg)
-        return jdec_fail(d, "json: cannot unmarshal number %.*s into Go value of type int32",
-                         (int)(v->n > 64 ? 64 : v->n), v->s);
+        return jdec_fail(d, "json: cannot unmarshal number %.*s into Go value of type %s",
+                         (int)(v->n > 64 ? 64 : v->n), v->s, enum_name);
     *out = neg ? -(int64_t)mag : (int64_t)mag;
     return true;
 }

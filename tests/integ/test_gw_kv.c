@@ -179,12 +179,25 @@ START_TEST(range_options)
            "{\"key\":\"ay9h\",\"bogus\":[1,{\"x\":null}],\"limit\":null,"
            "\"range_end\":null,\"count_only\":true}",
            200, "{\"header\":" H(7) ",\"count\":\"1\"}");
-    /* An out-of-range sort order is accepted (etcd 3.4), a bad target is refused. */
+    /* An out-of-range sort order is accepted and sorts nothing (etcd 3.4), so any target goes
+     * with it; a bad target that would be sorted by is refused (etcd 3.4 crashes). */
     EXPECT("/v3/kv/range",
            "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":7,\"count_only\":true}", 200,
            "{\"header\":" H(7) ",\"count\":\"5\"}");
+    EXPECT("/v3/kv/range",
+           "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":99,\"sort_target\":99,"
+           "\"count_only\":true}",
+           200, "{\"header\":" H(7) ",\"count\":\"5\"}");
+    EXPECT("/v3/kv/range",
+           "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":-1,\"sort_target\":-1,"
+           "\"count_only\":true}",
+           200, "{\"header\":" H(7) ",\"count\":\"5\"}");
     EXPECT("/v3/kv/range", "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_target\":9}", 400,
            ERR("etcdserver: invalid sort option", 3));
+    EXPECT("/v3/kv/range",
+           "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"sort_order\":\"DESCEND\",\"sort_target\":"
+           "-1}",
+           400, ERR("etcdserver: invalid sort option", 3));
     /* Future and compacted revisions. */
     EXPECT("/v3/kv/range", "{\"key\":\"ay9h\",\"revision\":8}", 400,
            ERR("etcdserver: mvcc: required revision is a future revision", 11));
@@ -368,6 +381,75 @@ START_TEST(compaction)
 }
 END_TEST
 
+START_TEST(compaction_at_zero)
+{
+    /* etcd's compaction point is -1 until the first compaction, so a fresh store takes one at
+     * revision 0 ({} too), once; it is remembered across a restart. */
+    EXPECT("/v3/kv/compaction", "{\"revision\":-1}", 400,
+           ERR("etcdserver: mvcc: required revision has been compacted", 11));
+    EXPECT("/v3/kv/compaction", "{}", 200, "{\"header\":" H(1) "}");
+    EXPECT("/v3/kv/compaction", "{\"revision\":0,\"physical\":true}", 400,
+           ERR("etcdserver: mvcc: required revision has been compacted", 11));
+    EXPECT("/v3/kv/put", "{\"key\":\"Yw==\",\"value\":\"dg==\"}", 200, "{\"header\":" H(2) "}");
+    EXPECT("/v3/kv/range", "{\"key\":\"Yw==\",\"count_only\":true}", 200,
+           "{\"header\":" H(2) ",\"count\":\"1\"}");
+    tu_server_stop_keep(&srv, 1);
+    tu_server_restart(&srv, NULL);
+    EXPECT("/v3/kv/compaction", "{\"revision\":0}", 400,
+           ERR("etcdserver: mvcc: required revision has been compacted", 11));
+    EXPECT("/v3/kv/compaction", "{\"revision\":1,\"physical\":true}", 200, "{\"header\":" H(2) "}");
+    EXPECT("/v3/kv/compaction", "{\"revision\":1}", 400,
+           ERR("etcdserver: mvcc: required revision has been compacted", 11));
+}
+END_TEST
+
+/* {"key":"Zm9v","count_only":true,"x":[[...1...]]} with `levels` arrays (malloc'd). */
+static char *deep_body(size_t levels)
+{
+    return tu_nested("{\"key\":\"Zm9v\",\"count_only\":true,\"x\":", levels, "[", "1", "]", "}");
+}
+
+START_TEST(wire_limits)
+{
+    /* Nesting: etcd's decoder (Go's encoding/json) takes 10000 open containers, counting the
+     * body's own object, and refuses the 10001st. */
+    char *ok = deep_body(9999), *over = deep_body(10000);
+    EXPECT("/v3/kv/range", ok, 200, "{\"header\":" H(1) "}");
+    EXPECT("/v3/kv/range", over, 400, ERR("invalid character '[' exceeded max depth", 3));
+    free(ok);
+    free(over);
+    /* Enums: any int32 is taken; errors name the enum's Go type. */
+    EXPECT("/v3/kv/range", "{\"key\":\"Zm9v\",\"sort_order\":2147483648}", 400,
+           ERR("json: cannot unmarshal number 2147483648 into Go value of type "
+               "etcdserverpb.RangeRequest_SortOrder",
+               3));
+    EXPECT("/v3/kv/txn", "{\"compare\":[{\"key\":\"Zm9v\",\"target\":true}]}", 400,
+           ERR("json: cannot unmarshal bool into Go value of type "
+               "etcdserverpb.Compare_CompareTarget",
+               3));
+    /* bytes as an array of byte values. */
+    EXPECT("/v3/kv/put", "{\"key\":[102,111,111],\"value\":[]}", 200, "{\"header\":" H(2) "}");
+    EXPECT("/v3/kv/range", "{\"key\":\"Zm9v\"}", 200,
+           "{\"header\":" H(2) ",\"kvs\":[{\"key\":\"Zm9v\",\"create_revision\":\"2\","
+                               "\"mod_revision\":\"2\",\"version\":\"1\"}],\"count\":\"1\"}");
+    /* An unknown compare result holds (etcd compareKV). */
+    EXPECT(
+        "/v3/kv/txn",
+        "{\"compare\":[{\"key\":\"Zm9v\",\"result\":99,\"target\":\"VALUE\",\"value\":\"eA==\"}]}",
+        200, "{\"header\":" H(2) ",\"succeeded\":true}");
+    EXPECT("/v3/kv/range", "{\"key\":[256]}", 400,
+           ERR("json: cannot unmarshal number 256 into Go value of type uint8", 3));
+    EXPECT("/v3/kv/range", "{\"key\":[]}", 400, ERR("etcdserver: key is not provided", 3));
+    /* An integer in a string is a document of its own, escapes and all. */
+    EXPECT("/v3/kv/range", "{\"key\":\"Zm9v\",\"limit\":\"-\"}", 400,
+           ERR("invalid character ' ' in numeric literal", 3));
+    EXPECT("/v3/kv/range", "{\"key\":\"Zm9v\",\"limit\":\"[1\"}", 400,
+           ERR("unexpected end of JSON input", 3));
+    EXPECT("/v3/kv/range", "{\"key\":\"Zm9v\",\"limit\":\"\\u0031\"}", 400,
+           ERR("invalid character '\\\\\\\\' looking for beginning of value", 3));
+}
+END_TEST
+
 START_TEST(request_errors)
 {
     EXPECT("/v3/kv/put", "{\"value\":\"YQ==\"}", 400, ERR("etcdserver: key is not provided", 3));
@@ -498,8 +580,8 @@ int main(void)
     } cases[] = {
         {"put_range", {put_and_range, range_options, delete_range, NULL}},
         {"txn", {txn, txn_limits, NULL}},
-        {"compact", {compaction, NULL}},
-        {"errors", {request_errors, size_limits, NULL}},
+        {"compact", {compaction, compaction_at_zero, NULL}},
+        {"errors", {request_errors, size_limits, wire_limits, NULL}},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);

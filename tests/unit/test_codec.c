@@ -8,6 +8,12 @@
 
 static struct arena *a;
 
+/* An input and the error it must give. */
+struct in_msg {
+    const char *in;
+    const char *msg;
+};
+
 static void setup(void)
 {
     a = arena_create(1024);
@@ -66,10 +72,7 @@ END_TEST
 
 START_TEST(parser_errors)
 {
-    struct {
-        const char *in;
-        const char *msg;
-    } cases[] = {
+    static const struct in_msg cases[] = {
         {"{\"key\":", "unexpected EOF"},
         {"{", "unexpected EOF"},
         {"{\"a\":\"abc", "unexpected EOF"},
@@ -99,14 +102,56 @@ START_TEST(parser_errors)
     /* Trailing data after the first value is ignored. */
     struct jv v;
     ck_assert_ptr_null(root_err("{} garbage", &v));
-    /* Nesting is capped, not a stack overflow. */
-    size_t depth = 100000;
-    char *deep = malloc(depth + 1);
-    memset(deep, '[', depth);
-    deep[depth] = 0;
-    const char *m = root_err(deep, &v);
+}
+END_TEST
+
+START_TEST(parser_depth)
+{
+    /* Go's limit, 10000 open containers, is accepted (an ASan build's stack must hold it: the
+     * parser keeps its own stack); the 10001st is refused with Go's words. */
+    struct jv v;
+    char *ok = tu_nested("{\"key\":\"Zm9v\",\"x\":", 9999, "[", "1", "]", "}");
+    ck_assert_ptr_null(root_err(ok, &v));
+    const struct jv *x = jv_field(&v, "x", NULL);
+    size_t levels = 0;
+    for (; x->type == JV_ARR && x->n == 1; x = &x->u.items[0])
+        levels++;
+    ck_assert_uint_eq(levels, 9999);
+    ck_assert_int_eq(x->type, JV_NUM);
+    free(ok);
+    char *over = tu_nested("{\"key\":\"Zm9v\",\"x\":", 10000, "[", "1", "]", "}");
+    const char *m = root_err(over, &v);
     ck_assert_ptr_nonnull(m);
-    ck_assert_str_eq(m, "exceeded max depth");
+    ck_assert_str_eq(m, "invalid character '[' exceeded max depth");
+    free(over);
+    /* Objects count the same; so do empty containers. */
+    ok = tu_nested("", 10000, "{\"a\":", "{}", "}", "");
+    m = root_err(ok, &v);
+    ck_assert_str_eq(m, "invalid character '{' exceeded max depth");
+    free(ok);
+    ok = tu_nested("", 9999, "{\"a\":", "{}", "}", "");
+    ck_assert_ptr_null(root_err(ok, &v));
+    free(ok);
+    ok = tu_nested("", 10000, "[", "", "]", "");
+    struct jdec d;
+    jdec_init(&d, a);
+    ck_assert(json_parse(&d, ok, strlen(ok), &v));
+    free(ok);
+    /* Far deeper and cut off: still the depth error, not a stack overflow or EOF. */
+    char *deep = tu_nested("", 100000, "[", "", "", "");
+    ck_assert_str_eq(root_err(deep, &v), "invalid character '[' exceeded max depth");
+    /* The stream reader and the number-in-a-string reader share the bound. */
+    size_t used;
+    jdec_init(&d, a);
+    ck_assert(!json_parse_next(&d, deep, strlen(deep), &v, &used));
+    ck_assert_str_eq(d.msg, "invalid character '[' exceeded max depth");
+    free(deep);
+    deep = tu_nested("\"", 10001, "[", "", "", "\"");
+    jdec_init(&d, a);
+    ck_assert(json_parse(&d, deep, strlen(deep), &v));
+    int64_t i = 0;
+    ck_assert(!jdec_i64(&d, &v, &i));
+    ck_assert_str_eq(d.msg, "invalid character '[' exceeded max depth");
     free(deep);
 }
 END_TEST
@@ -155,6 +200,19 @@ START_TEST(readers_int64)
                      "json: cannot unmarshal array into Go value of type int64");
     ck_assert_str_eq(read_i64("{}", &x),
                      "json: cannot unmarshal object into Go value of type int64");
+    /* The string is read as a whole document (json.Unmarshal): its end is a space to Go's
+     * scanner, and its escapes are not undone (jsonpb strips the quotes only). */
+    static const struct in_msg whole[] = {
+        {"\"-\"", "invalid character ' ' in numeric literal"},
+        {"\"1.\"", "invalid character ' ' after decimal point in numeric literal"},
+        {"\"1e+\"", "invalid character ' ' in exponent of numeric literal"},
+        {"\"tr\"", "invalid character ' ' in literal true (expecting 'u')"},
+        {"\"[1\"", "unexpected end of JSON input"},
+        {"\"\\u0031\"", "invalid character '\\\\' looking for beginning of value"},
+        {"\"1\\n\"", "invalid character '\\\\' after top-level value"},
+    };
+    for (size_t i = 0; i < sizeof(whole) / sizeof(whole[0]); i++)
+        ck_assert_str_eq(read_i64(whole[i].in, &x), whole[i].msg);
 
     struct jdec d;
     struct jv v;
@@ -189,6 +247,28 @@ START_TEST(readers_bytes_bool_enum)
     ck_assert(json_parse(&d, "true", 4, &v));
     ck_assert(!jdec_bytes(&d, &v, &p, &n));
     ck_assert_str_eq(d.msg, "json: cannot unmarshal bool into Go value of type []uint8");
+    /* An array of byte values is bytes too (json.Unmarshal into []byte); null is 0. */
+    jdec_init(&d, a);
+    ck_assert(json_parse(&d, "[102,111,null,111]", 18, &v));
+    ck_assert(jdec_bytes(&d, &v, &p, &n));
+    ck_assert(n == 4 && memcmp(p, "fo\0o", 4) == 0);
+    ck_assert(json_parse(&d, "[]", 2, &v));
+    ck_assert(jdec_bytes(&d, &v, &p, &n));
+    ck_assert_uint_eq(n, 0);
+    static const struct in_msg bad_bytes[] = {
+        {"[256]", "json: cannot unmarshal number 256 into Go value of type uint8"},
+        {"[-0]", "json: cannot unmarshal number -0 into Go value of type uint8"},
+        {"[1.5]", "json: cannot unmarshal number 1.5 into Go value of type uint8"},
+        {"[1,\"a\",300]", "json: cannot unmarshal string into Go value of type uint8"},
+        {"[[1]]", "json: cannot unmarshal array into Go value of type uint8"},
+        {"[{}]", "json: cannot unmarshal object into Go value of type uint8"},
+    };
+    for (size_t i = 0; i < sizeof(bad_bytes) / sizeof(bad_bytes[0]); i++) {
+        jdec_init(&d, a);
+        ck_assert(json_parse(&d, bad_bytes[i].in, strlen(bad_bytes[i].in), &v));
+        ck_assert(!jdec_bytes(&d, &v, &p, &n));
+        ck_assert_str_eq(d.msg, bad_bytes[i].msg);
+    }
 
     bool b = false;
     jdec_init(&d, a);
@@ -210,6 +290,19 @@ START_TEST(readers_bytes_bool_enum)
     ck_assert(json_parse(&d, "\"2\"", 3, &v));
     ck_assert(!jdec_enum(&d, &v, names, 3, "etcdserverpb.X", &e));
     ck_assert_str_eq(d.msg, "unknown value \"2\" for enum etcdserverpb.X");
+    /* Numbers outside int32 and other JSON types name the enum's Go type, as jsonpb does. */
+    jdec_init(&d, a);
+    ck_assert(json_parse(&d, "2147483648", 10, &v));
+    ck_assert(!jdec_enum(&d, &v, names, 3, "etcdserverpb.X", &e));
+    ck_assert_str_eq(d.msg, "json: cannot unmarshal number 2147483648 into Go value of type "
+                            "etcdserverpb.X");
+    jdec_init(&d, a);
+    ck_assert(json_parse(&d, "-2147483648", 11, &v));
+    ck_assert(jdec_enum(&d, &v, names, 3, "etcdserverpb.X", &e));
+    ck_assert_int_eq(e, INT32_MIN);
+    ck_assert(json_parse(&d, "true", 4, &v));
+    ck_assert(!jdec_enum(&d, &v, names, 3, "etcdserverpb.X", &e));
+    ck_assert_str_eq(d.msg, "json: cannot unmarshal bool into Go value of type etcdserverpb.X");
 }
 END_TEST
 
@@ -344,6 +437,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, parser_values);
     tcase_add_test(tc, parser_errors);
+    tcase_add_test(tc, parser_depth);
     tcase_add_test(tc, readers_int64);
     tcase_add_test(tc, readers_bytes_bool_enum);
     suite_add_tcase(s, tc);

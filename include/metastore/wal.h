@@ -15,10 +15,16 @@
  * its completion signalled on wal_sync_fd(). After a
  * segment is created or renamed, its directory is fsynced too.
  *
- * Opening: the last segment may end in a torn record (a crash during a write): it is truncated
- * there. Anything else that fails to decode (bad CRC without a torn sector, a gap between
- * segments, trailing garbage in a sealed segment) stops the server with a message naming the
- * file and the offset.
+ * Opening: the last segment may end in a torn record (a crash during a write): the log is cut
+ * there (the rest of the file zeroed, its size kept). Anything else that fails to decode (bad
+ * CRC without a torn sector, a gap between segments, trailing garbage in a sealed segment) stops
+ * the server with a message naming the file and the offset. So does a segment shorter than
+ * seg_bytes whose records run to its end: segments are preallocated, so that file lost its tail
+ * (it was truncated), it was not torn by a crash.
+ *
+ * Snapshot markers: the newest one read wins (a segment header repeats an older one). The
+ * entries of the oldest segment left start at the index in its name, whatever its header's
+ * marker says; from there on the log must have no gap.
  */
 #ifndef METASTORE_WAL_H
 #define METASTORE_WAL_H
@@ -70,7 +76,9 @@ struct wal_stats {
 
 /* Open the WAL in dir (created with one segment if it has none). Reads every segment, keeps the
  * entries with index >= from_index in *log, truncates a torn tail. meta/meta_len are written
- * into a new log (ignored for an existing one). seg_bytes is the segment size (0: default).
+ * into a new log (ignored for an existing one). seg_bytes is the segment size (0: default); keep
+ * it the same for a directory, since a segment shorter than it whose records run to its end is
+ * taken for a truncated one.
  * On corruption returns MS_E_DATA_CORRUPT having logged the file and offset. */
 ms_err wal_open(const char *dir, uint64_t from_index, const uint8_t *meta, size_t meta_len,
                 uint64_t seg_bytes, struct wal **out, struct wal_log *log);
@@ -142,5 +150,10 @@ void wal_record_encode(struct buf *out, enum wal_rec_type type, const uint8_t *p
  * crc. On WAL_DEC_OK, *rec is filled and *consumed is the frame size. */
 enum wal_dec wal_record_decode(const uint8_t *p, size_t avail, uint32_t crc, struct wal_rec *rec,
                                size_t *consumed);
+
+/* True if the bytes at p (avail left in the segment) do not hold a whole frame: the header, or
+ * the length it declares, runs past avail. Data that ends there ran into the end of the file
+ * (a zero header, the end of the data, fits in a preallocated segment). */
+bool wal_record_past_end(const uint8_t *p, size_t avail);
 
 #endif

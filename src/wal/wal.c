@@ -133,6 +133,22 @@ static ms_err write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
     return MS_OK;
 }
 
+/* Give the file at least len bytes, zeros past its data. Where the file system cannot reserve
+ * the blocks, the size is still set (a sparse tail): every segment is at least seg_bytes long,
+ * so a shorter one is damage (read_segment). Returns 0 or an errno value. */
+static int preallocate(int fd, uint64_t len)
+{
+    int rc = posix_fallocate(fd, 0, (off_t)len);
+    if (rc != EOPNOTSUPP && rc != EINVAL)
+        return rc;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return errno;
+    if ((uint64_t)sb.st_size < len && ftruncate(fd, (off_t)len) != 0)
+        return errno;
+    return 0;
+}
+
 /* Create segment s: temp file, preallocate, header, sync, rename, sync dir. On success the
  * new segment is active (fd, off). */
 static ms_err create_segment(struct wal *w, struct seg s)
@@ -145,8 +161,8 @@ static ms_err create_segment(struct wal *w, struct seg s)
         log_error("wal: cannot create %s: %s", tmp, strerror(errno));
         return MS_E_IO;
     }
-    int rc = posix_fallocate(fd, 0, (off_t)w->seg_bytes);
-    if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
+    int rc = preallocate(fd, w->seg_bytes);
+    if (rc != 0) {
         log_error("wal: cannot preallocate %s: %s", tmp, strerror(rc));
         close(fd);
         unlink(tmp);
@@ -257,16 +273,46 @@ static ms_err take_record(struct reader *r, const struct wal_rec *rec, bool firs
     case WAL_REC_HARD_STATE:
         return raft_hard_state_decode(rec->payload, rec->len, &w->hs) == MS_OK ? MS_OK
                                                                                : MS_E_DATA_CORRUPT;
-    case WAL_REC_SNAPSHOT:
-        if (raft_snapshot_meta_decode(rec->payload, rec->len, &w->snap) != MS_OK)
+    case WAL_REC_SNAPSHOT: {
+        struct raft_snapshot_meta m;
+        if (raft_snapshot_meta_decode(rec->payload, rec->len, &m) != MS_OK)
             return MS_E_DATA_CORRUPT;
+        /* A segment's header repeats the marker that was newest when the segment was cut; it
+         * never replaces a newer one. */
+        if (w->has_snap && m.index < w->snap.index)
+            return MS_OK;
+        w->snap = m;
         w->has_snap = true;
-        /* Entries the snapshot covers are no longer needed. */
+        /* Entries the snapshot covers are no longer needed: the log may go on after it. */
         if (w->last_index < w->snap.index)
             w->last_index = w->snap.index;
         return MS_OK;
     }
+    }
     return MS_E_DATA_CORRUPT;
+}
+
+/* Zero [off, size) of a segment after a torn record, keeping the file's size: the next
+ * reader must find the end of the data at off, and a crash during the repair must not leave
+ * a segment shorter than its preallocation (that is damage). */
+static ms_err zero_tail(int fd, uint64_t off, uint64_t size)
+{
+    static const uint8_t zeros[65536];
+    if (off >= size)
+        return MS_OK;
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                  (off_t)(size - off)) == 0) {
+        /* Reserve the punched blocks again, as at creation; without them writes still work. */
+        (void)posix_fallocate(fd, (off_t)off, (off_t)(size - off));
+    } else {
+        for (uint64_t at = off; at < size;) {
+            size_t n = size - at < sizeof(zeros) ? (size_t)(size - at) : sizeof(zeros);
+            if (write_all(fd, zeros, n, at) != MS_OK)
+                return MS_E_IO;
+            at += n;
+        }
+    }
+    return fdatasync(fd) == 0 ? MS_OK : MS_E_IO;
 }
 
 /* Read one segment. *end_off is where appending continues (last segment only). */
@@ -314,15 +360,23 @@ static ms_err read_segment(struct reader *r, const struct seg *s, bool last, uin
             chain = seed;
         }
         enum wal_dec d = wal_record_decode(p + off, size - off, chain, &rec, &used);
+        if ((d == WAL_DEC_END || d == WAL_DEC_TORN) && size < w->seg_bytes &&
+            wal_record_past_end(p + off, size - off)) {
+            /* A crash tears a record inside the preallocated zeros, or past the preallocated
+             * size: a segment whose records run into an end short of it lost its tail. */
+            log_error("wal: %s is %zu bytes, less than the %llu bytes every segment is "
+                      "preallocated to, and its records run to its end at offset %zu: the file "
+                      "was cut short and acknowledged writes after that point are lost (restore "
+                      "the data directory from a backup)",
+                      path, size, (unsigned long long)w->seg_bytes, off);
+            e = MS_E_DATA_CORRUPT;
+            break;
+        }
         if (d == WAL_DEC_END && !first)
             break;
         if (d == WAL_DEC_TORN && last && !first) {
             log_warn("wal: %s: torn record at offset %zu, truncating the log there", path, off);
-            /* Cut the file at the tear and extend it again with zeros. */
-            if (ftruncate(fd, (off_t)off) != 0 || fdatasync(fd) != 0)
-                e = MS_E_IO;
-            else
-                (void)posix_fallocate(fd, 0, (off_t)w->seg_bytes);
+            e = zero_tail(fd, off, size);
             break;
         }
         if (d != WAL_DEC_OK) {
@@ -344,6 +398,16 @@ static ms_err read_segment(struct reader *r, const struct seg *s, bool last, uin
     }
     if (p)
         munmap((void *)p, size);
+    /* Cut short inside its zeros, the segment lost nothing; appends continue in it, so it gets
+     * its full size back (a later tear must not look like truncation). */
+    if (last && !e && size < w->seg_bytes) {
+        int rc = preallocate(fd, w->seg_bytes);
+        if (rc != 0 || fdatasync(fd) != 0) {
+            log_error("wal: cannot extend %s to %llu bytes: %s", path,
+                      (unsigned long long)w->seg_bytes, strerror(rc ? rc : errno));
+            e = MS_E_IO;
+        }
+    }
     if (last && !e) {
         w->fd = fd;
         *end_off = off;
@@ -454,6 +518,10 @@ ms_err wal_open(const char *dir, uint64_t from_index, const uint8_t *meta, size_
     } else {
         struct reader r = {.w = w, .log = log, .from = from_index};
         uint64_t end = 0;
+        /* The oldest segment left is named after its first entry; the entries before it went
+         * with released segments. Its header's snapshot marker is older than that entry (the
+         * newest when the segment was cut), so it cannot tell where the log resumes. */
+        w->last_index = w->segs[0].index ? w->segs[0].index - 1 : 0;
         for (size_t i = 0; i < w->n_segs && !e; i++)
             e = read_segment(&r, &w->segs[i], i + 1 == w->n_segs, &end);
         log->store_ = malloc(sizeof(struct store));
@@ -533,6 +601,10 @@ ms_err wal_append_snapshot(struct wal *w, const struct raft_snapshot_meta *m)
 {
     w->snap = *m;
     w->has_snap = true;
+    /* As the reader does: the log may continue right after the snapshot, and the next
+     * segment is named after that. */
+    if (w->last_index < m->index)
+        w->last_index = m->index;
     w->scratch.len = 0;
     raft_snapshot_meta_encode(m, &w->scratch);
     buffer_record(w, WAL_REC_SNAPSHOT, &w->scratch);

@@ -76,3 +76,8 @@ enum wal_dec wal_record_decode(const uint8_t *p, size_t avail, uint32_t crc, str
     *consumed = WAL_HDR + (size_t)len;
     return WAL_DEC_OK;
 }
+
+bool wal_record_past_end(const uint8_t *p, size_t avail)
+{
+    return avail < WAL_HDR || (size_t)be32_get(p) > avail - WAL_HDR + 1;
+}

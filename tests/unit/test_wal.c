@@ -86,6 +86,49 @@ static void segment_path(int last, char *out, size_t cap)
     snprintf(out, cap, "%s/%s", dir, best);
 }
 
+/* A new log in dir with segments of seg_bytes (0: default) holding entries 1..n, synced. */
+static void write_log(uint64_t seg_bytes, uint64_t n, uint64_t term)
+{
+    struct wal *w;
+    struct wal_log l;
+    ck_assert_int_eq(wal_open(dir, 0, NULL, 0, seg_bytes, &w, &l), MS_OK);
+    wal_log_fini(&l);
+    put_entries(w, 1, n, term);
+    ck_assert_int_eq(wal_sync(w), MS_OK);
+    wal_close(w);
+}
+
+/* Walk the valid records of a segment's bytes (the first seeds the chain), stopping at the
+ * first record boundary at or past limit. Returns that offset; *crc is the chain value there. */
+static size_t walk_records(const uint8_t *data, size_t size, size_t limit, uint32_t *crc)
+{
+    size_t end = 0, used;
+    struct wal_rec r;
+    *crc = be32_get(data + 9);
+    while (end < limit &&
+           wal_record_decode(data + end, size - end, *crc, &r, &used) == WAL_DEC_OK) {
+        *crc = r.crc;
+        end += used;
+    }
+    return end;
+}
+
+/* The last segment: its path, its bytes (*size of them; the caller frees), where its records
+ * end (*end) and the chain value there (*crc). */
+static uint8_t *last_segment(char *path, size_t cap, size_t *size, size_t *end, uint32_t *crc)
+{
+    segment_path(1, path, cap);
+    int fd = open(path, O_RDONLY);
+    struct stat sb;
+    ck_assert_int_eq(fstat(fd, &sb), 0);
+    uint8_t *data = malloc((size_t)sb.st_size);
+    ck_assert_int_eq(pread(fd, data, (size_t)sb.st_size, 0), sb.st_size);
+    close(fd);
+    *size = (size_t)sb.st_size;
+    *end = walk_records(data, *size, SIZE_MAX, crc);
+    return data;
+}
+
 START_TEST(record_framing)
 {
     struct buf b;
@@ -113,6 +156,13 @@ START_TEST(record_framing)
     /* An absurd length is corruption, not a reason to read on. */
     uint8_t big[16] = {0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 3};
     ck_assert_int_eq(wal_record_decode(big, sizeof(big), 0, &r, &used), WAL_DEC_CORRUPT);
+    /* Past the end: a frame (14 bytes) cut short or a header that does not fit; a zero header
+     * that fits is the end of the data inside the file. */
+    ck_assert(!wal_record_past_end(b.p, 14));
+    ck_assert(wal_record_past_end(b.p, 13));
+    ck_assert(wal_record_past_end(b.p, 8));
+    ck_assert(wal_record_past_end(zeros, 0));
+    ck_assert(!wal_record_past_end(zeros, 9));
     buf_fini(&b);
 }
 END_TEST
@@ -184,29 +234,13 @@ START_TEST(torn_tail_truncated)
 {
     struct wal *w;
     struct wal_log l;
-    ck_assert_int_eq(wal_open(dir, 0, NULL, 0, 0, &w, &l), MS_OK);
-    wal_log_fini(&l);
-    put_entries(w, 1, 20, 1);
-    ck_assert_int_eq(wal_sync(w), MS_OK);
-    wal_close(w);
+    write_log(0, 20, 1);
     /* Simulate a crash in the middle of the next write: half a record after the last one. */
     char path[4200];
-    segment_path(1, path, sizeof(path));
+    size_t size, end;
+    uint32_t crc;
+    free(last_segment(path, sizeof(path), &size, &end, &crc));
     int fd = open(path, O_RDWR);
-    struct stat sb;
-    fstat(fd, &sb);
-    uint8_t *data = malloc((size_t)sb.st_size);
-    ck_assert_int_eq(pread(fd, data, (size_t)sb.st_size, 0), sb.st_size);
-    size_t end = 0;
-    uint32_t crc = 0;
-    struct wal_rec r;
-    size_t used;
-    /* Walk to the end of the valid records (the first record seeds the chain). */
-    crc = be32_get(data + 9);
-    while (wal_record_decode(data + end, (size_t)sb.st_size - end, crc, &r, &used) == WAL_DEC_OK) {
-        crc = r.crc;
-        end += used;
-    }
     struct buf b;
     buf_init(&b);
     uint8_t payload[2000];
@@ -215,11 +249,14 @@ START_TEST(torn_tail_truncated)
     ck_assert_int_eq(pwrite(fd, b.p, 700, (off_t)end), 700); /* the rest never reached disk */
     buf_fini(&b);
     close(fd);
-    free(data);
 
     ck_assert_int_eq(wal_open(dir, 0, NULL, 0, 0, &w, &l), MS_OK);
     check_entries(&l, 1, 20, 1);
     wal_log_fini(&l);
+    /* The tear is zeroed in place: the segment keeps its preallocated size. */
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_int_eq(sb.st_size, WAL_SEGMENT_BYTES_DEFAULT);
     put_entries(w, 21, 25, 1);
     ck_assert_int_eq(wal_sync(w), MS_OK);
     wal_close(w);
@@ -272,6 +309,105 @@ START_TEST(corruption_detected)
     ck_assert(mid[0]);
     ck_assert_int_eq(unlink(mid), 0);
     ck_assert_int_eq(wal_open(dir, 0, NULL, 0, 4096, &w, &l), MS_E_DATA_CORRUPT);
+}
+END_TEST
+
+/* Snapshots every 150 entries with small segments, each followed by the release of the
+ * segments it covers, as the memory backend does. The oldest segment left then starts with a
+ * header whose marker is an older snapshot than the one before its first entry. Nothing here
+ * depends on this version's writer: older ones laid the files out the same way. */
+START_TEST(snapshots_release_rolled_segments)
+{
+    struct wal *w;
+    struct wal_log l;
+    ck_assert_int_eq(wal_open(dir, 0, NULL, 0, 4096, &w, &l), MS_OK);
+    wal_log_fini(&l);
+    uint64_t snap_index = 0;
+    for (uint64_t i = 1; i <= 1000; i += 10) {
+        put_entries(w, i, i + 9, 3);
+        ck_assert_int_eq(wal_sync(w), MS_OK);
+        if ((i + 9) % 150 == 0) {
+            snap_index = i + 9;
+            struct raft_snapshot_meta m = {.index = snap_index, .term = 3};
+            ck_assert_int_eq(wal_append_snapshot(w, &m), MS_OK);
+            ck_assert_int_eq(wal_sync(w), MS_OK);
+            ck_assert_int_eq(wal_release_before(w, snap_index + 1), MS_OK);
+        }
+    }
+    ck_assert_uint_eq(snap_index, 900);
+    ck_assert_int_ge(count_segments(), 2);
+    char first[4200];
+    segment_path(0, first, sizeof(first));
+    ck_assert_ptr_null(strstr(first, "/0000000000000000-")); /* the first ones are gone */
+    wal_close(w);
+    ck_assert_int_eq(wal_open(dir, snap_index + 1, NULL, 0, 4096, &w, &l), MS_OK);
+    ck_assert(l.has_snapshot);
+    ck_assert_uint_eq(l.snap.index, snap_index);
+    check_entries(&l, snap_index + 1, 1000, 3);
+    wal_log_fini(&l);
+    wal_close(w);
+    /* The name is checked too: an oldest segment that claims to start earlier than its first
+     * entry has a hole before that entry. */
+    char *dash = strrchr(first, '-');
+    unsigned long long idx = strtoull(dash + 1, NULL, 16);
+    ck_assert_uint_gt(idx, 5);
+    char moved[4300];
+    snprintf(moved, sizeof(moved), "%.*s-%016llx.wal", (int)(dash - first), first, idx - 5);
+    ck_assert_int_eq(rename(first, moved), 0);
+    ck_assert_int_eq(wal_open(dir, snap_index + 1, NULL, 0, 4096, &w, &l), MS_E_DATA_CORRUPT);
+}
+END_TEST
+
+/* Segments are preallocated: one cut short inside its records lost acknowledged entries, and
+ * the log refuses to open rather than drop them as a torn tail. */
+START_TEST(truncated_segment_refused)
+{
+    struct wal *w;
+    struct wal_log l;
+    write_log(1 << 20, 3000, 1);
+    char path[4200];
+    size_t size, end;
+    uint32_t crc;
+    uint8_t *copy = last_segment(path, sizeof(path), &size, &end, &crc);
+    ck_assert_uint_gt(end, 60000);
+    /* Cut in the middle of a record, and exactly after one: both refused. */
+    for (int cut = 0; cut < 2; cut++) {
+        off_t at = cut ? (off_t)walk_records(copy, size, end / 2, &crc) : (off_t)(end / 2);
+        if (cut)
+            ck_assert_int_ne(at, (off_t)(end / 2)); /* the middle is inside a record */
+        int fd = open(path, O_RDWR);
+        ck_assert_int_eq(ftruncate(fd, at), 0);
+        close(fd);
+        ck_assert_int_eq(wal_open(dir, 0, NULL, 0, 1 << 20, &w, &l), MS_E_DATA_CORRUPT);
+        /* Nothing was changed by the refusal: put back, it all reads again. */
+        struct stat sb;
+        ck_assert_int_eq(stat(path, &sb), 0);
+        ck_assert_int_eq(sb.st_size, at);
+        fd = open(path, O_RDWR);
+        ck_assert_int_eq(pwrite(fd, copy, size, 0), (ssize_t)size);
+        close(fd);
+        ck_assert_int_eq(wal_open(dir, 0, NULL, 0, 1 << 20, &w, &l), MS_OK);
+        check_entries(&l, 1, 3000, 1);
+        wal_log_fini(&l);
+        wal_close(w);
+    }
+    free(copy);
+    /* Cut inside the zeros after the data: nothing is lost, it opens (at its full size again)
+     * and appends. */
+    ck_assert_int_eq(truncate(path, (off_t)end + 100), 0);
+    ck_assert_int_eq(wal_open(dir, 0, NULL, 0, 1 << 20, &w, &l), MS_OK);
+    check_entries(&l, 1, 3000, 1);
+    wal_log_fini(&l);
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_int_eq(sb.st_size, 1 << 20);
+    put_entries(w, 3001, 3010, 1);
+    ck_assert_int_eq(wal_sync(w), MS_OK);
+    wal_close(w);
+    ck_assert_int_eq(wal_open(dir, 0, NULL, 0, 1 << 20, &w, &l), MS_OK);
+    check_entries(&l, 1, 3010, 1);
+    wal_log_fini(&l);
+    wal_close(w);
 }
 END_TEST
 
@@ -454,6 +590,8 @@ int main(void)
     tcase_add_test(tc, torn_tail_truncated);
     tcase_add_test(tc, corruption_detected);
     tcase_add_test(tc, rollover_and_release);
+    tcase_add_test(tc, snapshots_release_rolled_segments);
+    tcase_add_test(tc, truncated_segment_refused);
     tcase_add_test(tc, async_sync);
     tcase_add_test(tc, async_then_blocking_sync);
     tcase_add_test(tc, async_rollover);

@@ -95,7 +95,9 @@ struct be {
 struct be *be_skiplist_open(void);
 
 /* LMDB backend in directory dir (created if missing); map_size is the hard size limit in
- * bytes. On failure returns NULL and sets *err. */
+ * bytes. On failure returns NULL and sets *err (logged with the path): MS_E_DATA_CORRUPT also
+ * for a data.mdb shorter than its meta page says, which LMDB would map and die on (SIGBUS).
+ * Later errors LMDB reports as an errno (a full disk) are logged with the file and errno. */
 struct be *be_lmdb_open(const char *dir, uint64_t map_size, ms_err *err);
 
 static inline ms_err be_txn_begin(struct be *be, struct be_txn *parent, bool write,

@@ -214,6 +214,8 @@ bool srv_copy_running(const struct srv *s);
 bool srv_cancel_op(struct srv *s, uint64_t id);
 void srv_copy_destroy(struct srv *s);
 ms_err srv_snap_load(struct srv *s);
+/* At start, before LMDB opens member/db: finish or undo a defrag a crash interrupted. */
+ms_err srv_defrag_recover(struct srv *s);
 /* srv_alarm.c */
 ms_err srv_alarms_load(struct srv *s);
 bool srv_has_alarm(const struct srv *s, int64_t type);

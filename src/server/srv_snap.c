@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* renameat2 */
 /* srv_snap.c - copies of the whole backend, made in slices across loop turns: periodic
  * snapshots of the memory backend, backups for /v3/maintenance/snapshot, and LMDB defrag.
  *
@@ -7,6 +8,10 @@
  * is exactly the state at A even though writes continue meanwhile. A defrag then copies the
  * records written since (revisions above R) and the small buckets again, and swaps the new
  * LMDB environment in. Only one copy runs at a time; requests queue behind it.
+ *
+ * Files: member/snap/ (snapshots, backups), member/db.defrag (a defrag's new environment) and,
+ * where the file system cannot exchange two names atomically, member/db.old for the moment of
+ * the swap. A crash at any point of a defrag leaves a state srv_defrag_recover puts right.
  */
 #include "srv_int.h"
 
@@ -110,6 +115,25 @@ static void arm(struct srv *s)
     evtimer_add(s->copy_ev, &now);
 }
 
+/* Test hook: METASTORE_CRASH_AT=<point> ends the process at that point as a crash would
+ * (no cleanup, nothing flushed), so the tests can check what a restart recovers. */
+static bool crash_armed(const char *point)
+{
+    const char *at = getenv("METASTORE_CRASH_AT");
+    return at && strcmp(at, point) == 0;
+}
+
+static void crash_point(const char *point)
+{
+    if (crash_armed(point))
+        _exit(86);
+}
+
+static void member_path(const struct srv *s, const char *name, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/member%s%s", s->cfg.data_dir, *name ? "/" : "", name);
+}
+
 static ms_err rmtree_lmdb(const char *dir)
 {
     char p[4500];
@@ -150,7 +174,7 @@ static ms_err copy_start(struct srv *s, const struct srv_op *op, struct srv_copy
     char dir[4200];
     snap_dir(s, dir, sizeof(dir));
     if (c->kind == COPY_DEFRAG) {
-        snprintf(c->path, sizeof(c->path), "%s/member/db.defrag", s->cfg.data_dir);
+        member_path(s, "db.defrag", c->path, sizeof(c->path));
         rmtree_lmdb(c->path); /* leftovers of an interrupted defrag */
         c->dst = be_lmdb_open(c->path, srv_lmdb_map_size(s), &e);
         if (!c->dst || (e = be_txn_begin(c->dst, NULL, true, &c->dtxn)) != MS_OK)
@@ -211,6 +235,43 @@ static void prune_snapshots(struct srv *s)
     }
 }
 
+/* Put the complete, synced environment in dir in place of member/db. Both hold the same
+ * state (the server committed it to the old one just before), so a crash at any step loses
+ * nothing: srv_defrag_recover keeps whichever whole environment sits at, or next to, db. */
+static void swap_in(const struct srv *s, const char *dir)
+{
+    char member[4200], db[4300], old[4300];
+    member_path(s, "", member, sizeof(member));
+    member_path(s, "db", db, sizeof(db));
+    member_path(s, "db.old", old, sizeof(old));
+    /* The name data.mdb inside dir must be durable before dir takes db's place. */
+    if (fs_sync_dir(dir) != MS_OK)
+        ms_fatal("defrag: cannot sync %s: %s", dir, strerror(errno));
+    crash_point("defrag_before_swap");
+    /* One atomic exchange: db is the new environment, dir the old one. The test hook for the
+     * fallback's middle state takes the fallback. */
+    int rc = crash_armed("defrag_between_renames")
+                 ? (errno = EINVAL, -1)
+                 : renameat2(AT_FDCWD, dir, AT_FDCWD, db, RENAME_EXCHANGE);
+    if (rc == 0) {
+        if (fs_sync_dir(member) != MS_OK)
+            ms_fatal("defrag: cannot sync %s: %s", member, strerror(errno));
+        crash_point("defrag_after_swap");
+        rmtree_lmdb(dir);
+        return;
+    }
+    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+        ms_fatal("defrag: cannot swap %s and %s: %s", dir, db, strerror(errno));
+    /* No exchange on this file system: two renames, each made durable before the next. */
+    rmtree_lmdb(old);
+    if (rename(db, old) != 0 || fs_sync_dir(member) != MS_OK)
+        ms_fatal("defrag: cannot move %s to %s: %s", db, old, strerror(errno));
+    crash_point("defrag_between_renames");
+    if (rename(dir, db) != 0 || fs_sync_dir(member) != MS_OK)
+        ms_fatal("defrag: cannot move %s to %s: %s", dir, db, strerror(errno));
+    rmtree_lmdb(old);
+}
+
 /* Defrag's last step: what changed since the start, then swap the environments. */
 static ms_err defrag_finish(struct srv *s, struct srv_copy *c)
 {
@@ -252,14 +313,9 @@ static ms_err defrag_finish(struct srv *s, struct srv_copy *c)
     s->be = NULL;
     be_close(c->dst);
     c->dst = NULL;
-    char db[4200], old[4200], member[4200];
-    snprintf(db, sizeof(db), "%s/member/db", s->cfg.data_dir);
-    snprintf(old, sizeof(old), "%s/member/db.old", s->cfg.data_dir);
-    snprintf(member, sizeof(member), "%s/member", s->cfg.data_dir);
-    rmtree_lmdb(old);
-    if (rename(db, old) != 0 || rename(c->path, db) != 0 || fs_sync_dir(member) != 0)
-        ms_fatal("defrag: cannot swap %s into place: %s", c->path, strerror(errno));
-    rmtree_lmdb(old);
+    char db[4300];
+    member_path(s, "db", db, sizeof(db));
+    swap_in(s, c->path);
     s->be = be_lmdb_open(db, srv_lmdb_map_size(s), &e);
     if (!s->be)
         ms_fatal("defrag: cannot reopen %s: %s", db, ms_err_name(e));
@@ -437,6 +493,46 @@ void srv_copy_destroy(struct srv *s)
     if (s->copy)
         copy_free(s->copy);
     s->copy = NULL;
+}
+
+/* What a defrag interrupted by a crash leaves in member/, and what is kept:
+ *   db, db.defrag          before the swap (a partial or unused copy) or after the exchange
+ *                          (the old environment): db is whole either way, db.defrag goes
+ *   db.old, db.defrag      the fallback stopped between its renames: db.old, the store as it
+ *                          was, goes back to db; db.defrag goes
+ *   db, db.old             the fallback stopped after its renames: db is whole, db.old goes
+ * db.defrag without db or db.old is not one of these: refuse rather than start empty. */
+ms_err srv_defrag_recover(struct srv *s)
+{
+    char member[4200], db[4300], old[4300], tmp[4300];
+    struct stat sb;
+    member_path(s, "", member, sizeof(member));
+    member_path(s, "db", db, sizeof(db));
+    member_path(s, "db.old", old, sizeof(old));
+    member_path(s, "db.defrag", tmp, sizeof(tmp));
+    bool have_db = stat(db, &sb) == 0, have_old = stat(old, &sb) == 0;
+    if (!have_db && have_old) {
+        if (rename(old, db) != 0 || fs_sync_dir(member) != MS_OK) {
+            log_error("cannot move %s back to %s: %s", old, db, strerror(errno));
+            return MS_E_IO;
+        }
+        log_warn("an interrupted defragment left the store in %s: moved back to %s", old, db);
+        have_db = true;
+        have_old = false;
+    }
+    if (have_old && rmtree_lmdb(old) != MS_OK)
+        log_warn("cannot remove %s left by a defragment: %s", old, strerror(errno));
+    if (stat(tmp, &sb) != 0)
+        return MS_OK;
+    if (!have_db) {
+        log_error("%s is missing but %s is there: not starting with an empty store", db, tmp);
+        return MS_E_IO;
+    }
+    if (rmtree_lmdb(tmp) != MS_OK)
+        log_warn("cannot remove %s left by a defragment: %s", tmp, strerror(errno));
+    else
+        log_info("removed %s left by an interrupted defragment", tmp);
+    return MS_OK;
 }
 
 /* ---- loading ---- */

@@ -1,13 +1,18 @@
 /* test_durability.c - integration: quota and the NOSPACE alarm, defragment (also under
- * concurrent writes), the snapshot stream and restore, memory-backend snapshots across SIGKILL,
- * auto compaction. */
+ * concurrent writes, and a crash at each step of its swap), the snapshot stream and restore,
+ * memory-backend snapshots across SIGKILL, auto compaction, and the start-up refusals of a
+ * damaged data directory (truncated data.mdb, unopenable lock file). */
 #define _GNU_SOURCE
 #include "testutil.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -261,6 +266,20 @@ START_TEST(snapshot_and_restore)
 }
 END_TEST
 
+/* The hash and every key, in one string to compare across a restart (caller frees). */
+static char *store_state(int port)
+{
+    char *h = tu_post(port, "/v3/maintenance/hash", "{}", NULL);
+    char *r = tu_post(port, "/v3/kv/range", "{\"key\":\"AA==\",\"range_end\":\"AA==\"}", NULL);
+    size_t n = strlen(h) + strlen(r) + 2;
+    char *out = malloc(n);
+    ck_assert_ptr_nonnull(out);
+    snprintf(out, n, "%s\n%s", h, r);
+    free(h);
+    free(r);
+    return out;
+}
+
 START_TEST(memory_snapshots_survive_kill)
 {
     const char *extra[] = {"--backend", "memory", "--snapshot-count", "100", NULL};
@@ -284,18 +303,13 @@ START_TEST(memory_snapshots_survive_kill)
     }
     ck_assert_int_ge(files, 1);
     ck_assert_int_le(files, 2); /* older ones are pruned */
-    char *h1 = tu_post(s.port, "/v3/maintenance/hash", "{}", NULL);
-    char *r1 = tu_post(s.port, "/v3/kv/range", "{\"key\":\"AA==\",\"range_end\":\"AA==\"}", NULL);
+    char *before = store_state(s.port);
     tu_server_kill(&s);
     tu_server_restart(&s, extra);
-    char *h2 = tu_post(s.port, "/v3/maintenance/hash", "{}", NULL);
-    char *r2 = tu_post(s.port, "/v3/kv/range", "{\"key\":\"AA==\",\"range_end\":\"AA==\"}", NULL);
-    ck_assert_str_eq(h1, h2);
-    ck_assert_str_eq(r1, r2);
-    free(h1);
-    free(h2);
-    free(r1);
-    free(r2);
+    char *after = store_state(s.port);
+    ck_assert_str_eq(before, after);
+    free(before);
+    free(after);
     tu_server_stop(&s);
 }
 END_TEST
@@ -331,6 +345,166 @@ START_TEST(auto_compaction)
 }
 END_TEST
 
+/* True if <data dir>/member/<name> exists. */
+static int member_has(const struct tu_server *s, const char *name)
+{
+    char path[4400];
+    struct stat sb;
+    snprintf(path, sizeof(path), "%s/data/member/%s", s->dir, name);
+    return stat(path, &sb) == 0;
+}
+
+/* Some puts, overwrites and deletes, so that defragment has something to reclaim. */
+static void fill_for_defrag(int port)
+{
+    for (int i = 0; i < 120; i++)
+        ck_assert_int_eq(put_n(port, i % 60, 500, NULL), 200);
+    free(tu_post(port, "/v3/kv/deleterange",
+                 "{\"key\":\"azAwMDAxMA==\",\"range_end\":"
+                 "\"azAwMDAyMA==\"}",
+                 NULL));
+}
+
+/* Defragment, started with METASTORE_CRASH_AT=point, stops dead at that step of the swap; the
+ * next start recovers every key (same hash) and leaves neither db.defrag nor db.old. */
+START_TEST(defrag_crash_recovery)
+{
+    static const struct {
+        const char *point;
+        int db, old, defrag; /* what member/ holds after the crash */
+    } steps[] = {
+        {"defrag_between_renames", 0, 1, 1}, /* the fallback without an atomic exchange */
+        {"defrag_before_swap", 1, 0, 1},
+        {"defrag_after_swap", 1, 0, 1}, /* db.defrag is the old environment */
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        struct tu_server s;
+        setenv("METASTORE_CRASH_AT", steps[i].point, 1);
+        tu_server_start(&s, NULL);
+        unsetenv("METASTORE_CRASH_AT");
+        fill_for_defrag(s.port);
+        char *before = store_state(s.port);
+        struct tu_resp r;
+        tu_http(s.port, "POST", "/v3/maintenance/defragment", "{}", &r);
+        tu_resp_free(&r);
+        int status = 0, exited = 0;
+        for (int w = 0; w < 2000 && !exited; w++) {
+            exited = waitpid(s.pid, &status, WNOHANG) == s.pid;
+            if (!exited)
+                tu_sleep_ms(10);
+        }
+        ck_assert_msg(exited, "%s: the server did not stop at the crash point", steps[i].point);
+        s.pid = 0;
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 86, "%s: status %d",
+                      steps[i].point, status);
+        ck_assert_int_eq(member_has(&s, "db"), steps[i].db);
+        ck_assert_int_eq(member_has(&s, "db.old"), steps[i].old);
+        ck_assert_int_eq(member_has(&s, "db.defrag"), steps[i].defrag);
+
+        tu_server_restart(&s, NULL);
+        char *after = store_state(s.port);
+        ck_assert_str_eq(before, after);
+        free(after);
+        ck_assert(member_has(&s, "db") && !member_has(&s, "db.old") &&
+                  !member_has(&s, "db.defrag"));
+        /* And a defragment now runs to the end. */
+        char *got = tu_post(s.port, "/v3/maintenance/defragment", "{}", &status);
+        ck_assert_int_eq(status, 200);
+        free(got);
+        after = store_state(s.port);
+        ck_assert_str_eq(before, after);
+        free(before);
+        free(after);
+        tu_server_stop(&s);
+    }
+}
+END_TEST
+
+/* The last state the fallback swap can leave (renamed both, db.old not yet removed) and a
+ * db.defrag without any store beside it. */
+START_TEST(defrag_leftovers)
+{
+    struct tu_server s;
+    tu_server_start(&s, NULL);
+    fill_for_defrag(s.port);
+    char *before = store_state(s.port);
+    tu_server_stop_keep(&s, 1);
+    char cmd[9000], data[4200];
+    snprintf(data, sizeof(data), "%.4000s/data", s.dir);
+    snprintf(cmd, sizeof(cmd), "mkdir %s/member/db.old && echo stale > %s/member/db.old/data.mdb",
+             data, data);
+    ck_assert_int_eq(system(cmd), 0);
+    tu_server_restart(&s, NULL);
+    char *after = store_state(s.port);
+    ck_assert_str_eq(before, after);
+    ck_assert(!member_has(&s, "db.old"));
+    tu_server_stop_keep(&s, 1);
+    snprintf(cmd, sizeof(cmd), "mv %s/member/db %s/member/db.defrag", data, data);
+    ck_assert_int_eq(system(cmd), 0);
+    char *out;
+    const char *args[] = {"--data-dir", data, "--listen-client-urls", "http://127.0.0.1:0", NULL};
+    ck_assert_int_ne(tu_run(args, NULL, 20000, &out), 0);
+    ck_assert_msg(strstr(out, "not starting with an empty store") != NULL, "%s", out);
+    ck_assert(member_has(&s, "db.defrag") && !member_has(&s, "db"));
+    free(out);
+    free(before);
+    free(after);
+    tu_rmtree(s.dir);
+    free(s.dir);
+}
+END_TEST
+
+/* A truncated data.mdb stops the start with a message naming it, not a SIGBUS. */
+START_TEST(truncated_store_refused)
+{
+    struct tu_server s;
+    tu_server_start(&s, NULL);
+    for (int i = 0; i < 300; i++)
+        ck_assert_int_eq(put_n(s.port, i, 600, NULL), 200);
+    tu_server_stop_keep(&s, 1);
+    char path[4400], data[4200];
+    snprintf(data, sizeof(data), "%.4000s/data", s.dir);
+    snprintf(path, sizeof(path), "%s/member/db/data.mdb", data);
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_int_eq(truncate(path, sb.st_size / 2), 0);
+    char *out;
+    const char *args[] = {"--data-dir", data, "--listen-client-urls", "http://127.0.0.1:0", NULL};
+    int rc = tu_run(args, NULL, 20000, &out);
+    ck_assert_msg(rc == 1, "exit %d: %s", rc, out);
+    char want[4600];
+    snprintf(want, sizeof(want), "%s is truncated: it has %lld bytes", path,
+             (long long)(sb.st_size / 2));
+    ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+    free(out);
+    tu_rmtree(s.dir);
+    free(s.dir);
+}
+END_TEST
+
+/* A lock file that cannot be opened is reported as such, not as another process's lock. */
+START_TEST(lock_file_unopenable)
+{
+    struct tu_server s;
+    tu_server_init(&s);
+    char lock[4300], data[4200], cmd[4400];
+    snprintf(data, sizeof(data), "%.4000s/data", s.dir);
+    snprintf(lock, sizeof(lock), "%s/member/lock", data);
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s", lock); /* a directory: open(O_RDWR) fails */
+    ck_assert_int_eq(system(cmd), 0);
+    char *out;
+    const char *args[] = {"--data-dir", data, "--listen-client-urls", "http://127.0.0.1:0", NULL};
+    ck_assert_int_ne(tu_run(args, NULL, 20000, &out), 0);
+    char want[4600];
+    snprintf(want, sizeof(want), "cannot open the lock file %s: %s", lock, strerror(EISDIR));
+    ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "in use by another process") == NULL, "%s", out);
+    free(out);
+    tu_rmtree(s.dir);
+    free(s.dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("durability");
@@ -342,6 +516,10 @@ int main(void)
     tcase_add_test(tc, snapshot_and_restore);
     tcase_add_test(tc, memory_snapshots_survive_kill);
     tcase_add_test(tc, auto_compaction);
+    tcase_add_test(tc, defrag_crash_recovery);
+    tcase_add_test(tc, defrag_leftovers);
+    tcase_add_test(tc, truncated_store_refused);
+    tcase_add_test(tc, lock_file_unopenable);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 extern char **environ;
 
@@ -25,6 +26,19 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     log_info("received signal %d, shutting down (pending requests: %zu)", (int)sig,
              g_srv ? srv_pending(g_srv) : 0);
     event_base_loopbreak(base);
+}
+
+/* Every client connection takes a descriptor, and the usual soft limit (1024) is far below the
+ * hard one: raise it, as Go's runtime does for etcd. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_warn("cannot raise the open file limit from %llu", (unsigned long long)was);
 }
 
 int main(int argc, char **argv)
@@ -40,6 +54,7 @@ int main(int argc, char **argv)
     }
     log_set_level(cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
     if (cfg.restore_snapshot[0])
         return srv_restore(&cfg, cfg.restore_snapshot) == MS_OK ? 0 : 1;
 

@@ -33,9 +33,15 @@
 
 #define READ_CHUNK    (16u << 10)
 #define MAX_LISTENERS 16
-#define OUT_KEEP      (64u << 10) /* output capacity kept by an idle connection */
-#define DIRECT_BODY   (8u << 10)  /* bodies from this size are written without a copy */
-#define ACCEPT_PAUSE  100         /* ms without accepting after running out of fds */
+#define OUT_KEEP      (64u << 10)  /* output capacity kept by an idle connection */
+#define DIRECT_BODY   (8u << 10)   /* bodies from this size are written without a copy */
+#define ACCEPT_PAUSE  100          /* ms without accepting after running out of fds */
+#define OUT_HIGH      (256u << 10) /* unsent output above which a connection stops parsing */
+#define OUT_LOW       (64u << 10)  /* ... and under which it goes on */
+#define LINGER_MS     2000         /* a closing connection drains input this long at most */
+#define LINGER_BYTES  (4u << 20)   /* ... and this much at most */
+#define FD_WARN_MS    10000        /* at most one "out of file descriptors" line this often */
+#define RECLAIM_BATCH 16           /* idle connections closed per shortage */
 
 struct http_conn {
     struct http_server *srv;
@@ -43,9 +49,10 @@ struct http_conn {
     struct event *rd;
     struct event *wr;
     bool wr_added;
-    struct buf in;   /* the active request's bytes, or a partial one */
-    struct buf more; /* bytes read while a request is active */
-    size_t in_used;  /* bytes of `in` the active request takes */
+    struct buf in;   /* [in_off..) the active request's bytes, then later or partial ones */
+    struct buf more; /* bytes read while a request is active (`in` must not move then) */
+    size_t in_off;   /* bytes of `in` already answered */
+    size_t in_used;  /* bytes of `in` from in_off the active request takes */
     struct buf out;
     size_t out_off;
     struct http_request req;
@@ -55,8 +62,12 @@ struct http_conn {
     bool keep_alive;  /* of the active request */
     bool close_after; /* close once the output is written */
     bool sent_continue;
-    bool dying;      /* closing: waiting in the server's reap list */
-    bool processing; /* inside process_input */
+    bool dying;       /* closing: waiting in the server's reap list */
+    bool processing;  /* inside process_input */
+    bool rd_on;       /* the read event is added */
+    bool out_blocked; /* parsing waits for the output to drain under OUT_LOW */
+    bool peer_eof;    /* the peer will send nothing more */
+    bool lingering;   /* answered and shut down for writing: draining input, then close */
     http_conn_fn close_cb;
     void *close_arg;
     http_conn_fn drain_cb;
@@ -69,6 +80,8 @@ struct http_conn {
     uint64_t started_ms;  /* first byte of the current request */
     uint64_t progress_ms; /* last byte written while output was pending */
     uint64_t idle_ms;     /* last activity */
+    uint64_t linger_end_ms;
+    size_t linger_left; /* input bytes a lingering close still drops */
     struct http_conn *prev;
     struct http_conn *next;
     struct http_conn *reap_next;
@@ -91,6 +104,10 @@ struct http_server {
     struct http_conn *due; /* connections whose drain callback is due */
     struct event *due_ev;
     struct event *accept_ev; /* re-enables the listeners after running out of fds */
+    int reserve_fd;          /* given up to accept-and-close when out of fds */
+    bool fd_warned;          /* fd shortage reports: the last one's time, then counts since */
+    uint64_t fd_warn_ms;
+    size_t fd_short, fd_reclaimed, fd_refused;
     char date[64];
     time_t date_t;
 };
@@ -167,14 +184,43 @@ static enum http_method method_of(const char *m, size_t n)
     return HTTP_OTHER;
 }
 
+/* May byte c appear in a field value, a chunk extension or a trailer? HTAB, SP, VCHAR and
+ * obs-text (RFC 9110 5.5); a NUL, DEL or bare CR is an error, never a silent cut. */
+static bool is_field_byte(unsigned char c)
+{
+    return c >= 0x20 ? c != 0x7f : c == '\t';
+}
+
+/* The end of the line starting at p[i]: CRLF (or a bare LF) after field bytes only. Returns OK
+ * with *next just past the LF, MORE, or BAD. */
+static enum http_parse line_end(const char *p, size_t len, size_t i, size_t *next)
+{
+    while (i < len && is_field_byte((unsigned char)p[i]))
+        i++;
+    if (i < len && p[i] == '\r')
+        i++;
+    if (i == len)
+        return HTTP_PARSE_MORE;
+    if (p[i] != '\n')
+        return HTTP_PARSE_BAD;
+    *next = i + 1;
+    return HTTP_PARSE_OK;
+}
+
+#define CHUNK_LINE_MAX 4096 /* a chunk-size line with its extensions, as Go's limit */
+
 /* Walk a chunked body at p[0..len): *end is where the message ends, *body_len the data size.
- * Returns MORE, OK, BAD or BODY_BIG. When compact is set, the data is moved to p[0..). */
+ * Returns MORE, OK, BAD or BODY_BIG. When compact is set, the data is moved to p[0..).
+ * Sizes come from the peer: every bound is checked as `size > room`, never as a sum that an
+ * attacker's size could wrap around. */
 static enum http_parse chunked(char *p, size_t len, size_t max, size_t *end, size_t *body_len,
                                bool compact)
 {
     size_t i = 0, out = 0;
+    enum http_parse st;
     for (;;) {
-        /* chunk-size [; ext] CRLF */
+        /* chunk-size [BWS ; ext] CRLF: nothing but whitespace or an extension may follow the
+         * digits ("0x12" is an error, not a last chunk). */
         size_t s = i;
         uint64_t size = 0;
         while (i < len && isxdigit((unsigned char)p[i])) {
@@ -188,41 +234,39 @@ static enum http_parse chunked(char *p, size_t len, size_t max, size_t *end, siz
             return HTTP_PARSE_MORE;
         if (i == s)
             return HTTP_PARSE_BAD;
-        while (i < len && p[i] != '\n')
+        while (i < len && (p[i] == ' ' || p[i] == '\t'))
             i++;
-        if (i == len)
-            return HTTP_PARSE_MORE;
-        i++;
+        if (i < len && p[i] != ';' && p[i] != '\r' && p[i] != '\n')
+            return HTTP_PARSE_BAD;
+        st = line_end(p, len, i, &i);
+        if (st != HTTP_PARSE_OK)
+            return st == HTTP_PARSE_MORE && len - s > CHUNK_LINE_MAX ? HTTP_PARSE_BAD : st;
+        if (i - s > CHUNK_LINE_MAX)
+            return HTTP_PARSE_BAD;
         if (size == 0)
             break;
-        if (out + size > max)
+        if (size > max - out) /* out <= max holds */
             return HTTP_PARSE_BODY_BIG;
-        if (len - i < size + 1)
+        if (len - i <= size) /* the data and at least the first byte after it */
             return HTTP_PARSE_MORE;
         if (compact)
-            memmove(p + out, p + i, size);
-        out += size;
-        i += size;
+            memmove(p + out, p + i, (size_t)size);
+        out += (size_t)size;
+        i += (size_t)size;
         /* CRLF after the data */
-        if (p[i] == '\r') {
-            if (i + 1 >= len)
-                return HTTP_PARSE_MORE;
-            i++;
-        }
+        if (p[i] == '\r' && ++i == len)
+            return HTTP_PARSE_MORE;
         if (p[i] != '\n')
             return HTTP_PARSE_BAD;
         i++;
     }
-    /* trailers, then an empty line */
+    /* trailers (dropped, but no control bytes in them), then an empty line */
     for (;;) {
         size_t s = i;
-        while (i < len && p[i] != '\n')
-            i++;
-        if (i == len)
-            return HTTP_PARSE_MORE;
-        size_t line = i - s;
-        i++;
-        if (line == 0 || (line == 1 && p[s] == '\r'))
+        st = line_end(p, len, i, &i);
+        if (st != HTTP_PARSE_OK)
+            return st;
+        if (i - s == 1 || (i - s == 2 && p[s] == '\r'))
             break;
     }
     *end = i;
@@ -263,7 +307,8 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
         return HTTP_PARSE_BAD;
     r->method = method_of(h, i);
     size_t t = ++i;
-    while (i < hend && h[i] != ' ' && h[i] != '\r' && h[i] != '\n')
+    /* A control byte (a NUL above all) ends nothing: it makes the request bad. */
+    while (i < hend && (unsigned char)h[i] > ' ' && h[i] != 0x7f)
         i++;
     if (i == t || h[i] != ' ')
         return HTTP_PARSE_BAD;
@@ -296,10 +341,9 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
         while (h[i] == ' ' || h[i] == '\t')
             i++;
         size_t vs = i;
-        while (i < hend && h[i] != '\n')
-            i++;
-        size_t ve = i;
-        i++;
+        if (line_end(h, hend, i, &i) != HTTP_PARSE_OK)
+            return HTTP_PARSE_BAD; /* a NUL, DEL or bare CR in the value */
+        size_t ve = i - 1;
         while (ve > vs && (h[ve - 1] == '\r' || h[ve - 1] == ' ' || h[ve - 1] == '\t'))
             ve--;
         if (r->n_hdrs == HTTP_MAX_HEADERS)
@@ -320,11 +364,16 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
             have_len = true;
             clen = v;
         } else if (eq_ci(hd->name, hd->name_len, "Transfer-Encoding")) {
-            if (!has_token(hd->value, hd->value_len, "chunked"))
-                return HTTP_PARSE_BAD; /* we only know chunked */
+            /* Only a single "chunked" (RFC 9112 6.1): another coding, chunked twice or not
+             * last ("chunked, identity") leaves the length unknown. */
+            if (is_chunked || !eq_ci(hd->value, hd->value_len, "chunked"))
+                return HTTP_PARSE_BAD;
             is_chunked = true;
         }
     }
+    /* Both framings (RFC 9112 6.1): chunked wins, as in Go, and the connection closes after
+     * the answer, so bytes a proxy took for this body can never be read as a request. */
+    r->must_close = is_chunked && (have_len || r->minor == 0);
     size_t hdr_total = lead + hend;
     size_t blen;
     if (is_chunked) {
@@ -405,6 +454,7 @@ static void conn_close_later(struct http_conn *c)
         return;
     c->dying = true;
     event_del(c->rd);
+    c->rd_on = false;
     if (c->wr_added) {
         event_del(c->wr);
         c->wr_added = false;
@@ -427,6 +477,50 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 }
 
 static void process_input(struct http_conn *c);
+
+/* Unparsed input held: the active request's bytes and those after them. */
+static size_t buffered(const struct http_conn *c)
+{
+    return c->in.len - c->in_off + c->more.len;
+}
+
+/* Read while there is room for input and the output is not backed up (TCP then pushes back on a
+ * client that sends and never reads). A stream that drops its input and a lingering close read
+ * always, to see the peer go. */
+static void read_update(struct http_conn *c)
+{
+    const struct http_limits *lim = &c->srv->lim;
+    size_t room = lim->max_header_bytes + lim->max_body_bytes + READ_CHUNK;
+    bool want =
+        !c->dying && !c->peer_eof && (c->drop_input || (!c->out_blocked && buffered(c) < room));
+    if (want == c->rd_on)
+        return;
+    if (want)
+        event_add(c->rd, NULL);
+    else
+        event_del(c->rd);
+    c->rd_on = want;
+}
+
+/* Our side is done. The peer may still be sending (an upload we refused, requests pipelined
+ * after "Connection: close"), and closing with unread input resets the connection, which can
+ * destroy the answer on its way: send FIN, then read and drop input, bounded in time and size,
+ * until the peer closes too. */
+static void conn_end(struct http_conn *c)
+{
+    if (c->peer_eof || c->dying || shutdown(c->fd, SHUT_WR) != 0) {
+        conn_close_later(c);
+        return;
+    }
+    c->lingering = true;
+    c->linger_end_ms = clock_now_ms() + LINGER_MS;
+    c->linger_left = LINGER_BYTES;
+    c->drop_input = true;
+    buf_fini(&c->in);
+    buf_fini(&c->more);
+    c->in_off = c->in_used = 0;
+    read_update(c);
+}
 
 static void out_changed(struct http_conn *c)
 {
@@ -485,7 +579,7 @@ static bool flush_out(struct http_conn *c)
         c->wr_added = false;
     }
     if (!c->active && c->close_after) {
-        conn_close_later(c);
+        conn_end(c);
         return false;
     }
     return true;
@@ -521,8 +615,13 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (!flush(c))
         return;
-    if (c->active && c->drain_cb && pending(c) <= c->drain_low)
+    if (c->active && c->drain_cb && pending(c) <= c->drain_low) {
         c->drain_cb(c->drain_arg);
+    } else if (c->out_blocked && pending(c) <= OUT_LOW) {
+        c->out_blocked = false;
+        process_input(c);
+        read_update(c);
+    }
 }
 
 /* After a write made inside an API call: a due drain callback runs from the loop. */
@@ -550,6 +649,18 @@ static void on_due(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Before appending to `in` (no request active): move the unparsed tail to the front once the
+ * answered bytes before it are at least as many, so each byte moves O(1) times. */
+static void in_compact(struct http_conn *c)
+{
+    size_t rest = c->in.len - c->in_off;
+    if (c->in_off && c->in_off >= rest) {
+        memmove(c->in.p, c->in.p + c->in_off, rest);
+        c->in.len = rest;
+        c->in_off = 0;
+    }
+}
+
 /* The active request's response has ended: drop its bytes, go on with the next one. */
 static void request_done(struct http_conn *c)
 {
@@ -560,18 +671,23 @@ static void request_done(struct http_conn *c)
     c->out_cb = NULL;
     if (!c->keep_alive || c->drop_input)
         c->close_after = true;
-    size_t rest = c->in.len - c->in_used;
-    memmove(c->in.p, c->in.p + c->in_used, rest);
-    c->in.len = rest;
+    c->in_off += c->in_used;
     c->in_used = 0;
     if (c->more.len) {
+        in_compact(c);
         buf_append(&c->in, c->more.p, c->more.len);
-        c->more.len = 0;
+        buf_fini(&c->more);
+    }
+    if (c->in_off == c->in.len) {
+        c->in.len = c->in_off = 0;
+        if (c->in.cap > OUT_KEEP)
+            buf_fini(&c->in); /* a burst is over: give its memory back */
     }
     if (!flush(c))
         return;
     if (!c->close_after && !c->dying && !c->processing)
         process_input(c);
+    read_update(c); /* room again for input held back behind this request */
 }
 
 static void append_date(struct http_server *s, struct buf *b)
@@ -750,9 +866,8 @@ void http_stream_drop_input(struct http_request *r)
     c->req.body_len = 0;
     buf_fini(&c->in);
     buf_fini(&c->more);
-    c->in_used = 0;
-    if (!c->dying)
-        event_add(c->rd, NULL); /* reading may have been paused with a full buffer */
+    c->in_off = c->in_used = 0;
+    read_update(c); /* reading may have been paused with a full buffer */
 }
 
 void http_stream_end(struct http_request *r)
@@ -808,7 +923,7 @@ static void fail(struct http_conn *c, int status)
     c->req.conn = c;
     c->req.minor = 1;
     c->req.method = HTTP_OTHER;
-    c->in_used = c->in.len;
+    c->in_used = c->in.len - c->in_off;
     static const struct http_hdr ct = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
     const char *text = ms_http_reason(status);
     char body[64];
@@ -819,17 +934,22 @@ static void fail(struct http_conn *c, int status)
 static void process_input(struct http_conn *c)
 {
     c->processing = true;
-    while (!c->active && !c->dying && !c->close_after && c->in.len) {
+    while (!c->active && !c->dying && !c->close_after && c->in.len > c->in_off) {
         size_t used;
         bool cont;
+        if (pending(c) > OUT_HIGH) {
+            /* The client does not read its answers: make no more until it does. */
+            c->out_blocked = true;
+            break;
+        }
         if (!c->started_ms)
             c->started_ms = clock_now_ms();
         if (!c->req.hdrs && !(c->req.hdrs = malloc(HTTP_MAX_HEADERS * sizeof(struct http_hdr)))) {
             conn_close_later(c);
             break;
         }
-        enum http_parse p =
-            http_parse_request((char *)c->in.p, c->in.len, &c->srv->lim, &c->req, &used, &cont);
+        enum http_parse p = http_parse_request((char *)c->in.p + c->in_off, c->in.len - c->in_off,
+                                               &c->srv->lim, &c->req, &used, &cont);
         if (p == HTTP_PARSE_MORE) {
             if (cont && !c->sent_continue) {
                 c->sent_continue = true;
@@ -854,9 +974,31 @@ static void process_input(struct http_conn *c)
         const char *conn_hdr = http_header(&c->req, "Connection", &v);
         c->keep_alive = c->req.minor >= 1 ? !(conn_hdr && has_token(conn_hdr, v, "close"))
                                           : (conn_hdr && has_token(conn_hdr, v, "keep-alive"));
+        if (c->req.must_close)
+            c->keep_alive = false;
         c->srv->fn(c->srv->ctx, &c->req);
     }
     c->processing = false;
+    if (c->peer_eof && !c->active && !c->dying && !c->close_after && !c->out_blocked) {
+        /* Every complete request is answered and no byte more will come. */
+        c->close_after = true;
+        if (!pending(c))
+            conn_close_later(c);
+    }
+}
+
+/* The peer sent its last byte (or shut down its sending side). A stream ends as if closed;
+ * otherwise the requests it sent complete are answered first. */
+static void peer_done(struct http_conn *c)
+{
+    if (c->streaming || c->drop_input || (!c->active && !buffered(c) && !pending(c))) {
+        conn_close_now(c);
+        return;
+    }
+    c->peer_eof = true;
+    read_update(c);
+    if (!c->active)
+        process_input(c);
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg)
@@ -864,34 +1006,100 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     struct http_conn *c = arg;
     (void)what;
     if (c->drop_input) {
-        char sink[4096];
+        char sink[16384];
         ssize_t n = read(fd, sink, sizeof(sink));
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        if (n > 0 && c->lingering) {
+            if ((size_t)n >= c->linger_left)
+                conn_close_now(c); /* enough: a reset now cannot hurt an answer read long ago */
+            else
+                c->linger_left -= (size_t)n;
+        } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             conn_close_now(c);
+        }
         return;
     }
     struct buf *dst = c->active ? &c->more : &c->in;
-    size_t limit = c->srv->lim.max_header_bytes + c->srv->lim.max_body_bytes + READ_CHUNK;
-    if (dst->len >= limit) {
-        /* Enough buffered: stop reading until the active request is done. */
-        event_del(c->rd);
-        return;
-    }
+    if (!c->active)
+        in_compact(c);
     if (!buf_reserve(dst, READ_CHUNK)) {
         conn_close_now(c);
         return;
     }
     ssize_t n = read(fd, dst->p + dst->len, dst->cap - dst->len);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n < 0) {
         conn_close_now(c);
         return;
     }
-    if (n < 0)
+    if (n == 0) {
+        peer_done(c);
         return;
+    }
     dst->len += (size_t)n;
     c->idle_ms = clock_now_ms();
     if (!c->active)
         process_input(c);
+    read_update(c);
+}
+
+/* Nothing asked, nothing buffered, nothing to send. */
+static bool conn_idle(const struct http_conn *c)
+{
+    return !c->active && !c->dying && c->in.len == c->in_off && !c->more.len && !pending(c);
+}
+
+/* Out of descriptors: close up to RECLAIM_BATCH connections idle for HTTP_RECLAIM_IDLE_MS,
+ * oldest first (a keep-alive connection may be closed at any time, RFC 9112 9.5). Returns how
+ * many were closed. */
+static size_t reclaim_idle(struct http_server *s)
+{
+    uint64_t now = clock_now_ms();
+    size_t n = 0;
+    for (; n < RECLAIM_BATCH; n++) {
+        struct http_conn *old = NULL;
+        for (struct http_conn *c = s->conns; c; c = c->next)
+            if (conn_idle(c) && now - c->idle_ms >= HTTP_RECLAIM_IDLE_MS &&
+                (!old || c->idle_ms < old->idle_ms))
+                old = c;
+        if (!old)
+            break;
+        conn_close_now(old);
+    }
+    return n;
+}
+
+/* Out of descriptors and nothing to reclaim: accept one waiting connection on the reserve
+ * descriptor and close it, so the client learns at once instead of waiting unseen in the
+ * backlog. 1 if one was refused, 0 if none was waiting, -1 if that failed too. */
+static int refuse_one(struct http_server *s, int lfd)
+{
+    if (s->reserve_fd < 0)
+        return -1;
+    close(s->reserve_fd);
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0)
+        return 1;
+    return err == EAGAIN || err == EWOULDBLOCK ? 0 : -1;
+}
+
+/* One line per FD_WARN_MS at most, with what happened since the last one. */
+static void fd_warn(struct http_server *s)
+{
+    uint64_t now = clock_now_ms();
+    s->fd_short++;
+    if (s->fd_warned && now - s->fd_warn_ms < FD_WARN_MS)
+        return;
+    log_warn("out of file descriptors with %zu connections open: %zu times since the last report, "
+             "%zu idle connections closed, %zu new ones refused",
+             s->n_conns, s->fd_short, s->fd_reclaimed, s->fd_refused);
+    s->fd_warned = true;
+    s->fd_warn_ms = now;
+    s->fd_short = s->fd_reclaimed = s->fd_refused = 0;
 }
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
@@ -901,14 +1109,27 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
     for (int burst = 0; burst < 64; burst++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            int err = errno;
+            if (err == EMFILE || err == ENFILE) {
+                size_t k = reclaim_idle(s);
+                int refused = k ? 0 : refuse_one(s, lfd);
+                s->fd_reclaimed += k;
+                s->fd_refused += refused > 0;
+                if (k || refused >= 0) {
+                    fd_warn(s);
+                    if (k || refused > 0)
+                        continue;
+                    return;
+                }
+            }
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
                 /* The listener stays readable: stop polling it for a while, or the loop
                  * spins. Waiting clients stay in the backlog. */
                 for (size_t i = 0; i < s->n_listeners; i++)
                     event_del(s->listeners[i]);
                 struct timeval tv = {0, ACCEPT_PAUSE * 1000};
                 event_add(s->accept_ev, &tv);
-                log_warn("out of file descriptors: not accepting for %d ms", ACCEPT_PAUSE);
+                fd_warn(s);
             }
             return;
         }
@@ -936,6 +1157,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             close(fd);
             continue;
         }
+        c->rd_on = true;
         c->idle_ms = clock_now_ms();
         c->next = s->conns;
         if (s->conns)
@@ -967,9 +1189,9 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
         bool out_stuck = c->out.len > c->out_off && now - c->progress_ms > s->lim.write_timeout_ms;
         bool read_slow =
             !c->active && c->started_ms && now - c->started_ms > s->lim.read_timeout_ms;
-        bool idle = !c->active && !c->in.len && c->out.len == c->out_off &&
-                    now - c->idle_ms > s->lim.idle_timeout_ms;
-        if (!c->dying && (out_stuck || read_slow || idle))
+        bool idle = conn_idle(c) && now - c->idle_ms > s->lim.idle_timeout_ms;
+        bool lingered = c->lingering && now >= c->linger_end_ms;
+        if (!c->dying && (out_stuck || read_slow || idle || lingered))
             conn_close_now(c);
         c = next;
     }
@@ -985,6 +1207,7 @@ struct http_server *http_server_create(struct event_base *base, const struct htt
     s->lim = *lim;
     s->fn = fn;
     s->ctx = ctx;
+    s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     s->reap_ev = event_new(base, -1, 0, on_reap, s);
     s->sweep_ev = event_new(base, -1, EV_PERSIST, on_sweep, s);
     s->due_ev = event_new(base, -1, 0, on_due, s);
@@ -1056,5 +1279,7 @@ void http_server_destroy(struct http_server *s)
         event_free(s->due_ev);
     if (s->accept_ev)
         event_free(s->accept_ev);
+    if (s->reserve_fd >= 0)
+        close(s->reserve_fd);
     free(s);
 }

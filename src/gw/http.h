@@ -11,8 +11,15 @@
  * from the handler call until its response ends (http_respond*, http_stream_end) or its
  * connection closes; in the latter case the close callback, if set, is called first, and the
  * request must not be touched afterwards. Requests of one connection are handled one at a time
- * in order; bytes of later pipelined requests wait in the connection's buffer. The peer closing
- * its side is noticed at once, also while a response is pending or streaming.
+ * in order; bytes of later pipelined requests wait in the connection's buffer, and none is
+ * parsed while the connection's unsent output is above a threshold (a client that pipelines and
+ * never reads holds a bounded amount of memory; reading pauses too, so TCP pushes back).
+ *
+ * End of input: a peer that shuts down its sending side gets the answers to the requests it
+ * sent completely, then the connection closes; a stream (and its close callback) ends at once.
+ * A connection the server closes while the peer may still be sending (after an error such as
+ * 413, or "Connection: close") first shuts down its own sending side and reads and drops input
+ * for a bounded time and size, so the answer is not destroyed by a reset.
  *
  * Private to the gw module.
  */
@@ -58,6 +65,7 @@ struct http_request {
     size_t n_hdrs;
     const char *body; /* the whole body, chunked encoding removed */
     size_t body_len;
+    bool must_close; /* framing was ambiguous (RFC 9112 6.1): close after the answer */
 };
 
 struct http_limits {
@@ -68,6 +76,11 @@ struct http_limits {
     uint32_t idle_timeout_ms;  /* a keep-alive connection with nothing to do */
     uint32_t max_conns;        /* beyond: new connections are closed at once */
 };
+
+/* Out of file descriptors, the server closes keep-alive connections idle for this long (oldest
+ * first) to serve new ones; with none to close, a new connection is accepted and closed at once
+ * (a reserve descriptor makes that possible) instead of waiting unseen in the backlog. */
+#define HTTP_RECLAIM_IDLE_MS 1000
 
 typedef void (*http_handler_fn)(void *ctx, struct http_request *req);
 typedef void (*http_conn_fn)(void *arg);

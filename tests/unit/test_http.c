@@ -137,6 +137,96 @@ START_TEST(parse_chunked)
 }
 END_TEST
 
+/* Parse len bytes (NULs included) from a private copy. */
+static enum http_parse parse_n(const char *in, size_t len, struct http_request *r)
+{
+    static struct http_hdr store[HTTP_MAX_HEADERS];
+    char *c = malloc(len + 1);
+    size_t used;
+    bool cont;
+    memcpy(c, in, len);
+    r->hdrs = store;
+    enum http_parse p = http_parse_request(c, len, &LIM, r, &used, &cont);
+    free(c);
+    return p;
+}
+
+#define PARSE_LIT(s, r) parse_n(s, sizeof(s) - 1, r)
+
+/* Chunk sizes near 2^64 once wrapped the bound checks (out + size > max): the compacting pass
+ * then moved SIZE_MAX bytes. */
+START_TEST(parse_chunk_size_overflow)
+{
+    struct http_request r;
+    const char *te = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const char *bodies[] = {
+        "1\r\nA\r\nFFFFFFFFFFFFFFFF\r\n0\r\n\r\n", /* out + size wraps to 0 */
+        "FFFFFFFFFFFFFFFF\r\nA\r\n0\r\n\r\n",      /* size + 1 wraps to 0 */
+        "1001\r\n",                                /* over the limit, data not sent */
+        "1\r\nA\r\nFFFFFFFFFFFFF000\r\n",          /* 4096 - 1 + size wraps */
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        char req[256];
+        int k = snprintf(req, sizeof(req), "%s%s", te, bodies[i]);
+        ck_assert_msg(parse_n(req, (size_t)k, &r) == HTTP_PARSE_BODY_BIG, "%s", bodies[i]);
+    }
+    /* Seventeen digits do not fit 64 bits. */
+    ck_assert_int_eq(PARSE_LIT("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "10000000000000000\r\n",
+                               &r),
+                     HTTP_PARSE_BAD);
+}
+END_TEST
+
+/* RFC 9112 framing: what is ambiguous is refused (or closes the connection), control bytes are
+ * errors instead of silent ends of a string. */
+START_TEST(parse_strict_framing)
+{
+    struct http_request r;
+    const char *bad[] = {
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x12\r\n012345678901234567\r\n"
+        "0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2 x\r\nab\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;a\rb\r\nab\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\x7f\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-A: a\x7f"
+        "b\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n",
+        "GET / HTTP/1.1\r\nX-A: a\x01\r\n\r\n",
+        "GET /a\x7f"
+        "b HTTP/1.1\r\n\r\n",
+        "GET /a\tb HTTP/1.1\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(parse_n(bad[i], strlen(bad[i]), &r) == HTTP_PARSE_BAD, "%zu: %s", i, bad[i]);
+    /* A NUL in the target or in a header value: bad, not a shorter string. */
+    ck_assert_int_eq(PARSE_LIT("POST /v3/kv/range\0junk HTTP/1.1\r\nContent-Length: 0\r\n\r\n", &r),
+                     HTTP_PARSE_BAD);
+    ck_assert_int_eq(PARSE_LIT("GET / HTTP/1.1\r\nX-A: a\0b\r\n\r\n", &r), HTTP_PARSE_BAD);
+    /* Both framings: chunked wins and the connection must close after the answer. */
+    ck_assert_int_eq(PARSE_LIT("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: "
+                               "chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+                               &r),
+                     HTTP_PARSE_OK);
+    ck_assert(r.must_close && r.body_len == 2);
+    ck_assert_int_eq(PARSE_LIT("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"
+                               "2 ;name=\"v\"\r\nab\r\n0\r\n\r\n",
+                               &r),
+                     HTTP_PARSE_OK);
+    ck_assert(!r.must_close && r.body_len == 2);
+    /* Tabs and obs-text are field bytes. */
+    ck_assert_int_eq(PARSE_LIT("GET /\xc3\xa9 HTTP/1.1\r\nX-A: a\tb \xc3\xa9\r\n\r\n", &r),
+                     HTTP_PARSE_OK);
+    ck_assert_int_eq(PARSE_LIT("POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nab", &r),
+                     HTTP_PARSE_OK);
+    ck_assert(!r.must_close);
+}
+END_TEST
+
 /* ---- the server, in-process ---- */
 
 static struct event_base *base;
@@ -449,6 +539,8 @@ int main(void)
     tcase_add_test(tc, parse_basic);
     tcase_add_test(tc, parse_incomplete_and_limits);
     tcase_add_test(tc, parse_chunked);
+    tcase_add_test(tc, parse_chunk_size_overflow);
+    tcase_add_test(tc, parse_strict_framing);
     suite_add_tcase(s, tc);
     tc = tcase_create("server");
     tcase_set_timeout(tc, 60);

@@ -50,33 +50,25 @@ static ms_err open_backend(struct srv *s)
     char lock[4300];
     snprintf(lock, sizeof(lock), "%s/lock", dir);
     s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (s->lock_fd < 0) {
-        log_error("cannot open the lock file %s: %s", lock, strerror(errno));
-        return MS_E_IO;
-    }
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-    if (fcntl(s->lock_fd, F_SETLK, &fl) != 0) {
-        if (errno == EAGAIN || errno == EACCES)
-            log_error("data directory %s is in use by another process (%s is locked)",
-                      s->cfg.data_dir, lock);
-        else
-            log_error("cannot lock %s: %s", lock, strerror(errno));
+    if (s->lock_fd < 0 || fcntl(s->lock_fd, F_SETLK, &fl) != 0) {
+        log_error("data directory %s is in use by another process (%s)", s->cfg.data_dir,
+                  strerror(errno));
         return MS_E_IO;
     }
     if (s->cfg.backend == CFG_BACKEND_MEMORY) {
         s->be = be_skiplist_open();
         return s->be ? MS_OK : MS_E_NOMEM;
     }
-    if ((err = srv_defrag_recover(s)) != MS_OK)
-        return err;
     snprintf(dir, sizeof(dir), "%s/member/db", s->cfg.data_dir);
     s->be = be_lmdb_open(dir, srv_lmdb_map_size(s), &err);
     s->lazy_commit = true;
     return s->be ? MS_OK : err;
 }
 
-/* Read or create the persistent identity (member and cluster IDs) and the applied index. */
-static ms_err load_identity(struct srv *s, uint64_t *legacy_term)
+/* Read the applied index and the persistent identity (member and cluster IDs). Without one in
+ * the backend (*have_id false), the IDs are derived from the flags: open_wal then settles them. */
+static ms_err load_identity(struct srv *s, uint64_t *legacy_term, bool *have_id)
 {
     bool found;
     ms_err e;
@@ -88,6 +80,7 @@ static ms_err load_identity(struct srv *s, uint64_t *legacy_term)
         return e;
     if ((e = meta_u64(s->wtxn, SRV_META_MEMBER_ID, &s->member_id, &found)))
         return e;
+    *have_id = found;
     if (!found) {
         uint64_t h = fnv1a(0xcbf29ce484222325ULL, s->cfg.initial_cluster_token);
         for (size_t i = 0; i < s->cfg.n_initial_advertise_peer; i++)
@@ -100,18 +93,45 @@ static ms_err load_identity(struct srv *s, uint64_t *legacy_term)
                 c = fnv1a(c, s->cfg.initial_cluster[i].peer_urls[j].text);
         }
         s->cluster_id = c ? c : 1;
-        if ((e = meta_put_u64(s->wtxn, SRV_META_MEMBER_ID, s->member_id)) ||
-            (e = meta_put_u64(s->wtxn, SRV_META_CLUSTER_ID, s->cluster_id)))
-            return e;
     } else if ((e = meta_u64(s->wtxn, SRV_META_CLUSTER_ID, &s->cluster_id, &found))) {
         return e;
     }
     return MS_OK;
 }
 
+/* The WAL segment size: METASTORE_WAL_SEGMENT_BYTES in the environment (at least 4 KiB), so
+ * that tests see segments roll and go without writing 64 MiB each; else the default. */
+static uint64_t wal_segment_bytes(void)
+{
+    const char *v = getenv("METASTORE_WAL_SEGMENT_BYTES");
+    if (!v || !*v)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno || *end || n < 4096) {
+        log_warn("ignoring METASTORE_WAL_SEGMENT_BYTES=%s: want a byte count of at least 4096", v);
+        return 0;
+    }
+    return n;
+}
+
+/* Without an identity in the backend, take the one the WAL was created with: the memory
+ * backend keeps it only from its first snapshot on, and a restart with other peer URLs must
+ * not change it (an alarm names the member). Then the backend holds it too. */
+static ms_err settle_identity(struct srv *s, const struct wal_log *log)
+{
+    if (log->meta_len == 16) {
+        s->member_id = be64_get(log->meta);
+        s->cluster_id = be64_get(log->meta + 8);
+    }
+    ms_err e = meta_put_u64(s->wtxn, SRV_META_MEMBER_ID, s->member_id);
+    return e ? e : meta_put_u64(s->wtxn, SRV_META_CLUSTER_ID, s->cluster_id);
+}
+
 /* Open the WAL, replay what the backend lacks, and start a new term (each start is an election
  * of this one member), durable before anything is served. */
-static ms_err open_wal(struct srv *s, uint64_t legacy_term)
+static ms_err open_wal(struct srv *s, uint64_t legacy_term, bool have_id)
 {
     char dir[4200];
     uint8_t meta[16];
@@ -119,9 +139,15 @@ static ms_err open_wal(struct srv *s, uint64_t legacy_term)
     snprintf(dir, sizeof(dir), "%s/member/wal", s->cfg.data_dir);
     be64_put(meta, s->member_id);
     be64_put(meta + 8, s->cluster_id);
-    ms_err e = wal_open(dir, s->applied + 1, meta, sizeof(meta), 0, &s->wal, &log);
+    ms_err e =
+        wal_open(dir, s->applied + 1, meta, sizeof(meta), wal_segment_bytes(), &s->wal, &log);
     if (e) {
         log_error("cannot open the WAL in %s: %s", dir, ms_err_name(e));
+        return e;
+    }
+    if (!have_id && (e = settle_identity(s, &log)) != MS_OK) {
+        log_error("cannot record the member identity: %s", ms_err_name(e));
+        wal_log_fini(&log);
         return e;
     }
     if (log.n_entries && log.entries[log.n_entries - 1].index > s->last_index)
@@ -142,6 +168,20 @@ static ms_err open_wal(struct srv *s, uint64_t legacy_term)
     if ((e = wal_append(s->wal, &hs, NULL, 0)) || (e = wal_sync(s->wal)))
         return e;
     return MS_OK;
+}
+
+/* Remove the records of a compaction that is applied but not yet carried out (replayed from
+ * the WAL, or cut short by a stop) before anything is served: otherwise the keyspace hash
+ * changes under a client that has just seen /health answer, as the slices run. */
+static ms_err finish_compaction(struct srv *s)
+{
+    ms_err e = MS_OK;
+    if (kv_compact_pending(s->kv) && !kv_compact_step(s->kv, s->wtxn, SIZE_MAX, &e) && !e)
+        e = MS_E_INTERNAL; /* an unlimited budget stops only on an error */
+    if (e)
+        log_error("cannot finish the compaction to revision %lld: %s",
+                  (long long)kv_compact_rev(s->kv), ms_err_name(e));
+    return e;
 }
 
 struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *err)
@@ -173,11 +213,12 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         goto out_destroy;
     }
     uint64_t legacy_term = 0;
+    bool have_id = false;
     if ((*err = srv_alarms_load(s)) != MS_OK) {
         log_error("cannot read the alarms: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    if ((*err = load_identity(s, &legacy_term)) != MS_OK) {
+    if ((*err = load_identity(s, &legacy_term, &have_id)) != MS_OK) {
         log_error("cannot read server metadata: %s", ms_err_name(*err));
         goto out_destroy;
     }
@@ -197,7 +238,9 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         log_error("cannot load the leases: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    if ((*err = open_wal(s, legacy_term)) != MS_OK)
+    if ((*err = open_wal(s, legacy_term, have_id)) != MS_OK)
+        goto out_destroy;
+    if ((*err = finish_compaction(s)) != MS_OK)
         goto out_destroy;
     if (wal_sync_fd(s->wal) >= 0) {
         s->sync_ev = event_new(base, wal_sync_fd(s->wal), EV_READ | EV_PERSIST, srv_on_synced, s);
@@ -216,10 +259,6 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         struct timeval tv = {(time_t)(s->compactor.interval_ms / 1000),
                              (suseconds_t)(s->compactor.interval_ms % 1000) * 1000};
         event_add(s->compactor_ev, &tv);
-    }
-    if (kv_compact_pending(s->kv)) {
-        struct timeval now = {0, 0};
-        evtimer_add(s->compact_ev, &now);
     }
     log_info("metastore %s started: name=%s backend=%s data-dir=%s revision=%lld "
              "applied-index=%llu term=%llu",

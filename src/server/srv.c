@@ -50,16 +50,25 @@ static ms_err open_backend(struct srv *s)
     char lock[4300];
     snprintf(lock, sizeof(lock), "%s/lock", dir);
     s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lock_fd < 0) {
+        log_error("cannot open the lock file %s: %s", lock, strerror(errno));
+        return MS_E_IO;
+    }
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-    if (s->lock_fd < 0 || fcntl(s->lock_fd, F_SETLK, &fl) != 0) {
-        log_error("data directory %s is in use by another process (%s)", s->cfg.data_dir,
-                  strerror(errno));
+    if (fcntl(s->lock_fd, F_SETLK, &fl) != 0) {
+        if (errno == EAGAIN || errno == EACCES)
+            log_error("data directory %s is in use by another process (%s is locked)",
+                      s->cfg.data_dir, lock);
+        else
+            log_error("cannot lock %s: %s", lock, strerror(errno));
         return MS_E_IO;
     }
     if (s->cfg.backend == CFG_BACKEND_MEMORY) {
         s->be = be_skiplist_open();
         return s->be ? MS_OK : MS_E_NOMEM;
     }
+    if ((err = srv_defrag_recover(s)) != MS_OK)
+        return err;
     snprintf(dir, sizeof(dir), "%s/member/db", s->cfg.data_dir);
     s->be = be_lmdb_open(dir, srv_lmdb_map_size(s), &err);
     s->lazy_commit = true;

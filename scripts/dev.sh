@@ -39,7 +39,7 @@ build_release() {
 build_test() {
     if [ ! -f build-test/build.ninja ]; then
         meson setup build-test --buildtype=debugoptimized -Db_sanitize=address,undefined \
-            -Db_lundef=false >/dev/null
+            -Db_lundef=false -Dwerror=true >/dev/null
     fi
     ninja -C build-test
 }

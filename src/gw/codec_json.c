@@ -210,13 +210,13 @@ static bool parse_string(struct jp *j, const char **s, size_t *n)
             out[o++] = '\t';
             break;
         case 'u': {
-            unsigned cp;
+            unsigned cp = 0;
             if (!read_u4(j, &cp))
                 return false;
             if (cp >= 0xD800 && cp < 0xDC00 && j->end - j->p >= 6 && j->p[0] == '\\' &&
                 j->p[1] == 'u') {
                 const char *save = j->p;
-                unsigned lo;
+                unsigned lo = 0;
                 j->p += 2;
                 if (!read_u4(j, &lo))
                     return false;

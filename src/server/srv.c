@@ -125,12 +125,15 @@ static uint64_t wal_segment_bytes(void)
     return n;
 }
 
+/* The WAL's metadata: the member ID and the cluster ID, big-endian. */
+#define SRV_WAL_META_LEN 16
+
 /* Without an identity in the backend, take the one the WAL was created with: the memory
  * backend keeps it only from its first snapshot on, and a restart with other peer URLs must
  * not change it (an alarm names the member). Then the backend holds it too. */
 static ms_err settle_identity(struct srv *s, const struct wal_log *log)
 {
-    if (log->meta_len == 16) {
+    if (log->meta_len == SRV_WAL_META_LEN) {
         s->member_id = be64_get(log->meta);
         s->cluster_id = be64_get(log->meta + 8);
     }
@@ -143,7 +146,7 @@ static ms_err settle_identity(struct srv *s, const struct wal_log *log)
 static ms_err open_wal(struct srv *s, uint64_t legacy_term, bool have_id)
 {
     char dir[4200];
-    uint8_t meta[16];
+    uint8_t meta[SRV_WAL_META_LEN];
     struct wal_log log;
     snprintf(dir, sizeof(dir), "%s/member/wal", s->cfg.data_dir);
     be64_put(meta, s->member_id);

@@ -119,10 +119,12 @@ struct watch_limits {
     size_t sync_events;             /* events per history slice (whole revisions, at least one) */
     size_t sync_bytes;              /* key + value bytes per history slice (soft) */
     size_t sync_slices;             /* history slices per watch_hub_sync */
-    size_t total_buffer_bytes;      /* budget of buffered output over all streams; 0: none */
+    size_t sync_out_bytes;     /* slice bytes times watchers fed per watch_hub_sync (soft: at least
+                                * one watcher gets each slice read); 0: no bound */
+    size_t total_buffer_bytes; /* budget of buffered output over all streams; 0: none */
 };
 
-/* The defaults above: 100000, 10000, 512, 1000, 1 MiB, 8, 256 MiB. */
+/* The defaults above: 100000, 10000, 512, 1000, 1 MiB, 8, 16 MiB, 64 MiB. */
 void watch_limits_default(struct watch_limits *lim);
 
 struct watch_stats {

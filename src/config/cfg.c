@@ -451,9 +451,10 @@ static const struct cfg_flag CFG_FLAGS[] = {
      "from history.",
      set_watch_stream_buffer},
     /* A fixed size rather than a fraction of RAM: the machine's RAM is not what a container may
-     * use, and a fixed default behaves the same everywhere. 256 MiB holds a full output buffer
-     * for some 200 streams and fits a small machine next to the data. */
-    {"watch-total-buffer-bytes", "268435456",
+     * use, and a fixed default behaves the same everywhere. 64 MiB holds a full output buffer
+     * for some 60 streams, fits a small machine next to the data, and bounds what one loop turn
+     * copies when a large value is fanned out to thousands of streams. */
+    {"watch-total-buffer-bytes", "67108864",
      "Output all watch streams together may buffer (0: no limit); past it, streams over their "
      "share stop receiving and later catch up from history.",
      set_watch_total_buffer},

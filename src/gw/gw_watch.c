@@ -34,9 +34,11 @@
 #include <string.h>
 #include <sys/uio.h>
 
-#define CHUNK_FRAMING 20         /* "%zx\r\n" before a chunk and "\r\n" after it */
-#define BUDGET_RETRY  100        /* ms between checks while streams wait for the budget */
-#define TRIM_STEP     (4u << 20) /* freed output that makes malloc_trim worth it */
+#define CHUNK_FRAMING 20          /* "%zx\r\n" before a chunk and "\r\n" after it */
+#define BUDGET_RETRY  100         /* ms between checks while streams wait for the budget */
+#define TRIM_STEP     (4u << 20)  /* freed output that makes malloc_trim worth it */
+#define FLUSH_TURN    (16u << 20) /* output one flush event offers the sockets in a loop turn */
+#define FLUSH_STREAM  (2u << 20)  /* what one stream counts for at most (a socket takes less) */
 
 /* An encoded events tail shared by the streams of one batch. */
 struct gw_blob {
@@ -243,7 +245,10 @@ static enum send_result send_events(struct gw_stream *st, const struct watch_res
  * Responses are queued, not written: the streams that got output are written by one event
  * that runs after every callback of this loop turn (after the ready step, so nothing reaches a
  * socket before its batch is committed), one write per stream however many responses it got.
- * What the socket does not take is written by the HTTP layer when it can. */
+ * What the socket does not take is written by the HTTP layer when it can. One run offers the
+ * sockets about FLUSH_TURN bytes, then yields the loop for a turn: a large value fanned out to
+ * thousands of streams is gigabytes of copying into the kernel, and other clients must not wait
+ * for all of it. */
 
 static void dirty_remove(struct gw_stream *st)
 {
@@ -278,10 +283,18 @@ static void on_watch_flush(evutil_socket_t fd, short what, void *arg)
     struct gw *gw = arg;
     (void)fd;
     (void)what;
-    while (gw->dirty) {
+    size_t offered = 0;
+    while (gw->dirty && offered < FLUSH_TURN) {
         struct gw_stream *st = gw->dirty;
+        size_t n = http_pending(st->req);
+        offered += n < FLUSH_STREAM ? n : FLUSH_STREAM;
         dirty_remove(st);
         http_flush(st->req);
+    }
+    if (gw->dirty) {
+        /* A timeout of zero runs after the loop's next poll, so sockets get their turn. */
+        static const struct timeval next_turn = {0, 0};
+        event_add(gw->watch_flush_ev, &next_turn);
     }
 }
 
@@ -379,7 +392,8 @@ static void on_watch_budget(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     size_t reserved = 0;
-    for (struct gw_stream *st = gw->budget_head, *next; st; st = next) {
+    struct gw_stream *st = gw->budget_head;
+    for (struct gw_stream *next; st && reserved < FLUSH_TURN; st = next) {
         next = st->bnext;
         if (!srv_watch_admits(gw->srv, st->ws, reserved + st->want))
             continue;
@@ -387,8 +401,14 @@ static void on_watch_budget(evutil_socket_t fd, short what, void *arg)
         budget_remove(st);
         srv_watch_writable(gw->srv, st->ws);
     }
-    if (gw->budget_head)
+    if (st) {
+        /* More may fit: wake them after the loop's next poll, so other clients get a turn
+         * between two rounds of catch-up copying. */
+        static const struct timeval next_turn = {0, 0};
+        evtimer_add(gw->watch_budget_ev, &next_turn);
+    } else if (gw->budget_head) {
         budget_arm(gw);
+    }
 }
 
 /* Give freed output memory back to the system (glibc keeps freed heap pages otherwise): at

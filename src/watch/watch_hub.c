@@ -21,7 +21,8 @@ void watch_limits_default(struct watch_limits *lim)
     lim->sync_events = 1000;
     lim->sync_bytes = 1 << 20;
     lim->sync_slices = 8;
-    lim->total_buffer_bytes = (size_t)256 << 20;
+    lim->sync_out_bytes = (size_t)16 << 20;
+    lim->total_buffer_bytes = (size_t)64 << 20;
 }
 
 struct watch_hub *watch_hub_create(struct kv_store *kv, const struct watch_limits *lim)
@@ -40,6 +41,8 @@ struct watch_hub *watch_hub_create(struct kv_store *kv, const struct watch_limit
         h->lim.sync_events = 1;
     if (!h->lim.sync_slices)
         h->lim.sync_slices = 1;
+    if (!h->lim.sync_out_bytes)
+        h->lim.sync_out_bytes = SIZE_MAX; /* no bound */
     h->arena = arena_create(64 << 10);
     if (!h->arena) {
         free(h);

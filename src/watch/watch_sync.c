@@ -6,11 +6,13 @@
  * the compaction point with compact_revision, and reads history slices starting at the
  * smallest revision they need: at most lim.sync_events events or about lim.sync_bytes of keys
  * and values per slice (in whole revisions: one revision's events are never split, however
- * many), lim.sync_slices slices per round. Each slice is one batch whose responses carry the
- * current revision in their header (etcd). A watcher that reaches the current revision moves
- * to synced; from then on it gets live events.
- * prev_kv for history events is read from the store at mod_revision - 1, as etcd's watch
- * server does.
+ * many), lim.sync_slices slices per round. A round stops feeding watchers once the slices'
+ * bytes times the watchers fed pass lim.sync_out_bytes: a large value owed to thousands of
+ * watchers is copied a few dozen watchers per loop turn, with other clients served between
+ * the turns (the rest wait at the tail of the FIFO). Each slice is one batch whose responses carry
+ * the current revision in their header (etcd). A watcher that reaches the current revision moves to
+ * synced; from then on it gets live events. prev_kv for history events is read from the store at
+ * mod_revision - 1, as etcd's watch server does.
  */
 #include "watch_int.h"
 
@@ -27,6 +29,7 @@ struct slice {
     struct kv_event *ev;
     size_t n;
     size_t cap;
+    size_t bytes; /* keys and values */
     int64_t next; /* first revision not in the slice */
     uint8_t *prev_done;
 };
@@ -80,6 +83,7 @@ static ms_err read_slice(struct watch_hub *h, struct be_txn *txn, int64_t from, 
         chunk = chunk < 1 ? 1 : chunk > HISTORY_CHUNK_MAX ? HISTORY_CHUNK_MAX : chunk;
     }
     s->next = at;
+    s->bytes = bytes;
     if (s->n) {
         s->prev_done = arena_calloc(h->arena, s->n, 1);
         if (!s->prev_done)
@@ -211,6 +215,18 @@ static size_t settle(struct watch_hub *h, const struct slice *s, size_t n_sel, i
     return m;
 }
 
+/* How many of the n_sel watchers get slice s this round: as many as lim.sync_out_bytes still
+ * holds, at least one. *fed counts the bytes handed out so far. */
+static size_t fed_now(const struct watch_hub *h, const struct slice *s, size_t n_sel, size_t *fed)
+{
+    size_t each = s->bytes ? s->bytes : 1;
+    size_t room = *fed < h->lim.sync_out_bytes ? h->lim.sync_out_bytes - *fed : 0;
+    size_t k = room / each;
+    k = k < 1 ? 1 : k > n_sel ? n_sel : k;
+    *fed += k * each;
+    return k;
+}
+
 ms_err watch_hub_sync(struct watch_hub *h, struct be_txn *txn)
 {
     if (!h->unsynced_head || !h->sink)
@@ -219,6 +235,7 @@ ms_err watch_hub_sync(struct watch_hub *h, struct be_txn *txn)
     int64_t comp = kv_compact_rev(h->kv);
     int64_t floor = comp > 0 ? comp : -1;
     size_t n_sel = take(h, cur, floor);
+    size_t fed = 0;
     ms_err e = MS_OK;
     for (size_t round = 0; round < h->lim.sync_slices && n_sel; round++) {
         int64_t from = h->sel[0]->min_rev;
@@ -231,10 +248,15 @@ ms_err watch_hub_sync(struct watch_hub *h, struct be_txn *txn)
             arena_reset(h->arena);
             break;
         }
-        collect(h, txn, &s, n_sel);
+        size_t k = fed_now(h, &s, n_sel, &fed);
+        collect(h, txn, &s, k);
         watch_deliver(h, cur, s.ev, s.n, 0, s.next);
-        n_sel = settle(h, &s, n_sel, cur);
+        size_t m = settle(h, &s, k, cur);
+        memmove(h->sel + m, h->sel + k, (n_sel - k) * sizeof(*h->sel));
+        n_sel = m + (n_sel - k);
         arena_reset(h->arena);
+        if (fed >= h->lim.sync_out_bytes)
+            break;
     }
     for (size_t k = 0; k < n_sel; k++)
         watch_move(h, h->sel[k], WG_UNSYNCED);

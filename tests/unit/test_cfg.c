@@ -38,7 +38,7 @@ START_TEST(defaults)
     ck_assert_uint_eq(c.max_request_bytes, 1572864);
     ck_assert_uint_eq(c.max_txn_ops, 128);
     ck_assert_int_eq(c.backend, CFG_BACKEND_LMDB);
-    ck_assert_uint_eq(c.watch_total_buffer_bytes, 256u << 20);
+    ck_assert_uint_eq(c.watch_total_buffer_bytes, 64u << 20);
     ck_assert_uint_eq(c.n_initial_cluster, 1);
     ck_assert_str_eq(c.initial_cluster[0].name, "default");
     ck_assert_str_eq(c.initial_cluster[0].peer_urls[0].text, "http://localhost:2380");

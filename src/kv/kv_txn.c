@@ -416,30 +416,6 @@ static ms_err exec_txn(struct kv_write *w, const struct kv_txn_req *r, const boo
     return MS_OK;
 }
 
-/* Inner responses report the txn's final revision (nested txn headers stay empty). */
-static void set_revisions(struct kv_txn_resp *t, int64_t rev)
-{
-    for (size_t i = 0; i < t->n_resps; i++) {
-        struct kv_op_resp *r = &t->resps[i];
-        switch (r->type) {
-        case KV_OP_RANGE:
-            r->u.range.revision = rev;
-            break;
-        case KV_OP_PUT:
-            r->u.put.revision = rev;
-            break;
-        case KV_OP_DELETE:
-            r->u.del.revision = rev;
-            break;
-        case KV_OP_TXN:
-            set_revisions(r->u.txn, rev);
-            break;
-        default:
-            break;
-        }
-    }
-}
-
 ms_err kv_write_txn(struct kv_write *w, const struct kv_txn_req *req, struct kv_txn_resp *out)
 {
     struct txn_path path = {0};
@@ -455,7 +431,9 @@ ms_err kv_write_txn(struct kv_write *w, const struct kv_txn_req *req, struct kv_
     free(path.v);
     if (e)
         return e;
+    /* Each inner response keeps the revision of its own point in the txn, as etcd's
+     * storeTxnWrite answers: a read sees the store's revision until an earlier op wrote, a put
+     * the new one, a delete the new one once anything was written. */
     out->revision = kv_write_rev(w);
-    set_revisions(out, out->revision);
     return MS_OK;
 }

@@ -452,6 +452,48 @@ START_TEST(txn_nested_and_errors)
 }
 END_TEST
 
+/* Each inner response reports the revision at its own point of the txn (etcd storeTxnWrite):
+ * reads and deletes of nothing before the first write see the store's revision, a put and
+ * everything after a write the new one, nested txns included. */
+START_TEST(txn_inner_revisions)
+{
+    put("a", "1"); /* 2 */
+    struct kv_op inner_ops[2] = {
+        {.type = KV_OP_RANGE, .u.range = {.span = {.key = B("a")}}},
+        {.type = KV_OP_DELETE, .u.del = {.span = {.key = B("none")}}},
+    };
+    struct kv_txn_req inner = {.success = inner_ops, .n_success = 2};
+    struct kv_op ops[6] = {
+        {.type = KV_OP_RANGE, .u.range = {.span = {.key = B("a")}}},
+        {.type = KV_OP_DELETE, .u.del = {.span = {.key = B("none")}}},
+        {.type = KV_OP_TXN, .u.txn = &inner},
+        {.type = KV_OP_PUT, .u.put = {.key = B("b")}},
+        {.type = KV_OP_RANGE, .u.range = {.span = {.key = B("a")}}},
+        {.type = KV_OP_TXN, .u.txn = &inner},
+    };
+    struct kv_txn_req t = {.success = ops, .n_success = 6};
+    struct kv_txn_resp *r = run_txn(&t, MS_OK);
+    ck_assert_int_eq(r->revision, 3);
+    ck_assert_int_eq(r->resps[0].u.range.revision, 2);
+    ck_assert_int_eq(r->resps[1].u.del.revision, 2);
+    ck_assert_int_eq(r->resps[2].u.txn->resps[0].u.range.revision, 2);
+    ck_assert_int_eq(r->resps[2].u.txn->resps[1].u.del.revision, 2);
+    ck_assert_int_eq(r->resps[3].u.put.revision, 3);
+    ck_assert_int_eq(r->resps[4].u.range.revision, 3);
+    ck_assert_int_eq(r->resps[5].u.txn->resps[0].u.range.revision, 3);
+    ck_assert_int_eq(r->resps[5].u.txn->resps[1].u.del.revision, 3);
+    /* A delete that removes a key reports the new revision, and so does what follows. */
+    struct kv_op d[2] = {
+        {.type = KV_OP_DELETE, .u.del = {.span = {.key = B("a")}}},
+        {.type = KV_OP_RANGE, .u.range = {.span = {.key = B("b")}}},
+    };
+    struct kv_txn_req td = {.success = d, .n_success = 2};
+    r = run_txn(&td, MS_OK);
+    ck_assert_int_eq(r->resps[0].u.del.revision, 4);
+    ck_assert_int_eq(r->resps[1].u.range.revision, 4);
+}
+END_TEST
+
 static bool no_leases(void *ctx, int64_t lease)
 {
     (void)ctx;
@@ -725,12 +767,14 @@ int main(int argc, char **argv)
     Suite *s = suite_create(strcmp(backend_name, "lmdb") == 0 ? "kv_lmdb" : "kv_memory");
     struct {
         const char *name;
-        const TTest *tests[4];
+        const TTest *tests[5];
     } cases[] = {
         {"rev", {put_revisions_and_versions, delete_and_recreate, put_options, NULL}},
         {"lease", {foreach_leased, NULL}},
         {"range", {range_limit_sort_filters, NULL}},
-        {"txn", {txn_compare_semantics, txn_nested_and_errors, abort_undoes_index, NULL}},
+        {"txn",
+         {txn_compare_semantics, txn_nested_and_errors, txn_inner_revisions, abort_undoes_index,
+          NULL}},
         {"compact", {compaction, restore_equals_live, history_slices, NULL}},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

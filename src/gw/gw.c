@@ -517,6 +517,97 @@ static bool uri_decode(const char *p, size_t n, char *out)
     return true;
 }
 
+/* Append s[0..n) as Go's url.URL.EscapedPath writes a path: unreserved bytes and
+ * $&+,/:;=@ stay, every other byte becomes %XX. */
+static void put_escaped_path(struct buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            strchr("-_.~$&+,/:;=@", c)) {
+            buf_putc(b, (char)c);
+        } else {
+            buf_putc(b, '%');
+            buf_putc(b, hex[c >> 4]);
+            buf_putc(b, hex[c & 15]);
+        }
+    }
+}
+
+/* Go's htmlEscape (the href of a redirect's body). */
+static void put_html(struct buf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        switch (s[i]) {
+        case '&':
+            buf_puts(b, "&amp;");
+            break;
+        case '<':
+            buf_puts(b, "&lt;");
+            break;
+        case '>':
+            buf_puts(b, "&gt;");
+            break;
+        case '"':
+            buf_puts(b, "&#34;");
+            break;
+        case '\'':
+            buf_puts(b, "&#39;");
+            break;
+        default:
+            buf_putc(b, s[i]);
+        }
+    }
+}
+
+/* The 301 of Go's ServeMux to a cleaned path (reference §1.1): Location is the path escaped
+ * as url.URL writes it, "/" added for the subtree root, then "?" and the raw query if there is
+ * one, with bytes above 0x7f as lower-case %xx (http.Redirect's hexEscapeNonASCII). Only GET
+ * and HEAD get a Content-Type, and only GET the little HTML body. */
+static void send_redirect(struct http_request *req, const char *clean, bool slash,
+                          const char *query, size_t query_len)
+{
+    struct buf url, loc, body;
+    buf_init(&url);
+    buf_init(&loc);
+    buf_init(&body);
+    put_escaped_path(&url, clean, strlen(clean));
+    if (slash)
+        buf_putc(&url, '/');
+    if (query_len) {
+        buf_putc(&url, '?');
+        buf_append(&url, query, query_len);
+    }
+    for (size_t i = 0; i < url.len; i++) {
+        unsigned char c = url.p[i];
+        if (c < 0x80)
+            buf_putc(&loc, (char)c);
+        else
+            buf_printf(&loc, "%%%x", c);
+    }
+    buf_putc(&loc, 0);
+    bool get = req->method == HTTP_GET;
+    if (get) {
+        buf_puts(&body, "<a href=\"");
+        put_html(&body, (const char *)url.p, url.len);
+        buf_puts(&body, "\">Moved Permanently</a>.\n\n");
+    }
+    struct hdrs h;
+    hdrs_init(&h);
+    if (get || req->method == HTTP_HEAD)
+        hdrs_add(&h, "Content-Type", "text/html; charset=utf-8");
+    if (buf_failed(&url) || buf_failed(&loc) || buf_failed(&body)) {
+        send_text(req, 503, "out of memory\n", NULL);
+    } else {
+        hdrs_add(&h, "Location", (const char *)loc.p);
+        http_respond(req, 301, h.h, h.n, (const char *)body.p, body.len);
+    }
+    buf_fini(&url);
+    buf_fini(&loc);
+    buf_fini(&body);
+}
+
 static void gw_on_request(void *arg, struct http_request *req)
 {
     struct gw *gw = arg;
@@ -543,23 +634,11 @@ static void gw_on_request(void *arg, struct http_request *req)
     }
     clean_path(path, clean);
     const char *sub;
-    bool is_root = strcmp(clean, "/v3") == 0 || strcmp(clean, "/v3beta") == 0;
+    /* "/v3/" is a subtree of etcd's mux, so "/v3" redirects to it; "/v3beta/" is rewritten
+     * before the mux and "/v3beta" is not found. */
+    bool is_root = strcmp(clean, "/v3") == 0;
     if (strcmp(clean, path) != 0 || is_root) {
-        /* net/http redirects to the cleaned path, and "/v3" to the "/v3/" subtree. */
-        struct buf loc;
-        buf_init(&loc);
-        buf_puts(&loc, clean);
-        if (is_root)
-            buf_putc(&loc, '/');
-        buf_append(&loc, q, qlen);
-        buf_putc(&loc, 0);
-        struct hdrs h;
-        hdrs_init(&h);
-        if (!buf_failed(&loc))
-            hdrs_add(&h, "Location", (const char *)loc.p);
-        hdrs_add(&h, "Content-Type", "text/html; charset=utf-8");
-        http_respond(req, 301, h.h, h.n, NULL, 0);
-        buf_fini(&loc);
+        send_redirect(req, clean, is_root, q ? q + 1 : NULL, qlen ? qlen - 1 : 0);
     } else if (has_prefix(clean, "/v3/", &sub) || has_prefix(clean, "/v3beta/", &sub)) {
         route_v3(gw, req, sub - 1);
     } else if (strcmp(clean, "/health") == 0) {

@@ -334,6 +334,71 @@ START_TEST(txn)
 }
 END_TEST
 
+/* Each response inside a txn carries the revision at its own point of the txn (etcd 3.4's
+ * storeTxnWrite): before the first write the store's, after it the new one; nested too. */
+START_TEST(txn_inner_revisions)
+{
+    free(tu_post(srv.port, "/v3/kv/put", "{\"key\":\"YQ==\",\"value\":\"YQ==\"}", NULL));
+    EXPECT("/v3/kv/txn",
+           "{\"success\":[{\"request_range\":{\"key\":\"YQ==\",\"count_only\":true}},"
+           "{\"request_delete_range\":{\"key\":\"eg==\"}},{\"request_txn\":{\"success\":[{"
+           "\"request_range\":{\"key\":\"eg==\"}}]}},{\"request_put\":{\"key\":\"Yg==\"}},"
+           "{\"request_range\":{\"key\":\"eg==\"}},{\"request_delete_range\":{\"key\":\"eg==\"}},"
+           "{\"request_txn\":{\"success\":[{\"request_range\":{\"key\":\"eg==\"}}]}}]}",
+           200,
+           "{\"header\":" H(3) ",\"succeeded\":true,\"responses\":[{\"response_range\":{"
+                               "\"header\":{\"revision\":\"2\"},\"count\":\"1\"}},{"
+                               "\"response_delete_range\":{\"header\":{\"revision\":\"2\"}}},{"
+                               "\"response_txn\":{\"header\":{},\"succeeded\":true,"
+                               "\"responses\":[{\"response_range\":{\"header\":{\"revision\":"
+                               "\"2\"}}}]}},{\"response_put\":{\"header\":{\"revision\":\"3\"}}},"
+                               "{\"response_range\":{\"header\":{\"revision\":\"3\"}}},{"
+                               "\"response_delete_range\":{\"header\":{\"revision\":\"3\"}}},{"
+                               "\"response_txn\":{\"header\":{},\"succeeded\":true,"
+                               "\"responses\":[{\"response_range\":{\"header\":{\"revision\":"
+                               "\"3\"}}}]}}]}");
+}
+END_TEST
+
+/* Go's ServeMux 301 to the cleaned path: Content-Type only for GET and HEAD, a body only for
+ * GET, the Location escaped as url.URL writes a path, and "/v3beta" not found. */
+START_TEST(redirects)
+{
+    static const struct {
+        const char *method, *target, *location, *ctype, *body;
+    } c[] = {
+        {"POST", "//v3/kv/range", "/v3/kv/range", NULL, ""},
+        {"POST", "/v3", "/v3/", NULL, ""},
+        {"PUT", "/v3/kv/../kv/range?x=1", "/v3/kv/range?x=1", NULL, ""},
+        {"GET", "//v3/kv/range", "/v3/kv/range", "text/html; charset=utf-8",
+         "<a href=\"/v3/kv/range\">Moved Permanently</a>.\n\n"},
+        {"GET", "//v3/kv/range?", "/v3/kv/range", "text/html; charset=utf-8",
+         "<a href=\"/v3/kv/range\">Moved Permanently</a>.\n\n"},
+        {"GET", "//v3/a%20b!*$&+,;=:@~?x=<y>&z", "/v3/a%20b%21%2A$&+,;=:@~?x=<y>&z",
+         "text/html; charset=utf-8",
+         "<a href=\"/v3/a%20b%21%2A$&amp;+,;=:@~?x=&lt;y&gt;&amp;z\">Moved Permanently</a>.\n\n"},
+        {"GET", "//v3/%C3%A9?%C3%A9\xC3\xA9", "/v3/%C3%A9?%C3%A9%c3%a9", "text/html; charset=utf-8",
+         "<a href=\"/v3/%C3%A9?%C3%A9\xC3\xA9\">Moved Permanently</a>.\n\n"},
+    };
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        struct tu_resp r;
+        tu_http(srv.port, c[i].method, c[i].target, NULL, &r);
+        ck_assert_msg(r.status == 301, "%s %s: %d", c[i].method, c[i].target, r.status);
+        ck_assert_str_eq(tu_header(&r, "Location"), c[i].location);
+        const char *ct = tu_header(&r, "Content-Type");
+        ck_assert_msg(c[i].ctype ? ct && strcmp(ct, c[i].ctype) == 0 : !ct, "%s %s: type %s",
+                      c[i].method, c[i].target, ct ? ct : "(none)");
+        ck_assert_str_eq(r.body, c[i].body);
+        tu_resp_free(&r);
+    }
+    struct tu_resp r;
+    tu_http(srv.port, "GET", "/v3beta", NULL, &r);
+    ck_assert_int_eq(r.status, 404);
+    ck_assert_str_eq(r.body, "404 page not found\n");
+    tu_resp_free(&r);
+}
+END_TEST
+
 START_TEST(txn_limits)
 {
     /* 128 ops pass, 129 do not. */
@@ -576,12 +641,12 @@ int main(void)
     Suite *s = suite_create("gw_kv");
     struct {
         const char *name;
-        const TTest *tests[4];
+        const TTest *tests[5];
     } cases[] = {
         {"put_range", {put_and_range, range_options, delete_range, NULL}},
-        {"txn", {txn, txn_limits, NULL}},
+        {"txn", {txn, txn_limits, txn_inner_revisions, NULL}},
         {"compact", {compaction, compaction_at_zero, NULL}},
-        {"errors", {request_errors, size_limits, wire_limits, NULL}},
+        {"errors", {request_errors, size_limits, wire_limits, redirects, NULL}},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);

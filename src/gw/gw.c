@@ -525,7 +525,7 @@ static void put_escaped_path(struct buf *b, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            strchr("-_.~$&+,/:;=@", c)) {
+            (c && strchr("-_.~$&+,/:;=@", c))) {
             buf_putc(b, (char)c);
         } else {
             buf_putc(b, '%');
@@ -538,26 +538,14 @@ static void put_escaped_path(struct buf *b, const char *s, size_t n)
 /* Go's htmlEscape (the href of a redirect's body). */
 static void put_html(struct buf *b, const char *s, size_t n)
 {
+    static const char from[] = "&<>\"'";
+    static const char *const to[] = {"&amp;", "&lt;", "&gt;", "&#34;", "&#39;"};
     for (size_t i = 0; i < n; i++) {
-        switch (s[i]) {
-        case '&':
-            buf_puts(b, "&amp;");
-            break;
-        case '<':
-            buf_puts(b, "&lt;");
-            break;
-        case '>':
-            buf_puts(b, "&gt;");
-            break;
-        case '"':
-            buf_puts(b, "&#34;");
-            break;
-        case '\'':
-            buf_puts(b, "&#39;");
-            break;
-        default:
+        const char *m = s[i] ? strchr(from, s[i]) : NULL;
+        if (m)
+            buf_puts(b, to[m - from]);
+        else
             buf_putc(b, s[i]);
-        }
     }
 }
 

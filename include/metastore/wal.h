@@ -156,4 +156,12 @@ enum wal_dec wal_record_decode(const uint8_t *p, size_t avail, uint32_t crc, str
  * (a zero header, the end of the data, fits in a preallocated segment). */
 bool wal_record_past_end(const uint8_t *p, size_t avail);
 
+/* True if the record at p (avail bytes left in the segment), which starts at byte file_off of
+ * its file, looks like a write cut short by a crash: its frame fits in avail and its check
+ * against chain value crc fails, and one of its pieces between 512-byte boundaries of the file
+ * is all zeros, to the end of that sector (one that never reached the disk). wal_record_decode
+ * reports such a record of under 512 bytes as corrupt: it does not know the file offset. Only
+ * the segment being written can end in a tear. */
+bool wal_record_torn_sectors(const uint8_t *p, size_t avail, uint32_t crc, uint64_t file_off);
+
 #endif

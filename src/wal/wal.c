@@ -134,8 +134,9 @@ static ms_err write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
 }
 
 /* Give the file at least len bytes, zeros past its data. Where the file system cannot reserve
- * the blocks, the size is still set (a sparse tail): every segment is at least seg_bytes long,
- * so a shorter one is damage (read_segment). Returns 0 or an errno value. */
+ * the blocks, the size is still set (a sparse tail): the segment being written is at least
+ * seg_bytes long, so a shorter one whose records run to its end is damage (read_segment).
+ * Returns 0 or an errno value. */
 static int preallocate(int fd, uint64_t len)
 {
     int rc = posix_fallocate(fd, 0, (off_t)len);
@@ -360,10 +361,18 @@ static ms_err read_segment(struct reader *r, const struct seg *s, bool last, uin
             chain = seed;
         }
         enum wal_dec d = wal_record_decode(p + off, size - off, chain, &rec, &used);
-        if ((d == WAL_DEC_END || d == WAL_DEC_TORN) && size < w->seg_bytes &&
+        /* A small record whose write was cut short at a sector boundary. */
+        if (d == WAL_DEC_CORRUPT && last && !first &&
+            wal_record_torn_sectors(p + off, size - off, chain, off))
+            d = WAL_DEC_TORN;
+        if ((d == WAL_DEC_END || d == WAL_DEC_TORN) && last && size < w->seg_bytes &&
             wal_record_past_end(p + off, size - off)) {
             /* A crash tears a record inside the preallocated zeros, or past the preallocated
-             * size: a segment whose records run into an end short of it lost its tail. */
+             * size: a segment being written whose records run into an end short of it lost
+             * its tail. Sealed segments are cut only once their data reaches the segment size
+             * (or the size a previous run was given), so their data runs to their end; one
+             * cut short shows as an incomplete last record or as a next segment whose chain
+             * value does not continue it. */
             log_error("wal: %s is %zu bytes, less than the %llu bytes every segment is "
                       "preallocated to, and its records run to its end at offset %zu: the file "
                       "was cut short and acknowledged writes after that point are lost (restore "

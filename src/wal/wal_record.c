@@ -3,13 +3,16 @@
  *
  * Decoding is strict and never reads past avail. A record that runs past the end of the
  * segment, or whose CRC fails while it contains a zeroed 512-byte run, is reported as torn (a
- * write cut short by a crash into preallocated zeros); other failures are corruption.
+ * write cut short by a crash into preallocated zeros); other failures are corruption. A small
+ * record torn at a sector boundary has no such run: wal_record_torn_sectors, which knows the
+ * record's place in the file, tells it from damage (as etcd's isTornEntry does).
  */
 #include "metastore/buf.h"
 #include "metastore/crc32c.h"
 #include "metastore/wal.h"
 
-#define WAL_HDR 9
+#define WAL_HDR    9
+#define WAL_SECTOR 512 /* the smallest unit a disk writes whole, or not at all */
 
 static uint32_t rec_crc(uint32_t chain, uint8_t type, const uint8_t *p, size_t len)
 {
@@ -80,4 +83,27 @@ enum wal_dec wal_record_decode(const uint8_t *p, size_t avail, uint32_t crc, str
 bool wal_record_past_end(const uint8_t *p, size_t avail)
 {
     return avail < WAL_HDR || (size_t)be32_get(p) > avail - WAL_HDR + 1;
+}
+
+bool wal_record_torn_sectors(const uint8_t *p, size_t avail, uint32_t crc, uint64_t file_off)
+{
+    if (avail < WAL_HDR)
+        return false;
+    uint32_t flen = be32_get(p);
+    if (flen == 0 || flen > WAL_MAX_RECORD_BYTES || (size_t)(flen - 1) > avail - WAL_HDR)
+        return false;
+    size_t n = WAL_HDR + (size_t)(flen - 1);
+    if (rec_crc(crc, p[8], p + WAL_HDR, n - WAL_HDR) == be32_get(p + 4))
+        return false;
+    /* The record's pieces between sector boundaries of the file. A sector that never reached
+     * the disk still holds the preallocated zeros, past the record too, to the sector's end. */
+    for (size_t at = 0; at < n;) {
+        size_t to_boundary = WAL_SECTOR - (size_t)((file_off + at) % WAL_SECTOR);
+        size_t chunk = to_boundary < n - at ? to_boundary : n - at;
+        size_t sector_rest = to_boundary < avail - at ? to_boundary : avail - at;
+        if (all_zero(p + at, chunk) && all_zero(p + at + chunk, sector_rest - chunk))
+            return true;
+        at += chunk;
+    }
+    return false;
 }

@@ -98,6 +98,21 @@ static void write_log(uint64_t seg_bytes, uint64_t n, uint64_t term)
     wal_close(w);
 }
 
+/* A new log in dir with segments of seg_bytes holding entries 1..n (term 1), synced every
+ * batch entries: segments roll at a sync once full. */
+static void write_rolled_log(uint64_t seg_bytes, uint64_t n, uint64_t batch)
+{
+    struct wal *w;
+    struct wal_log l;
+    ck_assert_int_eq(wal_open(dir, 0, NULL, 0, seg_bytes, &w, &l), MS_OK);
+    wal_log_fini(&l);
+    for (uint64_t i = 1; i <= n; i += batch) {
+        put_entries(w, i, i + batch - 1, 1);
+        ck_assert_int_eq(wal_sync(w), MS_OK);
+    }
+    wal_close(w);
+}
+
 /* Walk the valid records of a segment's bytes (the first seeds the chain), stopping at the
  * first record boundary at or past limit. Returns that offset; *crc is the chain value there. */
 static size_t walk_records(const uint8_t *data, size_t size, size_t limit, uint32_t *crc)
@@ -272,13 +287,7 @@ START_TEST(corruption_detected)
     struct wal *w;
     struct wal_log l;
     /* Small segments so that the damage lands in a sealed one. */
-    ck_assert_int_eq(wal_open(dir, 0, NULL, 0, 4096, &w, &l), MS_OK);
-    wal_log_fini(&l);
-    for (uint64_t i = 1; i <= 200; i += 10) {
-        put_entries(w, i, i + 9, 1);
-        ck_assert_int_eq(wal_sync(w), MS_OK);
-    }
-    wal_close(w);
+    write_rolled_log(4096, 200, 10);
     ck_assert_int_ge(count_segments(), 3);
     char path[4200];
     segment_path(0, path, sizeof(path));
@@ -408,6 +417,104 @@ START_TEST(truncated_segment_refused)
     check_entries(&l, 1, 3010, 1);
     wal_log_fini(&l);
     wal_close(w);
+}
+END_TEST
+
+/* Open the log with segments of seg_bytes: entries 1..n (term 1) read back; append n more
+ * and open again: 1..2n read back. */
+static void reopen_and_append(uint64_t seg_bytes, uint64_t n)
+{
+    struct wal *w;
+    struct wal_log l;
+    ck_assert_int_eq(wal_open(dir, 0, NULL, 0, seg_bytes, &w, &l), MS_OK);
+    check_entries(&l, 1, n, 1);
+    wal_log_fini(&l);
+    put_entries(w, n + 1, 2 * n, 1);
+    ck_assert_int_eq(wal_sync(w), MS_OK);
+    wal_close(w);
+    ck_assert_int_eq(wal_open(dir, 0, NULL, 0, seg_bytes, &w, &l), MS_OK);
+    check_entries(&l, 1, 2 * n, 1);
+    wal_log_fini(&l);
+    wal_close(w);
+}
+
+/* Sealed segments end where their data ends, at or past the segment size they were written
+ * with: reopened with a larger size (or written by a version that left them shorter), they
+ * are whole, not truncated. Only the segment being written is held to the size. */
+START_TEST(sealed_segment_shorter_than_size)
+{
+    write_rolled_log(4096, 400, 20);
+    ck_assert_int_ge(count_segments(), 3);
+    char first[4200];
+    segment_path(0, first, sizeof(first));
+    struct stat sb;
+    ck_assert_int_eq(stat(first, &sb), 0);
+    ck_assert_int_lt(sb.st_size, 8192);
+    reopen_and_append(8192, 400);
+}
+END_TEST
+
+/* A small record straddling a 512-byte boundary whose second sector never reached the disk
+ * fails its CRC without a 512-byte zero run: in the last segment it is a torn tail, cut off
+ * with everything after it. A CRC failure without a zeroed sector stays corruption. */
+START_TEST(torn_sector_small_record)
+{
+    struct wal *w;
+    struct wal_log l;
+    write_log(0, 200, 1);
+    char path[4200];
+    size_t size, end;
+    uint32_t crc;
+    uint8_t *data = last_segment(path, sizeof(path), &size, &end, &crc);
+    /* The last entry record with a sector boundary inside it. */
+    size_t at = 0, torn = 0, boundary = 0, used;
+    uint64_t torn_index = 0, entries = 0;
+    struct wal_rec r;
+    crc = be32_get(data + 9);
+    while (at < end && wal_record_decode(data + at, size - at, crc, &r, &used) == WAL_DEC_OK) {
+        if (r.type == WAL_REC_ENTRY) {
+            entries++;
+            size_t b = (at / 512 + 1) * 512;
+            if (b < at + used) {
+                torn = at;
+                boundary = b;
+                torn_index = entries;
+            }
+        }
+        crc = r.crc;
+        at += used;
+    }
+    ck_assert_uint_eq(entries, 200);
+    ck_assert_uint_gt(torn_index, 100);
+    ck_assert_uint_lt(boundary - torn, 512);
+
+    int fd = open(path, O_RDWR);
+    /* A flipped byte in that record (no zeroed sector): refused. */
+    uint8_t c = data[torn + 10] ^ 0x40;
+    ck_assert_int_eq(pwrite(fd, &c, 1, (off_t)torn + 10), 1);
+    ck_assert_int_eq(wal_open(dir, 0, NULL, 0, 0, &w, &l), MS_E_DATA_CORRUPT);
+    ck_assert_int_eq(pwrite(fd, data + torn + 10, 1, (off_t)torn + 10), 1);
+    /* The sectors from the boundary on never reached the disk. */
+    uint8_t *zeros = calloc(1, end - boundary);
+    ck_assert_int_eq(pwrite(fd, zeros, end - boundary, (off_t)boundary), (ssize_t)(end - boundary));
+    free(zeros);
+    close(fd);
+    reopen_and_append(0, torn_index - 1);
+
+    /* The record decoder alone, on the torn bytes: the sector is found only with the offset. */
+    uint32_t chain = be32_get(data + 9);
+    at = 0;
+    while (at < torn && wal_record_decode(data + at, size - at, chain, &r, &used) == WAL_DEC_OK) {
+        chain = r.crc;
+        at += used;
+    }
+    ck_assert_uint_eq(at, torn);
+    memset(data + boundary, 0, end - boundary);
+    ck_assert_int_eq(wal_record_decode(data + torn, size - torn, chain, &r, &used),
+                     WAL_DEC_CORRUPT);
+    ck_assert(wal_record_torn_sectors(data + torn, size - torn, chain, torn));
+    ck_assert(!wal_record_torn_sectors(data + torn, size - torn, chain, torn + 256));
+    free(data);
 }
 END_TEST
 
@@ -592,6 +699,8 @@ int main(void)
     tcase_add_test(tc, rollover_and_release);
     tcase_add_test(tc, snapshots_release_rolled_segments);
     tcase_add_test(tc, truncated_segment_refused);
+    tcase_add_test(tc, sealed_segment_shorter_than_size);
+    tcase_add_test(tc, torn_sector_small_record);
     tcase_add_test(tc, async_sync);
     tcase_add_test(tc, async_then_blocking_sync);
     tcase_add_test(tc, async_rollover);

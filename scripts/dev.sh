@@ -3,7 +3,8 @@
 #
 #   scripts/dev.sh start   install what is missing, build (release), start one node on
 #                          127.0.0.1:2379 with data in ./default.metastore
-#   scripts/dev.sh test    install what is missing, build with ASan+UBSan, run every suite
+#   scripts/dev.sh test    install what is missing (and etcd-server, for the compat suite),
+#                          build with ASan+UBSan, run every suite
 #   scripts/dev.sh build   install what is missing and build (release) only
 #
 # Extra arguments after "start" are passed to the server (etcd's flags).
@@ -12,21 +13,55 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential meson ninja-build pkg-config python3 libevent-dev libjansson-dev
       liblmdb-dev check libsubunit-dev curl clang-format)
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
 
-install_deps() {
+# True when Debian package $1 is installed.
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+install_pkgs() {
     local missing=()
-    for p in "${PKGS[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
-            || missing+=("$p")
+    for p in "$@"; do
+        installed "$p" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
-        local sudo=""
-        [ "$(id -u)" -ne 0 ] && sudo=sudo
         echo "dev.sh: installing ${missing[*]}" >&2
-        $sudo apt-get update -q
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+        $SUDO apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
             "${missing[@]}"
     fi
+}
+
+install_deps() {
+    install_pkgs "${PKGS[@]}"
+}
+
+# The compat suite compares answers with Debian's etcd (/usr/bin/etcd, started by the test on
+# free loopback ports). The package would start an etcd service on 127.0.0.1:2379, where
+# "dev.sh start" serves: install it with service starts refused (policy-rc.d, which both
+# invoke-rc.d and deb-systemd-invoke obey), then keep the service from starting at boot.
+install_test_deps() {
+    install_deps
+    installed etcd-server && return 0
+    local policy=/usr/sbin/policy-rc.d created=0 rc=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+        created=1
+    fi
+    install_pkgs etcd-server || rc=$?
+    [ "$created" = 1 ] && $SUDO rm -f "$policy"
+    [ "$rc" = 0 ] || return "$rc"
+    if command -v systemctl >/dev/null; then
+        $SUDO systemctl disable etcd.service >/dev/null 2>&1 || true
+        [ -d /run/systemd/system ] && { $SUDO systemctl stop etcd.service || true; }
+    elif [ -x /etc/init.d/etcd ]; then
+        $SUDO /etc/init.d/etcd stop >/dev/null 2>&1 || true
+        $SUDO update-rc.d etcd disable >/dev/null 2>&1 || true
+    fi
+    return 0
 }
 
 build_release() {
@@ -72,17 +107,19 @@ summarize() {
     python3 - "$1" <<'PY'
 import json, re, sys
 checks = fails = 0
-suites = bad_suites = 0
+suites = bad_suites = skipped = 0
 for line in open(sys.argv[1]):
     t = json.loads(line)
     suites += 1
-    if t.get("result") not in ("OK", "EXPECTEDFAIL", "SKIP"):
+    if t.get("result") == "SKIP":
+        skipped += 1
+    elif t.get("result") not in ("OK", "EXPECTEDFAIL"):
         bad_suites += 1
     for m in re.finditer(r"Checks: (\d+), Failures: (\d+), Errors: (\d+)", t.get("stdout", "") or ""):
         c, f, e = map(int, m.groups())
         checks += c
         fails += f + e
-print(f"suites: {suites - bad_suites} passed, {bad_suites} failed")
+print(f"suites: {suites - bad_suites - skipped} passed, {skipped} skipped, {bad_suites} failed")
 print(f"checks: {checks - fails} passed, {fails} failed")
 PY
 }
@@ -102,7 +139,7 @@ build)
     build_release
     ;;
 test)
-    install_deps
+    install_test_deps
     check_layering
     check_format
     build_test

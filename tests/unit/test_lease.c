@@ -168,6 +168,38 @@ START_TEST(promote_demote)
 }
 END_TEST
 
+/* A keepalive every second for five seconds holds a 3-second lease; after the last one it
+ * expires exactly TTL later: not a millisecond before, and the server's timer (armed at
+ * lease_mgr_next_expiry) is due right then. */
+START_TEST(keepalive_holds_then_expires_at_ttl)
+{
+    int64_t g, ids[4];
+    struct lease_info li;
+    ck_assert_int_eq(lease_mgr_grant(m, 10, 3, 0, &g), MS_OK);
+    ck_assert_uint_eq(lease_mgr_next_expiry(m), 3000);
+    uint64_t last = 0;
+    for (uint64_t t = 1000; t <= 5000; t += 1000) {
+        ck_assert_uint_eq(lease_mgr_expired(m, t - 1, 3000, ids, 4), 0);
+        ck_assert_int_eq(lease_mgr_renew(m, 10, t, &g), MS_OK);
+        ck_assert_int_eq(g, 3);
+        last = t;
+        ck_assert_uint_eq(lease_mgr_next_expiry(m), last + 3000);
+        ck_assert(lease_mgr_get(m, 10, t + 1, &li));
+        ck_assert_int_eq(li.remaining_ms, 2999);
+    }
+    /* Past the TTL of the grant, and of every keepalive but the last: still there. */
+    ck_assert_uint_eq(lease_mgr_expired(m, last + 2999, 3000, ids, 4), 0);
+    ck_assert(lease_mgr_get(m, 10, last + 2999, &li));
+    ck_assert_int_eq(li.remaining_ms, 1);
+    ck_assert(lease_mgr_get(m, 10, last + 3000, &li));
+    ck_assert_int_eq(li.remaining_ms, 0);
+    ck_assert_uint_eq(lease_mgr_expired(m, last + 3000, 3000, ids, 4), 1);
+    ck_assert_int_eq(ids[0], 10);
+    /* Its revoke is on its way: a late keepalive finds nothing. */
+    ck_assert_int_eq(lease_mgr_renew(m, 10, last + 3001, &g), MS_E_LEASE_NOT_FOUND);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("lease");
@@ -177,6 +209,7 @@ int main(void)
     tcase_add_test(tc, expiry_order_and_keepalive);
     tcase_add_test(tc, attachments);
     tcase_add_test(tc, promote_demote);
+    tcase_add_test(tc, keepalive_holds_then_expires_at_ttl);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

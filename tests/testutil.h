@@ -96,3 +96,11 @@ int tu_run(const char *const *args, char *const *envp, int timeout_ms, char **ou
  * i % 32), and read the n answers. statuses[i] gets each status (may be NULL). Returns how
  * many answers were read. */
 size_t tu_pipeline(int port, const char *path, char *const *bodies, size_t n, int *statuses);
+
+/* The kernel's queues of the loopback TCP connection local_port -> remote_port (open or closing),
+ * as /proc/net/tcp shows them: *tx bytes written on that socket and not yet acknowledged by the
+ * peer (still to be delivered), *rx bytes received and not yet read. 0 if there is no such
+ * connection, else 1. With tu_local_port (the local port of a connected socket, or -1) a test
+ * sees what a server has sent on a connection that the client has not read. */
+int tu_tcp_queues(int local_port, int remote_port, long *tx, long *rx);
+int tu_local_port(int fd);

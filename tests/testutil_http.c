@@ -508,3 +508,35 @@ out:
     }
     return got;
 }
+
+/* /proc/net/tcp (IPv4; loopback tests only): "sl: local rem st tx_queue:rx_queue ...". */
+int tu_tcp_queues(int local_port, int remote_port, long *tx, long *rx)
+{
+    FILE *f = fopen("/proc/net/tcp", "r");
+    if (!f)
+        return 0;
+    char line[512];
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f)) {
+        unsigned lp, rp, st;
+        unsigned long t, r;
+        if (sscanf(line, " %*u: %*x:%x %*x:%x %x %lx:%lx", &lp, &rp, &st, &t, &r) != 5)
+            continue;
+        if ((int)lp == local_port && (int)rp == remote_port && st != 0x0A /* LISTEN */) {
+            *tx = (long)t;
+            *rx = (long)r;
+            found = 1;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+int tu_local_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t al = sizeof(a);
+    if (getsockname(fd, (struct sockaddr *)&a, &al) != 0)
+        return -1;
+    return ntohs(a.sin_port);
+}

@@ -55,6 +55,7 @@ struct wsr {
     size_t chunk_left; /* body bytes left in the current chunk */
     bool chunk_crlf;   /* the CRLF after a chunk is due */
     char *raw;         /* bytes read, not yet decoded */
+    size_t raw_read;   /* bytes read in all */
     size_t raw_len, raw_cap;
     char *body; /* decoded body; lines are taken from body_off */
     size_t body_len, body_cap, body_off;
@@ -148,6 +149,7 @@ static bool wsr_fill(struct wsr *r, int timeout_ms)
         return false;
     }
     r->raw_len += (size_t)n;
+    r->raw_read += (size_t)n;
     decode(r);
     return true;
 }
@@ -1016,6 +1018,8 @@ START_TEST(slow_reader_compacted)
 }
 END_TEST
 
+#define BUFFERED "metastore_watch_stream_buffered_bytes"
+
 START_TEST(cheap_requests_wait_for_the_reader)
 {
     enum { N = 60000 };
@@ -1031,8 +1035,20 @@ START_TEST(cheap_requests_wait_for_the_reader)
     struct wsr r;
     wsr_start(&r, fd, "/v3/watch", body);
     free(body);
-    tu_sleep_ms(500);
-    long buffered = metric("metastore_watch_stream_buffered_bytes");
+    /* The server handles the body's messages in one go until the stream's output holds the
+     * limit, then waits for the reader; output under the low mark (a quarter of the limit)
+     * resumes it. So once the output is past the low mark the server has stopped: it must
+     * not hold more than the limit plus one answer, and most requests must still be owed. */
+    long buffered = 0;
+    for (int64_t end = tu_now_ms() + 30000; (buffered = metric(BUFFERED)) <= 65536 / 4;
+         tu_sleep_ms(10))
+        ck_assert_msg(tu_now_ms() < end, "the stream's output never filled: %ld bytes", buffered);
+    long stx, srx, ctx, crx;
+    ck_assert(tu_tcp_queues(srv.port, tu_local_port(fd), &stx, &srx));
+    ck_assert(tu_tcp_queues(tu_local_port(fd), srv.port, &ctx, &crx));
+    /* What the server has answered so far (nothing is read yet): the bytes buffered, plus those
+     * in the kernel on either side (a send buffer grows up to tcp_wmem's maximum, 4 MiB). */
+    long made = buffered + stx + crx;
     ck_assert_int_le(buffered, 65536 + 4096);
     size_t got = 0;
     long deadline = tu_now_ms() + 60000;
@@ -1043,6 +1059,11 @@ START_TEST(cheap_requests_wait_for_the_reader)
             got++;
     }
     ck_assert_ptr_null(wsr_next(&r, 200));
+    /* A quarter of the answers or more were made only once the reader read. */
+    fprintf(stderr, "cheap requests: %ld bytes buffered, %ld + %ld in the kernel: %ld of %zu\n",
+            buffered, stx, crx, made, r.raw_read);
+    ck_assert_msg(made < (long)(r.raw_read / 4 * 3), "%ld of %zu bytes answered unread", made,
+                  r.raw_read);
     wsr_close(&r);
 }
 END_TEST

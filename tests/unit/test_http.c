@@ -5,11 +5,14 @@
 #include "metastore/buf.h"
 #include "testutil.h"
 
+#include <arpa/inet.h>
 #include <event2/event.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -234,8 +237,25 @@ static struct http_server *hs;
 static struct http_request *held; /* a request answered later (async) */
 static int closes;                /* close callbacks of /hold streams */
 static int pieces;                /* /big: pieces written so far */
-#define BIG_PIECES 64
-#define BIG_PIECE  (32 << 10)
+#define BIG_PIECE (32 << 10)
+/* /large's body and /big's stream are larger than a socket takes while its peer reads nothing
+ * (the send buffer grows up to tcp_wmem's maximum, 4 MiB by default; the client's receive
+ * buffer is set small): twice that maximum plus 1 MiB, set by server_roundtrip. */
+static size_t large_len;
+#define BIG_PIECES ((int)(large_len / BIG_PIECE))
+
+/* The kernel's largest TCP send buffer (the third field of tcp_wmem), 4 MiB if unknown. */
+static size_t wmem_max(void)
+{
+    unsigned long lo, def, max = 0;
+    FILE *f = fopen("/proc/sys/net/ipv4/tcp_wmem", "r");
+    if (f) {
+        if (fscanf(f, "%lu %lu %lu", &lo, &def, &max) != 3)
+            max = 0;
+        fclose(f);
+    }
+    return max ? (size_t)max : (size_t)4 << 20;
+}
 
 static void on_hold_close(void *arg)
 {
@@ -273,8 +293,8 @@ static void handler(void *ctx, struct http_request *r)
         return;
     }
     if (r->target_len == 6 && memcmp(r->target, "/large", 6) == 0) {
-        /* 4 MiB, more than the socket takes at once: the rest is buffered. */
-        size_t n = 4u << 20;
+        /* More than the socket takes at once: the rest is buffered. */
+        size_t n = large_len;
         char *big = malloc(n);
         ck_assert_ptr_nonnull(big);
         for (size_t i = 0; i < n; i++)
@@ -304,6 +324,12 @@ static void handler(void *ctx, struct http_request *r)
         http_stream_write(r, "held\n", 5);
         http_stream_drop_input(r);
         http_set_close_cb(r, on_hold_close, NULL);
+        return;
+    }
+    if (r->target_len == 7 && memcmp(r->target, "/pieces", 7) == 0) {
+        char body[32];
+        int k = snprintf(body, sizeof(body), "pieces=%d", pieces);
+        http_respond(r, 200, &ct, 1, body, (size_t)k);
         return;
     }
     if (r->target_len == 7 && memcmp(r->target, "/closes", 7) == 0) {
@@ -348,6 +374,44 @@ static char *exchange(int port, const char *req, int timeout_ms)
     char *out = tu_read_all(fd, timeout_ms, &n);
     close(fd);
     return out;
+}
+
+/* Bytes of the answers on our connection fd that the kernel holds (sent by the server, not yet
+ * read by us), or -1. */
+static long in_kernel(int port, int fd)
+{
+    long stx, srx, ctx, crx;
+    int lp = tu_local_port(fd);
+    if (!tu_tcp_queues(port, lp, &stx, &srx) || !tu_tcp_queues(lp, port, &ctx, &crx))
+        return -1;
+    return stx + crx;
+}
+
+/* A connection whose receive buffer stays small (64 KiB asked; no autotuning), or -1. */
+static int connect_small_rcvbuf(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 64 << 10;
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) != 0 ||
+        connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The number in "pieces=N" from /pieces, or -1. */
+static int big_pieces(int port)
+{
+    char *o = exchange(port, "GET /pieces HTTP/1.1\r\nConnection: close\r\n\r\n", 3000);
+    char *p = strstr(o, "pieces=");
+    int n = p ? atoi(p + 7) : -1;
+    free(o);
+    return n;
 }
 
 /* The client side, in a child: exits 0 if every answer is right. */
@@ -430,18 +494,29 @@ static int client(int port)
     if (!strstr(o, " 505 "))
         return 13;
     free(o);
-    /* A large body, read late: every byte arrives, in order. */
-    fd = tu_connect(port);
+    /* A large body, read late: every byte arrives, in order. The handler writes what the
+     * socket takes (until EAGAIN) and buffers the rest: once the answer has begun to arrive
+     * and another request has been answered since (so the handler has returned), the bytes
+     * the kernel holds must fall short of the body, the rest waiting in the server for us. */
+    fd = connect_small_rcvbuf(port);
     tu_send_all(fd, "GET /large HTTP/1.1\r\nConnection: close\r\n\r\n",
                 strlen("GET /large HTTP/1.1\r\nConnection: close\r\n\r\n"));
-    usleep(200 * 1000);
+    long held_k = 0;
+    for (int i = 0; i < 500 && (held_k = in_kernel(port, fd)) <= 0; i++)
+        usleep(10 * 1000);
+    if (held_k <= 0)
+        return 22;
+    free(exchange(port, "GET /a HTTP/1.1\r\nConnection: close\r\n\r\n", 3000));
+    held_k = in_kernel(port, fd);
+    if (held_k < 0 || held_k >= (long)large_len)
+        return 23; /* the socket took the whole body: no late-reader path was taken */
     o = tu_read_all(fd, 10000, &n);
     close(fd);
     char *lb = strstr(o, "\r\n\r\n");
-    if (!lb || n - (size_t)(lb + 4 - o) != (4u << 20))
+    if (!lb || n - (size_t)(lb + 4 - o) != large_len)
         return 20;
     lb += 4;
-    for (size_t i = 0; i < (4u << 20); i++)
+    for (size_t i = 0; i < large_len; i++)
         if (lb[i] != (char)('a' + i % 23))
             return 21;
     free(o);
@@ -450,10 +525,24 @@ static int client(int port)
     if (!strstr(o, "\r\n\r\n3\r\nabc\r\n2\r\nbc\r\n0\r\n\r\n"))
         return 15;
     free(o);
-    /* A stream paced by the drain callback reaches its end though the client starts late. */
-    fd = tu_connect(port);
+    /* A stream paced by the drain callback reaches its end though the client starts late. The
+     * client reads only once the stream is seen waiting for it: fewer than all pieces written
+     * and fewer bytes in the kernel than those pieces (a piece is written only when the one
+     * before has left, so the server holds the rest of the last one, refused by the socket). */
+    fd = connect_small_rcvbuf(port);
     tu_send_all(fd, "GET /big HTTP/1.0\r\n\r\n", strlen("GET /big HTTP/1.0\r\n\r\n"));
-    usleep(200 * 1000);
+    bool waiting = false;
+    for (int i = 0; i < 500 && !waiting; i++) {
+        int made = big_pieces(port);
+        long k = in_kernel(port, fd);
+        if (made == BIG_PIECES)
+            return 24; /* the stream ended with nobody reading: nothing was paced */
+        waiting = made > 0 && k >= 0 && k < (long)made * BIG_PIECE;
+        if (!waiting)
+            usleep(10 * 1000);
+    }
+    if (!waiting)
+        return 25;
     o = tu_read_all(fd, 10000, &n);
     close(fd);
     char *body = strstr(o, "\r\n\r\n");
@@ -502,6 +591,7 @@ static int client(int port)
 
 START_TEST(server_roundtrip)
 {
+    large_len = (2 * wmem_max() + (1u << 20)) / BIG_PIECE * BIG_PIECE;
     base = event_base_new();
     hs = http_server_create(base, &LIM, handler, NULL);
     ck_assert_ptr_nonnull(hs);

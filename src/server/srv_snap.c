@@ -495,17 +495,128 @@ void srv_copy_destroy(struct srv *s)
     s->copy = NULL;
 }
 
+/* The applied index of the LMDB environment in dir (0 if it has none). *readable is false
+ * when LMDB finds it damaged; other errors (memory, I/O) are returned. */
+static ms_err env_index(const struct srv *s, const char *dir, uint64_t *index, bool *readable)
+{
+    ms_err e;
+    struct be_txn *t;
+    bool found;
+    *index = 0;
+    *readable = false;
+    struct be *be = be_lmdb_open(dir, srv_lmdb_map_size(s), &e);
+    if (!be)
+        return e == MS_E_DATA_CORRUPT ? MS_OK : e;
+    if ((e = be_txn_begin(be, NULL, false, &t)) == MS_OK) {
+        e = be_get_u64(t, BE_BUCKET_META, SRV_META_CONSISTENT_INDEX, index, &found);
+        be_txn_abort(t);
+    }
+    be_close(be);
+    if (e == MS_E_DATA_CORRUPT) {
+        *index = 0;
+        return MS_OK;
+    }
+    *readable = e == MS_OK;
+    return e;
+}
+
+/* Move the environment at dir to member/db.discarded, where it is kept for the operator. One
+ * set aside before is replaced (each start keeps the last one). */
+static ms_err set_aside(const struct srv *s, const char *dir)
+{
+    char member[4200], discarded[4300];
+    struct stat sb;
+    member_path(s, "", member, sizeof(member));
+    member_path(s, "db.discarded", discarded, sizeof(discarded));
+    if (stat(discarded, &sb) == 0) {
+        log_warn("replacing %s, set aside by an earlier start, with %s", discarded, dir);
+        if (rmtree_lmdb(discarded) != MS_OK) {
+            log_error("cannot remove %s to set %s aside: %s", discarded, dir, strerror(errno));
+            return MS_E_IO;
+        }
+    }
+    if (rename(dir, discarded) != 0 || fs_sync_dir(member) != MS_OK) {
+        log_error("cannot move %s to %s: %s", dir, discarded, strerror(errno));
+        return MS_E_IO;
+    }
+    log_warn("moved %s aside to %s", dir, discarded);
+    return MS_OK;
+}
+
+/* db and db.old are both there: keep the one with the higher applied index. This version's
+ * fallback leaves two copies of one state (a tie: db stays). An earlier version that swapped
+ * without syncing or recovering could leave db.old holding the store and, once restarted, a
+ * fresh empty db beside it: db.old wins, and db is set aside rather than removed. *index is
+ * the applied index of what stays at db. */
+static ms_err settle_old(const struct srv *s, uint64_t *index)
+{
+    char member[4200], db[4300], old[4300];
+    uint64_t i_db, i_old;
+    bool r_db, r_old;
+    ms_err e;
+    member_path(s, "", member, sizeof(member));
+    member_path(s, "db", db, sizeof(db));
+    member_path(s, "db.old", old, sizeof(old));
+    if ((e = env_index(s, db, &i_db, &r_db)) != MS_OK ||
+        (e = env_index(s, old, &i_old, &r_old)) != MS_OK) {
+        log_error("cannot read %s and %s to tell which one to keep: %s", db, old, ms_err_name(e));
+        return e;
+    }
+    if (!r_db && !r_old) {
+        log_error("neither %s nor %s, left by an interrupted defragment, can be read: restore "
+                  "the store from a backup",
+                  db, old);
+        return MS_E_DATA_CORRUPT;
+    }
+    if (r_db && (!r_old || i_db >= i_old)) {
+        *index = i_db;
+        if (!r_old)
+            return set_aside(s, old);
+        if (rmtree_lmdb(old) != MS_OK)
+            log_warn("cannot remove %s left by a defragment: %s", old, strerror(errno));
+        else
+            log_info("removed %s (applied index %llu) left by a defragment; %s (index %llu) is "
+                     "kept",
+                     old, (unsigned long long)i_old, db, (unsigned long long)i_db);
+        return MS_OK;
+    }
+    if (r_db)
+        log_warn("%s holds applied index %llu but %s only %llu: an interrupted defragment left "
+                 "the store in %s; it goes back to %s",
+                 old, (unsigned long long)i_old, db, (unsigned long long)i_db, old, db);
+    else
+        log_warn("%s cannot be read and %s holds applied index %llu: an interrupted defragment "
+                 "left the store in %s; it goes back to %s",
+                 db, old, (unsigned long long)i_old, old, db);
+    if ((e = set_aside(s, db)) != MS_OK)
+        return e;
+    if (rename(old, db) != 0 || fs_sync_dir(member) != MS_OK) {
+        log_error("cannot move %s back to %s: %s", old, db, strerror(errno));
+        return MS_E_IO;
+    }
+    *index = i_old;
+    return MS_OK;
+}
+
 /* What a defrag interrupted by a crash leaves in member/, and what is kept:
  *   db, db.defrag          before the swap (a partial or unused copy) or after the exchange
  *                          (the old environment): db is whole either way, db.defrag goes
  *   db.old, db.defrag      the fallback stopped between its renames: db.old, the store as it
  *                          was, goes back to db; db.defrag goes
- *   db, db.old             the fallback stopped after its renames: db is whole, db.old goes
- * db.defrag without db or db.old is not one of these: refuse rather than start empty. */
+ *   db, db.old             the fallback stopped after its renames: both hold the same state,
+ *                          db.old goes; where db.old holds the higher applied index (an
+ *                          earlier version's crash, then a start on a fresh db), db is set
+ *                          aside to db.discarded and db.old goes back to db (settle_old)
+ * db.defrag is a copy of the store and never holds more: one whose applied index is above
+ * db's is not one of these states, and neither is db.defrag without db or db.old. Both are
+ * refused rather than lose the copy, or start empty. */
 ms_err srv_defrag_recover(struct srv *s)
 {
     char member[4200], db[4300], old[4300], tmp[4300];
     struct stat sb;
+    uint64_t i_db = 0, i_tmp;
+    bool known = false, r_tmp;
+    ms_err e;
     member_path(s, "", member, sizeof(member));
     member_path(s, "db", db, sizeof(db));
     member_path(s, "db.old", old, sizeof(old));
@@ -518,15 +629,32 @@ ms_err srv_defrag_recover(struct srv *s)
         }
         log_warn("an interrupted defragment left the store in %s: moved back to %s", old, db);
         have_db = true;
-        have_old = false;
+    } else if (have_db && have_old) {
+        if ((e = settle_old(s, &i_db)) != MS_OK)
+            return e;
+        known = true;
     }
-    if (have_old && rmtree_lmdb(old) != MS_OK)
-        log_warn("cannot remove %s left by a defragment: %s", old, strerror(errno));
     if (stat(tmp, &sb) != 0)
         return MS_OK;
     if (!have_db) {
         log_error("%s is missing but %s is there: not starting with an empty store", db, tmp);
         return MS_E_IO;
+    }
+    bool r_db = true;
+    if ((!known && (e = env_index(s, db, &i_db, &r_db)) != MS_OK) ||
+        (e = env_index(s, tmp, &i_tmp, &r_tmp)) != MS_OK) {
+        log_error("cannot read %s and %s to tell whether %s can go: %s", db, tmp, tmp,
+                  ms_err_name(e));
+        return e;
+    }
+    if (r_tmp && (!r_db || i_tmp > i_db)) {
+        char what[64] = "cannot be read";
+        if (r_db)
+            snprintf(what, sizeof(what), "holds only %llu", (unsigned long long)i_db);
+        log_error("%s, left by a defragment, holds applied index %llu and %s %s: not removing "
+                  "it; move the one to keep to %s and remove the other",
+                  tmp, (unsigned long long)i_tmp, db, what, db);
+        return MS_E_DATA_CORRUPT;
     }
     if (rmtree_lmdb(tmp) != MS_OK)
         log_warn("cannot remove %s left by a defragment: %s", tmp, strerror(errno));

@@ -454,6 +454,62 @@ START_TEST(defrag_leftovers)
 }
 END_TEST
 
+/* An earlier version's defragment that stopped between its renames left the store in db.old
+ * beside db.defrag, and its next start created a fresh, empty db. The store goes back to db
+ * (the empty one is set aside, not removed), every key is there. A db.defrag newer than db is
+ * not a state a defragment leaves: the start is refused and neither is removed. */
+START_TEST(defrag_recover_keeps_newer_old)
+{
+    struct tu_server s, e;
+    /* Small WAL segments, released as the store commits: the WAL alone cannot rebuild it. */
+    setenv("METASTORE_WAL_SEGMENT_BYTES", "4096", 1);
+    tu_server_start(&s, NULL);
+    fill_for_defrag(s.port);
+    char *before = store_state(s.port);
+    tu_server_stop_keep(&s, 1);
+    ck_assert(!member_has(&s, "wal/0000000000000000-0000000000000000.wal"));
+    tu_server_start(&e, NULL); /* a fresh, empty store */
+    tu_server_stop_keep(&e, 1);
+    char cmd[9000], data[1100];
+    snprintf(data, sizeof(data), "%.1000s/data", s.dir);
+    snprintf(cmd, sizeof(cmd),
+             "mv %s/member/db %s/member/db.old && cp -a %s/member/db.old %s/member/db.defrag && "
+             "mv %.1000s/data/member/db %s/member/db",
+             data, data, data, data, e.dir, data);
+    ck_assert_int_eq(system(cmd), 0);
+    tu_rmtree(e.dir);
+    free(e.dir);
+    tu_server_restart(&s, NULL);
+    char *after = store_state(s.port);
+    ck_assert_str_eq(before, after);
+    free(after);
+    ck_assert(member_has(&s, "db") && member_has(&s, "db.discarded") && !member_has(&s, "db.old") &&
+              !member_has(&s, "db.defrag"));
+
+    /* db.defrag ahead of db: refused, both kept. */
+    tu_server_stop_keep(&s, 1);
+    snprintf(cmd, sizeof(cmd), "cp -a %s/member/db %s/member/db.older", data, data);
+    ck_assert_int_eq(system(cmd), 0);
+    tu_server_restart(&s, NULL);
+    ck_assert_int_eq(put_n(s.port, 1000, 10, NULL), 200);
+    tu_server_stop_keep(&s, 1);
+    snprintf(cmd, sizeof(cmd),
+             "mv %s/member/db %s/member/db.defrag && mv %s/member/db.older %s/member/db", data,
+             data, data, data);
+    ck_assert_int_eq(system(cmd), 0);
+    char *out;
+    const char *args[] = {"--data-dir", data, "--listen-client-urls", "http://127.0.0.1:0", NULL};
+    ck_assert_int_ne(tu_run(args, NULL, 20000, &out), 0);
+    ck_assert_msg(strstr(out, "not removing it") != NULL, "%s", out);
+    ck_assert(member_has(&s, "db") && member_has(&s, "db.defrag"));
+    unsetenv("METASTORE_WAL_SEGMENT_BYTES");
+    free(out);
+    free(before);
+    tu_rmtree(s.dir);
+    free(s.dir);
+}
+END_TEST
+
 /* A truncated data.mdb stops the start with a message naming it, not a SIGBUS. */
 START_TEST(truncated_store_refused)
 {
@@ -518,6 +574,7 @@ int main(void)
     tcase_add_test(tc, auto_compaction);
     tcase_add_test(tc, defrag_crash_recovery);
     tcase_add_test(tc, defrag_leftovers);
+    tcase_add_test(tc, defrag_recover_keeps_newer_old);
     tcase_add_test(tc, truncated_store_refused);
     tcase_add_test(tc, lock_file_unopenable);
     suite_add_tcase(s, tc);

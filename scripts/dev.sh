@@ -119,7 +119,7 @@ for line in open(sys.argv[1]):
         c, f, e = map(int, m.groups())
         checks += c
         fails += f + e
-print(f"suites: {suites - bad_suites - skipped} passed, {skipped} skipped, {bad_suites} failed")
+print(f"suites: {suites - bad_suites - skipped} passed, {bad_suites} failed, {skipped} skipped")
 print(f"checks: {checks - fails} passed, {fails} failed")
 PY
 }

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,8 +282,13 @@ static const struct be_ops lmdb_ops = {
  * only if a page past its end is not on the free list; the free list is walked to tell.
  *
  * The layout is LMDB 0.9's on-disk format (mdb.c: MDB_page, MDB_meta, MDB_db, MDB_node) for
- * 64-bit builds; it is native-endian, as LMDB's own. Anything unexpected (another format, a
- * 32-bit build) is left to mdb_env_open, which checks the meta pages itself. */
+ * 64-bit builds; it is native-endian, as LMDB's own, and decoded here as little-endian. Anything
+ * unexpected (another format, a 32-bit or big-endian build) is left to mdb_env_open, which
+ * checks the meta pages itself.
+ *
+ * The free list names each page in 8 bytes and lives in the file's own pages, so it cannot
+ * name more missing pages than an eighth of the file's size: a meta page that needs more (a
+ * damaged mm_last_pg) is refused before anything is allocated for the walk. */
 
 enum {
     LMF_PAGEHDR = 16,              /* sizeof the page header: pgno, pad, flags, lower, upper */
@@ -304,6 +310,12 @@ enum {
 #define LMF_P_LEAF      0x02u
 #define LMF_F_BIGDATA   0x01u /* node flag: the data is on overflow pages */
 #define LMF_MAX_DEPTH   64
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ &&                        \
+    UINTPTR_MAX == UINT64_MAX
+#define LMF_LAYOUT_KNOWN 1 /* the host is the little-endian 64-bit layout decoded here */
+#else
+#define LMF_LAYOUT_KNOWN 0
+#endif
 
 static uint16_t ld16(const uint8_t *p)
 {
@@ -326,14 +338,15 @@ static uint64_t ld64(const uint8_t *p)
     return v;
 }
 
-/* The data file's pages [have, want) are past its end; free[] marks those on the free list. */
+/* The data file's pages [have, want) are past its end; free, one bit per page from have,
+ * marks those on the free list. */
 struct lmf_walk {
     int fd;
     uint32_t psize;
     uint64_t have;
     uint64_t want;
     uint8_t *page; /* LMF_MAX_DEPTH pages, one per level of the tree */
-    bool *free;
+    uint8_t *free;
 };
 
 /* Read n pages from pgno into buf (n * psize bytes); false if any is past the end. */
@@ -354,7 +367,7 @@ static void lmf_mark(struct lmf_walk *w, const uint8_t *idl, size_t len)
     for (uint64_t i = 1; i <= n && (i + 1) * 8 <= len; i++) {
         uint64_t pg = ld64(idl + i * 8);
         if (pg >= w->have && pg < w->want)
-            w->free[pg - w->have] = true;
+            w->free[(pg - w->have) / 8] |= (uint8_t)(1u << (pg - w->have) % 8);
     }
 }
 
@@ -416,7 +429,7 @@ static ms_err check_length(const char *path)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return MS_OK; /* a new environment, or an error mdb_env_open reports */
-    if (sizeof(size_t) != 8 || fstat(fd, &sb) != 0 ||
+    if (!LMF_LAYOUT_KNOWN || fstat(fd, &sb) != 0 ||
         pread(fd, meta[0], sizeof(meta[0]), 0) != (ssize_t)sizeof(meta[0]) ||
         ld32(meta[0] + LMF_MAGIC) != LMF_MAGIC_VALUE || ld32(meta[0] + LMF_VERSION) != 1)
         goto out_close;
@@ -429,20 +442,29 @@ static ms_err check_length(const char *path)
         ld32(meta[1] + LMF_MAGIC) == LMF_MAGIC_VALUE &&
         ld64(meta[1] + LMF_TXNID) > ld64(meta[0] + LMF_TXNID))
         m = meta[1];
-    uint64_t want = ld64(m + LMF_LAST_PG) + 1, size = (uint64_t)sb.st_size;
-    if (want > UINT64_MAX / psize || size >= want * psize)
+    uint64_t last = ld64(m + LMF_LAST_PG), size = (uint64_t)sb.st_size, have = size / psize;
+    if (last < have)
+        goto out_close; /* every page is in the file */
+    if (last - have >= have * (psize / 8)) {
+        log_error("backend: %s is damaged or truncated: it has %llu bytes but its meta page "
+                  "says it uses %llu pages of %u bytes, more than its free list could account "
+                  "for; restore it from a backup",
+                  path, (unsigned long long)size, (unsigned long long)last + 1, psize);
+        e = MS_E_DATA_CORRUPT;
         goto out_close;
-    struct lmf_walk w = {.fd = fd, .psize = psize, .have = size / psize, .want = want};
+    }
+    uint64_t want = last + 1;
+    struct lmf_walk w = {.fd = fd, .psize = psize, .have = have, .want = want};
     uint64_t root = ld64(m + LMF_FREE_ROOT);
     w.page = malloc((size_t)LMF_MAX_DEPTH * psize);
-    w.free = calloc(want - w.have, sizeof(*w.free));
+    w.free = calloc((size_t)((want - have + 7) / 8), 1);
     if (!w.page || !w.free) {
         e = MS_E_NOMEM;
         goto out_free;
     }
     bool sound = root == UINT64_MAX || lmf_walk(&w, root, 0); /* ~0: no free list */
-    for (uint64_t i = 0; sound && i < want - w.have; i++)
-        sound = w.free[i];
+    for (uint64_t i = 0; sound && i < want - have; i++)
+        sound = w.free[i / 8] >> i % 8 & 1u;
     if (!sound) {
         log_error("backend: %s is truncated: it has %llu bytes but its meta page needs %llu "
                   "(%llu pages of %u bytes); restore it from a backup",

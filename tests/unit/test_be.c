@@ -315,28 +315,62 @@ START_TEST(lmdb_short_but_sound)
 }
 END_TEST
 
-/* A data.mdb cut short is refused with its name and both sizes, not a SIGBUS. */
-START_TEST(lmdb_truncated_refused)
+/* n records of 100 bytes, then the backend closed: path is its data file. */
+static void fill_and_close(int n, char *path, size_t cap)
 {
-    put_then_delete(0, 20000, 20000, 100);
+    put_then_delete(0, n, n, 100);
     be_close(be);
     be = NULL;
-    char path[4200], log[4200];
-    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    snprintf(path, cap, "%s/data.mdb", dir);
+}
+
+/* Opening dir again fails with MS_E_DATA_CORRUPT and logs want. */
+static void expect_refused(const char *want)
+{
+    char log[4200];
     snprintf(log, sizeof(log), "%s/stderr", dir);
-    uint64_t size = file_size("data.mdb");
-    ck_assert_int_eq(truncate(path, (off_t)(size / 2)), 0);
     int saved = stderr_to(log);
     ms_err err = MS_OK;
     be = be_lmdb_open(dir, 64u << 20, &err);
     char *text = stderr_back(saved, log);
     ck_assert_ptr_null(be);
     ck_assert_int_eq(err, MS_E_DATA_CORRUPT);
+    ck_assert_msg(strstr(text, want) != NULL, "%s", text);
+    free(text);
+}
+
+/* A data.mdb cut short is refused with its name and both sizes, not a SIGBUS. */
+START_TEST(lmdb_truncated_refused)
+{
+    char path[4200];
+    fill_and_close(20000, path, sizeof(path));
+    uint64_t size = file_size("data.mdb");
+    ck_assert_int_eq(truncate(path, (off_t)(size / 2)), 0);
     char want[4400];
     snprintf(want, sizeof(want), "%s is truncated: it has %llu bytes but its meta page needs %llu",
              path, (unsigned long long)(size / 2), (unsigned long long)size);
-    ck_assert_msg(strstr(text, want) != NULL, "%s", text);
-    free(text);
+    expect_refused(want);
+}
+END_TEST
+
+/* A damaged meta page whose last page number is far past the file is refused at once as
+ * damaged: not an allocation sized by that number (MS_E_NOMEM, or a process killed). */
+START_TEST(lmdb_garbage_last_page_refused)
+{
+    char path[4200];
+    fill_and_close(2000, path, sizeof(path));
+    int fd = open(path, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    uint32_t psize;
+    ck_assert_int_eq(pread(fd, &psize, 4, 16 + 24), 4); /* mm_dbs[FREE_DBI].md_pad */
+    ck_assert_uint_eq(psize, (uint32_t)sysconf(_SC_PAGESIZE));
+    uint64_t last = 1ull << 50;
+    for (int m = 0; m < 2; m++) /* mm_last_pg of both meta pages */
+        ck_assert_int_eq(pwrite(fd, &last, 8, (off_t)m * psize + 16 + 120), 8);
+    close(fd);
+    char want[4400];
+    snprintf(want, sizeof(want), "%s is damaged or truncated", path);
+    expect_refused(want);
 }
 END_TEST
 
@@ -398,6 +432,7 @@ int main(int argc, char **argv)
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, lmdb_short_but_sound);
         tcase_add_test(tc, lmdb_truncated_refused);
+        tcase_add_test(tc, lmdb_garbage_last_page_refused);
         tcase_add_test(tc, lmdb_write_error_logged);
         tcase_set_timeout(tc, 60);
         suite_add_tcase(s, tc);

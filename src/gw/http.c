@@ -17,6 +17,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -26,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -42,6 +44,9 @@
 #define LINGER_BYTES  (4u << 20)   /* ... and this much at most */
 #define FD_WARN_MS    10000        /* at most one "out of file descriptors" line this often */
 #define RECLAIM_BATCH 16           /* idle connections closed per shortage */
+#define RECLAIM_PAUSE 100          /* ms without scanning after a scan found nothing idle */
+#define FD_MARGIN     128          /* descriptors kept from connections for storage ... */
+#define FD_MARGIN_DIV 4            /* ... or this fraction of a smaller limit */
 
 struct http_conn {
     struct http_server *srv;
@@ -105,7 +110,11 @@ struct http_server {
     struct event *due_ev;
     struct event *accept_ev; /* re-enables the listeners after running out of fds */
     int reserve_fd;          /* given up to accept-and-close when out of fds */
-    bool fd_warned;          /* fd shortage reports: the last one's time, then counts since */
+    int fd_cap;              /* a connection's descriptor must be below this */
+    uint64_t reclaim_ms;     /* no scan for idle connections before this */
+    size_t reclaim_scans;    /* for http_server_stats */
+    size_t refused_total;
+    bool fd_warned; /* fd shortage reports: the last one's time, then counts since */
     uint64_t fd_warn_ms;
     size_t fd_short, fd_reclaimed, fd_refused;
     char date[64];
@@ -231,7 +240,7 @@ static enum http_parse chunked(char *p, size_t len, size_t max, size_t *end, siz
             i++;
         }
         if (i == len)
-            return HTTP_PARSE_MORE;
+            return len - s > CHUNK_LINE_MAX ? HTTP_PARSE_BAD : HTTP_PARSE_MORE;
         if (i == s)
             return HTTP_PARSE_BAD;
         while (i < len && (p[i] == ' ' || p[i] == '\t'))
@@ -290,6 +299,8 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
     size_t lead = 0;
     while (lead < len && (p[lead] == '\r' || p[lead] == '\n'))
         lead++;
+    if (lead > lim->max_header_bytes)
+        return HTTP_PARSE_BAD; /* a flood of them, not a request */
     size_t hend = header_end(p + lead, len - lead);
     if (!hend)
         return len - lead > lim->max_header_bytes ? HTTP_PARSE_HDR_BIG : HTTP_PARSE_MORE;
@@ -484,15 +495,21 @@ static size_t buffered(const struct http_conn *c)
     return c->in.len - c->in_off + c->more.len;
 }
 
+/* Input held before reading pauses: the largest request plus a read. Chunk framing is not
+ * counted in the body limit, so a legal chunked request can still need more (1-byte chunks take
+ * 6 bytes each): process_input refuses it with 413 rather than wait. */
+static size_t in_room(const struct http_server *s)
+{
+    return s->lim.max_header_bytes + s->lim.max_body_bytes + READ_CHUNK;
+}
+
 /* Read while there is room for input and the output is not backed up (TCP then pushes back on a
  * client that sends and never reads). A stream that drops its input and a lingering close read
  * always, to see the peer go. */
 static void read_update(struct http_conn *c)
 {
-    const struct http_limits *lim = &c->srv->lim;
-    size_t room = lim->max_header_bytes + lim->max_body_bytes + READ_CHUNK;
-    bool want =
-        !c->dying && !c->peer_eof && (c->drop_input || (!c->out_blocked && buffered(c) < room));
+    bool want = !c->dying && !c->peer_eof &&
+                (c->drop_input || (!c->out_blocked && buffered(c) < in_room(c->srv)));
     if (want == c->rd_on)
         return;
     if (want)
@@ -676,7 +693,9 @@ static void request_done(struct http_conn *c)
     if (c->more.len) {
         in_compact(c);
         buf_append(&c->in, c->more.p, c->more.len);
-        buf_fini(&c->more);
+        c->more.len = 0;
+        if (c->more.cap > OUT_KEEP)
+            buf_fini(&c->more); /* a burst is over: give its memory back */
     }
     if (c->in_off == c->in.len) {
         c->in.len = c->in_off = 0;
@@ -950,6 +969,12 @@ static void process_input(struct http_conn *c)
         }
         enum http_parse p = http_parse_request((char *)c->in.p + c->in_off, c->in.len - c->in_off,
                                                &c->srv->lim, &c->req, &used, &cont);
+        if (p == HTTP_PARSE_MORE && c->in.len - c->in_off >= in_room(c->srv)) {
+            /* Reading has paused (read_update) and the request is still not whole: it never
+             * will be. */
+            fail(c, 413);
+            break;
+        }
         if (p == HTTP_PARSE_MORE) {
             if (cont && !c->sent_continue) {
                 c->sent_continue = true;
@@ -1051,10 +1076,14 @@ static bool conn_idle(const struct http_conn *c)
 
 /* Out of descriptors: close up to RECLAIM_BATCH connections idle for HTTP_RECLAIM_IDLE_MS,
  * oldest first (a keep-alive connection may be closed at any time, RFC 9112 9.5). Returns how
- * many were closed. */
+ * many were closed. A scan walks every connection: after one that found none, there is no
+ * other for RECLAIM_PAUSE, so a flood of new clients against busy ones costs no scan each. */
 static size_t reclaim_idle(struct http_server *s)
 {
     uint64_t now = clock_now_ms();
+    if (now < s->reclaim_ms)
+        return 0;
+    s->reclaim_scans++;
     size_t n = 0;
     for (; n < RECLAIM_BATCH; n++) {
         struct http_conn *old = NULL;
@@ -1066,7 +1095,55 @@ static size_t reclaim_idle(struct http_server *s)
             break;
         conn_close_now(old);
     }
+    if (!n)
+        s->reclaim_ms = now + RECLAIM_PAUSE;
     return n;
+}
+
+/* Connections may take descriptors up to the soft limit less a margin: the rest stays free for
+ * storage (WAL segments, snapshots, LMDB, defragment, directory syncs), which fails hard
+ * without one. The kernel hands out the lowest free descriptor, so a connection whose
+ * descriptor is at or above the cap means every one below is taken. */
+static void fd_cap_update(struct http_server *s)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur > INT_MAX) {
+        s->fd_cap = INT_MAX;
+        return;
+    }
+    rlim_t margin =
+        rl.rlim_cur / FD_MARGIN_DIV < FD_MARGIN ? rl.rlim_cur / FD_MARGIN_DIV : FD_MARGIN;
+    s->fd_cap = (int)(rl.rlim_cur - margin);
+}
+
+static void fd_warn(struct http_server *s);
+
+/* A connection got descriptor fd at or above the cap: close idle connections and move it to a
+ * freed descriptor, or refuse it. Returns its descriptor, or -1 if refused. */
+static int over_cap(struct http_server *s, int fd)
+{
+    size_t k = reclaim_idle(s);
+    s->fd_reclaimed += k;
+    int low = k ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    close(fd);
+    if (low >= s->fd_cap) {
+        close(low);
+        low = -1;
+    }
+    if (low < 0) {
+        s->fd_refused++;
+        s->refused_total++;
+    }
+    fd_warn(s);
+    return low;
+}
+
+/* The reserve descriptor was lost (reopening it failed, as with ENFILE): try again. */
+static void reserve_fd_retry(struct http_server *s)
+{
+    if (s->reserve_fd < 0)
+        s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 /* Out of descriptors and nothing to reclaim: accept one waiting connection on the reserve
@@ -1115,6 +1192,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
                 int refused = k ? 0 : refuse_one(s, lfd);
                 s->fd_reclaimed += k;
                 s->fd_refused += refused > 0;
+                s->refused_total += refused > 0;
                 if (k || refused >= 0) {
                     fd_warn(s);
                     if (k || refused > 0)
@@ -1133,6 +1211,8 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             }
             return;
         }
+        if (fd >= s->fd_cap && (fd = over_cap(s, fd)) < 0)
+            continue;
         if (s->n_conns >= s->lim.max_conns) {
             close(fd);
             continue;
@@ -1172,6 +1252,7 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
     struct http_server *s = arg;
     (void)fd;
     (void)what;
+    reserve_fd_retry(s);
     for (size_t i = 0; i < s->n_listeners; i++)
         event_add(s->listeners[i], NULL);
 }
@@ -1183,6 +1264,8 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     uint64_t now = clock_now_ms();
+    reserve_fd_retry(s);
+    fd_cap_update(s); /* the limit may have been changed from outside (prlimit) */
     struct http_conn *c = s->conns;
     while (c) {
         struct http_conn *next = c->next;
@@ -1208,6 +1291,7 @@ struct http_server *http_server_create(struct event_base *base, const struct htt
     s->fn = fn;
     s->ctx = ctx;
     s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    fd_cap_update(s);
     s->reap_ev = event_new(base, -1, 0, on_reap, s);
     s->sweep_ev = event_new(base, -1, EV_PERSIST, on_sweep, s);
     s->due_ev = event_new(base, -1, 0, on_due, s);
@@ -1282,4 +1366,12 @@ void http_server_destroy(struct http_server *s)
     if (s->reserve_fd >= 0)
         close(s->reserve_fd);
     free(s);
+}
+
+void http_server_stats(const struct http_server *s, struct http_stats *out)
+{
+    *out = (struct http_stats){.conns = s->n_conns,
+                               .fd_cap = s->fd_cap,
+                               .reclaim_scans = s->reclaim_scans,
+                               .refused = s->refused_total};
 }

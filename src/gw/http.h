@@ -79,7 +79,12 @@ struct http_limits {
 
 /* Out of file descriptors, the server closes keep-alive connections idle for this long (oldest
  * first) to serve new ones; with none to close, a new connection is accepted and closed at once
- * (a reserve descriptor makes that possible) instead of waiting unseen in the backlog. */
+ * (a reserve descriptor makes that possible) instead of waiting unseen in the backlog.
+ * Connections never take the last descriptors: those from the soft limit (RLIMIT_NOFILE, read at
+ * creation and once a second) less min(128, limit / 4) up are kept for the rest of the process
+ * (storage opens files as it goes and cannot do without), and a connection that would take one
+ * of them is treated as above. After a scan for idle connections that found none, there is no
+ * other for 100 ms. */
 #define HTTP_RECLAIM_IDLE_MS 1000
 
 typedef void (*http_handler_fn)(void *ctx, struct http_request *req);
@@ -92,6 +97,15 @@ struct http_server *http_server_create(struct event_base *base, const struct htt
 int http_server_listen(struct http_server *s, const char *host, uint16_t port);
 /* Close the listeners and every connection (close callbacks run), then free. Accepts NULL. */
 void http_server_destroy(struct http_server *s);
+
+/* Counters, for tests and metrics. */
+struct http_stats {
+    size_t conns;         /* open connections */
+    int fd_cap;           /* a connection's descriptor is below this */
+    size_t reclaim_scans; /* scans for idle connections to close */
+    size_t refused;       /* connections accepted and closed at once for want of descriptors */
+};
+void http_server_stats(const struct http_server *s, struct http_stats *out);
 
 /* Header value by name (case-insensitive), or NULL; *len set. */
 const char *http_header(const struct http_request *r, const char *name, size_t *len);

@@ -6,12 +6,17 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -621,6 +626,236 @@ START_TEST(server_roundtrip)
 }
 END_TEST
 
+/* ---- floods that never make a request, and descriptors kept from connections ---- */
+
+/* Blank lines before a request count against the header limit, and a chunk-size line of
+ * digits only against the chunk-line limit: both were "need more" without end. */
+START_TEST(parse_endless_lines)
+{
+    struct http_request r;
+    size_t used;
+    bool cont;
+    char *b;
+    char flood[3000];
+    for (size_t i = 0; i + 1 < sizeof(flood); i += 2)
+        memcpy(flood + i, "\r\n", 2);
+    flood[sizeof(flood) - 1] = 0;
+    ck_assert_int_eq(parse(flood, &r, &used, &cont, &b), HTTP_PARSE_BAD);
+    free(b);
+    const char *head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    char *zeros = malloc(strlen(head) + 5001);
+    ck_assert_ptr_nonnull(zeros);
+    strcpy(zeros, head);
+    memset(zeros + strlen(head), '0', 5000);
+    zeros[strlen(head) + 5000] = 0;
+    ck_assert_int_eq(parse(zeros, &r, &used, &cont, &b), HTTP_PARSE_BAD);
+    free(b);
+    /* Under the limit it may still be a size line on its way. */
+    zeros[strlen(head) + 100] = 0;
+    ck_assert_int_eq(parse(zeros, &r, &used, &cont, &b), HTTP_PARSE_MORE);
+    free(b);
+    free(zeros);
+}
+END_TEST
+
+/* Runs the in-process server with lim until a client (in a child) asks for /stop or limit_s
+ * passes; returns the client's exit status. */
+static int serve_client(const struct http_limits *lim, http_handler_fn fn, int (*cl)(int port),
+                        int limit_s)
+{
+    base = event_base_new();
+    hs = http_server_create(base, lim, fn, NULL);
+    ck_assert_ptr_nonnull(hs);
+    int port = 0;
+    for (int tries = 0; tries < 20 && !port; tries++) {
+        int p = 20000 + (int)(getpid() * 11 + tries * 137) % 30000;
+        if (http_server_listen(hs, "127.0.0.1", (uint16_t)p) == 0)
+            port = p;
+    }
+    ck_assert_int_ne(port, 0);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(cl(port));
+    struct timeval tv = {limit_s, 0};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+    int status;
+    waitpid(pid, &status, 0);
+    http_server_destroy(hs);
+    event_base_free(base);
+    hs = NULL;
+    base = NULL;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 100;
+}
+
+/* Send what the peer takes within timeout_ms; errors end it quietly. */
+static void send_for(int fd, const char *p, size_t len, int timeout_ms)
+{
+    int64_t end = tu_now_ms() + timeout_ms;
+    while (len && tu_now_ms() < end) {
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        if (poll(&pf, 1, 50) <= 0)
+            continue;
+        ssize_t n = send(fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            return;
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        }
+    }
+}
+
+/* 4000 body bytes (under the 4096 limit) in 1-byte chunks with an extension each: 140 KB on
+ * the wire, far more than the server buffers (headers + body limit + a read). Answered 413 at
+ * once, not dropped at the read timeout. */
+static int chunk_flood_client(int port)
+{
+    struct buf req;
+    buf_init(&req);
+    buf_puts(&req, "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (int i = 0; i < 4000; i++)
+        buf_puts(&req, "1;ext=aaaaaaaaaaaaaaaaaaaaaaaa\r\nx\r\n");
+    buf_puts(&req, "0\r\n\r\n");
+    int fd = tu_connect(port);
+    if (fd < 0)
+        return 1;
+    send_for(fd, (const char *)req.p, req.len, 1000);
+    buf_fini(&req);
+    size_t n;
+    char *o = tu_read_all(fd, 1000, &n);
+    close(fd);
+    int rc = strstr(o, "HTTP/1.1 413 ") ? 0 : 2;
+    free(o);
+    free(exchange(port, "GET /stop HTTP/1.1\r\nConnection: close\r\n\r\n", 3000));
+    return rc;
+}
+
+START_TEST(server_chunk_framing_over_room)
+{
+    ck_assert_int_eq(serve_client(&LIM, handler, chunk_flood_client, 20), 0);
+}
+END_TEST
+
+/* /fds: how many of 8 files the server can open now; /stats: its counters. */
+static void cap_handler(void *ctx, struct http_request *r)
+{
+    char body[128];
+    int k;
+    if (r->target_len == 4 && memcmp(r->target, "/fds", 4) == 0) {
+        int fds[8], got = 0;
+        for (int i = 0; i < 8; i++)
+            if ((fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+                got++;
+        for (int i = 0; i < 8; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        k = snprintf(body, sizeof(body), "fds=%d", got);
+    } else if (r->target_len == 6 && memcmp(r->target, "/stats", 6) == 0) {
+        struct http_stats st;
+        http_server_stats(hs, &st);
+        k = snprintf(body, sizeof(body), "scans=%zu refused=%zu conns=%zu", st.reclaim_scans,
+                     st.refused, st.conns);
+    } else {
+        handler(ctx, r);
+        return;
+    }
+    http_respond(r, 200, NULL, 0, body, (size_t)k);
+}
+
+/* One answer on a keep-alive connection, or NULL. */
+static char *ask(int fd, const char *req)
+{
+    tu_send_all(fd, req, strlen(req));
+    size_t n;
+    char *o = tu_read_all(fd, 500, &n);
+    return o;
+}
+
+enum { BUSY = 60, FLOOD = 200 };
+
+static int cap_client(int port)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max; /* the child's own connections need their descriptors */
+    setrlimit(RLIMIT_NOFILE, &rl);
+    int check = tu_connect(port);
+    if (check < 0)
+        return 1;
+    char *o = ask(check, "GET /x HTTP/1.1\r\n\r\n");
+    int ok = strstr(o, "/x:0") != NULL;
+    free(o);
+    if (!ok)
+        return 2;
+    /* Busy connections, each in the middle of a request, beyond what the server may hold. */
+    int busy[BUSY];
+    for (int i = 0; i < BUSY; i++) {
+        busy[i] = tu_connect(port);
+        if (busy[i] >= 0)
+            tu_send_all(busy[i], "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nab", 42);
+    }
+    usleep(300 * 1000);
+    o = ask(check, "GET /fds HTTP/1.1\r\n\r\n");
+    ok = strstr(o, "fds=8") != NULL;
+    if (!ok)
+        fprintf(stderr, "the server with busy connections: %s\n", o);
+    free(o);
+    if (!ok)
+        return 3;
+    /* A flood of new clients against busy connections only: refused, with few scans. */
+    for (int i = 0; i < FLOOD; i++) {
+        int fd = tu_connect(port);
+        if (fd >= 0)
+            close(fd);
+    }
+    usleep(300 * 1000);
+    o = ask(check, "GET /stats HTTP/1.1\r\n\r\n");
+    size_t scans = 0, refused = 0;
+    char *p = strstr(o, "scans=");
+    if (!p || sscanf(p, "scans=%zu refused=%zu", &scans, &refused) != 2)
+        return 4;
+    free(o);
+    fprintf(stderr, "flood: %zu scans, %zu refused\n", scans, refused);
+    if (refused < FLOOD / 2)
+        return 5;
+    if (scans * 10 > refused)
+        return 6;
+    for (int i = 0; i < BUSY; i++)
+        if (busy[i] >= 0)
+            close(busy[i]);
+    close(check);
+    free(exchange(port, "GET /stop HTTP/1.1\r\nConnection: close\r\n\r\n", 3000));
+    return 0;
+}
+
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Under a small descriptor limit, connections beyond the cap are refused and the server keeps
+ * descriptors to open files with; new clients against busy ones cost one scan per 100 ms. */
+START_TEST(server_fd_cap)
+{
+    struct rlimit was, low;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &was), 0);
+    low = was;
+    low.rlim_cur = (rlim_t)open_fds() + 48;
+    ck_assert_uint_le(low.rlim_cur, was.rlim_max);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    int rc = serve_client(&LIM, cap_handler, cap_client, 30);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &was), 0);
+    ck_assert_msg(rc == 0, "client check %d failed", rc);
+}
+END_TEST
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -631,10 +866,13 @@ int main(void)
     tcase_add_test(tc, parse_chunked);
     tcase_add_test(tc, parse_chunk_size_overflow);
     tcase_add_test(tc, parse_strict_framing);
+    tcase_add_test(tc, parse_endless_lines);
     suite_add_tcase(s, tc);
     tc = tcase_create("server");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, server_roundtrip);
+    tcase_add_test(tc, server_chunk_framing_over_room);
+    tcase_add_test(tc, server_fd_cap);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

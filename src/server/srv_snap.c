@@ -746,9 +746,12 @@ ms_err srv_restore(const struct cfg *cfg, const char *snapshot)
         rc.w = snap_writer_create(path, &h, &e);
         if (rc.w) {
             e = snap_read(snapshot, &h, restore_record, &rc);
-            e = e ? e : snap_writer_finish(rc.w);
+            /* Both end the writer: finish frees it on failure too. */
             if (e)
                 snap_writer_abort(rc.w);
+            else
+                e = snap_writer_finish(rc.w);
+            rc.w = NULL;
         }
     } else {
         /* The fresh store's own identity goes; the next start derives it from the flags. */

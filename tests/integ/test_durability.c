@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -564,6 +565,44 @@ START_TEST(lock_file_unopenable)
 }
 END_TEST
 
+/* A restore whose snapshot file cannot be finished (here: the file size limit cuts its one
+ * write) fails with a message; the writer is freed once (snap_writer_finish frees it on failure
+ * too). */
+START_TEST(restore_finish_failure)
+{
+    const char *extra[] = {"--backend", "memory", NULL};
+    struct tu_server s, t;
+    tu_server_start(&s, extra);
+    for (int i = 0; i < 40; i++) /* about 25 kB: one write at the writer's finish */
+        ck_assert_int_eq(put_n(s.port, i, 600, NULL), 200);
+    char snap[4300], data[4300];
+    snprintf(snap, sizeof(snap), "%s/backup.snap", s.dir);
+    fetch_snapshot(s.port, snap);
+    tu_server_init(&t);
+    snprintf(data, sizeof(data), "%s/data", t.dir);
+    const char *rargs[] = {"--restore-snapshot", snap,   "--data-dir", data, "--backend", "memory",
+                           "--log-level",        "warn", NULL};
+    char *env[] = {"METASTORE_WAL_SEGMENT_BYTES=4096", NULL};
+    struct rlimit old, low;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    low = old;
+    low.rlim_cur = 16384; /* the WAL's 4 kB segment fits, the 25 kB snapshot does not */
+    signal(SIGXFSZ, SIG_IGN);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &low), 0);
+    char *out;
+    int rc = tu_run(rargs, env, 20000, &out);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    ck_assert_msg(rc == 1, "restore exited %d: %s", rc, out);
+    ck_assert_msg(strstr(out, "restore failed") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "AddressSanitizer") == NULL, "%s", out);
+    free(out);
+    tu_server_stop(&s);
+    tu_rmtree(t.dir);
+    free(t.dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("durability");
@@ -580,6 +619,7 @@ int main(void)
     tcase_add_test(tc, defrag_recover_keeps_newer_old);
     tcase_add_test(tc, truncated_store_refused);
     tcase_add_test(tc, lock_file_unopenable);
+    tcase_add_test(tc, restore_finish_failure);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

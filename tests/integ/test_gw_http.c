@@ -678,6 +678,72 @@ START_TEST(out_of_fds)
 }
 END_TEST
 
+/* Busy connections (each in the middle of a request) beyond the descriptor limit do not take
+ * the descriptors storage needs: WAL segments keep rolling over and the server keeps
+ * answering. They took them all, and the next segment's open() stopped the server. */
+START_TEST(conns_leave_fds_for_storage)
+{
+    enum { BUSY = 96, PUTS = 120 };
+    tu_server_stop(&srv);
+    setenv("METASTORE_WAL_SEGMENT_BYTES", "65536", 1); /* this test's process only */
+    tu_server_start(&srv, NULL);
+    unsetenv("METASTORE_WAL_SEGMENT_BYTES");
+    rlim_t lim = (rlim_t)server_fds() + 48;
+    struct rlimit rl = {lim, lim};
+    ck_assert_int_eq(prlimit(srv.pid, RLIMIT_NOFILE, &rl, NULL), 0);
+    tu_sleep_ms(1200); /* the server reads its limit again once a second */
+    int put = tu_connect(srv.port);
+    ck_assert_int_ge(put, 0);
+    const char *part = "POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nContent-Length: 90\r\n\r\n{";
+    int busy[BUSY];
+    for (int i = 0; i < BUSY; i++) {
+        busy[i] = tu_connect(srv.port);
+        if (busy[i] >= 0)
+            tu_send_all(busy[i], part, strlen(part));
+    }
+    tu_sleep_ms(300);
+    char *val = b64_value(3000);
+    size_t cap = strlen(val) + 256;
+    char *req = malloc(cap), *js = malloc(cap);
+    ck_assert(req && js);
+    struct reader rd = {.fd = put};
+    char got[512];
+    for (int i = 0; i < PUTS; i++) {
+        int jl = snprintf(js, cap, "{\"key\":\"a2V5\",\"value\":\"%s\"}", val);
+        int rl_ =
+            snprintf(req, cap,
+                     "POST /v3/kv/put HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", jl, js);
+        tu_send_all(put, req, (size_t)rl_);
+        int status = reader_next(&rd, 10000, got, sizeof(got));
+        if (status != 200) {
+            size_t n;
+            int lfd = open(srv.log, O_RDONLY);
+            char *log = lfd >= 0 ? tu_read_all(lfd, 1000, &n) : NULL;
+            const char *why = log ? strstr(log, "Too many open files") : NULL;
+            ck_abort_msg("put %d: status %d; server log: %.200s", i, status, why ? why : "-");
+        }
+    }
+    free(rd.buf);
+    free(req);
+    free(js);
+    free(val);
+    close(put);
+    for (int i = 0; i < BUSY; i++)
+        if (busy[i] >= 0)
+            close(busy[i]);
+    /* The WAL did roll over. */
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/data/member/wal", srv.dir);
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int segs = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        segs += strstr(e->d_name, ".wal") != NULL;
+    closedir(d);
+    ck_assert_msg(segs >= 3, "%d WAL segments", segs);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gw_http");
@@ -696,6 +762,7 @@ int main(void)
     tcase_add_test(tc, pipelined_unread);
     tcase_add_test(tc, fd_limit_raised);
     tcase_add_test(tc, out_of_fds);
+    tcase_add_test(tc, conns_leave_fds_for_storage);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

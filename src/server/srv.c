@@ -280,6 +280,11 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     return s;
 
 out_destroy:
+    /* A start that fails undoes what it wrote to the backend; srv_destroy would commit it. */
+    if (s->wtxn) {
+        be_txn_abort(s->wtxn);
+        s->wtxn = NULL;
+    }
     srv_destroy(s);
     return NULL;
 }

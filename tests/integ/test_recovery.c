@@ -265,6 +265,44 @@ START_TEST(hash_stable_after_restart)
 }
 END_TEST
 
+/* A start that fails half-way (here: member/wal is a file, so the WAL cannot open) persists
+ * nothing: the next start derives the member ID from its own flags, as a fresh one does. */
+START_TEST(failed_start_persists_no_identity)
+{
+    char peer1[64], peer2[64], data[4300], wal[4400], id_next[32], id_fresh[32];
+    snprintf(peer1, sizeof(peer1), "http://127.0.0.1:%d", tu_free_port());
+    snprintf(peer2, sizeof(peer2), "http://127.0.0.1:%d", tu_free_port());
+    struct tu_server s, fresh;
+    tu_server_init(&s);
+    snprintf(data, sizeof(data), "%s/data", s.dir);
+    snprintf(wal, sizeof(wal), "%s/member/wal", data);
+    char member[4400];
+    snprintf(member, sizeof(member), "%s/member", data);
+    ck_assert_int_eq(mkdir(data, 0700), 0);
+    ck_assert_int_eq(mkdir(member, 0700), 0);
+    int fd = open(wal, O_WRONLY | O_CREAT, 0600);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", s.port);
+    const char *args[] = {
+        "--data-dir", data, "--listen-client-urls", url, "--initial-advertise-peer-urls",
+        peer1,        NULL};
+    char *out;
+    ck_assert_int_ne(tu_run(args, NULL, 20000, &out), 0);
+    free(out);
+    ck_assert_int_eq(unlink(wal), 0);
+    const char *second[] = {"--initial-advertise-peer-urls", peer2, NULL};
+    tu_server_restart(&s, second);
+    tu_member_id(s.port, id_next, sizeof(id_next));
+    tu_server_start(&fresh, second);
+    tu_member_id(fresh.port, id_fresh, sizeof(id_fresh));
+    ck_assert_str_eq(id_next, id_fresh);
+    tu_server_stop(&fresh);
+    tu_server_stop(&s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("recovery");
@@ -276,6 +314,7 @@ int main(void)
         {"truncated", truncated_segment_refused},
         {"identity", identity_survives_peer_url_change},
         {"hash", hash_stable_after_restart},
+        {"failed_start", failed_start_persists_no_identity},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);

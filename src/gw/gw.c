@@ -662,7 +662,8 @@ struct gw *gw_create(struct event_base *base, struct srv *srv, ms_err *err)
                               .read_timeout_ms = GW_TIMEOUT_MS,
                               .write_timeout_ms = GW_TIMEOUT_MS,
                               .idle_timeout_ms = GW_TIMEOUT_MS,
-                              .max_conns = GW_MAX_CONNS};
+                              .max_conns = GW_MAX_CONNS,
+                              .host_required = true};
     gw->http = http_server_create(base, &lim, gw_on_request, gw);
     if (!gw->http) {
         *err = MS_E_NOMEM;

@@ -262,8 +262,10 @@ static enum http_parse chunked(char *p, size_t len, size_t max, size_t *end, siz
             memmove(p + out, p + i, (size_t)size);
         out += (size_t)size;
         i += (size_t)size;
-        /* CRLF after the data */
-        if (p[i] == '\r' && ++i == len)
+        /* CRLF after the data, a bare LF is an error (as in Go; a size line may end in one) */
+        if (p[i] != '\r')
+            return HTTP_PARSE_BAD;
+        if (++i == len)
             return HTTP_PARSE_MORE;
         if (p[i] != '\n')
             return HTTP_PARSE_BAD;
@@ -340,6 +342,7 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
     /* Header fields. */
     bool is_chunked = false, have_len = false;
     uint64_t clen = 0;
+    size_t n_host = 0;
     while (i < hend) {
         if (h[i] == '\n' || (h[i] == '\r' && h[i + 1] == '\n'))
             break;
@@ -374,6 +377,9 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
                 return HTTP_PARSE_BAD;
             have_len = true;
             clen = v;
+        } else if (eq_ci(hd->name, hd->name_len, "Host")) {
+            if (++n_host > 1)
+                return HTTP_PARSE_BAD; /* RFC 9112 3.2 */
         } else if (eq_ci(hd->name, hd->name_len, "Transfer-Encoding")) {
             /* Only a single "chunked" (RFC 9112 6.1): another coding, chunked twice or not
              * last ("chunked, identity") leaves the length unknown. */
@@ -382,6 +388,8 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
             is_chunked = true;
         }
     }
+    if (!n_host && r->minor >= 1 && lim->host_required)
+        return HTTP_PARSE_NO_HOST;
     /* Both framings (RFC 9112 6.1): chunked wins, as in Go, and the connection closes after
      * the answer, so bytes a proxy took for this body can never be read as a request. */
     r->must_close = is_chunked && (have_len || r->minor == 0);
@@ -934,8 +942,9 @@ void http_set_drain_cb(struct http_request *r, size_t low, http_conn_fn fn, void
         drain_check(r->conn);
 }
 
-/* An error of ours before any handler saw the request: answer and close. */
-static void fail(struct http_conn *c, int status)
+/* An error of ours before any handler saw the request: answer "<status> <reason><why>" and
+ * close. */
+static void fail(struct http_conn *c, int status, const char *why)
 {
     c->active = true;
     c->keep_alive = false;
@@ -945,8 +954,8 @@ static void fail(struct http_conn *c, int status)
     c->in_used = c->in.len - c->in_off;
     static const struct http_hdr ct = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
     const char *text = ms_http_reason(status);
-    char body[64];
-    int k = snprintf(body, sizeof(body), "%d %s", status, text);
+    char body[96];
+    int k = snprintf(body, sizeof(body), "%d %s%s", status, text, why);
     respond(&c->req, status, &ct, 1, body, (size_t)k);
 }
 
@@ -972,7 +981,7 @@ static void process_input(struct http_conn *c)
         if (p == HTTP_PARSE_MORE && c->in.len - c->in_off >= in_room(c->srv)) {
             /* Reading has paused (read_update) and the request is still not whole: it never
              * will be. */
-            fail(c, 413);
+            fail(c, 413, "");
             break;
         }
         if (p == HTTP_PARSE_MORE) {
@@ -984,10 +993,12 @@ static void process_input(struct http_conn *c)
             break;
         }
         if (p != HTTP_PARSE_OK) {
-            fail(c, p == HTTP_PARSE_HDR_BIG    ? 431
-                    : p == HTTP_PARSE_BODY_BIG ? 413
-                    : p == HTTP_PARSE_VERSION  ? 505
-                                               : 400);
+            fail(c,
+                 p == HTTP_PARSE_HDR_BIG    ? 431
+                 : p == HTTP_PARSE_BODY_BIG ? 413
+                 : p == HTTP_PARSE_VERSION  ? 505
+                                            : 400,
+                 p == HTTP_PARSE_NO_HOST ? ": missing required Host header" : "");
             break;
         }
         c->req.conn = c;

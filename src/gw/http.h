@@ -75,6 +75,7 @@ struct http_limits {
     uint32_t write_timeout_ms; /* pending output must make progress within this */
     uint32_t idle_timeout_ms;  /* a keep-alive connection with nothing to do */
     uint32_t max_conns;        /* beyond: new connections are closed at once */
+    bool host_required;        /* an HTTP/1.1 request without Host is 400 (RFC 9112 3.2) */
 };
 
 /* Out of file descriptors, the server closes keep-alive connections idle for this long (oldest
@@ -138,7 +139,11 @@ void http_abort(struct http_request *r);
 
 /* Bytes waiting to be written on r's connection. */
 size_t http_pending(const struct http_request *r);
-/* fn(arg) when the peer closes or the connection fails before r's response ends. */
+/* fn(arg) when the connection fails or closes before r's response ends: a reset, a failed
+ * write, a write or read timeout, or the peer's end of input while r is a stream. A peer that
+ * only shuts down its sending side while a plain request is pending still gets the answer, and
+ * fn is not called. While reading is paused (the input buffer is full, or unsent output is above
+ * its threshold) a peer's close is noticed at the next write or timeout only. */
 void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg);
 /* fn(arg) whenever the bytes waiting to be written on r's connection (http_pending) change:
  * after a chunk is queued and after a write. It may run inside http_stream_queue, http_flush
@@ -159,6 +164,7 @@ enum http_parse {
     HTTP_PARSE_HDR_BIG = 3,  /* headers over the limit: 431 */
     HTTP_PARSE_BODY_BIG = 4, /* body over the limit: 413 */
     HTTP_PARSE_VERSION = 5,  /* not HTTP/1.x: 505 */
+    HTTP_PARSE_NO_HOST = 6,  /* HTTP/1.1 without Host, lim->host_required: 400 (two are BAD) */
 };
 
 /* Parse one request from p[0..len) into r, whose hdrs must point to HTTP_MAX_HEADERS

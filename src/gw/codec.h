@@ -90,6 +90,10 @@ bool jdec_enum(struct jdec *d, const struct jv *v, const char *const *names, siz
 bool jdec_msg(struct jdec *d, const struct jv *v, const struct jv **obj);
 /* A repeated field: an array (NULL v = empty). */
 bool jdec_arr(struct jdec *d, const struct jv *v, const struct jv **items, size_t *n);
+/* A repeated enum field: an array (NULL v = empty) whose items go to jdec_enum. A string is
+ * refused as jsonpb refuses it: an unknown name as such, a known one as the wrong target. */
+bool jdec_enum_arr(struct jdec *d, const struct jv *v, const char *const *names, size_t n_names,
+                   const char *enum_name, const struct jv **items, size_t *n);
 
 /* ---- writer ---- */
 

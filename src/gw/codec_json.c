@@ -589,6 +589,19 @@ bool jdec_bytes(struct jdec *d, const struct jv *v, const uint8_t **p, size_t *n
     return true;
 }
 
+/* A string's text between its quotes as it was sent: escapes not undone (jsonpb reads enum
+ * names and integers in strings so). */
+static void str_source(const struct jv *v, const char **src, const char **end)
+{
+    *src = v->s;
+    *end = v->s + v->n;
+    if (v->u.raw) {
+        *src = *end = v->u.raw;
+        while (**end != '"')
+            *end += **end == '\\' ? 2 : 1;
+    }
+}
+
 /* The text of an integer field: a JSON number, or a string holding one (jsonpb unquotes the
  * string and decodes its content as JSON). Sets txt and len to the number literal. */
 static bool int_text(struct jdec *d, const struct jv *v, const char *gotype, const char **txt,
@@ -603,12 +616,8 @@ static bool int_text(struct jdec *d, const struct jv *v, const char *gotype, con
         return jdec_fail(d, "json: cannot unmarshal %s into Go value of type %s",
                          go_type_word(v->type), gotype);
     /* jsonpb strips the quotes and reads the source text as is: escapes are not undone. */
-    const char *src = v->s, *end = v->s + v->n;
-    if (v->u.raw) {
-        src = end = v->u.raw;
-        while (*end != '"')
-            end += *end == '\\' ? 2 : 1;
-    }
+    const char *src, *end;
+    str_source(v, &src, &end);
     struct jv inner;
     struct jp j = {.d = d, .p = src, .end = end, .whole = true};
     jp_ws(&j);
@@ -700,14 +709,18 @@ bool jdec_enum(struct jdec *d, const struct jv *v, const char *const *names, siz
     if (!v)
         return true;
     if (v->type == JV_STR) {
+        /* jsonpb looks the name up as sent, escapes and all. */
+        const char *src, *end;
+        str_source(v, &src, &end);
+        size_t n = (size_t)(end - src);
         for (size_t i = 0; i < n_names; i++) {
-            if (strlen(names[i]) == v->n && memcmp(names[i], v->s, v->n) == 0) {
+            if (strlen(names[i]) == n && memcmp(names[i], src, n) == 0) {
                 *out = (int64_t)i;
                 return true;
             }
         }
         char q[200];
-        go_quote(v->s, v->n, q, sizeof(q));
+        go_quote(src, n, q, sizeof(q));
         return jdec_fail(d, "unknown value %s for enum %s", q, enum_name);
     }
     /* Any int32 is taken, named or not, as jsonpb does; Go names the enum's type in errors. */
@@ -749,6 +762,21 @@ bool jdec_arr(struct jdec *d, const struct jv *v, const struct jv **items, size_
     *items = v->u.items;
     *n = v->n;
     return true;
+}
+
+bool jdec_enum_arr(struct jdec *d, const struct jv *v, const char *const *names, size_t n_names,
+                   const char *enum_name, const struct jv **items, size_t *n)
+{
+    /* jsonpb takes a quoted value for an enum name before it sees that the field is a list. */
+    if (v && v->type == JV_STR) {
+        int64_t e;
+        *items = NULL;
+        *n = 0;
+        if (!jdec_enum(d, v, names, n_names, enum_name, &e))
+            return false;
+        return jdec_fail(d, "invalid target \"slice\" for enum %s", enum_name);
+    }
+    return jdec_arr(d, v, items, n);
 }
 
 /* ---- writer ---- */

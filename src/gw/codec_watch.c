@@ -25,7 +25,8 @@ static bool decode_filters(struct jdec *d, const struct jv *v, unsigned *out)
 {
     const struct jv *items;
     size_t n;
-    if (!jdec_arr(d, v, &items, &n))
+    if (!jdec_enum_arr(d, v, FILTER_TYPE, 2, "etcdserverpb.WatchCreateRequest_FilterType", &items,
+                       &n))
         return false;
     for (size_t i = 0; i < n; i++) {
         int64_t f = -1;

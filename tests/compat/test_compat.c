@@ -9,6 +9,7 @@
  * Cases where etcd 3.4 is documented as wrong (reference §17) are not sent here.
  */
 #define _GNU_SOURCE
+#include "etcd_proc.h"
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -244,55 +245,6 @@ static const struct {
     {"/v3/kv/bogus", "{}"},
     {"/v3beta/kv/range", "{\"key\":\"Zm9v\"}"},
 };
-
-static const char *etcd_bin(void)
-{
-    const char *e = getenv("ETCD_BIN");
-    if (e && *e)
-        return access(e, X_OK) == 0 ? e : NULL;
-    return access("/usr/bin/etcd", X_OK) == 0 ? "/usr/bin/etcd" : NULL;
-}
-
-/* Start etcd on free loopback ports with its data in dir; *cport is its client port. */
-static pid_t etcd_start(const char *etcd, const char *dir, int *cport)
-{
-    int pport = tu_free_port();
-    *cport = tu_free_port();
-    char curl[64], purl[64], ic[96], data[4200], log[4200];
-    snprintf(curl, sizeof(curl), "http://127.0.0.1:%d", *cport);
-    snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", pport);
-    snprintf(ic, sizeof(ic), "default=%s", purl);
-    snprintf(data, sizeof(data), "%s/etcd", dir);
-    snprintf(log, sizeof(log), "%s/etcd.log", dir);
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *f = freopen(log, "w", stderr);
-        (void)f;
-        execl(etcd, etcd, "--name", "default", "--data-dir", data, "--listen-client-urls", curl,
-              "--advertise-client-urls", curl, "--listen-peer-urls", purl,
-              "--initial-advertise-peer-urls", purl, "--initial-cluster", ic, "--log-level",
-              "error", "--logger", "zap", (char *)NULL);
-        _exit(127);
-    }
-    int up = 0;
-    for (int i = 0; i < 1000 && !up; i++) {
-        struct tu_resp r;
-        tu_http(*cport, "GET", "/health", NULL, &r);
-        up = r.status == 200;
-        tu_resp_free(&r);
-        if (!up)
-            tu_sleep_ms(20);
-    }
-    ck_assert_msg(up, "etcd did not start, see %s", log);
-    return pid;
-}
-
-static void etcd_stop(pid_t pid)
-{
-    kill(pid, SIGTERM);
-    int status;
-    waitpid(pid, &status, 0);
-}
 
 /* Send one request to both; true when status and normalised body agree. */
 static bool same_answer(int etcd_port, int ms_port, const char *path, const char *body)
@@ -535,15 +487,9 @@ END_TEST
 
 int main(void)
 {
-    if (!etcd_bin()) {
-        const char *e = getenv("ETCD_BIN");
-        if (e && *e) {
-            fprintf(stderr, "compat: ETCD_BIN=%s is not an executable file\n", e);
-            return EXIT_FAILURE;
-        }
-        printf("compat: no /usr/bin/etcd (install etcd-server or set ETCD_BIN): SKIPPED\n");
-        return 77; /* meson's exit code for a skipped test */
-    }
+    int missing = etcd_missing("compat");
+    if (missing >= 0)
+        return missing;
     Suite *s = suite_create("compat");
     TCase *tc = tcase_create("kv");
     tcase_set_timeout(tc, 180);

@@ -306,6 +306,54 @@ START_TEST(readers_bytes_bool_enum)
 }
 END_TEST
 
+/* jsonpb looks an enum name up as it was sent (escapes not undone), and takes a string given
+ * to a repeated enum for an enum name before it sees the list. */
+START_TEST(readers_enum_text)
+{
+    static const char *const names[] = {"NONE", "ASCEND", "DESCEND"};
+    static const struct {
+        const char *in;
+        bool list;
+        const char *msg;
+    } c[] = {
+        {"\"\\u0041SCEND\"", false, "unknown value \"\\\\u0041SCEND\" for enum E"},
+        {"\"DESC\\nEND\"", false, "unknown value \"DESC\\\\nEND\" for enum E"},
+        {"\"ASCEND\"", true, "invalid target \"slice\" for enum E"},
+        {"\"x\"", true, "unknown value \"x\" for enum E"},
+        {"\"\\u0041SCEND\"", true, "unknown value \"\\\\u0041SCEND\" for enum E"},
+        {"1", true, "json: cannot unmarshal number into Go value of type []json.RawMessage"},
+        {"[\"x\"]", true, "unknown value \"x\" for enum E"},
+    };
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        struct jdec d;
+        struct jv v;
+        int64_t e = 0;
+        jdec_init(&d, a);
+        ck_assert(json_parse(&d, c[i].in, strlen(c[i].in), &v));
+        bool ok;
+        if (c[i].list) {
+            const struct jv *items;
+            size_t n;
+            ok = jdec_enum_arr(&d, &v, names, 3, "E", &items, &n);
+            for (size_t k = 0; ok && k < n; k++)
+                ok = jdec_enum(&d, &items[k], names, 3, "E", &e);
+        } else {
+            ok = jdec_enum(&d, &v, names, 3, "E", &e);
+        }
+        ck_assert_msg(!ok, "%s accepted", c[i].in);
+        ck_assert_str_eq(d.msg, c[i].msg);
+    }
+    struct jdec d;
+    struct jv v;
+    const struct jv *items;
+    size_t n;
+    jdec_init(&d, a);
+    ck_assert(json_parse(&d, "[\"DESCEND\",1]", 13, &v));
+    ck_assert(jdec_enum_arr(&d, &v, names, 3, "E", &items, &n));
+    ck_assert_uint_eq(n, 2);
+}
+END_TEST
+
 static ms_err decode_txn(const char *json, struct kv_txn_req *t, const char **msg)
 {
     static struct jdec d;
@@ -440,6 +488,7 @@ int main(void)
     tcase_add_test(tc, parser_depth);
     tcase_add_test(tc, readers_int64);
     tcase_add_test(tc, readers_bytes_bool_enum);
+    tcase_add_test(tc, readers_enum_text);
     suite_add_tcase(s, tc);
     tc = tcase_create("messages");
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -133,6 +133,9 @@ bool codec_decode_span(struct jdec *d, const struct jv *o, struct kv_span *s);
 ms_err codec_decode_range(struct jdec *d, const struct jv *root, struct kv_range_req *r);
 ms_err codec_decode_put(struct jdec *d, const struct jv *root, struct kv_put_req *r);
 ms_err codec_decode_del(struct jdec *d, const struct jv *root, struct kv_del_req *r);
+/* Each nested txn opens three JSON containers ({"success":[{"request_txn":), so the parser's
+ * 10000 allow no deeper nesting; the log entry codec accepts the same (srv_codec.c). */
+#define CODEC_MAX_TXN_DEPTH 3333
 ms_err codec_decode_txn(struct jdec *d, const struct jv *root, struct kv_txn_req *r, int depth);
 ms_err codec_decode_compact(struct jdec *d, const struct jv *root, struct srv_compact_req *r);
 

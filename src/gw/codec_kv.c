@@ -192,8 +192,10 @@ static bool decode_ops(struct jdec *d, const struct jv *v, struct kv_op **ops, s
 
 ms_err codec_decode_txn(struct jdec *d, const struct jv *o, struct kv_txn_req *r, int depth)
 {
+    /* etcd has no depth cap of its own: each level takes at least one op of the txn's budget
+     * (kv_check_txn answers "too many operations"). This cap cannot be reached through JSON. */
     memset(r, 0, sizeof(*r));
-    if (depth > 32)
+    if (depth > CODEC_MAX_TXN_DEPTH)
         return jdec_fail(d, "etcdserver: transactions nested too deeply"), bad(d);
     const struct jv *items;
     if (!jdec_arr(d, jv_field(o, "compare", NULL), &items, &r->n_cmps))

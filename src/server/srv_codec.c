@@ -12,7 +12,7 @@
 #include <string.h>
 
 #define ENTRY_V1       1
-#define MAX_TXN_DEPTH  32
+#define MAX_TXN_DEPTH  3333
 #define MAX_LIST_COUNT 1000000
 
 static void put_i64(struct buf *b, int64_t v)

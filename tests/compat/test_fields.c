@@ -425,6 +425,15 @@ START_TEST(every_field_every_type)
         m.path = FIXED[i][0];
         compare(ports, &m, FIXED[i][1], "", "", &t);
     }
+    /* Nested txns up to the op budget and past it. */
+    static const size_t levels[] = {32, 33, 127, 128, 129};
+    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+        struct msg m = fixed;
+        m.path = "/v3/kv/txn";
+        char *deep = tu_nested("", levels[i], "{\"success\":[{\"request_txn\":", "{}", "}]}", "");
+        compare(ports, &m, deep, "", "", &t);
+        free(deep);
+    }
     etcd_stop(pid);
     tu_server_stop(&ms);
     tu_rmtree(dir);

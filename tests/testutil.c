@@ -2,6 +2,7 @@
 #define _XOPEN_SOURCE 700
 #include "testutil.h"
 
+#include <dirent.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,4 +108,20 @@ char *tu_nested(const char *pre, size_t n, const char *open, const char *inner, 
         memcpy(s + o, close, lc);
     sprintf(s + o, "%s", post);
     return s;
+}
+
+int tu_open_fds(int pid)
+{
+    char path[64];
+    if (pid > 0)
+        snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+    else
+        snprintf(path, sizeof(path), "/proc/self/fd");
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
 }

@@ -27,6 +27,9 @@ void tu_b64(const char *s, char *out);
 /* The decimal text of this server's member ID (from /v3/cluster/member/list) into out. */
 void tu_member_id(int port, char *out, size_t cap);
 
+/* How many file descriptors process pid (0: this process) has open, from /proc. */
+int tu_open_fds(int pid);
+
 /* Compare a byte string with a C string. */
 int tu_bytes_eq(const uint8_t *p, size_t n, const char *s);
 

@@ -5,7 +5,6 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -623,25 +622,12 @@ START_TEST(fd_limit_raised)
 }
 END_TEST
 
-static int server_fds(void)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", srv.pid);
-    DIR *d = opendir(path);
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 /* Out of descriptors with idle connections holding them all: a new client is served within a
  * few seconds (not at the idle timeout), and the log gets no line per retry. */
 START_TEST(out_of_fds)
 {
     enum { IDLE = 64 };
-    rlim_t lim = (rlim_t)server_fds() + 24;
+    rlim_t lim = (rlim_t)tu_open_fds(srv.pid) + 24;
     struct rlimit rl = {lim, lim};
     ck_assert_int_eq(prlimit(srv.pid, RLIMIT_NOFILE, &rl, NULL), 0);
     int idle[IDLE];
@@ -688,7 +674,7 @@ START_TEST(conns_leave_fds_for_storage)
     setenv("METASTORE_WAL_SEGMENT_BYTES", "65536", 1); /* this test's process only */
     tu_server_start(&srv, NULL);
     unsetenv("METASTORE_WAL_SEGMENT_BYTES");
-    rlim_t lim = (rlim_t)server_fds() + 48;
+    rlim_t lim = (rlim_t)tu_open_fds(srv.pid) + 48;
     struct rlimit rl = {lim, lim};
     ck_assert_int_eq(prlimit(srv.pid, RLIMIT_NOFILE, &rl, NULL), 0);
     tu_sleep_ms(1200); /* the server reads its limit again once a second */

@@ -6,7 +6,6 @@
 #include "testutil.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -829,17 +828,6 @@ static int cap_client(int port)
     return 0;
 }
 
-static int open_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 /* Under a small descriptor limit, connections beyond the cap are refused and the server keeps
  * descriptors to open files with; new clients against busy ones cost one scan per 100 ms. */
 START_TEST(server_fd_cap)
@@ -847,7 +835,7 @@ START_TEST(server_fd_cap)
     struct rlimit was, low;
     ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &was), 0);
     low = was;
-    low.rlim_cur = (rlim_t)open_fds() + 48;
+    low.rlim_cur = (rlim_t)tu_open_fds(0) + 48;
     ck_assert_uint_le(low.rlim_cur, was.rlim_max);
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
     int rc = serve_client(&LIM, cap_handler, cap_client, 30);

@@ -27,7 +27,7 @@ struct lease_mgr;
 struct lease_info {
     int64_t id;
     int64_t ttl;          /* granted TTL, seconds */
-    int64_t remaining_ms; /* until expiry (primary); ttl * 1000 otherwise */
+    int64_t remaining_ms; /* until expiry (primary; 0 once expired); ttl * 1000 otherwise */
     size_t n_keys;
 };
 

@@ -201,7 +201,9 @@ bool lease_mgr_get(const struct lease_mgr *m, int64_t id, uint64_t now_ms, struc
     out->id = id;
     out->ttl = l->ttl;
     out->n_keys = l->n_keys;
-    if (l->expiry_ms == UINT64_MAX)
+    if (l->handed_out)
+        out->remaining_ms = 0; /* expired, its revoke on the way (expiry_ms is the retry) */
+    else if (l->expiry_ms == UINT64_MAX)
         out->remaining_ms = l->ttl * 1000;
     else
         out->remaining_ms = l->expiry_ms > now_ms ? (int64_t)(l->expiry_ms - now_ms) : 0;

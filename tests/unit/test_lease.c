@@ -195,8 +195,11 @@ START_TEST(keepalive_holds_then_expires_at_ttl)
     ck_assert_int_eq(li.remaining_ms, 0);
     ck_assert_uint_eq(lease_mgr_expired(m, last + 3000, 3000, ids, 4), 1);
     ck_assert_int_eq(ids[0], 10);
-    /* Its revoke is on its way: a late keepalive finds nothing. */
+    /* Its revoke is on its way: a late keepalive finds nothing, and time-to-live says no time
+     * is left (not the wait before the revoke is retried). */
     ck_assert_int_eq(lease_mgr_renew(m, 10, last + 3001, &g), MS_E_LEASE_NOT_FOUND);
+    ck_assert(lease_mgr_get(m, 10, last + 3001, &li));
+    ck_assert_int_eq(li.remaining_ms, 0);
 }
 END_TEST
 

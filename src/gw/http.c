@@ -1165,11 +1165,12 @@ static int refuse_one(struct http_server *s, int lfd)
     if (s->reserve_fd < 0)
         return -1;
     close(s->reserve_fd);
+    s->reserve_fd = -1;
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     int err = errno;
     if (fd >= 0)
         close(fd);
-    s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    reserve_fd_retry(s);
     if (fd >= 0)
         return 1;
     return err == EAGAIN || err == EWOULDBLOCK ? 0 : -1;
@@ -1301,7 +1302,8 @@ struct http_server *http_server_create(struct event_base *base, const struct htt
     s->lim = *lim;
     s->fn = fn;
     s->ctx = ctx;
-    s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s->reserve_fd = -1;
+    reserve_fd_retry(s);
     fd_cap_update(s);
     s->reap_ev = event_new(base, -1, 0, on_reap, s);
     s->sweep_ev = event_new(base, -1, EV_PERSIST, on_sweep, s);

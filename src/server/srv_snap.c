@@ -520,6 +520,17 @@ static ms_err env_index(const struct srv *s, const char *dir, uint64_t *index, b
     return e;
 }
 
+/* Rename from to to inside member/ and make it durable; logs and returns MS_E_IO on failure.
+ * how says what the move is ("to" or "back to") in that log line. */
+static ms_err move_synced(const char *member, const char *from, const char *to, const char *how)
+{
+    if (rename(from, to) != 0 || fs_sync_dir(member) != MS_OK) {
+        log_error("cannot move %s %s %s: %s", from, how, to, strerror(errno));
+        return MS_E_IO;
+    }
+    return MS_OK;
+}
+
 /* Move the environment at dir to member/db.discarded, where it is kept for the operator. One
  * set aside before is replaced (each start keeps the last one). */
 static ms_err set_aside(const struct srv *s, const char *dir)
@@ -535,10 +546,8 @@ static ms_err set_aside(const struct srv *s, const char *dir)
             return MS_E_IO;
         }
     }
-    if (rename(dir, discarded) != 0 || fs_sync_dir(member) != MS_OK) {
-        log_error("cannot move %s to %s: %s", dir, discarded, strerror(errno));
+    if (move_synced(member, dir, discarded, "to") != MS_OK)
         return MS_E_IO;
-    }
     log_warn("moved %s aside to %s", dir, discarded);
     return MS_OK;
 }
@@ -588,12 +597,8 @@ static ms_err settle_old(const struct srv *s, uint64_t *index)
         log_warn("%s cannot be read and %s holds applied index %llu: an interrupted defragment "
                  "left the store in %s; it goes back to %s",
                  db, old, (unsigned long long)i_old, old, db);
-    if ((e = set_aside(s, db)) != MS_OK)
+    if ((e = set_aside(s, db)) != MS_OK || (e = move_synced(member, old, db, "back to")) != MS_OK)
         return e;
-    if (rename(old, db) != 0 || fs_sync_dir(member) != MS_OK) {
-        log_error("cannot move %s back to %s: %s", old, db, strerror(errno));
-        return MS_E_IO;
-    }
     *index = i_old;
     return MS_OK;
 }
@@ -623,10 +628,8 @@ ms_err srv_defrag_recover(struct srv *s)
     member_path(s, "db.defrag", tmp, sizeof(tmp));
     bool have_db = stat(db, &sb) == 0, have_old = stat(old, &sb) == 0;
     if (!have_db && have_old) {
-        if (rename(old, db) != 0 || fs_sync_dir(member) != MS_OK) {
-            log_error("cannot move %s back to %s: %s", old, db, strerror(errno));
+        if (move_synced(member, old, db, "back to") != MS_OK)
             return MS_E_IO;
-        }
         log_warn("an interrupted defragment left the store in %s: moved back to %s", old, db);
         have_db = true;
     } else if (have_db && have_old) {

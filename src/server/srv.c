@@ -1,6 +1,7 @@
 /* srv.c - server lifecycle and the request entry points (submit, cancel, status).
  *
- * Owns the backend, the kv store, the wait table, the one-member log and the loop events.
+ * Owns the backend, the kv store, the wait table and the loop events; the Raft node
+ * (srv_node.c) owns the log.
  * Requests enter through srv_submit only; they complete in srv_ready.c. Nothing here blocks
  * except opening the data directory at start.
  */
@@ -75,21 +76,24 @@ static ms_err open_backend(struct srv *s)
     return s->be ? MS_OK : err;
 }
 
-/* Read the applied index and the persistent identity (member and cluster IDs). Without one in
- * the backend (*have_id false), the IDs are derived from the flags: open_wal then settles them. */
-static ms_err load_identity(struct srv *s, uint64_t *legacy_term, bool *have_id)
+/* Read what the backend holds about the log (applied index, term, configuration) and the
+ * persistent identity (member and cluster IDs). Without one in the backend (d->have_id false),
+ * the IDs are derived from the flags: settle_identity then takes the WAL's if it has them. */
+static ms_err load_durable(struct srv *s, struct srv_durable *d)
 {
     bool found;
     ms_err e;
-    if ((e = meta_u64(s->wtxn, SRV_META_CONSISTENT_INDEX, &s->applied, &found)))
+    memset(d, 0, sizeof(*d));
+    if ((e = meta_u64(s->wtxn, SRV_META_CONSISTENT_INDEX, &d->applied, &found)) ||
+        (e = meta_u64(s->wtxn, SRV_META_CONSISTENT_TERM, &d->applied_term, &found)) ||
+        (e = meta_u64(s->wtxn, SRV_META_TERM, &d->legacy_term, &found)) ||
+        (e = srv_conf_get(s->wtxn, &d->conf, &d->have_conf)))
         return e;
-    s->committed = s->applied;
-    s->last_index = s->applied;
-    if ((e = meta_u64(s->wtxn, SRV_META_TERM, legacy_term, &found)))
-        return e;
+    s->applied = s->committed = d->applied;
+    s->applied_term = d->applied_term;
     if ((e = meta_u64(s->wtxn, SRV_META_MEMBER_ID, &s->member_id, &found)))
         return e;
-    *have_id = found;
+    d->have_id = found;
     if (!found) {
         uint64_t h = fnv1a(0xcbf29ce484222325ULL, s->cfg.initial_cluster_token);
         for (size_t i = 0; i < s->cfg.n_initial_advertise_peer; i++)
@@ -108,26 +112,6 @@ static ms_err load_identity(struct srv *s, uint64_t *legacy_term, bool *have_id)
     return MS_OK;
 }
 
-/* The WAL segment size: METASTORE_WAL_SEGMENT_BYTES in the environment (at least 4 KiB), so
- * that tests see segments roll and go without writing 64 MiB each; else the default. */
-static uint64_t wal_segment_bytes(void)
-{
-    const char *v = getenv("METASTORE_WAL_SEGMENT_BYTES");
-    if (!v || !*v)
-        return 0;
-    char *end;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (errno || *end || n < 4096) {
-        log_warn("ignoring METASTORE_WAL_SEGMENT_BYTES=%s: want a byte count of at least 4096", v);
-        return 0;
-    }
-    return n;
-}
-
-/* The WAL's metadata: the member ID and the cluster ID, big-endian. */
-#define SRV_WAL_META_LEN 16
-
 /* Without an identity in the backend, take the one the WAL was created with: the memory
  * backend keeps it only from its first snapshot on, and a restart with other peer URLs must
  * not change it (an alarm names the member). Then the backend holds it too. */
@@ -141,45 +125,21 @@ static ms_err settle_identity(struct srv *s, const struct wal_log *log)
     return e ? e : meta_put_u64(s->wtxn, SRV_META_CLUSTER_ID, s->cluster_id);
 }
 
-/* Open the WAL, replay what the backend lacks, and start a new term (each start is an election
- * of this one member), durable before anything is served. */
-static ms_err open_wal(struct srv *s, uint64_t legacy_term, bool have_id)
+/* Open the WAL, settle the identity, and start the Raft node from what is durable: it applies
+ * what the backend lacks and elects this member before anything is served. */
+static ms_err open_node(struct srv *s, const struct srv_durable *d)
 {
-    char dir[4200];
-    uint8_t meta[SRV_WAL_META_LEN];
     struct wal_log log;
-    snprintf(dir, sizeof(dir), "%s/member/wal", s->cfg.data_dir);
-    be64_put(meta, s->member_id);
-    be64_put(meta + 8, s->cluster_id);
-    ms_err e =
-        wal_open(dir, s->applied + 1, meta, sizeof(meta), wal_segment_bytes(), &s->wal, &log);
-    if (e) {
-        log_error("cannot open the WAL in %s: %s", dir, ms_err_name(e));
-        return e;
-    }
-    if (!have_id && (e = settle_identity(s, &log)) != MS_OK) {
-        log_error("cannot record the member identity: %s", ms_err_name(e));
-        wal_log_fini(&log);
-        return e;
-    }
-    if (log.n_entries && log.entries[log.n_entries - 1].index > s->last_index)
-        s->last_index = log.entries[log.n_entries - 1].index;
-    if (log.n_entries && log.entries[0].index > s->applied + 1) {
-        log_error("the WAL starts at entry %llu but the store has only applied %llu: entries are "
-                  "missing",
-                  (unsigned long long)log.entries[0].index, (unsigned long long)s->applied);
-        wal_log_fini(&log);
-        return MS_E_DATA_CORRUPT;
-    }
-    s->term = (log.hs.term > legacy_term ? log.hs.term : legacy_term) + 1;
-    e = srv_recover(s, &log);
-    wal_log_fini(&log);
+    /* From the applied entry itself: its term is the in-memory log's base. */
+    ms_err e = srv_node_wal_open(s, d->applied ? d->applied : 1, &log);
     if (e)
         return e;
-    struct raft_hard_state hs = {.term = s->term, .vote = s->member_id, .commit = s->last_index};
-    if ((e = wal_append(s->wal, &hs, NULL, 0)) || (e = wal_sync(s->wal)))
-        return e;
-    return MS_OK;
+    if (!d->have_id && (e = settle_identity(s, &log)) != MS_OK)
+        log_error("cannot record the member identity: %s", ms_err_name(e));
+    if (!e)
+        e = srv_node_start(s, &log, d);
+    wal_log_fini(&log);
+    return e;
 }
 
 /* Remove the records of a compaction that is applied but not yet carried out (replayed from
@@ -224,23 +184,21 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         log_error("cannot restore the key-value store: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    uint64_t legacy_term = 0;
-    bool have_id = false;
+    struct srv_durable d;
     if ((*err = srv_alarms_load(s)) != MS_OK) {
         log_error("cannot read the alarms: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    if ((*err = load_identity(s, &legacy_term, &have_id)) != MS_OK) {
+    if ((*err = load_durable(s, &d)) != MS_OK) {
         log_error("cannot read server metadata: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    s->ready_ev = event_new(base, -1, 0, srv_on_ready, s);
     s->compact_ev = evtimer_new(base, srv_on_compact, s);
     s->commit_ev = evtimer_new(base, srv_on_commit, s);
     s->copy_ev = evtimer_new(base, srv_on_copy, s);
     s->compactor_ev = event_new(base, -1, EV_PERSIST, srv_on_compactor, s);
     s->lease_ev = evtimer_new(base, srv_on_lease, s);
-    if (!s->ready_ev || !s->compact_ev || !s->commit_ev || !s->copy_ev || !s->compactor_ev ||
+    if (!s->compact_ev || !s->commit_ev || !s->copy_ev || !s->compactor_ev ||
         !s->lease_ev) {
         *err = MS_E_NOMEM;
         goto out_destroy;
@@ -250,18 +208,11 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         log_error("cannot load the leases: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    if ((*err = open_wal(s, legacy_term, have_id)) != MS_OK)
+    if ((*err = srv_watch_init(s)) != MS_OK)
+        goto out_destroy;
+    if ((*err = open_node(s, &d)) != MS_OK)
         goto out_destroy;
     if ((*err = finish_compaction(s)) != MS_OK)
-        goto out_destroy;
-    if (wal_sync_fd(s->wal) >= 0) {
-        s->sync_ev = event_new(base, wal_sync_fd(s->wal), EV_READ | EV_PERSIST, srv_on_synced, s);
-        if (!s->sync_ev || event_add(s->sync_ev, NULL) != 0) {
-            *err = MS_E_NOMEM;
-            goto out_destroy;
-        }
-    }
-    if ((*err = srv_watch_init(s)) != MS_OK)
         goto out_destroy;
     srv_commit(s);
     srv_lease_promote(s);
@@ -276,7 +227,7 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
              "applied-index=%llu term=%llu",
              MS_VERSION, s->cfg.name, s->be->ops->name, s->cfg.data_dir,
              (long long)kv_current_rev(s->kv), (unsigned long long)s->applied,
-             (unsigned long long)s->term);
+             (unsigned long long)s->node.term);
     return s;
 
 out_destroy:
@@ -302,12 +253,8 @@ void srv_destroy(struct srv *s)
         if (!e && s->be)
             be_sync(s->be);
     }
+    srv_node_close(s);
     srv_watch_fini(s);
-    if (s->sync_ev)
-        event_free(s->sync_ev);
-    wal_close(s->wal);
-    if (s->ready_ev)
-        event_free(s->ready_ev);
     if (s->compact_ev)
         event_free(s->compact_ev);
     if (s->commit_ev)
@@ -323,37 +270,13 @@ void srv_destroy(struct srv *s)
     be_close(s->be);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
-    for (size_t i = 0; i < s->n_log; i++)
-        free(s->log[i].data);
-    free(s->log);
-    for (size_t i = 0; i < s->n_unsynced; i++)
-        free(s->unsynced[i].data);
-    free(s->unsynced);
-    free(s->reads);
+    srv_reads_fini(s);
     free(s->compact_waiters);
     free(s->dones);
     wait_fini(&s->waits);
     arena_destroy(s->scratch);
     buf_fini(&s->enc);
     free(s);
-}
-
-void srv_wake(struct srv *s)
-{
-    if (!s->ready_pending) {
-        s->ready_pending = true;
-        event_active(s->ready_ev, EV_TIMEOUT, 1);
-    }
-}
-
-bool srv_push_id(uint64_t **v, size_t *n, size_t *cap, uint64_t id)
-{
-    uint64_t *nv = ms_grow(*v, cap, *n + 1, sizeof(*nv), 16);
-    if (!nv)
-        return false;
-    *v = nv;
-    (*v)[(*n)++] = id;
-    return true;
 }
 
 static bool ops_read_only(const struct kv_op *ops, size_t n)
@@ -406,18 +329,7 @@ ms_err srv_propose(struct srv *s, const struct srv_req *req, uint64_t id)
     /* etcd refuses a raft request bigger than --max-request-bytes. */
     if (s->enc.len > s->cfg.max_request_bytes)
         return MS_E_REQUEST_TOO_LARGE;
-    struct srv_entry *l = ms_grow(s->log, &s->cap_log, s->n_log + 1, sizeof(*l), 64);
-    if (!l)
-        return MS_E_NOMEM;
-    s->log = l;
-    uint8_t *data = malloc(s->enc.len);
-    if (!data)
-        return MS_E_NOMEM;
-    memcpy(data, s->enc.p, s->enc.len);
-    s->log[s->n_log++] =
-        (struct srv_entry){.index = ++s->last_index, .data = data, .len = s->enc.len};
-    srv_wake(s);
-    return MS_OK;
+    return srv_node_propose(s, s->enc.p, s->enc.len);
 }
 
 ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, void *ctx,
@@ -431,7 +343,7 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
     bool is_read = req->type == SRV_REQ_RANGE ||
                    (req->type == SRV_REQ_TXN && srv_txn_is_read_only(&req->u.txn));
     if (is_read) {
-        if (!srv_push_id(&s->reads, &s->n_reads, &s->cap_reads, rid))
+        if (!srv_reads_push(s, rid))
             return MS_E_NOMEM;
     } else {
         struct srv_req with_id;
@@ -499,7 +411,7 @@ void srv_header(struct srv *s, struct srv_header *h)
     h->cluster_id = s->cluster_id;
     h->member_id = s->member_id;
     h->revision = kv_current_rev(s->kv);
-    h->raft_term = s->term;
+    h->raft_term = s->node.term;
 }
 
 void srv_status(struct srv *s, struct srv_status *st)
@@ -510,9 +422,11 @@ void srv_status(struct srv *s, struct srv_status *st)
     st->revision = kv_current_rev(s->kv);
     st->db_size = bs.size_bytes;
     st->db_size_in_use = bs.in_use_bytes;
-    st->leader = s->member_id;
-    st->raft_index = s->last_index;
-    st->raft_term = s->term;
+    struct srv_node_status ns;
+    srv_node_status(s, &ns);
+    st->leader = ns.lead;
+    st->raft_index = ns.commit;
+    st->raft_term = ns.term;
     st->raft_applied_index = s->applied;
 }
 

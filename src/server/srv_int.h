@@ -8,19 +8,15 @@
 #include "metastore/kv.h"
 #include "metastore/lease.h"
 #include "metastore/metrics.h"
+#include "metastore/raft.h"
 #include "metastore/srv.h"
 #include "metastore/wal.h"
 #include "metastore/watch.h"
 #include "wait.h"
 
-#include <event2/event.h>
+#include "metastore/grow.h"
 
-/* An entry of the one-member log that stands in for raft until the core is wired in. */
-struct srv_entry {
-    uint64_t index;
-    uint8_t *data; /* owned */
-    size_t len;
-};
+#include <event2/event.h>
 
 /* A caller to complete once the batch is durable. */
 struct srv_done {
@@ -89,6 +85,50 @@ void srv_compactor_init(struct srv_compactor *c, bool revision_mode, uint64_t re
 /* The revision to compact to now, or 0. */
 int64_t srv_compactor_tick(struct srv_compactor *c, uint64_t now_ms, int64_t current_rev);
 
+/* This member's Raft node (srv_node.c). */
+struct srv_node {
+    struct raft *raft;
+    struct raft_mem *mem; /* the stable log as the core reads it: entries after a base */
+    struct wal *wal;
+    struct raft_ready rd; /* outstanding while rd_out: its sync is in flight */
+    bool rd_out;
+    bool ready_pending;     /* ready_ev is active for this loop turn */
+    struct event *ready_ev; /* the ready step */
+    struct event *sync_ev;  /* the WAL's asynchronous sync completed */
+    struct event *tick_ev;
+    uint64_t tick_ms; /* monotonic time of the last whole tick */
+    uint64_t term;    /* as persisted */
+    uint64_t lead;
+    enum raft_role role;
+    uint64_t leader_changes; /* leaders seen (etcd_server_leader_changes_seen_total) */
+};
+
+/* What the backend holds about the log at start (srv.c reads it, srv_node.c starts from it). */
+struct srv_durable {
+    uint64_t applied;      /* consistent index */
+    uint64_t applied_term; /* its term; 0 if the data directory predates recording it */
+    uint64_t legacy_term;  /* the term recorded before the WAL existed */
+    bool have_conf;
+    struct raft_conf_state conf; /* the configuration at the applied index */
+    bool have_id;                /* the member and cluster IDs are in the backend */
+};
+
+struct srv_node_status {
+    uint64_t term;
+    uint64_t commit;
+    uint64_t last_index;
+    uint64_t lead;
+    bool is_leader;
+    struct raft_conf_state conf;
+};
+
+/* Reads waiting for the next ready step (srv_read.c), ids in arrival order. */
+struct srv_reads {
+    uint64_t *ids;
+    size_t n;
+    size_t cap;
+};
+
 struct srv {
     struct event_base *base;
     struct cfg cfg;
@@ -96,7 +136,7 @@ struct srv {
     struct be_txn *wtxn; /* the one write txn: every read and apply goes through it */
     struct kv_store *kv;
     int lock_fd; /* exclusive lock on the data directory */
-    struct wal *wal;
+    struct srv_node node;
     bool lazy_commit;   /* LMDB: commit on a timer; the WAL carries durability meanwhile */
     uint64_t committed; /* highest index durable in the backend */
     struct event *commit_ev;
@@ -117,29 +157,12 @@ struct srv {
     struct srv_op_waiter ops_waiting[SRV_MAX_OPS];
     size_t n_ops_waiting;
 
-    struct event *ready_ev;
-    bool ready_pending;
     struct event *compact_ev;
-
-    /* One-member log: proposals not yet applied. */
-    struct srv_entry *log;
-    size_t n_log;
-    size_t cap_log;
-    /* Entries in the WAL, waiting for their fdatasync (the first n_in_flight of them are
-     * covered by the one in flight), in index order. */
-    struct srv_entry *unsynced;
-    size_t n_unsynced;
-    size_t cap_unsynced;
-    size_t n_in_flight;
-    struct event *sync_ev; /* the WAL's asynchronous sync completed */
-    uint64_t last_index;   /* last index handed out */
     uint64_t applied;      /* last applied index (consistent index) */
-    uint64_t term;
+    uint64_t applied_term; /* its term */
 
     struct wait waits;
-    uint64_t *reads; /* ids of queued reads, FIFO */
-    size_t n_reads;
-    size_t cap_reads;
+    struct srv_reads reads;
     uint64_t *compact_waiters; /* ids waiting for a physical compaction to finish */
     size_t n_compact_waiters;
     size_t cap_compact_waiters;
@@ -159,11 +182,36 @@ struct srv {
     uint64_t cluster_id;
 };
 
+/* srv_node.c */
 /* Mark the ready step to run once in this loop turn. */
 void srv_wake(struct srv *s);
 void srv_on_ready(evutil_socket_t fd, short what, void *arg);
 void srv_on_synced(evutil_socket_t fd, short what, void *arg);
-void srv_on_compact(evutil_socket_t fd, short what, void *arg);
+/* Open the WAL (entries from index from on) into *log, settling nothing yet. */
+ms_err srv_node_wal_open(struct srv *s, uint64_t from, struct wal_log *log);
+/* Rebuild the node from log and d, elect it and apply the log (bounded, blocking: at start). */
+ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv_durable *d);
+void srv_node_close(struct srv *s);
+/* Hand data (a request entry) to the core; a dropped proposal's error is returned. */
+ms_err srv_node_propose(struct srv *s, const uint8_t *data, size_t len);
+void srv_node_status(const struct srv *s, struct srv_node_status *st);
+/* srv_read.c */
+bool srv_reads_push(struct srv *s, uint64_t id);
+void srv_reads_take(struct srv *s, struct srv_reads *out);
+void srv_reads_serve(struct srv *s, struct srv_reads *r);
+void srv_reads_fini(struct srv *s);
+/* Serve a read (range or read-only txn) against the current state. */
+ms_err srv_read(struct srv *s, const struct srv_req *req, struct srv_result *res);
+
+static inline bool srv_push_id(uint64_t **v, size_t *n, size_t *cap, uint64_t id)
+{
+    uint64_t *nv = ms_grow(*v, cap, *n + 1, sizeof(*nv), 16);
+    if (!nv)
+        return false;
+    *v = nv;
+    (*v)[(*n)++] = id;
+    return true;
+}
 
 /* LMDB's map size, its hard limit. The quota alarm fires at --quota-backend-bytes; the headroom
  * above it lets deletes, compaction and the alarm itself still be written (copy-on-write pages)
@@ -183,17 +231,18 @@ struct kv_write;
 ms_err srv_write_finish(struct srv *s, struct kv_write *w, ms_err e);
 /* Apply one decoded entry at index; *res is filled when the caller waits for it. */
 ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struct srv_result *res);
-/* Serve a read (range or read-only txn) against the current state. */
-ms_err srv_read(struct srv *s, const struct srv_req *req, struct srv_result *res);
+/* Apply committed entries (durable, in index order) and answer their writers. */
+void srv_apply_committed(struct srv *s, const struct raft_entry *ents, size_t n);
+/* The configuration recorded with the applied index (SRV_META_CONF_STATE). */
+ms_err srv_conf_put(struct be_txn *t, const struct raft_conf_state *cs);
+ms_err srv_conf_get(struct be_txn *t, struct raft_conf_state *cs, bool *found);
+void srv_on_compact(evutil_socket_t fd, short what, void *arg);
 /* Commit the write txn and open the next one; the backend then holds everything applied, so
  * the WAL can be released below it. Fatal on failure. */
 void srv_commit(struct srv *s);
-/* Replay the WAL entries past the consistent index (at start). */
-ms_err srv_recover(struct srv *s, const struct wal_log *log);
 void srv_on_commit(evutil_socket_t fd, short what, void *arg);
 void srv_on_compactor(evutil_socket_t fd, short what, void *arg);
-bool srv_push_id(uint64_t **v, size_t *n, size_t *cap, uint64_t id);
-/* Append req to the log as the next entry (id: the caller to complete, 0 for none). */
+/* Propose req as the next entry (id: the caller to complete, 0 for none). */
 ms_err srv_propose(struct srv *s, const struct srv_req *req, uint64_t id);
 /* srv_lease.c */
 ms_err srv_lease_open(struct srv *s);
@@ -233,7 +282,12 @@ void srv_watch_fini(struct srv *s);
 /* Arm the catch-up timer if the hub has unsynced watchers. */
 void srv_watch_kick(struct srv *s);
 
+/* The WAL's metadata: the member ID and the cluster ID, big-endian. */
+#define SRV_WAL_META_LEN 16
+
 #define SRV_META_CONSISTENT_INDEX "consistent_index"
+#define SRV_META_CONSISTENT_TERM  "consistent_term"
+#define SRV_META_CONF_STATE       "conf_state"
 #define SRV_META_TERM             "term" /* before the WAL existed; read once, then the WAL */
 #define SRV_META_MEMBER_ID        "member_id"
 #define SRV_META_CLUSTER_ID       "cluster_id"

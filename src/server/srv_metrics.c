@@ -20,7 +20,9 @@ void srv_metrics_text(struct srv *s, struct buf *b)
 {
     struct wal_stats ws;
     struct be_stats bs;
-    wal_get_stats(s->wal, &ws);
+    wal_get_stats(s->node.wal, &ws);
+    struct srv_node_status ns;
+    srv_node_status(s, &ns);
     be_stats(s->be, &bs);
     metrics_write_hist(b, "etcd_disk_wal_fsync_duration_seconds",
                        "The latency distributions of fsync called by WAL.", &ws.fsync_seconds);
@@ -54,12 +56,13 @@ void srv_metrics_text(struct srv *s, struct buf *b)
     counter(b, "etcd_server_proposals_failed_total", "The total number of failed proposals seen.",
             s->ctr.proposals_failed);
     gauge(b, "etcd_server_proposals_pending", "The current number of pending proposals to commit.",
-          (double)(s->n_log + s->n_unsynced));
+          (double)(ns.last_index > s->applied ? ns.last_index - s->applied : 0));
     gauge(b, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
-          1);
+          ns.lead != 0);
     gauge(b, "etcd_server_is_leader",
-          "Whether or not this member is a leader. 1 if is, 0 otherwise.", 1);
-    counter(b, "etcd_server_leader_changes_seen_total", "The number of leader changes seen.", 1);
+          "Whether or not this member is a leader. 1 if is, 0 otherwise.", ns.is_leader);
+    counter(b, "etcd_server_leader_changes_seen_total", "The number of leader changes seen.",
+            s->node.leader_changes);
     metrics_write_help(b, "etcd_server_version", "gauge",
                        "Which version is running. 1 for 'server_version' label with current "
                        "version.");

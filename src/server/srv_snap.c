@@ -169,7 +169,7 @@ static ms_err copy_start(struct srv *s, const struct srv_op *op, struct srv_copy
     c->kind = op->kind;
     c->waiter = op->waiter;
     c->hdr = (struct snap_header){
-        .index = s->applied, .term = s->term, .revision = kv_current_rev(s->kv)};
+        .index = s->applied, .term = s->applied_term, .revision = kv_current_rev(s->kv)};
     kv_rev_encode((struct kv_rev){kv_current_rev(s->kv) + 1, 0}, false, c->bound, &c->bound_len);
     char dir[4200];
     snap_dir(s, dir, sizeof(dir));
@@ -353,13 +353,14 @@ static void finish(struct srv *s, struct srv_copy *c)
         c->w = NULL;
         if (e)
             break;
-        struct raft_snapshot_meta m = {.index = c->hdr.index,
-                                       .term = c->hdr.term,
-                                       .conf = {.n_voters = 1, .voters = {s->member_id}}};
-        if ((e = wal_append_snapshot(s->wal, &m)) || (e = wal_sync(s->wal)))
+        struct srv_node_status ns;
+        srv_node_status(s, &ns);
+        struct raft_snapshot_meta m = {.index = c->hdr.index, .term = c->hdr.term, .conf = ns.conf};
+        if ((e = wal_append_snapshot(s->node.wal, &m)) || (e = wal_sync(s->node.wal)))
             ms_fatal("wal: cannot record snapshot %llu: %s", (unsigned long long)m.index,
                      ms_err_name(e));
-        if ((e = wal_release_before(s->wal, m.index + 1)) != MS_OK)
+        /* The entry at the snapshot's index stays: the log's base at the next start. */
+        if ((e = wal_release_before(s->node.wal, m.index)) != MS_OK)
             log_warn("wal: releasing segments below %llu failed", (unsigned long long)m.index);
         s->last_snap_index = m.index;
         prune_snapshots(s);
@@ -684,14 +685,17 @@ struct restore_ctx {
     struct snap_writer *w; /* memory: write the file the server loads at start */
 };
 
-/* A restored store gets the identity of the node it is restored on, and no alarms (etcd does
- * the same: the old cluster's members must not mistake it for one of theirs). */
+/* A restored store gets the identity of the node it is restored on, no alarms, and neither the
+ * old cluster's configuration nor its term (etcd does the same: it starts a new cluster, whose
+ * members must not mistake it for one of theirs). */
 static ms_err restore_record(void *ctx, enum be_bucket b, const uint8_t *k, size_t kl,
                              const uint8_t *v, size_t vl)
 {
     struct restore_ctx *rc = ctx;
-    if (b == BE_BUCKET_ALARM || (b == BE_BUCKET_META && (meta_is(k, kl, SRV_META_MEMBER_ID) ||
-                                                         meta_is(k, kl, SRV_META_CLUSTER_ID))))
+    if (b == BE_BUCKET_ALARM ||
+        (b == BE_BUCKET_META &&
+         (meta_is(k, kl, SRV_META_MEMBER_ID) || meta_is(k, kl, SRV_META_CLUSTER_ID) ||
+          meta_is(k, kl, SRV_META_CONF_STATE) || meta_is(k, kl, SRV_META_CONSISTENT_TERM))))
         return MS_OK;
     if (rc->w)
         return snap_writer_put(rc->w, b, k, kl, v, vl);

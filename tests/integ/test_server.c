@@ -204,6 +204,72 @@ START_TEST(memory_backend)
 }
 END_TEST
 
+/* The Raft core runs the member: a new member bootstraps its configuration at term 1 and elects
+ * itself at term 2 (etcd's single member answers raft_term 2 too); every start is an election
+ * (term + 1) whose no-op entry takes one index; each write takes one index; the member leads. */
+static void raft_state(int port, long *term, long *index, long *applied)
+{
+    struct tu_resp r;
+    tu_http(port, "POST", "/v3/maintenance/status", "{}", &r);
+    const char *st = r.body;
+    char member[32], want[64];
+    tu_member_id(port, member, sizeof(member));
+    snprintf(want, sizeof(want), "\"leader\":\"%s\"", member);
+    ck_assert_msg(strstr(st, want) != NULL, "%s", st);
+    *term = tu_json_num(st, "raftTerm", -1);
+    *index = tu_json_num(st, "raftIndex", -1);
+    *applied = tu_json_num(st, "raftAppliedIndex", -1);
+    ck_assert_msg(tu_json_num(st, "raft_term", -1) == *term, "%s", st);
+    tu_resp_free(&r);
+}
+
+static void raft_node(const char *backend)
+{
+    struct tu_server s;
+    const char *extra[] = {"--backend", backend, NULL};
+    tu_server_start(&s, extra);
+    long term, index, applied;
+    raft_state(s.port, &term, &index, &applied);
+    ck_assert_int_eq(term, 2);
+    ck_assert_int_eq(index, 2); /* the bootstrap's conf change, the leader's no-op */
+    ck_assert_int_eq(applied, 2);
+    for (int i = 0; i < 3; i++)
+        free(tu_post(s.port, "/v3/kv/put", "{\"key\":\"YQ==\"}", NULL));
+    raft_state(s.port, &term, &index, &applied);
+    ck_assert_int_eq(term, 2);
+    ck_assert_int_eq(index, 5);
+    ck_assert_int_eq(applied, 5);
+    struct tu_resp m;
+    tu_http(s.port, "GET", "/metrics", NULL, &m);
+    ck_assert_ptr_nonnull(strstr(m.body, "\netcd_server_is_leader 1\n"));
+    ck_assert_ptr_nonnull(strstr(m.body, "\netcd_server_proposals_pending 0\n"));
+    tu_resp_free(&m);
+    for (int restart = 1; restart <= 2; restart++) {
+        tu_server_stop_keep(&s, 1);
+        tu_server_restart(&s, extra);
+        raft_state(s.port, &term, &index, &applied);
+        ck_assert_int_eq(term, 2 + restart);
+        ck_assert_int_eq(index, 5 + restart);
+        ck_assert_int_eq(applied, 5 + restart);
+    }
+    char *got = tu_post(s.port, "/v3/kv/range", "{\"key\":\"YQ==\"}", NULL);
+    ck_assert_ptr_nonnull(strstr(got, "\"version\":\"3\""));
+    free(got);
+    tu_server_stop(&s);
+}
+
+START_TEST(raft_node_lmdb)
+{
+    raft_node("lmdb");
+}
+END_TEST
+
+START_TEST(raft_node_memory)
+{
+    raft_node("memory");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("server");
@@ -213,6 +279,8 @@ int main(void)
     tcase_add_test(tc, env_and_config_file);
     tcase_add_test(tc, persistence_lmdb);
     tcase_add_test(tc, memory_backend);
+    tcase_add_test(tc, raft_node_lmdb);
+    tcase_add_test(tc, raft_node_memory);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

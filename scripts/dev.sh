@@ -92,6 +92,12 @@ check_layering() {
     if grep -rln '#include <jansson.h>' src include | grep -v '^src/config/cfg.c$'; then
         echo "layering: <jansson.h> outside config/cfg.c" >&2; bad=1
     fi
+    # The JSON module (L1) builds on util/ (L0) alone.
+    if grep -rhoE '#include "metastore/[a-z0-9_]+\.h"' src/json \
+        | grep -vE '"metastore/(json|arena|b64|buf|clock|crc32c|err|fs|grow|log|sha256|skiplist)\.h"'
+    then
+        echo "layering: src/json includes a header above util/" >&2; bad=1
+    fi
     return $bad
 }
 

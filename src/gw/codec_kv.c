@@ -16,20 +16,20 @@ static const char *const CMP_TARGET[] = {"VERSION", "CREATE", "MOD", "VALUE", "L
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
-static ms_err bad(struct jdec *d)
+static ms_err bad(struct mjson_dec *d)
 {
     (void)d;
     return MS_E_BAD_REQUEST;
 }
 
-bool codec_decode_span(struct jdec *d, const struct jv *o, struct kv_span *s)
+bool codec_decode_span(struct mjson_dec *d, const struct mjson_val *o, struct kv_span *s)
 {
     memset(s, 0, sizeof(*s));
-    if (!jdec_bytes(d, jv_field(o, "key", NULL), &s->key, &s->key_len))
+    if (!codec_read_bytes(d, codec_field(o, "key", NULL), &s->key, &s->key_len))
         return false;
     const uint8_t *end = NULL;
     size_t end_len = 0;
-    if (!jdec_bytes(d, jv_field(o, "range_end", "rangeEnd"), &end, &end_len))
+    if (!codec_read_bytes(d, codec_field(o, "range_end", "rangeEnd"), &end, &end_len))
         return false;
     /* An empty range_end is the same as none (proto3 drops empty bytes on the wire). */
     if (end_len == 0) {
@@ -44,59 +44,63 @@ bool codec_decode_span(struct jdec *d, const struct jv *o, struct kv_span *s)
     return true;
 }
 
-ms_err codec_decode_range(struct jdec *d, const struct jv *o, struct kv_range_req *r)
-{
-    memset(r, 0, sizeof(*r));
-    if (!codec_decode_span(d, o, &r->span) || !jdec_i64(d, jv_field(o, "limit", NULL), &r->limit) ||
-        !jdec_i64(d, jv_field(o, "revision", NULL), &r->revision) ||
-        !jdec_enum(d, jv_field(o, "sort_order", "sortOrder"), SORT_ORDER, N_OF(SORT_ORDER),
-                   "etcdserverpb.RangeRequest_SortOrder", &r->sort_order) ||
-        !jdec_enum(d, jv_field(o, "sort_target", "sortTarget"), SORT_TARGET, N_OF(SORT_TARGET),
-                   "etcdserverpb.RangeRequest_SortTarget", &r->sort_target) ||
-        !jdec_bool(d, jv_field(o, "serializable", NULL), &r->serializable) ||
-        !jdec_bool(d, jv_field(o, "keys_only", "keysOnly"), &r->keys_only) ||
-        !jdec_bool(d, jv_field(o, "count_only", "countOnly"), &r->count_only) ||
-        !jdec_i64(d, jv_field(o, "min_mod_revision", "minModRevision"), &r->min_mod_revision) ||
-        !jdec_i64(d, jv_field(o, "max_mod_revision", "maxModRevision"), &r->max_mod_revision) ||
-        !jdec_i64(d, jv_field(o, "min_create_revision", "minCreateRevision"),
-                  &r->min_create_revision) ||
-        !jdec_i64(d, jv_field(o, "max_create_revision", "maxCreateRevision"),
-                  &r->max_create_revision))
-        return bad(d);
-    return MS_OK;
-}
-
-ms_err codec_decode_put(struct jdec *d, const struct jv *o, struct kv_put_req *r)
-{
-    memset(r, 0, sizeof(*r));
-    if (!jdec_bytes(d, jv_field(o, "key", NULL), &r->key, &r->key_len) ||
-        !jdec_bytes(d, jv_field(o, "value", NULL), &r->value, &r->value_len) ||
-        !jdec_i64(d, jv_field(o, "lease", NULL), &r->lease) ||
-        !jdec_bool(d, jv_field(o, "prev_kv", "prevKv"), &r->prev_kv) ||
-        !jdec_bool(d, jv_field(o, "ignore_value", "ignoreValue"), &r->ignore_value) ||
-        !jdec_bool(d, jv_field(o, "ignore_lease", "ignoreLease"), &r->ignore_lease))
-        return bad(d);
-    return MS_OK;
-}
-
-ms_err codec_decode_del(struct jdec *d, const struct jv *o, struct kv_del_req *r)
+ms_err codec_decode_range(struct mjson_dec *d, const struct mjson_val *o, struct kv_range_req *r)
 {
     memset(r, 0, sizeof(*r));
     if (!codec_decode_span(d, o, &r->span) ||
-        !jdec_bool(d, jv_field(o, "prev_kv", "prevKv"), &r->prev_kv))
+        !codec_read_i64(d, codec_field(o, "limit", NULL), &r->limit) ||
+        !codec_read_i64(d, codec_field(o, "revision", NULL), &r->revision) ||
+        !codec_read_enum(d, codec_field(o, "sort_order", "sortOrder"), SORT_ORDER, N_OF(SORT_ORDER),
+                         "etcdserverpb.RangeRequest_SortOrder", &r->sort_order) ||
+        !codec_read_enum(d, codec_field(o, "sort_target", "sortTarget"), SORT_TARGET,
+                         N_OF(SORT_TARGET), "etcdserverpb.RangeRequest_SortTarget",
+                         &r->sort_target) ||
+        !codec_read_bool(d, codec_field(o, "serializable", NULL), &r->serializable) ||
+        !codec_read_bool(d, codec_field(o, "keys_only", "keysOnly"), &r->keys_only) ||
+        !codec_read_bool(d, codec_field(o, "count_only", "countOnly"), &r->count_only) ||
+        !codec_read_i64(d, codec_field(o, "min_mod_revision", "minModRevision"),
+                        &r->min_mod_revision) ||
+        !codec_read_i64(d, codec_field(o, "max_mod_revision", "maxModRevision"),
+                        &r->max_mod_revision) ||
+        !codec_read_i64(d, codec_field(o, "min_create_revision", "minCreateRevision"),
+                        &r->min_create_revision) ||
+        !codec_read_i64(d, codec_field(o, "max_create_revision", "maxCreateRevision"),
+                        &r->max_create_revision))
         return bad(d);
     return MS_OK;
 }
 
-static bool decode_cmp(struct jdec *d, const struct jv *o, struct kv_cmp *c)
+ms_err codec_decode_put(struct mjson_dec *d, const struct mjson_val *o, struct kv_put_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (!codec_read_bytes(d, codec_field(o, "key", NULL), &r->key, &r->key_len) ||
+        !codec_read_bytes(d, codec_field(o, "value", NULL), &r->value, &r->value_len) ||
+        !codec_read_i64(d, codec_field(o, "lease", NULL), &r->lease) ||
+        !codec_read_bool(d, codec_field(o, "prev_kv", "prevKv"), &r->prev_kv) ||
+        !codec_read_bool(d, codec_field(o, "ignore_value", "ignoreValue"), &r->ignore_value) ||
+        !codec_read_bool(d, codec_field(o, "ignore_lease", "ignoreLease"), &r->ignore_lease))
+        return bad(d);
+    return MS_OK;
+}
+
+ms_err codec_decode_del(struct mjson_dec *d, const struct mjson_val *o, struct kv_del_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (!codec_decode_span(d, o, &r->span) ||
+        !codec_read_bool(d, codec_field(o, "prev_kv", "prevKv"), &r->prev_kv))
+        return bad(d);
+    return MS_OK;
+}
+
+static bool decode_cmp(struct mjson_dec *d, const struct mjson_val *o, struct kv_cmp *c)
 {
     memset(c, 0, sizeof(*c));
     c->set = -1;
     if (!codec_decode_span(d, o, &c->span) ||
-        !jdec_enum(d, jv_field(o, "target", NULL), CMP_TARGET, N_OF(CMP_TARGET),
-                   "etcdserverpb.Compare_CompareTarget", &c->target) ||
-        !jdec_enum(d, jv_field(o, "result", NULL), CMP_RESULT, N_OF(CMP_RESULT),
-                   "etcdserverpb.Compare_CompareResult", &c->result))
+        !codec_read_enum(d, codec_field(o, "target", NULL), CMP_TARGET, N_OF(CMP_TARGET),
+                         "etcdserverpb.Compare_CompareTarget", &c->target) ||
+        !codec_read_enum(d, codec_field(o, "result", NULL), CMP_RESULT, N_OF(CMP_RESULT),
+                         "etcdserverpb.Compare_CompareResult", &c->result))
         return false;
     static const struct {
         const char *name;
@@ -110,35 +114,37 @@ static bool decode_cmp(struct jdec *d, const struct jv *o, struct kv_cmp *c)
         {"lease", NULL, KV_CMP_LEASE},
     };
     for (size_t i = 0; i < N_OF(members); i++) {
-        const struct jv *v = jv_field(o, members[i].name, members[i].camel);
+        const struct mjson_val *v = codec_field(o, members[i].name, members[i].camel);
         if (!v)
             continue;
         if (c->set != -1)
-            return jdec_fail(d, "etcdserver: a compare sets more than one of version, "
-                                "create_revision, mod_revision, value and lease");
+            return mjson_dec_fail(d, "etcdserver: a compare sets more than one of version, "
+                                     "create_revision, mod_revision, value and lease");
         c->set = members[i].which;
-        bool ok = members[i].which == KV_CMP_VALUE ? jdec_bytes(d, v, &c->value, &c->value_len)
-                                                   : jdec_i64(d, v, &c->number);
+        bool ok = members[i].which == KV_CMP_VALUE
+                      ? codec_read_bytes(d, v, &c->value, &c->value_len)
+                      : codec_read_i64(d, v, &c->number);
         if (!ok)
             return false;
     }
     return true;
 }
 
-static bool decode_ops(struct jdec *d, const struct jv *v, struct kv_op **ops, size_t *n, int depth)
+static bool decode_ops(struct mjson_dec *d, const struct mjson_val *v, struct kv_op **ops,
+                       size_t *n, int depth)
 {
-    const struct jv *items;
-    if (!jdec_arr(d, v, &items, n))
+    const struct mjson_val *items;
+    if (!codec_read_arr(d, v, &items, n))
         return false;
     *ops = NULL;
     if (*n == 0)
         return true;
     *ops = arena_calloc(d->a, *n, sizeof(**ops));
     if (!*ops)
-        return jdec_fail(d, "out of memory");
+        return mjson_dec_fail(d, "out of memory");
     for (size_t i = 0; i < *n; i++) {
-        const struct jv *op;
-        if (!jdec_msg(d, &items[i], &op))
+        const struct mjson_val *op;
+        if (!codec_read_msg(d, &items[i], &op))
             return false;
         struct kv_op *o = &(*ops)[i];
         o->type = KV_OP_NONE;
@@ -153,15 +159,15 @@ static bool decode_ops(struct jdec *d, const struct jv *v, struct kv_op **ops, s
             {"request_txn", "requestTxn", KV_OP_TXN},
         };
         for (size_t k = 0; op && k < N_OF(kinds); k++) {
-            const struct jv *m;
-            if (!jdec_msg(d, jv_field(op, kinds[k].name, kinds[k].camel), &m))
+            const struct mjson_val *m;
+            if (!codec_read_msg(d, codec_field(op, kinds[k].name, kinds[k].camel), &m))
                 return false;
             if (!m)
                 continue;
             if (o->type != KV_OP_NONE)
-                return jdec_fail(d, "etcdserver: a request op sets more than one of "
-                                    "request_range, request_put, request_delete_range and "
-                                    "request_txn");
+                return mjson_dec_fail(d, "etcdserver: a request op sets more than one of "
+                                         "request_range, request_put, request_delete_range and "
+                                         "request_txn");
             o->type = kinds[k].type;
             ms_err e = MS_OK;
             switch (o->type) {
@@ -177,7 +183,7 @@ static bool decode_ops(struct jdec *d, const struct jv *v, struct kv_op **ops, s
             case KV_OP_TXN:
                 o->u.txn = arena_calloc(d->a, 1, sizeof(*o->u.txn));
                 if (!o->u.txn)
-                    return jdec_fail(d, "out of memory");
+                    return mjson_dec_fail(d, "out of memory");
                 e = codec_decode_txn(d, m, o->u.txn, depth + 1);
                 break;
             case KV_OP_NONE:
@@ -190,41 +196,43 @@ static bool decode_ops(struct jdec *d, const struct jv *v, struct kv_op **ops, s
     return true;
 }
 
-ms_err codec_decode_txn(struct jdec *d, const struct jv *o, struct kv_txn_req *r, int depth)
+ms_err codec_decode_txn(struct mjson_dec *d, const struct mjson_val *o, struct kv_txn_req *r,
+                        int depth)
 {
     /* etcd has no depth cap of its own: each level takes at least one op of the txn's budget
      * (kv_check_txn answers "too many operations"). This cap cannot be reached through JSON. */
     memset(r, 0, sizeof(*r));
     if (depth > CODEC_MAX_TXN_DEPTH)
-        return jdec_fail(d, "etcdserver: transactions nested too deeply"), bad(d);
-    const struct jv *items;
-    if (!jdec_arr(d, jv_field(o, "compare", NULL), &items, &r->n_cmps))
+        return mjson_dec_fail(d, "etcdserver: transactions nested too deeply"), bad(d);
+    const struct mjson_val *items;
+    if (!codec_read_arr(d, codec_field(o, "compare", NULL), &items, &r->n_cmps))
         return bad(d);
     if (r->n_cmps) {
         r->cmps = arena_calloc(d->a, r->n_cmps, sizeof(*r->cmps));
         if (!r->cmps)
-            return jdec_fail(d, "out of memory"), bad(d);
+            return mjson_dec_fail(d, "out of memory"), bad(d);
     }
     for (size_t i = 0; i < r->n_cmps; i++) {
-        const struct jv *c;
-        if (!jdec_msg(d, &items[i], &c))
+        const struct mjson_val *c;
+        if (!codec_read_msg(d, &items[i], &c))
             return bad(d);
         if (c && !decode_cmp(d, c, &r->cmps[i]))
             return bad(d);
         if (!c)
             r->cmps[i].set = -1;
     }
-    if (!decode_ops(d, jv_field(o, "success", NULL), &r->success, &r->n_success, depth) ||
-        !decode_ops(d, jv_field(o, "failure", NULL), &r->failure, &r->n_failure, depth))
+    if (!decode_ops(d, codec_field(o, "success", NULL), &r->success, &r->n_success, depth) ||
+        !decode_ops(d, codec_field(o, "failure", NULL), &r->failure, &r->n_failure, depth))
         return bad(d);
     return MS_OK;
 }
 
-ms_err codec_decode_compact(struct jdec *d, const struct jv *o, struct srv_compact_req *r)
+ms_err codec_decode_compact(struct mjson_dec *d, const struct mjson_val *o,
+                            struct srv_compact_req *r)
 {
     memset(r, 0, sizeof(*r));
-    if (!jdec_i64(d, jv_field(o, "revision", NULL), &r->revision) ||
-        !jdec_bool(d, jv_field(o, "physical", NULL), &r->physical))
+    if (!codec_read_i64(d, codec_field(o, "revision", NULL), &r->revision) ||
+        !codec_read_bool(d, codec_field(o, "physical", NULL), &r->physical))
         return bad(d);
     return MS_OK;
 }
@@ -325,164 +333,164 @@ size_t codec_proto_size(const struct srv_req *req)
 
 /* ---- responses ---- */
 
-void codec_header(struct jw *w, const struct srv_header *h, bool with_revision)
+void codec_header(struct mjson_w *w, const struct srv_header *h, bool with_revision)
 {
-    jw_obj(w);
+    mjson_w_obj(w);
     if (h->cluster_id) {
-        jw_key(w, "cluster_id");
-        jw_u64(w, h->cluster_id);
+        mjson_w_key(w, "cluster_id");
+        codec_write_u64(w, h->cluster_id);
     }
     if (h->member_id) {
-        jw_key(w, "member_id");
-        jw_u64(w, h->member_id);
+        mjson_w_key(w, "member_id");
+        codec_write_u64(w, h->member_id);
     }
     if (with_revision && h->revision) {
-        jw_key(w, "revision");
-        jw_i64(w, h->revision);
+        mjson_w_key(w, "revision");
+        codec_write_i64(w, h->revision);
     }
     if (h->raft_term) {
-        jw_key(w, "raft_term");
-        jw_u64(w, h->raft_term);
+        mjson_w_key(w, "raft_term");
+        codec_write_u64(w, h->raft_term);
     }
-    jw_obj_end(w);
+    mjson_w_obj_end(w);
 }
 
-static void inner_header(struct jw *w, int64_t rev)
+static void inner_header(struct mjson_w *w, int64_t rev)
 {
-    jw_key(w, "header");
-    jw_obj(w);
+    mjson_w_key(w, "header");
+    mjson_w_obj(w);
     if (rev) {
-        jw_key(w, "revision");
-        jw_i64(w, rev);
+        mjson_w_key(w, "revision");
+        codec_write_i64(w, rev);
     }
-    jw_obj_end(w);
+    mjson_w_obj_end(w);
 }
 
-void codec_kv(struct jw *w, const struct kv_kv *kv)
+void codec_kv(struct mjson_w *w, const struct kv_kv *kv)
 {
-    jw_obj(w);
+    mjson_w_obj(w);
     if (kv->key_len) {
-        JW_KEY(w, "key");
-        jw_b64(w, kv->key, kv->key_len);
+        MJSON_W_KEY(w, "key");
+        codec_write_b64(w, kv->key, kv->key_len);
     }
     if (kv->create_revision) {
-        JW_KEY(w, "create_revision");
-        jw_i64(w, kv->create_revision);
+        MJSON_W_KEY(w, "create_revision");
+        codec_write_i64(w, kv->create_revision);
     }
     if (kv->mod_revision) {
-        JW_KEY(w, "mod_revision");
-        jw_i64(w, kv->mod_revision);
+        MJSON_W_KEY(w, "mod_revision");
+        codec_write_i64(w, kv->mod_revision);
     }
     if (kv->version) {
-        JW_KEY(w, "version");
-        jw_i64(w, kv->version);
+        MJSON_W_KEY(w, "version");
+        codec_write_i64(w, kv->version);
     }
     if (kv->value_len) {
-        JW_KEY(w, "value");
-        jw_b64(w, kv->value, kv->value_len);
+        MJSON_W_KEY(w, "value");
+        codec_write_b64(w, kv->value, kv->value_len);
     }
     if (kv->lease) {
-        JW_KEY(w, "lease");
-        jw_i64(w, kv->lease);
+        MJSON_W_KEY(w, "lease");
+        codec_write_i64(w, kv->lease);
     }
-    jw_obj_end(w);
+    mjson_w_obj_end(w);
 }
 
-static void kvs(struct jw *w, const char *name, const struct kv_kv *v, size_t n)
+static void kvs(struct mjson_w *w, const char *name, const struct kv_kv *v, size_t n)
 {
     if (!n)
         return;
-    jw_key(w, name);
-    jw_arr(w);
+    mjson_w_key(w, name);
+    mjson_w_arr(w);
     for (size_t i = 0; i < n; i++)
         codec_kv(w, &v[i]);
-    jw_arr_end(w);
+    mjson_w_arr_end(w);
 }
 
-static void range_body(struct jw *w, const struct kv_range_resp *r)
+static void range_body(struct mjson_w *w, const struct kv_range_resp *r)
 {
     kvs(w, "kvs", r->kvs, r->n_kvs);
     if (r->more) {
-        jw_key(w, "more");
-        jw_bool(w, true);
+        mjson_w_key(w, "more");
+        mjson_w_bool(w, true);
     }
     if (r->count) {
-        jw_key(w, "count");
-        jw_i64(w, r->count);
+        mjson_w_key(w, "count");
+        codec_write_i64(w, r->count);
     }
 }
 
-static void put_body(struct jw *w, const struct kv_put_resp *r)
+static void put_body(struct mjson_w *w, const struct kv_put_resp *r)
 {
     if (r->prev_kv) {
-        jw_key(w, "prev_kv");
+        mjson_w_key(w, "prev_kv");
         codec_kv(w, r->prev_kv);
     }
 }
 
-static void del_body(struct jw *w, const struct kv_del_resp *r)
+static void del_body(struct mjson_w *w, const struct kv_del_resp *r)
 {
     if (r->deleted) {
-        jw_key(w, "deleted");
-        jw_i64(w, r->deleted);
+        mjson_w_key(w, "deleted");
+        codec_write_i64(w, r->deleted);
     }
     kvs(w, "prev_kvs", r->prev_kvs, r->n_prev_kvs);
 }
 
-static void txn_body(struct jw *w, const struct kv_txn_resp *t)
+static void txn_body(struct mjson_w *w, const struct kv_txn_resp *t)
 {
     if (t->succeeded) {
-        jw_key(w, "succeeded");
-        jw_bool(w, true);
+        mjson_w_key(w, "succeeded");
+        mjson_w_bool(w, true);
     }
     if (!t->n_resps)
         return;
-    jw_key(w, "responses");
-    jw_arr(w);
+    mjson_w_key(w, "responses");
+    mjson_w_arr(w);
     for (size_t i = 0; i < t->n_resps; i++) {
         const struct kv_op_resp *r = &t->resps[i];
-        jw_obj(w);
+        mjson_w_obj(w);
         switch (r->type) {
         case KV_OP_RANGE:
-            jw_key(w, "response_range");
-            jw_obj(w);
+            mjson_w_key(w, "response_range");
+            mjson_w_obj(w);
             inner_header(w, r->u.range.revision);
             range_body(w, &r->u.range);
-            jw_obj_end(w);
+            mjson_w_obj_end(w);
             break;
         case KV_OP_PUT:
-            jw_key(w, "response_put");
-            jw_obj(w);
+            mjson_w_key(w, "response_put");
+            mjson_w_obj(w);
             inner_header(w, r->u.put.revision);
             put_body(w, &r->u.put);
-            jw_obj_end(w);
+            mjson_w_obj_end(w);
             break;
         case KV_OP_DELETE:
-            jw_key(w, "response_delete_range");
-            jw_obj(w);
+            mjson_w_key(w, "response_delete_range");
+            mjson_w_obj(w);
             inner_header(w, r->u.del.revision);
             del_body(w, &r->u.del);
-            jw_obj_end(w);
+            mjson_w_obj_end(w);
             break;
         case KV_OP_TXN:
-            jw_key(w, "response_txn");
-            jw_obj(w);
+            mjson_w_key(w, "response_txn");
+            mjson_w_obj(w);
             inner_header(w, 0); /* etcd leaves a nested txn's header empty */
             txn_body(w, r->u.txn);
-            jw_obj_end(w);
+            mjson_w_obj_end(w);
             break;
         case KV_OP_NONE:
             break;
         }
-        jw_obj_end(w);
+        mjson_w_obj_end(w);
     }
-    jw_arr_end(w);
+    mjson_w_arr_end(w);
 }
 
-void codec_result(struct jw *w, const struct srv_header *h, const struct srv_result *r)
+void codec_result(struct mjson_w *w, const struct srv_header *h, const struct srv_result *r)
 {
-    jw_obj(w);
-    jw_key(w, "header");
+    mjson_w_obj(w);
+    mjson_w_key(w, "header");
     codec_header(w, h, true);
     switch (r->type) {
     case SRV_REQ_RANGE:
@@ -503,15 +511,15 @@ void codec_result(struct jw *w, const struct srv_header *h, const struct srv_res
     case SRV_REQ_LEASE_REVOKE:
         break;
     case SRV_REQ_LEASE_GRANT:
-        jw_key(w, "ID");
-        jw_i64(w, r->u.lease.id);
+        mjson_w_key(w, "ID");
+        codec_write_i64(w, r->u.lease.id);
         if (r->u.lease.ttl) {
-            jw_key(w, "TTL");
-            jw_i64(w, r->u.lease.ttl);
+            mjson_w_key(w, "TTL");
+            codec_write_i64(w, r->u.lease.ttl);
         }
         break;
     }
-    jw_obj_end(w);
+    mjson_w_obj_end(w);
 }
 
 static const char *const ALARM_ACTION[] = {"GET", "ACTIVATE", "DEACTIVATE"};
@@ -522,52 +530,52 @@ const char *codec_alarm_name(int64_t alarm)
     return alarm >= 0 && alarm < (int64_t)N_OF(ALARM_TYPE) ? ALARM_TYPE[alarm] : "NONE";
 }
 
-ms_err codec_decode_alarm(struct jdec *d, const struct jv *o, struct srv_alarm_req *r)
+ms_err codec_decode_alarm(struct mjson_dec *d, const struct mjson_val *o, struct srv_alarm_req *r)
 {
     memset(r, 0, sizeof(*r));
-    if (!jdec_enum(d, jv_field(o, "action", NULL), ALARM_ACTION, N_OF(ALARM_ACTION),
-                   "etcdserverpb.AlarmRequest_AlarmAction", &r->action) ||
-        !jdec_u64(d, jv_field(o, "memberID", NULL), &r->member_id) ||
-        !jdec_enum(d, jv_field(o, "alarm", NULL), ALARM_TYPE, N_OF(ALARM_TYPE),
-                   "etcdserverpb.AlarmType", &r->alarm))
+    if (!codec_read_enum(d, codec_field(o, "action", NULL), ALARM_ACTION, N_OF(ALARM_ACTION),
+                         "etcdserverpb.AlarmRequest_AlarmAction", &r->action) ||
+        !codec_read_u64(d, codec_field(o, "memberID", NULL), &r->member_id) ||
+        !codec_read_enum(d, codec_field(o, "alarm", NULL), ALARM_TYPE, N_OF(ALARM_TYPE),
+                         "etcdserverpb.AlarmType", &r->alarm))
         return bad(d);
     return MS_OK;
 }
 
-void codec_alarms(struct jw *w, const struct srv_alarm *a, size_t n)
+void codec_alarms(struct mjson_w *w, const struct srv_alarm *a, size_t n)
 {
     /* AlarmResponse has a header field, but etcd's gateway answers without it (reference §9). */
-    jw_obj(w);
+    mjson_w_obj(w);
     if (n) {
-        jw_key(w, "alarms");
-        jw_arr(w);
+        mjson_w_key(w, "alarms");
+        mjson_w_arr(w);
         for (size_t i = 0; i < n; i++) {
-            jw_obj(w);
+            mjson_w_obj(w);
             if (a[i].member_id) {
-                jw_key(w, "memberID");
-                jw_u64(w, a[i].member_id);
+                mjson_w_key(w, "memberID");
+                codec_write_u64(w, a[i].member_id);
             }
             if (a[i].alarm) {
-                jw_key(w, "alarm");
-                jw_cstr(w, codec_alarm_name(a[i].alarm));
+                mjson_w_key(w, "alarm");
+                mjson_w_cstr(w, codec_alarm_name(a[i].alarm));
             }
-            jw_obj_end(w);
+            mjson_w_obj_end(w);
         }
-        jw_arr_end(w);
+        mjson_w_arr_end(w);
     }
-    jw_obj_end(w);
+    mjson_w_obj_end(w);
 }
 
 void codec_error(struct buf *b, const char *msg, int code)
 {
-    struct jw w;
-    jw_init(&w, b);
-    jw_obj(&w);
-    jw_key(&w, "error");
-    jw_cstr(&w, msg);
-    jw_key(&w, "message");
-    jw_cstr(&w, msg);
-    jw_key(&w, "code");
-    jw_num(&w, code);
-    jw_obj_end(&w);
+    struct mjson_w w;
+    mjson_w_init(&w, b);
+    mjson_w_obj(&w);
+    mjson_w_key(&w, "error");
+    mjson_w_cstr(&w, msg);
+    mjson_w_key(&w, "message");
+    mjson_w_cstr(&w, msg);
+    mjson_w_key(&w, "code");
+    mjson_w_num(&w, code);
+    mjson_w_obj_end(&w);
 }

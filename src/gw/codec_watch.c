@@ -21,17 +21,17 @@ static ms_err bad(void)
     return MS_E_BAD_REQUEST;
 }
 
-static bool decode_filters(struct jdec *d, const struct jv *v, unsigned *out)
+static bool decode_filters(struct mjson_dec *d, const struct mjson_val *v, unsigned *out)
 {
-    const struct jv *items;
+    const struct mjson_val *items;
     size_t n;
-    if (!jdec_enum_arr(d, v, FILTER_TYPE, 2, "etcdserverpb.WatchCreateRequest_FilterType", &items,
-                       &n))
+    if (!codec_read_enum_arr(d, v, FILTER_TYPE, 2, "etcdserverpb.WatchCreateRequest_FilterType",
+                             &items, &n))
         return false;
     for (size_t i = 0; i < n; i++) {
         int64_t f = -1;
-        if (!jdec_enum(d, &items[i], FILTER_TYPE, 2, "etcdserverpb.WatchCreateRequest_FilterType",
-                       &f))
+        if (!codec_read_enum(d, &items[i], FILTER_TYPE, 2,
+                             "etcdserverpb.WatchCreateRequest_FilterType", &f))
             return false;
         /* etcd FiltersFromRequest ignores values it does not know. */
         if (f == 0)
@@ -42,19 +42,23 @@ static bool decode_filters(struct jdec *d, const struct jv *v, unsigned *out)
     return true;
 }
 
-static bool decode_create(struct jdec *d, const struct jv *o, struct watch_create_req *c)
+static bool decode_create(struct mjson_dec *d, const struct mjson_val *o,
+                          struct watch_create_req *c)
 {
     memset(c, 0, sizeof(*c));
     return codec_decode_span(d, o, &c->span) &&
-           jdec_i64(d, jv_field(o, "start_revision", "startRevision"), &c->start_revision) &&
-           jdec_bool(d, jv_field(o, "progress_notify", "progressNotify"), &c->progress_notify) &&
-           decode_filters(d, jv_field(o, "filters", NULL), &c->filters) &&
-           jdec_bool(d, jv_field(o, "prev_kv", "prevKv"), &c->prev_kv) &&
-           jdec_i64(d, jv_field(o, "watch_id", "watchId"), &c->watch_id) &&
-           jdec_bool(d, jv_field(o, "fragment", NULL), &c->fragment);
+           codec_read_i64(d, codec_field(o, "start_revision", "startRevision"),
+                          &c->start_revision) &&
+           codec_read_bool(d, codec_field(o, "progress_notify", "progressNotify"),
+                           &c->progress_notify) &&
+           decode_filters(d, codec_field(o, "filters", NULL), &c->filters) &&
+           codec_read_bool(d, codec_field(o, "prev_kv", "prevKv"), &c->prev_kv) &&
+           codec_read_i64(d, codec_field(o, "watch_id", "watchId"), &c->watch_id) &&
+           codec_read_bool(d, codec_field(o, "fragment", NULL), &c->fragment);
 }
 
-ms_err codec_decode_watch(struct jdec *d, const struct jv *root, struct codec_watch_req *out)
+ms_err codec_decode_watch(struct mjson_dec *d, const struct mjson_val *root,
+                          struct codec_watch_req *out)
 {
     static const struct {
         const char *name;
@@ -67,21 +71,21 @@ ms_err codec_decode_watch(struct jdec *d, const struct jv *root, struct codec_wa
     };
     memset(out, 0, sizeof(*out));
     for (size_t i = 0; i < sizeof(members) / sizeof(members[0]); i++) {
-        const struct jv *m;
-        if (!jdec_msg(d, jv_field(root, members[i].name, members[i].camel), &m))
+        const struct mjson_val *m;
+        if (!codec_read_msg(d, codec_field(root, members[i].name, members[i].camel), &m))
             return bad();
         if (!m)
             continue;
         if (out->kind != CODEC_WATCH_NONE) {
-            jdec_fail(d, "etcdserver: a watch request sets more than one of create_request, "
-                         "cancel_request and progress_request");
+            mjson_dec_fail(d, "etcdserver: a watch request sets more than one of create_request, "
+                              "cancel_request and progress_request");
             return bad();
         }
         out->kind = members[i].kind;
         if (out->kind == CODEC_WATCH_CREATE && !decode_create(d, m, &out->create))
             return bad();
         if (out->kind == CODEC_WATCH_CANCEL &&
-            !jdec_i64(d, jv_field(m, "watch_id", "watchId"), &out->cancel_id))
+            !codec_read_i64(d, codec_field(m, "watch_id", "watchId"), &out->cancel_id))
             return bad();
     }
     return MS_OK;
@@ -91,23 +95,23 @@ ms_err codec_decode_watch(struct jdec *d, const struct jv *root, struct codec_wa
 
 void codec_watch_open(struct buf *b, const struct srv_header *h, bool with_revision)
 {
-    struct jw w;
+    struct mjson_w w;
     buf_puts(b, "{\"result\":{\"header\":");
-    jw_init(&w, b);
+    mjson_w_init(&w, b);
     codec_header(&w, h, with_revision);
 }
 
 /* A writer positioned after the header, inside the result object. */
-static void tail_writer(struct jw *w, struct buf *b)
+static void tail_writer(struct mjson_w *w, struct buf *b)
 {
-    jw_init(w, b);
+    mjson_w_init(w, b);
     w->comma = true;
 }
 
-static void close_line(struct jw *w)
+static void close_line(struct mjson_w *w)
 {
-    jw_obj_end(w); /* the WatchResponse */
-    jw_obj_end(w); /* {"result":...} */
+    mjson_w_obj_end(w); /* the WatchResponse */
+    mjson_w_obj_end(w); /* {"result":...} */
     buf_putc(w->b, '\n');
 }
 
@@ -127,27 +131,27 @@ void codec_watch_id(struct buf *b, int64_t id)
 
 void codec_watch_ctrl_tail(struct buf *b, const struct watch_resp *r)
 {
-    struct jw w;
+    struct mjson_w w;
     codec_watch_id(b, r->watch_id);
     tail_writer(&w, b);
     bool created = r->kind == WATCH_RESP_CREATED || r->kind == WATCH_RESP_CREATE_FAILED;
     bool canceled = r->kind == WATCH_RESP_CREATE_FAILED || r->kind == WATCH_RESP_CANCELED ||
                     r->kind == WATCH_RESP_COMPACTED;
     if (created) {
-        jw_key(&w, "created");
-        jw_bool(&w, true);
+        mjson_w_key(&w, "created");
+        mjson_w_bool(&w, true);
     }
     if (canceled) {
-        jw_key(&w, "canceled");
-        jw_bool(&w, true);
+        mjson_w_key(&w, "canceled");
+        mjson_w_bool(&w, true);
     }
     if (r->kind == WATCH_RESP_COMPACTED && r->compact_revision) {
-        jw_key(&w, "compact_revision");
-        jw_i64(&w, r->compact_revision);
+        mjson_w_key(&w, "compact_revision");
+        codec_write_i64(&w, r->compact_revision);
     }
     if (r->kind == WATCH_RESP_CREATE_FAILED && r->cancel_reason && *r->cancel_reason) {
-        jw_key(&w, "cancel_reason");
-        jw_cstr(&w, r->cancel_reason);
+        mjson_w_key(&w, "cancel_reason");
+        mjson_w_cstr(&w, r->cancel_reason);
     }
     close_line(&w);
 }
@@ -155,31 +159,31 @@ void codec_watch_ctrl_tail(struct buf *b, const struct watch_resp *r)
 void codec_watch_events_tail(struct buf *b, const struct kv_event *ev, const uint32_t *idx,
                              size_t n, bool prev_kv, bool fragment)
 {
-    struct jw w;
+    struct mjson_w w;
     tail_writer(&w, b);
     if (fragment) {
-        jw_key(&w, "fragment");
-        jw_bool(&w, true);
+        mjson_w_key(&w, "fragment");
+        mjson_w_bool(&w, true);
     }
     if (n) {
-        jw_key(&w, "events");
-        jw_arr(&w);
+        mjson_w_key(&w, "events");
+        mjson_w_arr(&w);
         for (size_t i = 0; i < n; i++) {
             const struct kv_event *e = &ev[idx[i]];
-            jw_obj(&w);
+            mjson_w_obj(&w);
             if (e->type == KV_EVENT_DELETE) {
-                jw_key(&w, "type");
-                jw_cstr(&w, "DELETE");
+                mjson_w_key(&w, "type");
+                mjson_w_cstr(&w, "DELETE");
             }
-            jw_key(&w, "kv");
+            mjson_w_key(&w, "kv");
             codec_kv(&w, &e->kv);
             if (prev_kv && e->has_prev) {
-                jw_key(&w, "prev_kv");
+                mjson_w_key(&w, "prev_kv");
                 codec_kv(&w, &e->prev);
             }
-            jw_obj_end(&w);
+            mjson_w_obj_end(&w);
         }
-        jw_arr_end(&w);
+        mjson_w_arr_end(&w);
     }
     close_line(&w);
 }

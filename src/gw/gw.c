@@ -184,26 +184,26 @@ void gw_reply_error(struct gw_req *r, ms_err e, const char *msg)
     gw_reply_json(r, ms_err_http_status(e), &b);
 }
 
-void gw_json_header(struct gw_req *r, struct jw *w, bool revision)
+void gw_json_header(struct gw_req *r, struct mjson_w *w, bool revision)
 {
     struct srv_header h;
     srv_header(r->gw->srv, &h);
-    jw_key(w, "header");
+    mjson_w_key(w, "header");
     codec_header(w, &h, revision);
 }
 
-void gw_json_begin(struct gw_req *r, struct buf *b, struct jw *w, bool revision)
+void gw_json_begin(struct gw_req *r, struct buf *b, struct mjson_w *w, bool revision)
 {
     buf_init(b);
-    jw_init(w, b);
-    jw_obj(w);
+    mjson_w_init(w, b);
+    mjson_w_obj(w);
     gw_json_header(r, w, revision);
 }
 
-bool gw_parse_root(struct gw_req *r, struct jdec *d, struct jv *root)
+bool gw_parse_root(struct gw_req *r, struct mjson_dec *d, struct mjson_val *root)
 {
-    jdec_init(d, r->a);
-    if (!jdec_root(d, r->body, r->body_len, root)) {
+    mjson_dec_init(d, r->a);
+    if (!codec_root(d, r->body, r->body_len, root)) {
         gw_reply_error(r, MS_E_BAD_REQUEST, d->msg);
         return false;
     }
@@ -212,8 +212,8 @@ bool gw_parse_root(struct gw_req *r, struct jdec *d, struct jv *root)
 
 bool gw_parse_empty(struct gw_req *r)
 {
-    struct jdec d;
-    struct jv root;
+    struct mjson_dec d;
+    struct mjson_val root;
     return gw_parse_root(r, &d, &root);
 }
 
@@ -227,7 +227,7 @@ static void gw_on_done(void *ctx, ms_err err, const struct srv_result *res)
     }
     struct srv_header h;
     struct buf b;
-    struct jw w;
+    struct mjson_w w;
     buf_init(&b);
     if (res->type == SRV_REQ_RANGE) {
         /* One allocation for the whole answer: base64 text plus ~160 bytes of fields per
@@ -242,7 +242,7 @@ static void gw_on_done(void *ctx, ms_err err, const struct srv_result *res)
     } else {
         srv_header(r->gw->srv, &h);
         h.revision = res->revision;
-        jw_init(&w, &b);
+        mjson_w_init(&w, &b);
         codec_result(&w, &h, res);
     }
     gw_reply_json(r, 200, &b);
@@ -324,23 +324,23 @@ void gw_stream_error(struct gw_req *r, ms_err e, const char *msg)
 {
     /* grpc-gateway's envelope for a stream that fails before its first message (§4.3). */
     struct buf b;
-    struct jw w;
+    struct mjson_w w;
     int status = ms_err_http_status(e);
     buf_init(&b);
-    jw_init(&w, &b);
-    jw_obj(&w);
-    jw_key(&w, "error");
-    jw_obj(&w);
-    jw_key(&w, "grpc_code");
-    jw_num(&w, ms_err_grpc(e));
-    jw_key(&w, "http_code");
-    jw_num(&w, status);
-    jw_key(&w, "message");
-    jw_cstr(&w, msg && *msg ? msg : ms_err_msg(e));
-    jw_key(&w, "http_status");
-    jw_cstr(&w, ms_http_reason(status));
-    jw_obj_end(&w);
-    jw_obj_end(&w);
+    mjson_w_init(&w, &b);
+    mjson_w_obj(&w);
+    mjson_w_key(&w, "error");
+    mjson_w_obj(&w);
+    mjson_w_key(&w, "grpc_code");
+    mjson_w_num(&w, ms_err_grpc(e));
+    mjson_w_key(&w, "http_code");
+    mjson_w_num(&w, status);
+    mjson_w_key(&w, "message");
+    mjson_w_cstr(&w, msg && *msg ? msg : ms_err_msg(e));
+    mjson_w_key(&w, "http_status");
+    mjson_w_cstr(&w, ms_http_reason(status));
+    mjson_w_obj_end(&w);
+    mjson_w_obj_end(&w);
     gw_reply_json(r, status, &b);
 }
 

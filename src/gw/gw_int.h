@@ -60,16 +60,16 @@ struct gw_req {
 void gw_reply_json(struct gw_req *r, int status, struct buf *body);
 void gw_reply_error(struct gw_req *r, ms_err e, const char *msg);
 
-struct jdec;
-struct jv;
-struct jw;
+struct mjson_dec;
+struct mjson_val;
+struct mjson_w;
 /* "header":{...} with the server's current header (revision left out unless asked). */
-void gw_json_header(struct gw_req *r, struct jw *w, bool revision);
+void gw_json_header(struct gw_req *r, struct mjson_w *w, bool revision);
 /* Start a JSON answer in b: '{' and the header. */
-void gw_json_begin(struct gw_req *r, struct buf *b, struct jw *w, bool revision);
+void gw_json_begin(struct gw_req *r, struct buf *b, struct mjson_w *w, bool revision);
 /* Parse r's body as a request object into *root (decoder d, on r's arena). On failure reply
  * with the decoder's message (which frees r) and return false. */
-bool gw_parse_root(struct gw_req *r, struct jdec *d, struct jv *root);
+bool gw_parse_root(struct gw_req *r, struct mjson_dec *d, struct mjson_val *root);
 /* The same for requests whose fields we do not read (the body must still be valid JSON). */
 bool gw_parse_empty(struct gw_req *r);
 

@@ -2,7 +2,7 @@
 #include "codec.h"
 #include "gw_int.h"
 
-static void finish(struct gw_req *r, struct jdec *d, ms_err e)
+static void finish(struct gw_req *r, struct mjson_dec *d, ms_err e)
 {
     if (e) {
         gw_reply_error(r, e, d->msg);
@@ -13,8 +13,8 @@ static void finish(struct gw_req *r, struct jdec *d, ms_err e)
 
 void gw_kv_range(struct gw_req *r)
 {
-    struct jdec d;
-    struct jv root;
+    struct mjson_dec d;
+    struct mjson_val root;
     if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_RANGE;
@@ -23,8 +23,8 @@ void gw_kv_range(struct gw_req *r)
 
 void gw_kv_put(struct gw_req *r)
 {
-    struct jdec d;
-    struct jv root;
+    struct mjson_dec d;
+    struct mjson_val root;
     if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_PUT;
@@ -33,8 +33,8 @@ void gw_kv_put(struct gw_req *r)
 
 void gw_kv_deleterange(struct gw_req *r)
 {
-    struct jdec d;
-    struct jv root;
+    struct mjson_dec d;
+    struct mjson_val root;
     if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_DELETE;
@@ -43,8 +43,8 @@ void gw_kv_deleterange(struct gw_req *r)
 
 void gw_kv_txn(struct gw_req *r)
 {
-    struct jdec d;
-    struct jv root;
+    struct mjson_dec d;
+    struct mjson_val root;
     if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_TXN;
@@ -53,8 +53,8 @@ void gw_kv_txn(struct gw_req *r)
 
 void gw_kv_compaction(struct gw_req *r)
 {
-    struct jdec d;
-    struct jv root;
+    struct mjson_dec d;
+    struct mjson_val root;
     if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_COMPACT;

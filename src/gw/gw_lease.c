@@ -10,13 +10,13 @@
 
 void gw_lease_grant(struct gw_req *r)
 {
-    struct jdec d;
-    struct jv root;
+    struct mjson_dec d;
+    struct mjson_val root;
     if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_LEASE_GRANT;
-    if (!jdec_i64(&d, jv_field(&root, "TTL", NULL), &r->sreq.u.lease.ttl) ||
-        !jdec_i64(&d, jv_field(&root, "ID", NULL), &r->sreq.u.lease.id)) {
+    if (!codec_read_i64(&d, codec_field(&root, "TTL", NULL), &r->sreq.u.lease.ttl) ||
+        !codec_read_i64(&d, codec_field(&root, "ID", NULL), &r->sreq.u.lease.id)) {
         gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
         return;
     }
@@ -25,12 +25,12 @@ void gw_lease_grant(struct gw_req *r)
 
 void gw_lease_revoke(struct gw_req *r)
 {
-    struct jdec d;
-    struct jv root;
+    struct mjson_dec d;
+    struct mjson_val root;
     if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_LEASE_REVOKE;
-    if (!jdec_i64(&d, jv_field(&root, "ID", NULL), &r->sreq.u.lease.id)) {
+    if (!codec_read_i64(&d, codec_field(&root, "ID", NULL), &r->sreq.u.lease.id)) {
         gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
         return;
     }
@@ -39,14 +39,14 @@ void gw_lease_revoke(struct gw_req *r)
 
 void gw_lease_timetolive(struct gw_req *r)
 {
-    struct jdec d;
-    struct jv root;
+    struct mjson_dec d;
+    struct mjson_val root;
     int64_t id = 0;
     bool keys = false;
     if (!gw_parse_root(r, &d, &root))
         return;
-    if (!jdec_i64(&d, jv_field(&root, "ID", NULL), &id) ||
-        !jdec_bool(&d, jv_field(&root, "keys", NULL), &keys)) {
+    if (!codec_read_i64(&d, codec_field(&root, "ID", NULL), &id) ||
+        !codec_read_bool(&d, codec_field(&root, "keys", NULL), &keys)) {
         gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
         return;
     }
@@ -57,35 +57,35 @@ void gw_lease_timetolive(struct gw_req *r)
         return;
     }
     struct buf b;
-    struct jw w;
+    struct mjson_w w;
     gw_json_begin(r, &b, &w, true);
     if (t.id) {
-        jw_key(&w, "ID");
-        jw_i64(&w, t.id);
+        mjson_w_key(&w, "ID");
+        codec_write_i64(&w, t.id);
     }
     if (t.ttl) {
-        jw_key(&w, "TTL");
-        jw_i64(&w, t.ttl);
+        mjson_w_key(&w, "TTL");
+        codec_write_i64(&w, t.ttl);
     }
     if (t.granted) {
-        jw_key(&w, "grantedTTL");
-        jw_i64(&w, t.granted);
+        mjson_w_key(&w, "grantedTTL");
+        codec_write_i64(&w, t.granted);
     }
     if (t.n_keys) {
-        jw_key(&w, "keys");
-        jw_arr(&w);
+        mjson_w_key(&w, "keys");
+        mjson_w_arr(&w);
         for (size_t i = 0; i < t.n_keys; i++)
-            jw_b64(&w, t.keys[i], t.key_lens[i]);
-        jw_arr_end(&w);
+            codec_write_b64(&w, t.keys[i], t.key_lens[i]);
+        mjson_w_arr_end(&w);
     }
-    jw_obj_end(&w);
+    mjson_w_obj_end(&w);
     gw_reply_json(r, 200, &b);
 }
 
 void gw_lease_leases(struct gw_req *r)
 {
-    struct jdec d;
-    struct jv root;
+    struct mjson_dec d;
+    struct mjson_val root;
     if (!gw_parse_root(r, &d, &root))
         return;
     int64_t *ids;
@@ -96,42 +96,42 @@ void gw_lease_leases(struct gw_req *r)
         return;
     }
     struct buf b;
-    struct jw w;
+    struct mjson_w w;
     gw_json_begin(r, &b, &w, true);
     if (n) {
-        jw_key(&w, "leases");
-        jw_arr(&w);
+        mjson_w_key(&w, "leases");
+        mjson_w_arr(&w);
         for (size_t i = 0; i < n; i++) {
-            jw_obj(&w);
-            jw_key(&w, "ID");
-            jw_i64(&w, ids[i]);
-            jw_obj_end(&w);
+            mjson_w_obj(&w);
+            mjson_w_key(&w, "ID");
+            codec_write_i64(&w, ids[i]);
+            mjson_w_obj_end(&w);
         }
-        jw_arr_end(&w);
+        mjson_w_arr_end(&w);
     }
-    jw_obj_end(&w);
+    mjson_w_obj_end(&w);
     gw_reply_json(r, 200, &b);
 }
 
 void gw_lease_keepalive(struct gw_req *r)
 {
     struct buf b;
-    struct jw w;
+    struct mjson_w w;
     size_t off = 0;
     int msgs = 0;
     buf_init(&b);
     for (;;) {
         /* Skip the blanks between messages; the body's end ends the stream. */
-        off = json_skip_ws(r->body, r->body_len, off);
+        off = mjson_skip_ws(r->body, r->body_len, off);
         if (off >= r->body_len)
             break;
-        struct jdec d;
-        struct jv v;
+        struct mjson_dec d;
+        struct mjson_val v;
         size_t used;
         int64_t id = 0;
-        jdec_init(&d, r->a);
-        if (!json_parse_next(&d, r->body + off, r->body_len - off, &v, &used) ||
-            !jdec_root_value(&d, &v) || !jdec_i64(&d, jv_field(&v, "ID", NULL), &id)) {
+        mjson_dec_init(&d, r->a);
+        if (!mjson_parse_next(&d, r->body + off, r->body_len - off, &v, &used) ||
+            !codec_root_value(&d, &v) || !codec_read_i64(&d, codec_field(&v, "ID", NULL), &id)) {
             if (msgs == 0) {
                 buf_fini(&b);
                 gw_stream_first_error(r, d.msg);
@@ -151,21 +151,21 @@ void gw_lease_keepalive(struct gw_req *r)
             }
             break;
         }
-        jw_init(&w, &b);
-        jw_obj(&w);
-        jw_key(&w, "result");
-        jw_obj(&w);
+        mjson_w_init(&w, &b);
+        mjson_w_obj(&w);
+        mjson_w_key(&w, "result");
+        mjson_w_obj(&w);
         gw_json_header(r, &w, true);
         if (id) {
-            jw_key(&w, "ID");
-            jw_i64(&w, id);
+            mjson_w_key(&w, "ID");
+            codec_write_i64(&w, id);
         }
         if (ttl) {
-            jw_key(&w, "TTL");
-            jw_i64(&w, ttl);
+            mjson_w_key(&w, "TTL");
+            codec_write_i64(&w, ttl);
         }
-        jw_obj_end(&w);
-        jw_obj_end(&w);
+        mjson_w_obj_end(&w);
+        mjson_w_obj_end(&w);
         buf_putc(&b, '\n');
     }
     gw_stream_start(r);

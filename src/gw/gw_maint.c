@@ -11,55 +11,55 @@ void gw_maint_status(struct gw_req *r)
         return;
     struct srv_status st;
     struct buf b;
-    struct jw w;
+    struct mjson_w w;
     srv_status(r->gw->srv, &st);
     gw_json_begin(r, &b, &w, true);
-    jw_key(&w, "version");
-    jw_cstr(&w, MS_ETCD_VERSION);
+    mjson_w_key(&w, "version");
+    mjson_w_cstr(&w, MS_ETCD_VERSION);
     if (st.db_size) {
-        jw_key(&w, "dbSize");
-        jw_i64(&w, (int64_t)st.db_size);
+        mjson_w_key(&w, "dbSize");
+        codec_write_i64(&w, (int64_t)st.db_size);
     }
     if (st.leader) {
-        jw_key(&w, "leader");
-        jw_u64(&w, st.leader);
+        mjson_w_key(&w, "leader");
+        codec_write_u64(&w, st.leader);
     }
     if (st.raft_index) {
-        jw_key(&w, "raftIndex");
-        jw_u64(&w, st.raft_index);
+        mjson_w_key(&w, "raftIndex");
+        codec_write_u64(&w, st.raft_index);
     }
     if (st.raft_term) {
-        jw_key(&w, "raftTerm");
-        jw_u64(&w, st.raft_term);
+        mjson_w_key(&w, "raftTerm");
+        codec_write_u64(&w, st.raft_term);
     }
     if (st.raft_applied_index) {
-        jw_key(&w, "raftAppliedIndex");
-        jw_u64(&w, st.raft_applied_index);
+        mjson_w_key(&w, "raftAppliedIndex");
+        codec_write_u64(&w, st.raft_applied_index);
     }
     const struct srv_alarm *alarms;
     size_t n_alarms;
     srv_alarms(r->gw->srv, &alarms, &n_alarms);
     if (n_alarms) {
         /* proto text of each AlarmMember, as etcd prints it (trailing space included). */
-        jw_key(&w, "errors");
-        jw_arr(&w);
+        mjson_w_key(&w, "errors");
+        mjson_w_arr(&w);
         for (size_t i = 0; i < n_alarms; i++) {
             char text[96];
             snprintf(text, sizeof(text), "memberID:%llu alarm:%s ",
                      (unsigned long long)alarms[i].member_id, codec_alarm_name(alarms[i].alarm));
-            jw_cstr(&w, text);
+            mjson_w_cstr(&w, text);
         }
-        jw_arr_end(&w);
+        mjson_w_arr_end(&w);
     }
     if (st.db_size_in_use) {
-        jw_key(&w, "dbSizeInUse");
-        jw_i64(&w, (int64_t)st.db_size_in_use);
+        mjson_w_key(&w, "dbSizeInUse");
+        codec_write_i64(&w, (int64_t)st.db_size_in_use);
     }
     if (st.is_learner) {
-        jw_key(&w, "isLearner");
-        jw_bool(&w, true);
+        mjson_w_key(&w, "isLearner");
+        mjson_w_bool(&w, true);
     }
-    jw_obj_end(&w);
+    mjson_w_obj_end(&w);
     gw_reply_json(r, 200, &b);
 }
 
@@ -75,28 +75,28 @@ void gw_maint_hash(struct gw_req *r)
         return;
     }
     struct buf b;
-    struct jw w;
+    struct mjson_w w;
     gw_json_begin(r, &b, &w, true);
     if (hash) {
-        jw_key(&w, "hash");
-        jw_num(&w, hash);
+        mjson_w_key(&w, "hash");
+        mjson_w_num(&w, hash);
     }
-    jw_obj_end(&w);
+    mjson_w_obj_end(&w);
     gw_reply_json(r, 200, &b);
 }
 
 static void encode_alarms(struct gw_req *r, const struct srv_result *res, struct buf *out)
 {
-    struct jw w;
+    struct mjson_w w;
     (void)r;
-    jw_init(&w, out);
+    mjson_w_init(&w, out);
     codec_alarms(&w, res->u.alarm.alarms, res->u.alarm.n);
 }
 
 void gw_maint_alarm(struct gw_req *r)
 {
-    struct jdec d;
-    struct jv root;
+    struct mjson_dec d;
+    struct mjson_val root;
     if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_ALARM;
@@ -108,10 +108,10 @@ void gw_maint_alarm(struct gw_req *r)
         const struct srv_alarm *alarms;
         size_t n;
         struct buf b;
-        struct jw w;
+        struct mjson_w w;
         srv_alarms(r->gw->srv, &alarms, &n);
         buf_init(&b);
-        jw_init(&w, &b);
+        mjson_w_init(&w, &b);
         codec_alarms(&w, alarms, n);
         gw_reply_json(r, 200, &b);
         return;
@@ -120,15 +120,15 @@ void gw_maint_alarm(struct gw_req *r)
     gw_submit(r);
 }
 
-static void urls(struct jw *w, const char *name, const struct cfg_url *u, size_t n)
+static void urls(struct mjson_w *w, const char *name, const struct cfg_url *u, size_t n)
 {
     if (!n)
         return;
-    jw_key(w, name);
-    jw_arr(w);
+    mjson_w_key(w, name);
+    mjson_w_arr(w);
     for (size_t i = 0; i < n; i++)
-        jw_cstr(w, u[i].text);
-    jw_arr_end(w);
+        mjson_w_cstr(w, u[i].text);
+    mjson_w_arr_end(w);
 }
 
 void gw_cluster_member_list(struct gw_req *r)
@@ -137,26 +137,26 @@ void gw_cluster_member_list(struct gw_req *r)
         return;
     struct srv_member m;
     struct buf b;
-    struct jw w;
+    struct mjson_w w;
     srv_self(r->gw->srv, &m);
     gw_json_begin(r, &b, &w, false);
-    jw_key(&w, "members");
-    jw_arr(&w);
-    jw_obj(&w);
-    jw_key(&w, "ID");
-    jw_u64(&w, m.id);
+    mjson_w_key(&w, "members");
+    mjson_w_arr(&w);
+    mjson_w_obj(&w);
+    mjson_w_key(&w, "ID");
+    codec_write_u64(&w, m.id);
     if (m.name && *m.name) {
-        jw_key(&w, "name");
-        jw_cstr(&w, m.name);
+        mjson_w_key(&w, "name");
+        mjson_w_cstr(&w, m.name);
     }
     urls(&w, "peerURLs", m.peer_urls, m.n_peer_urls);
     urls(&w, "clientURLs", m.client_urls, m.n_client_urls);
     if (m.is_learner) {
-        jw_key(&w, "isLearner");
-        jw_bool(&w, true);
+        mjson_w_key(&w, "isLearner");
+        mjson_w_bool(&w, true);
     }
-    jw_obj_end(&w);
-    jw_arr_end(&w);
-    jw_obj_end(&w);
+    mjson_w_obj_end(&w);
+    mjson_w_arr_end(&w);
+    mjson_w_obj_end(&w);
     gw_reply_json(r, 200, &b);
 }

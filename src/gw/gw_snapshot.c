@@ -69,9 +69,9 @@ static void send_next(void *arg)
 {
     struct snap_stream *st = arg;
     struct buf b;
-    struct jw w;
+    struct mjson_w w;
     buf_init(&b);
-    jw_init(&w, &b);
+    mjson_w_init(&w, &b);
     if (st->sent < st->total) {
         uint8_t piece[SNAP_PIECE];
         size_t want =
@@ -89,17 +89,17 @@ static void send_next(void *arg)
         }
         sha256_update(&st->sha, piece, (size_t)n);
         st->sent += (uint64_t)n;
-        jw_obj(&w);
-        jw_key(&w, "result");
-        jw_obj(&w);
+        mjson_w_obj(&w);
+        mjson_w_key(&w, "result");
+        mjson_w_obj(&w);
         if (st->total - st->sent) {
-            jw_key(&w, "remaining_bytes");
-            jw_u64(&w, st->total - st->sent);
+            mjson_w_key(&w, "remaining_bytes");
+            codec_write_u64(&w, st->total - st->sent);
         }
-        jw_key(&w, "blob");
-        jw_b64(&w, piece, (size_t)n);
-        jw_obj_end(&w);
-        jw_obj_end(&w);
+        mjson_w_key(&w, "blob");
+        codec_write_b64(&w, piece, (size_t)n);
+        mjson_w_obj_end(&w);
+        mjson_w_obj_end(&w);
         buf_putc(&b, '\n');
         gw_stream_chunk(st->r, &b);
         return;
@@ -107,13 +107,13 @@ static void send_next(void *arg)
     if (!st->sha_sent) {
         uint8_t digest[32];
         sha256_final(&st->sha, digest);
-        jw_obj(&w);
-        jw_key(&w, "result");
-        jw_obj(&w);
-        jw_key(&w, "blob");
-        jw_b64(&w, digest, sizeof(digest));
-        jw_obj_end(&w);
-        jw_obj_end(&w);
+        mjson_w_obj(&w);
+        mjson_w_key(&w, "result");
+        mjson_w_obj(&w);
+        mjson_w_key(&w, "blob");
+        codec_write_b64(&w, digest, sizeof(digest));
+        mjson_w_obj_end(&w);
+        mjson_w_obj_end(&w);
         buf_putc(&b, '\n');
         st->sha_sent = true;
         gw_stream_chunk(st->r, &b);

@@ -570,19 +570,19 @@ enum run_result {
 /* Handle the messages of body[*off..len). Answers pile up in the stream's output: past the
  * stream limit the rest of the body waits, so a body of cheap requests cannot make the
  * server buffer without bound (etcd gets the same from gRPC flow control). */
-static enum run_result run_messages(struct gw_stream *st, struct jdec *d, const char *body,
+static enum run_result run_messages(struct gw_stream *st, struct mjson_dec *d, const char *body,
                                     size_t len, size_t *off, bool first)
 {
     for (;;) {
-        *off = json_skip_ws(body, len, *off);
+        *off = mjson_skip_ws(body, len, *off);
         if (*off >= len)
             return RUN_DONE;
         if (!first && http_pending(st->req) >= st->gw->stream_limit)
             return RUN_PAUSED;
-        struct jv v;
+        struct mjson_val v;
         struct codec_watch_req m;
         size_t used = 0;
-        if (!json_parse_next(d, body + *off, len - *off, &v, &used) || !jdec_root_value(d, &v) ||
+        if (!mjson_parse_next(d, body + *off, len - *off, &v, &used) || !codec_root_value(d, &v) ||
             codec_decode_watch(d, &v, &m) != MS_OK)
             return first ? RUN_FIRST_ERROR : RUN_DONE; /* etcd closes the request side quietly */
         *off += used;
@@ -610,8 +610,8 @@ static void resume(struct gw_stream *st)
     struct arena *a = arena_create(4096);
     if (!a)
         return; /* retried on the next drain */
-    struct jdec d;
-    jdec_init(&d, a);
+    struct mjson_dec d;
+    mjson_dec_init(&d, a);
     if (run_messages(st, &d, st->rest, st->rest_len, &st->rest_off, false) == RUN_DONE) {
         free(st->rest);
         st->rest = NULL;
@@ -649,9 +649,9 @@ void gw_watch(struct gw_req *r)
         gw_reply_error(r, MS_E_NOMEM, NULL);
         return;
     }
-    struct jdec d;
+    struct mjson_dec d;
     size_t off = 0;
-    jdec_init(&d, r->a);
+    mjson_dec_init(&d, r->a);
     switch (run_messages(st, &d, r->body, r->body_len, &off, true)) {
     case RUN_FIRST_ERROR:
         stream_free(st);

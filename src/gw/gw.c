@@ -5,7 +5,8 @@
  * the gateway's "Not Found\n" / "Method Not Allowed\n" under /v3/ and /v3beta/, Go's "404 page
  * not found\n" elsewhere, OPTIONS answered everywhere, CORS headers on every response.
  * A request that waits for the server is linked in gw->pending and holds the connection's
- * close callback: whichever of "reply" and "connection closed" comes first frees it.
+ * close callback: whichever of "reply" and "connection closed" comes first frees it. A request
+ * ends in gw_reply or gw_abandon, and both free it through req_release.
  */
 #include "codec.h"
 #include "gw_int.h"
@@ -124,7 +125,9 @@ static void req_unlink(struct gw_req *r)
     r->prev = r->next = NULL;
 }
 
-static void gw_req_free(struct gw_req *r)
+/* The one release path of a request, answered or not. srv_id is zero once srv's callback
+ * ran or its submission failed; a request ending while srv still owes it one cancels it. */
+static void req_release(struct gw_req *r)
 {
     if (r->srv_id)
         srv_cancel(r->gw->srv, r->srv_id);
@@ -133,45 +136,45 @@ static void gw_req_free(struct gw_req *r)
     free(r);
 }
 
-void gw_req_abandon(struct gw_req *r)
+void gw_abandon(struct gw_req *r)
 {
-    gw_req_free(r);
+    req_release(r);
 }
 
 /* The client went away before we replied: the HTTP layer drops the request, we free the
  * rest. */
 static void gw_on_conn_close(void *arg)
 {
-    gw_req_free(arg);
+    gw_abandon(arg);
 }
 
-static void detach(struct gw_req *r)
+void gw_reply(struct gw_req *r, int status, struct buf *body)
 {
-    http_set_close_cb(r->req, NULL, NULL);
-}
-
-void gw_req_release(struct gw_req *r)
-{
-    detach(r);
-    r->srv_id = 0;
-    gw_req_free(r);
-}
-
-void gw_reply_json(struct gw_req *r, int status, struct buf *body)
-{
-    struct hdrs h;
-    hdrs_init(&h);
-    hdrs_add(&h, "Content-Type", "application/json");
-    if (buf_failed(body)) {
-        buf_fini(body);
-        status = 500;
+    struct buf none;
+    if (!body) {
+        buf_init(&none);
+        body = &none;
     }
-    if (status == 200)
-        hdrs_add(&h, "Grpc-Metadata-Content-Type", "application/grpc");
-    detach(r);
-    http_respond_buf(r->req, status, h.h, h.n, body);
-    r->srv_id = 0;
-    gw_req_free(r);
+    /* The answer is ours to finish: a close from now on is the HTTP layer's alone. */
+    http_set_close_cb(r->req, NULL, NULL);
+    if (r->streamed) {
+        if (body->len)
+            gw_stream_chunk(r, body);
+        buf_fini(body);
+        http_stream_end(r->req);
+    } else {
+        struct hdrs h;
+        hdrs_init(&h);
+        hdrs_add(&h, "Content-Type", "application/json");
+        if (buf_failed(body)) {
+            buf_fini(body);
+            status = 500;
+        }
+        if (status == 200)
+            hdrs_add(&h, "Grpc-Metadata-Content-Type", "application/grpc");
+        http_respond_buf(r->req, status, h.h, h.n, body);
+    }
+    req_release(r);
 }
 
 void gw_reply_error(struct gw_req *r, ms_err e, const char *msg)
@@ -181,7 +184,7 @@ void gw_reply_error(struct gw_req *r, ms_err e, const char *msg)
     if (!msg || !*msg)
         msg = ms_err_msg(e);
     codec_error(&b, msg, (int)ms_err_grpc(e));
-    gw_reply_json(r, ms_err_http_status(e), &b);
+    gw_reply(r, ms_err_http_status(e), &b);
 }
 
 void gw_json_header(struct gw_req *r, struct mjson_w *w, bool revision)
@@ -245,7 +248,7 @@ static void gw_on_done(void *ctx, ms_err err, const struct srv_result *res)
         mjson_w_init(&w, &b);
         codec_result(&w, &h, res);
     }
-    gw_reply_json(r, 200, &b);
+    gw_reply(r, 200, &b);
 }
 
 void gw_submit(struct gw_req *r)
@@ -294,6 +297,7 @@ void gw_http_stream_start(struct http_request *req)
 void gw_stream_start(struct gw_req *r)
 {
     gw_http_stream_start(r->req);
+    r->streamed = true;
 }
 
 void gw_stream_chunk(struct gw_req *r, struct buf *b)
@@ -303,24 +307,16 @@ void gw_stream_chunk(struct gw_req *r, struct buf *b)
     buf_fini(b);
 }
 
-void gw_stream_end(struct gw_req *r)
-{
-    detach(r);
-    http_stream_end(r->req);
-    r->srv_id = 0;
-    gw_req_free(r);
-}
-
-void gw_stream_first_error(struct gw_req *r, const char *msg)
+void gw_reply_decode_error(struct gw_req *r, const char *msg)
 {
     /* The first message fails to decode: grpc-gateway answers 500, code 2 (Unknown) (§4.3). */
     struct buf b;
     buf_init(&b);
     codec_error(&b, msg, 2);
-    gw_reply_json(r, 500, &b);
+    gw_reply(r, 500, &b);
 }
 
-void gw_stream_error(struct gw_req *r, ms_err e, const char *msg)
+void gw_reply_stream_error(struct gw_req *r, ms_err e, const char *msg)
 {
     /* grpc-gateway's envelope for a stream that fails before its first message (§4.3). */
     struct buf b;
@@ -341,7 +337,7 @@ void gw_stream_error(struct gw_req *r, ms_err e, const char *msg)
     mjson_w_cstr(&w, ms_http_reason(status));
     mjson_w_obj_end(&w);
     mjson_w_obj_end(&w);
-    gw_reply_json(r, status, &b);
+    gw_reply(r, status, &b);
 }
 
 /* Go's path.Clean, keeping a trailing slash (net/http cleanPath). out has room for
@@ -474,7 +470,7 @@ static void serve_metrics(struct gw *gw, struct http_request *req)
     struct buf b;
     buf_init(&b);
     srv_metrics_text(gw->srv, &b);
-    gw_watch_metrics(gw, &b);
+    gw_watch_metrics(gw->watch, &b);
     struct hdrs h;
     hdrs_init(&h);
     hdrs_add(&h, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
@@ -669,7 +665,11 @@ struct gw *gw_create(struct event_base *base, struct srv *srv, ms_err *err)
         *err = MS_E_NOMEM;
         goto out_free;
     }
-    gw_watch_init(gw);
+    gw->watch = gw_watch_create(base, srv, gw->grpc_max);
+    if (!gw->watch) {
+        *err = MS_E_NOMEM;
+        goto out_free;
+    }
     for (size_t i = 0; i < cfg->n_listen_client; i++) {
         const struct cfg_url *u = &cfg->listen_client[i];
         if (http_server_listen(gw->http, u->host, u->port) != 0) {
@@ -694,7 +694,7 @@ void gw_destroy(struct gw *gw)
      * requests and streams. */
     http_server_destroy(gw->http);
     while (gw->pending)
-        gw_req_free(gw->pending);
-    gw_watch_fini(gw);
+        gw_abandon(gw->pending);
+    gw_watch_destroy(gw->watch);
     free(gw);
 }

@@ -79,7 +79,7 @@ void gw_lease_timetolive(struct gw_req *r)
         mjson_w_arr_end(&w);
     }
     mjson_w_obj_end(&w);
-    gw_reply_json(r, 200, &b);
+    gw_reply(r, 200, &b);
 }
 
 void gw_lease_leases(struct gw_req *r)
@@ -110,7 +110,7 @@ void gw_lease_leases(struct gw_req *r)
         mjson_w_arr_end(&w);
     }
     mjson_w_obj_end(&w);
-    gw_reply_json(r, 200, &b);
+    gw_reply(r, 200, &b);
 }
 
 void gw_lease_keepalive(struct gw_req *r)
@@ -134,7 +134,7 @@ void gw_lease_keepalive(struct gw_req *r)
             !codec_root_value(&d, &v) || !codec_read_i64(&d, codec_field(&v, "ID", NULL), &id)) {
             if (msgs == 0) {
                 buf_fini(&b);
-                gw_stream_first_error(r, d.msg);
+                gw_reply_decode_error(r, d.msg);
                 return;
             }
             break; /* a later one: the request side just ends */
@@ -146,7 +146,7 @@ void gw_lease_keepalive(struct gw_req *r)
         if (e) {
             if (msgs == 1) {
                 buf_fini(&b);
-                gw_stream_error(r, e, NULL);
+                gw_reply_stream_error(r, e, NULL);
                 return;
             }
             break;
@@ -169,8 +169,5 @@ void gw_lease_keepalive(struct gw_req *r)
         buf_putc(&b, '\n');
     }
     gw_stream_start(r);
-    if (b.len)
-        gw_stream_chunk(r, &b);
-    buf_fini(&b);
-    gw_stream_end(r);
+    gw_reply(r, 200, &b);
 }

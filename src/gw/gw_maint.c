@@ -60,7 +60,7 @@ void gw_maint_status(struct gw_req *r)
         mjson_w_bool(&w, true);
     }
     mjson_w_obj_end(&w);
-    gw_reply_json(r, 200, &b);
+    gw_reply(r, 200, &b);
 }
 
 void gw_maint_hash(struct gw_req *r)
@@ -82,7 +82,7 @@ void gw_maint_hash(struct gw_req *r)
         mjson_w_num(&w, hash);
     }
     mjson_w_obj_end(&w);
-    gw_reply_json(r, 200, &b);
+    gw_reply(r, 200, &b);
 }
 
 static void encode_alarms(struct gw_req *r, const struct srv_result *res, struct buf *out)
@@ -113,7 +113,7 @@ void gw_maint_alarm(struct gw_req *r)
         buf_init(&b);
         mjson_w_init(&w, &b);
         codec_alarms(&w, alarms, n);
-        gw_reply_json(r, 200, &b);
+        gw_reply(r, 200, &b);
         return;
     }
     r->encode = encode_alarms;
@@ -158,5 +158,5 @@ void gw_cluster_member_list(struct gw_req *r)
     mjson_w_obj_end(&w);
     mjson_w_arr_end(&w);
     mjson_w_obj_end(&w);
-    gw_reply_json(r, 200, &b);
+    gw_reply(r, 200, &b);
 }

@@ -60,7 +60,7 @@ static void stream_free(struct snap_stream *st)
 static void on_close(void *arg)
 {
     struct snap_stream *st = arg;
-    gw_req_abandon(st->r);
+    gw_abandon(st->r);
     stream_free(st);
 }
 
@@ -81,7 +81,7 @@ static void send_next(void *arg)
             /* The file cannot be read back: cut the stream so the client sees it incomplete. */
             log_error("snapshot: read failed after %llu bytes", (unsigned long long)st->sent);
             struct http_request *req = st->r->req;
-            gw_req_abandon(st->r);
+            gw_abandon(st->r);
             stream_free(st);
             http_abort(req);
             buf_fini(&b);
@@ -122,7 +122,7 @@ static void send_next(void *arg)
     buf_fini(&b);
     struct gw_req *r = st->r;
     stream_free(st);
-    gw_stream_end(r);
+    gw_reply(r, 200, NULL);
 }
 
 static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
@@ -130,7 +130,7 @@ static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
     struct gw_req *r = ctx;
     r->srv_id = 0;
     if (err) {
-        gw_stream_error(r, err, NULL);
+        gw_reply_stream_error(r, err, NULL);
         return;
     }
     struct snap_stream *st = calloc(1, sizeof(*st));
@@ -140,7 +140,7 @@ static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
         if (fd >= 0)
             close(fd);
         free(st);
-        gw_stream_error(r, MS_E_IO, NULL);
+        gw_reply_stream_error(r, MS_E_IO, NULL);
         return;
     }
     st->r = r;
@@ -160,7 +160,7 @@ void gw_maint_snapshot(struct gw_req *r)
     ms_err e = srv_backup(r->gw->srv, on_backup, r, &r->srv_id);
     if (e) {
         r->srv_id = 0;
-        gw_stream_error(r, e, NULL);
+        gw_reply_stream_error(r, e, NULL);
         return;
     }
     gw_wait(r);

@@ -8,19 +8,23 @@
  * the stream lives until the client goes away, then every watcher of it is freed at once.
  *
  * Memory is bounded per stream: the hub is refused output while the connection's output
- * buffer holds gw->stream_limit bytes or more (its watchers become victims and catch up from
- * history once the buffer drains under gw->stream_low). An events array is encoded once per
+ * buffer holds w->stream_limit bytes or more (its watchers become victims and catch up from
+ * history once the buffer drains under w->stream_low). An events array is encoded once per
  * batch and cache slot and copied into each stream's output.
  *
  * And over all streams (--watch-total-buffer-bytes): the HTTP layer reports every change of a
  * stream's pending output, which we pass on to the hub, so its sum counts every byte queued
  * until it is written or its connection is freed. Events the hub does not admit under the
  * budget (watch_stream_admits) are refused as for a full stream; the stream then waits in
- * gw's budget list until output elsewhere is written or freed and it fits again.
+ * the budget list until output elsewhere is written or freed and it fits again.
  *
  * After the body, the connection reads only to notice the client closing (the HTTP layer then
  * calls our close callback); bytes the client sends meanwhile are dropped. Nothing touches the
  * HTTP request once its connection closed.
+ *
+ * All of this state is struct gw_watch, created with the gateway and touched by this file
+ * alone; a stream outlives the gw_req that opened it (gw_abandon frees that once the body is
+ * handled).
  */
 #include "codec.h"
 #include "gw_int.h"
@@ -47,26 +51,49 @@ struct gw_blob {
     char data[];
 };
 
-struct gw_stream {
-    struct gw *gw;
+/* The watch side of the gateway (gw->watch). */
+struct gw_watch {
+    struct srv *srv;
+    size_t grpc_max;                 /* etcd's gRPC message limit: fragments stay under it */
+    struct gw_watch_stream *streams; /* doubly linked */
+    size_t stream_limit;             /* output bytes a stream may hold before its watchers wait */
+    size_t stream_low;               /* ... and the level under which they resume */
+    struct buf ebuf;                 /* encoding scratch (events, control tails) */
+    struct buf hdr;                  /* {"result":{"header":{...} for hdr_rev / hdr_term */
+    int64_t hdr_rev;
+    uint64_t hdr_term;
+    struct event *retry_ev;        /* paused bodies and streams blocked by OOM */
+    struct event *flush_ev;        /* writes the dirty streams after the loop turn's callbacks */
+    struct gw_watch_stream *dirty; /* streams with output to flush, by dprev/dnext */
+    /* streams refused by the server-wide budget, oldest first, by bprev/bnext */
+    struct gw_watch_stream *budget_head;
+    struct gw_watch_stream *budget_tail;
+    struct event *budget_ev; /* wakes them after output was written or freed */
+    struct event *trim_ev;   /* gives freed output memory back to the system */
+    size_t trim_high;        /* most output buffered since the last trim */
+};
+
+/* One watch stream: a POST /v3/watch whose chunked response stays open. */
+struct gw_watch_stream {
+    struct gw_watch *w;
     struct http_request *req;
     struct watch_stream *ws;
     bool started; /* the 200 and headers are out */
     bool blocked; /* output refused; waiting to drain under stream_low */
     bool armed;   /* the body is handled; the stream writes its own output */
-    bool dirty;   /* in gw->dirty: output to flush after this loop turn's callbacks */
+    bool dirty;   /* in w->dirty: output to flush after this loop turn's callbacks */
     char *rest;   /* the part of the body not handled yet (output was full), owned */
     size_t rest_len;
     size_t rest_off;
-    bool budget_wait; /* events refused by the server-wide budget; in gw's budget list */
+    bool budget_wait; /* events refused by the server-wide budget; in the budget list */
     size_t want;      /* ... for a response of this many bytes */
     size_t out;       /* pending output as last reported to the hub */
-    struct gw_stream *bprev;
-    struct gw_stream *bnext;
-    struct gw_stream *prev;
-    struct gw_stream *next;
-    struct gw_stream *dprev;
-    struct gw_stream *dnext;
+    struct gw_watch_stream *bprev;
+    struct gw_watch_stream *bnext;
+    struct gw_watch_stream *prev;
+    struct gw_watch_stream *next;
+    struct gw_watch_stream *dprev;
+    struct gw_watch_stream *dnext;
 };
 
 /* ---- blobs ---- */
@@ -92,15 +119,15 @@ static struct gw_blob *blob_from(struct buf *b)
 
 /* ---- output ---- */
 
-static void start_reply(struct gw_stream *st)
+static void start_reply(struct gw_watch_stream *st)
 {
     gw_http_stream_start(st->req);
     st->started = true;
 }
 
 /* Queue one response: a, b, then the blob, in one chunk. */
-static bool write_resp(struct gw_stream *st, const void *a, size_t an, const void *b, size_t bn,
-                       struct gw_blob *blob)
+static bool write_resp(struct gw_watch_stream *st, const void *a, size_t an, const void *b,
+                       size_t bn, struct gw_blob *blob)
 {
     struct iovec v[3] = {{(void *)a, an}, {(void *)b, bn}, {NULL, 0}};
     if (blob) {
@@ -112,30 +139,30 @@ static bool write_resp(struct gw_stream *st, const void *a, size_t an, const voi
 
 /* {"result":{"header":{...} for revision rev (0: no revision), cached while rev and the term
  * stay. */
-static const struct buf *header_for(struct gw *gw, int64_t rev, struct srv_header *h)
+static const struct buf *header_for(struct gw_watch *w, int64_t rev, struct srv_header *h)
 {
-    srv_header(gw->srv, h);
+    srv_header(w->srv, h);
     h->revision = rev;
-    if (gw->hdr.len && gw->hdr_rev == rev && gw->hdr_term == h->raft_term && !gw->hdr.failed)
-        return &gw->hdr;
-    gw->hdr.len = 0;
-    codec_watch_open(&gw->hdr, h, rev != 0);
-    gw->hdr_rev = rev;
-    gw->hdr_term = h->raft_term;
-    return &gw->hdr;
+    if (w->hdr.len && w->hdr_rev == rev && w->hdr_term == h->raft_term && !w->hdr.failed)
+        return &w->hdr;
+    w->hdr.len = 0;
+    codec_watch_open(&w->hdr, h, rev != 0);
+    w->hdr_rev = rev;
+    w->hdr_term = h->raft_term;
+    return &w->hdr;
 }
 
-/* A response built whole in gw->ebuf: header, then what tail writes. */
-static bool send_whole(struct gw_stream *st, int64_t rev, const struct buf *tail)
+/* A response built whole in w->ebuf: header, then what tail writes. */
+static bool send_whole(struct gw_watch_stream *st, int64_t rev, const struct buf *tail)
 {
     struct srv_header h;
-    const struct buf *hdr = header_for(st->gw, rev, &h);
+    const struct buf *hdr = header_for(st->w, rev, &h);
     return !buf_failed(tail) && write_resp(st, hdr->p, hdr->len, tail->p, tail->len, NULL);
 }
 
-static bool send_ctrl(struct gw_stream *st, const struct watch_resp *r)
+static bool send_ctrl(struct gw_watch_stream *st, const struct watch_resp *r)
 {
-    struct buf *t = &st->gw->ebuf;
+    struct buf *t = &st->w->ebuf;
     t->len = 0;
     codec_watch_ctrl_tail(t, r);
     return send_whole(st, r->kind == WATCH_RESP_COMPACTED ? 0 : r->revision, t);
@@ -144,17 +171,17 @@ static bool send_ctrl(struct gw_stream *st, const struct watch_resp *r)
 /* etcd sendFragments: a response of two or more events whose protobuf size reaches the gRPC
  * limit goes out in pieces marked "fragment":true, the last one unmarked; a piece takes events
  * while its size (flag included) stays under the limit, and always at least one. */
-static bool send_fragments(struct gw_stream *st, const struct watch_resp *r, size_t base)
+static bool send_fragments(struct gw_watch_stream *st, const struct watch_resp *r, size_t base)
 {
     const struct kv_event *ev = r->batch->events;
-    struct buf *t = &st->gw->ebuf;
+    struct buf *t = &st->w->ebuf;
     size_t i = 0;
     while (i < r->n_idx) {
         size_t size = base, j = i;
         for (; j < r->n_idx; j++) {
             size_t es =
                 codec_watch_event_field_size(codec_watch_event_size(&ev[r->idx[j]], r->prev_kv));
-            if (j > i && size + es >= st->gw->grpc_max)
+            if (j > i && size + es >= st->w->grpc_max)
                 break;
             size += es;
         }
@@ -169,16 +196,16 @@ static bool send_fragments(struct gw_stream *st, const struct watch_resp *r, siz
 }
 
 /* Does r need fragmenting (etcd: size without the flag >= limit, and two events or more)? */
-static bool needs_fragments(const struct gw *gw, const struct watch_resp *r,
+static bool needs_fragments(const struct gw_watch *w, const struct watch_resp *r,
                             const struct srv_header *h)
 {
     if (!r->fragment || r->n_idx < 2)
         return false;
     size_t size = codec_watch_base_size(h, r->watch_id, false);
-    for (size_t i = 0; i < r->n_idx && size < gw->grpc_max; i++)
+    for (size_t i = 0; i < r->n_idx && size < w->grpc_max; i++)
         size += codec_watch_event_field_size(
             codec_watch_event_size(&r->batch->events[r->idx[i]], r->prev_kv));
-    return size >= gw->grpc_max;
+    return size >= w->grpc_max;
 }
 
 /* The output of a fragmented response, roughly (its JSON is about 4/3 of the protobuf size,
@@ -193,12 +220,12 @@ static size_t fragments_size(const struct watch_resp *r)
 
 enum send_result { SEND_OK, SEND_NOMEM, SEND_OVER_BUDGET };
 
-static void budget_wait(struct gw_stream *st, size_t n);
+static void budget_wait(struct gw_watch_stream *st, size_t n);
 
 /* Does the server-wide budget admit n more bytes on st? If not, st waits for it. */
-static bool admitted(struct gw_stream *st, size_t n)
+static bool admitted(struct gw_watch_stream *st, size_t n)
 {
-    if (srv_watch_admits(st->gw->srv, st->ws, n))
+    if (srv_watch_admits(st->w->srv, st->ws, n))
         return true;
     budget_wait(st, n);
     return false;
@@ -206,12 +233,12 @@ static bool admitted(struct gw_stream *st, size_t n)
 
 /* The hot path: the header (cached per revision), the watcher's id, and the events encoded
  * once per cache slot of the batch. */
-static enum send_result send_events(struct gw_stream *st, const struct watch_resp *r)
+static enum send_result send_events(struct gw_watch_stream *st, const struct watch_resp *r)
 {
-    struct gw *gw = st->gw;
+    struct gw_watch *w = st->w;
     struct srv_header h;
-    const struct buf *hdr = header_for(gw, r->revision, &h);
-    if (needs_fragments(gw, r, &h)) {
+    const struct buf *hdr = header_for(w, r->revision, &h);
+    if (needs_fragments(w, r, &h)) {
         if (!admitted(st, fragments_size(r)))
             return SEND_OVER_BUDGET;
         return send_fragments(st, r, codec_watch_base_size(&h, r->watch_id, true)) ? SEND_OK
@@ -220,9 +247,9 @@ static enum send_result send_events(struct gw_stream *st, const struct watch_res
     struct gw_blob *blob = r->batch->cache ? r->batch->cache[r->slot] : NULL;
     bool owned = false;
     if (!blob) {
-        gw->ebuf.len = 0;
-        codec_watch_events_tail(&gw->ebuf, r->batch->events, r->idx, r->n_idx, r->prev_kv, false);
-        blob = blob_from(&gw->ebuf);
+        w->ebuf.len = 0;
+        codec_watch_events_tail(&w->ebuf, r->batch->events, r->idx, r->n_idx, r->prev_kv, false);
+        blob = blob_from(&w->ebuf);
         if (blob && r->batch->cache)
             r->batch->cache[r->slot] = blob; /* the batch's reference, dropped by release */
         else
@@ -250,64 +277,64 @@ static enum send_result send_events(struct gw_stream *st, const struct watch_res
  * thousands of streams is gigabytes of copying into the kernel, and other clients must not wait
  * for all of it. */
 
-static void dirty_remove(struct gw_stream *st)
+static void dirty_remove(struct gw_watch_stream *st)
 {
     if (!st->dirty)
         return;
     if (st->dprev)
         st->dprev->dnext = st->dnext;
     else
-        st->gw->dirty = st->dnext;
+        st->w->dirty = st->dnext;
     if (st->dnext)
         st->dnext->dprev = st->dprev;
     st->dprev = st->dnext = NULL;
     st->dirty = false;
 }
 
-static void mark_dirty(struct gw_stream *st)
+static void mark_dirty(struct gw_watch_stream *st)
 {
-    struct gw *gw = st->gw;
-    if (!st->armed || st->dirty || !gw->watch_flush_ev)
+    struct gw_watch *w = st->w;
+    if (!st->armed || st->dirty || !w->flush_ev)
         return;
     st->dirty = true;
     st->dprev = NULL;
-    st->dnext = gw->dirty;
-    if (gw->dirty)
-        gw->dirty->dprev = st;
-    gw->dirty = st;
-    event_active(gw->watch_flush_ev, EV_TIMEOUT, 1);
+    st->dnext = w->dirty;
+    if (w->dirty)
+        w->dirty->dprev = st;
+    w->dirty = st;
+    event_active(w->flush_ev, EV_TIMEOUT, 1);
 }
 
 static void on_watch_flush(evutil_socket_t fd, short what, void *arg)
 {
-    struct gw *gw = arg;
+    struct gw_watch *w = arg;
     (void)fd;
     (void)what;
     size_t offered = 0;
-    while (gw->dirty && offered < FLUSH_TURN) {
-        struct gw_stream *st = gw->dirty;
+    while (w->dirty && offered < FLUSH_TURN) {
+        struct gw_watch_stream *st = w->dirty;
         size_t n = http_pending(st->req);
         offered += n < FLUSH_STREAM ? n : FLUSH_STREAM;
         dirty_remove(st);
         http_flush(st->req);
     }
-    if (gw->dirty) {
+    if (w->dirty) {
         /* A timeout of zero runs after the loop's next poll, so sockets get their turn. */
         static const struct timeval next_turn = {0, 0};
-        event_add(gw->watch_flush_ev, &next_turn);
+        event_add(w->flush_ev, &next_turn);
     }
 }
 
 /* ---- the hub's sink ---- */
 
-static void retry_later(struct gw *gw, int ms);
-static void block(struct gw_stream *st);
+static void retry_later(struct gw_watch *w, int ms);
+static void block(struct gw_watch_stream *st);
 
 static bool sink_send(void *sink_ctx, void *stream_ctx, const struct watch_resp *r)
 {
-    struct gw *gw = sink_ctx;
-    struct gw_stream *st = stream_ctx;
-    if (r->kind == WATCH_RESP_EVENTS && http_pending(st->req) >= gw->stream_limit) {
+    struct gw_watch *w = sink_ctx;
+    struct gw_watch_stream *st = stream_ctx;
+    if (r->kind == WATCH_RESP_EVENTS && http_pending(st->req) >= w->stream_limit) {
         block(st);
         return false;
     }
@@ -326,7 +353,7 @@ static bool sink_send(void *sink_ctx, void *stream_ctx, const struct watch_resp 
     }
     /* Out of memory: the watcher retries from history, after a drain or a short wait. */
     block(st);
-    retry_later(gw, 100);
+    retry_later(w, 100);
     return false;
 }
 
@@ -346,68 +373,68 @@ static const struct watch_sink GW_WATCH_SINK = {.send = sink_send, .release = si
  * reserved while waking, so a little freed room does not send every waiter to history only
  * to be refused again. */
 
-static void budget_remove(struct gw_stream *st)
+static void budget_remove(struct gw_watch_stream *st)
 {
     if (!st->budget_wait)
         return;
     if (st->bprev)
         st->bprev->bnext = st->bnext;
     else
-        st->gw->budget_head = st->bnext;
+        st->w->budget_head = st->bnext;
     if (st->bnext)
         st->bnext->bprev = st->bprev;
     else
-        st->gw->budget_tail = st->bprev;
+        st->w->budget_tail = st->bprev;
     st->bprev = st->bnext = NULL;
     st->budget_wait = false;
 }
 
-static void budget_arm(struct gw *gw)
+static void budget_arm(struct gw_watch *w)
 {
     struct timeval tv = {0, BUDGET_RETRY * 1000};
-    if (gw->watch_budget_ev && !evtimer_pending(gw->watch_budget_ev, NULL))
-        evtimer_add(gw->watch_budget_ev, &tv);
+    if (w->budget_ev && !evtimer_pending(w->budget_ev, NULL))
+        evtimer_add(w->budget_ev, &tv);
 }
 
-static void budget_wait(struct gw_stream *st, size_t n)
+static void budget_wait(struct gw_watch_stream *st, size_t n)
 {
-    struct gw *gw = st->gw;
+    struct gw_watch *w = st->w;
     st->want = n;
     if (st->budget_wait)
         return;
     st->budget_wait = true;
     st->bnext = NULL;
-    st->bprev = gw->budget_tail;
-    if (gw->budget_tail)
-        gw->budget_tail->bnext = st;
+    st->bprev = w->budget_tail;
+    if (w->budget_tail)
+        w->budget_tail->bnext = st;
     else
-        gw->budget_head = st;
-    gw->budget_tail = st;
-    budget_arm(gw);
+        w->budget_head = st;
+    w->budget_tail = st;
+    budget_arm(w);
 }
 
 static void on_watch_budget(evutil_socket_t fd, short what, void *arg)
 {
-    struct gw *gw = arg;
+    struct gw_watch *w = arg;
     (void)fd;
     (void)what;
     size_t reserved = 0;
-    struct gw_stream *st = gw->budget_head;
-    for (struct gw_stream *next; st && reserved < FLUSH_TURN; st = next) {
+    struct gw_watch_stream *st = w->budget_head;
+    for (struct gw_watch_stream *next; st && reserved < FLUSH_TURN; st = next) {
         next = st->bnext;
-        if (!srv_watch_admits(gw->srv, st->ws, reserved + st->want))
+        if (!srv_watch_admits(w->srv, st->ws, reserved + st->want))
             continue;
         reserved += st->want;
         budget_remove(st);
-        srv_watch_writable(gw->srv, st->ws);
+        srv_watch_writable(w->srv, st->ws);
     }
     if (st) {
         /* More may fit: wake them after the loop's next poll, so other clients get a turn
          * between two rounds of catch-up copying. */
         static const struct timeval next_turn = {0, 0};
-        evtimer_add(gw->watch_budget_ev, &next_turn);
-    } else if (gw->budget_head) {
-        budget_arm(gw);
+        evtimer_add(w->budget_ev, &next_turn);
+    } else if (w->budget_head) {
+        budget_arm(w);
     }
 }
 
@@ -415,67 +442,67 @@ static void on_watch_budget(evutil_socket_t fd, short what, void *arg)
  * most once per second, once TRIM_STEP bytes were released since the peak. */
 static void on_watch_trim(evutil_socket_t fd, short what, void *arg)
 {
-    struct gw *gw = arg;
+    struct gw_watch *w = arg;
     (void)fd;
     (void)what;
     struct watch_stats ws;
-    srv_watch_stats(gw->srv, &ws);
-    if (gw->trim_high < ws.buffered + TRIM_STEP)
+    srv_watch_stats(w->srv, &ws);
+    if (w->trim_high < ws.buffered + TRIM_STEP)
         return;
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
-    gw->trim_high = ws.buffered;
+    w->trim_high = ws.buffered;
 }
 
 /* Some stream's output went down (written or freed). */
-static void output_released(struct gw *gw)
+static void output_released(struct gw_watch *w)
 {
-    if (gw->budget_head && gw->watch_budget_ev)
-        event_active(gw->watch_budget_ev, EV_TIMEOUT, 1);
+    if (w->budget_head && w->budget_ev)
+        event_active(w->budget_ev, EV_TIMEOUT, 1);
     struct timeval second = {1, 0};
-    if (gw->watch_trim_ev && !evtimer_pending(gw->watch_trim_ev, NULL))
-        evtimer_add(gw->watch_trim_ev, &second);
+    if (w->trim_ev && !evtimer_pending(w->trim_ev, NULL))
+        evtimer_add(w->trim_ev, &second);
 }
 
 /* The HTTP layer: st's pending output changed. May run inside the sink (http_stream_queue),
  * so it only takes note. */
 static void on_output(void *arg)
 {
-    struct gw_stream *st = arg;
-    struct gw *gw = st->gw;
+    struct gw_watch_stream *st = arg;
+    struct gw_watch *w = st->w;
     size_t now = http_pending(st->req);
     if (now == st->out)
         return;
     bool down = now < st->out;
     st->out = now;
-    srv_watch_set_buffered(gw->srv, st->ws, now);
+    srv_watch_set_buffered(w->srv, st->ws, now);
     if (down) {
-        output_released(gw);
+        output_released(w);
         return;
     }
     struct watch_stats ws;
-    srv_watch_stats(gw->srv, &ws);
-    if (ws.buffered > gw->trim_high)
-        gw->trim_high = ws.buffered;
+    srv_watch_stats(w->srv, &ws);
+    if (ws.buffered > w->trim_high)
+        w->trim_high = ws.buffered;
 }
 
 /* ---- stream life ---- */
 
-static void stream_free(struct gw_stream *st)
+static void stream_free(struct gw_watch_stream *st)
 {
-    struct gw *gw = st->gw;
+    struct gw_watch *w = st->w;
     dirty_remove(st);
     budget_remove(st);
     http_set_out_cb(st->req, NULL, NULL);
-    srv_watch_close(gw->srv, st->ws); /* releases the stream's output from the hub's sum */
+    srv_watch_close(w->srv, st->ws); /* releases the stream's output from the hub's sum */
     if (st->out)
-        output_released(gw);
+        output_released(w);
     free(st->rest);
     if (st->prev)
         st->prev->next = st->next;
     else
-        gw->streams = st->next;
+        w->streams = st->next;
     if (st->next)
         st->next->prev = st->prev;
     free(st);
@@ -487,17 +514,17 @@ static void on_stream_close(void *arg)
     stream_free(arg);
 }
 
-static void resume(struct gw_stream *st);
+static void resume(struct gw_watch_stream *st);
 
 /* The output went under the low mark: blocked watchers resume, a paused body goes on. Runs
  * from the loop (the HTTP layer defers it), so writing to the stream here is safe. */
 static void on_drain(void *arg)
 {
-    struct gw_stream *st = arg;
+    struct gw_watch_stream *st = arg;
     http_set_drain_cb(st->req, 0, NULL, NULL); /* set again below if still needed */
     if (st->blocked) {
         st->blocked = false;
-        srv_watch_writable(st->gw->srv, st->ws);
+        srv_watch_writable(st->w->srv, st->ws);
     }
     if (st->rest)
         resume(st);
@@ -505,56 +532,56 @@ static void on_drain(void *arg)
 }
 
 /* Wait for the output to drain under the low mark (on_drain). */
-static void block(struct gw_stream *st)
+static void block(struct gw_watch_stream *st)
 {
     st->blocked = true;
     if (st->armed)
-        http_set_drain_cb(st->req, st->gw->stream_low, on_drain, st);
+        http_set_drain_cb(st->req, st->w->stream_low, on_drain, st);
 }
 
-static struct gw_stream *stream_create(struct gw_req *r)
+static struct gw_watch_stream *stream_create(struct gw_watch *w, struct http_request *req)
 {
-    struct gw_stream *st = calloc(1, sizeof(*st));
+    struct gw_watch_stream *st = calloc(1, sizeof(*st));
     if (!st)
         return NULL;
-    st->gw = r->gw;
-    st->req = r->req;
-    st->ws = srv_watch_open(r->gw->srv, st);
+    st->w = w;
+    st->req = req;
+    st->ws = srv_watch_open(w->srv, st);
     if (!st->ws) {
         free(st);
         return NULL;
     }
-    http_set_out_cb(r->req, on_output, st);
-    st->next = r->gw->streams;
+    http_set_out_cb(req, on_output, st);
+    st->next = w->streams;
     if (st->next)
         st->next->prev = st;
-    r->gw->streams = st;
+    w->streams = st;
     return st;
 }
 
 /* The body is handled: from now on the stream owns the connection's close callback, and the
  * connection reads only to notice the client closing. */
-static void stream_arm(struct gw_stream *st)
+static void stream_arm(struct gw_watch_stream *st)
 {
     http_stream_drop_input(st->req);
     http_set_close_cb(st->req, on_stream_close, st);
     st->armed = true;
     if (st->blocked || st->rest)
-        http_set_drain_cb(st->req, st->gw->stream_low, on_drain, st);
+        http_set_drain_cb(st->req, st->w->stream_low, on_drain, st);
     mark_dirty(st);
 }
 
-static void dispatch(struct gw *gw, struct gw_stream *st, struct codec_watch_req *m)
+static void dispatch(struct gw_watch *w, struct gw_watch_stream *st, struct codec_watch_req *m)
 {
     switch (m->kind) {
     case CODEC_WATCH_CREATE:
-        srv_watch_create(gw->srv, st->ws, &m->create);
+        srv_watch_create(w->srv, st->ws, &m->create);
         break;
     case CODEC_WATCH_CANCEL:
-        srv_watch_cancel(gw->srv, st->ws, m->cancel_id);
+        srv_watch_cancel(w->srv, st->ws, m->cancel_id);
         break;
     case CODEC_WATCH_PROGRESS:
-        srv_watch_progress(gw->srv, st->ws);
+        srv_watch_progress(w->srv, st->ws);
         break;
     case CODEC_WATCH_NONE:
         break;
@@ -570,14 +597,14 @@ enum run_result {
 /* Handle the messages of body[*off..len). Answers pile up in the stream's output: past the
  * stream limit the rest of the body waits, so a body of cheap requests cannot make the
  * server buffer without bound (etcd gets the same from gRPC flow control). */
-static enum run_result run_messages(struct gw_stream *st, struct mjson_dec *d, const char *body,
-                                    size_t len, size_t *off, bool first)
+static enum run_result run_messages(struct gw_watch_stream *st, struct mjson_dec *d,
+                                    const char *body, size_t len, size_t *off, bool first)
 {
     for (;;) {
         *off = mjson_skip_ws(body, len, *off);
         if (*off >= len)
             return RUN_DONE;
-        if (!first && http_pending(st->req) >= st->gw->stream_limit)
+        if (!first && http_pending(st->req) >= st->w->stream_limit)
             return RUN_PAUSED;
         struct mjson_val v;
         struct codec_watch_req m;
@@ -587,13 +614,13 @@ static enum run_result run_messages(struct gw_stream *st, struct mjson_dec *d, c
             return first ? RUN_FIRST_ERROR : RUN_DONE; /* etcd closes the request side quietly */
         *off += used;
         first = false;
-        dispatch(st->gw, st, &m);
+        dispatch(st->w, st, &m);
     }
 }
 
 /* Keep the unhandled rest of a body for later. False on OOM (the rest is dropped, as if the
  * client had stopped sending). */
-static bool keep_rest(struct gw_stream *st, const char *p, size_t n)
+static bool keep_rest(struct gw_watch_stream *st, const char *p, size_t n)
 {
     st->rest = malloc(n);
     if (!st->rest)
@@ -605,7 +632,7 @@ static bool keep_rest(struct gw_stream *st, const char *p, size_t n)
 }
 
 /* Continue a paused body. */
-static void resume(struct gw_stream *st)
+static void resume(struct gw_watch_stream *st)
 {
     struct arena *a = arena_create(4096);
     if (!a)
@@ -617,7 +644,7 @@ static void resume(struct gw_stream *st)
         st->rest = NULL;
         st->rest_len = st->rest_off = 0;
     } else {
-        http_set_drain_cb(st->req, st->gw->stream_low, on_drain, st);
+        http_set_drain_cb(st->req, st->w->stream_low, on_drain, st);
     }
     arena_destroy(a);
 }
@@ -625,26 +652,26 @@ static void resume(struct gw_stream *st)
 /* After an allocation failure: blocked or paused streams whose output is low try again. */
 static void on_watch_retry(evutil_socket_t fd, short what, void *arg)
 {
-    struct gw *gw = arg;
+    struct gw_watch *w = arg;
     (void)fd;
     (void)what;
-    for (struct gw_stream *st = gw->streams, *next; st; st = next) {
+    for (struct gw_watch_stream *st = w->streams, *next; st; st = next) {
         next = st->next;
-        if (st->armed && (st->blocked || st->rest) && http_pending(st->req) <= gw->stream_low)
+        if (st->armed && (st->blocked || st->rest) && http_pending(st->req) <= w->stream_low)
             on_drain(st);
     }
 }
 
-static void retry_later(struct gw *gw, int ms)
+static void retry_later(struct gw_watch *w, int ms)
 {
     struct timeval tv = {0, ms * 1000};
-    if (gw->watch_retry_ev && !evtimer_pending(gw->watch_retry_ev, NULL))
-        evtimer_add(gw->watch_retry_ev, &tv);
+    if (w->retry_ev && !evtimer_pending(w->retry_ev, NULL))
+        evtimer_add(w->retry_ev, &tv);
 }
 
 void gw_watch(struct gw_req *r)
 {
-    struct gw_stream *st = stream_create(r);
+    struct gw_watch_stream *st = stream_create(r->gw->watch, r->req);
     if (!st) {
         gw_reply_error(r, MS_E_NOMEM, NULL);
         return;
@@ -655,7 +682,7 @@ void gw_watch(struct gw_req *r)
     switch (run_messages(st, &d, r->body, r->body_len, &off, true)) {
     case RUN_FIRST_ERROR:
         stream_free(st);
-        gw_stream_first_error(r, d.msg);
+        gw_reply_decode_error(r, d.msg);
         return;
     case RUN_PAUSED:
         keep_rest(st, r->body + off, r->body_len - off);
@@ -663,53 +690,61 @@ void gw_watch(struct gw_req *r)
     case RUN_DONE:
         break;
     }
-    /* Even with nothing to answer yet the request stays open, as etcd's does. */
-    gw_req_release(r);
+    /* Even with nothing to answer yet the request stays open, as etcd's does: the stream has
+     * taken over the HTTP request, the gw_req is done. */
+    gw_abandon(r);
     stream_arm(st);
 }
 
 /* ---- gateway hooks ---- */
 
-void gw_watch_init(struct gw *gw)
+struct gw_watch *gw_watch_create(struct event_base *base, struct srv *srv, size_t grpc_max)
 {
-    const struct cfg *cfg = srv_cfg(gw->srv);
-    gw->stream_limit =
+    struct gw_watch *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    const struct cfg *cfg = srv_cfg(srv);
+    w->srv = srv;
+    w->grpc_max = grpc_max;
+    w->stream_limit =
         cfg->watch_stream_buffer_bytes ? (size_t)cfg->watch_stream_buffer_bytes : (size_t)1 << 20;
-    gw->stream_low = gw->stream_limit / 4;
-    buf_init(&gw->ebuf);
-    buf_init(&gw->hdr);
-    gw->watch_retry_ev = evtimer_new(gw->base, on_watch_retry, gw);
-    gw->watch_flush_ev = event_new(gw->base, -1, 0, on_watch_flush, gw);
-    gw->watch_budget_ev = evtimer_new(gw->base, on_watch_budget, gw);
-    gw->watch_trim_ev = evtimer_new(gw->base, on_watch_trim, gw);
-    srv_watch_set_sink(gw->srv, &GW_WATCH_SINK, gw);
+    w->stream_low = w->stream_limit / 4;
+    buf_init(&w->ebuf);
+    buf_init(&w->hdr);
+    w->retry_ev = evtimer_new(base, on_watch_retry, w);
+    w->flush_ev = event_new(base, -1, 0, on_watch_flush, w);
+    w->budget_ev = evtimer_new(base, on_watch_budget, w);
+    w->trim_ev = evtimer_new(base, on_watch_trim, w);
+    srv_watch_set_sink(srv, &GW_WATCH_SINK, w);
+    return w;
 }
 
-void gw_watch_fini(struct gw *gw)
+void gw_watch_destroy(struct gw_watch *w)
 {
+    if (!w)
+        return;
     /* Closing the HTTP server closed the connections and their callbacks freed the streams;
      * any left are freed here. */
-    while (gw->streams)
-        stream_free(gw->streams);
-    if (gw->srv)
-        srv_watch_set_sink(gw->srv, NULL, NULL);
-    if (gw->watch_retry_ev)
-        event_free(gw->watch_retry_ev);
-    if (gw->watch_flush_ev)
-        event_free(gw->watch_flush_ev);
-    if (gw->watch_budget_ev)
-        event_free(gw->watch_budget_ev);
-    if (gw->watch_trim_ev)
-        event_free(gw->watch_trim_ev);
-    gw->watch_retry_ev = gw->watch_flush_ev = gw->watch_budget_ev = gw->watch_trim_ev = NULL;
-    buf_fini(&gw->ebuf);
-    buf_fini(&gw->hdr);
+    while (w->streams)
+        stream_free(w->streams);
+    srv_watch_set_sink(w->srv, NULL, NULL);
+    if (w->retry_ev)
+        event_free(w->retry_ev);
+    if (w->flush_ev)
+        event_free(w->flush_ev);
+    if (w->budget_ev)
+        event_free(w->budget_ev);
+    if (w->trim_ev)
+        event_free(w->trim_ev);
+    buf_fini(&w->ebuf);
+    buf_fini(&w->hdr);
+    free(w);
 }
 
-void gw_watch_metrics(struct gw *gw, struct buf *out)
+void gw_watch_metrics(struct gw_watch *w, struct buf *out)
 {
     struct watch_stats ws;
-    srv_watch_stats(gw->srv, &ws);
+    srv_watch_stats(w->srv, &ws);
     buf_printf(out,
                "# HELP etcd_debugging_mvcc_watch_stream_total Total number of watch "
                "streams.\n"
@@ -740,5 +775,5 @@ void gw_watch_metrics(struct gw *gw, struct buf *out)
                "metastore_watch_buffer_budget_bytes %llu\n",
                ws.streams, ws.watchers, ws.unsynced + ws.victims,
                (unsigned long long)ws.events_sent, (unsigned long long)ws.victimized, ws.buffered,
-               (unsigned long long)srv_cfg(gw->srv)->watch_total_buffer_bytes);
+               (unsigned long long)srv_cfg(w->srv)->watch_total_buffer_bytes);
 }

@@ -16,8 +16,4 @@ struct gw *gw_create(struct event_base *base, struct srv *srv, ms_err *err);
  * Accepts NULL. */
 void gw_destroy(struct gw *gw);
 
-/* The etcd version we speak (reported by /version and maintenance status). */
-#define MS_ETCD_VERSION         "3.4.23"
-#define MS_ETCD_CLUSTER_VERSION "3.4.0"
-
 #endif

@@ -25,6 +25,10 @@
 #include "metastore/kv.h"
 #include "metastore/watch.h"
 
+/* The etcd version we speak (reported by /version, maintenance status and /metrics). */
+#define MS_ETCD_VERSION         "3.4.23"
+#define MS_ETCD_CLUSTER_VERSION "3.4.0"
+
 struct event_base;
 struct srv;
 

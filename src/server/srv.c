@@ -1,7 +1,8 @@
 /* srv.c - server lifecycle and the request entry points (submit, cancel, status).
  *
- * Owns the backend, the kv store, the wait table and the loop events; the Raft node
- * (srv_node.c) owns the log.
+ * Opens the backend, the kv store and the wait table, starts each concern (srv_int.h lists the
+ * files of server/ in their call order, this one on top) and registers the hooks through which
+ * lower files report up.
  * Requests enter through srv_submit only; they complete in srv_ready.c. Nothing here blocks
  * except opening the data directory at start.
  */
@@ -39,6 +40,14 @@ static ms_err meta_put_u64(struct be_txn *t, const char *name, uint64_t v)
     return be_put_u64(t, BE_BUCKET_META, name, v);
 }
 
+static void on_compactor(evutil_socket_t fd, short what, void *arg);
+
+/* hooks.propose: srv_lease.c proposes the revoke of an expired lease (nobody waits for it). */
+static ms_err propose_expired(struct srv *s, const struct srv_req *req)
+{
+    return srv_propose(s, req, 0);
+}
+
 static ms_err open_backend(struct srv *s)
 {
     ms_err err = MS_OK;
@@ -72,7 +81,6 @@ static ms_err open_backend(struct srv *s)
         return err;
     snprintf(dir, sizeof(dir), "%s/member/db", s->cfg.data_dir);
     s->be = be_lmdb_open(dir, srv_lmdb_map_size(s), &err);
-    s->lazy_commit = true;
     return s->be ? MS_OK : err;
 }
 
@@ -89,8 +97,6 @@ static ms_err load_durable(struct srv *s, struct srv_durable *d)
         (e = meta_u64(s->wtxn, SRV_META_TERM, &d->legacy_term, &found)) ||
         (e = srv_conf_get(s->wtxn, &d->conf, &d->have_conf)))
         return e;
-    s->applied = s->committed = d->applied;
-    s->applied_term = d->applied_term;
     if ((e = meta_u64(s->wtxn, SRV_META_MEMBER_ID, &s->member_id, &found)))
         return e;
     d->have_id = found;
@@ -166,6 +172,9 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     s->base = base;
     s->cfg = *cfg;
     s->lock_fd = -1;
+    s->hooks = (struct srv_hooks){.durable = srv_node_durable,
+                                  .snapshot_saved = srv_node_snapshot_saved,
+                                  .propose = propose_expired};
     buf_init(&s->enc);
     if (!wait_init(&s->waits) || !(s->scratch = arena_create(64 << 10))) {
         *err = MS_E_NOMEM;
@@ -193,13 +202,12 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         log_error("cannot read server metadata: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    s->compact_ev = evtimer_new(base, srv_on_compact, s);
-    s->commit_ev = evtimer_new(base, srv_on_commit, s);
-    s->copy_ev = evtimer_new(base, srv_on_copy, s);
-    s->compactor_ev = event_new(base, -1, EV_PERSIST, srv_on_compactor, s);
-    s->lease_ev = evtimer_new(base, srv_on_lease, s);
-    if (!s->compact_ev || !s->commit_ev || !s->copy_ev || !s->compactor_ev ||
-        !s->lease_ev) {
+    if ((*err = srv_store_init(s, s->cfg.backend != CFG_BACKEND_MEMORY, d.applied,
+                               d.applied_term)) != MS_OK ||
+        (*err = srv_apply_init(s)) != MS_OK || (*err = srv_snap_init(s)) != MS_OK)
+        goto out_destroy;
+    s->compactor_ev = event_new(base, -1, EV_PERSIST, on_compactor, s);
+    if (!s->compactor_ev) {
         *err = MS_E_NOMEM;
         goto out_destroy;
     }
@@ -226,8 +234,8 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     log_info("metastore %s started: name=%s backend=%s data-dir=%s revision=%lld "
              "applied-index=%llu term=%llu",
              MS_VERSION, s->cfg.name, s->be->ops->name, s->cfg.data_dir,
-             (long long)kv_current_rev(s->kv), (unsigned long long)s->applied,
-             (unsigned long long)s->node.term);
+             (long long)kv_current_rev(s->kv), (unsigned long long)srv_applied(s),
+             (unsigned long long)srv_node_term(s));
     return s;
 
 out_destroy:
@@ -244,7 +252,7 @@ void srv_destroy(struct srv *s)
 {
     if (!s)
         return;
-    srv_copy_destroy(s);
+    srv_snap_fini(s);
     if (s->wtxn) {
         ms_err e = be_txn_commit(s->wtxn);
         if (e)
@@ -255,24 +263,16 @@ void srv_destroy(struct srv *s)
     }
     srv_node_close(s);
     srv_watch_fini(s);
-    if (s->compact_ev)
-        event_free(s->compact_ev);
-    if (s->commit_ev)
-        event_free(s->commit_ev);
-    if (s->copy_ev)
-        event_free(s->copy_ev);
+    srv_apply_fini(s);
+    srv_store_fini(s);
     if (s->compactor_ev)
         event_free(s->compactor_ev);
-    if (s->lease_ev)
-        event_free(s->lease_ev);
     srv_lease_close(s);
     kv_store_close(s->kv);
     be_close(s->be);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
     srv_reads_fini(s);
-    free(s->compact_waiters);
-    free(s->dones);
     wait_fini(&s->waits);
     arena_destroy(s->scratch);
     buf_fini(&s->enc);
@@ -386,7 +386,7 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
     return MS_OK;
 }
 
-void srv_on_compactor(evutil_socket_t fd, short what, void *arg)
+static void on_compactor(evutil_socket_t fd, short what, void *arg)
 {
     struct srv *s = arg;
     (void)fd;
@@ -411,7 +411,7 @@ void srv_header(struct srv *s, struct srv_header *h)
     h->cluster_id = s->cluster_id;
     h->member_id = s->member_id;
     h->revision = kv_current_rev(s->kv);
-    h->raft_term = s->node.term;
+    h->raft_term = srv_node_term(s);
 }
 
 void srv_status(struct srv *s, struct srv_status *st)
@@ -427,7 +427,7 @@ void srv_status(struct srv *s, struct srv_status *st)
     st->leader = ns.lead;
     st->raft_index = ns.commit;
     st->raft_term = ns.term;
-    st->raft_applied_index = s->applied;
+    st->raft_applied_index = srv_applied(s);
 }
 
 ms_err srv_hash(struct srv *s, uint32_t *hash, int64_t *revision)

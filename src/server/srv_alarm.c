@@ -29,11 +29,11 @@ ms_err srv_alarms_load(struct srv *s)
     ms_err e = be_cursor_open(s->wtxn, BE_BUCKET_ALARM, &c);
     if (e)
         return e;
-    s->n_alarms = 0;
+    s->alarm.n = 0;
     for (e = be_cursor_seek(c, NULL, 0, &k, &v); e == MS_OK; e = be_cursor_next(c, &k, &v)) {
-        if (k.len != 9 || s->n_alarms == SRV_MAX_ALARMS)
+        if (k.len != 9 || s->alarm.n == SRV_MAX_ALARMS)
             continue;
-        s->alarms[s->n_alarms++] = (struct srv_alarm){be64_get(k.p), k.p[8]};
+        s->alarm.v[s->alarm.n++] = (struct srv_alarm){be64_get(k.p), k.p[8]};
     }
     be_cursor_close(c);
     return e == MS_E_NOT_EXIST ? MS_OK : e;
@@ -41,22 +41,22 @@ ms_err srv_alarms_load(struct srv *s)
 
 void srv_alarms(struct srv *s, const struct srv_alarm **alarms, size_t *n)
 {
-    *alarms = s->alarms;
-    *n = s->n_alarms;
+    *alarms = s->alarm.v;
+    *n = s->alarm.n;
 }
 
 bool srv_has_alarm(const struct srv *s, int64_t type)
 {
-    for (size_t i = 0; i < s->n_alarms; i++)
-        if (s->alarms[i].alarm == type)
+    for (size_t i = 0; i < s->alarm.n; i++)
+        if (s->alarm.v[i].alarm == type)
             return true;
     return false;
 }
 
 static size_t find(const struct srv *s, uint64_t member, int64_t type)
 {
-    for (size_t i = 0; i < s->n_alarms; i++)
-        if (s->alarms[i].member_id == member && s->alarms[i].alarm == type)
+    for (size_t i = 0; i < s->alarm.n; i++)
+        if (s->alarm.v[i].member_id == member && s->alarm.v[i].alarm == type)
             return i;
     return SIZE_MAX;
 }
@@ -68,8 +68,8 @@ ms_err srv_apply_alarm(struct srv *s, const struct srv_alarm_req *r, struct srv_
     out->n = 0;
     switch (r->action) {
     case SRV_ALARM_GET:
-        out->alarms = s->alarms;
-        out->n = s->n_alarms;
+        out->alarms = s->alarm.v;
+        out->n = s->alarm.n;
         return MS_OK;
     case SRV_ALARM_ACTIVATE: {
         /* etcd 3.4 stores ACTIVATE NONE and then crashes on it (reference §17): ignore it. */
@@ -77,19 +77,19 @@ ms_err srv_apply_alarm(struct srv *s, const struct srv_alarm_req *r, struct srv_
             return MS_OK;
         size_t i = find(s, r->member_id, r->alarm);
         if (i == SIZE_MAX) {
-            if (s->n_alarms == SRV_MAX_ALARMS)
+            if (s->alarm.n == SRV_MAX_ALARMS)
                 return MS_E_TOO_MANY_REQUESTS;
             alarm_key(r->member_id, r->alarm, key);
             ms_err e = be_put(s->wtxn, BE_BUCKET_ALARM, key, 9, NULL, 0);
             if (e)
                 return e;
-            s->alarms[s->n_alarms++] = (struct srv_alarm){r->member_id, r->alarm};
+            s->alarm.v[s->alarm.n++] = (struct srv_alarm){r->member_id, r->alarm};
             log_warn("alarm raised: %s on member %llx",
                      r->alarm == SRV_ALARM_NOSPACE ? "NOSPACE" : "CORRUPT",
                      (unsigned long long)r->member_id);
         }
-        out->alarms = s->alarms;
-        out->n = s->n_alarms;
+        out->alarms = s->alarm.v;
+        out->n = s->alarm.n;
         return MS_OK;
     }
     case SRV_ALARM_DEACTIVATE: {
@@ -101,9 +101,9 @@ ms_err srv_apply_alarm(struct srv *s, const struct srv_alarm_req *r, struct srv_
         if (e && e != MS_E_NOT_EXIST)
             return e;
         /* The answer lists the alarm that was cleared. */
-        s->cleared = s->alarms[i];
-        s->alarms[i] = s->alarms[--s->n_alarms];
-        out->alarms = &s->cleared;
+        s->alarm.cleared = s->alarm.v[i];
+        s->alarm.v[i] = s->alarm.v[--s->alarm.n];
+        out->alarms = &s->alarm.cleared;
         out->n = 1;
         log_info("alarm cleared on member %llx", (unsigned long long)r->member_id);
         return MS_OK;

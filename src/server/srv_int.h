@@ -119,6 +119,7 @@ struct srv_node_status {
     uint64_t last_index;
     uint64_t lead;
     bool is_leader;
+    uint64_t leader_changes;
     struct raft_conf_state conf;
 };
 
@@ -129,79 +130,115 @@ struct srv_reads {
     size_t cap;
 };
 
-struct srv {
-    struct event_base *base;
-    struct cfg cfg;
-    struct be *be;
-    struct be_txn *wtxn; /* the one write txn: every read and apply goes through it */
-    struct kv_store *kv;
-    int lock_fd; /* exclusive lock on the data directory */
-    struct srv_node node;
-    bool lazy_commit;   /* LMDB: commit on a timer; the WAL carries durability meanwhile */
-    uint64_t committed; /* highest index durable in the backend */
-    struct event *commit_ev;
-    struct srv_counters ctr;
-    struct srv_alarm alarms[SRV_MAX_ALARMS];
-    size_t n_alarms;
-    struct srv_alarm cleared; /* the last alarm deactivated (answer of a DEACTIVATE) */
-    struct srv_copy *copy;    /* snapshot / backup / defrag in progress */
-    struct event *copy_ev;
-    uint64_t last_snap_index; /* memory backend: index of the newest snapshot file */
-    struct srv_compactor compactor;
-    struct event *compactor_ev;
-    struct lease_mgr *lessor;
-    struct event *lease_ev;
-    uint64_t lease_id_gen;
-    struct srv_op ops_queued[SRV_MAX_OPS];
-    size_t n_ops_queued;
-    struct srv_op_waiter ops_waiting[SRV_MAX_OPS];
-    size_t n_ops_waiting;
-
-    struct event *compact_ev;
-    uint64_t applied;      /* last applied index (consistent index) */
+/* The backend's write txn and what it holds durably (srv_store.c). */
+struct srv_store {
+    bool lazy_commit;      /* LMDB: commit on a timer; the WAL carries durability meanwhile */
+    uint64_t applied;      /* last applied index (consistent index), in the write txn */
     uint64_t applied_term; /* its term */
+    uint64_t committed;    /* highest index durable in the backend */
+    struct event *commit_ev;
+};
 
-    struct wait waits;
-    struct srv_reads reads;
+/* The apply of entries (srv_apply.c). */
+struct srv_applier {
+    struct srv_done *dones; /* completions of the current batch */
+    size_t n_dones;
+    size_t cap_dones;
     uint64_t *compact_waiters; /* ids waiting for a physical compaction to finish */
     size_t n_compact_waiters;
     size_t cap_compact_waiters;
-    uint64_t next_id;
-
-    struct srv_done *dones; /* completions of the current ready step */
-    size_t n_dones;
-    size_t cap_dones;
-
-    struct watch_hub *watch;         /* srv_watch.c */
-    struct event *watch_sync_ev;     /* catch-up rounds, armed while watchers are unsynced */
-    struct event *watch_progress_ev; /* progress_notify ticks */
-
-    struct arena *scratch; /* decoded entries and results of one ready step */
-    struct buf enc;        /* entry encoding */
-    uint64_t member_id;
-    uint64_t cluster_id;
+    struct event *compact_ev; /* the physical compaction's slices */
 };
 
-/* srv_node.c */
-/* Mark the ready step to run once in this loop turn. */
-void srv_wake(struct srv *s);
-void srv_on_ready(evutil_socket_t fd, short what, void *arg);
-void srv_on_synced(evutil_socket_t fd, short what, void *arg);
-/* Open the WAL (entries from index from on) into *log, settling nothing yet. */
-ms_err srv_node_wal_open(struct srv *s, uint64_t from, struct wal_log *log);
-/* Rebuild the node from log and d, elect it and apply the log (bounded, blocking: at start). */
-ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv_durable *d);
-void srv_node_close(struct srv *s);
-/* Hand data (a request entry) to the core; a dropped proposal's error is returned. */
-ms_err srv_node_propose(struct srv *s, const uint8_t *data, size_t len);
-void srv_node_status(const struct srv *s, struct srv_node_status *st);
-/* srv_read.c */
-bool srv_reads_push(struct srv *s, uint64_t id);
-void srv_reads_take(struct srv *s, struct srv_reads *out);
-void srv_reads_serve(struct srv *s, struct srv_reads *r);
-void srv_reads_fini(struct srv *s);
-/* Serve a read (range or read-only txn) against the current state. */
-ms_err srv_read(struct srv *s, const struct srv_req *req, struct srv_result *res);
+/* Snapshots, backups and defragmentation: copies of the backend (srv_snap.c). */
+struct srv_copies {
+    struct srv_copy *copy; /* in progress */
+    struct event *copy_ev;
+    uint64_t last_snap_index; /* memory backend: index of the newest snapshot file */
+    struct srv_op queued[SRV_MAX_OPS];
+    size_t n_queued;
+    struct srv_op_waiter waiting[SRV_MAX_OPS];
+    size_t n_waiting;
+};
+
+/* The lessor kept in step with the log, and its expiry timer (srv_lease.c). */
+struct srv_leases {
+    struct lease_mgr *lessor;
+    struct event *ev;
+    uint64_t id_gen;
+};
+
+/* Alarms (srv_alarm.c). */
+struct srv_alarms {
+    struct srv_alarm v[SRV_MAX_ALARMS];
+    size_t n;
+    struct srv_alarm cleared; /* the last alarm deactivated (answer of a DEACTIVATE) */
+};
+
+/* The watch hub and its loop events (srv_watch.c). */
+struct srv_watching {
+    struct watch_hub *hub;
+    struct event *sync_ev;     /* catch-up rounds, armed while watchers are unsynced */
+    struct event *progress_ev; /* progress_notify ticks */
+};
+
+struct srv;
+
+/* News that flows up between the files of server/, through functions srv.c registers at
+ * create: a lower file never calls a higher one by name (the order is in srv.c's header). */
+struct srv_hooks {
+    /* srv_store.c: the backend holds everything up to index durably. */
+    void (*durable)(struct srv *s, uint64_t index);
+    /* srv_snap.c: a snapshot of the state at index (of term) is saved. */
+    void (*snapshot_saved)(struct srv *s, uint64_t index, uint64_t term);
+    /* srv_lease.c: propose req (an expired lease's revoke). */
+    ms_err (*propose)(struct srv *s, const struct srv_req *req);
+};
+
+/* The server. The fields above the line are shared: set at create or owned by the loop as a
+ * whole. Each struct below it belongs to the one file named beside it; no other file reads or
+ * writes it (they call that file's functions). */
+struct srv {
+    struct event_base *base;
+    struct cfg cfg;
+    uint64_t member_id;
+    uint64_t cluster_id;
+    struct be *be;
+    struct be_txn *wtxn; /* the one write txn: every read and apply goes through it */
+    struct kv_store *kv;
+    struct arena *scratch; /* decoded entries and results of one ready step */
+    struct wait waits;     /* callers waiting for an answer, by request id */
+    uint64_t next_id;
+    struct srv_counters ctr;
+    struct srv_hooks hooks;
+    /* ---- */
+    int lock_fd; /* srv.c: exclusive lock on the data directory */
+    struct buf enc;                 /* srv.c: entry encoding */
+    struct srv_compactor compactor; /* srv.c: auto compaction */
+    struct event *compactor_ev;     /* srv.c */
+    struct srv_node node;           /* srv_node.c */
+    struct srv_reads reads;         /* srv_read.c */
+    struct srv_applier apply;       /* srv_apply.c */
+    struct srv_copies copies;       /* srv_snap.c */
+    struct srv_leases lease;        /* srv_lease.c */
+    struct srv_alarms alarm;        /* srv_alarm.c */
+    struct srv_watching watch;      /* srv_watch.c */
+    struct srv_store store;         /* srv_store.c */
+};
+
+/* ---- the files of server/, from the top down: each calls only the files below it; news goes
+ * up through struct srv_hooks ----
+ * srv_restore.c                        restoring a snapshot (creates a server to load into)
+ * srv.c, srv_metrics.c                 entry points: lifecycle, submit, status, metrics
+ * srv_node.c                           the Raft node: ready step, persist, ticks
+ * srv_read.c, srv_apply.c              reads; the state machine
+ * srv_snap.c                           snapshots, backups, defragmentation
+ * srv_alarm.c                          alarms and the quota
+ * srv_lease.c                          the lessor; the end of every kv write
+ * srv_watch.c                          the watch hub
+ * srv_store.c                          the backend's write txn, applied index, configuration
+ * srv_codec.c, srv_compactor.c, wait.c pure helpers
+ */
 
 static inline bool srv_push_id(uint64_t **v, size_t *n, size_t *cap, uint64_t id)
 {
@@ -222,49 +259,58 @@ static inline uint64_t srv_lmdb_map_size(const struct srv *s)
     return q + q / 2 + ((uint64_t)64 << 20);
 }
 
-/* Stop the process if e means the backend failed during an apply (see srv_ready.c). */
-void srv_check_apply_error(ms_err e);
-/* End the kv write w of an apply that ended with e: on error abort it (stopping the process
- * on a backend failure) and return e; otherwise commit it and hand its events to the lessor
- * and the watch hub. */
-struct kv_write;
-ms_err srv_write_finish(struct srv *s, struct kv_write *w, ms_err e);
-/* Apply one decoded entry at index; *res is filled when the caller waits for it. */
-ms_err srv_apply(struct srv *s, uint64_t index, const struct srv_req *req, struct srv_result *res);
-/* Apply committed entries (durable, in index order) and answer their writers. */
-void srv_apply_committed(struct srv *s, const struct raft_entry *ents, size_t n);
-/* The configuration recorded with the applied index (SRV_META_CONF_STATE). */
-ms_err srv_conf_put(struct be_txn *t, const struct raft_conf_state *cs);
-ms_err srv_conf_get(struct be_txn *t, struct raft_conf_state *cs, bool *found);
-void srv_on_compact(evutil_socket_t fd, short what, void *arg);
-/* Commit the write txn and open the next one; the backend then holds everything applied, so
- * the WAL can be released below it. Fatal on failure. */
-void srv_commit(struct srv *s);
-void srv_on_commit(evutil_socket_t fd, short what, void *arg);
-void srv_on_compactor(evutil_socket_t fd, short what, void *arg);
+/* srv.c */
 /* Propose req as the next entry (id: the caller to complete, 0 for none). */
 ms_err srv_propose(struct srv *s, const struct srv_req *req, uint64_t id);
-/* srv_lease.c */
-ms_err srv_lease_open(struct srv *s);
-void srv_lease_close(struct srv *s);
-void srv_lease_promote(struct srv *s);
-void srv_lease_arm(struct srv *s);
-void srv_on_lease(evutil_socket_t fd, short what, void *arg);
-void srv_lease_events(struct srv *s, const struct kv_event *ev, size_t n);
-int64_t srv_lease_new_id(struct srv *s);
-size_t srv_lease_cost(void);
-ms_err srv_apply_lease_grant(struct srv *s, const struct srv_lease_req *r,
-                             struct srv_lease_resp *out);
-ms_err srv_apply_lease_revoke(struct srv *s, const struct srv_lease_req *r, int64_t *revision);
+bool srv_txn_is_read_only(const struct kv_txn_req *t);
+
+/* srv_node.c */
+/* Mark the ready step to run once in this loop turn. */
+void srv_wake(struct srv *s);
+/* Open the WAL (entries from index from on) into *log. */
+ms_err srv_node_wal_open(struct srv *s, uint64_t from, struct wal_log *log);
+/* Rebuild the node from log and d, elect it and apply the log (bounded, blocking: at start). */
+ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv_durable *d);
+void srv_node_close(struct srv *s);
+/* Hand data (a request entry) to the core; a dropped proposal's error is returned. */
+ms_err srv_node_propose(struct srv *s, const uint8_t *data, size_t len);
+void srv_node_status(const struct srv *s, struct srv_node_status *st);
+/* The current term, as persisted (headers). */
+uint64_t srv_node_term(const struct srv *s);
+void srv_node_wal_stats(const struct srv *s, struct wal_stats *out);
+/* The hooks srv.c registers for srv_store.c and srv_snap.c: release the WAL below what the
+ * backend or a snapshot holds, and mark the snapshot in it. */
+void srv_node_durable(struct srv *s, uint64_t index);
+void srv_node_snapshot_saved(struct srv *s, uint64_t index, uint64_t term);
+
+/* srv_read.c */
+bool srv_reads_push(struct srv *s, uint64_t id);
+void srv_reads_take(struct srv *s, struct srv_reads *out);
+void srv_reads_serve(struct srv *s, struct srv_reads *r);
+void srv_reads_fini(struct srv *s);
+
+/* srv_apply.c */
+ms_err srv_apply_init(struct srv *s);
+void srv_apply_fini(struct srv *s);
+/* Apply one committed entry (durable, in index order). cs: for a conf change, the
+ * configuration it left, already in effect in the core. */
+void srv_apply_entry(struct srv *s, const struct raft_entry *ent,
+                     const struct raft_conf_state *cs);
+/* The batch ends at index (of term): record it, commit as due, answer the writers. */
+void srv_apply_end(struct srv *s, uint64_t index, uint64_t term);
+
 /* srv_snap.c */
-void srv_on_copy(evutil_socket_t fd, short what, void *arg);
+ms_err srv_snap_init(struct srv *s);
 void srv_copy_poll(struct srv *s);
 bool srv_copy_running(const struct srv *s);
 bool srv_cancel_op(struct srv *s, uint64_t id);
-void srv_copy_destroy(struct srv *s);
+void srv_snap_fini(struct srv *s);
 ms_err srv_snap_load(struct srv *s);
 /* At start, before LMDB opens member/db: finish or undo a defrag a crash interrupted. */
 ms_err srv_defrag_recover(struct srv *s);
+/* member/snap, where snapshot and backup files go. */
+void srv_snap_dir(const struct srv *s, char *out, size_t cap);
+
 /* srv_alarm.c */
 ms_err srv_alarms_load(struct srv *s);
 bool srv_has_alarm(const struct srv *s, int64_t type);
@@ -272,15 +318,47 @@ ms_err srv_apply_alarm(struct srv *s, const struct srv_alarm_req *r, struct srv_
 size_t srv_request_cost(const struct srv_req *req);
 /* False if req would take the backend past the quota (etcd BackendQuota.Available). */
 bool srv_quota_ok(struct srv *s, const struct srv_req *req);
-/* Every change of an applied entry, in order, all at revision rev (srv_events.c). The events
- * live in the scratch arena until the end of the ready step. */
-void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n);
-bool srv_txn_is_read_only(const struct kv_txn_req *t);
-/* Create / free the watch hub and its loop events (srv_watch.c). */
+
+/* srv_lease.c */
+ms_err srv_lease_open(struct srv *s);
+void srv_lease_close(struct srv *s);
+void srv_lease_promote(struct srv *s);
+int64_t srv_lease_new_id(struct srv *s);
+size_t srv_lease_cost(void);
+ms_err srv_apply_lease_grant(struct srv *s, const struct srv_lease_req *r,
+                             struct srv_lease_resp *out);
+ms_err srv_apply_lease_revoke(struct srv *s, const struct srv_lease_req *r, int64_t *revision);
+/* End the kv write w of an apply that ended with e: on error abort it (stopping the process
+ * on a backend failure) and return e; otherwise commit it and hand its events to the lessor
+ * (which must see deleted keys first) and then to the watch hub. */
+struct kv_write;
+ms_err srv_write_finish(struct srv *s, struct kv_write *w, ms_err e);
+
+/* srv_watch.c */
+/* Create / free the watch hub and its loop events. */
 ms_err srv_watch_init(struct srv *s);
 void srv_watch_fini(struct srv *s);
-/* Arm the catch-up timer if the hub has unsynced watchers. */
-void srv_watch_kick(struct srv *s);
+/* Every change of an applied entry, in order, all at revision rev. The events live in the
+ * scratch arena until the end of the ready step. */
+void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n);
+
+/* srv_store.c */
+/* lazy_commit: LMDB (commit on a timer); applied, term: what the backend holds at start. */
+ms_err srv_store_init(struct srv *s, bool lazy_commit, uint64_t applied, uint64_t term);
+void srv_store_fini(struct srv *s);
+/* Commit the write txn and open the next one (fatal on failure); with lazy commits, the
+ * backend then holds everything applied: hooks.durable hears of it. */
+void srv_commit(struct srv *s);
+/* Entries up to index (of term) are applied in the write txn: record it there, and commit now
+ * (memory backend) or on the commit timer (LMDB). */
+void srv_store_applied(struct srv *s, uint64_t index, uint64_t term);
+uint64_t srv_applied(const struct srv *s);
+uint64_t srv_applied_term(const struct srv *s);
+/* The configuration recorded with the applied index (SRV_META_CONF_STATE). */
+ms_err srv_conf_put(struct be_txn *t, const struct raft_conf_state *cs);
+ms_err srv_conf_get(struct be_txn *t, struct raft_conf_state *cs, bool *found);
+/* Stop the process if e means the backend failed during an apply. */
+void srv_check_apply_error(ms_err e);
 
 /* The WAL's metadata: the member ID and the cluster ID, big-endian. */
 #define SRV_WAL_META_LEN 16

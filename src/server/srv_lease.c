@@ -22,30 +22,30 @@ static void lease_key(int64_t id, uint8_t out[8])
     be64_put(out, (uint64_t)id);
 }
 
-void srv_lease_arm(struct srv *s)
+static void lease_arm(struct srv *s)
 {
-    uint64_t next = lease_mgr_next_expiry(s->lessor);
+    uint64_t next = lease_mgr_next_expiry(s->lease.lessor);
     if (next == UINT64_MAX) {
-        evtimer_del(s->lease_ev);
+        evtimer_del(s->lease.ev);
         return;
     }
     uint64_t now = clock_now_ms();
     uint64_t wait = next > now ? next - now : 0;
     struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
-    evtimer_add(s->lease_ev, &tv);
+    evtimer_add(s->lease.ev, &tv);
 }
 
-void srv_on_lease(evutil_socket_t fd, short what, void *arg)
+static void on_lease(evutil_socket_t fd, short what, void *arg)
 {
     struct srv *s = arg;
     (void)fd;
     (void)what;
     int64_t ids[SRV_LEASE_REVOKE_BATCH];
-    size_t n = lease_mgr_expired(s->lessor, clock_now_ms(), SRV_LEASE_RETRY_MS, ids,
+    size_t n = lease_mgr_expired(s->lease.lessor, clock_now_ms(), SRV_LEASE_RETRY_MS, ids,
                                  SRV_LEASE_REVOKE_BATCH);
     for (size_t i = 0; i < n; i++) {
         struct srv_req r = {.type = SRV_REQ_LEASE_REVOKE, .u.lease = {.id = ids[i]}};
-        ms_err e = srv_propose(s, &r, 0);
+        ms_err e = s->hooks.propose(s, &r);
         if (e)
             log_warn("lease %lld expired but its revoke could not be proposed: %s",
                      (long long)ids[i], ms_err_name(e));
@@ -53,10 +53,10 @@ void srv_on_lease(evutil_socket_t fd, short what, void *arg)
     if (n == SRV_LEASE_REVOKE_BATCH) {
         /* More are due: continue next turn, after the I/O of this one. */
         struct timeval now = {0, 0};
-        evtimer_add(s->lease_ev, &now);
+        evtimer_add(s->lease.ev, &now);
         return;
     }
-    srv_lease_arm(s);
+    lease_arm(s);
 }
 
 static bool lease_exists_cb(void *ctx, int64_t lease)
@@ -67,8 +67,8 @@ static bool lease_exists_cb(void *ctx, int64_t lease)
 static ms_err attach_cb(void *ctx, const struct kv_kv *kv)
 {
     struct srv *s = ctx;
-    if (lease_mgr_exists(s->lessor, kv->lease))
-        return lease_mgr_attach(s->lessor, kv->lease, kv->key, kv->key_len);
+    if (lease_mgr_exists(s->lease.lessor, kv->lease))
+        return lease_mgr_attach(s->lease.lessor, kv->lease, kv->key, kv->key_len);
     /* A key whose lease is gone would be deleted by that lease's revoke, which is applied
      * already; keep going rather than refuse to start. */
     log_warn("key of %zu bytes names lease %lld, which does not exist", kv->key_len,
@@ -79,8 +79,9 @@ static ms_err attach_cb(void *ctx, const struct kv_kv *kv)
 ms_err srv_lease_open(struct srv *s)
 {
     int64_t min_ttl = (int64_t)((3 * s->cfg.election_ms / 2 + 999) / 1000);
-    s->lessor = lease_mgr_create(min_ttl);
-    if (!s->lessor)
+    s->lease.lessor = lease_mgr_create(min_ttl);
+    s->lease.ev = evtimer_new(s->base, on_lease, s);
+    if (!s->lease.lessor || !s->lease.ev)
         return MS_E_NOMEM;
     struct be_cursor *c;
     struct be_val k, v;
@@ -94,7 +95,7 @@ ms_err srv_lease_open(struct srv *s)
             break;
         }
         int64_t granted;
-        e = lease_mgr_grant(s->lessor, (int64_t)be64_get(k.p), (int64_t)be64_get(v.p), now,
+        e = lease_mgr_grant(s->lease.lessor, (int64_t)be64_get(k.p), (int64_t)be64_get(v.p), now,
                             &granted);
         if (e)
             break;
@@ -102,47 +103,67 @@ ms_err srv_lease_open(struct srv *s)
     be_cursor_close(c);
     if (e != MS_E_NOT_EXIST)
         return e;
-    kv_set_lease_check(s->kv, lease_exists_cb, s->lessor);
+    kv_set_lease_check(s->kv, lease_exists_cb, s->lease.lessor);
     return kv_foreach_leased(s->kv, s->wtxn, attach_cb, s);
 }
 
 void srv_lease_close(struct srv *s)
 {
-    lease_mgr_destroy(s->lessor);
-    s->lessor = NULL;
+    lease_mgr_destroy(s->lease.lessor);
+    s->lease.lessor = NULL;
+    if (s->lease.ev)
+        event_free(s->lease.ev);
+    s->lease.ev = NULL;
 }
 
 void srv_lease_promote(struct srv *s)
 {
     /* Every expiry starts again from now (etcd Promote): nothing expires because the server
      * was down. */
-    lease_mgr_promote(s->lessor, clock_now_ms(), 0);
-    srv_lease_arm(s);
+    lease_mgr_promote(s->lease.lessor, clock_now_ms(), 0);
+    lease_arm(s);
 }
 
-void srv_lease_events(struct srv *s, const struct kv_event *ev, size_t n)
+static void lease_events(struct srv *s, const struct kv_event *ev, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         const struct kv_event *e = &ev[i];
         if (e->has_prev && e->prev.lease && e->prev.lease != e->kv.lease)
-            lease_mgr_detach(s->lessor, e->prev.lease, e->kv.key, e->kv.key_len);
+            lease_mgr_detach(s->lease.lessor, e->prev.lease, e->kv.key, e->kv.key_len);
         if (e->type == KV_EVENT_PUT && e->kv.lease &&
-            lease_mgr_attach(s->lessor, e->kv.lease, e->kv.key, e->kv.key_len) != MS_OK)
+            lease_mgr_attach(s->lease.lessor, e->kv.lease, e->kv.key, e->kv.key_len) != MS_OK)
             log_error("cannot attach a key to lease %lld", (long long)e->kv.lease);
     }
+}
+
+ms_err srv_write_finish(struct srv *s, struct kv_write *w, ms_err e)
+{
+    if (e) {
+        srv_check_apply_error(e);
+        kv_write_abort(w);
+        return e;
+    }
+    struct kv_event *ev;
+    size_t n_ev;
+    kv_write_end(w, &ev, &n_ev);
+    if (n_ev) {
+        lease_events(s, ev, n_ev);
+        srv_events_applied(s, kv_current_rev(s->kv), ev, n_ev);
+    }
+    return MS_OK;
 }
 
 int64_t srv_lease_new_id(struct srv *s)
 {
     /* etcd idutil: member bits, then time, then a counter; positive; never reused while the
      * lease exists. */
-    if (!s->lease_id_gen)
-        s->lease_id_gen =
+    if (!s->lease.id_gen)
+        s->lease.id_gen =
             ((s->member_id & 0xffff) << 48) | ((clock_wall_ms() << 8) & 0xffffffffffffULL);
     int64_t id;
     do
-        id = (int64_t)(++s->lease_id_gen & (uint64_t)INT64_MAX);
-    while (id == 0 || lease_mgr_exists(s->lessor, id));
+        id = (int64_t)(++s->lease.id_gen & (uint64_t)INT64_MAX);
+    while (id == 0 || lease_mgr_exists(s->lease.lessor, id));
     return id;
 }
 
@@ -157,19 +178,19 @@ ms_err srv_apply_lease_grant(struct srv *s, const struct srv_lease_req *r,
     int64_t granted;
     if (r->id == 0)
         return MS_E_LEASE_NOT_FOUND; /* IDs are assigned before proposing */
-    ms_err e = lease_mgr_grant(s->lessor, r->id, r->ttl, clock_now_ms(), &granted);
+    ms_err e = lease_mgr_grant(s->lease.lessor, r->id, r->ttl, clock_now_ms(), &granted);
     if (e)
         return e;
     uint8_t k[8], v[8];
     lease_key(r->id, k);
     be64_put(v, (uint64_t)granted);
     if ((e = be_put(s->wtxn, BE_BUCKET_LEASE, k, 8, v, 8)) != MS_OK) {
-        lease_mgr_revoke(s->lessor, r->id);
+        lease_mgr_revoke(s->lease.lessor, r->id);
         return e;
     }
     out->id = r->id;
     out->ttl = granted;
-    srv_lease_arm(s);
+    lease_arm(s);
     return MS_OK;
 }
 
@@ -213,11 +234,11 @@ static bool collect_key(void *ctx, const uint8_t *key, size_t klen)
 
 ms_err srv_apply_lease_revoke(struct srv *s, const struct srv_lease_req *r, int64_t *revision)
 {
-    if (!lease_mgr_exists(s->lessor, r->id))
+    if (!lease_mgr_exists(s->lease.lessor, r->id))
         return MS_E_LEASE_NOT_FOUND;
     /* Delete the attached keys in one write: one revision, one watch message. */
     struct key_list kl = {.a = s->scratch};
-    lease_mgr_keys(s->lessor, r->id, collect_key, &kl);
+    lease_mgr_keys(s->lease.lessor, r->id, collect_key, &kl);
     if (kl.oom)
         return MS_E_NOMEM;
     ms_err e = MS_OK;
@@ -238,7 +259,7 @@ ms_err srv_apply_lease_revoke(struct srv *s, const struct srv_lease_req *r, int6
     e = be_del(s->wtxn, BE_BUCKET_LEASE, k, 8);
     if (e && e != MS_E_NOT_EXIST)
         return e;
-    lease_mgr_revoke(s->lessor, r->id);
+    lease_mgr_revoke(s->lease.lessor, r->id);
     s->ctr.leases_revoked++;
     *revision = kv_current_rev(s->kv);
     return MS_OK;
@@ -247,13 +268,13 @@ ms_err srv_apply_lease_revoke(struct srv *s, const struct srv_lease_req *r, int6
 ms_err srv_lease_renew(struct srv *s, int64_t id, int64_t *ttl)
 {
     *ttl = 0;
-    ms_err e = lease_mgr_renew(s->lessor, id, clock_now_ms(), ttl);
+    ms_err e = lease_mgr_renew(s->lease.lessor, id, clock_now_ms(), ttl);
     if (e == MS_E_LEASE_NOT_FOUND) {
         *ttl = 0;
         return MS_OK;
     }
     if (!e)
-        srv_lease_arm(s);
+        lease_arm(s);
     return e;
 }
 
@@ -263,7 +284,7 @@ ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *
     memset(out, 0, sizeof(*out));
     out->id = id;
     struct lease_info li;
-    if (!lease_mgr_get(s->lessor, id, clock_now_ms(), &li)) {
+    if (!lease_mgr_get(s->lease.lessor, id, clock_now_ms(), &li)) {
         out->ttl = -1;
         return MS_OK;
     }
@@ -271,7 +292,7 @@ ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *
     out->granted = li.ttl;
     if (keys) {
         struct key_list kl = {.a = a};
-        lease_mgr_keys(s->lessor, id, collect_key, &kl);
+        lease_mgr_keys(s->lease.lessor, id, collect_key, &kl);
         if (kl.oom)
             return MS_E_NOMEM;
         out->keys = kl.keys;
@@ -283,10 +304,10 @@ ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *
 
 ms_err srv_lease_list(struct srv *s, struct arena *a, int64_t **ids, size_t *n)
 {
-    size_t count = lease_mgr_count(s->lessor);
+    size_t count = lease_mgr_count(s->lease.lessor);
     *ids = count ? arena_alloc(a, count * sizeof(**ids)) : NULL;
     if (count && !*ids)
         return MS_E_NOMEM;
-    *n = lease_mgr_list(s->lessor, 0, *ids, count);
+    *n = lease_mgr_list(s->lease.lessor, 0, *ids, count);
     return MS_OK;
 }

@@ -2,8 +2,6 @@
  * dashboards and alerts keep working. */
 #include "srv_int.h"
 
-#include "metastore/gw.h"
-
 static void counter(struct buf *b, const char *name, const char *help, uint64_t v)
 {
     metrics_write_help(b, name, "counter", help);
@@ -20,7 +18,7 @@ void srv_metrics_text(struct srv *s, struct buf *b)
 {
     struct wal_stats ws;
     struct be_stats bs;
-    wal_get_stats(s->node.wal, &ws);
+    srv_node_wal_stats(s, &ws);
     struct srv_node_status ns;
     srv_node_status(s, &ns);
     be_stats(s->be, &bs);
@@ -56,13 +54,13 @@ void srv_metrics_text(struct srv *s, struct buf *b)
     counter(b, "etcd_server_proposals_failed_total", "The total number of failed proposals seen.",
             s->ctr.proposals_failed);
     gauge(b, "etcd_server_proposals_pending", "The current number of pending proposals to commit.",
-          (double)(ns.last_index > s->applied ? ns.last_index - s->applied : 0));
+          (double)(ns.last_index > srv_applied(s) ? ns.last_index - srv_applied(s) : 0));
     gauge(b, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.",
           ns.lead != 0);
     gauge(b, "etcd_server_is_leader",
           "Whether or not this member is a leader. 1 if is, 0 otherwise.", ns.is_leader);
     counter(b, "etcd_server_leader_changes_seen_total", "The number of leader changes seen.",
-            s->node.leader_changes);
+            ns.leader_changes);
     metrics_write_help(b, "etcd_server_version", "gauge",
                        "Which version is running. 1 for 'server_version' label with current "
                        "version.");

@@ -1,11 +1,11 @@
 /* srv_node.c - this member's Raft node: the core, its in-memory log, the WAL, and the ready
  * step that turns the core's output into WAL writes, applies and answers (RAFT.md §3.2, §3.5).
  *
- * One step (srv_on_ready, once per loop turn when woken): while the core has a Ready and none
+ * One step (on_ready, once per loop turn when woken): while the core has a Ready and none
  * is outstanding, take it; apply its committed entries (they are durable here already, so this
  * may precede the persisting of the Ready's own entries, as etcd applies in parallel with its
  * WAL write); append its entries and hard state to the WAL; if it must be synced, start the
- * asynchronous fdatasync and leave the Ready outstanding until it completes (srv_on_synced).
+ * asynchronous fdatasync and leave the Ready outstanding until it completes (on_synced).
  * Then the Ready is persisted: its entries join the in-memory log, and raft_advance lets the
  * core count its own acknowledgement. Proposals made while a sync is in flight wait in the
  * core and share the next sync (group commit). Reads queued before the step are served at its
@@ -86,6 +86,38 @@ static void trim_log(struct srv_node *n, uint64_t applied)
         log_warn("raft: cannot trim the in-memory log below %llu", (unsigned long long)keep_from);
 }
 
+/* Hand committed entries to the state machine in order. A conf change takes effect in the core
+ * first (when applied, never when appended); the state machine records what it left. */
+static void apply_committed(struct srv *s, const struct raft_entry *ents, size_t n)
+{
+    uint64_t applied = srv_applied(s);
+    const struct raft_entry *last = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const struct raft_entry *ent = &ents[i];
+        if (ent->index <= applied)
+            continue; /* the bootstrap's entries come back once they are persisted */
+        last = ent;
+        if (ent->type != RAFT_ENTRY_CONF_CHANGE) {
+            srv_apply_entry(s, ent, NULL);
+            continue;
+        }
+        struct raft_conf_change cc;
+        struct raft_conf_state cs;
+        if (raft_cc_decode(ent->data, ent->len, &cc) != MS_OK)
+            ms_fatal("conf change entry %llu does not decode", (unsigned long long)ent->index);
+        if (raft_apply_conf_change(s->node.raft, &cc, &cs) != MS_OK) {
+            log_warn("conf change entry %llu (%d on %016llx) is refused: it would leave no voter",
+                     (unsigned long long)ent->index, (int)cc.type, (unsigned long long)cc.node_id);
+            struct raft_status st;
+            raft_status(s->node.raft, &st);
+            cs = st.conf;
+        }
+        srv_apply_entry(s, ent, &cs);
+    }
+    if (last)
+        srv_apply_end(s, last->index, last->term);
+}
+
 /* The Ready is durable: make its entries stable, send what waited for that, let the core go. */
 static void persisted(struct srv *s)
 {
@@ -102,7 +134,7 @@ static void persisted(struct srv *s)
      * voter's acknowledgements are internal and it reads without ReadIndex. */
     raft_advance(n->raft, rd);
     n->rd_out = false;
-    trim_log(n, s->applied);
+    trim_log(n, srv_applied(s));
 }
 
 /* Take and handle Readys until one waits for its sync (returns true) or none is left. With
@@ -125,7 +157,7 @@ static bool run_ready(struct srv *s, bool wait)
             ms_fatal("raft: a snapshot at index %llu arrived, but this member has no peers",
                      (unsigned long long)rd->snapshot.index);
         if (rd->n_committed)
-            srv_apply_committed(s, rd->committed, rd->n_committed);
+            apply_committed(s, rd->committed, rd->n_committed);
         if (rd->n_entries || rd->hard_changed) {
             ms_err e = wal_append(n->wal, rd->hard_changed ? &rd->hard : NULL, rd->entries,
                                   rd->n_entries);
@@ -143,7 +175,7 @@ static bool run_ready(struct srv *s, bool wait)
                 if ((e = wal_sync_begin(n->wal, &started)) != MS_OK)
                     fatal_sync(n, e);
                 if (started)
-                    return true; /* srv_on_synced finishes this Ready */
+                    return true; /* on_synced finishes this Ready */
             }
         }
         persisted(s);
@@ -168,7 +200,7 @@ static void step_end(struct srv *s)
     srv_copy_poll(s);
 }
 
-void srv_on_ready(evutil_socket_t fd, short what, void *arg)
+static void on_ready(evutil_socket_t fd, short what, void *arg)
 {
     struct srv *s = arg;
     (void)fd;
@@ -181,7 +213,7 @@ void srv_on_ready(evutil_socket_t fd, short what, void *arg)
     step_end(s);
 }
 
-void srv_on_synced(evutil_socket_t fd, short what, void *arg)
+static void on_synced(evutil_socket_t fd, short what, void *arg)
 {
     struct srv *s = arg;
     struct srv_node *n = &s->node;
@@ -330,7 +362,7 @@ static ms_err settle(struct srv *s)
     for (uint64_t i = 0; i < NODE_START_STEPS; i++) {
         struct raft_status st;
         raft_status(n->raft, &st);
-        if (st.soft.role == RAFT_LEADER && s->applied >= st.hard.commit &&
+        if (st.soft.role == RAFT_LEADER && srv_applied(s) >= st.hard.commit &&
             st.hard.commit >= raft_mem_last_index(n->mem) && !raft_has_ready(n->raft))
             return MS_OK;
         if (!raft_has_ready(n->raft)) {
@@ -347,7 +379,7 @@ static ms_err settle(struct srv *s)
     log_error("raft: the node did not settle at start (%s, term %llu, commit %llu, applied %llu, "
               "last index %llu)",
               raft_role_name(st.soft.role), (unsigned long long)st.hard.term,
-              (unsigned long long)st.hard.commit, (unsigned long long)s->applied,
+              (unsigned long long)st.hard.commit, (unsigned long long)srv_applied(s),
               (unsigned long long)raft_mem_last_index(n->mem));
     return MS_E_INTERNAL;
 }
@@ -374,7 +406,7 @@ ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv
     if ((e = fill_log(s, log, d)) != MS_OK || (e = create_core(s, log, d)) != MS_OK ||
         (e = settle(s)) != MS_OK)
         return e;
-    n->ready_ev = event_new(s->base, -1, 0, srv_on_ready, s);
+    n->ready_ev = event_new(s->base, -1, 0, on_ready, s);
     n->tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, s);
     if (!n->ready_ev || !n->tick_ev)
         return MS_E_NOMEM;
@@ -385,7 +417,7 @@ ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv
         return MS_E_NOMEM;
     if (wal_sync_fd(n->wal) >= 0) {
         n->sync_ev =
-            event_new(s->base, wal_sync_fd(n->wal), EV_READ | EV_PERSIST, srv_on_synced, s);
+            event_new(s->base, wal_sync_fd(n->wal), EV_READ | EV_PERSIST, on_synced, s);
         if (!n->sync_ev || event_add(n->sync_ev, NULL) != 0)
             return MS_E_NOMEM;
     }
@@ -407,6 +439,37 @@ void srv_node_close(struct srv *s)
     memset(n, 0, sizeof(*n));
 }
 
+void srv_node_durable(struct srv *s, uint64_t index)
+{
+    /* The entry at index stays: its term is the log's base at the next start. */
+    ms_err e = wal_release_before(s->node.wal, index);
+    if (e)
+        log_warn("wal: releasing segments below %llu failed: %s", (unsigned long long)index,
+                 ms_err_name(e));
+}
+
+void srv_node_snapshot_saved(struct srv *s, uint64_t index, uint64_t term)
+{
+    struct raft_status st;
+    raft_status(s->node.raft, &st);
+    struct raft_snapshot_meta m = {.index = index, .term = term, .conf = st.conf};
+    ms_err e = wal_append_snapshot(s->node.wal, &m);
+    if (e || (e = wal_sync(s->node.wal)) != MS_OK)
+        ms_fatal("wal: cannot record snapshot %llu: %s", (unsigned long long)index,
+                 ms_err_name(e));
+    srv_node_durable(s, index);
+}
+
+uint64_t srv_node_term(const struct srv *s)
+{
+    return s->node.term;
+}
+
+void srv_node_wal_stats(const struct srv *s, struct wal_stats *out)
+{
+    wal_get_stats(s->node.wal, out);
+}
+
 void srv_node_status(const struct srv *s, struct srv_node_status *st)
 {
     struct raft_status rs;
@@ -416,5 +479,6 @@ void srv_node_status(const struct srv *s, struct srv_node_status *st)
     st->last_index = rs.last_index;
     st->lead = rs.soft.lead;
     st->is_leader = rs.soft.role == RAFT_LEADER;
+    st->leader_changes = s->node.leader_changes;
     st->conf = rs.conf;
 }

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-ms_err srv_read(struct srv *s, const struct srv_req *req, struct srv_result *res)
+static ms_err read_now(struct srv *s, const struct srv_req *req, struct srv_result *res)
 {
     memset(res, 0, sizeof(*res));
     res->type = req->type;
@@ -55,7 +55,7 @@ void srv_reads_serve(struct srv *s, struct srv_reads *r)
         if (!wait_remove(&s->waits, r->ids[i], &we) || !we.done)
             continue;
         struct srv_result res;
-        ms_err e = srv_read(s, we.req, &res);
+        ms_err e = read_now(s, we.req, &res);
         s->ctr.ranges += we.req->type == SRV_REQ_RANGE;
         we.done(we.ctx, e, e ? NULL : &res);
     }

@@ -104,7 +104,7 @@ static ms_err copy_small_buckets(struct srv *s, struct srv_copy *c)
     return MS_OK;
 }
 
-static void snap_dir(const struct srv *s, char *out, size_t cap)
+void srv_snap_dir(const struct srv *s, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/member/snap", s->cfg.data_dir);
 }
@@ -112,7 +112,7 @@ static void snap_dir(const struct srv *s, char *out, size_t cap)
 static void arm(struct srv *s)
 {
     struct timeval now = {0, 0};
-    evtimer_add(s->copy_ev, &now);
+    evtimer_add(s->copies.copy_ev, &now);
 }
 
 /* Test hook: METASTORE_CRASH_AT=<point> ends the process at that point as a crash would
@@ -148,7 +148,7 @@ static ms_err rmtree_lmdb(const char *dir)
 static bool snapshot_due(const struct srv *s)
 {
     return s->cfg.backend == CFG_BACKEND_MEMORY &&
-           s->applied - s->last_snap_index >= s->cfg.snapshot_count;
+           srv_applied(s) - s->copies.last_snap_index >= s->cfg.snapshot_count;
 }
 
 static void copy_free(struct srv_copy *c)
@@ -169,10 +169,10 @@ static ms_err copy_start(struct srv *s, const struct srv_op *op, struct srv_copy
     c->kind = op->kind;
     c->waiter = op->waiter;
     c->hdr = (struct snap_header){
-        .index = s->applied, .term = s->applied_term, .revision = kv_current_rev(s->kv)};
+        .index = srv_applied(s), .term = srv_applied_term(s), .revision = kv_current_rev(s->kv)};
     kv_rev_encode((struct kv_rev){kv_current_rev(s->kv) + 1, 0}, false, c->bound, &c->bound_len);
     char dir[4200];
-    snap_dir(s, dir, sizeof(dir));
+    srv_snap_dir(s, dir, sizeof(dir));
     if (c->kind == COPY_DEFRAG) {
         member_path(s, "db.defrag", c->path, sizeof(c->path));
         rmtree_lmdb(c->path); /* leftovers of an interrupted defrag */
@@ -208,7 +208,7 @@ out_free:
 static void prune_snapshots(struct srv *s)
 {
     char dir[4200];
-    snap_dir(s, dir, sizeof(dir));
+    srv_snap_dir(s, dir, sizeof(dir));
     DIR *d = opendir(dir);
     if (!d)
         return;
@@ -327,13 +327,13 @@ static ms_err defrag_finish(struct srv *s, struct srv_copy *c)
 static void complete_op(struct srv *s, struct srv_copy *c, ms_err e)
 {
     struct srv_op_waiter *w = NULL;
-    for (size_t i = 0; i < s->n_ops_waiting; i++)
-        if (s->ops_waiting[i].waiter == c->waiter)
-            w = &s->ops_waiting[i];
+    for (size_t i = 0; i < s->copies.n_waiting; i++)
+        if (s->copies.waiting[i].waiter == c->waiter)
+            w = &s->copies.waiting[i];
     if (!w)
         return; /* cancelled */
     struct srv_op_waiter we = *w;
-    *w = s->ops_waiting[--s->n_ops_waiting];
+    *w = s->copies.waiting[--s->copies.n_waiting];
     if (c->kind == COPY_BACKUP) {
         struct stat sb;
         uint64_t size = !e && stat(c->path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
@@ -353,18 +353,10 @@ static void finish(struct srv *s, struct srv_copy *c)
         c->w = NULL;
         if (e)
             break;
-        struct srv_node_status ns;
-        srv_node_status(s, &ns);
-        struct raft_snapshot_meta m = {.index = c->hdr.index, .term = c->hdr.term, .conf = ns.conf};
-        if ((e = wal_append_snapshot(s->node.wal, &m)) || (e = wal_sync(s->node.wal)))
-            ms_fatal("wal: cannot record snapshot %llu: %s", (unsigned long long)m.index,
-                     ms_err_name(e));
-        /* The entry at the snapshot's index stays: the log's base at the next start. */
-        if ((e = wal_release_before(s->node.wal, m.index)) != MS_OK)
-            log_warn("wal: releasing segments below %llu failed", (unsigned long long)m.index);
-        s->last_snap_index = m.index;
+        s->hooks.snapshot_saved(s, c->hdr.index, c->hdr.term);
+        s->copies.last_snap_index = c->hdr.index;
         prune_snapshots(s);
-        log_info("snapshot at index %llu (revision %lld) saved", (unsigned long long)m.index,
+        log_info("snapshot at index %llu (revision %lld) saved", (unsigned long long)c->hdr.index,
                  (long long)c->hdr.revision);
         break;
     }
@@ -391,9 +383,9 @@ static void finish(struct srv *s, struct srv_copy *c)
 /* Start the next queued operation, or a periodic snapshot that is due. */
 static void start_next(struct srv *s)
 {
-    while (!s->copy && s->n_ops_queued) {
-        struct srv_op op = s->ops_queued[0];
-        memmove(s->ops_queued, s->ops_queued + 1, --s->n_ops_queued * sizeof(op));
+    while (!s->copies.copy && s->copies.n_queued) {
+        struct srv_op op = s->copies.queued[0];
+        memmove(s->copies.queued, s->copies.queued + 1, --s->copies.n_queued * sizeof(op));
         if (op.kind == COPY_DEFRAG && s->cfg.backend == CFG_BACKEND_MEMORY) {
             /* Nothing to reclaim: the skiplist frees memory as records go. */
             struct srv_copy none = {.kind = op.kind, .waiter = op.waiter};
@@ -407,21 +399,21 @@ static void start_next(struct srv *s)
             complete_op(s, &fake, e);
             continue;
         }
-        s->copy = c;
+        s->copies.copy = c;
     }
-    if (!s->copy && snapshot_due(s)) {
+    if (!s->copies.copy && snapshot_due(s)) {
         struct srv_op op = {.kind = COPY_SNAPSHOT};
-        if (copy_start(s, &op, &s->copy) != MS_OK)
+        if (copy_start(s, &op, &s->copies.copy) != MS_OK)
             log_error("cannot start a snapshot");
     }
-    if (s->copy)
+    if (s->copies.copy)
         arm(s);
 }
 
-void srv_on_copy(evutil_socket_t fd, short what, void *arg)
+static void on_copy(evutil_socket_t fd, short what, void *arg)
 {
     struct srv *s = arg;
-    struct srv_copy *c = s->copy;
+    struct srv_copy *c = s->copies.copy;
     (void)fd;
     (void)what;
     if (!c) {
@@ -435,10 +427,10 @@ void srv_on_copy(evutil_socket_t fd, short what, void *arg)
     if (e) {
         log_error("copy of the backend failed: %s", ms_err_name(e));
         complete_op(s, c, e);
-        s->copy = NULL;
+        s->copies.copy = NULL;
         copy_free(c);
     } else if (done) {
-        s->copy = NULL;
+        s->copies.copy = NULL;
         finish(s, c);
     }
     start_next(s);
@@ -446,22 +438,22 @@ void srv_on_copy(evutil_socket_t fd, short what, void *arg)
 
 void srv_copy_poll(struct srv *s)
 {
-    if (!s->copy && (s->n_ops_queued || snapshot_due(s)))
+    if (!s->copies.copy && (s->copies.n_queued || snapshot_due(s)))
         arm(s);
 }
 
 bool srv_copy_running(const struct srv *s)
 {
-    return s->copy != NULL;
+    return s->copies.copy != NULL;
 }
 
 static ms_err enqueue(struct srv *s, struct srv_op op, uint64_t *id)
 {
-    if (s->n_ops_queued == SRV_MAX_OPS || s->n_ops_waiting == SRV_MAX_OPS)
+    if (s->copies.n_queued == SRV_MAX_OPS || s->copies.n_waiting == SRV_MAX_OPS)
         return MS_E_TOO_MANY_REQUESTS;
     op.waiter = ++s->next_id;
-    s->ops_queued[s->n_ops_queued++] = op;
-    s->ops_waiting[s->n_ops_waiting++] = (struct srv_op_waiter){
+    s->copies.queued[s->copies.n_queued++] = op;
+    s->copies.waiting[s->copies.n_waiting++] = (struct srv_op_waiter){
         .waiter = op.waiter, .backup_done = op.backup_done, .done = op.done, .ctx = op.ctx};
     *id = op.waiter;
     arm(s);
@@ -480,20 +472,23 @@ ms_err srv_defrag(struct srv *s, srv_done_fn done, void *ctx, uint64_t *id)
 
 bool srv_cancel_op(struct srv *s, uint64_t id)
 {
-    for (size_t i = 0; i < s->n_ops_waiting; i++) {
-        if (s->ops_waiting[i].waiter == id) {
-            s->ops_waiting[i] = s->ops_waiting[--s->n_ops_waiting];
+    for (size_t i = 0; i < s->copies.n_waiting; i++) {
+        if (s->copies.waiting[i].waiter == id) {
+            s->copies.waiting[i] = s->copies.waiting[--s->copies.n_waiting];
             return true;
         }
     }
     return false;
 }
 
-void srv_copy_destroy(struct srv *s)
+void srv_snap_fini(struct srv *s)
 {
-    if (s->copy)
-        copy_free(s->copy);
-    s->copy = NULL;
+    if (s->copies.copy)
+        copy_free(s->copies.copy);
+    s->copies.copy = NULL;
+    if (s->copies.copy_ev)
+        event_free(s->copies.copy_ev);
+    s->copies.copy_ev = NULL;
 }
 
 /* The applied index of the LMDB environment in dir (0 if it has none). *readable is false
@@ -675,106 +670,25 @@ static ms_err load_record(void *ctx, enum be_bucket b, const uint8_t *k, size_t 
     return be_put(ctx, b, k, kl, v, vl);
 }
 
-static bool meta_is(const uint8_t *k, size_t kl, const char *name)
-{
-    return kl == strlen(name) && memcmp(k, name, kl) == 0;
-}
-
-struct restore_ctx {
-    struct be_txn *txn;    /* LMDB: load into the store */
-    struct snap_writer *w; /* memory: write the file the server loads at start */
-};
-
-/* A restored store gets the identity of the node it is restored on, no alarms, and neither the
- * old cluster's configuration nor its term (etcd does the same: it starts a new cluster, whose
- * members must not mistake it for one of theirs). */
-static ms_err restore_record(void *ctx, enum be_bucket b, const uint8_t *k, size_t kl,
-                             const uint8_t *v, size_t vl)
-{
-    struct restore_ctx *rc = ctx;
-    if (b == BE_BUCKET_ALARM ||
-        (b == BE_BUCKET_META &&
-         (meta_is(k, kl, SRV_META_MEMBER_ID) || meta_is(k, kl, SRV_META_CLUSTER_ID) ||
-          meta_is(k, kl, SRV_META_CONF_STATE) || meta_is(k, kl, SRV_META_CONSISTENT_TERM))))
-        return MS_OK;
-    if (rc->w)
-        return snap_writer_put(rc->w, b, k, kl, v, vl);
-    return be_put(rc->txn, b, k, kl, v, vl);
-}
 
 ms_err srv_snap_load(struct srv *s)
 {
     char dir[4200], path[4300];
     struct snap_header h;
-    snap_dir(s, dir, sizeof(dir));
+    srv_snap_dir(s, dir, sizeof(dir));
     if (!snap_find_latest(dir, path, sizeof(path), &h))
         return MS_OK;
     ms_err e = snap_read(path, &h, load_record, s->wtxn);
     if (e)
         return e;
-    s->last_snap_index = h.index;
+    s->copies.last_snap_index = h.index;
     log_info("loaded snapshot %s (index %llu, revision %lld)", path, (unsigned long long)h.index,
              (long long)h.revision);
     return MS_OK;
 }
 
-ms_err srv_restore(const struct cfg *cfg, const char *snapshot)
+ms_err srv_snap_init(struct srv *s)
 {
-    struct snap_header h;
-    ms_err e = snap_read(snapshot, &h, NULL, NULL);
-    if (e) {
-        log_error("restore: %s is not a valid snapshot: %s", snapshot, ms_err_name(e));
-        return e;
-    }
-    char member[4200];
-    snprintf(member, sizeof(member), "%s/member", cfg->data_dir);
-    struct stat sb;
-    if (stat(member, &sb) == 0) {
-        log_error("restore: %s already exists; restore into a new data directory", member);
-        return MS_E_IO;
-    }
-    /* Open a server on the empty directory without serving, load, and close. */
-    struct cfg c = *cfg;
-    struct event_base *base = event_base_new();
-    if (!base)
-        return MS_E_NOMEM;
-    struct srv *s = srv_create(base, &c, &e);
-    if (!s) {
-        event_base_free(base);
-        return e;
-    }
-    struct restore_ctx rc = {.txn = s->wtxn};
-    if (cfg->backend == CFG_BACKEND_MEMORY) {
-        /* The memory backend loads the newest file in member/snap at each start. */
-        char dir[4200], path[4300];
-        snap_dir(s, dir, sizeof(dir));
-        mkdir(dir, 0700);
-        snprintf(path, sizeof(path), "%s/snap-%016llx.snap", dir, (unsigned long long)h.index);
-        rc.w = snap_writer_create(path, &h, &e);
-        if (rc.w) {
-            e = snap_read(snapshot, &h, restore_record, &rc);
-            /* Both end the writer: finish frees it on failure too. */
-            if (e)
-                snap_writer_abort(rc.w);
-            else
-                e = snap_writer_finish(rc.w);
-            rc.w = NULL;
-        }
-    } else {
-        /* The fresh store's own identity goes; the next start derives it from the flags. */
-        be_del(s->wtxn, BE_BUCKET_META, (const uint8_t *)SRV_META_MEMBER_ID,
-               strlen(SRV_META_MEMBER_ID));
-        be_del(s->wtxn, BE_BUCKET_META, (const uint8_t *)SRV_META_CLUSTER_ID,
-               strlen(SRV_META_CLUSTER_ID));
-        e = snap_read(snapshot, &h, restore_record, &rc);
-    }
-    srv_destroy(s);
-    event_base_free(base);
-    if (e) {
-        log_error("restore failed: %s", ms_err_name(e));
-        return e;
-    }
-    log_info("restored %s into %s (index %llu, revision %lld)", snapshot, cfg->data_dir,
-             (unsigned long long)h.index, (long long)h.revision);
-    return MS_OK;
+    s->copies.copy_ev = evtimer_new(s->base, on_copy, s);
+    return s->copies.copy_ev ? MS_OK : MS_E_NOMEM;
 }

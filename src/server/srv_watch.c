@@ -13,12 +13,12 @@
 
 static void arm_sync(struct srv *s, int delay_ms)
 {
-    if (!s->watch_sync_ev)
+    if (!s->watch.sync_ev)
         return;
-    if (!watch_hub_pending(s->watch) || evtimer_pending(s->watch_sync_ev, NULL))
+    if (!watch_hub_pending(s->watch.hub) || evtimer_pending(s->watch.sync_ev, NULL))
         return;
     struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
-    evtimer_add(s->watch_sync_ev, &tv);
+    evtimer_add(s->watch.sync_ev, &tv);
 }
 
 static void srv_on_watch_sync(evutil_socket_t fd, short what, void *arg)
@@ -26,7 +26,7 @@ static void srv_on_watch_sync(evutil_socket_t fd, short what, void *arg)
     struct srv *s = arg;
     (void)fd;
     (void)what;
-    ms_err e = watch_hub_sync(s->watch, s->wtxn);
+    ms_err e = watch_hub_sync(s->watch.hub, s->wtxn);
     if (e)
         log_warn("watch catch-up failed, retrying: %s", ms_err_name(e));
     arm_sync(s, e ? SYNC_RETRY_MS : 0);
@@ -37,7 +37,7 @@ static void srv_on_watch_progress(evutil_socket_t fd, short what, void *arg)
     struct srv *s = arg;
     (void)fd;
     (void)what;
-    watch_hub_progress_tick(s->watch);
+    watch_hub_progress_tick(s->watch.hub);
 }
 
 ms_err srv_watch_init(struct srv *s)
@@ -51,39 +51,39 @@ ms_err srv_watch_init(struct srv *s)
     lim.total_buffer_bytes = (size_t)s->cfg.watch_total_buffer_bytes; /* 0: no budget */
     uint64_t every = s->cfg.watch_progress_ms ? s->cfg.watch_progress_ms : 10 * 60 * 1000;
     struct timeval tv = {(time_t)(every / 1000), (suseconds_t)(every % 1000) * 1000};
-    s->watch = watch_hub_create(s->kv, &lim);
-    s->watch_sync_ev = evtimer_new(s->base, srv_on_watch_sync, s);
-    s->watch_progress_ev = event_new(s->base, -1, EV_PERSIST, srv_on_watch_progress, s);
-    if (!s->watch || !s->watch_sync_ev || !s->watch_progress_ev ||
-        event_add(s->watch_progress_ev, &tv) != 0)
+    s->watch.hub = watch_hub_create(s->kv, &lim);
+    s->watch.sync_ev = evtimer_new(s->base, srv_on_watch_sync, s);
+    s->watch.progress_ev = event_new(s->base, -1, EV_PERSIST, srv_on_watch_progress, s);
+    if (!s->watch.hub || !s->watch.sync_ev || !s->watch.progress_ev ||
+        event_add(s->watch.progress_ev, &tv) != 0)
         return MS_E_NOMEM;
     return MS_OK;
 }
 
 void srv_watch_fini(struct srv *s)
 {
-    if (s->watch_sync_ev)
-        event_free(s->watch_sync_ev);
-    if (s->watch_progress_ev)
-        event_free(s->watch_progress_ev);
-    s->watch_sync_ev = s->watch_progress_ev = NULL;
-    watch_hub_destroy(s->watch);
-    s->watch = NULL;
+    if (s->watch.sync_ev)
+        event_free(s->watch.sync_ev);
+    if (s->watch.progress_ev)
+        event_free(s->watch.progress_ev);
+    s->watch.sync_ev = s->watch.progress_ev = NULL;
+    watch_hub_destroy(s->watch.hub);
+    s->watch.hub = NULL;
 }
 
-void srv_watch_kick(struct srv *s)
+static void watch_kick(struct srv *s)
 {
     arm_sync(s, 0);
 }
 
 void srv_watch_set_sink(struct srv *s, const struct watch_sink *sink, void *sink_ctx)
 {
-    watch_hub_set_sink(s->watch, sink, sink_ctx);
+    watch_hub_set_sink(s->watch.hub, sink, sink_ctx);
 }
 
 struct watch_stream *srv_watch_open(struct srv *s, void *ctx)
 {
-    return watch_stream_open(s->watch, ctx);
+    return watch_stream_open(s->watch.hub, ctx);
 }
 
 void srv_watch_close(struct srv *s, struct watch_stream *st)
@@ -130,5 +130,15 @@ bool srv_watch_admits(const struct srv *s, const struct watch_stream *st, size_t
 
 void srv_watch_stats(const struct srv *s, struct watch_stats *out)
 {
-    watch_hub_stats(s->watch, out);
+    watch_hub_stats(s->watch.hub, out);
+}
+
+void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n)
+{
+    /* Synced watchers get the events now: the hub encodes what it keeps, so the scratch
+     * arena may be reset after this step. (No hub yet while the WAL is replayed at start.) */
+    if (!s->watch.hub)
+        return;
+    watch_hub_notify(s->watch.hub, rev, ev, n);
+    watch_kick(s); /* watchers that could not be served now catch up from history */
 }

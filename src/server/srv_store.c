@@ -1,0 +1,151 @@
+/* srv_store.c - the backend's one write txn, the applied index recorded in it, and its commits.
+ *
+ * Every apply and read goes through the write txn. The batch's last index and term (the
+ * consistent index) and the configuration go into the same txn as the changes they describe,
+ * so a restart resumes exactly after what the backend holds. The txn is committed once per
+ * batch on the memory backend (no I/O) and on a timer or after SRV_COMMIT_ENTRIES entries on
+ * LMDB (its fsync is amortised; the WAL holds the entries meanwhile). After an LMDB commit the
+ * backend holds everything applied durably, and hooks.durable lets the WAL go below it.
+ */
+#include "srv_int.h"
+
+#include "metastore/clock.h"
+#include "metastore/log.h"
+#include "metastore/raft_codec.h"
+
+#include <string.h>
+
+#define SRV_COMMIT_ENTRIES 10000 /* LMDB: commit at the latest after this many entries */
+#define SRV_COMMIT_MS      100   /* ... or this often */
+
+void srv_commit(struct srv *s)
+{
+    uint64_t t0 = clock_now_ns();
+    ms_err e = be_txn_commit(s->wtxn);
+    s->wtxn = NULL;
+    if (e)
+        ms_fatal("backend commit failed: %s", ms_err_name(e));
+    if ((e = be_txn_begin(s->be, NULL, true, &s->wtxn)) != MS_OK)
+        ms_fatal("cannot begin a backend transaction: %s", ms_err_name(e));
+    metrics_hist_observe(&s->ctr.backend_commit_seconds, (double)(clock_now_ns() - t0) / 1e9);
+    s->ctr.backend_commits++;
+    if (!s->store.lazy_commit)
+        return;
+    /* LMDB now holds everything applied durably: WAL segments below it can go. */
+    s->store.committed = s->store.applied;
+    if (s->hooks.durable)
+        s->hooks.durable(s, s->store.committed);
+}
+
+static void on_commit(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->store.applied > s->store.committed)
+        srv_commit(s);
+}
+
+/* After applying up to s->store.applied: commit now or arm the timer. */
+static void maybe_commit(struct srv *s)
+{
+    if (!s->store.lazy_commit) {
+        srv_commit(s);
+        return;
+    }
+    if (s->store.applied - s->store.committed >= SRV_COMMIT_ENTRIES) {
+        srv_commit(s);
+        return;
+    }
+    if (!evtimer_pending(s->store.commit_ev, NULL)) {
+        struct timeval tv = {0, SRV_COMMIT_MS * 1000};
+        evtimer_add(s->store.commit_ev, &tv);
+    }
+}
+
+void srv_store_applied(struct srv *s, uint64_t index, uint64_t term)
+{
+    ms_err e = be_put_u64(s->wtxn, BE_BUCKET_META, SRV_META_CONSISTENT_INDEX, index);
+    if (!e)
+        e = be_put_u64(s->wtxn, BE_BUCKET_META, SRV_META_CONSISTENT_TERM, term);
+    if (e)
+        ms_fatal("cannot record the applied index: %s", ms_err_name(e));
+    s->store.applied = index;
+    s->store.applied_term = term;
+    maybe_commit(s);
+}
+
+uint64_t srv_applied(const struct srv *s)
+{
+    return s->store.applied;
+}
+
+uint64_t srv_applied_term(const struct srv *s)
+{
+    return s->store.applied_term;
+}
+
+ms_err srv_store_init(struct srv *s, bool lazy_commit, uint64_t applied, uint64_t term)
+{
+    s->store.lazy_commit = lazy_commit;
+    s->store.applied = s->store.committed = applied;
+    s->store.applied_term = term;
+    s->store.commit_ev = evtimer_new(s->base, on_commit, s);
+    return s->store.commit_ev ? MS_OK : MS_E_NOMEM;
+}
+
+void srv_store_fini(struct srv *s)
+{
+    if (s->store.commit_ev)
+        event_free(s->store.commit_ev);
+    s->store.commit_ev = NULL;
+}
+
+void srv_check_apply_error(ms_err e)
+{
+    /* Requests are checked before anything is written (as etcd's apply does), so an error
+     * here is either a client error with nothing written, or the backend failing under us,
+     * after which the store's state is unknown: stop, as etcd does. The WAL replays the
+     * entry at the next start. */
+    switch (e) {
+    case MS_E_NOMEM:
+    case MS_E_NO_SPACE:
+    case MS_E_IO:
+    case MS_E_DATA_CORRUPT:
+    case MS_E_INTERNAL:
+        ms_fatal("applying an entry failed in the backend: %s", ms_err_name(e));
+    default:
+        return;
+    }
+}
+
+ms_err srv_conf_put(struct be_txn *t, const struct raft_conf_state *cs)
+{
+    struct buf b;
+    buf_init(&b);
+    struct raft_snapshot_meta m = {.conf = *cs};
+    raft_snapshot_meta_encode(&m, &b);
+    ms_err e = buf_failed(&b) ? MS_E_NOMEM
+                              : be_put(t, BE_BUCKET_META, (const uint8_t *)SRV_META_CONF_STATE,
+                                       strlen(SRV_META_CONF_STATE), b.p, b.len);
+    buf_fini(&b);
+    return e;
+}
+
+ms_err srv_conf_get(struct be_txn *t, struct raft_conf_state *cs, bool *found)
+{
+    struct be_val v;
+    struct raft_snapshot_meta m;
+    ms_err e = be_get(t, BE_BUCKET_META, (const uint8_t *)SRV_META_CONF_STATE,
+                      strlen(SRV_META_CONF_STATE), &v);
+    *found = false;
+    if (e == MS_E_NOT_EXIST)
+        return MS_OK;
+    if (e)
+        return e;
+    *found = true;
+    if (raft_snapshot_meta_decode(v.p, v.len, &m) != MS_OK)
+        return MS_E_DATA_CORRUPT;
+    *cs = m.conf;
+    return MS_OK;
+}

@@ -102,10 +102,12 @@ for round in $(seq "$ROUNDS"); do
         start "$b"
         rate 30 load 10000 2 >/dev/null
         rate 2 put >/dev/null
-        R[$b.put]+="$(rate "$DURATION" put) "
-        R[$b.range]+="$(rate "$DURATION" range) "
+        put=$(rate "$DURATION" put)
+        range=$(rate "$DURATION" range)
         stop
-        log "round $round/$ROUNDS $b: put ${R[$b.put]##* } range ${R[$b.range]##* }"
+        R[$b.put]+="$put "
+        R[$b.range]+="$range "
+        log "round $round/$ROUNDS $b: put $put/s, range $range/s"
     done
 done
 

@@ -727,8 +727,8 @@ START_TEST(host_required)
 {
     const char *q[] = {
         "POST /v3/kv/range HTTP/1.1\r\nContent-Length: 14\r\n\r\n{\"key\":\"YQ==\"}",
-        "POST /v3/kv/range HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 14\r\n\r\n"
-        "{\"key\":\"YQ==\"}",
+        ("POST /v3/kv/range HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 14\r\n\r\n"
+         "{\"key\":\"YQ==\"}"),
         "POST /v3/kv/range HTTP/1.0\r\nContent-Length: 14\r\n\r\n{\"key\":\"YQ==\"}",
     };
     const char *want[] = {"400 Bad Request: missing required Host header", "400 Bad Request", NULL};

@@ -73,11 +73,10 @@ static ms_err apply(struct srv *s, const struct srv_req *req, struct srv_result 
     return e;
 }
 
-
-
 static void push_done(struct srv *s, uint64_t id, ms_err err, struct srv_result *res)
 {
-    struct srv_done *d = ms_grow(s->apply.dones, &s->apply.cap_dones, s->apply.n_dones + 1, sizeof(*d), 64);
+    struct srv_done *d =
+        ms_grow(s->apply.dones, &s->apply.cap_dones, s->apply.n_dones + 1, sizeof(*d), 64);
     if (!d) {
         /* Cannot remember the completion: the caller gets an error now rather than never. */
         struct wait_entry we;
@@ -131,7 +130,8 @@ static void apply_request(struct srv *s, const struct raft_entry *ent)
     }
     if (req.type == SRV_REQ_COMPACT && !e && req.u.compact.physical && kv_compact_pending(s->kv)) {
         /* Answer once the old records are gone (etcd waits for physical compaction). */
-        if (srv_push_id(&s->apply.compact_waiters, &s->apply.n_compact_waiters, &s->apply.cap_compact_waiters, id))
+        if (srv_push_id(&s->apply.compact_waiters, &s->apply.n_compact_waiters,
+                        &s->apply.cap_compact_waiters, id))
             return;
     }
     push_done(s, id, e, res);
@@ -146,13 +146,13 @@ static void complete_dones(struct srv *s)
         if (we.fail)
             we.done(we.ctx, we.fail, NULL);
         else
-            we.done(we.ctx, s->apply.dones[i].err, s->apply.dones[i].err ? NULL : s->apply.dones[i].res);
+            we.done(we.ctx, s->apply.dones[i].err,
+                    s->apply.dones[i].err ? NULL : s->apply.dones[i].res);
     }
     s->apply.n_dones = 0;
 }
 
-void srv_apply_entry(struct srv *s, const struct raft_entry *ent,
-                     const struct raft_conf_state *cs)
+void srv_apply_entry(struct srv *s, const struct raft_entry *ent, const struct raft_conf_state *cs)
 {
     s->ctr.proposals_committed++;
     if (cs) {

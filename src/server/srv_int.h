@@ -212,7 +212,7 @@ struct srv {
     struct srv_counters ctr;
     struct srv_hooks hooks;
     /* ---- */
-    int lock_fd; /* srv.c: exclusive lock on the data directory */
+    int lock_fd;                    /* srv.c: exclusive lock on the data directory */
     struct buf enc;                 /* srv.c: entry encoding */
     struct srv_compactor compactor; /* srv.c: auto compaction */
     struct event *compactor_ev;     /* srv.c */
@@ -294,8 +294,7 @@ ms_err srv_apply_init(struct srv *s);
 void srv_apply_fini(struct srv *s);
 /* Apply one committed entry (durable, in index order). cs: for a conf change, the
  * configuration it left, already in effect in the core. */
-void srv_apply_entry(struct srv *s, const struct raft_entry *ent,
-                     const struct raft_conf_state *cs);
+void srv_apply_entry(struct srv *s, const struct raft_entry *ent, const struct raft_conf_state *cs);
 /* The batch ends at index (of term): record it, commit as due, answer the writers. */
 void srv_apply_end(struct srv *s, uint64_t index, uint64_t term);
 

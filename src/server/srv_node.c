@@ -159,8 +159,8 @@ static bool run_ready(struct srv *s, bool wait)
         if (rd->n_committed)
             apply_committed(s, rd->committed, rd->n_committed);
         if (rd->n_entries || rd->hard_changed) {
-            ms_err e = wal_append(n->wal, rd->hard_changed ? &rd->hard : NULL, rd->entries,
-                                  rd->n_entries);
+            ms_err e =
+                wal_append(n->wal, rd->hard_changed ? &rd->hard : NULL, rd->entries, rd->n_entries);
             if (e)
                 fatal_sync(n, e);
             s->ctr.ready_batches += rd->n_entries > 0;
@@ -324,7 +324,7 @@ static ms_err create_core(struct srv *s, const struct wal_log *log, const struct
     raft_config_default(&rc, s->member_id);
     rc.election_tick = (int)(s->cfg.election_ms / s->cfg.heartbeat_ms);
     rc.heartbeat_tick = 1;
-    rc.max_uncommitted_bytes = (uint64_t)1 << 30;  /* etcd maxUncommittedEntriesSize */
+    rc.max_uncommitted_bytes = (uint64_t)1 << 30; /* etcd maxUncommittedEntriesSize */
     rc.max_committed_bytes_per_ready = 64u << 20; /* apply whole batches */
     rc.applied = d->applied;
     rc.seed = clock_now_ns() ^ s->member_id;
@@ -416,8 +416,7 @@ ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv
     if (event_add(n->tick_ev, &tv) != 0)
         return MS_E_NOMEM;
     if (wal_sync_fd(n->wal) >= 0) {
-        n->sync_ev =
-            event_new(s->base, wal_sync_fd(n->wal), EV_READ | EV_PERSIST, on_synced, s);
+        n->sync_ev = event_new(s->base, wal_sync_fd(n->wal), EV_READ | EV_PERSIST, on_synced, s);
         if (!n->sync_ev || event_add(n->sync_ev, NULL) != 0)
             return MS_E_NOMEM;
     }
@@ -455,8 +454,7 @@ void srv_node_snapshot_saved(struct srv *s, uint64_t index, uint64_t term)
     struct raft_snapshot_meta m = {.index = index, .term = term, .conf = st.conf};
     ms_err e = wal_append_snapshot(s->node.wal, &m);
     if (e || (e = wal_sync(s->node.wal)) != MS_OK)
-        ms_fatal("wal: cannot record snapshot %llu: %s", (unsigned long long)index,
-                 ms_err_name(e));
+        ms_fatal("wal: cannot record snapshot %llu: %s", (unsigned long long)index, ms_err_name(e));
     srv_node_durable(s, index);
 }
 

@@ -670,7 +670,6 @@ static ms_err load_record(void *ctx, enum be_bucket b, const uint8_t *k, size_t 
     return be_put(ctx, b, k, kl, v, vl);
 }
 
-
 ms_err srv_snap_load(struct srv *s)
 {
     char dir[4200], path[4300];

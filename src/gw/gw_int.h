@@ -5,9 +5,8 @@
 #include "metastore/arena.h"
 #include "metastore/buf.h"
 #include "metastore/gw.h"
+#include "metastore/http.h"
 #include "metastore/srv.h"
-
-#include "http.h"
 
 struct gw_req;
 struct gw_watch;

@@ -2,7 +2,7 @@
  * what lies inside it, and agrees with itself on prefixes: a prefix of a complete request is
  * never a different complete request. */
 #include "fuzz.h"
-#include "http.h"
+#include "metastore/http.h"
 
 #include <stdlib.h>
 #include <string.h>

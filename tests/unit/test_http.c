@@ -1,8 +1,8 @@
-/* test_http.c - the gateway's HTTP/1.1 layer: the request parser on its own, then the server
- * in-process on a loopback port driven by a client in a child process. */
+/* test_http.c - the HTTP/1.1 module: the request parser on its own, then the server in-process
+ * on a loopback port driven by a client in a child process. */
 #define _GNU_SOURCE
-#include "http.h"
 #include "metastore/buf.h"
+#include "metastore/http.h"
 #include "testutil.h"
 
 #include <arpa/inet.h>

@@ -1,5 +1,6 @@
 /* http.h - a small HTTP/1.1 server on non-blocking sockets and plain libevent events, made for
  * the gateway's load: many short requests on keep-alive connections, plus long streams.
+ * Layer L1: it knows no other module but util.
  *
  * Why not evhttp: its per-request header lists, printf'd headers and read/write event toggling
  * cost more than everything else in a request (profile in docs/benchmarks.md). Here a
@@ -20,11 +21,9 @@
  * A connection the server closes while the peer may still be sending (after an error such as
  * 413, or "Connection: close") first shuts down its own sending side and reads and drops input
  * for a bounded time and size, so the answer is not destroyed by a reset.
- *
- * Private to the gw module.
  */
-#ifndef METASTORE_GW_HTTP_H
-#define METASTORE_GW_HTTP_H
+#ifndef METASTORE_HTTP_H
+#define METASTORE_HTTP_H
 
 #include <stdbool.h>
 #include <stddef.h>

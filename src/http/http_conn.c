@@ -1,0 +1,720 @@
+/* http_conn.c - a server connection: read, parse, hand out, answer, stream, close.
+ *
+ * A connection has one persistent read event (so a peer that goes away is noticed even while we
+ * are busy with its request), a write event added only while output is pending, an input buffer
+ * holding the active request, a second buffer for bytes that arrive meanwhile, and an output
+ * buffer written with write(2) as soon as there is something to write. Closing a connection
+ * from inside an API call is deferred to the loop, so no callback of ours ever runs nested in
+ * the caller's own call.
+ */
+#define _GNU_SOURCE
+#include "http_int.h"
+
+#include "metastore/buf.h"
+#include "metastore/clock.h"
+#include "metastore/err.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READ_CHUNK   (16u << 10)
+#define OUT_KEEP     (64u << 10)  /* output capacity kept by an idle connection */
+#define DIRECT_BODY  (8u << 10)   /* bodies from this size are written without a copy */
+#define OUT_HIGH     (256u << 10) /* unsent output above which a connection stops parsing */
+#define OUT_LOW      (64u << 10)  /* ... and under which it goes on */
+#define LINGER_MS    2000         /* a closing connection drains input this long at most */
+#define LINGER_BYTES (4u << 20)   /* ... and this much at most */
+
+static void conn_free(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->n_conns--;
+    if (c->drain_due) {
+        struct http_conn **pp = &s->due;
+        while (*pp != c)
+            pp = &(*pp)->due_next;
+        *pp = c->due_next;
+    }
+    event_free(c->rd);
+    event_free(c->wr);
+    close(c->fd);
+    buf_fini(&c->in);
+    buf_fini(&c->more);
+    buf_fini(&c->out);
+    free(c->req.hdrs);
+    free(c);
+}
+
+void http_conn_close_now(struct http_conn *c)
+{
+    c->out_cb = NULL;
+    if (c->active && c->close_cb) {
+        http_conn_fn fn = c->close_cb;
+        c->close_cb = NULL;
+        c->active = false;
+        fn(c->close_arg);
+    }
+    conn_free(c);
+}
+
+/* Close c later (from inside an API call). */
+static void conn_close_later(struct http_conn *c)
+{
+    if (c->dying)
+        return;
+    c->dying = true;
+    event_del(c->rd);
+    c->rd_on = false;
+    if (c->wr_added) {
+        event_del(c->wr);
+        c->wr_added = false;
+    }
+    c->reap_next = c->srv->reap;
+    c->srv->reap = c;
+    event_active(c->srv->reap_ev, EV_TIMEOUT, 1);
+}
+
+void http_on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_server *s = arg;
+    (void)fd;
+    (void)what;
+    while (s->reap) {
+        struct http_conn *c = s->reap;
+        s->reap = c->reap_next;
+        http_conn_close_now(c);
+    }
+}
+
+static void process_input(struct http_conn *c);
+
+/* Unparsed input held: the active request's bytes and those after them. */
+static size_t buffered(const struct http_conn *c)
+{
+    return c->in.len - c->in_off + c->more.len;
+}
+
+/* Input held before reading pauses: the largest request plus a read. Chunk framing is not
+ * counted in the body limit, so a legal chunked request can still need more (1-byte chunks take
+ * 6 bytes each): process_input refuses it with 413 rather than wait. */
+static size_t in_room(const struct http_server *s)
+{
+    return s->lim.max_header_bytes + s->lim.max_body_bytes + READ_CHUNK;
+}
+
+/* Read while there is room for input and the output is not backed up (TCP then pushes back on a
+ * client that sends and never reads). A stream that drops its input and a lingering close read
+ * always, to see the peer go. */
+static void read_update(struct http_conn *c)
+{
+    bool want = !c->dying && !c->peer_eof &&
+                (c->drop_input || (!c->out_blocked && buffered(c) < in_room(c->srv)));
+    if (want == c->rd_on)
+        return;
+    if (want)
+        event_add(c->rd, NULL);
+    else
+        event_del(c->rd);
+    c->rd_on = want;
+}
+
+/* Our side is done. The peer may still be sending (an upload we refused, requests pipelined
+ * after "Connection: close"), and closing with unread input resets the connection, which can
+ * destroy the answer on its way: send FIN, then read and drop input, bounded in time and size,
+ * until the peer closes too. */
+static void conn_end(struct http_conn *c)
+{
+    if (c->peer_eof || c->dying || shutdown(c->fd, SHUT_WR) != 0) {
+        conn_close_later(c);
+        return;
+    }
+    c->lingering = true;
+    c->linger_end_ms = clock_now_ms() + LINGER_MS;
+    c->linger_left = LINGER_BYTES;
+    c->drop_input = true;
+    buf_fini(&c->in);
+    buf_fini(&c->more);
+    c->in_off = c->in_used = 0;
+    read_update(c);
+}
+
+static void out_changed(struct http_conn *c)
+{
+    if (c->out_cb)
+        c->out_cb(c->out_arg);
+}
+
+/* Most of a large output buffer is written but the peer is slow: keep only the tail, so the
+ * memory a connection holds follows the bytes it has pending (watch budget). */
+static void out_shrink(struct http_conn *c)
+{
+    size_t left = c->out.len - c->out_off;
+    if (c->out.cap <= OUT_KEEP || left > c->out.cap / 4)
+        return;
+    struct buf tail;
+    buf_init(&tail);
+    buf_append(&tail, c->out.p + c->out_off, left);
+    if (buf_failed(&tail)) {
+        buf_fini(&tail);
+        return;
+    }
+    buf_fini(&c->out);
+    c->out = tail;
+    c->out_off = 0;
+}
+
+static bool flush_out(struct http_conn *c)
+{
+    while (c->out_off < c->out.len) {
+        ssize_t n = write(c->fd, c->out.p + c->out_off, c->out.len - c->out_off);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            c->progress_ms = clock_now_ms();
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->wr_added) {
+                event_add(c->wr, NULL);
+                c->wr_added = true;
+                c->progress_ms = clock_now_ms(); /* the write timeout starts now */
+            }
+            out_shrink(c);
+            return true;
+        }
+        conn_close_later(c);
+        return false;
+    }
+    c->out.len = 0;
+    c->out_off = 0;
+    if (c->out.cap > OUT_KEEP)
+        buf_fini(&c->out); /* a burst is over: give its memory back */
+    if (c->wr_added) {
+        event_del(c->wr);
+        c->wr_added = false;
+    }
+    if (!c->active && c->close_after) {
+        conn_end(c);
+        return false;
+    }
+    return true;
+}
+
+/* Write what we can. Returns false if the connection broke (it is then closing). */
+static bool flush(struct http_conn *c)
+{
+    bool ok = flush_out(c);
+    out_changed(c);
+    return ok;
+}
+
+static size_t pending(const struct http_conn *c)
+{
+    return c->out.len - c->out_off;
+}
+
+/* Before appending: move the unwritten tail to the front once most of the buffer is sent. */
+static void out_compact(struct http_conn *c)
+{
+    if (c->out_off && c->out_off >= c->out.len / 2) {
+        memmove(c->out.p, c->out.p + c->out_off, c->out.len - c->out_off);
+        c->out.len -= c->out_off;
+        c->out_off = 0;
+    }
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (!flush(c))
+        return;
+    if (c->active && c->drain_cb && pending(c) <= c->drain_low) {
+        c->drain_cb(c->drain_arg);
+    } else if (c->out_blocked && pending(c) <= OUT_LOW) {
+        c->out_blocked = false;
+        process_input(c);
+        read_update(c);
+    }
+}
+
+/* After a write made inside an API call: a due drain callback runs from the loop. */
+static void drain_check(struct http_conn *c)
+{
+    if (!c->active || !c->drain_cb || c->drain_due || c->dying || pending(c) > c->drain_low)
+        return;
+    c->drain_due = true;
+    c->due_next = c->srv->due;
+    c->srv->due = c;
+    event_active(c->srv->due_ev, EV_TIMEOUT, 1);
+}
+
+void http_on_due(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_server *s = arg;
+    (void)fd;
+    (void)what;
+    while (s->due) {
+        struct http_conn *c = s->due;
+        s->due = c->due_next;
+        c->drain_due = false;
+        if (c->active && !c->dying && c->drain_cb && pending(c) <= c->drain_low)
+            c->drain_cb(c->drain_arg);
+    }
+}
+
+/* Before appending to `in` (no request active): move the unparsed tail to the front once the
+ * answered bytes before it are at least as many, so each byte moves O(1) times. */
+static void in_compact(struct http_conn *c)
+{
+    size_t rest = c->in.len - c->in_off;
+    if (c->in_off && c->in_off >= rest) {
+        memmove(c->in.p, c->in.p + c->in_off, rest);
+        c->in.len = rest;
+        c->in_off = 0;
+    }
+}
+
+/* The active request's response has ended: drop its bytes, go on with the next one. */
+static void request_done(struct http_conn *c)
+{
+    c->active = false;
+    c->streaming = false;
+    c->close_cb = NULL;
+    c->drain_cb = NULL;
+    c->out_cb = NULL;
+    if (!c->keep_alive || c->drop_input)
+        c->close_after = true;
+    c->in_off += c->in_used;
+    c->in_used = 0;
+    if (c->more.len) {
+        in_compact(c);
+        buf_append(&c->in, c->more.p, c->more.len);
+        c->more.len = 0;
+        if (c->more.cap > OUT_KEEP)
+            buf_fini(&c->more); /* a burst is over: give its memory back */
+    }
+    if (c->in_off == c->in.len) {
+        c->in.len = c->in_off = 0;
+        if (c->in.cap > OUT_KEEP)
+            buf_fini(&c->in); /* a burst is over: give its memory back */
+    }
+    if (!flush(c))
+        return;
+    if (!c->close_after && !c->dying && !c->processing)
+        process_input(c);
+    read_update(c); /* room again for input held back behind this request */
+}
+
+static void append_date(struct http_server *s, struct buf *b)
+{
+    time_t now = time(NULL);
+    if (now != s->date_t) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(s->date, sizeof(s->date), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        s->date_t = now;
+    }
+    buf_puts(b, s->date);
+}
+
+static void status_line(struct http_conn *c, int status)
+{
+    buf_puts(&c->out, c->req.minor ? "HTTP/1.1 " : "HTTP/1.0 ");
+    buf_put_i64(&c->out, status);
+    buf_putc(&c->out, ' ');
+    buf_puts(&c->out, ms_http_reason(status));
+    buf_puts(&c->out, "\r\n");
+}
+
+static void put_headers(struct http_conn *c, const struct http_hdr *hdrs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        buf_append(&c->out, hdrs[i].name, hdrs[i].name_len);
+        buf_puts(&c->out, ": ");
+        buf_append(&c->out, hdrs[i].value, hdrs[i].value_len);
+        buf_puts(&c->out, "\r\n");
+    }
+    append_date(c->srv, &c->out);
+}
+
+static void put_connection(struct http_conn *c)
+{
+    if (!c->keep_alive)
+        buf_puts(&c->out, "Connection: close\r\n");
+    else if (c->req.minor == 0)
+        buf_puts(&c->out, "Connection: keep-alive\r\n");
+}
+
+static void respond(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n,
+                    const void *body, size_t len)
+{
+    struct http_conn *c = r->conn;
+    if (!c->active || c->streaming)
+        return;
+    out_compact(c);
+    bool idle = pending(c) == 0 && !c->wr_added && !c->dying;
+    status_line(c, status);
+    put_headers(c, hdrs, n);
+    put_connection(c);
+    buf_puts(&c->out, "Content-Length: ");
+    buf_put_u64(&c->out, len);
+    buf_puts(&c->out, "\r\n\r\n");
+    if (r->method == HTTP_HEAD)
+        len = 0;
+    if (len >= DIRECT_BODY && idle && !buf_failed(&c->out)) {
+        /* A large body goes out with the head in one writev, without a copy; only what the
+         * socket does not take is buffered. */
+        size_t head = c->out.len - c->out_off;
+        struct iovec v[2] = {{c->out.p + c->out_off, head}, {(void *)body, len}};
+        ssize_t wn = writev(c->fd, v, 2);
+        if (wn < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            conn_close_later(c);
+            return;
+        }
+        size_t done = wn > 0 ? (size_t)wn : 0;
+        if (done > 0)
+            c->progress_ms = clock_now_ms();
+        if (done >= head) {
+            c->out.len = c->out_off = 0;
+            done -= head;
+            body = (const char *)body + done;
+            len -= done;
+        } else {
+            c->out_off += done;
+        }
+    }
+    buf_append(&c->out, body, len);
+    if (buf_failed(&c->out)) {
+        conn_close_later(c);
+        return;
+    }
+    request_done(c);
+}
+
+void http_respond(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n,
+                  const void *body, size_t len)
+{
+    respond(r, status, hdrs, n, body, len);
+}
+
+void http_respond_buf(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n,
+                      struct buf *b)
+{
+    respond(r, status, hdrs, n, b->p, b->len);
+    buf_fini(b);
+}
+
+void http_stream_start(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n)
+{
+    struct http_conn *c = r->conn;
+    if (!c->active || c->streaming)
+        return;
+    c->streaming = true;
+    c->chunked = r->minor >= 1;
+    if (!c->chunked)
+        c->keep_alive = false; /* HTTP/1.0: the stream ends when the connection does */
+    status_line(c, status);
+    put_headers(c, hdrs, n);
+    put_connection(c);
+    if (c->chunked)
+        buf_puts(&c->out, "Transfer-Encoding: chunked\r\n");
+    buf_puts(&c->out, "\r\n");
+    if (flush(c))
+        drain_check(c);
+}
+
+bool http_stream_queue(struct http_request *r, const struct iovec *parts, int n)
+{
+    struct http_conn *c = r->conn;
+    if (!c->active || !c->streaming || c->dying)
+        return false;
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += parts[i].iov_len;
+    if (!len)
+        return true;
+    out_compact(c);
+    if (c->chunked) {
+        char hex[24];
+        int k = snprintf(hex, sizeof(hex), "%zx\r\n", len);
+        buf_append(&c->out, hex, (size_t)k);
+    }
+    for (int i = 0; i < n; i++)
+        buf_append(&c->out, parts[i].iov_base, parts[i].iov_len);
+    if (c->chunked)
+        buf_puts(&c->out, "\r\n");
+    if (buf_failed(&c->out)) {
+        conn_close_later(c);
+        return false;
+    }
+    out_changed(c);
+    return true;
+}
+
+void http_flush(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+    if (c->dying || c->wr_added)
+        return; /* the write event is on: it writes as soon as the socket takes more */
+    if (flush(c))
+        drain_check(c);
+}
+
+void http_stream_write(struct http_request *r, const void *p, size_t len)
+{
+    struct iovec v = {(void *)p, len};
+    if (http_stream_queue(r, &v, 1))
+        http_flush(r);
+}
+
+void http_stream_drop_input(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+    c->drop_input = true;
+    c->keep_alive = false;
+    free(c->req.hdrs);
+    c->req.hdrs = NULL;
+    c->req.n_hdrs = 0;
+    c->req.target = NULL;
+    c->req.target_len = 0;
+    c->req.body = NULL;
+    c->req.body_len = 0;
+    buf_fini(&c->in);
+    buf_fini(&c->more);
+    c->in_off = c->in_used = 0;
+    read_update(c); /* reading may have been paused with a full buffer */
+}
+
+void http_stream_end(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+    if (!c->active || !c->streaming)
+        return;
+    if (c->chunked)
+        buf_puts(&c->out, "0\r\n\r\n");
+    request_done(c);
+}
+
+void http_abort(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+    c->close_cb = NULL;
+    c->drain_cb = NULL;
+    c->out_cb = NULL;
+    conn_close_later(c);
+}
+
+size_t http_pending(const struct http_request *r)
+{
+    return pending(r->conn);
+}
+
+void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg)
+{
+    r->conn->close_cb = fn;
+    r->conn->close_arg = arg;
+}
+
+void http_set_out_cb(struct http_request *r, http_conn_fn fn, void *arg)
+{
+    r->conn->out_cb = fn;
+    r->conn->out_arg = arg;
+}
+
+void http_set_drain_cb(struct http_request *r, size_t low, http_conn_fn fn, void *arg)
+{
+    r->conn->drain_cb = fn;
+    r->conn->drain_arg = arg;
+    r->conn->drain_low = low;
+    if (fn)
+        drain_check(r->conn);
+}
+
+/* An error of ours before any handler saw the request: answer "<status> <reason><why>" and
+ * close. */
+static void fail(struct http_conn *c, int status, const char *why)
+{
+    c->active = true;
+    c->keep_alive = false;
+    c->req.conn = c;
+    c->req.minor = 1;
+    c->req.method = HTTP_OTHER;
+    c->in_used = c->in.len - c->in_off;
+    static const struct http_hdr ct = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
+    const char *text = ms_http_reason(status);
+    char body[96];
+    int k = snprintf(body, sizeof(body), "%d %s%s", status, text, why);
+    respond(&c->req, status, &ct, 1, body, (size_t)k);
+}
+
+static void process_input(struct http_conn *c)
+{
+    c->processing = true;
+    while (!c->active && !c->dying && !c->close_after && c->in.len > c->in_off) {
+        size_t used;
+        bool cont;
+        if (pending(c) > OUT_HIGH) {
+            /* The client does not read its answers: make no more until it does. */
+            c->out_blocked = true;
+            break;
+        }
+        if (!c->started_ms)
+            c->started_ms = clock_now_ms();
+        if (!c->req.hdrs && !(c->req.hdrs = malloc(HTTP_MAX_HEADERS * sizeof(struct http_hdr)))) {
+            conn_close_later(c);
+            break;
+        }
+        enum http_parse p = http_parse_request((char *)c->in.p + c->in_off, c->in.len - c->in_off,
+                                               &c->srv->lim, &c->req, &used, &cont);
+        if (p == HTTP_PARSE_MORE && c->in.len - c->in_off >= in_room(c->srv)) {
+            /* Reading has paused (read_update) and the request is still not whole: it never
+             * will be. */
+            fail(c, 413, "");
+            break;
+        }
+        if (p == HTTP_PARSE_MORE) {
+            if (cont && !c->sent_continue) {
+                c->sent_continue = true;
+                buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+                flush(c);
+            }
+            break;
+        }
+        if (p != HTTP_PARSE_OK) {
+            fail(c,
+                 p == HTTP_PARSE_HDR_BIG    ? 431
+                 : p == HTTP_PARSE_BODY_BIG ? 413
+                 : p == HTTP_PARSE_VERSION  ? 505
+                                            : 400,
+                 p == HTTP_PARSE_NO_HOST ? ": missing required Host header" : "");
+            break;
+        }
+        c->req.conn = c;
+        c->in_used = used;
+        c->active = true;
+        c->sent_continue = false;
+        c->started_ms = 0;
+        size_t v;
+        const char *conn_hdr = http_header(&c->req, "Connection", &v);
+        c->keep_alive = c->req.minor >= 1 ? !(conn_hdr && http_has_token(conn_hdr, v, "close"))
+                                          : (conn_hdr && http_has_token(conn_hdr, v, "keep-alive"));
+        if (c->req.must_close)
+            c->keep_alive = false;
+        c->srv->fn(c->srv->ctx, &c->req);
+    }
+    c->processing = false;
+    if (c->peer_eof && !c->active && !c->dying && !c->close_after && !c->out_blocked) {
+        /* Every complete request is answered and no byte more will come. */
+        c->close_after = true;
+        if (!pending(c))
+            conn_close_later(c);
+    }
+}
+
+/* The peer sent its last byte (or shut down its sending side). A stream ends as if closed;
+ * otherwise the requests it sent complete are answered first. */
+static void peer_done(struct http_conn *c)
+{
+    if (c->streaming || c->drop_input || (!c->active && !buffered(c) && !pending(c))) {
+        http_conn_close_now(c);
+        return;
+    }
+    c->peer_eof = true;
+    read_update(c);
+    if (!c->active)
+        process_input(c);
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)what;
+    if (c->drop_input) {
+        char sink[16384];
+        ssize_t n = read(fd, sink, sizeof(sink));
+        if (n > 0 && c->lingering) {
+            if ((size_t)n >= c->linger_left)
+                http_conn_close_now(
+                    c); /* enough: a reset now cannot hurt an answer read long ago */
+            else
+                c->linger_left -= (size_t)n;
+        } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            http_conn_close_now(c);
+        }
+        return;
+    }
+    struct buf *dst = c->active ? &c->more : &c->in;
+    if (!c->active)
+        in_compact(c);
+    if (!buf_reserve(dst, READ_CHUNK)) {
+        http_conn_close_now(c);
+        return;
+    }
+    ssize_t n = read(fd, dst->p + dst->len, dst->cap - dst->len);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n < 0) {
+        http_conn_close_now(c);
+        return;
+    }
+    if (n == 0) {
+        peer_done(c);
+        return;
+    }
+    dst->len += (size_t)n;
+    c->idle_ms = clock_now_ms();
+    if (!c->active)
+        process_input(c);
+    read_update(c);
+}
+
+bool http_conn_idle(const struct http_conn *c)
+{
+    return !c->active && !c->dying && c->in.len == c->in_off && !c->more.len && !pending(c);
+}
+
+struct http_conn *http_conn_create(struct http_server *s, int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct http_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->srv = s;
+    c->fd = fd;
+    c->rd = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
+    c->wr = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+    if (!c->rd || !c->wr || event_add(c->rd, NULL) != 0) {
+        if (c->rd)
+            event_free(c->rd);
+        if (c->wr)
+            event_free(c->wr);
+        free(c);
+        return NULL;
+    }
+    c->rd_on = true;
+    c->idle_ms = clock_now_ms();
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    return c;
+}

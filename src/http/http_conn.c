@@ -14,6 +14,7 @@
 #include "metastore/clock.h"
 #include "metastore/err.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -32,6 +33,45 @@
 #define OUT_LOW      (64u << 10)  /* ... and under which it goes on */
 #define LINGER_MS    2000         /* a closing connection drains input this long at most */
 #define LINGER_BYTES (4u << 20)   /* ... and this much at most */
+
+/* The one way a connection changes state: the transitions of the diagram in http_int.h. */
+static void conn_set_state(struct http_conn *c, enum http_conn_state next)
+{
+#define TO(s) (1u << (s))
+    static const unsigned ends = TO(HTTP_CONN_DYING) | TO(HTTP_CONN_CLOSED);
+    static const unsigned allowed[] = {
+        [HTTP_CONN_READING] = TO(HTTP_CONN_ACTIVE) | TO(HTTP_CONN_FLUSHING) | ends,
+        [HTTP_CONN_ACTIVE] =
+            TO(HTTP_CONN_STREAMING) | TO(HTTP_CONN_READING) | TO(HTTP_CONN_FLUSHING) | ends,
+        [HTTP_CONN_STREAMING] = TO(HTTP_CONN_READING) | TO(HTTP_CONN_FLUSHING) | ends,
+        [HTTP_CONN_FLUSHING] = TO(HTTP_CONN_LINGERING) | ends,
+        [HTTP_CONN_LINGERING] = ends,
+        [HTTP_CONN_DYING] = TO(HTTP_CONN_CLOSED),
+        [HTTP_CONN_CLOSED] = 0,
+    };
+#undef TO
+    assert(allowed[c->state] & (1u << next));
+    c->state = next;
+}
+
+bool http_conn_has_request(const struct http_conn *c)
+{
+    return c->state == HTTP_CONN_ACTIVE || c->state == HTTP_CONN_STREAMING;
+}
+
+/* Input is read and dropped: a stream that needs no more, or a lingering close. */
+static bool drops_input(const struct http_conn *c)
+{
+    return c->drop_input || c->state == HTTP_CONN_LINGERING;
+}
+
+/* The handler no longer holds its request (or has let it go): no callback of its runs. */
+static void let_go(struct http_conn *c)
+{
+    c->close_cb = NULL;
+    c->drain_cb = NULL;
+    c->out_cb = NULL;
+}
 
 static void conn_free(struct http_conn *c)
 {
@@ -61,22 +101,21 @@ static void conn_free(struct http_conn *c)
 
 void http_conn_close_now(struct http_conn *c)
 {
-    c->out_cb = NULL;
-    if (c->active && c->close_cb) {
-        http_conn_fn fn = c->close_cb;
-        c->close_cb = NULL;
-        c->active = false;
+    /* CLOSED first: whatever the close callback calls on the request is a no-op. */
+    conn_set_state(c, HTTP_CONN_CLOSED);
+    http_conn_fn fn = c->close_cb;
+    let_go(c);
+    if (fn)
         fn(c->close_arg);
-    }
     conn_free(c);
 }
 
 /* Close c later (from inside an API call). */
 static void conn_close_later(struct http_conn *c)
 {
-    if (c->dying)
+    if (c->state == HTTP_CONN_DYING || c->state == HTTP_CONN_CLOSED)
         return;
-    c->dying = true;
+    conn_set_state(c, HTTP_CONN_DYING);
     event_del(c->rd);
     c->rd_on = false;
     if (c->wr_added) {
@@ -121,8 +160,8 @@ static size_t in_room(const struct http_server *s)
  * always, to see the peer go. */
 static void read_update(struct http_conn *c)
 {
-    bool want = !c->dying && !c->peer_eof &&
-                (c->drop_input || (!c->out_blocked && buffered(c) < in_room(c->srv)));
+    bool want = c->state != HTTP_CONN_DYING && !c->peer_eof &&
+                (drops_input(c) || (!c->out_blocked && buffered(c) < in_room(c->srv)));
     if (want == c->rd_on)
         return;
     if (want)
@@ -138,14 +177,13 @@ static void read_update(struct http_conn *c)
  * until the peer closes too. */
 static void conn_end(struct http_conn *c)
 {
-    if (c->peer_eof || c->dying || shutdown(c->fd, SHUT_WR) != 0) {
+    if (c->peer_eof || shutdown(c->fd, SHUT_WR) != 0) {
         conn_close_later(c);
         return;
     }
-    c->lingering = true;
+    conn_set_state(c, HTTP_CONN_LINGERING);
     c->linger_end_ms = clock_now_ms() + LINGER_MS;
     c->linger_left = LINGER_BYTES;
-    c->drop_input = true;
     buf_fini(&c->in);
     buf_fini(&c->more);
     c->in_off = c->in_used = 0;
@@ -208,7 +246,7 @@ static bool flush_out(struct http_conn *c)
         event_del(c->wr);
         c->wr_added = false;
     }
-    if (!c->active && c->close_after) {
+    if (c->state == HTTP_CONN_FLUSHING) {
         conn_end(c);
         return false;
     }
@@ -245,7 +283,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (!flush(c))
         return;
-    if (c->active && c->drain_cb && pending(c) <= c->drain_low) {
+    if (http_conn_has_request(c) && c->drain_cb && pending(c) <= c->drain_low) {
         c->drain_cb(c->drain_arg);
     } else if (c->out_blocked && pending(c) <= OUT_LOW) {
         c->out_blocked = false;
@@ -257,7 +295,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 /* After a write made inside an API call: a due drain callback runs from the loop. */
 static void drain_check(struct http_conn *c)
 {
-    if (!c->active || !c->drain_cb || c->drain_due || c->dying || pending(c) > c->drain_low)
+    if (!http_conn_has_request(c) || !c->drain_cb || c->drain_due || pending(c) > c->drain_low)
         return;
     c->drain_due = true;
     c->due_next = c->srv->due;
@@ -274,7 +312,7 @@ void http_on_due(evutil_socket_t fd, short what, void *arg)
         struct http_conn *c = s->due;
         s->due = c->due_next;
         c->drain_due = false;
-        if (c->active && !c->dying && c->drain_cb && pending(c) <= c->drain_low)
+        if (http_conn_has_request(c) && c->drain_cb && pending(c) <= c->drain_low)
             c->drain_cb(c->drain_arg);
     }
 }
@@ -294,13 +332,8 @@ static void in_compact(struct http_conn *c)
 /* The active request's response has ended: drop its bytes, go on with the next one. */
 static void request_done(struct http_conn *c)
 {
-    c->active = false;
-    c->streaming = false;
-    c->close_cb = NULL;
-    c->drain_cb = NULL;
-    c->out_cb = NULL;
-    if (!c->keep_alive || c->drop_input)
-        c->close_after = true;
+    let_go(c);
+    conn_set_state(c, !c->keep_alive || c->drop_input ? HTTP_CONN_FLUSHING : HTTP_CONN_READING);
     c->in_off += c->in_used;
     c->in_used = 0;
     if (c->more.len) {
@@ -317,7 +350,7 @@ static void request_done(struct http_conn *c)
     }
     if (!flush(c))
         return;
-    if (!c->close_after && !c->dying && !c->processing)
+    if (c->state == HTTP_CONN_READING && !c->processing)
         process_input(c);
     read_update(c); /* room again for input held back behind this request */
 }
@@ -366,10 +399,12 @@ static void respond(struct http_request *r, int status, const struct http_hdr *h
                     const void *body, size_t len)
 {
     struct http_conn *c = r->conn;
-    if (!c->active || c->streaming)
+    if (c->state == HTTP_CONN_DYING)
+        let_go(c);
+    if (c->state != HTTP_CONN_ACTIVE)
         return;
     out_compact(c);
-    bool idle = pending(c) == 0 && !c->wr_added && !c->dying;
+    bool idle = pending(c) == 0 && !c->wr_added;
     status_line(c, status);
     put_headers(c, hdrs, n);
     put_connection(c);
@@ -424,9 +459,9 @@ void http_respond_buf(struct http_request *r, int status, const struct http_hdr 
 void http_stream_start(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n)
 {
     struct http_conn *c = r->conn;
-    if (!c->active || c->streaming)
+    if (c->state != HTTP_CONN_ACTIVE)
         return;
-    c->streaming = true;
+    conn_set_state(c, HTTP_CONN_STREAMING);
     c->chunked = r->minor >= 1;
     if (!c->chunked)
         c->keep_alive = false; /* HTTP/1.0: the stream ends when the connection does */
@@ -443,7 +478,7 @@ void http_stream_start(struct http_request *r, int status, const struct http_hdr
 bool http_stream_queue(struct http_request *r, const struct iovec *parts, int n)
 {
     struct http_conn *c = r->conn;
-    if (!c->active || !c->streaming || c->dying)
+    if (c->state != HTTP_CONN_STREAMING)
         return false;
     size_t len = 0;
     for (int i = 0; i < n; i++)
@@ -471,7 +506,7 @@ bool http_stream_queue(struct http_request *r, const struct iovec *parts, int n)
 void http_flush(struct http_request *r)
 {
     struct http_conn *c = r->conn;
-    if (c->dying || c->wr_added)
+    if (c->state == HTTP_CONN_DYING || c->wr_added)
         return; /* the write event is on: it writes as soon as the socket takes more */
     if (flush(c))
         drain_check(c);
@@ -505,7 +540,9 @@ void http_stream_drop_input(struct http_request *r)
 void http_stream_end(struct http_request *r)
 {
     struct http_conn *c = r->conn;
-    if (!c->active || !c->streaming)
+    if (c->state == HTTP_CONN_DYING)
+        let_go(c);
+    if (c->state != HTTP_CONN_STREAMING)
         return;
     if (c->chunked)
         buf_puts(&c->out, "0\r\n\r\n");
@@ -515,9 +552,7 @@ void http_stream_end(struct http_request *r)
 void http_abort(struct http_request *r)
 {
     struct http_conn *c = r->conn;
-    c->close_cb = NULL;
-    c->drain_cb = NULL;
-    c->out_cb = NULL;
+    let_go(c);
     conn_close_later(c);
 }
 
@@ -551,7 +586,7 @@ void http_set_drain_cb(struct http_request *r, size_t low, http_conn_fn fn, void
  * close. */
 static void fail(struct http_conn *c, int status, const char *why)
 {
-    c->active = true;
+    conn_set_state(c, HTTP_CONN_ACTIVE);
     c->keep_alive = false;
     c->req.conn = c;
     c->req.minor = 1;
@@ -567,7 +602,7 @@ static void fail(struct http_conn *c, int status, const char *why)
 static void process_input(struct http_conn *c)
 {
     c->processing = true;
-    while (!c->active && !c->dying && !c->close_after && c->in.len > c->in_off) {
+    while (c->state == HTTP_CONN_READING && c->in.len > c->in_off) {
         size_t used;
         bool cont;
         if (pending(c) > OUT_HIGH) {
@@ -608,7 +643,7 @@ static void process_input(struct http_conn *c)
         }
         c->req.conn = c;
         c->in_used = used;
-        c->active = true;
+        conn_set_state(c, HTTP_CONN_ACTIVE);
         c->sent_continue = false;
         c->started_ms = 0;
         size_t v;
@@ -620,9 +655,9 @@ static void process_input(struct http_conn *c)
         c->srv->fn(c->srv->ctx, &c->req);
     }
     c->processing = false;
-    if (c->peer_eof && !c->active && !c->dying && !c->close_after && !c->out_blocked) {
+    if (c->peer_eof && c->state == HTTP_CONN_READING && !c->out_blocked) {
         /* Every complete request is answered and no byte more will come. */
-        c->close_after = true;
+        conn_set_state(c, HTTP_CONN_FLUSHING);
         if (!pending(c))
             conn_close_later(c);
     }
@@ -632,13 +667,14 @@ static void process_input(struct http_conn *c)
  * otherwise the requests it sent complete are answered first. */
 static void peer_done(struct http_conn *c)
 {
-    if (c->streaming || c->drop_input || (!c->active && !buffered(c) && !pending(c))) {
+    if (c->state == HTTP_CONN_STREAMING || drops_input(c) ||
+        (!http_conn_has_request(c) && !buffered(c) && !pending(c))) {
         http_conn_close_now(c);
         return;
     }
     c->peer_eof = true;
     read_update(c);
-    if (!c->active)
+    if (!http_conn_has_request(c))
         process_input(c);
 }
 
@@ -646,10 +682,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct http_conn *c = arg;
     (void)what;
-    if (c->drop_input) {
+    if (drops_input(c)) {
         char sink[16384];
         ssize_t n = read(fd, sink, sizeof(sink));
-        if (n > 0 && c->lingering) {
+        if (n > 0 && c->state == HTTP_CONN_LINGERING) {
             if ((size_t)n >= c->linger_left)
                 http_conn_close_now(
                     c); /* enough: a reset now cannot hurt an answer read long ago */
@@ -660,8 +696,9 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         }
         return;
     }
-    struct buf *dst = c->active ? &c->more : &c->in;
-    if (!c->active)
+    bool busy = http_conn_has_request(c);
+    struct buf *dst = busy ? &c->more : &c->in;
+    if (!busy)
         in_compact(c);
     if (!buf_reserve(dst, READ_CHUNK)) {
         http_conn_close_now(c);
@@ -680,14 +717,15 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     }
     dst->len += (size_t)n;
     c->idle_ms = clock_now_ms();
-    if (!c->active)
+    if (!busy)
         process_input(c);
     read_update(c);
 }
 
 bool http_conn_idle(const struct http_conn *c)
 {
-    return !c->active && !c->dying && c->in.len == c->in_off && !c->more.len && !pending(c);
+    return !http_conn_has_request(c) && c->state != HTTP_CONN_DYING && c->in.len == c->in_off &&
+           !c->more.len && !pending(c);
 }
 
 struct http_conn *http_conn_create(struct http_server *s, int fd)

@@ -17,6 +17,36 @@
 
 #define HTTP_MAX_LISTENERS 16
 
+/* A server connection's life. One request at a time is handed out; the end of its response
+ * ends the request, and the connection reads the next one or closes:
+ *
+ *   READING ──── a request parsed, or refused (fail) ─────────────────▶ ACTIVE
+ *   ACTIVE ───── http_stream_start ───────────────────────────────────▶ STREAMING
+ *   ACTIVE, STREAMING ── response ended ── keep-alive ────────────────▶ READING
+ *                                      └── not keep-alive ────────────▶ FLUSHING
+ *   READING ──── the peer is done and every request answered ─────────▶ FLUSHING
+ *   FLUSHING ─── output written, FIN sent ────────────────────────────▶ LINGERING
+ *   LINGERING ── the peer closes, or time or bytes run out ───────────▶ CLOSED
+ *
+ * Any state but CLOSED may go to DYING (closed from inside an API call: events removed, in the
+ * server's reap list, freed from the loop) or to CLOSED (closed from a loop callback: the close
+ * callback runs, then the connection is freed); DYING goes to CLOSED only. In DYING a request
+ * may still be held by its handler: ending its response only lets go of it.
+ *
+ * Not states but flags, because they combine with several states: peer_eof (the peer's sending
+ * side is done; seen in READING, ACTIVE or FLUSHING), drop_input (the stream gave up its input;
+ * kept through FLUSHING), and the event and re-entrancy bookkeeping (rd_on, wr_added,
+ * processing, out_blocked, drain_due). */
+enum http_conn_state {
+    HTTP_CONN_READING = 0, /* no request handed out: input is parsed as it comes */
+    HTTP_CONN_ACTIVE,      /* a request is with the handler, no response begun */
+    HTTP_CONN_STREAMING,   /* the handler's response is a stream, not yet ended */
+    HTTP_CONN_FLUSHING,    /* no more requests: close once the output is written */
+    HTTP_CONN_LINGERING,   /* answered and shut down for writing: input dropped until the end */
+    HTTP_CONN_DYING,       /* closed from inside an API call: waiting in the reap list */
+    HTTP_CONN_CLOSED,      /* being freed: close callback running */
+};
+
 struct http_conn {
     struct http_server *srv;
     int fd;
@@ -30,18 +60,14 @@ struct http_conn {
     struct buf out;
     size_t out_off;
     struct http_request req;
-    bool active; /* a request was handed out and its response has not ended */
-    bool streaming;
-    bool chunked;     /* the stream uses chunked encoding */
-    bool keep_alive;  /* of the active request */
-    bool close_after; /* close once the output is written */
+    enum http_conn_state state; /* changed by conn_set_state only */
+    bool chunked;               /* the stream uses chunked encoding */
+    bool keep_alive;            /* of the active request */
     bool sent_continue;
-    bool dying;       /* closing: waiting in the server's reap list */
     bool processing;  /* inside process_input */
     bool rd_on;       /* the read event is added */
     bool out_blocked; /* parsing waits for the output to drain under OUT_LOW */
     bool peer_eof;    /* the peer will send nothing more */
-    bool lingering;   /* answered and shut down for writing: draining input, then close */
     http_conn_fn close_cb;
     void *close_arg;
     http_conn_fn drain_cb;
@@ -105,6 +131,8 @@ struct http_conn *http_conn_create(struct http_server *s, int fd);
 void http_conn_close_now(struct http_conn *c);
 /* Nothing asked, nothing buffered, nothing to send. */
 bool http_conn_idle(const struct http_conn *c);
+/* A request of c's is with the handler (ACTIVE or STREAMING). */
+bool http_conn_has_request(const struct http_conn *c);
 /* The server's deferred events: close the connections closed from inside API calls, and run
  * the drain callbacks that became due there. */
 void http_on_reap(evutil_socket_t fd, short what, void *arg);

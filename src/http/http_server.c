@@ -201,11 +201,11 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     while (c) {
         struct http_conn *next = c->next;
         bool out_stuck = c->out.len > c->out_off && now - c->progress_ms > s->lim.write_timeout_ms;
-        bool read_slow =
-            !c->active && c->started_ms && now - c->started_ms > s->lim.read_timeout_ms;
+        bool read_slow = !http_conn_has_request(c) && c->started_ms &&
+                         now - c->started_ms > s->lim.read_timeout_ms;
         bool idle = http_conn_idle(c) && now - c->idle_ms > s->lim.idle_timeout_ms;
-        bool lingered = c->lingering && now >= c->linger_end_ms;
-        if (!c->dying && (out_stuck || read_slow || idle || lingered))
+        bool lingered = c->state == HTTP_CONN_LINGERING && now >= c->linger_end_ms;
+        if (c->state != HTTP_CONN_DYING && (out_stuck || read_slow || idle || lingered))
             http_conn_close_now(c);
         c = next;
     }

@@ -173,4 +173,117 @@ enum http_parse {
 enum http_parse http_parse_request(char *p, size_t len, const struct http_limits *lim,
                                    struct http_request *r, size_t *used, bool *expect_continue);
 
+/* How a response's body is framed (RFC 9112 6.3). */
+enum http_body_framing {
+    HTTP_BODY_NONE,    /* no body: a HEAD request, or status 1xx, 204, 304 */
+    HTTP_BODY_LENGTH,  /* content_length bytes */
+    HTTP_BODY_CHUNKED, /* chunked (it wins over a Content-Length sent beside it) */
+    HTTP_BODY_CLOSE,   /* everything until the server closes */
+};
+
+struct http_response {
+    int status; /* 100..999 */
+    int minor;  /* HTTP/1.minor */
+    const char *reason;
+    size_t reason_len;
+    struct http_hdr *hdrs; /* room for HTTP_MAX_HEADERS, provided before parsing */
+    size_t n_hdrs;
+    enum http_body_framing framing;
+    uint64_t content_length; /* HTTP_BODY_LENGTH */
+    bool keep_alive;         /* the connection may carry another request after this one */
+};
+
+/* Parse a response's status line and header fields from p[0..len) into r (hdrs as for
+ * http_parse_request); *used is the head's size, the body starts there. head: the request was
+ * HEAD (no body follows whatever the headers say). OK, MORE, BAD, HDR_BIG (the head is over
+ * max_header_bytes) or VERSION (not HTTP/1.x). */
+enum http_parse http_parse_response(char *p, size_t len, size_t max_header_bytes, bool head,
+                                    struct http_response *r, size_t *used);
+/* Header value by name (case-insensitive), or NULL; *len set. */
+const char *http_response_header(const struct http_response *r, const char *name, size_t *len);
+
+/* ---- client ----
+ *
+ * One connection to one server (the peer transport's side), driven by the caller's loop. One
+ * request at a time; the response's body is handed over piece by piece as it arrives, so a
+ * response may stream for as long as the connection lives. Every callback runs from the loop,
+ * never nested in an API call of the caller's. After on_error or a final on_done no callback
+ * runs again; http_client_close frees the client in every case (also from inside a callback).
+ *
+ * Memory is bounded: input is read into one buffer of max_header_bytes plus 16 KiB, body bytes
+ * are handed over from it as they come, and reading stops while the consumer has paused it
+ * (TCP then pushes back on the server). Output waits in one buffer; http_client_pending says how
+ * much, and the caller bounds it (on_drain tells when it is all written). */
+
+struct http_client;
+
+enum http_client_err {
+    HTTP_CLIENT_E_CONNECT = 1, /* the connection could not be made (refused, unreachable) */
+    HTTP_CLIENT_E_CLOSED,      /* the server closed or reset the connection before the end */
+    HTTP_CLIENT_E_MALFORMED,   /* the response is not HTTP/1.x as RFC 9112 has it */
+    HTTP_CLIENT_E_TOO_BIG,     /* the response head is over max_header_bytes */
+    HTTP_CLIENT_E_TIMEOUT,     /* connecting, writing or the response took too long */
+    HTTP_CLIENT_E_IO,          /* another socket error, or out of memory */
+};
+
+/* Text for an error ("connection refused or unreachable", ...); static. */
+const char *http_client_strerror(enum http_client_err e);
+
+/* The status line and headers of the response arrived. resp and what it points to are
+ * borrowed for the call only. 1xx interim responses are skipped, never shown. */
+typedef void (*http_client_head_fn)(void *arg, const struct http_response *resp);
+/* A piece of the response body (chunked framing removed), borrowed for the call only. Return
+ * false to pause: nothing more is read or handed over until http_client_resume. */
+typedef bool (*http_client_body_fn)(void *arg, const void *p, size_t len);
+/* The response is complete. reusable: the client is connected and idle, and may carry the next
+ * request (which may be sent from inside this call); otherwise it is closed. */
+typedef void (*http_client_done_fn)(void *arg, bool reusable);
+/* The connection failed; it is closed, and the request in progress (if any) is lost. */
+typedef void (*http_client_error_fn)(void *arg, enum http_client_err err);
+/* Every byte queued so far has been written (after a write the socket did not take at once). */
+typedef void (*http_client_drain_fn)(void *arg);
+
+#define HTTP_CLIENT_HEADER_BYTES (64u << 10) /* max_header_bytes when 0 is given */
+
+struct http_client_opts {
+    size_t max_header_bytes;       /* a response head (or trailers) above: E_TOO_BIG */
+    uint32_t connect_timeout_ms;   /* 0: none */
+    uint32_t response_timeout_ms;  /* while a response is awaited or read, the longest silence
+                                    * from the server (not counted while paused); 0: none */
+    uint32_t write_timeout_ms;     /* queued output must make progress this often; 0: none */
+    http_client_head_fn on_head;   /* may be NULL */
+    http_client_body_fn on_body;   /* may be NULL (the body is dropped) */
+    http_client_done_fn on_done;   /* may be NULL */
+    http_client_error_fn on_error; /* may be NULL */
+    http_client_drain_fn on_drain; /* may be NULL */
+    void *arg;                     /* the callbacks' first argument */
+};
+
+/* Connect to host:port, a numeric IPv4 or IPv6 address, without blocking: requests may be sent
+ * at once and go out once connected. A connection that fails later is reported by on_error.
+ * NULL if host is not a numeric address, or out of memory or descriptors. Owned by the caller:
+ * http_client_close. */
+struct http_client *http_client_open(struct event_base *base, const char *host, uint16_t port,
+                                     const struct http_client_opts *opts);
+/* Close the connection (if still open) and free c; no callback runs afterwards. Called from
+ * inside one of c's callbacks, the free waits until that callback returns. Accepts NULL. */
+void http_client_close(struct http_client *c);
+
+/* Send a request: "method target HTTP/1.1", a Host field (the address connected to), hdrs,
+ * Content-Length, and the body (copied). 0, or -1 if c cannot take a request now (another one
+ * is in progress, or c is closed). Write errors are reported by on_error, from the loop. */
+int http_client_request(struct http_client *c, const char *method, const char *target,
+                        const struct http_hdr *hdrs, size_t n, const void *body, size_t len);
+/* The same with a chunked body that follows: http_client_write sends one chunk (len > 0;
+ * copied), http_client_end the last one. The response may arrive (and end) before the body
+ * does; the connection is then not reused. 0 or -1 as above. */
+int http_client_request_start(struct http_client *c, const char *method, const char *target,
+                              const struct http_hdr *hdrs, size_t n);
+int http_client_write(struct http_client *c, const void *p, size_t len);
+int http_client_end(struct http_client *c);
+/* Bytes queued and not yet written. */
+size_t http_client_pending(const struct http_client *c);
+/* Go on after on_body returned false: the rest is handed over from the loop. */
+void http_client_resume(struct http_client *c);
+
 #endif

@@ -120,6 +120,16 @@ struct http_server {
 
 /* Does a comma-separated header value list contain token t (case-insensitive)? */
 bool http_has_token(const char *v, size_t vl, const char *t);
+/* The pieces of a chunked body (RFC 9112 7.1), for a decoder that goes as bytes come. Each
+ * looks at p[0..len) only and returns OK, MORE (no verdict yet) or BAD.
+ * http_chunk_line: a chunk-size line with its extensions; *size, and *next just past it. A line
+ * longer than 4096 bytes (Go's limit) is BAD, so MORE never asks for more than that.
+ * http_chunk_crlf: the CRLF after a chunk's data (2 bytes; a bare LF is BAD, as in Go).
+ * http_trailer_line: a trailer line, or the empty line ending the body (*last); *next past it.
+ * Nothing bounds the trailers: the caller does. */
+enum http_parse http_chunk_line(const char *p, size_t len, uint64_t *size, size_t *next);
+enum http_parse http_chunk_crlf(const char *p, size_t len);
+enum http_parse http_trailer_line(const char *p, size_t len, size_t *next, bool *last);
 
 /* ---- http_conn.c ---- */
 

@@ -41,16 +41,26 @@ bool http_has_token(const char *v, size_t vl, const char *t)
     return false;
 }
 
-const char *http_header(const struct http_request *r, const char *name, size_t *len)
+static const char *find_header(const struct http_hdr *hdrs, size_t n, const char *name, size_t *len)
 {
-    for (size_t i = 0; i < r->n_hdrs; i++) {
-        if (eq_ci(r->hdrs[i].name, r->hdrs[i].name_len, name)) {
-            *len = r->hdrs[i].value_len;
-            return r->hdrs[i].value;
+    for (size_t i = 0; i < n; i++) {
+        if (eq_ci(hdrs[i].name, hdrs[i].name_len, name)) {
+            *len = hdrs[i].value_len;
+            return hdrs[i].value;
         }
     }
     *len = 0;
     return NULL;
+}
+
+const char *http_header(const struct http_request *r, const char *name, size_t *len)
+{
+    return find_header(r->hdrs, r->n_hdrs, name, len);
+}
+
+const char *http_response_header(const struct http_response *r, const char *name, size_t *len)
+{
+    return find_header(r->hdrs, r->n_hdrs, name, len);
 }
 
 /* Find the end of the header block: returns the offset just past the empty line, or 0. */
@@ -106,6 +116,55 @@ static enum http_parse line_end(const char *p, size_t len, size_t i, size_t *nex
 
 #define CHUNK_LINE_MAX 4096 /* a chunk-size line with its extensions, as Go's limit */
 
+enum http_parse http_chunk_line(const char *p, size_t len, uint64_t *size, size_t *next)
+{
+    /* chunk-size [BWS ; ext] CRLF: nothing but whitespace or an extension may follow the
+     * digits ("0x12" is an error, not a last chunk). */
+    size_t i = 0;
+    uint64_t sz = 0;
+    while (i < len && isxdigit((unsigned char)p[i])) {
+        if (sz > (UINT64_MAX >> 4))
+            return HTTP_PARSE_BAD;
+        int c = (unsigned char)p[i];
+        sz = sz * 16 + (uint64_t)(isdigit(c) ? c - '0' : tolower(c) - 'a' + 10);
+        i++;
+    }
+    if (i == len)
+        return len > CHUNK_LINE_MAX ? HTTP_PARSE_BAD : HTTP_PARSE_MORE;
+    if (i == 0)
+        return HTTP_PARSE_BAD;
+    while (i < len && (p[i] == ' ' || p[i] == '\t'))
+        i++;
+    if (i < len && p[i] != ';' && p[i] != '\r' && p[i] != '\n')
+        return HTTP_PARSE_BAD;
+    enum http_parse st = line_end(p, len, i, &i);
+    if (st != HTTP_PARSE_OK)
+        return st == HTTP_PARSE_MORE && len > CHUNK_LINE_MAX ? HTTP_PARSE_BAD : st;
+    if (i > CHUNK_LINE_MAX)
+        return HTTP_PARSE_BAD;
+    *size = sz;
+    *next = i;
+    return HTTP_PARSE_OK;
+}
+
+enum http_parse http_chunk_crlf(const char *p, size_t len)
+{
+    /* a bare LF after the data is an error, as in Go (a size line may end in one) */
+    if (len && p[0] != '\r')
+        return HTTP_PARSE_BAD;
+    if (len < 2)
+        return HTTP_PARSE_MORE;
+    return p[1] == '\n' ? HTTP_PARSE_OK : HTTP_PARSE_BAD;
+}
+
+enum http_parse http_trailer_line(const char *p, size_t len, size_t *next, bool *last)
+{
+    enum http_parse st = line_end(p, len, 0, next);
+    if (st == HTTP_PARSE_OK)
+        *last = *next == 1 || (*next == 2 && p[0] == '\r');
+    return st;
+}
+
 /* Walk a chunked body at p[0..len): *end is where the message ends, *body_len the data size.
  * Returns MORE, OK, BAD or BODY_BIG. When compact is set, the data is moved to p[0..).
  * Sizes come from the peer: every bound is checked as `size > room`, never as a sum that an
@@ -113,33 +172,14 @@ static enum http_parse line_end(const char *p, size_t len, size_t i, size_t *nex
 static enum http_parse chunked(char *p, size_t len, size_t max, size_t *end, size_t *body_len,
                                bool compact)
 {
-    size_t i = 0, out = 0;
+    size_t i = 0, out = 0, n;
     enum http_parse st;
     for (;;) {
-        /* chunk-size [BWS ; ext] CRLF: nothing but whitespace or an extension may follow the
-         * digits ("0x12" is an error, not a last chunk). */
-        size_t s = i;
-        uint64_t size = 0;
-        while (i < len && isxdigit((unsigned char)p[i])) {
-            if (size > (UINT64_MAX >> 4))
-                return HTTP_PARSE_BAD;
-            int c = (unsigned char)p[i];
-            size = size * 16 + (uint64_t)(isdigit(c) ? c - '0' : tolower(c) - 'a' + 10);
-            i++;
-        }
-        if (i == len)
-            return len - s > CHUNK_LINE_MAX ? HTTP_PARSE_BAD : HTTP_PARSE_MORE;
-        if (i == s)
-            return HTTP_PARSE_BAD;
-        while (i < len && (p[i] == ' ' || p[i] == '\t'))
-            i++;
-        if (i < len && p[i] != ';' && p[i] != '\r' && p[i] != '\n')
-            return HTTP_PARSE_BAD;
-        st = line_end(p, len, i, &i);
+        uint64_t size;
+        st = http_chunk_line(p + i, len - i, &size, &n);
         if (st != HTTP_PARSE_OK)
-            return st == HTTP_PARSE_MORE && len - s > CHUNK_LINE_MAX ? HTTP_PARSE_BAD : st;
-        if (i - s > CHUNK_LINE_MAX)
-            return HTTP_PARSE_BAD;
+            return st;
+        i += n;
         if (size == 0)
             break;
         if (size > max - out) /* out <= max holds */
@@ -150,26 +190,82 @@ static enum http_parse chunked(char *p, size_t len, size_t max, size_t *end, siz
             memmove(p + out, p + i, (size_t)size);
         out += (size_t)size;
         i += (size_t)size;
-        /* CRLF after the data, a bare LF is an error (as in Go; a size line may end in one) */
-        if (p[i] != '\r')
-            return HTTP_PARSE_BAD;
-        if (++i == len)
-            return HTTP_PARSE_MORE;
-        if (p[i] != '\n')
-            return HTTP_PARSE_BAD;
-        i++;
-    }
-    /* trailers (dropped, but no control bytes in them), then an empty line */
-    for (;;) {
-        size_t s = i;
-        st = line_end(p, len, i, &i);
+        st = http_chunk_crlf(p + i, len - i);
         if (st != HTTP_PARSE_OK)
             return st;
-        if (i - s == 1 || (i - s == 2 && p[s] == '\r'))
-            break;
+        i += 2;
+    }
+    /* trailers (dropped, but no control bytes in them), then an empty line */
+    for (bool last = false; !last; i += n) {
+        st = http_trailer_line(p + i, len - i, &n, &last);
+        if (st != HTTP_PARSE_OK)
+            return st;
     }
     *end = i;
     *body_len = out;
+    return HTTP_PARSE_OK;
+}
+
+/* What the header fields say about a message's framing. */
+struct fields {
+    bool chunked;  /* Transfer-Encoding: chunked */
+    bool have_len; /* Content-Length, clen */
+    uint64_t clen;
+    size_t n_host; /* Host fields */
+};
+
+/* The header fields of h[i..hend), the block that ends with an empty line, into store (room for
+ * HTTP_MAX_HEADERS) and *n. OK, BAD or HDR_BIG. */
+static enum http_parse parse_fields(char *h, size_t i, size_t hend, struct http_hdr *store,
+                                    size_t *n, struct fields *f)
+{
+    *f = (struct fields){0};
+    *n = 0;
+    while (i < hend) {
+        if (h[i] == '\n' || (h[i] == '\r' && h[i + 1] == '\n'))
+            break;
+        size_t ns = i;
+        while (i < hend && is_tchar((unsigned char)h[i]))
+            i++;
+        if (i == ns || h[i] != ':')
+            return HTTP_PARSE_BAD; /* also obsolete line folding */
+        size_t ne = i++;
+        while (h[i] == ' ' || h[i] == '\t')
+            i++;
+        size_t vs = i;
+        if (line_end(h, hend, i, &i) != HTTP_PARSE_OK)
+            return HTTP_PARSE_BAD; /* a NUL, DEL or bare CR in the value */
+        size_t ve = i - 1;
+        while (ve > vs && (h[ve - 1] == '\r' || h[ve - 1] == ' ' || h[ve - 1] == '\t'))
+            ve--;
+        if (*n == HTTP_MAX_HEADERS)
+            return HTTP_PARSE_HDR_BIG;
+        struct http_hdr *hd = &store[(*n)++];
+        *hd = (struct http_hdr){h + ns, ne - ns, h + vs, ve - vs};
+        if (eq_ci(hd->name, hd->name_len, "Content-Length")) {
+            uint64_t v = 0;
+            if (hd->value_len == 0)
+                return HTTP_PARSE_BAD;
+            for (size_t k = 0; k < hd->value_len; k++) {
+                if (!isdigit((unsigned char)hd->value[k]) || v > UINT64_MAX / 10 - 9)
+                    return HTTP_PARSE_BAD;
+                v = v * 10 + (uint64_t)(hd->value[k] - '0');
+            }
+            if (f->have_len && v != f->clen)
+                return HTTP_PARSE_BAD;
+            f->have_len = true;
+            f->clen = v;
+        } else if (eq_ci(hd->name, hd->name_len, "Host")) {
+            if (++f->n_host > 1)
+                return HTTP_PARSE_BAD; /* RFC 9112 3.2 */
+        } else if (eq_ci(hd->name, hd->name_len, "Transfer-Encoding")) {
+            /* Only a single "chunked" (RFC 9112 6.1): another coding, chunked twice or not
+             * last ("chunked, identity") leaves the length unknown. */
+            if (f->chunked || !eq_ci(hd->value, hd->value_len, "chunked"))
+                return HTTP_PARSE_BAD;
+            f->chunked = true;
+        }
+    }
     return HTTP_PARSE_OK;
 }
 
@@ -227,63 +323,18 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
     if (h[i] != '\n')
         return HTTP_PARSE_BAD;
     i++;
-    /* Header fields. */
-    bool is_chunked = false, have_len = false;
-    uint64_t clen = 0;
-    size_t n_host = 0;
-    while (i < hend) {
-        if (h[i] == '\n' || (h[i] == '\r' && h[i + 1] == '\n'))
-            break;
-        size_t ns = i;
-        while (i < hend && is_tchar((unsigned char)h[i]))
-            i++;
-        if (i == ns || h[i] != ':')
-            return HTTP_PARSE_BAD; /* also obsolete line folding */
-        size_t ne = i++;
-        while (h[i] == ' ' || h[i] == '\t')
-            i++;
-        size_t vs = i;
-        if (line_end(h, hend, i, &i) != HTTP_PARSE_OK)
-            return HTTP_PARSE_BAD; /* a NUL, DEL or bare CR in the value */
-        size_t ve = i - 1;
-        while (ve > vs && (h[ve - 1] == '\r' || h[ve - 1] == ' ' || h[ve - 1] == '\t'))
-            ve--;
-        if (r->n_hdrs == HTTP_MAX_HEADERS)
-            return HTTP_PARSE_HDR_BIG;
-        struct http_hdr *hd = &r->hdrs[r->n_hdrs++];
-        *hd = (struct http_hdr){h + ns, ne - ns, h + vs, ve - vs};
-        if (eq_ci(hd->name, hd->name_len, "Content-Length")) {
-            uint64_t v = 0;
-            if (hd->value_len == 0)
-                return HTTP_PARSE_BAD;
-            for (size_t k = 0; k < hd->value_len; k++) {
-                if (!isdigit((unsigned char)hd->value[k]) || v > UINT64_MAX / 10 - 9)
-                    return HTTP_PARSE_BAD;
-                v = v * 10 + (uint64_t)(hd->value[k] - '0');
-            }
-            if (have_len && v != clen)
-                return HTTP_PARSE_BAD;
-            have_len = true;
-            clen = v;
-        } else if (eq_ci(hd->name, hd->name_len, "Host")) {
-            if (++n_host > 1)
-                return HTTP_PARSE_BAD; /* RFC 9112 3.2 */
-        } else if (eq_ci(hd->name, hd->name_len, "Transfer-Encoding")) {
-            /* Only a single "chunked" (RFC 9112 6.1): another coding, chunked twice or not
-             * last ("chunked, identity") leaves the length unknown. */
-            if (is_chunked || !eq_ci(hd->value, hd->value_len, "chunked"))
-                return HTTP_PARSE_BAD;
-            is_chunked = true;
-        }
-    }
-    if (!n_host && r->minor >= 1 && lim->host_required)
+    struct fields f;
+    enum http_parse st = parse_fields(h, i, hend, r->hdrs, &r->n_hdrs, &f);
+    if (st != HTTP_PARSE_OK)
+        return st;
+    if (!f.n_host && r->minor >= 1 && lim->host_required)
         return HTTP_PARSE_NO_HOST;
     /* Both framings (RFC 9112 6.1): chunked wins, as in Go, and the connection closes after
      * the answer, so bytes a proxy took for this body can never be read as a request. */
-    r->must_close = is_chunked && (have_len || r->minor == 0);
+    r->must_close = f.chunked && (f.have_len || r->minor == 0);
     size_t hdr_total = lead + hend;
     size_t blen;
-    if (is_chunked) {
+    if (f.chunked) {
         size_t end;
         enum http_parse c =
             chunked(p + hdr_total, len - hdr_total, lim->max_body_bytes, &end, &blen, false);
@@ -299,9 +350,9 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
         *used = hdr_total + end;
         return HTTP_PARSE_OK;
     }
-    if (clen > lim->max_body_bytes)
+    if (f.clen > lim->max_body_bytes)
         return HTTP_PARSE_BODY_BIG;
-    blen = (size_t)clen;
+    blen = (size_t)f.clen;
     if (len - hdr_total < blen) {
         *expect_continue = wants_continue(r);
         return HTTP_PARSE_MORE;
@@ -309,5 +360,68 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
     r->body = p + hdr_total;
     r->body_len = blen;
     *used = hdr_total + blen;
+    return HTTP_PARSE_OK;
+}
+enum http_parse http_parse_response(char *p, size_t len, size_t max_header_bytes, bool head,
+                                    struct http_response *r, size_t *used)
+{
+    size_t hend = header_end(p, len);
+    if (!hend)
+        return len > max_header_bytes ? HTTP_PARSE_HDR_BIG : HTTP_PARSE_MORE;
+    if (hend > max_header_bytes)
+        return HTTP_PARSE_HDR_BIG;
+    struct http_hdr *store = r->hdrs;
+    memset(r, 0, sizeof(*r));
+    r->hdrs = store;
+    /* Status line: HTTP/1.x SP 3DIGIT [SP reason-phrase] CRLF (the reason may be empty). */
+    if (hend < 13 || memcmp(p, "HTTP/", 5) != 0)
+        return HTTP_PARSE_BAD;
+    if (p[5] != '1' || p[6] != '.' || !isdigit((unsigned char)p[7]))
+        return isdigit((unsigned char)p[5]) ? HTTP_PARSE_VERSION : HTTP_PARSE_BAD;
+    r->minor = p[7] - '0';
+    if (p[8] != ' ')
+        return HTTP_PARSE_BAD;
+    for (size_t k = 9; k < 12; k++) {
+        if (!isdigit((unsigned char)p[k]))
+            return HTTP_PARSE_BAD;
+        r->status = r->status * 10 + (p[k] - '0');
+    }
+    if (r->status < 100)
+        return HTTP_PARSE_BAD;
+    size_t i = 12;
+    if (p[i] == ' ')
+        i++;
+    else if (p[i] != '\r' && p[i] != '\n')
+        return HTTP_PARSE_BAD;
+    r->reason = p + i;
+    if (line_end(p, hend, i, &i) != HTTP_PARSE_OK)
+        return HTTP_PARSE_BAD;
+    r->reason_len = (size_t)(p + i - 1 - r->reason);
+    if (r->reason_len && r->reason[r->reason_len - 1] == '\r')
+        r->reason_len--;
+    struct fields f;
+    enum http_parse st = parse_fields(p, i, hend, r->hdrs, &r->n_hdrs, &f);
+    if (st != HTTP_PARSE_OK)
+        return st;
+    /* RFC 9112 6.3: no body after HEAD, 1xx, 204 and 304; then chunked (which wins over a
+     * length, and the connection is not reused), a length, or everything until the close. */
+    size_t v;
+    const char *conn = http_response_header(r, "Connection", &v);
+    r->keep_alive = r->minor >= 1 ? !(conn && http_has_token(conn, v, "close"))
+                                  : (conn && http_has_token(conn, v, "keep-alive"));
+    if (head || r->status < 200 || r->status == 204 || r->status == 304) {
+        r->framing = HTTP_BODY_NONE;
+    } else if (f.chunked) {
+        r->framing = HTTP_BODY_CHUNKED;
+        if (f.have_len)
+            r->keep_alive = false;
+    } else if (f.have_len) {
+        r->framing = HTTP_BODY_LENGTH;
+        r->content_length = f.clen;
+    } else {
+        r->framing = HTTP_BODY_CLOSE;
+        r->keep_alive = false;
+    }
+    *used = hend;
     return HTTP_PARSE_OK;
 }

@@ -1,6 +1,7 @@
-/* fuzz_http.c - the HTTP request parser never reads or writes outside its input, reports only
- * what lies inside it, and agrees with itself on prefixes: a prefix of a complete request is
- * never a different complete request. */
+/* fuzz_http.c - the HTTP request and response parsers never read or write outside their input,
+ * report only what lies inside it, and agree with themselves on prefixes: a prefix of a complete
+ * request is never a different complete request, and a response head is never complete before
+ * its last byte. */
 #include "fuzz.h"
 #include "metastore/http.h"
 
@@ -48,6 +49,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 free(c);
             }
         }
+    }
+    /* The same bytes as a response head. */
+    memcpy(buf, data, size);
+    struct http_response resp = {.hdrs = store};
+    enum http_parse rp = http_parse_response(buf, size, LIM.max_header_bytes, false, &resp, &used);
+    if (rp == HTTP_PARSE_OK) {
+        if (used == 0 || used > size || used > LIM.max_header_bytes || resp.status < 100 ||
+            resp.status > 999 || !inside(resp.reason, resp.reason_len, buf, used) ||
+            resp.n_hdrs > HTTP_MAX_HEADERS || (resp.framing == HTTP_BODY_CLOSE && resp.keep_alive))
+            abort();
+        for (size_t i = 0; i < resp.n_hdrs; i++)
+            if (!inside(resp.hdrs[i].name, resp.hdrs[i].name_len, buf, used) ||
+                !inside(resp.hdrs[i].value, resp.hdrs[i].value_len, buf, used))
+                abort();
+        struct http_response r2 = {.hdrs = store};
+        size_t u2;
+        memcpy(buf, data, used);
+        if (http_parse_response(buf, used - 1, LIM.max_header_bytes, false, &r2, &u2) ==
+            HTTP_PARSE_OK)
+            abort();
     }
     free(buf);
     return 0;

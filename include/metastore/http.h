@@ -110,7 +110,8 @@ void http_server_stats(const struct http_server *s, struct http_stats *out);
 /* Header value by name (case-insensitive), or NULL; *len set. */
 const char *http_header(const struct http_request *r, const char *name, size_t *len);
 
-/* A complete response. Content-Length is added; hdrs are extra headers (Content-Type among
+/* A complete response. Content-Length is added (on an answer to HEAD only if len > 0, as Go's
+ * server does; the body itself is not sent to HEAD); hdrs are extra headers (Content-Type among
  * them). The body is copied (http_respond) or taken (http_respond_buf: b is left empty). */
 void http_respond(struct http_request *r, int status, const struct http_hdr *hdrs, size_t n,
                   const void *body, size_t len);
@@ -164,6 +165,8 @@ enum http_parse {
     HTTP_PARSE_BODY_BIG = 4, /* body over the limit: 413 */
     HTTP_PARSE_VERSION = 5,  /* not HTTP/1.x: 505 */
     HTTP_PARSE_NO_HOST = 6,  /* HTTP/1.1 without Host, lim->host_required: 400 (two are BAD) */
+    HTTP_PARSE_BAD_URI = 7,  /* a '%' not starting an escape in the target before its query:
+                              * 400 in Go's own bytes (url.ParseRequestURI refuses it) */
 };
 
 /* Parse one request from p[0..len) into r, whose hdrs must point to HTTP_MAX_HEADERS

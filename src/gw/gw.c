@@ -492,7 +492,8 @@ static bool has_prefix(const char *s, const char *p, const char **rest)
 }
 
 /* Percent-decode p[0..n) into out (room for n + 1). False if a %00 would end the path early
- * (Go refuses such a path). A '%' not followed by two hex digits stays as it is. */
+ * (Go refuses such a path). A '%' that starts no escape never gets here: the HTTP layer answers
+ * Go's 400 to it. */
 static bool uri_decode(const char *p, size_t n, char *out)
 {
     size_t o = 0;

@@ -408,9 +408,15 @@ static void respond(struct http_request *r, int status, const struct http_hdr *h
     status_line(c, status);
     put_headers(c, hdrs, n);
     put_connection(c);
-    buf_puts(&c->out, "Content-Length: ");
-    buf_put_u64(&c->out, len);
-    buf_puts(&c->out, "\r\n\r\n");
+    /* Go's server gives an answer to HEAD a length only when the handler wrote a body
+     * (server.go, chunkWriter.writeHeader: "!isHEAD || len(p) > 0"): etcd's 301 to HEAD has
+     * none. */
+    if (r->method != HTTP_HEAD || len) {
+        buf_puts(&c->out, "Content-Length: ");
+        buf_put_u64(&c->out, len);
+        buf_puts(&c->out, "\r\n");
+    }
+    buf_puts(&c->out, "\r\n");
     if (r->method == HTTP_HEAD)
         len = 0;
     if (len >= DIRECT_BODY && idle && !buf_failed(&c->out)) {
@@ -582,9 +588,9 @@ void http_set_drain_cb(struct http_request *r, size_t low, http_conn_fn fn, void
         drain_check(r->conn);
 }
 
-/* An error of ours before any handler saw the request: answer "<status> <reason><why>" and
- * close. */
-static void fail(struct http_conn *c, int status, const char *why)
+/* An error of ours before any handler saw the request: the input held is taken as the
+ * request's, and the connection closes after the answer. */
+static void fail_begin(struct http_conn *c)
 {
     conn_set_state(c, HTTP_CONN_ACTIVE);
     c->keep_alive = false;
@@ -592,11 +598,35 @@ static void fail(struct http_conn *c, int status, const char *why)
     c->req.minor = 1;
     c->req.method = HTTP_OTHER;
     c->in_used = c->in.len - c->in_off;
+}
+
+/* Answer "<status> <reason><why>" and close. */
+static void fail(struct http_conn *c, int status, const char *why)
+{
+    fail_begin(c);
     static const struct http_hdr ct = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
     const char *text = ms_http_reason(status);
     char body[96];
     int k = snprintf(body, sizeof(body), "%d %s%s", status, text, why);
     respond(&c->req, status, &ct, 1, body, (size_t)k);
+}
+
+/* Go's own bytes for a request it cannot read (net/http server.go, conn.serve): no Date, no
+ * length, the status as the body, then the close. etcd answers a target with a bad escape so. */
+static void fail_go(struct http_conn *c, int status)
+{
+    fail_begin(c);
+    const char *text = ms_http_reason(status);
+    out_compact(c);
+    buf_printf(&c->out,
+               "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               "Connection: close\r\n\r\n%d %s",
+               status, text, status, text);
+    if (buf_failed(&c->out)) {
+        conn_close_later(c);
+        return;
+    }
+    request_done(c);
 }
 
 static void process_input(struct http_conn *c)
@@ -630,6 +660,10 @@ static void process_input(struct http_conn *c)
                 buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
                 flush(c);
             }
+            break;
+        }
+        if (p == HTTP_PARSE_BAD_URI) {
+            fail_go(c, 400);
             break;
         }
         if (p != HTTP_PARSE_OK) {

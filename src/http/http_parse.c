@@ -269,6 +269,17 @@ static enum http_parse parse_fields(char *h, size_t i, size_t hend, struct http_
     return HTTP_PARSE_OK;
 }
 
+/* Is every '%' of the target before its query the start of an escape of two hex digits? Go's
+ * url.ParseRequestURI refuses the request otherwise (it keeps the query raw). */
+static bool escapes_ok(const char *t, size_t n)
+{
+    for (size_t i = 0; i < n && t[i] != '?'; i++)
+        if (t[i] == '%' &&
+            (n - i < 3 || !isxdigit((unsigned char)t[i + 1]) || !isxdigit((unsigned char)t[i + 2])))
+            return false;
+    return true;
+}
+
 /* The client sent "Expect: 100-continue" and waits for it before the body. */
 static bool wants_continue(const struct http_request *r)
 {
@@ -323,6 +334,9 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
     if (h[i] != '\n')
         return HTTP_PARSE_BAD;
     i++;
+    /* Before the header fields, as Go reads the request line and its URI first. */
+    if (!escapes_ok(r->target, r->target_len))
+        return HTTP_PARSE_BAD_URI;
     struct fields f;
     enum http_parse st = parse_fields(h, i, hend, r->hdrs, &r->n_hdrs, &f);
     if (st != HTTP_PARSE_OK)

@@ -93,7 +93,45 @@ check_layering() {
         echo "layering: <jansson.h> outside config/cfg.c" >&2; bad=1
     fi
     check_include_order || bad=1
+    check_server_order || bad=1
     return $bad
+}
+
+# Inside server/, a file calls only files below it (news goes up through struct srv_hooks). The
+# order is the list at the top of src/server/srv_int.h, one line per rank; a function defined
+# in one file and called in a file of a higher rank fails the check.
+check_server_order() {
+    python3 - <<'PY'
+import glob, os, re, sys
+os.chdir("src/server")
+head = open("srv_int.h", encoding="utf-8").read()
+block = head[head.index("---- the files of server/"):]
+block = block[block.index("----", 10) + 4:block.index("*/")]
+rank = {}
+for line in block.splitlines():
+    m = re.match(r"\s*\*\s+([a-z_]+\.c(?:, [a-z_]+\.c)*)", line)
+    if m:
+        r = len(set(rank.values()))
+        for f in m.group(1).split(", "):
+            rank[f] = r
+bad = 0
+files = sorted(glob.glob("*.c"))
+for f in files:
+    if f not in rank:
+        print(f"layering: src/server/{f} is not in srv_int.h's list of files", file=sys.stderr)
+        bad = 1
+defs = {}
+for f in files:
+    for m in re.finditer(r"^(?!static)[a-z][a-z_0-9 *]*?\b([a-z][a-z_0-9]*)\(", open(f).read(), re.M):
+        defs.setdefault(m.group(1), f)
+for f in files:
+    src = re.sub(r"/\*.*?\*/", "", open(f).read(), flags=re.S)
+    for fn, df in defs.items():
+        if df != f and rank.get(df, 99) < rank.get(f, 99) and re.search(r"\b" + fn + r"\(", src):
+            print(f"layering: src/server/{f} calls {fn} of {df}, a file above it", file=sys.stderr)
+            bad = 1
+sys.exit(bad)
+PY
 }
 
 # The layer order of STYLE.md §2 for every #include "metastore/*.h" between modules: a file of

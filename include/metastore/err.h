@@ -83,6 +83,9 @@ enum ms_grpc_code {
     X(MS_E_BAD_LEADER_TRANSFEREE, FAILED_PRECONDITION, "etcdserver: bad leader transferee")        \
     X(MS_E_CORRUPT, DATA_LOSS, "etcdserver: corrupt cluster")                                      \
     X(MS_E_ELECTION_NO_LEADER, UNKNOWN, "election: no leader")                                     \
+    X(MS_E_ELECTION_NOT_LEADER, UNKNOWN, "election: not leader")                                   \
+    X(MS_E_ELECTION_NO_LEADER_KEY, UNKNOWN, "\"leader\" field must be provided")                   \
+    X(MS_E_UNKNOWN, UNKNOWN, "")                                                                   \
     X(MS_E_WATCH_DUP_ID, INVALID_ARGUMENT, "mvcc: duplicate watch ID provided on the WatchStream") \
     X(MS_E_BAD_REQUEST, INVALID_ARGUMENT, "")                                                      \
     X(MS_E_MSG_TOO_LARGE, RESOURCE_EXHAUSTED, "")                                                  \

@@ -145,6 +145,11 @@ size_t http_pending(const struct http_request *r);
  * fn is not called. While reading is paused (the input buffer is full, or unsent output is above
  * its threshold) a peer's close is noticed at the next write or timeout only. */
 void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg);
+/* Until r's response ends, the peer's end of input closes the connection as a reset would (the
+ * close callback runs), as for a stream: for a request that waits on its client's behalf (a
+ * lock), whose client may leave by shutting down its side only. Go's net/http likewise cancels
+ * a request's context when its connection reads EOF. */
+void http_set_eof_closes(struct http_request *r);
 /* fn(arg) whenever the bytes waiting to be written on r's connection (http_pending) change:
  * after a chunk is queued and after a write. It may run inside http_stream_queue, http_flush
  * and http_stream_start, so fn must only take note. Cleared when r's response ends or its

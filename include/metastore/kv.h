@@ -59,6 +59,30 @@ struct kv_span {
     enum kv_end_kind end_kind;
 };
 
+/* The span of every key starting with prefix p[0..n) (etcd GetPrefixRangeEnd): the end is the
+ * prefix with its last byte below 0xff incremented and what follows it dropped, written to
+ * end_buf (room for n bytes, which must outlive *s); a prefix of 0xff bytes only (or an empty
+ * one) spans every key from p on. */
+static inline void kv_span_prefix(struct kv_span *s, const uint8_t *p, size_t n, uint8_t *end_buf)
+{
+    s->key = p;
+    s->key_len = n;
+    s->end = NULL;
+    s->end_len = 0;
+    s->end_kind = KV_END_ALL;
+    for (size_t i = n; i > 0; i--) {
+        if (p[i - 1] != 0xff) {
+            for (size_t j = 0; j < i - 1; j++)
+                end_buf[j] = p[j];
+            end_buf[i - 1] = (uint8_t)(p[i - 1] + 1);
+            s->end = end_buf;
+            s->end_len = i;
+            s->end_kind = KV_END_KEY;
+            return;
+        }
+    }
+}
+
 enum kv_sort_order { KV_SORT_NONE = 0, KV_SORT_ASCEND = 1, KV_SORT_DESCEND = 2 };
 enum kv_sort_target {
     KV_SORT_KEY = 0,

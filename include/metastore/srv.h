@@ -194,6 +194,44 @@ ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *
 /* Every lease ID (ascending) into an arena array. */
 ms_err srv_lease_list(struct srv *s, struct arena *a, int64_t **ids, size_t *n);
 
+/* True if lease id exists and has not expired (its revoke may still be on the way). */
+bool srv_lease_alive(struct srv *s, int64_t id);
+
+/* ---- locks and elections (etcd v3lock, v3election) ----
+ * The gateway builds both services from txns and ranges, as etcd's concurrency package does;
+ * the server adds the two waits they need. Each is cancelled with srv_cancel and ends in at most
+ * one call of its callback. Keys and prefixes are copied. */
+
+/* etcd's waitDeletes for the caller's key own, created at own_rev under prefix: done(MS_OK,
+ * current revision) once no key under prefix has a create revision below own_rev. Each round
+ * watches only the key with the largest create revision below own_rev, so a deletion wakes one
+ * waiter, whatever the queue's length. If own is deleted or re-created first (its lease expired
+ * or was revoked), done gets MS_E_LEASE_NOT_FOUND. done runs from a loop callback, never inside
+ * this call. srv_cancel gives the place up: the server proposes the delete of own (if it is
+ * still the key created at own_rev), as etcd's Mutex.Lock does when its context ends. */
+typedef void (*srv_wait_fn)(void *ctx, ms_err err, int64_t revision);
+ms_err srv_wait_deletes(struct srv *s, const uint8_t *prefix, size_t prefix_len, const uint8_t *own,
+                        size_t own_len, int64_t own_rev, srv_wait_fn done, void *ctx, uint64_t *id);
+
+/* etcd's Election.Observe: fn(ctx, header revision, leader) for the key under prefix with the
+ * lowest create revision, at once if there is one (header: the current revision) or as soon as
+ * a key is put under prefix (header: that key's revision); then for every put to that key (its
+ * revision); once it is deleted, the next leader. Until srv_cancel. kv is borrowed for the call;
+ * fn may run inside the ready step and must only take note (encode, queue output), never call
+ * srv. */
+typedef void (*srv_leader_fn)(void *ctx, int64_t revision, const struct kv_kv *kv);
+ms_err srv_observe(struct srv *s, const uint8_t *prefix, size_t prefix_len, srv_leader_fn fn,
+                   void *ctx, uint64_t *id);
+
+struct srv_lock_stats {
+    size_t waiters;   /* waits and observers */
+    size_t keys;      /* keys they watch (their own and one other each) */
+    uint64_t wakeups; /* waiters woken by the deletion of the key they watched */
+    uint64_t lookups; /* ranges made for them */
+    uint64_t granted; /* waits that ended with MS_OK */
+};
+void srv_lock_stats(const struct srv *s, struct srv_lock_stats *out);
+
 /* The active alarms (borrowed until the next request is applied). */
 void srv_alarms(struct srv *s, const struct srv_alarm **alarms, size_t *n);
 

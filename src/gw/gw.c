@@ -69,13 +69,13 @@ static const struct gw_route ROUTES[] = {
     {"/auth/role/delete", NULL},
     {"/auth/role/grant", NULL},
     {"/auth/role/revoke", NULL},
-    {"/lock/lock", NULL},
-    {"/lock/unlock", NULL},
-    {"/election/campaign", NULL},
-    {"/election/proclaim", NULL},
-    {"/election/leader", NULL},
-    {"/election/observe", NULL},
-    {"/election/resign", NULL},
+    {"/lock/lock", gw_lock_lock},
+    {"/lock/unlock", gw_lock_unlock},
+    {"/election/campaign", gw_election_campaign},
+    {"/election/proclaim", gw_election_proclaim},
+    {"/election/leader", gw_election_leader},
+    {"/election/observe", gw_election_observe},
+    {"/election/resign", gw_election_resign},
 };
 
 /* Headers every response carries (etcd's CORS handler), then room for a few more. */

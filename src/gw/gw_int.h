@@ -110,5 +110,12 @@ void gw_lease_revoke(struct gw_req *r);
 void gw_lease_keepalive(struct gw_req *r);
 void gw_lease_timetolive(struct gw_req *r);
 void gw_lease_leases(struct gw_req *r);
+void gw_lock_lock(struct gw_req *r);
+void gw_lock_unlock(struct gw_req *r);
+void gw_election_campaign(struct gw_req *r);
+void gw_election_proclaim(struct gw_req *r);
+void gw_election_leader(struct gw_req *r);
+void gw_election_observe(struct gw_req *r);
+void gw_election_resign(struct gw_req *r);
 
 #endif

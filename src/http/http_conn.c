@@ -71,6 +71,7 @@ static void let_go(struct http_conn *c)
     c->close_cb = NULL;
     c->drain_cb = NULL;
     c->out_cb = NULL;
+    c->eof_closes = false;
 }
 
 static void conn_free(struct http_conn *c)
@@ -573,6 +574,11 @@ void http_set_close_cb(struct http_request *r, http_conn_fn fn, void *arg)
     r->conn->close_arg = arg;
 }
 
+void http_set_eof_closes(struct http_request *r)
+{
+    r->conn->eof_closes = true;
+}
+
 void http_set_out_cb(struct http_request *r, http_conn_fn fn, void *arg)
 {
     r->conn->out_cb = fn;
@@ -701,7 +707,7 @@ static void process_input(struct http_conn *c)
  * otherwise the requests it sent complete are answered first. */
 static void peer_done(struct http_conn *c)
 {
-    if (c->state == HTTP_CONN_STREAMING || drops_input(c) ||
+    if (c->state == HTTP_CONN_STREAMING || c->eof_closes || drops_input(c) ||
         (!http_conn_has_request(c) && !buffered(c) && !pending(c))) {
         http_conn_close_now(c);
         return;

@@ -68,6 +68,7 @@ struct http_conn {
     bool rd_on;       /* the read event is added */
     bool out_blocked; /* parsing waits for the output to drain under OUT_LOW */
     bool peer_eof;    /* the peer will send nothing more */
+    bool eof_closes;  /* the request's peer ending its input closes at once */
     http_conn_fn close_cb;
     void *close_arg;
     http_conn_fn drain_cb;

@@ -216,7 +216,7 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         log_error("cannot load the leases: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    if ((*err = srv_watch_init(s)) != MS_OK)
+    if ((*err = srv_watch_init(s)) != MS_OK || (*err = srv_lock_init(s)) != MS_OK)
         goto out_destroy;
     if ((*err = open_node(s, &d)) != MS_OK)
         goto out_destroy;
@@ -262,6 +262,7 @@ void srv_destroy(struct srv *s)
             be_sync(s->be);
     }
     srv_node_close(s);
+    srv_lock_fini(s);
     srv_watch_fini(s);
     srv_apply_fini(s);
     srv_store_fini(s);
@@ -402,8 +403,8 @@ static void on_compactor(evutil_socket_t fd, short what, void *arg)
 
 void srv_cancel(struct srv *s, uint64_t id)
 {
-    if (!wait_remove(&s->waits, id, NULL))
-        srv_cancel_op(s, id);
+    if (!wait_remove(&s->waits, id, NULL) && !srv_cancel_op(s, id))
+        srv_lock_cancel(s, id);
 }
 
 void srv_header(struct srv *s, struct srv_header *h)

@@ -182,6 +182,26 @@ struct srv_watching {
     struct event *progress_ev; /* progress_notify ticks */
 };
 
+/* The waits of the lock and election services (srv_lock.c). */
+struct srv_waiter;
+struct srv_lock_key;
+struct srv_locks {
+    struct wait ids;               /* waiter by id (ctx: the waiter) */
+    struct srv_waiter *all;        /* every waiter */
+    struct srv_lock_key **buckets; /* the keys waiters watch, by hash */
+    size_t cap;                    /* buckets, a power of two (0: none yet) */
+    size_t n_keys;
+    struct srv_waiter *due_head; /* waiters to look again, in order */
+    struct srv_waiter *due_tail;
+    struct srv_waiter *prefix_waiters; /* observers waiting for a first put */
+    struct event *due_ev;
+    struct arena *a; /* lookups; reset after each */
+    size_t n_waiters;
+    uint64_t wakeups; /* waiters woken by the deletion of the key they watched */
+    uint64_t lookups;
+    uint64_t granted;
+};
+
 struct srv;
 
 /* News that flows up between the files of server/, through functions srv.c registers at
@@ -223,6 +243,7 @@ struct srv {
     struct srv_leases lease;        /* srv_lease.c */
     struct srv_alarms alarm;        /* srv_alarm.c */
     struct srv_watching watch;      /* srv_watch.c */
+    struct srv_locks locks;         /* srv_lock.c */
     struct srv_store store;         /* srv_store.c */
 };
 
@@ -236,6 +257,7 @@ struct srv {
  * srv_alarm.c                          alarms and the quota
  * srv_lease.c                          the lessor; the end of every kv write
  * srv_watch.c                          the watch hub
+ * srv_lock.c                           waits of the lock and election services
  * srv_store.c                          the backend's write txn, applied index, configuration
  * srv_codec.c, srv_compactor.c, wait.c pure helpers
  */
@@ -340,6 +362,16 @@ void srv_watch_fini(struct srv *s);
 /* Every change of an applied entry, in order, all at revision rev. The events live in the
  * scratch arena until the end of the ready step. */
 void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n);
+
+/* srv_lock.c */
+ms_err srv_lock_init(struct srv *s);
+/* Free every waiter without calling it. */
+void srv_lock_fini(struct srv *s);
+/* Cancel waiter id (false: not a waiter). */
+bool srv_lock_cancel(struct srv *s, uint64_t id);
+/* The events of an applied entry (srv_events_applied): deletions mark waiters due, observers
+ * hear of puts to their leader at once. */
+void srv_lock_events(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n);
 
 /* srv_store.c */
 /* lazy_commit: LMDB (commit on a timer); applied, term: what the backend holds at start. */

@@ -302,6 +302,12 @@ ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *
     return MS_OK;
 }
 
+bool srv_lease_alive(struct srv *s, int64_t id)
+{
+    struct lease_info li;
+    return lease_mgr_get(s->lease.lessor, id, clock_now_ms(), &li) && li.remaining_ms > 0;
+}
+
 ms_err srv_lease_list(struct srv *s, struct arena *a, int64_t **ids, size_t *n)
 {
     size_t count = lease_mgr_count(s->lease.lessor);

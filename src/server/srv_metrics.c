@@ -73,4 +73,16 @@ void srv_metrics_text(struct srv *s, struct buf *b)
     gauge(b, "metastore_wal_segments", "WAL segment files on disk.", (double)ws.segments);
     gauge(b, "metastore_requests_pending", "Requests submitted and not yet completed.",
           (double)s->waits.n);
+    struct srv_lock_stats ls;
+    srv_lock_stats(s, &ls);
+    gauge(b, "metastore_lock_waiters", "Lock, campaign and observe waits in progress.",
+          (double)ls.waiters);
+    gauge(b, "metastore_lock_watched_keys", "Keys the lock and election waits watch.",
+          (double)ls.keys);
+    counter(b, "metastore_lock_wakeups_total",
+            "Waits woken by the deletion of the key they watched.", ls.wakeups);
+    counter(b, "metastore_lock_lookups_total", "Ranges made for lock and election waits.",
+            ls.lookups);
+    counter(b, "metastore_lock_granted_total", "Waits that ended with the caller first.",
+            ls.granted);
 }

@@ -137,6 +137,7 @@ void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, s
 {
     /* Synced watchers get the events now: the hub encodes what it keeps, so the scratch
      * arena may be reset after this step. (No hub yet while the WAL is replayed at start.) */
+    srv_lock_events(s, rev, ev, n);
     if (!s->watch.hub)
         return;
     watch_hub_notify(s->watch.hub, rev, ev, n);

@@ -117,6 +117,15 @@ ms_err kv_range_in(struct kv_store *kv, struct be_txn *txn, const struct kv_rang
     size_t fetch = SIZE_MAX;
     if (!has_filter && !sorting && req->limit > 0 && (uint64_t)req->limit < SIZE_MAX - 1)
         fetch = (size_t)req->limit + 1;
+    /* The first or last key by create or mod revision (etcd's WithFirstCreate and
+     * WithLastCreate, which locks and elections run on every step) is chosen on the index:
+     * one record is read, not every key of the prefix. */
+    bool top1 = req->limit == 1 &&
+                (req->sort_target == KV_SORT_CREATE || req->sort_target == KV_SORT_MOD) &&
+                (req->sort_order == KV_SORT_NONE || req->sort_order == KV_SORT_ASCEND ||
+                 req->sort_order == KV_SORT_DESCEND);
+    int64_t best = 0;
+    size_t matched = 0; /* top1: keys past the filters */
 
     /* Pass 1: walk the index, count, remember the revisions we will read. */
     size_t n = 0, cap = 0;
@@ -137,6 +146,18 @@ ms_err kv_range_in(struct kv_store *kv, struct be_txn *txn, const struct kv_rang
         count++;
         if (req->count_only || n >= fetch)
             continue;
+        if (top1) {
+            struct kv_kv idx = {.create_revision = at.created.main, .mod_revision = at.mod.main};
+            if (has_filter && filtered_out(req, &idx))
+                continue;
+            matched++;
+            int64_t v = req->sort_target == KV_SORT_CREATE ? idx.create_revision : idx.mod_revision;
+            /* Strictly better only: ties keep key order, as the stable sort does. */
+            if (n && (req->sort_order == KV_SORT_DESCEND ? v <= best : v >= best))
+                continue;
+            best = v;
+            n = 0;
+        }
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
             struct hit *h = realloc(hits, ncap * sizeof(*h));
@@ -205,6 +226,8 @@ ms_err kv_range_in(struct kv_store *kv, struct be_txn *txn, const struct kv_rang
         m = (size_t)req->limit;
         out->more = true;
     }
+    if (top1 && matched > 1)
+        out->more = true;
     out->kvs = kvs;
     out->n_kvs = m;
     return MS_OK;

@@ -485,6 +485,205 @@ START_TEST(watch_same_as_etcd)
 }
 END_TEST
 
+/* ---- locks and elections: every route, its answers and errors, waits included. Leases are
+ * granted with explicit IDs so that keys (name/<lease in hex>) compare; revisions for
+ * proclaim and resign are taken from etcd's answers and sent to both. ---- */
+
+struct pair {
+    int etcd;
+    int ms;
+    int mismatches;
+};
+
+/* Both answers (etcd's returned, normalised, for the caller to read and free). */
+static char *both(struct pair *p, const char *path, const char *body)
+{
+    struct tu_resp a, b;
+    tu_http(p->etcd, "POST", path, body, &a);
+    tu_http(p->ms, "POST", path, body, &b);
+    char *na = tu_norm(a.body), *nb = tu_norm(b.body);
+    if (a.status != b.status || strcmp(na, nb) != 0) {
+        fprintf(stderr, "MISMATCH %s %s\n  etcd      %d %s\n  metastore %d %s\n", path, body,
+                a.status, na, b.status, nb);
+        p->mismatches++;
+    }
+    free(nb);
+    tu_resp_free(&a);
+    tu_resp_free(&b);
+    return na;
+}
+
+/* A request left waiting on a fresh connection of each server. */
+static void both_send(const struct pair *p, const char *path, const char *body, int fds[2])
+{
+    char req[1024];
+    int m = snprintf(req, sizeof(req),
+                     "POST %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     path, strlen(body), body);
+    fds[0] = tu_connect(p->etcd);
+    fds[1] = tu_connect(p->ms);
+    tu_send_all(fds[0], req, (size_t)m);
+    tu_send_all(fds[1], req, (size_t)m);
+}
+
+/* Read both waiting answers (status line and body) and compare them. */
+static void both_read(struct pair *p, const char *what, int fds[2])
+{
+    char *got[2];
+    for (int i = 0; i < 2; i++) {
+        size_t len;
+        char *raw = tu_read_all(fds[i], 15000, &len);
+        close(fds[i]);
+        char status[16] = "";
+        sscanf(raw, "HTTP/1.1 %15s", status);
+        /* The JSON lines only: chunk sizes differ with the IDs' lengths. */
+        struct buf_s {
+            char *p;
+            size_t n;
+        } j = {calloc(1, len + 1), 0};
+        const char *body = strstr(raw, "\r\n\r\n");
+        for (const char *l = body ? body + 4 : raw + len; *l; l = strchr(l, '\n') + 1) {
+            const char *e = strchr(l, '\n');
+            size_t ln = e ? (size_t)(e - l) : strlen(l);
+            /* etcd also writes a "context canceled" error chunk to a stream whose client
+             * has shut down its side; metastore closes it (docs/api-compatibility.md). */
+            if (*l == '{' && strncmp(l, "{\"error\":{", 10) != 0) {
+                memcpy(j.p + j.n, l, ln);
+                j.n += ln;
+                j.p[j.n++] = '\n';
+            }
+            if (!e)
+                break;
+        }
+        char *norm = tu_norm(j.p);
+        free(j.p);
+        size_t n = strlen(status) + strlen(norm) + 2;
+        got[i] = malloc(n);
+        snprintf(got[i], n, "%s %s", status, norm);
+        free(norm);
+        free(raw);
+    }
+    if (strcmp(got[0], got[1]) != 0) {
+        fprintf(stderr, "MISMATCH %s\n  etcd      %s\n  metastore %s\n", what, got[0], got[1]);
+        p->mismatches++;
+    }
+    free(got[0]);
+    free(got[1]);
+}
+
+START_TEST(lock_same_as_etcd)
+{
+    const char *etcd = etcd_bin();
+    ck_assert_msg(etcd, "no etcd binary");
+    char *dir = tu_mkdtemp("ms-compat-lock");
+    struct pair p = {0};
+    pid_t pid = etcd_start(etcd, dir, &p.etcd);
+    struct tu_server ms;
+    tu_server_start(&ms, NULL);
+    p.ms = ms.port;
+    static const char *const fixed[][2] = {
+        {"/v3/lease/grant", "{\"TTL\":300,\"ID\":4660}"},
+        {"/v3/lease/grant", "{\"TTL\":300,\"ID\":4661}"},
+        {"/v3/lease/grant", "{\"TTL\":300,\"ID\":4662}"},
+        /* lock: "lock" with lease 0x1234; again (the session's key is reused); errors */
+        {"/v3/lock/lock", "{\"name\":\"bG9jaw==\",\"lease\":4660}"},
+        {"/v3/lock/lock", "{\"name\":\"bG9jaw==\",\"lease\":\"4660\"}"},
+        {"/v3/lock/lock", "{\"name\":\"bG9jaw==\",\"lease\":999}"},
+        {"/v3/lock/lock", "{\"name\":\"eA==\",\"lease\":\"-5\"}"},
+        {"/v3/lock/lock", "xx"},
+        {"/v3/lock/lock", "{\"name\":5}"},
+        {"/v3/lock/lock", "{\"lease\":\"x\"}"},
+        {"/v3/lock/lock", "{\"lease\":4662}"},
+        {"/v3/kv/range", "{\"key\":\"bG9jay8=\",\"range_end\":\"bG9jazA=\"}"},
+        {"/v3/lock/unlock", "{\"key\":\"bm9rZXk=\"}"},
+        {"/v3/lock/unlock", "{}"},
+        {"/v3/lock/unlock", "{\"key\":1}"},
+        /* election errors */
+        {"/v3/election/leader", "{\"name\":\"ZWw=\"}"},
+        {"/v3/election/leader", "xx"},
+        {"/v3/election/observe", "xx"},
+        {"/v3/election/proclaim", "{\"value\":\"djM=\"}"},
+        {"/v3/election/proclaim", "{\"leader\":{}}"},
+        {"/v3/election/proclaim", "{\"leader\":[]}"},
+        {"/v3/election/resign", "{}"},
+        {"/v3/election/resign", "{\"leader\":{}}"},
+        {"/v3/election/resign", "{\"leader\":{\"key\":\"eA==\",\"lease\":\"abc\"}}"},
+        {"/v3/election/campaign", "{\"name\":\"ZWw=\",\"lease\":999}"},
+        {"/v3/election/campaign", "{\"name\":\"ZWw=\",\"lease\":4660,\"value\":\"djE=\"}"},
+        {"/v3/election/campaign", "{\"name\":\"ZWw=\",\"lease\":4660,\"value\":\"djI=\"}"},
+        {"/v3/election/leader", "{\"name\":\"ZWw=\"}"},
+        {"/v3/election/leader", "{\"name\":\"ZWw=\",\"extra\":1}"},
+    };
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        free(both(&p, fixed[i][0], fixed[i][1]));
+
+    /* A second lock waits for the first; unlocking grants it. */
+    int fds[2];
+    both_send(&p, "/v3/lock/lock", "{\"name\":\"bG9jaw==\",\"lease\":4661}", fds);
+    tu_sleep_ms(300);
+    free(both(&p, "/v3/kv/range", "{\"key\":\"bG9jay8=\",\"range_end\":\"bG9jazA=\"}"));
+    free(both(&p, "/v3/lock/unlock", "{\"key\":\"bG9jay8xMjM0\"}")); /* lock/1234 */
+    both_read(&p, "lock after unlock", fds);
+
+    /* A second candidate waits; the leader proclaims, is refused with a wrong revision,
+     * resigns, and the second is elected. */
+    char *leader = both(&p, "/v3/election/leader", "{\"name\":\"ZWw=\"}");
+    const char *c = strstr(leader, "\"create_revision\":\"");
+    long rev = c ? strtol(c + 19, NULL, 10) : 0;
+    free(leader);
+    both_send(&p, "/v3/election/campaign", "{\"name\":\"ZWw=\",\"lease\":4661,\"value\":\"bjI=\"}",
+              fds);
+    tu_sleep_ms(300);
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"leader\":{\"name\":\"ZWw=\",\"key\":\"ZWwvMTIzNA==\",\"rev\":%ld,\"lease\":4660},"
+             "\"value\":\"djM=\"}",
+             rev);
+    free(both(&p, "/v3/election/proclaim", body));
+    snprintf(body, sizeof(body),
+             "{\"leader\":{\"name\":\"ZWw=\",\"key\":\"ZWwvMTIzNA==\",\"rev\":%ld,\"lease\":4660},"
+             "\"value\":\"djM=\"}",
+             rev + 100);
+    free(both(&p, "/v3/election/proclaim", body));
+    free(both(&p, "/v3/election/leader", "{\"name\":\"ZWw=\"}"));
+    snprintf(body, sizeof(body),
+             "{\"leader\":{\"name\":\"ZWw=\",\"key\":\"ZWwvMTIzNA==\",\"rev\":%ld,\"lease\":4660}}",
+             rev);
+    free(both(&p, "/v3/election/resign", body));
+    both_read(&p, "campaign after resign", fds);
+    free(both(&p, "/v3/election/resign", body)); /* not the leader any more: no error */
+    free(both(&p, "/v3/election/leader", "{\"name\":\"ZWw=\"}"));
+
+    /* observe: the leader now, then a proclamation, as a stream */
+    both_send(&p, "/v3/election/observe", "{\"name\":\"ZWw=\"}", fds);
+    tu_sleep_ms(300);
+    free(both(&p, "/v3/election/leader", "{\"name\":\"ZWw=\"}"));
+    char *l2 = both(&p, "/v3/election/leader", "{\"name\":\"ZWw=\"}");
+    c = strstr(l2, "\"create_revision\":\"");
+    rev = c ? strtol(c + 19, NULL, 10) : 0;
+    free(l2);
+    snprintf(body, sizeof(body),
+             "{\"leader\":{\"name\":\"ZWw=\",\"key\":\"ZWwvMTIzNQ==\",\"rev\":%ld,\"lease\":4661},"
+             "\"value\":\"bjM=\"}",
+             rev);
+    char *pr = both(&p, "/v3/election/proclaim", body);
+    ck_assert_msg(strstr(pr, "\"header\"") && !strstr(pr, "error"), "%s", pr);
+    free(pr);
+    tu_sleep_ms(300);
+    /* Both streams end when their connections are cut: read what arrived. */
+    shutdown(fds[0], SHUT_WR);
+    shutdown(fds[1], SHUT_WR);
+    both_read(&p, "observe", fds);
+
+    etcd_stop(pid);
+    tu_server_stop(&ms);
+    tu_rmtree(dir);
+    free(dir);
+    ck_assert_int_eq(p.mismatches, 0);
+}
+END_TEST
+
 int main(void)
 {
     int missing = etcd_missing("compat");
@@ -499,5 +698,9 @@ int main(void)
     tcase_set_timeout(tw, 120);
     tcase_add_test(tw, watch_same_as_etcd);
     suite_add_tcase(s, tw);
+    TCase *tl = tcase_create("lock");
+    tcase_set_timeout(tl, 120);
+    tcase_add_test(tl, lock_same_as_etcd);
+    suite_add_tcase(s, tl);
     return tu_run_suite(s);
 }

@@ -164,8 +164,11 @@ struct kv_cmp {
     size_t value_len;
 };
 
-/* KV_OP_NONE: a RequestOp with no member set (etcd answers "key not found"). */
+/* KV_OP_NONE: a RequestOp with no member set (etcd answers "key not found"). The numbers are
+ * written into log entries: a new type takes the next one and raises KV_OP_N_TYPES; it gets a
+ * row in kv_op_table and a case in every switch over the type (-Wswitch lists them). */
 enum kv_op_type { KV_OP_RANGE = 0, KV_OP_PUT = 1, KV_OP_DELETE = 2, KV_OP_TXN = 3, KV_OP_NONE = 4 };
+#define KV_OP_N_TYPES 5
 
 struct kv_txn_req;
 struct kv_txn_resp;
@@ -242,6 +245,48 @@ int64_t kv_compact_rev(const struct kv_store *kv);
 /* Number of live keys, and of keys in the index including deleted-but-not-compacted ones. */
 size_t kv_live_keys(const struct kv_store *kv);
 size_t kv_index_keys(const struct kv_store *kv);
+
+/* ---- the op table and the walk over a txn's ops (kv_req.c) ---- */
+
+/* What is fixed per op type, one row per enum kv_op_type (KV_OP_NONE's row is all zero). */
+struct kv_op_desc {
+    const char *json;       /* RequestOp member as etcd's gateway reads it: "request_put" */
+    const char *json_camel; /* the same in lowerCamelCase, which wins over it: "requestPut" */
+    const char *resp_json;  /* ResponseOp member: "response_put" */
+    unsigned field;         /* protobuf field number of both members */
+    bool writes;            /* changes keys itself (a txn op writes when an op inside does) */
+};
+extern const struct kv_op_desc kv_op_table[KV_OP_N_TYPES];
+
+/* Deepest txn nesting (the root is depth 0) that decoders accept and kv_txn_walk follows.
+ * Each level of JSON opens three containers ({"success":[{"request_txn":), so the JSON
+ * parser's 10000 allow no more; the log entry codec accepts the same. etcd has no cap of its
+ * own: each level takes at least one op of the txn's budget (kv_check_txn). */
+#define KV_MAX_TXN_DEPTH 3333
+
+/* A visitor of a txn's op tree; any member may be NULL. Per-type work is a switch over
+ * op->type without a default, so that a new type fails to compile (-Wswitch) where it is not
+ * handled yet. Values: an op's is what op_end makes of 0 (of its nested txn's for a txn op);
+ * a txn's is what txn_end makes of its branches' sums. */
+struct kv_visit {
+    ms_err (*txn)(void *ctx, const struct kv_txn_req *t); /* before its ops: compares */
+    ms_err (*branch)(void *ctx, bool success, size_t n);  /* n ops follow */
+    ms_err (*op)(void *ctx, const struct kv_op *op);      /* before a txn op's inside */
+    size_t (*op_end)(void *ctx, const struct kv_op *op, bool success, size_t val); /* NULL: val */
+    size_t (*txn_end)(void *ctx, const struct kv_txn_req *t, size_t success, size_t failure);
+};
+
+/* Walk t's tree depth first in request order: a txn, its success ops, its failure ops, a
+ * nested txn where its op stands (a NULL one is not entered). The first error a callback
+ * returns stops the walk and is returned, as does MS_E_BAD_REQUEST for nesting deeper than
+ * KV_MAX_TXN_DEPTH (which no decoded request does). *val (val may be NULL) is t's value.
+ * Nothing is allocated; the recursion is as deep as the nesting. */
+ms_err kv_txn_walk(const struct kv_txn_req *t, const struct kv_visit *v, void *ctx, size_t *val);
+
+/* Whether an op anywhere in t's tree writes (kv_op_table's writes). */
+bool kv_txn_writes(const struct kv_txn_req *t);
+
+/* ---- validation (kv_check.c) ---- */
 
 /* Validate a request before it is proposed (etcd's gRPC-layer checks): empty keys, ops
  * without a member, duplicate writes within a branch, more than max_ops ops per list. */

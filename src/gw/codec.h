@@ -71,9 +71,8 @@ ms_err codec_decode_range(struct mjson_dec *d, const struct mjson_val *root,
                           struct kv_range_req *r);
 ms_err codec_decode_put(struct mjson_dec *d, const struct mjson_val *root, struct kv_put_req *r);
 ms_err codec_decode_del(struct mjson_dec *d, const struct mjson_val *root, struct kv_del_req *r);
-/* Each nested txn opens three JSON containers ({"success":[{"request_txn":), so the parser's
- * 10000 allow no deeper nesting; the log entry codec accepts the same (srv_codec.c). */
-#define CODEC_MAX_TXN_DEPTH 3333
+/* A txn at nesting depth depth (0 for a request's), and the txns nested in it down to
+ * KV_MAX_TXN_DEPTH. */
 ms_err codec_decode_txn(struct mjson_dec *d, const struct mjson_val *root, struct kv_txn_req *r,
                         int depth);
 ms_err codec_decode_compact(struct mjson_dec *d, const struct mjson_val *root,

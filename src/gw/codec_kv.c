@@ -148,19 +148,13 @@ static bool decode_ops(struct mjson_dec *d, const struct mjson_val *v, struct kv
             return false;
         struct kv_op *o = &(*ops)[i];
         o->type = KV_OP_NONE;
-        static const struct {
-            const char *name;
-            const char *camel;
-            enum kv_op_type type;
-        } kinds[] = {
-            {"request_range", "requestRange", KV_OP_RANGE},
-            {"request_put", "requestPut", KV_OP_PUT},
-            {"request_delete_range", "requestDeleteRange", KV_OP_DELETE},
-            {"request_txn", "requestTxn", KV_OP_TXN},
-        };
-        for (size_t k = 0; op && k < N_OF(kinds); k++) {
+        /* The members in field order, each decoded before the next is looked up. */
+        for (unsigned k = 0; op && k < KV_OP_N_TYPES; k++) {
+            const struct kv_op_desc *kd = &kv_op_table[k];
             const struct mjson_val *m;
-            if (!codec_read_msg(d, codec_field(op, kinds[k].name, kinds[k].camel), &m))
+            if (!kd->json)
+                continue;
+            if (!codec_read_msg(d, codec_field(op, kd->json, kd->json_camel), &m))
                 return false;
             if (!m)
                 continue;
@@ -168,7 +162,7 @@ static bool decode_ops(struct mjson_dec *d, const struct mjson_val *v, struct kv
                 return mjson_dec_fail(d, "etcdserver: a request op sets more than one of "
                                          "request_range, request_put, request_delete_range and "
                                          "request_txn");
-            o->type = kinds[k].type;
+            o->type = (enum kv_op_type)k;
             ms_err e = MS_OK;
             switch (o->type) {
             case KV_OP_RANGE:
@@ -199,10 +193,9 @@ static bool decode_ops(struct mjson_dec *d, const struct mjson_val *v, struct kv
 ms_err codec_decode_txn(struct mjson_dec *d, const struct mjson_val *o, struct kv_txn_req *r,
                         int depth)
 {
-    /* etcd has no depth cap of its own: each level takes at least one op of the txn's budget
-     * (kv_check_txn answers "too many operations"). This cap cannot be reached through JSON. */
+    /* The JSON parser's depth limit comes first: see KV_MAX_TXN_DEPTH. */
     memset(r, 0, sizeof(*r));
-    if (depth > CODEC_MAX_TXN_DEPTH)
+    if (depth > KV_MAX_TXN_DEPTH)
         return mjson_dec_fail(d, "etcdserver: transactions nested too deeply"), bad(d);
     const struct mjson_val *items;
     if (!codec_read_arr(d, codec_field(o, "compare", NULL), &items, &r->n_cmps))
@@ -262,37 +255,33 @@ static size_t sz_del(const struct kv_del_req *r)
            sz_int(3, r->prev_kv);
 }
 
-static size_t sz_txn(const struct kv_txn_req *t);
-
-static size_t sz_ops(unsigned field, const struct kv_op *ops, size_t n)
+/* A txn's size through kv_txn_walk: each op is a RequestOp (field 2 of TxnRequest: success,
+ * 3: failure) around its message; a nested txn's message is sized by sz_txn_end. */
+static size_t sz_op(void *ctx, const struct kv_op *op, bool success, size_t val)
 {
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t inner = 0;
-        switch (ops[i].type) {
-        case KV_OP_RANGE:
-            inner = sz_msg(1, sz_range(&ops[i].u.range));
-            break;
-        case KV_OP_PUT:
-            inner = sz_msg(2, sz_put(&ops[i].u.put));
-            break;
-        case KV_OP_DELETE:
-            inner = sz_msg(3, sz_del(&ops[i].u.del));
-            break;
-        case KV_OP_TXN:
-            inner = sz_msg(4, sz_txn(ops[i].u.txn));
-            break;
-        case KV_OP_NONE:
-            break;
-        }
-        total += sz_msg(field, inner);
+    (void)ctx;
+    switch (op->type) {
+    case KV_OP_RANGE:
+        val = sz_range(&op->u.range);
+        break;
+    case KV_OP_PUT:
+        val = sz_put(&op->u.put);
+        break;
+    case KV_OP_DELETE:
+        val = sz_del(&op->u.del);
+        break;
+    case KV_OP_TXN:
+    case KV_OP_NONE:
+        break;
     }
-    return total;
+    unsigned field = (unsigned)op->type < KV_OP_N_TYPES ? kv_op_table[op->type].field : 0;
+    return sz_msg(success ? 2 : 3, field ? sz_msg(field, val) : 0);
 }
 
-static size_t sz_txn(const struct kv_txn_req *t)
+static size_t sz_txn_end(void *ctx, const struct kv_txn_req *t, size_t success, size_t failure)
 {
-    size_t total = 0;
+    (void)ctx;
+    size_t total = success + failure;
     for (size_t i = 0; i < t->n_cmps; i++) {
         const struct kv_cmp *c = &t->cmps[i];
         size_t inner = sz_int(1, c->result) + sz_int(2, c->target) + sz_bytes(3, c->span.key_len) +
@@ -303,8 +292,10 @@ static size_t sz_txn(const struct kv_txn_req *t)
             inner += 1 + buf_uvarint_len((uint64_t)c->number);
         total += sz_msg(1, inner);
     }
-    return total + sz_ops(2, t->success, t->n_success) + sz_ops(3, t->failure, t->n_failure);
+    return total;
 }
+
+static const struct kv_visit sz_visit = {.op_end = sz_op, .txn_end = sz_txn_end};
 
 size_t codec_proto_size(const struct srv_req *req)
 {
@@ -315,8 +306,11 @@ size_t codec_proto_size(const struct srv_req *req)
         return sz_put(&req->u.put);
     case SRV_REQ_DELETE:
         return sz_del(&req->u.del);
-    case SRV_REQ_TXN:
-        return sz_txn(&req->u.txn);
+    case SRV_REQ_TXN: {
+        size_t n = 0;
+        kv_txn_walk(&req->u.txn, &sz_visit, NULL, &n);
+        return n;
+    }
     case SRV_REQ_COMPACT:
         return sz_int(1, req->u.compact.revision) + sz_int(2, req->u.compact.physical);
     case SRV_REQ_DEFRAG:
@@ -450,37 +444,30 @@ static void txn_body(struct mjson_w *w, const struct kv_txn_resp *t)
     for (size_t i = 0; i < t->n_resps; i++) {
         const struct kv_op_resp *r = &t->resps[i];
         mjson_w_obj(w);
-        switch (r->type) {
-        case KV_OP_RANGE:
-            mjson_w_key(w, "response_range");
+        if ((unsigned)r->type < KV_OP_N_TYPES && kv_op_table[r->type].resp_json) {
+            mjson_w_key(w, kv_op_table[r->type].resp_json);
             mjson_w_obj(w);
-            inner_header(w, r->u.range.revision);
-            range_body(w, &r->u.range);
+            switch (r->type) {
+            case KV_OP_RANGE:
+                inner_header(w, r->u.range.revision);
+                range_body(w, &r->u.range);
+                break;
+            case KV_OP_PUT:
+                inner_header(w, r->u.put.revision);
+                put_body(w, &r->u.put);
+                break;
+            case KV_OP_DELETE:
+                inner_header(w, r->u.del.revision);
+                del_body(w, &r->u.del);
+                break;
+            case KV_OP_TXN:
+                inner_header(w, 0); /* etcd leaves a nested txn's header empty */
+                txn_body(w, r->u.txn);
+                break;
+            case KV_OP_NONE:
+                break;
+            }
             mjson_w_obj_end(w);
-            break;
-        case KV_OP_PUT:
-            mjson_w_key(w, "response_put");
-            mjson_w_obj(w);
-            inner_header(w, r->u.put.revision);
-            put_body(w, &r->u.put);
-            mjson_w_obj_end(w);
-            break;
-        case KV_OP_DELETE:
-            mjson_w_key(w, "response_delete_range");
-            mjson_w_obj(w);
-            inner_header(w, r->u.del.revision);
-            del_body(w, &r->u.del);
-            mjson_w_obj_end(w);
-            break;
-        case KV_OP_TXN:
-            mjson_w_key(w, "response_txn");
-            mjson_w_obj(w);
-            inner_header(w, 0); /* etcd leaves a nested txn's header empty */
-            txn_body(w, r->u.txn);
-            mjson_w_obj_end(w);
-            break;
-        case KV_OP_NONE:
-            break;
         }
         mjson_w_obj_end(w);
     }

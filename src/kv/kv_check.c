@@ -43,32 +43,42 @@ ms_err kv_check_del(const struct kv_del_req *r)
     return MS_OK;
 }
 
-static ms_err check_op(const struct kv_op *op, size_t max_ops);
+/* ---- op counts, keys and members of a txn tree (etcd checkTxnRequest) ---- */
 
-static ms_err check_txn_budget(const struct kv_txn_req *r, size_t max_ops)
+static size_t txn_opc(const struct kv_txn_req *r)
 {
     size_t opc = r->n_cmps;
     if (opc < r->n_success)
         opc = r->n_success;
     if (opc < r->n_failure)
         opc = r->n_failure;
-    if (opc > max_ops)
+    return opc;
+}
+
+/* ctx: the ops a txn's lists may hold, max_ops less the counts of the txns above it (etcd
+ * passes maxTxnOps - opc down). */
+static ms_err budget_enter(void *ctx, const struct kv_txn_req *r)
+{
+    size_t *left = ctx, opc = txn_opc(r);
+    if (opc > *left)
         return MS_E_TOO_MANY_OPS;
     for (size_t i = 0; i < r->n_cmps; i++)
         if (r->cmps[i].span.key_len == 0)
             return MS_E_EMPTY_KEY;
-    ms_err e;
-    for (size_t i = 0; i < r->n_success; i++)
-        if ((e = check_op(&r->success[i], max_ops - opc)) != MS_OK)
-            return e;
-    for (size_t i = 0; i < r->n_failure; i++)
-        if ((e = check_op(&r->failure[i], max_ops - opc)) != MS_OK)
-            return e;
+    *left -= opc;
     return MS_OK;
 }
 
-static ms_err check_op(const struct kv_op *op, size_t max_ops)
+static size_t budget_leave(void *ctx, const struct kv_txn_req *r, size_t success, size_t failure)
 {
+    (void)success, (void)failure;
+    *(size_t *)ctx += txn_opc(r);
+    return 0;
+}
+
+static ms_err check_op(void *ctx, const struct kv_op *op)
+{
+    (void)ctx;
     switch (op->type) {
     case KV_OP_RANGE:
         return kv_check_range(&op->u.range);
@@ -77,14 +87,18 @@ static ms_err check_op(const struct kv_op *op, size_t max_ops)
     case KV_OP_DELETE:
         return kv_check_del(&op->u.del);
     case KV_OP_TXN:
-        if (!op->u.txn)
-            return MS_E_KEY_NOT_FOUND;
-        return check_txn_budget(op->u.txn, max_ops);
+        return op->u.txn ? MS_OK : MS_E_KEY_NOT_FOUND;
     case KV_OP_NONE:
         break;
     }
-    return MS_E_KEY_NOT_FOUND;
+    return MS_E_KEY_NOT_FOUND; /* no member set */
 }
+
+static const struct kv_visit check_visit = {
+    .txn = budget_enter,
+    .op = check_op,
+    .txn_end = budget_leave,
+};
 
 /* ---- duplicate writes (etcd checkIntervals) ---- */
 
@@ -216,7 +230,8 @@ static ms_err check_intervals(const struct kv_op *ops, size_t n, struct keyset *
 
 ms_err kv_check_txn(const struct kv_txn_req *r, size_t max_ops)
 {
-    ms_err e = check_txn_budget(r, max_ops);
+    size_t left = max_ops;
+    ms_err e = kv_txn_walk(r, &check_visit, &left, NULL);
     if (e)
         return e;
     struct keyset ks = {0};

@@ -280,22 +280,6 @@ void srv_destroy(struct srv *s)
     free(s);
 }
 
-static bool ops_read_only(const struct kv_op *ops, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (ops[i].type == KV_OP_PUT || ops[i].type == KV_OP_DELETE)
-            return false;
-        if (ops[i].type == KV_OP_TXN && ops[i].u.txn && !srv_txn_is_read_only(ops[i].u.txn))
-            return false;
-    }
-    return true;
-}
-
-bool srv_txn_is_read_only(const struct kv_txn_req *t)
-{
-    return ops_read_only(t->success, t->n_success) && ops_read_only(t->failure, t->n_failure);
-}
-
 static ms_err validate(const struct srv *s, const struct srv_req *req)
 {
     switch (req->type) {
@@ -341,8 +325,8 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
         return e;
     uint64_t rid = ++s->next_id;
     ms_err fail = MS_OK;
-    bool is_read = req->type == SRV_REQ_RANGE ||
-                   (req->type == SRV_REQ_TXN && srv_txn_is_read_only(&req->u.txn));
+    bool is_read =
+        req->type == SRV_REQ_RANGE || (req->type == SRV_REQ_TXN && !kv_txn_writes(&req->u.txn));
     if (is_read) {
         if (!srv_reads_push(s, rid))
             return MS_E_NOMEM;

@@ -113,33 +113,32 @@ ms_err srv_apply_alarm(struct srv *s, const struct srv_alarm_req *r, struct srv_
     }
 }
 
-static size_t cost_ops(const struct kv_op *ops, size_t n);
-
-static size_t cost_txn(const struct kv_txn_req *t)
+/* etcd storage/quota.go: a put costs its key, its value and kvOverhead; a txn the costlier of
+ * its branches, nested txns included. */
+static size_t cost_op(void *ctx, const struct kv_op *op, bool success, size_t val)
 {
-    size_t a = cost_ops(t->success, t->n_success), b = cost_ops(t->failure, t->n_failure);
-    return a > b ? a : b;
+    (void)ctx, (void)success;
+    return op->type == KV_OP_PUT ? KV_OVERHEAD + op->u.put.key_len + op->u.put.value_len : val;
 }
 
-static size_t cost_ops(const struct kv_op *ops, size_t n)
+static size_t cost_txn(void *ctx, const struct kv_txn_req *t, size_t success, size_t failure)
 {
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (ops[i].type == KV_OP_PUT)
-            c += KV_OVERHEAD + ops[i].u.put.key_len + ops[i].u.put.value_len;
-        else if (ops[i].type == KV_OP_TXN && ops[i].u.txn)
-            c += cost_txn(ops[i].u.txn);
-    }
-    return c;
+    (void)ctx, (void)t;
+    return success > failure ? success : failure;
 }
+
+static const struct kv_visit cost_visit = {.op_end = cost_op, .txn_end = cost_txn};
 
 size_t srv_request_cost(const struct srv_req *req)
 {
     switch (req->type) {
     case SRV_REQ_PUT:
         return KV_OVERHEAD + req->u.put.key_len + req->u.put.value_len;
-    case SRV_REQ_TXN:
-        return cost_txn(&req->u.txn);
+    case SRV_REQ_TXN: {
+        size_t cost = 0;
+        kv_txn_walk(&req->u.txn, &cost_visit, NULL, &cost);
+        return cost;
+    }
     case SRV_REQ_LEASE_GRANT:
         return srv_lease_cost();
     default:

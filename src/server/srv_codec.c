@@ -7,12 +7,12 @@
  */
 #include "metastore/arena.h"
 #include "metastore/buf.h"
+#include "metastore/log.h"
 #include "metastore/srv.h"
 
 #include <string.h>
 
 #define ENTRY_V1       1
-#define MAX_TXN_DEPTH  3333
 #define MAX_LIST_COUNT 1000000
 
 static void put_i64(struct buf *b, int64_t v)
@@ -123,34 +123,11 @@ static void get_del(struct rd *r, struct kv_del_req *q)
     q->prev_kv = rd_u8(r) & 1;
 }
 
-static void put_txn(struct buf *b, const struct kv_txn_req *t);
-
-static void put_ops(struct buf *b, const struct kv_op *ops, size_t n)
+/* A txn through kv_txn_walk: its compares, then each branch as a count and its ops, each op
+ * as its type byte and its fields (a nested txn's follow as the walk goes into it). */
+static ms_err put_txn(void *ctx, const struct kv_txn_req *t)
 {
-    buf_put_uvarint(b, n);
-    for (size_t i = 0; i < n; i++) {
-        buf_putc(b, (char)ops[i].type);
-        switch (ops[i].type) {
-        case KV_OP_RANGE:
-            put_range(b, &ops[i].u.range);
-            break;
-        case KV_OP_PUT:
-            put_put(b, &ops[i].u.put);
-            break;
-        case KV_OP_DELETE:
-            put_del(b, &ops[i].u.del);
-            break;
-        case KV_OP_TXN:
-            put_txn(b, ops[i].u.txn);
-            break;
-        case KV_OP_NONE:
-            break;
-        }
-    }
-}
-
-static void put_txn(struct buf *b, const struct kv_txn_req *t)
-{
+    struct buf *b = ctx;
     buf_put_uvarint(b, t->n_cmps);
     for (size_t i = 0; i < t->n_cmps; i++) {
         const struct kv_cmp *c = &t->cmps[i];
@@ -161,9 +138,42 @@ static void put_txn(struct buf *b, const struct kv_txn_req *t)
         put_i64(b, c->number);
         put_bytes(b, c->value, c->value_len);
     }
-    put_ops(b, t->success, t->n_success);
-    put_ops(b, t->failure, t->n_failure);
+    return MS_OK;
 }
+
+static ms_err put_count(void *ctx, bool success, size_t n)
+{
+    (void)success;
+    buf_put_uvarint(ctx, n);
+    return MS_OK;
+}
+
+static ms_err put_op(void *ctx, const struct kv_op *op)
+{
+    struct buf *b = ctx;
+    buf_putc(b, (char)op->type);
+    switch (op->type) {
+    case KV_OP_RANGE:
+        put_range(b, &op->u.range);
+        break;
+    case KV_OP_PUT:
+        put_put(b, &op->u.put);
+        break;
+    case KV_OP_DELETE:
+        put_del(b, &op->u.del);
+        break;
+    case KV_OP_TXN:
+    case KV_OP_NONE:
+        break;
+    }
+    return MS_OK;
+}
+
+static const struct kv_visit put_visit = {
+    .txn = put_txn,
+    .branch = put_count,
+    .op = put_op,
+};
 
 static bool get_txn(struct rd *r, struct arena *a, struct kv_txn_req *t, int depth);
 
@@ -219,7 +229,7 @@ static bool get_ops(struct rd *r, struct arena *a, struct kv_op **ops, size_t *n
 
 static bool get_txn(struct rd *r, struct arena *a, struct kv_txn_req *t, int depth)
 {
-    if (depth > MAX_TXN_DEPTH || !get_count(r, &t->n_cmps))
+    if (depth > KV_MAX_TXN_DEPTH || !get_count(r, &t->n_cmps))
         return false;
     if (t->n_cmps) {
         t->cmps = arena_calloc(a, t->n_cmps, sizeof(*t->cmps));
@@ -257,9 +267,12 @@ void srv_entry_encode(uint64_t id, const struct srv_req *req, struct buf *out)
     case SRV_REQ_DELETE:
         put_del(out, &req->u.del);
         break;
-    case SRV_REQ_TXN:
-        put_txn(out, &req->u.txn);
+    case SRV_REQ_TXN: {
+        /* Only nesting deeper than validation (kv_check_txn) lets through stops the walk. */
+        ms_err e = kv_txn_walk(&req->u.txn, &put_visit, out, NULL);
+        MS_ASSERT(e == MS_OK);
         break;
+    }
     case SRV_REQ_COMPACT:
         put_i64(out, req->u.compact.revision);
         buf_putc(out, (char)req->u.compact.physical);

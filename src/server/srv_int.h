@@ -284,7 +284,6 @@ static inline uint64_t srv_lmdb_map_size(const struct srv *s)
 /* srv.c */
 /* Propose req as the next entry (id: the caller to complete, 0 for none). */
 ms_err srv_propose(struct srv *s, const struct srv_req *req, uint64_t id);
-bool srv_txn_is_read_only(const struct kv_txn_req *t);
 
 /* srv_node.c */
 /* Mark the ready step to run once in this loop turn. */

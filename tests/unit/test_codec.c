@@ -362,6 +362,28 @@ START_TEST(decode_requests)
         levels++;
     ck_assert_uint_eq(levels, 3334);
     free(deep);
+    /* Every walker follows it to the bottom: protobuf size, validation (one op of the budget
+     * per level), the read-only test and the log entry. */
+    struct srv_req deep_req = {.type = SRV_REQ_TXN, .u.txn = t};
+    size_t want = 0;
+    for (int i = 0; i < KV_MAX_TXN_DEPTH; i++)
+        want = sz_msg(2, sz_msg(4, want));
+    ck_assert_uint_eq(codec_proto_size(&deep_req), want);
+    ck_assert_int_eq(kv_check_txn(&t, KV_MAX_TXN_DEPTH), MS_OK);
+    ck_assert_int_eq(kv_check_txn(&t, KV_MAX_TXN_DEPTH - 1), MS_E_TOO_MANY_OPS);
+    ck_assert(!kv_txn_writes(&t));
+    struct buf b;
+    buf_init(&b);
+    srv_entry_encode(7, &deep_req, &b);
+    ck_assert(!buf_failed(&b));
+    struct srv_req back;
+    uint64_t id;
+    ck_assert(srv_entry_decode(b.p, b.len, a, &id, &back));
+    levels = 1;
+    for (const struct kv_txn_req *l = &back.u.txn; l->n_success; l = l->success[0].u.txn)
+        levels++;
+    ck_assert_uint_eq(levels, 3334);
+    buf_fini(&b);
     deep = tu_nested("", 3334, "{\"success\":[{\"request_txn\":", "{}", "}]}", "");
     struct mjson_dec d;
     struct mjson_val root;

@@ -760,6 +760,166 @@ START_TEST(history_slices)
 }
 END_TEST
 
+/* ---- the op table and the walk (kv_req.c) ---- */
+
+START_TEST(op_table_rows)
+{
+    /* etcd's RequestOp / ResponseOp members, in field order. */
+    static const char *const names[][3] = {
+        {"request_range", "requestRange", "response_range"},
+        {"request_put", "requestPut", "response_put"},
+        {"request_delete_range", "requestDeleteRange", "response_delete_range"},
+        {"request_txn", "requestTxn", "response_txn"},
+    };
+    for (unsigned t = 0; t < KV_OP_NONE; t++) {
+        ck_assert_str_eq(kv_op_table[t].json, names[t][0]);
+        ck_assert_str_eq(kv_op_table[t].json_camel, names[t][1]);
+        ck_assert_str_eq(kv_op_table[t].resp_json, names[t][2]);
+        ck_assert_uint_eq(kv_op_table[t].field, t + 1);
+        ck_assert(kv_op_table[t].writes == (t == KV_OP_PUT || t == KV_OP_DELETE));
+    }
+    ck_assert_ptr_null(kv_op_table[KV_OP_NONE].json);
+    ck_assert_uint_eq(kv_op_table[KV_OP_NONE].field, 0);
+    ck_assert(!kv_op_table[KV_OP_NONE].writes);
+}
+END_TEST
+
+/* A visitor that writes down what it is shown: T<compares> ... ) per txn, S<n> / F<n> per
+ * branch, one letter per op. Leaves count 1, a txn its costlier branch; 'p' may fail. */
+struct trace {
+    char s[128];
+    ms_err fail_put;
+};
+
+static void trace_add(struct trace *t, const char *w)
+{
+    size_t n = strlen(t->s);
+    snprintf(t->s + n, sizeof(t->s) - n, "%s", w);
+}
+
+static ms_err trace_txn(void *ctx, const struct kv_txn_req *r)
+{
+    char w[16];
+    snprintf(w, sizeof(w), "T%zu ", r->n_cmps);
+    trace_add(ctx, w);
+    return MS_OK;
+}
+
+static ms_err trace_branch(void *ctx, bool success, size_t n)
+{
+    char w[16];
+    snprintf(w, sizeof(w), "%c%zu ", success ? 'S' : 'F', n);
+    trace_add(ctx, w);
+    return MS_OK;
+}
+
+static ms_err trace_op(void *ctx, const struct kv_op *op)
+{
+    struct trace *t = ctx;
+    trace_add(t, (const char *[]){"r ", "p ", "d ", "t ", "n "}[op->type]);
+    return op->type == KV_OP_PUT ? t->fail_put : MS_OK;
+}
+
+static size_t trace_op_end(void *ctx, const struct kv_op *op, bool success, size_t val)
+{
+    (void)ctx, (void)success;
+    return op->type == KV_OP_TXN ? val : 1;
+}
+
+static size_t trace_txn_end(void *ctx, const struct kv_txn_req *r, size_t success, size_t failure)
+{
+    (void)r;
+    trace_add(ctx, ") ");
+    return success > failure ? success : failure;
+}
+
+static const struct kv_visit trace_visit = {
+    .txn = trace_txn,
+    .branch = trace_branch,
+    .op = trace_op,
+    .op_end = trace_op_end,
+    .txn_end = trace_txn_end,
+};
+
+START_TEST(walk_order_and_values)
+{
+    struct kv_op inner_s[1] = {{.type = KV_OP_PUT, .u.put = {.key = B("p")}}};
+    struct kv_op inner_f[2] = {{.type = KV_OP_DELETE, .u.del = {.span = {.key = B("d")}}},
+                               {.type = KV_OP_NONE}};
+    struct kv_txn_req inner = {
+        .success = inner_s, .n_success = 1, .failure = inner_f, .n_failure = 2};
+    struct kv_cmp c = {.span = {.key = B("c")}, .set = -1};
+    struct kv_op root_s[2] = {{.type = KV_OP_RANGE, .u.range = {.span = {.key = B("r")}}},
+                              {.type = KV_OP_TXN, .u.txn = &inner}};
+    struct kv_op root_f[1] = {{.type = KV_OP_PUT, .u.put = {.key = B("q")}}};
+    struct kv_txn_req root = {.cmps = &c,
+                              .n_cmps = 1,
+                              .success = root_s,
+                              .n_success = 2,
+                              .failure = root_f,
+                              .n_failure = 1};
+    struct trace t = {.fail_put = MS_OK};
+    size_t val = 0;
+    ck_assert_int_eq(kv_txn_walk(&root, &trace_visit, &t, &val), MS_OK);
+    ck_assert_str_eq(t.s, "T1 S2 r t T0 S1 p F2 d n ) F1 p ) ");
+    /* inner: max(1, 2) = 2; root: max(1 + 2, 1) = 3 */
+    ck_assert_uint_eq(val, 3);
+    /* The first error stops the walk and is returned. */
+    t = (struct trace){.fail_put = MS_E_EMPTY_KEY};
+    ck_assert_int_eq(kv_txn_walk(&root, &trace_visit, &t, &val), MS_E_EMPTY_KEY);
+    ck_assert_str_eq(t.s, "T1 S2 r t T0 S1 p ");
+    /* Writes: the put in the root's failure branch, or the nested put and delete. */
+    ck_assert(kv_txn_writes(&root));
+    root.n_failure = 0;
+    ck_assert(kv_txn_writes(&root));
+    inner_s[0].type = KV_OP_RANGE;
+    inner_f[0].type = KV_OP_RANGE;
+    ck_assert(!kv_txn_writes(&root));
+}
+END_TEST
+
+static ms_err count_txn(void *ctx, const struct kv_txn_req *r)
+{
+    (void)r;
+    ++*(size_t *)ctx;
+    return MS_OK;
+}
+
+/* A chain of txns, each holding the next as its only success op, the last a put: every
+ * walker sees the same tree down to KV_MAX_TXN_DEPTH, and none goes deeper. */
+START_TEST(walk_depth_bound)
+{
+    size_t levels = KV_MAX_TXN_DEPTH + 2;
+    struct kv_txn_req *txns = calloc(levels, sizeof(*txns));
+    struct kv_op *ops = calloc(levels, sizeof(*ops));
+    ck_assert(txns && ops);
+    for (size_t i = 0; i < levels; i++) {
+        ops[i] = i + 1 < levels ? (struct kv_op){.type = KV_OP_TXN, .u.txn = &txns[i + 1]}
+                                : (struct kv_op){.type = KV_OP_PUT, .u.put = {.key = B("k")}};
+        txns[i] = (struct kv_txn_req){.success = &ops[i], .n_success = 1};
+    }
+    /* From txns[1]: depths 0 .. KV_MAX_TXN_DEPTH. */
+    const struct kv_txn_req *ok = &txns[1];
+    size_t n = levels - 1;
+    static const struct kv_visit count = {.txn = count_txn};
+    size_t seen = 0, val;
+    ck_assert_int_eq(kv_txn_walk(ok, &count, &seen, &val), MS_OK);
+    ck_assert_uint_eq(seen, n);
+    seen = 0;
+    ck_assert_int_eq(kv_txn_walk(&txns[0], &count, &seen, &val), MS_E_BAD_REQUEST);
+    ck_assert_uint_eq(seen, n);
+    /* Each level takes one op of the budget: n levels need n. */
+    ck_assert_int_eq(kv_check_txn(ok, n), MS_OK);
+    ck_assert_int_eq(kv_check_txn(ok, n - 1), MS_E_TOO_MANY_OPS);
+    ck_assert(kv_txn_writes(ok));
+    ops[levels - 1] = (struct kv_op){.type = KV_OP_NONE};
+    ck_assert_int_eq(kv_check_txn(ok, n), MS_E_KEY_NOT_FOUND);
+    ck_assert(!kv_txn_writes(ok));
+    free(ops);
+    free(txns);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -776,6 +936,7 @@ int main(int argc, char **argv)
          {txn_compare_semantics, txn_nested_and_errors, txn_inner_revisions, abort_undoes_index,
           NULL}},
         {"compact", {compaction, restore_equals_live, history_slices, NULL}},
+        {"req", {op_table_rows, walk_order_and_values, walk_depth_bound, NULL}},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);

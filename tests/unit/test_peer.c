@@ -36,6 +36,7 @@ struct node {
     char *dir;
     size_t max_queue_bytes;
     uint32_t write_timeout_ms;
+    uint32_t read_timeout_ms;
     size_t got[MAX_NODE + 1];    /* messages from each sender */
     uint64_t last[MAX_NODE + 1]; /* the last index from each sender */
     bool out_of_order;
@@ -167,7 +168,7 @@ static void node_start(uint64_t id)
                             .snap_dir = n->dir,
                             .max_queue_bytes = n->max_queue_bytes,
                             .heartbeat_ms = 200,
-                            .read_timeout_ms = 3000,
+                            .read_timeout_ms = n->read_timeout_ms ? n->read_timeout_ms : 3000,
                             .write_timeout_ms = n->write_timeout_ms,
                             .connect_timeout_ms = 1000,
                             .on_message = on_message,
@@ -302,6 +303,7 @@ START_TEST(t_order)
             ck_assert_uint_gt(s.sent_bytes, 0);
             ck_assert_uint_eq(stats(j, i).msgs_received, TURNS * PER_TURN);
             ck_assert_uint_gt(stats(j, i).received_bytes, 0);
+            ck_assert_uint_gt(s.rtt_us, 0);
         }
     for (uint64_t j = 1; j <= 3; j++) {
         ck_assert(!nodes[j].out_of_order);
@@ -659,6 +661,41 @@ START_TEST(t_garbage)
 }
 END_TEST
 
+/* ---- a dead link: a peer that accepts the stream, then says nothing ---- */
+
+static bool one_redialed_9(void)
+{
+    return stats(1, 9).dials >= 2;
+}
+
+static bool one_has_9(void)
+{
+    return stats(1, 9).stream_in;
+}
+
+START_TEST(t_silent)
+{
+    node_init(1, CLUSTER);
+    node_init(3, CLUSTER); /* only its port: the fake peer 9 listens there */
+    nodes[1].read_timeout_ms = 600;
+    node_start(1);
+    fake_start(nodes[3].port);
+    fake_answer = HEAD_OK;
+    fake_answer_len = strlen(HEAD_OK);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", nodes[3].port);
+    const char *u[] = {url};
+    ck_assert_int_eq(peer_add(nodes[1].p, 9, u, 1), MS_OK);
+    ck_assert(run_until(one_has_9, 3000));
+    int64_t t0 = tu_now_ms();
+    ck_assert(run_until(one_redialed_9, 5000));
+    int64_t waited = tu_now_ms() - t0;
+    ck_assert_int_ge(waited, 500); /* not before the read timeout */
+    ck_assert_uint_eq(stats(1, 9).refusals, 0);
+    fake_stop();
+}
+END_TEST
+
 /* ---- a peer that stops reading ---- */
 
 #define STALL_LIMIT (256u << 10)
@@ -976,6 +1013,7 @@ static Suite *peer_suite(void)
                  {"other_cluster", t_other_cluster},
                  {"removed", t_removed},
                  {"garbage", t_garbage},
+                 {"silent", t_silent},
                  {"stalled", t_stalled},
                  {"snapshot", t_snapshot},
                  {"snapshot_cut", t_snapshot_cut}};

@@ -4,6 +4,7 @@
 #include "metastore/buf.h"
 #include "metastore/crc32c.h"
 #include "metastore/err.h"
+#include "metastore/sha1.h"
 #include "metastore/sha256.h"
 #include "testutil.h"
 
@@ -252,6 +253,39 @@ START_TEST(sha256_vectors)
 }
 END_TEST
 
+/* Hex of SHA-1(p), the input fed in two pieces split at cut (to cross the block buffer). */
+static void sha1_hex(const void *p, size_t n, char out[41])
+{
+    struct sha1 c;
+    uint8_t d[20];
+    size_t cut = n / 3;
+    sha1_init(&c);
+    sha1_update(&c, p, cut);
+    sha1_update(&c, (const uint8_t *)p + cut, n - cut);
+    sha1_final(&c, d);
+    for (size_t i = 0; i < sizeof(d); i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+/* FIPS 180 (NIST example) vectors. */
+START_TEST(sha1_vectors)
+{
+    char h[41];
+    sha1_hex("", 0, h);
+    ck_assert_str_eq(h, "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    sha1_hex("abc", 3, h);
+    ck_assert_str_eq(h, "a9993e364706816aba3e25717850c26c9cd0d89d");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sha1_hex(m, strlen(m), h);
+    ck_assert_str_eq(h, "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
+    char *million = malloc(1000000);
+    memset(million, 'a', 1000000);
+    sha1_hex(million, 1000000, h);
+    ck_assert_str_eq(h, "34aa973cd4c4daa4f61eeb2bdbad27316534016f");
+    free(million);
+}
+END_TEST
+
 START_TEST(err_table)
 {
     ck_assert_str_eq(ms_err_msg(MS_E_EMPTY_KEY), "etcdserver: key is not provided");
@@ -295,6 +329,9 @@ static Suite *util_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("crc32c");
     tcase_add_test(tc, crc32c_vectors);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("sha1");
+    tcase_add_test(tc, sha1_vectors);
     suite_add_tcase(s, tc);
     tc = tcase_create("sha256");
     tcase_add_test(tc, sha256_vectors);

@@ -151,8 +151,10 @@ owner.update(metrics="metrics", json="json", http="http", raft="raft", raft_code
              cfg="config", auth="auth", cluster="cluster", peer="peer", srv="server",
              grpc="grpc", gw="gw")
 # Same-layer uses that are part of the design: metrics builds on util's buffers, the WAL stores
-# raft records and snapshot files hold backend buckets, watch reads kv's history (STYLE.md §2).
-sideways = {("metrics", "util"), ("wal", "raft"), ("wal", "backend"), ("watch", "kv")}
+# raft records and snapshot files hold backend buckets, watch reads kv's history, and cluster
+# checks the bootstrap flags of struct cfg (STYLE.md §2).
+sideways = {("metrics", "util"), ("wal", "raft"), ("wal", "backend"), ("watch", "kv"),
+            ("cluster", "config")}
 bad = 0
 def check(path, mod):
     global bad

@@ -241,6 +241,14 @@ ms_err srv_hash(struct srv *s, uint32_t *hash, int64_t *revision);
 /* This member (single node: the whole cluster). */
 void srv_self(struct srv *s, struct srv_member *m);
 
+#define SRV_MAX_MEMBERS 16
+
+/* The members, by ID: the "members" bucket as the server started with it (just this member
+ * in a data directory that predates the bucket). This member shows the name and client URLs it
+ * runs with, as etcd's members publish theirs at start. Fills out (at most SRV_MAX_MEMBERS)
+ * and returns how many. The strings live as long as s. */
+size_t srv_members(struct srv *s, struct srv_member out[SRV_MAX_MEMBERS]);
+
 /* Prometheus text for GET /metrics, appended to out (etcd's metric names where they mean the
  * same thing). */
 struct buf;

@@ -135,27 +135,30 @@ void gw_cluster_member_list(struct gw_req *r)
 {
     if (!gw_parse_empty(r))
         return;
-    struct srv_member m;
+    struct srv_member ms[SRV_MAX_MEMBERS];
     struct buf b;
     struct mjson_w w;
-    srv_self(r->gw->srv, &m);
+    size_t n = srv_members(r->gw->srv, ms);
     gw_json_begin(r, &b, &w, false);
     mjson_w_key(&w, "members");
     mjson_w_arr(&w);
-    mjson_w_obj(&w);
-    mjson_w_key(&w, "ID");
-    codec_write_u64(&w, m.id);
-    if (m.name && *m.name) {
-        mjson_w_key(&w, "name");
-        mjson_w_cstr(&w, m.name);
+    for (size_t i = 0; i < n; i++) {
+        const struct srv_member *m = &ms[i];
+        mjson_w_obj(&w);
+        mjson_w_key(&w, "ID");
+        codec_write_u64(&w, m->id);
+        if (m->name && *m->name) {
+            mjson_w_key(&w, "name");
+            mjson_w_cstr(&w, m->name);
+        }
+        urls(&w, "peerURLs", m->peer_urls, m->n_peer_urls);
+        urls(&w, "clientURLs", m->client_urls, m->n_client_urls);
+        if (m->is_learner) {
+            mjson_w_key(&w, "isLearner");
+            mjson_w_bool(&w, true);
+        }
+        mjson_w_obj_end(&w);
     }
-    urls(&w, "peerURLs", m.peer_urls, m.n_peer_urls);
-    urls(&w, "clientURLs", m.client_urls, m.n_client_urls);
-    if (m.is_learner) {
-        mjson_w_key(&w, "isLearner");
-        mjson_w_bool(&w, true);
-    }
-    mjson_w_obj_end(&w);
     mjson_w_arr_end(&w);
     mjson_w_obj_end(&w);
     gw_reply(r, 200, &b);

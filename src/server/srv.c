@@ -21,15 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static uint64_t fnv1a(uint64_t h, const char *s)
-{
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 static ms_err meta_u64(struct be_txn *t, const char *name, uint64_t *out, bool *found)
 {
     return be_get_u64(t, BE_BUCKET_META, name, out, found);
@@ -100,35 +91,67 @@ static ms_err load_durable(struct srv *s, struct srv_durable *d)
     if ((e = meta_u64(s->wtxn, SRV_META_MEMBER_ID, &s->member_id, &found)))
         return e;
     d->have_id = found;
-    if (!found) {
-        uint64_t h = fnv1a(0xcbf29ce484222325ULL, s->cfg.initial_cluster_token);
-        for (size_t i = 0; i < s->cfg.n_initial_advertise_peer; i++)
-            h = fnv1a(h, s->cfg.initial_advertise_peer[i].text);
-        s->member_id = h ? h : 1;
-        uint64_t c = fnv1a(0xcbf29ce484222325ULL, s->cfg.initial_cluster_token);
-        for (size_t i = 0; i < s->cfg.n_initial_cluster; i++) {
-            c = fnv1a(c, s->cfg.initial_cluster[i].name);
-            for (size_t j = 0; j < s->cfg.initial_cluster[i].n_peer_urls; j++)
-                c = fnv1a(c, s->cfg.initial_cluster[i].peer_urls[j].text);
-        }
-        s->cluster_id = c ? c : 1;
-    } else if ((e = meta_u64(s->wtxn, SRV_META_CLUSTER_ID, &s->cluster_id, &found))) {
-        return e;
-    }
+    if (found)
+        return meta_u64(s->wtxn, SRV_META_CLUSTER_ID, &s->cluster_id, &found);
+    /* A new data directory (or one whose identity only the WAL holds): etcd's IDs for the
+     * initial cluster of the flags. */
+    if (!(d->boot = calloc(1, sizeof(*d->boot))))
+        return MS_E_NOMEM;
+    d->boot_ok = cluster_bootstrap(&s->cfg, d->boot, d->boot_msg, sizeof(d->boot_msg));
+    s->member_id = d->boot->member_id;
+    s->cluster_id = d->boot->cluster_id;
     return MS_OK;
 }
 
 /* Without an identity in the backend, take the one the WAL was created with: the memory
  * backend keeps it only from its first snapshot on, and a restart with other peer URLs must
  * not change it (an alarm names the member). Then the backend holds it too. */
-static ms_err settle_identity(struct srv *s, const struct wal_log *log)
+static ms_err settle_identity(struct srv *s, const struct srv_durable *d, const struct wal_log *log)
 {
     if (log->meta_len == SRV_WAL_META_LEN) {
         s->member_id = be64_get(log->meta);
         s->cluster_id = be64_get(log->meta + 8);
     }
     ms_err e = meta_put_u64(s->wtxn, SRV_META_MEMBER_ID, s->member_id);
-    return e ? e : meta_put_u64(s->wtxn, SRV_META_CLUSTER_ID, s->cluster_id);
+    if (!e)
+        e = meta_put_u64(s->wtxn, SRV_META_CLUSTER_ID, s->cluster_id);
+    /* The initial members, in the same txn, when they are the cluster the IDs name. */
+    if (e || !d->boot_ok || d->boot->member_id != s->member_id ||
+        d->boot->cluster_id != s->cluster_id)
+        return e;
+    struct buf b;
+    buf_init(&b);
+    for (size_t i = 0; i < d->boot->n_members && !e; i++) {
+        uint8_t key[CLUSTER_KEY_LEN];
+        cluster_member_key(d->boot->members[i].id, key);
+        b.len = 0;
+        cluster_member_encode(&d->boot->members[i], &b);
+        e = b.failed ? MS_E_NOMEM
+                     : be_put(s->wtxn, BE_BUCKET_MEMBERS, key, sizeof(key), b.p, b.len);
+    }
+    buf_fini(&b);
+    return e;
+}
+
+/* Read the members bucket (empty in a data directory that predates it). */
+static ms_err load_members(struct srv *s)
+{
+    if (!(s->members = calloc(CLUSTER_MAX_MEMBERS, sizeof(*s->members))))
+        return MS_E_NOMEM;
+    struct be_cursor *c = NULL;
+    struct be_val k, v;
+    ms_err e = be_cursor_open(s->wtxn, BE_BUCKET_MEMBERS, &c);
+    if (!e)
+        e = be_cursor_seek(c, NULL, 0, &k, &v);
+    while (!e && s->n_members < CLUSTER_MAX_MEMBERS) {
+        struct cluster_member *m = &s->members[s->n_members];
+        if ((e = cluster_member_decode(v.p, v.len, m)) != MS_OK)
+            break;
+        s->n_members++;
+        e = be_cursor_next(c, &k, &v);
+    }
+    be_cursor_close(c);
+    return e == MS_E_NOT_EXIST ? MS_OK : e;
 }
 
 /* Open the WAL, settle the identity, and start the Raft node from what is durable: it applies
@@ -136,12 +159,22 @@ static ms_err settle_identity(struct srv *s, const struct wal_log *log)
 static ms_err open_node(struct srv *s, const struct srv_durable *d)
 {
     struct wal_log log;
+    char wal[4200];
+    struct stat sb;
+    snprintf(wal, sizeof(wal), "%s/member/wal", s->cfg.data_dir);
+    if (!d->have_id && !d->boot_ok && stat(wal, &sb) != 0) {
+        /* A new cluster: refuse the flags etcd refuses, before the WAL takes the IDs. */
+        log_error("%s", d->boot_msg);
+        return MS_E_BAD_REQUEST;
+    }
     /* From the applied entry itself: its term is the in-memory log's base. */
     ms_err e = srv_node_wal_open(s, d->applied ? d->applied : 1, &log);
     if (e)
         return e;
-    if (!d->have_id && (e = settle_identity(s, &log)) != MS_OK)
+    if (!d->have_id && (e = settle_identity(s, d, &log)) != MS_OK)
         log_error("cannot record the member identity: %s", ms_err_name(e));
+    if (!e && (e = load_members(s)) != MS_OK)
+        log_error("cannot read the members: %s", ms_err_name(e));
     if (!e)
         e = srv_node_start(s, &log, d);
     wal_log_fini(&log);
@@ -164,6 +197,7 @@ static ms_err finish_compaction(struct srv *s)
 
 struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *err)
 {
+    struct srv_durable d = {0};
     struct srv *s = calloc(1, sizeof(*s));
     if (!s) {
         *err = MS_E_NOMEM;
@@ -193,7 +227,6 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         log_error("cannot restore the key-value store: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    struct srv_durable d;
     if ((*err = srv_alarms_load(s)) != MS_OK) {
         log_error("cannot read the alarms: %s", ms_err_name(*err));
         goto out_destroy;
@@ -218,7 +251,10 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     }
     if ((*err = srv_watch_init(s)) != MS_OK || (*err = srv_lock_init(s)) != MS_OK)
         goto out_destroy;
-    if ((*err = open_node(s, &d)) != MS_OK)
+    *err = open_node(s, &d);
+    free(d.boot);
+    d.boot = NULL;
+    if (*err != MS_OK)
         goto out_destroy;
     if ((*err = finish_compaction(s)) != MS_OK)
         goto out_destroy;
@@ -239,6 +275,7 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     return s;
 
 out_destroy:
+    free(d.boot);
     /* A start that fails undoes what it wrote to the backend; srv_destroy would commit it. */
     if (s->wtxn) {
         be_txn_abort(s->wtxn);
@@ -277,6 +314,7 @@ void srv_destroy(struct srv *s)
     wait_fini(&s->waits);
     arena_destroy(s->scratch);
     buf_fini(&s->enc);
+    free(s->members);
     free(s);
 }
 
@@ -430,6 +468,31 @@ void srv_self(struct srv *s, struct srv_member *m)
     m->client_urls = s->cfg.advertise_client;
     m->n_client_urls = s->cfg.n_advertise_client;
     m->is_learner = false;
+}
+
+size_t srv_members(struct srv *s, struct srv_member out[SRV_MAX_MEMBERS])
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_members && n < SRV_MAX_MEMBERS; i++) {
+        const struct cluster_member *m = &s->members[i];
+        if (m->id == s->member_id) {
+            srv_self(s, &out[n]);
+            out[n].peer_urls = m->peer_urls;
+            out[n].n_peer_urls = m->n_peer_urls;
+            out[n++].is_learner = m->is_learner;
+            continue;
+        }
+        out[n++] = (struct srv_member){.id = m->id,
+                                       .name = m->name,
+                                       .peer_urls = m->peer_urls,
+                                       .n_peer_urls = m->n_peer_urls,
+                                       .client_urls = m->client_urls,
+                                       .n_client_urls = m->n_client_urls,
+                                       .is_learner = m->is_learner};
+    }
+    if (n == 0)
+        srv_self(s, &out[n++]);
+    return n;
 }
 
 size_t srv_pending(const struct srv *s)

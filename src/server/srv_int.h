@@ -5,6 +5,7 @@
 #include "metastore/arena.h"
 #include "metastore/be.h"
 #include "metastore/buf.h"
+#include "metastore/cluster.h"
 #include "metastore/kv.h"
 #include "metastore/lease.h"
 #include "metastore/metrics.h"
@@ -111,6 +112,9 @@ struct srv_durable {
     bool have_conf;
     struct raft_conf_state conf; /* the configuration at the applied index */
     bool have_id;                /* the member and cluster IDs are in the backend */
+    struct cluster_boot *boot;   /* without them: the initial cluster of the flags (owned) */
+    bool boot_ok;                /* the flags passed etcd's bootstrap checks */
+    char boot_msg[512];          /* else why not */
 };
 
 struct srv_node_status {
@@ -223,6 +227,8 @@ struct srv {
     struct cfg cfg;
     uint64_t member_id;
     uint64_t cluster_id;
+    struct cluster_member *members; /* the "members" bucket as of the start, by ID */
+    size_t n_members;
     struct be *be;
     struct be_txn *wtxn; /* the one write txn: every read and apply goes through it */
     struct kv_store *kv;

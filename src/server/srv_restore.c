@@ -25,13 +25,13 @@ struct restore_ctx {
 };
 
 /* A restored store gets the identity of the node it is restored on, no alarms, and neither the
- * old cluster's configuration nor its term (etcd does the same: it starts a new cluster, whose
- * members must not mistake it for one of theirs). */
+ * old cluster's members, its configuration nor its term (etcd does the same: it starts a new
+ * cluster, whose members must not mistake it for one of theirs). */
 static ms_err restore_record(void *ctx, enum be_bucket b, const uint8_t *k, size_t kl,
                              const uint8_t *v, size_t vl)
 {
     struct restore_ctx *rc = ctx;
-    if (b == BE_BUCKET_ALARM ||
+    if (b == BE_BUCKET_ALARM || b == BE_BUCKET_MEMBERS || b == BE_BUCKET_MEMBERS_RM ||
         (b == BE_BUCKET_META &&
          (meta_is(k, kl, SRV_META_MEMBER_ID) || meta_is(k, kl, SRV_META_CLUSTER_ID) ||
           meta_is(k, kl, SRV_META_CONF_STATE) || meta_is(k, kl, SRV_META_CONSISTENT_TERM))))

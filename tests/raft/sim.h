@@ -52,6 +52,7 @@ struct sim_result {
     uint64_t crashes;
     uint64_t snapshots_sent;
     uint64_t conf_changes;
+    uint64_t early_applies; /* Readies whose committed entries were applied before persisting */
     bool lin_gave_up;
 };
 
@@ -167,6 +168,7 @@ struct sim_node {
     uint8_t *in_snap_blob[SIM_IN_SNAPS];
     /* the Ready being persisted, and its snapshot's data */
     bool rd_out;
+    bool rd_applied; /* the Ready in flight was applied before its persisting */
     struct raft_ready rd;
     uint8_t *rd_snap_blob;
     size_t rd_snap_len;
@@ -218,6 +220,7 @@ struct sim_knobs {
     unsigned p_async;   /* per cent of syncs that take 1..max_sync ms */
     uint64_t max_sync;
     unsigned p_crash_point;        /* per mille of Readies that crash the node mid-way */
+    unsigned p_apply_early;        /* per cent of Readies applied before persisting */
     unsigned p_kill_leader;        /* per mille of new leaders crashed within 300 ms (buggify) */
     unsigned p_target_leader;      /* per mille of crashes and isolations aimed at the leader */
     unsigned p_isolate_new_leader; /* per mille of new leaders cut off within 10 ms */
@@ -357,6 +360,8 @@ void sim_check_ready(struct sim *s, uint64_t id, const struct raft_ready *rd);
 void sim_check_send(struct sim *s, uint64_t from, const struct raft_msg *m);
 /* Node id applied entry e. */
 void sim_check_apply(struct sim *s, uint64_t id, const struct raft_entry *e);
+/* Node id applies committed entry e before persisting its Ready: the disk must hold it. */
+void sim_check_durable(struct sim *s, uint64_t id, const struct raft_entry *e);
 /* Node id restarted: rebuild its view from the durable log. */
 void sim_check_restart(struct sim *s, uint64_t id);
 /* The leader's commit index must only cover entries durable on a quorum of the configuration

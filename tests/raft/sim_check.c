@@ -302,6 +302,15 @@ static bool disk_hard(const struct sim_disk *d, struct raft_hard_state *hs)
     return false;
 }
 
+/* A committed entry handed out for applying is durable already (never in the Ready that
+ * persists it): the synced disk holds it, so applying it before the Ready's own sync is safe. */
+void sim_check_durable(struct sim *s, uint64_t id, const struct raft_entry *e)
+{
+    if (!disk_holds(&s->nodes[id].disk, e->index, e->term))
+        sim_fail(s, "Durability: n%llu applies %llu/%llu before its disk holds it",
+                 (unsigned long long)id, (unsigned long long)e->term, (unsigned long long)e->index);
+}
+
 void sim_check_send(struct sim *s, uint64_t from, const struct raft_msg *m)
 {
     if (m->type != RAFT_MSG_VOTE_RESP || m->reject)

@@ -1,7 +1,9 @@
 /* sim_node.c - one simulated server: the production core plus a simulated disk and network
  * endpoint, driven through the Ready contract exactly as the real server will drive it
  * (docs/raft.md): send msgs, write records, sync (maybe later: the disk is slow), then send
- * msgs_after_persist, apply, serve reads, advance. Crash points may cut any Ready short.
+ * msgs_after_persist, apply, serve reads, advance. With p_apply_early a share of the Readies
+ * is applied (and its reads served) right after sending msgs, before its records are written,
+ * as the server does. Crash points may cut any Ready short.
  */
 #include "sim.h"
 
@@ -253,6 +255,7 @@ static void power_off(struct sim *s, struct sim_node *n)
     n->mem = NULL;
     in_snaps_free(n);
     n->rd_out = false;
+    n->rd_applied = false;
     n->crash_stage = 0;
     n->retire_pending = false;
     n->n_props = 0;
@@ -638,6 +641,31 @@ static void maybe_snapshot(struct sim *s, struct sim_node *n)
 
 /* ---- the Ready cycle ---- */
 
+/* Apply the Ready's committed entries and note its read states, then serve every read whose
+ * index the applied state has reached. */
+static void apply_ready(struct sim *s, struct sim_node *n)
+{
+    struct raft_ready *rd = &n->rd;
+    for (size_t i = 0; i < rd->n_committed && !s->failed; i++)
+        apply_entry(s, n, &rd->committed[i]);
+    for (size_t i = 0; i < rd->n_read_states; i++) {
+        const struct raft_read_state *rs = &rd->read_states[i];
+        for (size_t j = 0; j < n->n_reads; j++) {
+            struct sim_read *r = &n->reads[j];
+            if (r->ctx != rs->ctx || r->have_index)
+                continue;
+            r->index = rs->index;
+            r->have_index = true;
+            /* The read must observe every write acknowledged before it began. */
+            if (rs->index < s->ops[r->op].min_read_index)
+                sim_fail(s, "Read index: n%llu read at %llu, below acknowledged write %llu",
+                         (unsigned long long)n->id, (unsigned long long)rs->index,
+                         (unsigned long long)s->ops[r->op].min_read_index);
+        }
+    }
+    serve_reads(s, n);
+}
+
 static void persist_done(struct sim *s, struct sim_node *n)
 {
     struct raft_ready *rd = &n->rd;
@@ -661,24 +689,8 @@ static void persist_done(struct sim *s, struct sim_node *n)
     }
     for (size_t i = 0; i < rd->n_msgs_after_persist; i++)
         send_msg(s, n, &rd->msgs_after_persist[i]);
-    for (size_t i = 0; i < rd->n_committed && !s->failed; i++)
-        apply_entry(s, n, &rd->committed[i]);
-    for (size_t i = 0; i < rd->n_read_states; i++) {
-        const struct raft_read_state *rs = &rd->read_states[i];
-        for (size_t j = 0; j < n->n_reads; j++) {
-            struct sim_read *r = &n->reads[j];
-            if (r->ctx != rs->ctx || r->have_index)
-                continue;
-            r->index = rs->index;
-            r->have_index = true;
-            /* The read must observe every write acknowledged before it began. */
-            if (rs->index < s->ops[r->op].min_read_index)
-                sim_fail(s, "Read index: n%llu read at %llu, below acknowledged write %llu",
-                         (unsigned long long)n->id, (unsigned long long)rs->index,
-                         (unsigned long long)s->ops[r->op].min_read_index);
-        }
-    }
-    serve_reads(s, n);
+    if (!n->rd_applied)
+        apply_ready(s, n);
     if (n->crash_stage == 3) {
         sim_trace(s, "n%llu crash point: applied, before advance", (unsigned long long)n->id);
         sim_node_crash(s, n->id);
@@ -726,6 +738,26 @@ void sim_node_flush(struct sim *s, uint64_t id)
         n->crash_stage = sim_chance(s, s->k.p_crash_point) ? (int)sim_range(s, 1, 3) : 0;
         for (size_t i = 0; i < rd->n_msgs; i++)
             send_msg(s, n, &rd->msgs[i]);
+        /* As the server does: apply the committed entries (durable already) before persisting
+         * this Ready's own; a snapshot would come first, so such a Ready keeps the late path.
+         * The draw is skipped when the knob is off, leaving those seeds' runs unchanged. */
+        n->rd_applied = false;
+        if (s->k.p_apply_early && rd->n_committed && !rd->has_snapshot &&
+            sim_range(s, 1, 100) <= s->k.p_apply_early) {
+            sim_trace(s, "n%llu applies %llu..%llu before persisting", (unsigned long long)id,
+                      (unsigned long long)rd->committed[0].index,
+                      (unsigned long long)rd->committed[rd->n_committed - 1].index);
+            for (size_t i = 0; i < rd->n_committed; i++)
+                sim_check_durable(s, id, &rd->committed[i]);
+            n->rd_applied = true;
+            s->res->early_applies++;
+            /* the window this order opens: applied, then a crash before the fsync */
+            if (!n->crash_stage && sim_chance(s, s->k.p_crash_point))
+                n->crash_stage = 1;
+            apply_ready(s, n);
+            if (s->failed || !n->up)
+                return;
+        }
         if (rd->has_snapshot) {
             size_t blen = 0;
             const uint8_t *blob = in_snaps_get(n, rd->snapshot.index, &blen);
@@ -744,7 +776,8 @@ void sim_node_flush(struct sim *s, uint64_t id)
         if (rd->hard_changed)
             write_hard(&n->disk, &rd->hard);
         if (n->crash_stage == 1) {
-            sim_trace(s, "n%llu crash point: sent, before fsync", (unsigned long long)id);
+            sim_trace(s, "n%llu crash point: sent%s, before fsync", (unsigned long long)id,
+                      n->rd_applied ? " and applied" : "");
             sim_node_crash(s, id);
             return;
         }

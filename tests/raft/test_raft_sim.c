@@ -94,7 +94,7 @@ int main(int argc, char **argv)
         }
     }
     double t0 = now_s();
-    uint64_t ran = 0, failures = 0, gave_up = 0;
+    uint64_t ran = 0, failures = 0, gave_up = 0, early_seeds = 0;
     struct sim_result tot = {0};
     for (uint64_t seed = first; seed <= last; seed++) {
         if (seconds > 0 && now_s() - t0 > seconds)
@@ -126,6 +126,8 @@ int main(int argc, char **argv)
         tot.crashes += res.crashes;
         tot.snapshots_sent += res.snapshots_sent;
         tot.conf_changes += res.conf_changes;
+        tot.early_applies += res.early_applies;
+        early_seeds += res.early_applies > 0;
         gave_up += res.lin_gave_up;
     }
     double dt = now_s() - t0;
@@ -141,13 +143,15 @@ int main(int argc, char **argv)
     }
     printf("seeds %llu-%llu: %llu run, %llu failed, %.1fs; events %llu, ops ok %llu unknown "
            "%llu failed %llu, leaders %llu, crashes %llu, snapshots sent %llu, conf changes "
-           "applied %llu, linearizability searches given up %llu\n",
+           "applied %llu, Readies applied before persisting %llu in %llu seeds, linearizability "
+           "searches given up %llu\n",
            (unsigned long long)first, (unsigned long long)(first + ran - 1),
            (unsigned long long)ran, (unsigned long long)failures, dt,
            (unsigned long long)tot.events, (unsigned long long)tot.ops_ok,
            (unsigned long long)tot.ops_unknown, (unsigned long long)tot.ops_failed,
            (unsigned long long)tot.leaders, (unsigned long long)tot.crashes,
            (unsigned long long)tot.snapshots_sent, (unsigned long long)tot.conf_changes,
+           (unsigned long long)tot.early_applies, (unsigned long long)early_seeds,
            (unsigned long long)gave_up);
     return failures ? 1 : 0;
 }

@@ -87,7 +87,8 @@ const char *tu_header(const struct tu_resp *r, const char *name);
 int tu_free_port(void);
 int tu_connect(int port);
 void tu_send_all(int fd, const char *data, size_t len);
-/* Read until EOF or timeout_ms; returns bytes read into a malloc'd NUL-terminated buffer. */
+/* Read until EOF or timeout_ms; returns bytes read into a malloc'd NUL-terminated buffer, their
+ * count in *len unless len is NULL. */
 char *tu_read_all(int fd, int timeout_ms, size_t *len);
 
 /* Run $METASTORE_BIN with args (NULL-terminated) and envp (NULL: empty environment), bounded

@@ -211,7 +211,8 @@ char *tu_read_all(int fd, int timeout_ms, size_t *len)
         n += (size_t)r;
     }
     b[n] = 0;
-    *len = n;
+    if (len)
+        *len = n;
     return b;
 }
 

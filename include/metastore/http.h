@@ -170,8 +170,9 @@ enum http_parse {
     HTTP_PARSE_BODY_BIG = 4, /* body over the limit: 413 */
     HTTP_PARSE_VERSION = 5,  /* not HTTP/1.x: 505 */
     HTTP_PARSE_NO_HOST = 6,  /* HTTP/1.1 without Host, lim->host_required: 400 (two are BAD) */
-    HTTP_PARSE_BAD_URI = 7,  /* a '%' not starting an escape in the target before its query:
-                              * 400 in Go's own bytes (url.ParseRequestURI refuses it) */
+    HTTP_PARSE_BAD_URI = 7,  /* a target url.ParseRequestURI refuses (a '%' not starting an
+                              * escape before the query; not "*", no leading '/' nor scheme):
+                              * 400 (BAD, NO_HOST and HDR_BIG too) in Go's own bytes */
 };
 
 /* Parse one request from p[0..len) into r, whose hdrs must point to HTTP_MAX_HEADERS

@@ -342,9 +342,9 @@ void gw_reply_stream_error(struct gw_req *r, ms_err e, const char *msg)
 
 /* Go's path.Clean, keeping a trailing slash (net/http cleanPath). out has room for
  * strlen(p) + 2. */
-static void clean_path(const char *p, char *out)
+static size_t clean_path(const char *p, size_t n, char *out)
 {
-    size_t n = strlen(p), o = 0;
+    size_t o = 0;
     bool trailing = n > 1 && p[n - 1] == '/';
     out[o++] = '/';
     size_t i = 0;
@@ -376,6 +376,7 @@ static void clean_path(const char *p, char *out)
     if (trailing && o > 1)
         out[o++] = '/';
     out[o] = 0;
+    return o;
 }
 
 static struct gw_req *req_create(struct gw *gw, struct http_request *req)
@@ -491,27 +492,25 @@ static bool has_prefix(const char *s, const char *p, const char **rest)
     return true;
 }
 
-/* Percent-decode p[0..n) into out (room for n + 1). False if a %00 would end the path early
- * (Go refuses such a path). A '%' that starts no escape never gets here: the HTTP layer answers
+/* Percent-decode p[0..n) into out (room for n + 1), NUL-terminated; returns the decoded length.
+ * A %00 is a byte of the path like any other, as in Go (etcd routes "/v3/%00" to the gateway,
+ * which does not find it). A '%' that starts no escape never gets here: the HTTP layer answers
  * Go's 400 to it. */
-static bool uri_decode(const char *p, size_t n, char *out)
+static size_t uri_decode(const char *p, size_t n, char *out)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         int hi, lo;
         if (p[i] == '%' && i + 2 < n && (hi = hex_digit(p[i + 1])) >= 0 &&
             (lo = hex_digit(p[i + 2])) >= 0) {
-            char c = (char)(hi * 16 + lo);
-            if (!c)
-                return false;
-            out[o++] = c;
+            out[o++] = (char)(hi * 16 + lo);
             i += 2;
         } else {
             out[o++] = p[i];
         }
     }
     out[o] = 0;
-    return true;
+    return o;
 }
 
 /* Append s[0..n) as Go's url.URL.EscapedPath writes a path: unreserved bytes and
@@ -550,14 +549,14 @@ static void put_html(struct buf *b, const char *s, size_t n)
  * as url.URL writes it, "/" added for the subtree root, then "?" and the raw query if there is
  * one, with bytes above 0x7f as lower-case %xx (http.Redirect's hexEscapeNonASCII). Only GET
  * and HEAD get a Content-Type, and only GET the little HTML body. */
-static void send_redirect(struct http_request *req, const char *clean, bool slash,
+static void send_redirect(struct http_request *req, const char *clean, size_t clean_len, bool slash,
                           const char *query, size_t query_len)
 {
     struct buf url, loc, body;
     buf_init(&url);
     buf_init(&loc);
     buf_init(&body);
-    put_escaped_path(&url, clean, strlen(clean));
+    put_escaped_path(&url, clean, clean_len);
     if (slash)
         buf_putc(&url, '/');
     if (query_len) {
@@ -613,17 +612,23 @@ static void gw_on_request(void *arg, struct http_request *req)
         send_text(req, 503, "out of memory\n", NULL);
         return;
     }
-    if (!uri_decode(req->target, plen, path) || path[0] != '/') {
+    size_t path_len = uri_decode(req->target, plen, path);
+    if (path[0] != '/') {
         send_text(req, 404, "404 page not found\n", NULL);
         goto out;
     }
-    clean_path(path, clean);
+    size_t clean_len = clean_path(path, path_len, clean);
     const char *sub;
     /* "/v3/" is a subtree of etcd's mux, so "/v3" redirects to it; "/v3beta/" is rewritten
      * before the mux and "/v3beta" is not found. */
-    bool is_root = strcmp(clean, "/v3") == 0;
-    if (strcmp(clean, path) != 0 || is_root) {
-        send_redirect(req, clean, is_root, q ? q + 1 : NULL, qlen ? qlen - 1 : 0);
+    bool is_root = clean_len == 3 && memcmp(clean, "/v3", 3) == 0;
+    bool nul = memchr(clean, 0, clean_len) != NULL; /* no route has one */
+    if (clean_len != path_len || memcmp(clean, path, path_len) != 0 || is_root) {
+        send_redirect(req, clean, clean_len, is_root, q ? q + 1 : NULL, qlen ? qlen - 1 : 0);
+    } else if (nul && (has_prefix(clean, "/v3/", &sub) || has_prefix(clean, "/v3beta/", &sub))) {
+        send_text(req, 404, "Not Found\n", NULL);
+    } else if (nul) {
+        send_text(req, 404, "404 page not found\n", NULL);
     } else if (has_prefix(clean, "/v3/", &sub) || has_prefix(clean, "/v3beta/", &sub)) {
         route_v3(gw, req, sub - 1);
     } else if (strcmp(clean, "/health") == 0) {

@@ -388,11 +388,13 @@ static void put_headers(struct http_conn *c, const struct http_hdr *hdrs, size_t
     append_date(c->srv, &c->out);
 }
 
+/* As Go: "close" only to HTTP/1.1 (a 1.0 answer without "keep-alive" says the close by itself),
+ * "keep-alive" to a 1.0 request that asked for it. */
 static void put_connection(struct http_conn *c)
 {
-    if (!c->keep_alive)
+    if (!c->keep_alive && c->req.minor >= 1)
         buf_puts(&c->out, "Connection: close\r\n");
-    else if (c->req.minor == 0)
+    else if (c->keep_alive && c->req.minor == 0)
         buf_puts(&c->out, "Connection: keep-alive\r\n");
 }
 
@@ -606,28 +608,30 @@ static void fail_begin(struct http_conn *c)
     c->in_used = c->in.len - c->in_off;
 }
 
-/* Answer "<status> <reason><why>" and close. */
-static void fail(struct http_conn *c, int status, const char *why)
+/* Answer "<status> <reason>" with a Date and a length, and close. */
+static void fail(struct http_conn *c, int status)
 {
     fail_begin(c);
     static const struct http_hdr ct = {"Content-Type", 12, "text/plain; charset=utf-8", 25};
     const char *text = ms_http_reason(status);
     char body[96];
-    int k = snprintf(body, sizeof(body), "%d %s%s", status, text, why);
+    int k = snprintf(body, sizeof(body), "%d %s", status, text);
     respond(&c->req, status, &ct, 1, body, (size_t)k);
 }
 
 /* Go's own bytes for a request it cannot read (net/http server.go, conn.serve): no Date, no
- * length, the status as the body, then the close. etcd answers a target with a bad escape so. */
-static void fail_go(struct http_conn *c, int status)
+ * length, "<status> <reason><why>" as the status line's end and as the body, then the close.
+ * etcd answers so a malformed request, a target url.ParseRequestURI refuses, a missing Host and
+ * header fields over the limit. */
+static void fail_go(struct http_conn *c, int status, const char *why)
 {
     fail_begin(c);
     const char *text = ms_http_reason(status);
     out_compact(c);
     buf_printf(&c->out,
-               "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-               "Connection: close\r\n\r\n%d %s",
-               status, text, status, text);
+               "HTTP/1.1 %d %s%s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               "Connection: close\r\n\r\n%d %s%s",
+               status, text, why, status, text, why);
     if (buf_failed(&c->out)) {
         conn_close_later(c);
         return;
@@ -657,7 +661,7 @@ static void process_input(struct http_conn *c)
         if (p == HTTP_PARSE_MORE && c->in.len - c->in_off >= in_room(c->srv)) {
             /* Reading has paused (read_update) and the request is still not whole: it never
              * will be. */
-            fail(c, 413, "");
+            fail(c, 413);
             break;
         }
         if (p == HTTP_PARSE_MORE) {
@@ -668,17 +672,16 @@ static void process_input(struct http_conn *c)
             }
             break;
         }
-        if (p == HTTP_PARSE_BAD_URI) {
-            fail_go(c, 400);
+        if (p == HTTP_PARSE_BAD || p == HTTP_PARSE_BAD_URI || p == HTTP_PARSE_HDR_BIG) {
+            fail_go(c, p == HTTP_PARSE_HDR_BIG ? 431 : 400, "");
+            break;
+        }
+        if (p == HTTP_PARSE_NO_HOST) {
+            fail_go(c, 400, ": missing required Host header");
             break;
         }
         if (p != HTTP_PARSE_OK) {
-            fail(c,
-                 p == HTTP_PARSE_HDR_BIG    ? 431
-                 : p == HTTP_PARSE_BODY_BIG ? 413
-                 : p == HTTP_PARSE_VERSION  ? 505
-                                            : 400,
-                 p == HTTP_PARSE_NO_HOST ? ": missing required Host header" : "");
+            fail(c, p == HTTP_PARSE_BODY_BIG ? 413 : 505);
             break;
         }
         c->req.conn = c;

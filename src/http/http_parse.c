@@ -269,15 +269,25 @@ static enum http_parse parse_fields(char *h, size_t i, size_t hend, struct http_
     return HTTP_PARSE_OK;
 }
 
-/* Is every '%' of the target before its query the start of an escape of two hex digits? Go's
- * url.ParseRequestURI refuses the request otherwise (it keeps the query raw). */
-static bool escapes_ok(const char *t, size_t n)
+/* Would Go's url.ParseRequestURI take the target t[0..n)? Every '%' before the query must start
+ * an escape of two hex digits, and the target must be "*", start with '/', or have a scheme
+ * (a letter, then letters, digits, '+', '-' or '.', then ':'): "foo" is refused. */
+static bool target_ok(const char *t, size_t n)
 {
-    for (size_t i = 0; i < n && t[i] != '?'; i++)
+    size_t path = 0;
+    while (path < n && t[path] != '?')
+        path++;
+    for (size_t i = 0; i < path; i++)
         if (t[i] == '%' &&
             (n - i < 3 || !isxdigit((unsigned char)t[i + 1]) || !isxdigit((unsigned char)t[i + 2])))
             return false;
-    return true;
+    if (t[0] == '/' || (n == 1 && t[0] == '*'))
+        return true;
+    size_t i = 0;
+    while (i < n && (isalpha((unsigned char)t[i]) ||
+                     (i && (isdigit((unsigned char)t[i]) || strchr("+-.", t[i])))))
+        i++;
+    return i > 0 && i < n && t[i] == ':';
 }
 
 /* The client sent "Expect: 100-continue" and waits for it before the body. */
@@ -335,7 +345,7 @@ enum http_parse http_parse_request(char *p, size_t len, const struct http_limits
         return HTTP_PARSE_BAD;
     i++;
     /* Before the header fields, as Go reads the request line and its URI first. */
-    if (!escapes_ok(r->target, r->target_len))
+    if (!target_ok(r->target, r->target_len))
         return HTTP_PARSE_BAD_URI;
     struct fields f;
     enum http_parse st = parse_fields(h, i, hend, r->hdrs, &r->n_hdrs, &f);

@@ -877,18 +877,22 @@ START_TEST(parse_host_and_chunk_lf)
 }
 END_TEST
 
-/* A '%' in the target before the query must start an escape of two hex digits, or the request
- * is refused as Go's url.ParseRequestURI refuses it (before the Host field is looked at). */
+/* A '%' in the target before the query must start an escape of two hex digits, and the target
+ * must be "*", start with '/' or have a scheme, or the request is refused as Go's
+ * url.ParseRequestURI refuses it (before the Host field is looked at). */
 START_TEST(parse_bad_escape)
 {
     struct http_request r;
     struct http_limits lim = LIM;
     lim.host_required = true;
     static struct http_hdr store[HTTP_MAX_HEADERS];
-    const char *bad[] = {"GET /v3/%zz HTTP/1.1\r\n\r\n", "GET /%2 HTTP/1.1\r\n\r\n",
-                         "GET /a% HTTP/1.1\r\n\r\n",     "GET /%%41 HTTP/1.1\r\n\r\n",
-                         "GET *%zz HTTP/1.1\r\n\r\n",    "GET http://x/%g0 HTTP/1.1\r\n\r\n",
-                         "GET /%zz?q=1 HTTP/1.1\r\n\r\n"};
+    const char *bad[] = {"GET /v3/%zz HTTP/1.1\r\n\r\n",  "GET /%2 HTTP/1.1\r\n\r\n",
+                         "GET /a% HTTP/1.1\r\n\r\n",      "GET /%%41 HTTP/1.1\r\n\r\n",
+                         "GET *%zz HTTP/1.1\r\n\r\n",     "GET http://x/%g0 HTTP/1.1\r\n\r\n",
+                         "GET /%zz?q=1 HTTP/1.1\r\n\r\n", "GET foo HTTP/1.1\r\n\r\n",
+                         "GET foo?/ HTTP/1.1\r\n\r\n",    "GET :x HTTP/1.1\r\n\r\n",
+                         "GET 1a:/ HTTP/1.1\r\n\r\n",     "GET ** HTTP/1.1\r\n\r\n",
+                         "GET ?x HTTP/1.1\r\n\r\n",       "OPTIONS *?x HTTP/1.1\r\n\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *c = strdup(bad[i]);
         size_t used;
@@ -899,9 +903,10 @@ START_TEST(parse_bad_escape)
                       "%s", bad[i]);
         free(c);
     }
-    const char *good[] = {"GET /v3/%7a%7A HTTP/1.1\r\nHost: a\r\n\r\n",
-                          "GET /?q=%zz&r=% HTTP/1.1\r\nHost: a\r\n\r\n",
-                          "GET /%00 HTTP/1.1\r\nHost: a\r\n\r\n"};
+    const char *good[] = {
+        "GET /v3/%7a%7A HTTP/1.1\r\nHost: a\r\n\r\n", "GET /?q=%zz&r=% HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /%00 HTTP/1.1\r\nHost: a\r\n\r\n",       "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET http://a/b HTTP/1.1\r\nHost: a\r\n\r\n", "GET a+b-c.d:x HTTP/1.1\r\nHost: a\r\n\r\n"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         ck_assert_msg(parse_n(good[i], strlen(good[i]), &r) == HTTP_PARSE_OK, "%s", good[i]);
 }

@@ -227,14 +227,32 @@ static void on_lock_txn(void *ctx, ms_err err, const struct srv_result *res)
     lk_wait_deletes(lk);
 }
 
+/* The compare "the caller's key was created at rev" (0: the key does not exist). */
+static struct kv_cmp own_created_at(const struct lk *lk, int64_t rev)
+{
+    return (struct kv_cmp){.span = {.key = lk->key, .key_len = lk->key_len},
+                           .target = KV_CMP_CREATE,
+                           .result = KV_CMP_EQUAL,
+                           .set = KV_CMP_CREATE,
+                           .number = rev};
+}
+
+/* Put the caller's value on its key, under its lease. */
+static struct kv_op own_put(const struct lk *lk)
+{
+    return (struct kv_op){.type = KV_OP_PUT,
+                          .u.put = {.key = lk->key,
+                                    .key_len = lk->key_len,
+                                    .value = lk->value,
+                                    .value_len = lk->value_len,
+                                    .lease = lk->lease}};
+}
+
 /* etcd Mutex.Lock's txn: create the key under the lease unless it exists, and read the
  * first-created key of the prefix (the holder) either way. */
 static void lk_lock(struct lk *lk)
 {
-    struct kv_cmp cmp = {.span = {.key = lk->key, .key_len = lk->key_len},
-                         .target = KV_CMP_CREATE,
-                         .result = KV_CMP_EQUAL,
-                         .set = KV_CMP_CREATE};
+    struct kv_cmp cmp = own_created_at(lk, 0);
     struct kv_op then[2], els[2];
     memset(then, 0, sizeof(then));
     memset(els, 0, sizeof(els));
@@ -276,17 +294,8 @@ static void on_campaign_proclaim(void *ctx, ms_err err, const struct srv_result 
 /* Put value on key if key is still the one created at lk->rev (etcd Election.Proclaim). */
 static void lk_proclaim_txn(struct lk *lk, srv_done_fn fn)
 {
-    struct kv_cmp cmp = {.span = {.key = lk->key, .key_len = lk->key_len},
-                         .target = KV_CMP_CREATE,
-                         .result = KV_CMP_EQUAL,
-                         .set = KV_CMP_CREATE,
-                         .number = lk->rev};
-    struct kv_op put = {.type = KV_OP_PUT,
-                        .u.put = {.key = lk->key,
-                                  .key_len = lk->key_len,
-                                  .value = lk->value,
-                                  .value_len = lk->value_len,
-                                  .lease = lk->lease}};
+    struct kv_cmp cmp = own_created_at(lk, lk->rev);
+    struct kv_op put = own_put(lk);
     struct srv_req req = {.type = SRV_REQ_TXN,
                           .u.txn = {.cmps = &cmp, .n_cmps = 1, .success = &put, .n_success = 1}};
     lk_submit(lk, &req, fn);
@@ -319,16 +328,8 @@ static void on_campaign_txn(void *ctx, ms_err err, const struct srv_result *res)
 /* etcd Election.Campaign's txn: create the key with the value unless it exists, else read it. */
 static void lk_campaign(struct lk *lk)
 {
-    struct kv_cmp cmp = {.span = {.key = lk->key, .key_len = lk->key_len},
-                         .target = KV_CMP_CREATE,
-                         .result = KV_CMP_EQUAL,
-                         .set = KV_CMP_CREATE};
-    struct kv_op put = {.type = KV_OP_PUT,
-                        .u.put = {.key = lk->key,
-                                  .key_len = lk->key_len,
-                                  .value = lk->value,
-                                  .value_len = lk->value_len,
-                                  .lease = lk->lease}};
+    struct kv_cmp cmp = own_created_at(lk, 0);
+    struct kv_op put = own_put(lk);
     struct kv_op get = {.type = KV_OP_RANGE,
                         .u.range.span = {.key = lk->key, .key_len = lk->key_len}};
     struct srv_req req = {.type = SRV_REQ_TXN,
@@ -371,11 +372,7 @@ static void on_resign(void *ctx, ms_err err, const struct srv_result *res)
  * leader is no error). */
 static void lk_resign(struct lk *lk)
 {
-    struct kv_cmp cmp = {.span = {.key = lk->key, .key_len = lk->key_len},
-                         .target = KV_CMP_CREATE,
-                         .result = KV_CMP_EQUAL,
-                         .set = KV_CMP_CREATE,
-                         .number = lk->rev};
+    struct kv_cmp cmp = own_created_at(lk, lk->rev);
     struct kv_op del = {.type = KV_OP_DELETE,
                         .u.del.span = {.key = lk->key, .key_len = lk->key_len}};
     struct srv_req req = {.type = SRV_REQ_TXN,

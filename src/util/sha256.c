@@ -1,5 +1,6 @@
 /* sha256.c - SHA-256 (FIPS 180-4), straightforward and portable. */
 #include "metastore/sha256.h"
+#include "md_block.h"
 
 #include <string.h>
 
@@ -19,7 +20,7 @@ static uint32_t ror(uint32_t x, int n)
     return (x >> n) | (x << (32 - n));
 }
 
-static void block(struct sha256 *c, const uint8_t *p)
+static void block(uint32_t *state, const uint8_t *p)
 {
     uint32_t w[64];
     for (int i = 0; i < 16; i++)
@@ -30,8 +31,8 @@ static void block(struct sha256 *c, const uint8_t *p)
         uint32_t s1 = ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ (w[i - 2] >> 10);
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
-    uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], d = c->h[3], e = c->h[4], f = c->h[5],
-             g = c->h[6], h = c->h[7];
+    uint32_t a = state[0], b = state[1], cc = state[2], d = state[3], e = state[4], f = state[5],
+             g = state[6], h = state[7];
     for (int i = 0; i < 64; i++) {
         uint32_t t1 =
             h + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
@@ -45,14 +46,14 @@ static void block(struct sha256 *c, const uint8_t *p)
         b = a;
         a = t1 + t2;
     }
-    c->h[0] += a;
-    c->h[1] += b;
-    c->h[2] += cc;
-    c->h[3] += d;
-    c->h[4] += e;
-    c->h[5] += f;
-    c->h[6] += g;
-    c->h[7] += h;
+    state[0] += a;
+    state[1] += b;
+    state[2] += cc;
+    state[3] += d;
+    state[4] += e;
+    state[5] += f;
+    state[6] += g;
+    state[7] += h;
 }
 
 void sha256_init(struct sha256 *c)
@@ -66,37 +67,10 @@ void sha256_init(struct sha256 *c)
 
 void sha256_update(struct sha256 *c, const void *data, size_t n)
 {
-    const uint8_t *p = data;
-    c->len += n;
-    while (n) {
-        size_t take = 64 - c->n < n ? 64 - c->n : n;
-        memcpy(c->buf + c->n, p, take);
-        c->n += take;
-        p += take;
-        n -= take;
-        if (c->n == 64) {
-            block(c, c->buf);
-            c->n = 0;
-        }
-    }
+    md_update(c->h, block, &c->len, c->buf, &c->n, data, n);
 }
 
 void sha256_final(struct sha256 *c, uint8_t out[32])
 {
-    uint64_t bits = c->len * 8;
-    uint8_t pad = 0x80;
-    sha256_update(c, &pad, 1);
-    uint8_t zero = 0;
-    while (c->n != 56)
-        sha256_update(c, &zero, 1);
-    uint8_t len[8];
-    for (int i = 0; i < 8; i++)
-        len[i] = (uint8_t)(bits >> (56 - 8 * i));
-    sha256_update(c, len, 8);
-    for (int i = 0; i < 8; i++) {
-        out[4 * i] = (uint8_t)(c->h[i] >> 24);
-        out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
-        out[4 * i + 2] = (uint8_t)(c->h[i] >> 8);
-        out[4 * i + 3] = (uint8_t)c->h[i];
-    }
+    md_final(c->h, block, &c->len, c->buf, &c->n, out, 8);
 }

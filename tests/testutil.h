@@ -54,6 +54,11 @@ void tu_server_init(struct tu_server *s);
 /* Start $METASTORE_BIN on a free 127.0.0.1 port with a fresh data dir, plus extra flags
  * (NULL-terminated, may be NULL). Waits (bounded) until /health answers. */
 void tu_server_start(struct tu_server *s, const char *const *extra);
+/* Start the binary as tu_server_start does (s from tu_server_init) without waiting for it;
+ * tu_server_wait_healthy then waits (bounded) until /health answers 200. For the members of a
+ * cluster, which are healthy only once a leader is elected. */
+void tu_server_launch(struct tu_server *s, const char *const *extra);
+void tu_server_wait_healthy(struct tu_server *s);
 /* Start again on the same port and data dir (restart after stop/kill). */
 void tu_server_restart(struct tu_server *s, const char *const *extra);
 /* SIGTERM, wait (bounded), and check the exit status is 0 (ASan/LSan make it non-zero on

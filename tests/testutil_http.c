@@ -30,7 +30,7 @@ int tu_free_port(void)
     return ntohs(a.sin_port);
 }
 
-static void spawn(struct tu_server *s, const char *const *extra)
+void tu_server_launch(struct tu_server *s, const char *const *extra)
 {
     const char *bin = getenv("METASTORE_BIN");
     ck_assert_msg(bin != NULL, "METASTORE_BIN is not set");
@@ -64,6 +64,11 @@ static void spawn(struct tu_server *s, const char *const *extra)
         _exit(127);
     }
     s->pid = pid;
+}
+
+void tu_server_wait_healthy(struct tu_server *s)
+{
+    int pid = s->pid;
     /* Wait until it answers /health (bounded: 20 s, generous for sanitizer builds). */
     for (int i = 0; i < 2000; i++) {
         int status;
@@ -97,12 +102,14 @@ void tu_server_init(struct tu_server *s)
 void tu_server_start(struct tu_server *s, const char *const *extra)
 {
     tu_server_init(s);
-    spawn(s, extra);
+    tu_server_launch(s, extra);
+    tu_server_wait_healthy(s);
 }
 
 void tu_server_restart(struct tu_server *s, const char *const *extra)
 {
-    spawn(s, extra);
+    tu_server_launch(s, extra);
+    tu_server_wait_healthy(s);
 }
 
 static int wait_exit(int pid, int timeout_ms, int *status)

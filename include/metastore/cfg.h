@@ -65,6 +65,7 @@ struct cfg {
     uint64_t max_watchers_per_stream;   /* --max-watchers-per-stream */
     uint64_t heartbeat_ms;
     uint64_t election_ms;
+    bool pre_vote; /* --pre-vote */
     enum log_level log_level;
     enum cfg_backend backend;
     char config_file[4096];

@@ -153,6 +153,9 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
 /* The caller of id is gone: never call its done. A proposed write still applies. */
 void srv_cancel(struct srv *s, uint64_t id);
 
+/* True if this member knows a leader (etcd's "no leader" errors, /health). */
+bool srv_has_leader(const struct srv *s);
+
 /* Response header with the current revision. */
 void srv_header(struct srv *s, struct srv_header *h);
 

@@ -243,6 +243,30 @@ static bool set_snapshot_count(struct cfg *c, const char *v, char *msg, size_t m
     return parse_u64(v, 1, &c->snapshot_count, "--snapshot-count", msg, msgsz);
 }
 
+/* Go's strconv.ParseBool, which its flag package uses. */
+static bool parse_bool(const char *v, bool *out, const char *what, char *msg, size_t msgsz)
+{
+    static const char *const yes[] = {"1", "t", "T", "true", "TRUE", "True"};
+    static const char *const no[] = {"0", "f", "F", "false", "FALSE", "False"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (strcmp(v, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcmp(v, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    snprintf(msg, msgsz, "invalid boolean value \"%s\" for %s: parse error", v, what);
+    return false;
+}
+
+static bool set_pre_vote(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_bool(v, &c->pre_vote, "-pre-vote", msg, msgsz);
+}
+
 static bool set_compaction_mode(struct cfg *c, const char *v, char *msg, size_t msgsz)
 {
     if (strcmp(v, "periodic") == 0)
@@ -406,6 +430,12 @@ static bool set_config_file(struct cfg *c, const char *v, char *msg, size_t msgs
     return set_str(c->config_file, sizeof(c->config_file), v, "--config-file", msg, msgsz);
 }
 
+/* Go's bool flags: "--x" alone is true, and a value is given only as "--x=false". */
+static bool is_bool_flag(const struct cfg_flag *f)
+{
+    return f->set == set_pre_vote;
+}
+
 static const struct cfg_flag CFG_FLAGS[] = {
     {"name", "default", "Human-readable name for this member.", set_name},
     {"data-dir", NULL, "Path to the data directory (default \"<name>.metastore\").", set_data_dir},
@@ -426,6 +456,10 @@ static const struct cfg_flag CFG_FLAGS[] = {
      set_cluster_state},
     {"initial-cluster-token", "etcd-cluster",
      "Initial cluster token for the cluster during bootstrap.", set_token},
+    {"pre-vote", "true",
+     "Enable the Raft Pre-Vote algorithm, so that a member that rejoins after a partition does "
+     "not disturb the cluster (etcd 3.5's default; 3.4's is false).",
+     set_pre_vote},
     {"heartbeat-interval", "100", "Time (in milliseconds) of a heartbeat interval.", set_heartbeat},
     {"election-timeout", "1000", "Time (in milliseconds) for an election to timeout.",
      set_election},
@@ -542,13 +576,6 @@ static bool finish(struct cfg *c, bool have_dir, bool have_cluster, char *msg, s
                  c->name);
         return false;
     }
-    if (c->n_initial_cluster > 1) {
-        snprintf(msg, msgsz,
-                 "--initial-cluster names %zu members: multi-member clusters are not "
-                 "supported yet (single node only)",
-                 c->n_initial_cluster);
-        return false;
-    }
     if (c->initial_cluster_existing) {
         snprintf(msg, msgsz,
                  "--initial-cluster-state existing: joining a cluster is not supported yet");
@@ -599,13 +626,16 @@ static bool load_file(struct cfg *c, const char *path, bool *have_dir, bool *hav
         const char *v;
         if (json_is_string(val)) {
             v = json_string_value(val);
+        } else if (json_is_boolean(val) && is_bool_flag(f)) {
+            v = json_is_true(val) ? "true" : "false";
         } else if (json_is_integer(val) && json_integer_value(val) >= 0) {
             snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(val));
             v = num;
         } else {
             snprintf(msg, msgsz,
-                     "config file %.200s: \"%s\" must be a string or a non-negative integer", path,
-                     key);
+                     "config file %.200s: \"%s\" must be a string, a boolean or a non-negative "
+                     "integer",
+                     path, key);
             ok = false;
             break;
         }
@@ -654,6 +684,8 @@ enum cfg_result cfg_load(struct cfg *c, int argc, char **argv, char **envp, FILE
             goto bad;
         }
         const char *v = eq ? eq + 1 : NULL;
+        if (!v && is_bool_flag(f))
+            v = "true";
         if (!v) {
             if (i + 1 >= argc) {
                 snprintf(msg, sizeof(msg), "flag needs an argument: -%s", f->name);

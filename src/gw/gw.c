@@ -379,6 +379,14 @@ static size_t clean_path(const char *p, size_t n, char *out)
     return o;
 }
 
+/* "Grpc-Metadata-hasleader: true" (clientv3's WithRequireLeader through the gateway). */
+static bool require_leader(const struct http_request *req)
+{
+    size_t len;
+    const char *v = http_header(req, "Grpc-Metadata-Hasleader", &len);
+    return v && len == 4 && memcmp(v, "true", 4) == 0;
+}
+
 static struct gw_req *req_create(struct gw *gw, struct http_request *req)
 {
     struct gw_req *r = calloc(1, sizeof(*r));
@@ -426,6 +434,14 @@ static void route_v3(struct gw *gw, struct http_request *req, const char *sub)
         gw_reply_error(r, MS_E_UNIMPLEMENTED, NULL);
         return;
     }
+    if (require_leader(req) && !srv_has_leader(gw->srv)) {
+        /* etcd's interceptors: a caller that asked for a leader is refused at once. */
+        if (rt->fn == gw_watch || rt->fn == gw_lease_keepalive || rt->fn == gw_election_observe)
+            gw_reply_stream_error(r, MS_E_NO_LEADER, NULL);
+        else
+            gw_reply_error(r, MS_E_NO_LEADER, NULL);
+        return;
+    }
     rt->fn(r);
 }
 
@@ -444,8 +460,9 @@ static void serve_health(struct gw *gw, struct http_request *req)
     const struct srv_alarm *alarms;
     size_t n;
     srv_alarms(gw->srv, &alarms, &n);
-    if (n) {
-        /* etcd: unhealthy while any alarm is raised, answered as Go's http.Error. */
+    if (n || !srv_has_leader(gw->srv)) {
+        /* etcd: unhealthy without a leader or while any alarm is raised, answered as Go's
+         * http.Error. */
         send_text(req, 503, "{\"health\":\"false\"}\n", NULL);
         return;
     }

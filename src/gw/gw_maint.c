@@ -39,10 +39,13 @@ void gw_maint_status(struct gw_req *r)
     const struct srv_alarm *alarms;
     size_t n_alarms;
     srv_alarms(r->gw->srv, &alarms, &n_alarms);
-    if (n_alarms) {
-        /* proto text of each AlarmMember, as etcd prints it (trailing space included). */
+    bool no_leader = !srv_has_leader(r->gw->srv);
+    if (n_alarms || no_leader) {
         mjson_w_key(&w, "errors");
         mjson_w_arr(&w);
+        if (no_leader)
+            mjson_w_cstr(&w, ms_err_msg(MS_E_NO_LEADER));
+        /* proto text of each AlarmMember, as etcd prints it (trailing space included). */
         for (size_t i = 0; i < n_alarms; i++) {
             char text[96];
             snprintf(text, sizeof(text), "memberID:%llu alarm:%s ",

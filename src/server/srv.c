@@ -256,10 +256,12 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     d.boot = NULL;
     if (*err != MS_OK)
         goto out_destroy;
+    /* Request IDs travel in the log: unique across members and restarts, as etcd's idutil
+     * makes them (member bits, then the start time, then a counter). */
+    s->next_id = ((s->member_id & 0xffff) << 48) | ((clock_wall_ms() & 0xffffffffffULL) << 8);
     if ((*err = finish_compaction(s)) != MS_OK)
         goto out_destroy;
     srv_commit(s);
-    srv_lease_promote(s);
     srv_compactor_init(&s->compactor, s->cfg.auto_compaction_revision,
                        s->cfg.auto_compaction_retention, clock_now_ms(), kv_current_rev(s->kv));
     if (s->compactor.interval_ms) {
@@ -352,7 +354,7 @@ ms_err srv_propose(struct srv *s, const struct srv_req *req, uint64_t id)
     /* etcd refuses a raft request bigger than --max-request-bytes. */
     if (s->enc.len > s->cfg.max_request_bytes)
         return MS_E_REQUEST_TOO_LARGE;
-    return srv_node_propose(s, s->enc.p, s->enc.len);
+    return srv_node_propose(s, id, s->enc.p, s->enc.len);
 }
 
 ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, void *ctx,
@@ -493,6 +495,11 @@ size_t srv_members(struct srv *s, struct srv_member out[SRV_MAX_MEMBERS])
     if (n == 0)
         srv_self(s, &out[n++]);
     return n;
+}
+
+bool srv_has_leader(const struct srv *s)
+{
+    return srv_node_has_leader(s);
 }
 
 size_t srv_pending(const struct srv *s)

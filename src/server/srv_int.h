@@ -87,6 +87,9 @@ void srv_compactor_init(struct srv_compactor *c, bool revision_mode, uint64_t re
 int64_t srv_compactor_tick(struct srv_compactor *c, uint64_t now_ms, int64_t current_rev);
 
 /* This member's Raft node (srv_node.c). */
+struct node_held;
+struct node_deadline;
+struct peer;
 struct srv_node {
     struct raft *raft;
     struct raft_mem *mem; /* the stable log as the core reads it: entries after a base */
@@ -102,6 +105,17 @@ struct srv_node {
     uint64_t lead;
     enum raft_role role;
     uint64_t leader_changes; /* leaders seen (etcd_server_leader_changes_seen_total) */
+    struct peer *peer;       /* the transport; NULL while the member is alone */
+    uint64_t read_ctx;       /* the last ReadIndex context */
+    struct node_held *held;  /* proposals waiting for a leader, oldest first */
+    struct node_held *held_tail;
+    size_t n_held;
+    size_t held_bytes;
+    struct node_deadline *deadlines; /* ring of proposals in flight, by deadline */
+    size_t head_deadline;
+    size_t n_deadlines;
+    size_t cap_deadlines;
+    uint64_t heartbeat_failures; /* messages to a peer dropped (unreachable reports) */
 };
 
 /* What the backend holds about the log at start (srv.c reads it, srv_node.c starts from it). */
@@ -127,12 +141,19 @@ struct srv_node_status {
     struct raft_conf_state conf;
 };
 
-/* Reads waiting for the next ready step (srv_read.c), ids in arrival order. */
+/* Reads waiting for the next ready step (srv_read.c), ids in arrival order; with peers, the
+ * batches waiting for their ReadIndex, oldest first. */
+struct srv_read_batch;
 struct srv_reads {
     uint64_t *ids;
     size_t n;
     size_t cap;
+    struct srv_read_batch *head;
+    struct srv_read_batch *tail;
 };
+
+/* A ReadIndex request not answered this long is sent again (etcd readIndexRetryTime). */
+#define SRV_READ_RETRY_MS 500
 
 /* The backend's write txn and what it holds durably (srv_store.c). */
 struct srv_store {
@@ -299,8 +320,14 @@ ms_err srv_node_wal_open(struct srv *s, uint64_t from, struct wal_log *log);
 /* Rebuild the node from log and d, elect it and apply the log (bounded, blocking: at start). */
 ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv_durable *d);
 void srv_node_close(struct srv *s);
-/* Hand data (a request entry) to the core; a dropped proposal's error is returned. */
-ms_err srv_node_propose(struct srv *s, const uint8_t *data, size_t len);
+/* Hand data (a request entry for caller id, 0 for none) to the core; a dropped proposal's
+ * error is returned. Without a leader it is held until one is known or its deadline. */
+ms_err srv_node_propose(struct srv *s, uint64_t id, const uint8_t *data, size_t len);
+bool srv_node_has_leader(const struct srv *s);
+struct peer_stats;
+/* The transport's counters for peer id (false: no such peer). */
+bool srv_node_peer_stats(const struct srv *s, uint64_t id, struct peer_stats *out);
+uint64_t srv_node_heartbeat_failures(const struct srv *s);
 void srv_node_status(const struct srv *s, struct srv_node_status *st);
 /* The current term, as persisted (headers). */
 uint64_t srv_node_term(const struct srv *s);
@@ -312,8 +339,24 @@ void srv_node_snapshot_saved(struct srv *s, uint64_t index, uint64_t term);
 
 /* srv_read.c */
 bool srv_reads_push(struct srv *s, uint64_t id);
+/* The reads queued since the last step (out->head unused). */
 void srv_reads_take(struct srv *s, struct srv_reads *out);
+/* Serve r's reads now (a single voter) and empty r. */
 void srv_reads_serve(struct srv *s, struct srv_reads *r);
+/* With peers: answer r's serializable ranges now and park the rest as one batch waiting for
+ * ReadIndex ctx; empties r. False if nothing was parked (ask for no ReadIndex). */
+bool srv_reads_park(struct srv *s, struct srv_reads *r, uint64_t ctx, uint64_t now_ms);
+/* The core confirmed ctx at commit index. */
+void srv_reads_confirm(struct srv *s, uint64_t ctx, uint64_t index);
+/* Serve the confirmed batches whose index is applied. */
+void srv_reads_serve_applied(struct srv *s);
+/* The leader changed: unconfirmed batches fail (etcd ErrLeaderChanged). */
+void srv_reads_leader_changed(struct srv *s);
+/* Up to max contexts of unconfirmed batches to ask for again (now marked asked). */
+size_t srv_reads_due(struct srv *s, uint64_t now_ms, uint64_t *ctxs, size_t max);
+/* Batches older than timeout_ms fail with "request timed out". */
+void srv_reads_expire(struct srv *s, uint64_t now_ms, uint64_t timeout_ms);
+bool srv_reads_waiting(const struct srv *s);
 void srv_reads_fini(struct srv *s);
 
 /* srv_apply.c */
@@ -348,7 +391,10 @@ bool srv_quota_ok(struct srv *s, const struct srv_req *req);
 /* srv_lease.c */
 ms_err srv_lease_open(struct srv *s);
 void srv_lease_close(struct srv *s);
-void srv_lease_promote(struct srv *s);
+/* This member leads: it expires leases from now on, each extended by extend_ms first. */
+void srv_lease_promote(struct srv *s, uint64_t extend_ms);
+/* It no longer leads: no expiry until promoted again. */
+void srv_lease_demote(struct srv *s);
 int64_t srv_lease_new_id(struct srv *s);
 size_t srv_lease_cost(void);
 ms_err srv_apply_lease_grant(struct srv *s, const struct srv_lease_req *r,

@@ -116,12 +116,18 @@ void srv_lease_close(struct srv *s)
     s->lease.ev = NULL;
 }
 
-void srv_lease_promote(struct srv *s)
+void srv_lease_promote(struct srv *s, uint64_t extend_ms)
 {
-    /* Every expiry starts again from now (etcd Promote): nothing expires because the server
-     * was down. */
-    lease_mgr_promote(s->lease.lessor, clock_now_ms(), 0);
+    /* Every expiry starts again from now, plus extend_ms (etcd Promote): nothing expires
+     * because the server was down or the leader changed. */
+    lease_mgr_promote(s->lease.lessor, clock_now_ms(), extend_ms);
     lease_arm(s);
+}
+
+void srv_lease_demote(struct srv *s)
+{
+    lease_mgr_demote(s->lease.lessor);
+    evtimer_del(s->lease.ev);
 }
 
 static void lease_events(struct srv *s, const struct kv_event *ev, size_t n)

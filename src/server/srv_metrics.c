@@ -2,6 +2,12 @@
  * dashboards and alerts keep working. */
 #include "srv_int.h"
 
+#include "metastore/peer.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
 static void counter(struct buf *b, const char *name, const char *help, uint64_t v)
 {
     metrics_write_help(b, name, "counter", help);
@@ -12,6 +18,49 @@ static void gauge(struct buf *b, const char *name, const char *help, double v)
 {
     metrics_write_help(b, name, "gauge", help);
     metrics_write_sample(b, name, NULL, v);
+}
+
+/* One sample per peer of a per-peer counter (label "To" or "From", the peer's hex ID). */
+static void peer_family(struct srv *s, struct buf *b, const char *name, const char *type,
+                        const char *help, const char *label, size_t field)
+{
+    bool any = false;
+    for (size_t i = 0; i < s->n_members; i++) {
+        struct peer_stats ps;
+        if (!srv_node_peer_stats(s, s->members[i].id, &ps))
+            continue;
+        if (!any)
+            metrics_write_help(b, name, type, help);
+        any = true;
+        char labels[64];
+        snprintf(labels, sizeof(labels), "%s=\"%llx\"", label,
+                 (unsigned long long)s->members[i].id);
+        uint64_t v;
+        memcpy(&v, (const char *)&ps + field, sizeof(v));
+        double d = field == offsetof(struct peer_stats, rtt_us) ? (double)v / 1e6 : (double)v;
+        metrics_write_sample(b, name, labels, d);
+    }
+}
+
+static void peer_metrics(struct srv *s, struct buf *b)
+{
+    peer_family(s, b, "etcd_network_peer_sent_bytes_total", "counter",
+                "The total number of bytes sent to peers.", "To",
+                offsetof(struct peer_stats, sent_bytes));
+    peer_family(s, b, "etcd_network_peer_received_bytes_total", "counter",
+                "The total number of bytes received from peers.", "From",
+                offsetof(struct peer_stats, received_bytes));
+    peer_family(s, b, "etcd_network_peer_sent_failures_total", "counter",
+                "The total number of send failures from peers.", "To",
+                offsetof(struct peer_stats, sent_failures));
+    /* etcd's is a histogram; the last round trip measured is what the transport keeps. */
+    peer_family(s, b, "etcd_network_peer_round_trip_time_seconds", "gauge",
+                "Round-Trip-Time between peers (the last measured).", "To",
+                offsetof(struct peer_stats, rtt_us));
+    counter(b, "etcd_server_heartbeat_send_failures_total",
+            "The total number of leader heartbeat send failures (likely overloaded from slow "
+            "disk).",
+            srv_node_heartbeat_failures(s));
 }
 
 void srv_metrics_text(struct srv *s, struct buf *b)
@@ -61,6 +110,7 @@ void srv_metrics_text(struct srv *s, struct buf *b)
           "Whether or not this member is a leader. 1 if is, 0 otherwise.", ns.is_leader);
     counter(b, "etcd_server_leader_changes_seen_total", "The number of leader changes seen.",
             ns.leader_changes);
+    peer_metrics(s, b);
     metrics_write_help(b, "etcd_server_version", "gauge",
                        "Which version is running. 1 for 'server_version' label with current "
                        "version.");

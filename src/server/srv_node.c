@@ -1,5 +1,6 @@
-/* srv_node.c - this member's Raft node: the core, its in-memory log, the WAL, and the ready
- * step that turns the core's output into WAL writes, applies and answers (RAFT.md §3.2, §3.5).
+/* srv_node.c - this member's Raft node: the core, its in-memory log, the WAL, the peer
+ * transport, and the ready step that turns the core's output into WAL writes, messages,
+ * applies and answers (RAFT.md §3.2, §3.5).
  *
  * One step (on_ready, once per loop turn when woken): while the core has a Ready and none
  * is outstanding, take it; apply its committed entries (they are durable here already, so this
@@ -11,16 +12,30 @@
  * core and share the next sync (group commit). Reads queued before the step are served at its
  * end: a single voter answers them at once, and every write already answered is applied.
  *
+ *
+ * With peers, the Ready's messages go out at once (the leader sends its appends before its own
+ * sync, RAFT.md §3.2 rule 2) and its msgs_after_persist (a follower's acknowledgements, votes)
+ * once the sync is done. Messages from peers are stepped in as they arrive. Linearizable reads
+ * wait for a ReadIndex (srv_read.c). Every proposal has a deadline, etcd's request timeout: a
+ * proposal made while there is no leader is held here and proposed once one is known, or fails
+ * with "context deadline exceeded" at its deadline (it never reached the log); one proposed but
+ * not applied by then fails with "request timed out", which does not say it failed (it may
+ * still commit).
+ *
  * At start the node is rebuilt from what is durable: the backend's applied index, term and
  * configuration (written in the same transaction as the entries they describe), the WAL's hard
  * state and the entries after the applied index. The core hands the committed ones back for
  * applying; a single voter then campaigns, and the start waits (bounded) until it leads and has
- * applied everything its log holds, so that nothing is served from a state behind the WAL.
+ * applied everything its log holds, so that nothing is served from a state behind the WAL. A
+ * member with peers applies what its log holds as committed and leaves the election to the
+ * ticks and its peers.
  */
 #include "srv_int.h"
 
 #include "metastore/clock.h"
+#include "metastore/fs.h"
 #include "metastore/log.h"
+#include "metastore/peer.h"
 #include "metastore/raft_codec.h"
 
 #include <errno.h>
@@ -35,6 +50,26 @@
 #define NODE_READY_PER_TURN 64
 /* Ready steps the start may take to elect itself and apply the log. */
 #define NODE_START_STEPS 1000000
+/* Proposals held while there is no leader, at most (beyond: "too many requests"). */
+#define NODE_HELD_MAX_BYTES (64u << 20)
+#define NODE_HELD_MAX       100000
+/* ReadIndex contexts asked again per tick, at most. */
+#define NODE_READ_RETRY_MAX 64
+
+/* A proposal waiting for a leader (data follows the struct). */
+struct node_held {
+    struct node_held *next;
+    uint64_t id;
+    uint64_t deadline_ms;
+    size_t len;
+    uint8_t data[];
+};
+
+/* A proposal in flight: its caller times out at deadline_ms. */
+struct node_deadline {
+    uint64_t id;
+    uint64_t deadline_ms;
+};
 
 /* The WAL segment size: METASTORE_WAL_SEGMENT_BYTES in the environment (at least 4 KiB), so
  * that tests see segments roll and go without writing 64 MiB each; else the default. */
@@ -69,9 +104,7 @@ static void trim_log(struct srv_node *n, uint64_t applied)
     if (applied < first)
         return;
     uint64_t keep_from = applied + 1, bytes = 0;
-    struct raft_status st;
-    raft_status(n->raft, &st);
-    if (st.conf.n_voters + st.conf.n_learners > 1) {
+    if (n->peer) {
         if (applied < first + NODE_KEEP_ENTRIES / 4)
             return; /* trim in steps, not at every entry */
         while (keep_from > first && applied + 1 - keep_from < NODE_KEEP_ENTRIES) {
@@ -130,11 +163,46 @@ static void persisted(struct srv *s)
         raft_mem_set_hard(n->mem, &rd->hard);
         n->term = rd->hard.term;
     }
-    /* msgs_after_persist and read states concern peers, which come with the cluster: a single
-     * voter's acknowledgements are internal and it reads without ReadIndex. */
+    /* Acknowledgements and votes leave only now that what they promise is durable. A single
+     * voter's are internal to the core. */
+    if (n->peer && rd->n_msgs_after_persist)
+        peer_send(n->peer, rd->msgs_after_persist, rd->n_msgs_after_persist);
     raft_advance(n->raft, rd);
     n->rd_out = false;
     trim_log(n, srv_applied(s));
+}
+
+static void propose_held(struct srv *s);
+
+/* The leader or this member's role changed. */
+static void soft_changed(struct srv *s, const struct raft_soft_state *soft)
+{
+    struct srv_node *n = &s->node;
+    bool was_leader = n->role == RAFT_LEADER, new_lead = soft->lead != n->lead;
+    if (new_lead && soft->lead != RAFT_NONE) {
+        n->leader_changes++;
+        if (n->peer) {
+            struct raft_status st;
+            raft_status(n->raft, &st);
+            log_info("raft: %016llx sees leader %016llx at term %llu",
+                     (unsigned long long)s->member_id, (unsigned long long)soft->lead,
+                     (unsigned long long)st.hard.term);
+        }
+    } else if (new_lead && n->peer) {
+        log_info("raft: %016llx lost leader %016llx", (unsigned long long)s->member_id,
+                 (unsigned long long)n->lead);
+    }
+    n->lead = soft->lead;
+    n->role = soft->role;
+    if (new_lead)
+        srv_reads_leader_changed(s);
+    if (soft->role == RAFT_LEADER && !was_leader)
+        /* etcd Promote: no lease expires because the leadership moved. */
+        srv_lease_promote(s, n->peer ? s->cfg.election_ms : 0);
+    else if (was_leader && soft->role != RAFT_LEADER)
+        srv_lease_demote(s);
+    if (new_lead && soft->lead != RAFT_NONE)
+        propose_held(s);
 }
 
 /* Take and handle Readys until one waits for its sync (returns true) or none is left. With
@@ -147,15 +215,16 @@ static bool run_ready(struct srv *s, bool wait)
         if (raft_ready(n->raft, rd) != MS_OK)
             ms_fatal("raft: a Ready is still outstanding");
         n->rd_out = true;
-        if (rd->soft_changed) {
-            n->leader_changes += rd->soft.lead != n->lead && rd->soft.lead != RAFT_NONE;
-            n->lead = rd->soft.lead;
-            n->role = rd->soft.role;
-        }
+        if (rd->soft_changed)
+            soft_changed(s, &rd->soft);
         if (rd->has_snapshot)
-            /* Only a leader sends snapshots, and this member is the only voter. */
-            ms_fatal("raft: a snapshot at index %llu arrived, but this member has no peers",
+            /* Snapshots from a leader are not installed yet: the transport refuses them. */
+            ms_fatal("raft: a snapshot at index %llu arrived, but installing one is not supported",
                      (unsigned long long)rd->snapshot.index);
+        if (n->peer && rd->n_msgs)
+            peer_send(n->peer, rd->msgs, rd->n_msgs);
+        for (size_t j = 0; j < rd->n_read_states; j++)
+            srv_reads_confirm(s, rd->read_states[j].ctx, rd->read_states[j].index);
         if (rd->n_committed)
             apply_committed(s, rd->committed, rd->n_committed);
         if (rd->n_entries || rd->hard_changed) {
@@ -203,13 +272,22 @@ static void step_end(struct srv *s)
 static void on_ready(evutil_socket_t fd, short what, void *arg)
 {
     struct srv *s = arg;
+    struct srv_node *n = &s->node;
     (void)fd;
     (void)what;
-    s->node.ready_pending = false;
+    n->ready_pending = false;
     struct srv_reads reads;
     srv_reads_take(s, &reads); /* callbacks below may queue new reads: they wait a turn */
-    run_ready(s, false);
-    srv_reads_serve(s, &reads);
+    if (!n->peer) {
+        run_ready(s, false);
+        srv_reads_serve(s, &reads);
+    } else {
+        uint64_t ctx = ++n->read_ctx;
+        if (srv_reads_park(s, &reads, ctx, clock_now_ms()))
+            raft_read_index(n->raft, ctx);
+        run_ready(s, false);
+        srv_reads_serve_applied(s);
+    }
     step_end(s);
 }
 
@@ -227,7 +305,121 @@ static void on_synced(evutil_socket_t fd, short what, void *arg)
         return;
     persisted(s);
     run_ready(s, false);
+    srv_reads_serve_applied(s);
     step_end(s);
+}
+
+/* ---- deadlines ---- */
+
+static uint64_t request_timeout_ms(const struct srv *s)
+{
+    return 5000 + 2 * s->cfg.election_ms; /* etcd ReqTimeout */
+}
+
+/* Answer id's caller with e, if it still waits. */
+static void fail_waiter(struct srv *s, uint64_t id, ms_err e)
+{
+    struct wait_entry we;
+    if (wait_remove(&s->waits, id, &we) && we.done)
+        we.done(we.ctx, e, NULL);
+}
+
+static bool push_deadline(struct srv_node *n, uint64_t id, uint64_t deadline_ms)
+{
+    if (n->n_deadlines == n->cap_deadlines) {
+        size_t cap = n->cap_deadlines ? n->cap_deadlines * 2 : 256;
+        struct node_deadline *v = malloc(cap * sizeof(*v));
+        if (!v)
+            return false;
+        for (size_t i = 0; i < n->n_deadlines; i++)
+            v[i] = n->deadlines[(n->head_deadline + i) % n->cap_deadlines];
+        free(n->deadlines);
+        n->deadlines = v;
+        n->cap_deadlines = cap;
+        n->head_deadline = 0;
+    }
+    n->deadlines[(n->head_deadline + n->n_deadlines++) % n->cap_deadlines] =
+        (struct node_deadline){id, deadline_ms};
+    return true;
+}
+
+/* Proposals whose deadline passed: held ones never reached the log ("context deadline
+ * exceeded", as etcd's blocked Propose), the others may still commit ("request timed out").
+ * Entries whose caller is gone are dropped from the front as well, so the ring stays small. */
+static void expire(struct srv *s, uint64_t now)
+{
+    struct srv_node *n = &s->node;
+    while (n->held && n->held->deadline_ms <= now) {
+        struct node_held *h = n->held;
+        n->held = h->next;
+        if (!n->held)
+            n->held_tail = NULL;
+        n->n_held--;
+        n->held_bytes -= h->len;
+        fail_waiter(s, h->id, MS_E_DEADLINE_EXCEEDED);
+        free(h);
+    }
+    while (n->n_deadlines) {
+        struct node_deadline *d = &n->deadlines[n->head_deadline];
+        bool waits = wait_find(&s->waits, d->id) != NULL;
+        if (waits && d->deadline_ms > now)
+            break;
+        if (waits) {
+            s->ctr.proposals_failed++;
+            fail_waiter(s, d->id, MS_E_TIMEOUT);
+        }
+        n->head_deadline = (n->head_deadline + 1) % n->cap_deadlines;
+        n->n_deadlines--;
+    }
+    if (n->held && n->lead != RAFT_NONE)
+        propose_held(s);
+    uint64_t ctxs[NODE_READ_RETRY_MAX];
+    size_t k = srv_reads_due(s, now, ctxs, NODE_READ_RETRY_MAX);
+    for (size_t i = 0; i < k; i++)
+        raft_read_index(n->raft, ctxs[i]);
+    srv_reads_expire(s, now, request_timeout_ms(s));
+}
+
+/* A leader is known: propose what waited for one, in order. What the core drops again (the
+ * leader went at once) stays held. */
+static void propose_held(struct srv *s)
+{
+    struct srv_node *n = &s->node;
+    while (n->held) {
+        struct node_held *h = n->held;
+        if (raft_propose(n->raft, h->data, h->len) != MS_OK)
+            break;
+        n->held = h->next;
+        if (!n->held)
+            n->held_tail = NULL;
+        n->n_held--;
+        n->held_bytes -= h->len;
+        free(h);
+        srv_wake(s);
+    }
+}
+
+static ms_err hold(struct srv_node *n, uint64_t id, const uint8_t *data, size_t len,
+                   uint64_t deadline_ms)
+{
+    if (n->n_held >= NODE_HELD_MAX || n->held_bytes + len > NODE_HELD_MAX_BYTES)
+        return MS_E_TOO_MANY_REQUESTS;
+    struct node_held *h = malloc(sizeof(*h) + len);
+    if (!h)
+        return MS_E_NOMEM;
+    h->next = NULL;
+    h->id = id;
+    h->deadline_ms = deadline_ms;
+    h->len = len;
+    memcpy(h->data, data, len);
+    if (n->held_tail)
+        n->held_tail->next = h;
+    else
+        n->held = h;
+    n->held_tail = h;
+    n->n_held++;
+    n->held_bytes += len;
+    return MS_OK;
 }
 
 /* Ticks from the monotonic clock: a loop that stalled catches up on every tick it missed. */
@@ -244,16 +436,114 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     n->tick_ms += (now - n->tick_ms) / s->cfg.heartbeat_ms * s->cfg.heartbeat_ms;
     for (uint64_t i = 0; i < ticks; i++)
         raft_tick(n->raft);
+    if (n->peer)
+        expire(s, now);
     if (raft_has_ready(n->raft))
         srv_wake(s);
 }
 
-ms_err srv_node_propose(struct srv *s, const uint8_t *data, size_t len)
+ms_err srv_node_propose(struct srv *s, uint64_t id, const uint8_t *data, size_t len)
 {
-    ms_err e = raft_propose(s->node.raft, data, len);
+    struct srv_node *n = &s->node;
+    if (!n->peer) {
+        ms_err e = raft_propose(n->raft, data, len);
+        if (e == MS_OK)
+            srv_wake(s);
+        return e;
+    }
+    uint64_t deadline = clock_now_ms() + request_timeout_ms(s);
+    ms_err e = n->held ? MS_E_NO_LEADER : raft_propose(n->raft, data, len);
+    if (e == MS_E_NO_LEADER)
+        e = hold(n, id, data, len, deadline); /* etcd's Propose blocks until a leader is known */
+    if (e == MS_OK && id && !push_deadline(n, id, deadline))
+        log_warn("request %016llx has no deadline: out of memory", (unsigned long long)id);
     if (e == MS_OK)
         srv_wake(s);
     return e;
+}
+
+bool srv_node_has_leader(const struct srv *s)
+{
+    return s->node.lead != RAFT_NONE;
+}
+
+/* ---- the peer transport's callbacks ---- */
+
+static void on_peer_message(void *ctx, const struct raft_msg *m)
+{
+    struct srv *s = ctx;
+    ms_err e = raft_step(s->node.raft, m);
+    if (e && !raft_err_is_dropped(e))
+        log_debug("raft: %s from %016llx not stepped: %s", raft_msg_type_name(m->type),
+                  (unsigned long long)m->from, ms_err_name(e));
+    srv_wake(s);
+}
+
+static void on_peer_unreachable(void *ctx, uint64_t id)
+{
+    struct srv *s = ctx;
+    raft_report_unreachable(s->node.raft, id);
+    s->node.heartbeat_failures++;
+    srv_wake(s);
+}
+
+static void on_peer_snapshot_sent(void *ctx, uint64_t id, bool ok)
+{
+    struct srv *s = ctx;
+    raft_report_snapshot(s->node.raft, id, ok);
+    srv_wake(s);
+}
+
+/* Listen on the peer URLs and dial every other member of the cluster. */
+static ms_err start_peers(struct srv *s)
+{
+    struct srv_node *n = &s->node;
+    char dir[4200];
+    const char *listen[CFG_MAX_URLS];
+    snprintf(dir, sizeof(dir), "%s/member/peer", s->cfg.data_dir);
+    for (size_t i = 0; i < s->cfg.n_listen_peer; i++)
+        listen[i] = s->cfg.listen_peer[i].text;
+    struct peer_config pc = {.id = s->member_id,
+                             .cluster_id = s->cluster_id,
+                             .listen_urls = listen,
+                             .n_listen_urls = s->cfg.n_listen_peer,
+                             .snap_dir = dir,
+                             .heartbeat_ms = 0,
+                             .on_message = on_peer_message,
+                             .on_unreachable = on_peer_unreachable,
+                             .on_snapshot = NULL,
+                             .on_snapshot_sent = on_peer_snapshot_sent,
+                             .ctx = s};
+    ms_err e = peer_create(s->base, &pc, &n->peer);
+    if (e) {
+        log_error("cannot listen for peers on %s: %s", s->cfg.listen_peer[0].text, ms_err_name(e));
+        return e;
+    }
+    for (size_t i = 0; i < s->n_members; i++) {
+        const struct cluster_member *m = &s->members[i];
+        if (m->id == s->member_id)
+            continue;
+        const char *urls[CLUSTER_MAX_URLS];
+        for (size_t j = 0; j < m->n_peer_urls; j++)
+            urls[j] = m->peer_urls[j].text;
+        if ((e = peer_add(n->peer, m->id, urls, m->n_peer_urls)) != MS_OK) {
+            log_error("cannot add peer %016llx: %s", (unsigned long long)m->id, ms_err_name(e));
+            return e;
+        }
+    }
+    log_info("listening for peers on %s; %zu other members", s->cfg.listen_peer[0].text,
+             s->n_members - 1);
+    return MS_OK;
+}
+
+bool srv_node_peer_stats(const struct srv *s, uint64_t id, struct peer_stats *out)
+{
+    return s->node.peer && peer_stats(s->node.peer, id, out);
+}
+
+uint64_t srv_node_heartbeat_failures(const struct srv *s)
+{
+    return s->node.heartbeat_failures;
 }
 
 /* ---- start and stop ---- */
@@ -324,6 +614,8 @@ static ms_err create_core(struct srv *s, const struct wal_log *log, const struct
     raft_config_default(&rc, s->member_id);
     rc.election_tick = (int)(s->cfg.election_ms / s->cfg.heartbeat_ms);
     rc.heartbeat_tick = 1;
+    rc.pre_vote = s->cfg.pre_vote;
+    rc.check_quorum = true;                       /* etcd hard-codes it */
     rc.max_uncommitted_bytes = (uint64_t)1 << 30; /* etcd maxUncommittedEntriesSize */
     rc.max_committed_bytes_per_ready = 64u << 20; /* apply whole batches */
     rc.applied = d->applied;
@@ -347,17 +639,41 @@ static ms_err create_core(struct srv *s, const struct wal_log *log, const struct
         return e;
     }
     if (fresh) {
-        /* A new member: the configuration is this one voter (etcd --initial-cluster). */
-        if ((e = raft_bootstrap(n->raft, &s->member_id, 1)) != MS_OK)
+        /* A new member: the configuration is the initial cluster (etcd --initial-cluster),
+         * this one voter in a data directory from before the members were recorded. */
+        uint64_t voters[CLUSTER_MAX_MEMBERS];
+        size_t nv = 0;
+        for (size_t i = 0; i < s->n_members && nv < CLUSTER_MAX_MEMBERS; i++)
+            voters[nv++] = s->members[i].id;
+        if (!nv)
+            voters[nv++] = s->member_id;
+        if ((e = raft_bootstrap(n->raft, voters, nv)) != MS_OK)
             return e;
     }
     return MS_OK;
+}
+
+/* A member with peers: persist and apply what its log holds as committed before serving. */
+static ms_err settle_member(struct srv *s)
+{
+    struct srv_node *n = &s->node;
+    for (uint64_t i = 0; i < NODE_START_STEPS && raft_has_ready(n->raft); i++) {
+        run_ready(s, true);
+        arena_reset(s->scratch);
+    }
+    if (!raft_has_ready(n->raft))
+        return MS_OK;
+    log_error("raft: the node did not settle at start (applied %llu, last index %llu)",
+              (unsigned long long)srv_applied(s), (unsigned long long)raft_mem_last_index(n->mem));
+    return MS_E_INTERNAL;
 }
 
 /* Elect this single voter and apply everything the log holds before serving. */
 static ms_err settle(struct srv *s)
 {
     struct srv_node *n = &s->node;
+    if (n->peer)
+        return settle_member(s);
     raft_campaign(n->raft);
     for (uint64_t i = 0; i < NODE_START_STEPS; i++) {
         struct raft_status st;
@@ -403,8 +719,11 @@ ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv
     ms_err e;
     if (!(n->mem = raft_mem_create()))
         return MS_E_NOMEM;
-    if ((e = fill_log(s, log, d)) != MS_OK || (e = create_core(s, log, d)) != MS_OK ||
-        (e = settle(s)) != MS_OK)
+    if ((e = fill_log(s, log, d)) != MS_OK || (e = create_core(s, log, d)) != MS_OK)
+        return e;
+    if (s->n_members > 1 && (e = start_peers(s)) != MS_OK)
+        return e;
+    if ((e = settle(s)) != MS_OK)
         return e;
     n->ready_ev = event_new(s->base, -1, 0, on_ready, s);
     n->tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, s);
@@ -426,6 +745,13 @@ ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv
 void srv_node_close(struct srv *s)
 {
     struct srv_node *n = &s->node;
+    peer_destroy(n->peer);
+    while (n->held) {
+        struct node_held *h = n->held;
+        n->held = h->next;
+        free(h);
+    }
+    free(n->deadlines);
     if (n->sync_ev)
         event_free(n->sync_ev);
     if (n->tick_ev)

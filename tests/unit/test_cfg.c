@@ -82,6 +82,34 @@ START_TEST(flag_forms_and_env)
 }
 END_TEST
 
+START_TEST(cluster_flags)
+{
+    struct cfg c;
+    const char *argv[] = {"metastore",
+                          "--name",
+                          "b",
+                          "--initial-cluster",
+                          "a=http://127.0.0.1:1,b=http://127.0.0.1:2,c=http://127.0.0.1:3",
+                          "--pre-vote=false",
+                          NULL};
+    ck_assert_int_eq(load(&c, argv, NULL), CFG_OK);
+    ck_assert_uint_eq(c.n_initial_cluster, 3);
+    ck_assert_str_eq(c.initial_cluster[2].name, "c");
+    ck_assert_uint_eq(c.initial_cluster[2].peer_urls[0].port, 3);
+    ck_assert(!c.pre_vote);
+    /* A Go bool flag alone means true, and takes no separate value. */
+    const char *on[] = {"metastore", "--pre-vote", NULL};
+    ck_assert_int_eq(load(&c, on, NULL), CFG_OK);
+    ck_assert(c.pre_vote);
+    const char *dflt[] = {"metastore", NULL};
+    ck_assert_int_eq(load(&c, dflt, NULL), CFG_OK);
+    ck_assert(c.pre_vote); /* etcd 3.5's default */
+    char *env[] = {"ETCD_PRE_VOTE=0", NULL};
+    ck_assert_int_eq(load(&c, dflt, env), CFG_OK);
+    ck_assert(!c.pre_vote);
+}
+END_TEST
+
 START_TEST(invalid)
 {
     struct cfg c;
@@ -93,7 +121,8 @@ START_TEST(invalid)
         {"metastore", "--max-request-bytes", "0", NULL},
         {"metastore", "--max-txn-ops", "12x", NULL},
         {"metastore", "--watch-total-buffer-bytes", "-1", NULL},
-        {"metastore", "--initial-cluster", "a=http://h:1,b=http://h:2", NULL},
+        {"metastore", "--initial-cluster", "a=http://h:1,b=http://h:2", NULL}, /* no "default" */
+        {"metastore", "--pre-vote=maybe", NULL},
         {"metastore", "--initial-cluster-state", "existing", NULL},
         {"metastore", "--initial-cluster", "noequals", NULL},
     };
@@ -129,6 +158,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, flag_forms_and_env);
+    tcase_add_test(tc, cluster_flags);
     tcase_add_test(tc, invalid);
     tcase_add_test(tc, urls);
     suite_add_tcase(s, tc);

@@ -42,6 +42,7 @@ enum srv_req_type {
     SRV_REQ_DEFRAG = 7, /* local maintenance, never in the log */
     SRV_REQ_LEASE_GRANT = 8,
     SRV_REQ_LEASE_REVOKE = 9,
+    SRV_REQ_MEMBER_ATTR = 20, /* a member publishes its name and client URLs (never a client's) */
 };
 
 /* etcd LeaseGrantRequest / LeaseRevokeRequest (ttl unused for revoke). */
@@ -75,6 +76,15 @@ struct srv_alarm_resp {
     size_t n;
 };
 
+/* etcd's member Attributes: the name and client URLs (comma-separated) of member id. */
+struct srv_member_attr_req {
+    uint64_t id;
+    const char *name;
+    size_t name_len;
+    const char *client_urls;
+    size_t client_urls_len;
+};
+
 struct srv_compact_req {
     int64_t revision;
     bool physical;
@@ -90,6 +100,7 @@ struct srv_req {
         struct srv_compact_req compact;
         struct srv_alarm_req alarm;
         struct srv_lease_req lease;
+        struct srv_member_attr_req member;
     } u;
 };
 

@@ -314,6 +314,7 @@ size_t codec_proto_size(const struct srv_req *req)
     case SRV_REQ_COMPACT:
         return sz_int(1, req->u.compact.revision) + sz_int(2, req->u.compact.physical);
     case SRV_REQ_DEFRAG:
+    case SRV_REQ_MEMBER_ATTR:
         return 0;
     case SRV_REQ_LEASE_GRANT:
     case SRV_REQ_LEASE_REVOKE:
@@ -496,6 +497,7 @@ void codec_result(struct mjson_w *w, const struct srv_header *h, const struct sr
     case SRV_REQ_ALARM:
     case SRV_REQ_DEFRAG:
     case SRV_REQ_LEASE_REVOKE:
+    case SRV_REQ_MEMBER_ATTR:
         break;
     case SRV_REQ_LEASE_GRANT:
         mjson_w_key(w, "ID");

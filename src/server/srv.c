@@ -33,6 +33,46 @@ static ms_err meta_put_u64(struct be_txn *t, const char *name, uint64_t v)
 
 static void on_compactor(evutil_socket_t fd, short what, void *arg);
 
+#define PUBLISH_MS 250 /* how often a member proposes its attributes until they are applied */
+
+/* This member's client URLs as published: the --advertise-client-urls, comma-separated. */
+static size_t client_urls_text(const struct srv *s, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < s->cfg.n_advertise_client && o < cap; i++)
+        o += (size_t)snprintf(out + o, cap - o, "%s%s", i ? "," : "",
+                              s->cfg.advertise_client[i].text);
+    return o < cap ? o : cap - 1;
+}
+
+/* etcd's publish: once a leader is known, propose this member's attributes through the log
+ * (every member records them), again each PUBLISH_MS until they are applied, at every start
+ * (the URLs may have changed). */
+static void on_publish(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    if (srv_self_published(s)) {
+        event_del(s->publish_ev);
+        return;
+    }
+    if (!srv_node_has_leader(s))
+        return;
+    char urls[CFG_MAX_URLS * 320];
+    size_t n = client_urls_text(s, urls, sizeof(urls));
+    struct srv_req r = {.type = SRV_REQ_MEMBER_ATTR,
+                        .u.member = {.id = s->member_id,
+                                     .name = s->cfg.name,
+                                     .name_len = strlen(s->cfg.name),
+                                     .client_urls = urls,
+                                     .client_urls_len = n}};
+    ms_err e = srv_propose(s, &r, 0);
+    if (e)
+        log_warn("cannot publish this member's attributes: %s", ms_err_name(e));
+}
+
 /* hooks.propose: srv_lease.c proposes the revoke of an expired lease (nobody waits for it). */
 static ms_err propose_expired(struct srv *s, const struct srv_req *req)
 {
@@ -259,6 +299,14 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     /* Request IDs travel in the log: unique across members and restarts, as etcd's idutil
      * makes them (member bits, then the start time, then a counter). */
     s->next_id = ((s->member_id & 0xffff) << 48) | ((clock_wall_ms() & 0xffffffffffULL) << 8);
+    if (s->n_members > 1) {
+        struct timeval tv = {PUBLISH_MS / 1000, (PUBLISH_MS % 1000) * 1000};
+        if (!(s->publish_ev = event_new(base, -1, EV_PERSIST, on_publish, s)) ||
+            event_add(s->publish_ev, &tv) != 0) {
+            *err = MS_E_NOMEM;
+            goto out_destroy;
+        }
+    }
     if ((*err = finish_compaction(s)) != MS_OK)
         goto out_destroy;
     srv_commit(s);
@@ -307,6 +355,8 @@ void srv_destroy(struct srv *s)
     srv_store_fini(s);
     if (s->compactor_ev)
         event_free(s->compactor_ev);
+    if (s->publish_ev)
+        event_free(s->publish_ev);
     srv_lease_close(s);
     kv_store_close(s->kv);
     be_close(s->be);
@@ -337,6 +387,7 @@ static ms_err validate(const struct srv *s, const struct srv_req *req)
     case SRV_REQ_LEASE_REVOKE:
         return MS_OK;
     case SRV_REQ_DEFRAG:
+    case SRV_REQ_MEMBER_ATTR: /* the server's own, never a client's */
         break;
     }
     return MS_E_BAD_REQUEST;

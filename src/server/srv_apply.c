@@ -22,11 +22,55 @@
 
 static void on_compact(evutil_socket_t fd, short what, void *arg);
 
+/* A member published its name and client URLs: every member records them (members bucket). */
+static ms_err apply_member_attr(struct srv *s, const struct srv_member_attr_req *r)
+{
+    struct cluster_member *m = NULL;
+    for (size_t i = 0; i < s->n_members; i++)
+        if (s->members[i].id == r->id)
+            m = &s->members[i];
+    if (!m)
+        return MS_E_MEMBER_NOT_FOUND; /* removed meanwhile: nothing to record */
+    char urls[CLUSTER_MAX_URLS * 320], msg[256];
+    struct cluster_member next = *m;
+    if (r->name_len >= sizeof(next.name) || r->client_urls_len >= sizeof(urls))
+        return MS_E_BAD_REQUEST;
+    memcpy(next.name, r->name, r->name_len);
+    next.name[r->name_len] = 0;
+    memcpy(urls, r->client_urls, r->client_urls_len);
+    urls[r->client_urls_len] = 0;
+    next.n_client_urls = 0;
+    if (urls[0] && !cfg_parse_urls(urls, next.client_urls, CLUSTER_MAX_URLS, &next.n_client_urls,
+                                   msg, sizeof(msg))) {
+        log_warn("member %016llx published client URLs that do not parse: %s",
+                 (unsigned long long)r->id, msg);
+        return MS_E_MEMBER_BAD_URLS;
+    }
+    uint8_t key[CLUSTER_KEY_LEN];
+    cluster_member_key(m->id, key);
+    struct buf b;
+    buf_init(&b);
+    cluster_member_encode(&next, &b);
+    ms_err e = buf_failed(&b) ? MS_E_NOMEM
+                              : be_put(s->wtxn, BE_BUCKET_MEMBERS, key, sizeof(key), b.p, b.len);
+    buf_fini(&b);
+    srv_check_apply_error(e);
+    if (!e)
+        *m = next;
+    if (!e && r->id == s->member_id)
+        s->apply.self_published = true;
+    return e;
+}
+
 static ms_err apply(struct srv *s, const struct srv_req *req, struct srv_result *res)
 {
     ms_err e;
     memset(res, 0, sizeof(*res));
     res->type = req->type;
+    if (req->type == SRV_REQ_MEMBER_ATTR) {
+        res->revision = kv_current_rev(s->kv);
+        return apply_member_attr(s, &req->u.member);
+    }
     if (req->type == SRV_REQ_ALARM) {
         res->revision = kv_current_rev(s->kv);
         return srv_apply_alarm(s, &req->u.alarm, &res->u.alarm);
@@ -164,6 +208,11 @@ void srv_apply_entry(struct srv *s, const struct raft_entry *ent, const struct r
     } else if (ent->len) {
         apply_request(s, ent); /* empty entries are a new leader's no-op */
     }
+}
+
+bool srv_self_published(const struct srv *s)
+{
+    return s->apply.self_published;
 }
 
 void srv_apply_end(struct srv *s, uint64_t index, uint64_t term)

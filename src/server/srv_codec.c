@@ -287,6 +287,11 @@ void srv_entry_encode(uint64_t id, const struct srv_req *req, struct buf *out)
         put_i64(out, req->u.lease.id);
         put_i64(out, req->u.lease.ttl);
         break;
+    case SRV_REQ_MEMBER_ATTR:
+        buf_put_uvarint(out, req->u.member.id);
+        put_bytes(out, (const uint8_t *)req->u.member.name, req->u.member.name_len);
+        put_bytes(out, (const uint8_t *)req->u.member.client_urls, req->u.member.client_urls_len);
+        break;
     case SRV_REQ_DEFRAG:
         break;
     }
@@ -329,6 +334,11 @@ bool srv_entry_decode(const uint8_t *p, size_t len, struct arena *a, uint64_t *i
     case SRV_REQ_LEASE_REVOKE:
         req->u.lease.id = get_i64(&r);
         req->u.lease.ttl = get_i64(&r);
+        break;
+    case SRV_REQ_MEMBER_ATTR:
+        req->u.member.id = rd_uvarint(&r);
+        req->u.member.name = (const char *)get_bytes(&r, &req->u.member.name_len);
+        req->u.member.client_urls = (const char *)get_bytes(&r, &req->u.member.client_urls_len);
         break;
     default:
         return false;

@@ -173,6 +173,7 @@ struct srv_applier {
     size_t n_compact_waiters;
     size_t cap_compact_waiters;
     struct event *compact_ev; /* the physical compaction's slices */
+    bool self_published;      /* this member's attributes were applied since it started */
 };
 
 /* Snapshots, backups and defragmentation: copies of the backend (srv_snap.c). */
@@ -263,6 +264,7 @@ struct srv {
     struct buf enc;                 /* srv.c: entry encoding */
     struct srv_compactor compactor; /* srv.c: auto compaction */
     struct event *compactor_ev;     /* srv.c */
+    struct event *publish_ev;       /* srv.c: until this member's attributes are applied */
     struct srv_node node;           /* srv_node.c */
     struct srv_reads reads;         /* srv_read.c */
     struct srv_applier apply;       /* srv_apply.c */
@@ -365,6 +367,8 @@ void srv_apply_fini(struct srv *s);
 /* Apply one committed entry (durable, in index order). cs: for a conf change, the
  * configuration it left, already in effect in the core. */
 void srv_apply_entry(struct srv *s, const struct raft_entry *ent, const struct raft_conf_state *cs);
+/* True once this member's published attributes were applied in this run. */
+bool srv_self_published(const struct srv *s);
 /* The batch ends at index (of term): record it, commit as due, answer the writers. */
 void srv_apply_end(struct srv *s, uint64_t index, uint64_t term);
 

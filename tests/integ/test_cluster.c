@@ -267,13 +267,26 @@ START_TEST(bootstrap)
     int l = leader(&c, 20000);
     ck_assert_int_ge(l, 0);
     for (int i = 0; i < c.n; i++) {
-        char *ml = post(c.m[i].s.port, "/v3/cluster/member/list", "{}", NULL);
-        for (int j = 0; j < c.n; j++) {
-            char want[64];
-            snprintf(want, sizeof(want), "\"ID\":\"%s\"", c.m[j].id);
-            ck_assert_msg(strstr(ml, want) && strstr(ml, c.m[j].peer_url), "member %d lists %s", i,
-                          ml);
+        /* Each member publishes its name and client URLs through the log: soon every member
+         * lists them all. */
+        char *ml = NULL;
+        bool all = false;
+        for (int t = 0; t < 200 && !all; t++) {
+            free(ml);
+            if (t)
+                tu_sleep_ms(50);
+            ml = post(c.m[i].s.port, "/v3/cluster/member/list", "{}", NULL);
+            all = true;
+            for (int j = 0; j < c.n; j++) {
+                char want[200];
+                snprintf(want, sizeof(want),
+                         "{\"ID\":\"%s\",\"name\":\"%s\",\"peerURLs\":[\"%s\"],"
+                         "\"clientURLs\":[\"http://127.0.0.1:%d\"]}",
+                         c.m[j].id, c.m[j].name, c.m[j].peer_url, c.m[j].s.port);
+                all = all && strstr(ml, want);
+            }
         }
+        ck_assert_msg(all, "member %d lists %s", i, ml);
         free(ml);
         char *st = post(c.m[i].s.port, "/v3/maintenance/status", "{}", NULL);
         ck_assert_msg(tu_json_num(st, "raftTerm", 0) >= 2, "%s", st);

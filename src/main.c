@@ -19,13 +19,21 @@ extern char **environ;
 
 static struct srv *g_srv;
 
+static void on_left(void *arg)
+{
+    event_base_loopbreak(arg);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct event_base *base = arg;
     (void)what;
     log_info("received signal %d, shutting down (pending requests: %zu)", (int)sig,
              g_srv ? srv_pending(g_srv) : 0);
-    event_base_loopbreak(base);
+    /* A leader first hands its leadership over (bounded); a second signal during the
+     * hand-over stops at once (srv_step_down refuses a second one). */
+    if (!g_srv || !srv_step_down(g_srv, on_left, base))
+        event_base_loopbreak(base);
 }
 
 /* Every client connection takes a descriptor, and the usual soft limit (1024) is far below the

@@ -164,6 +164,12 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
 /* The caller of id is gone: never call its done. A proposed write still applies. */
 void srv_cancel(struct srv *s, uint64_t id);
 
+/* Before a graceful stop: a leader with peers hands leadership to its most up-to-date follower
+ * (etcd's TransferLeadership), so that the cluster loses no election timeout. left is called
+ * once, from the loop, when another member leads or after the request timeout. False, and left
+ * is never called, when there is nothing to hand over. */
+bool srv_step_down(struct srv *s, void (*left)(void *ctx), void *ctx);
+
 /* True if this member knows a leader (etcd's "no leader" errors, /health). */
 bool srv_has_leader(const struct srv *s);
 

@@ -548,6 +548,11 @@ size_t srv_members(struct srv *s, struct srv_member out[SRV_MAX_MEMBERS])
     return n;
 }
 
+bool srv_step_down(struct srv *s, void (*left)(void *ctx), void *ctx)
+{
+    return srv_node_step_down(s, left, ctx);
+}
+
 bool srv_has_leader(const struct srv *s)
 {
     return srv_node_has_leader(s);

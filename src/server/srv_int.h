@@ -116,6 +116,10 @@ struct srv_node {
     size_t n_deadlines;
     size_t cap_deadlines;
     uint64_t heartbeat_failures; /* messages to a peer dropped (unreachable reports) */
+    uint64_t mem_bytes;          /* entry data held in mem (about: see trim_log) */
+    void (*left)(void *ctx);     /* a leadership transfer before stopping is in progress */
+    void *left_ctx;
+    uint64_t left_deadline_ms;
 };
 
 /* What the backend holds about the log at start (srv.c reads it, srv_node.c starts from it). */
@@ -326,6 +330,10 @@ void srv_node_close(struct srv *s);
  * error is returned. Without a leader it is held until one is known or its deadline. */
 ms_err srv_node_propose(struct srv *s, uint64_t id, const uint8_t *data, size_t len);
 bool srv_node_has_leader(const struct srv *s);
+/* A leader with peers: hand leadership to the most up-to-date follower, then call left (once,
+ * from the loop) when another member leads or after the request timeout. False (left never
+ * called) when there is nothing to hand over. */
+bool srv_node_step_down(struct srv *s, void (*left)(void *ctx), void *ctx);
 struct peer_stats;
 /* The transport's counters for peer id (false: no such peer). */
 bool srv_node_peer_stats(const struct srv *s, uint64_t id, struct peer_stats *out);

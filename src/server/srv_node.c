@@ -46,6 +46,8 @@
  * SnapshotCatchUpEntries = 5000), and at most this many bytes of them. */
 #define NODE_KEEP_ENTRIES 5000
 #define NODE_KEEP_BYTES   (64u << 20)
+/* In-memory entries (bytes of data) above which a member with peers trims at once. */
+#define NODE_MEM_MAX_BYTES (256u << 20)
 /* Ready steps per loop turn before yielding to I/O (the loop wakes itself to continue). */
 #define NODE_READY_PER_TURN 64
 /* Ready steps the start may take to elect itself and apply the log. */
@@ -96,17 +98,23 @@ static void fatal_sync(struct srv_node *n, ms_err e)
              (unsigned long long)raft_mem_last_index(n->mem), ms_err_name(e));
 }
 
-/* Drop in-memory entries below the applied index (the WAL keeps them durable). A member with
- * peers keeps some for followers that lag; a single voter has nobody to send them to. */
-static void trim_log(struct srv_node *n, uint64_t applied)
+/* Drop in-memory entries below the applied index (the WAL keeps them durable). A single voter
+ * has nobody to send them to. A member with peers keeps them for followers that lag, as etcd
+ * does between two snapshots: it trims once --snapshot-count entries are applied beyond what it
+ * holds (or they take more than NODE_MEM_MAX_BYTES), keeping the last NODE_KEEP_ENTRIES (etcd
+ * SnapshotCatchUpEntries, at most NODE_KEEP_BYTES). A follower further behind needs a
+ * snapshot. */
+static void trim_log(struct srv *s, uint64_t applied)
 {
+    struct srv_node *n = &s->node;
     uint64_t first = raft_mem_first_index(n->mem);
     if (applied < first)
         return;
     uint64_t keep_from = applied + 1, bytes = 0;
     if (n->peer) {
-        if (applied < first + NODE_KEEP_ENTRIES / 4)
-            return; /* trim in steps, not at every entry */
+        if (applied + 1 - first < s->cfg.snapshot_count + NODE_KEEP_ENTRIES &&
+            n->mem_bytes < NODE_MEM_MAX_BYTES)
+            return;
         while (keep_from > first && applied + 1 - keep_from < NODE_KEEP_ENTRIES) {
             const struct raft_entry *e = raft_mem_entry(n->mem, keep_from - 1);
             if (!e || bytes + e->len > NODE_KEEP_BYTES)
@@ -115,8 +123,16 @@ static void trim_log(struct srv_node *n, uint64_t applied)
             keep_from--;
         }
     }
-    if (keep_from > first && raft_mem_compact(n->mem, keep_from - 1) != MS_OK)
+    if (keep_from <= first)
+        return;
+    if (raft_mem_compact(n->mem, keep_from - 1) != MS_OK) {
         log_warn("raft: cannot trim the in-memory log below %llu", (unsigned long long)keep_from);
+        return;
+    }
+    /* Count again what is held (a follower's replaced suffixes were counted twice). */
+    n->mem_bytes = 0;
+    for (uint64_t i = keep_from; i <= raft_mem_last_index(n->mem); i++)
+        n->mem_bytes += raft_mem_entry(n->mem, i)->len;
 }
 
 /* Hand committed entries to the state machine in order. A conf change takes effect in the core
@@ -159,6 +175,8 @@ static void persisted(struct srv *s)
     if (rd->n_entries && raft_mem_append(n->mem, rd->entries, rd->n_entries) != MS_OK)
         ms_fatal("raft: the Ready's entries %llu.. do not follow the log",
                  (unsigned long long)rd->entries[0].index);
+    for (size_t i = 0; i < rd->n_entries; i++)
+        n->mem_bytes += rd->entries[i].len;
     if (rd->hard_changed) {
         raft_mem_set_hard(n->mem, &rd->hard);
         n->term = rd->hard.term;
@@ -169,10 +187,23 @@ static void persisted(struct srv *s)
         peer_send(n->peer, rd->msgs_after_persist, rd->n_msgs_after_persist);
     raft_advance(n->raft, rd);
     n->rd_out = false;
-    trim_log(n, srv_applied(s));
+    trim_log(s, srv_applied(s));
 }
 
 static void propose_held(struct srv *s);
+
+/* The leadership transfer of srv_node_step_down ended (handed over, or timed out). */
+static void transfer_end(struct srv *s, bool ok)
+{
+    struct srv_node *n = &s->node;
+    void (*left)(void *) = n->left;
+    n->left = NULL;
+    if (ok)
+        log_info("raft: leadership handed over");
+    else
+        log_warn("raft: leadership was not handed over in time; stopping anyway");
+    left(n->left_ctx);
+}
 
 /* The leader or this member's role changed. */
 static void soft_changed(struct srv *s, const struct raft_soft_state *soft)
@@ -203,6 +234,8 @@ static void soft_changed(struct srv *s, const struct raft_soft_state *soft)
         srv_lease_demote(s);
     if (new_lead && soft->lead != RAFT_NONE)
         propose_held(s);
+    if (n->left && soft->role != RAFT_LEADER)
+        transfer_end(s, true);
 }
 
 /* Take and handle Readys until one waits for its sync (returns true) or none is left. With
@@ -438,6 +471,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         raft_tick(n->raft);
     if (n->peer)
         expire(s, now);
+    if (n->left && now >= n->left_deadline_ms)
+        transfer_end(s, false);
     if (raft_has_ready(n->raft))
         srv_wake(s);
 }
@@ -460,6 +495,36 @@ ms_err srv_node_propose(struct srv *s, uint64_t id, const uint8_t *data, size_t 
     if (e == MS_OK)
         srv_wake(s);
     return e;
+}
+
+bool srv_node_step_down(struct srv *s, void (*left)(void *ctx), void *ctx)
+{
+    struct srv_node *n = &s->node;
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    if (!n->peer || n->left || st.soft.role != RAFT_LEADER)
+        return false;
+    /* The most up-to-date voter that answers (etcd's longest-log transferee). */
+    uint64_t to = RAFT_NONE, best = 0;
+    for (size_t i = 0; i < st.n_progress; i++) {
+        const struct raft_progress_status *p = &st.progress[i];
+        if (p->id == s->member_id || p->learner || !p->recent_active)
+            continue;
+        if (to == RAFT_NONE || p->match > best) {
+            to = p->id;
+            best = p->match;
+        }
+    }
+    if (to == RAFT_NONE)
+        return false;
+    log_info("raft: stopping: handing leadership to %016llx (its log is at %llu of %llu)",
+             (unsigned long long)to, (unsigned long long)best, (unsigned long long)st.last_index);
+    n->left = left;
+    n->left_ctx = ctx;
+    n->left_deadline_ms = clock_now_ms() + request_timeout_ms(s);
+    raft_transfer_leader(n->raft, to);
+    srv_wake(s);
+    return true;
 }
 
 bool srv_node_has_leader(const struct srv *s)
@@ -603,6 +668,7 @@ static ms_err fill_log(struct srv *s, const struct wal_log *log, const struct sr
         }
         if (raft_mem_append(n->mem, ent, 1) != MS_OK)
             return MS_E_DATA_CORRUPT;
+        n->mem_bytes += ent->len;
     }
     return MS_OK;
 }

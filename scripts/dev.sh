@@ -3,11 +3,14 @@
 #
 #   scripts/dev.sh start   install what is missing, build (release), start one node on
 #                          127.0.0.1:2379 with data in ./default.metastore
+#   scripts/dev.sh cluster install what is missing, build (release), start a 3-member cluster
+#                          on loopback (clients 2379, 22379, 32379) in the foreground; Ctrl-C
+#                          stops all three
 #   scripts/dev.sh test    install what is missing (and etcd-server, for the compat suite),
 #                          build with ASan+UBSan, run every suite
 #   scripts/dev.sh build   install what is missing and build (release) only
 #
-# Extra arguments after "start" are passed to the server (etcd's flags).
+# Extra arguments after "start" or "cluster" are passed to the server (etcd's flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -231,6 +234,34 @@ start)
         --listen-client-urls http://127.0.0.1:2379 \
         --advertise-client-urls http://127.0.0.1:2379 "$@"
     ;;
+cluster)
+    # Three members on loopback (clients on 2379, 22379, 32379; peers on 2380, 22380, 32380),
+    # data in ./cluster.metastore/<name>, in the foreground: Ctrl-C stops all three.
+    install_deps
+    build_release
+    ic=infra1=http://127.0.0.1:2380,infra2=http://127.0.0.1:22380,infra3=http://127.0.0.1:32380
+    pids=()
+    stop_all() {
+        trap - INT TERM
+        for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+        wait
+    }
+    trap stop_all INT TERM
+    mkdir -p cluster.metastore
+    for i in 1 2 3; do
+        port=$([ "$i" = 1 ] && echo 2379 || echo "${i}2379")
+        peer=$((port + 1))
+        ./build-release/metastore --name "infra$i" --data-dir "cluster.metastore/infra$i" \
+            --listen-client-urls "http://127.0.0.1:$port" \
+            --advertise-client-urls "http://127.0.0.1:$port" \
+            --listen-peer-urls "http://127.0.0.1:$peer" \
+            --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+            --initial-cluster "$ic" --initial-cluster-token metastore-dev-cluster "$@" &
+        pids+=($!)
+    done
+    wait -n || true
+    stop_all
+    ;;
 build)
     install_deps
     build_release
@@ -247,7 +278,7 @@ test)
     exit $rc
     ;;
 *)
-    echo "usage: scripts/dev.sh start|test|build [args]" >&2
+    echo "usage: scripts/dev.sh start|cluster|test|build [args]" >&2
     exit 2
     ;;
 esac

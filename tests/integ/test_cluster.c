@@ -14,6 +14,13 @@
  */
 #include "testutil.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -25,18 +32,246 @@
 
 struct member {
     struct tu_server s;
-    int peer_port;
+    int peer_port;   /* where it listens for peers */
+    int advert_port; /* its advertised peer port: peer_port, or the link proxy's */
     char name[8];
-    char id[24]; /* decimal member ID, from its status */
-    char peer_url[64];
-    bool stopped; /* SIGSTOP'ed */
+    char id[24];         /* decimal member ID, from its status */
+    char peer_url[64];   /* advertised */
+    char listen_url[64]; /* listened on */
+    bool stopped;        /* SIGSTOP'ed */
 };
 
 struct cluster {
     struct member m[MAX_MEMBERS];
     int n;
     char initial[MAX_MEMBERS * 80];
+    struct proxy *proxy; /* per-link proxies in front of the peer ports, or NULL */
 };
+
+/* ---- per-link proxies: the test cuts the links between two members at will ----
+ * Every member advertises a proxy port; the proxy reads the stream request's head
+ * ("GET /raft/stream/<dialer ID in hex>"), so it knows both ends of the link, and either
+ * refuses the connection or forwards it to the member's real peer port. Cutting a link also
+ * closes its connections in flight. One thread polls everything; every wait is bounded. */
+
+#define PROXY_MAX_CONNS 64
+
+struct proxy_conn {
+    int a, b;     /* dialer side, member side; -1 when closed */
+    int from, to; /* member indexes; from -1 until the head is read */
+    char head[4096];
+    size_t head_len;
+};
+
+struct proxy {
+    struct cluster *c;
+    int listen_fd[MAX_MEMBERS];
+    struct proxy_conn conns[PROXY_MAX_CONNS];
+    pthread_t thread;
+    pthread_mutex_t mu;
+    bool cut[MAX_MEMBERS][MAX_MEMBERS]; /* [from][to]: traffic dialed by from to to */
+    bool any_cut;
+    bool stop;
+};
+
+static int listen_on(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(fd, 64), 0);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    return fd;
+}
+
+static void conn_close(struct proxy_conn *pc)
+{
+    if (pc->a >= 0)
+        close(pc->a);
+    if (pc->b >= 0)
+        close(pc->b);
+    pc->a = pc->b = -1;
+}
+
+/* The head is complete: find the dialer, then refuse or connect to the member. */
+static void conn_route(struct proxy *p, struct proxy_conn *pc)
+{
+    char hex[32] = "";
+    sscanf(pc->head, "GET /raft/stream/%20[0-9a-f]", hex);
+    uint64_t from_id = strtoull(hex, NULL, 16);
+    pc->from = -1;
+    for (int i = 0; i < p->c->n; i++)
+        if (p->c->m[i].id[0] && strtoull(p->c->m[i].id, NULL, 10) == from_id)
+            pc->from = i;
+    /* Before the IDs are known (the start), nothing is cut. */
+    if (pc->from < 0 ? p->any_cut : p->cut[pc->from][pc->to]) {
+        conn_close(pc);
+        return;
+    }
+    pc->b = tu_connect(p->c->m[pc->to].peer_port);
+    if (pc->b < 0) {
+        conn_close(pc);
+        return;
+    }
+    tu_send_all(pc->b, pc->head, pc->head_len);
+    fcntl(pc->b, F_SETFL, O_NONBLOCK);
+}
+
+/* Copy what is readable from fd to other; false when the connection is over. */
+static bool pump(int fd, int other)
+{
+    char buf[65536];
+    ssize_t r = read(fd, buf, sizeof(buf));
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+        return false;
+    for (ssize_t o = 0; o < r;) {
+        ssize_t w = write(other, buf + o, (size_t)(r - o));
+        if (w < 0 && errno == EAGAIN) {
+            struct pollfd q = {.fd = other, .events = POLLOUT};
+            if (poll(&q, 1, 1000) <= 0)
+                return false; /* a reader stuck for a second: drop the link */
+            continue;
+        }
+        if (w <= 0)
+            return false;
+        o += w;
+    }
+    return true;
+}
+
+static void *proxy_run(void *arg)
+{
+    struct proxy *p = arg;
+    for (;;) {
+        struct pollfd fds[MAX_MEMBERS + 2 * PROXY_MAX_CONNS];
+        int kind[MAX_MEMBERS + 2 * PROXY_MAX_CONNS]; /* listener i, or conn*2 (+1 for b) */
+        int n = 0;
+        pthread_mutex_lock(&p->mu);
+        if (p->stop) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        for (int i = 0; i < PROXY_MAX_CONNS; i++) {
+            struct proxy_conn *pc = &p->conns[i];
+            if (pc->a >= 0 && pc->b >= 0 && (pc->from >= 0 ? p->cut[pc->from][pc->to] : p->any_cut))
+                conn_close(pc);
+        }
+        for (int i = 0; i < p->c->n; i++) {
+            fds[n] = (struct pollfd){.fd = p->listen_fd[i], .events = POLLIN};
+            kind[n++] = -1 - i;
+        }
+        for (int i = 0; i < PROXY_MAX_CONNS; i++) {
+            if (p->conns[i].a < 0)
+                continue;
+            fds[n] = (struct pollfd){.fd = p->conns[i].a, .events = POLLIN};
+            kind[n++] = 2 * i;
+            if (p->conns[i].b >= 0) {
+                fds[n] = (struct pollfd){.fd = p->conns[i].b, .events = POLLIN};
+                kind[n++] = 2 * i + 1;
+            }
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (poll(fds, (nfds_t)n, 20) <= 0)
+            continue;
+        pthread_mutex_lock(&p->mu);
+        for (int k = 0; k < n; k++) {
+            if (!fds[k].revents)
+                continue;
+            if (kind[k] < 0) {
+                int to = -1 - kind[k];
+                int fd = accept(fds[k].fd, NULL, NULL);
+                if (fd < 0)
+                    continue;
+                struct proxy_conn *pc = NULL;
+                for (int i = 0; i < PROXY_MAX_CONNS && !pc; i++)
+                    if (p->conns[i].a < 0)
+                        pc = &p->conns[i];
+                if (!pc) {
+                    close(fd);
+                    continue;
+                }
+                *pc = (struct proxy_conn){.a = fd, .b = -1, .from = -1, .to = to};
+                fcntl(fd, F_SETFL, O_NONBLOCK);
+                continue;
+            }
+            struct proxy_conn *pc = &p->conns[kind[k] / 2];
+            if (pc->a < 0)
+                continue;
+            if (pc->b < 0) { /* still reading the head */
+                ssize_t r =
+                    read(pc->a, pc->head + pc->head_len, sizeof(pc->head) - 1 - pc->head_len);
+                if (r <= 0) {
+                    if (r == 0 || errno != EAGAIN)
+                        conn_close(pc);
+                    continue;
+                }
+                pc->head_len += (size_t)r;
+                pc->head[pc->head_len] = 0;
+                if (strstr(pc->head, "\r\n\r\n"))
+                    conn_route(p, pc);
+                else if (pc->head_len + 1 >= sizeof(pc->head))
+                    conn_close(pc);
+                continue;
+            }
+            bool ok = kind[k] % 2 ? pump(pc->b, pc->a) : pump(pc->a, pc->b);
+            if (!ok)
+                conn_close(pc);
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+    for (int i = 0; i < PROXY_MAX_CONNS; i++)
+        conn_close(&p->conns[i]);
+    return NULL;
+}
+
+/* Cut (or heal) every link between member i and the others, both ways. */
+static void isolate(struct cluster *c, int i, bool cut)
+{
+    struct proxy *p = c->proxy;
+    pthread_mutex_lock(&p->mu);
+    for (int j = 0; j < c->n; j++)
+        if (j != i)
+            p->cut[i][j] = p->cut[j][i] = cut;
+    p->any_cut = false;
+    for (int a = 0; a < c->n; a++)
+        for (int b = 0; b < c->n; b++)
+            p->any_cut = p->any_cut || p->cut[a][b];
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void proxy_start(struct cluster *c)
+{
+    struct proxy *p = calloc(1, sizeof(*p));
+    ck_assert_ptr_nonnull(p);
+    p->c = c;
+    for (int i = 0; i < PROXY_MAX_CONNS; i++)
+        p->conns[i].a = p->conns[i].b = -1;
+    for (int i = 0; i < c->n; i++)
+        p->listen_fd[i] = listen_on(c->m[i].advert_port);
+    pthread_mutex_init(&p->mu, NULL);
+    ck_assert_int_eq(pthread_create(&p->thread, NULL, proxy_run, p), 0);
+    c->proxy = p;
+}
+
+static void proxy_stop(struct cluster *c)
+{
+    struct proxy *p = c->proxy;
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thread, NULL);
+    for (int i = 0; i < c->n; i++)
+        close(p->listen_fd[i]);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+    c->proxy = NULL;
+}
 
 static const char *backend(void)
 {
@@ -81,7 +316,7 @@ static void member_flags(struct cluster *c, int i, const char **argv, size_t cap
     const char *flags[] = {"--name",
                            m->name,
                            "--listen-peer-urls",
-                           m->peer_url,
+                           m->listen_url,
                            "--initial-advertise-peer-urls",
                            m->peer_url,
                            "--initial-cluster",
@@ -105,7 +340,8 @@ static void launch(struct cluster *c, int i)
     tu_server_launch(&c->m[i].s, argv);
 }
 
-static void cluster_start(struct cluster *c, int n)
+/* n members; with proxied, each advertises a link proxy's port (isolate() cuts links). */
+static void cluster_start_opt(struct cluster *c, int n, bool proxied)
 {
     memset(c, 0, sizeof(*c));
     c->n = n;
@@ -125,11 +361,23 @@ static void cluster_start(struct cluster *c, int n)
                 break;
             m->s.port = tu_free_port();
         }
+        m->advert_port = m->peer_port;
+        while (proxied && (m->advert_port == m->peer_port || m->advert_port == m->s.port))
+            m->advert_port = tu_free_port(); /* other members' ports: see below */
         snprintf(m->name, sizeof(m->name), "m%d", i + 1);
-        snprintf(m->peer_url, sizeof(m->peer_url), "http://127.0.0.1:%d", m->peer_port);
+        snprintf(m->peer_url, sizeof(m->peer_url), "http://127.0.0.1:%d", m->advert_port);
+        snprintf(m->listen_url, sizeof(m->listen_url), "http://127.0.0.1:%d", m->peer_port);
         o += (size_t)snprintf(c->initial + o, sizeof(c->initial) - o, "%s%s=%s", i ? "," : "",
                               m->name, m->peer_url);
     }
+    for (int i = 0; i < n && proxied; i++)
+        for (int j = 0; j < n; j++)
+            ck_assert_msg(j == i || (c->m[i].advert_port != c->m[j].peer_port &&
+                                     c->m[i].advert_port != c->m[j].s.port &&
+                                     c->m[i].advert_port != c->m[j].advert_port),
+                          "the kernel handed out a port twice: run again");
+    if (proxied)
+        proxy_start(c);
     for (int i = 0; i < n; i++)
         launch(c, i);
     for (int i = 0; i < n; i++) {
@@ -139,6 +387,11 @@ static void cluster_start(struct cluster *c, int n)
         free(st);
         ck_assert_msg(c->m[i].id[0], "member %d has no ID", i);
     }
+}
+
+static void cluster_start(struct cluster *c, int n)
+{
+    cluster_start_opt(c, n, false);
 }
 
 static void cluster_stop(struct cluster *c)
@@ -151,6 +404,7 @@ static void cluster_stop(struct cluster *c)
     for (int i = 0; i < c->n; i++)
         if (c->m[i].s.dir)
             tu_server_stop(&c->m[i].s);
+    proxy_stop(c);
 }
 
 static bool alive(const struct cluster *c, int i)
@@ -489,6 +743,105 @@ START_TEST(rolling_restart)
 }
 END_TEST
 
+/* What a watch stream sent within ms milliseconds, appended to *buf (NUL-terminated). */
+static void read_stream(int fd, char **buf, size_t *len, int ms)
+{
+    int64_t until = tu_now_ms() + ms;
+    for (;;) {
+        int left = (int)(until - tu_now_ms());
+        if (left <= 0)
+            break;
+        struct pollfd q = {.fd = fd, .events = POLLIN};
+        if (poll(&q, 1, left) <= 0)
+            break;
+        *buf = realloc(*buf, *len + 65537);
+        ck_assert_ptr_nonnull(*buf);
+        ssize_t r = recv(fd, *buf + *len, 65536, 0);
+        ck_assert_msg(r > 0, "the watch stream ended");
+        *len += (size_t)r;
+        (*buf)[*len] = 0;
+    }
+}
+
+/* The leader is cut off from the others: it stops acknowledging writes and answering
+ * linearizable reads, answers serializable ones from its own data, and a watch on it receives
+ * nothing it could not have; the others elect a leader and go on. Once healed it converges,
+ * and the watch receives every event once, in order. */
+START_TEST(partition)
+{
+    struct cluster c;
+    cluster_start_opt(&c, 3, true);
+    int a = leader(&c, 20000);
+    ck_assert_int_ge(a, 0);
+    put_ok(&c, a, "p/init", "x");
+    free(get_ok(&c, a, "p/init"));
+    /* A watch on the member about to be cut off, from the next revision on. */
+    char req[512];
+    const char *wbody = "{\"create_request\":{\"key\":\"cC8=\",\"range_end\":\"cDA=\"}}";
+    snprintf(req, sizeof(req),
+             "POST /v3/watch HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s", strlen(wbody),
+             wbody);
+    int wfd = tu_connect(c.m[a].s.port);
+    ck_assert_int_ge(wfd, 0);
+    tu_send_all(wfd, req, strlen(req));
+    char *wbuf = NULL;
+    size_t wlen = 0;
+    read_stream(wfd, &wbuf, &wlen, 300);
+    ck_assert_msg(wbuf && strstr(wbuf, "\"created\":true"), "%s", wbuf ? wbuf : "");
+    wlen = 0;
+
+    isolate(&c, a, true);
+    c.m[a].stopped = true; /* not counted by leader(): it is cut off */
+    int b = leader(&c, 30000);
+    ck_assert_msg(b >= 0 && b != a, "the majority did not elect a leader");
+    c.m[a].stopped = false;
+    char key[32], want[64];
+    for (int r = 0; r < 10; r++) {
+        snprintf(key, sizeof(key), "p/%d", r);
+        put_ok(&c, (a + 1 + r % 2) % c.n, key, "v");
+    }
+    /* The cut-off member acknowledges nothing and answers no linearizable read. */
+    long rev = put(&c, a, "p/lost", "x");
+    ck_assert_msg(rev < 0, "a write through the cut-off member was acknowledged (%ld)", rev);
+    int status;
+    char *v = get(&c, a, "p/0", false, &status);
+    ck_assert_msg(!v, "a linearizable read on the cut-off member answered");
+    v = get(&c, a, "p/init", true, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_str_eq(v, "eA==");
+    free(v);
+    v = get(&c, a, "p/0", true, &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_str_eq(v, ""); /* its own data: the majority's writes are not there */
+    free(v);
+    read_stream(wfd, &wbuf, &wlen, 200);
+    tu_b64("p/0", want);
+    ck_assert_msg(!wlen || !strstr(wbuf, want), "the cut-off member's watch saw p/0: %s", wbuf);
+
+    isolate(&c, a, false);
+    ck_assert_int_ge(leader(&c, 30000), 0);
+    put_ok(&c, a, "p/after", "y");
+    same_data(&c);
+    /* The watch: p/0..p/9 and p/after, each once, in order (p/lost, if it ever committed, is
+     * allowed: its outcome was unknown). */
+    int64_t until = tu_now_ms() + 20000;
+    tu_b64("p/after", want);
+    while ((!wbuf || !strstr(wbuf, want)) && tu_now_ms() < until)
+        read_stream(wfd, &wbuf, &wlen, 200);
+    const char *at = wbuf;
+    for (int r = 0; r < 10; r++) {
+        snprintf(key, sizeof(key), "p/%d", r);
+        tu_b64(key, want);
+        const char *f = strstr(wbuf, want);
+        ck_assert_msg(f && f >= at && !strstr(f + 1, want), "event %s: %s", key, wbuf);
+        at = f;
+    }
+    free(wbuf);
+    close(wfd);
+    cluster_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster");
@@ -499,7 +852,8 @@ int main(void)
     } cases[] = {{"bootstrap", bootstrap},
                  {"leader_kill", leader_kill},
                  {"no_quorum", no_quorum},
-                 {"rolling_restart", rolling_restart}};
+                 {"rolling_restart", rolling_restart},
+                 {"partition", partition}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);
         tcase_set_timeout(tc, 240);

@@ -340,8 +340,9 @@ static void launch(struct cluster *c, int i)
     tu_server_launch(&c->m[i].s, argv);
 }
 
-/* n members; with proxied, each advertises a link proxy's port (isolate() cuts links). */
-static void cluster_start_opt(struct cluster *c, int n, bool proxied)
+/* n members, the first n_up of them started; with proxied, each advertises a link proxy's port
+ * (isolate() cuts links). */
+static void cluster_start_opt(struct cluster *c, int n, int n_up, bool proxied)
 {
     memset(c, 0, sizeof(*c));
     c->n = n;
@@ -378,9 +379,9 @@ static void cluster_start_opt(struct cluster *c, int n, bool proxied)
                           "the kernel handed out a port twice: run again");
     if (proxied)
         proxy_start(c);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n_up; i++)
         launch(c, i);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n_up; i++) {
         tu_server_wait_healthy(&c->m[i].s);
         char *st = post(c->m[i].s.port, "/v3/maintenance/status", "{}", NULL);
         json_str(st, "member_id", c->m[i].id, sizeof(c->m[i].id));
@@ -391,7 +392,7 @@ static void cluster_start_opt(struct cluster *c, int n, bool proxied)
 
 static void cluster_start(struct cluster *c, int n)
 {
-    cluster_start_opt(c, n, false);
+    cluster_start_opt(c, n, n, false);
 }
 
 static void cluster_stop(struct cluster *c)
@@ -402,8 +403,13 @@ static void cluster_stop(struct cluster *c)
         c->m[i].stopped = false;
     }
     for (int i = 0; i < c->n; i++)
-        if (c->m[i].s.dir)
+        if (c->m[i].s.pid > 0)
             tu_server_stop(&c->m[i].s);
+        else if (c->m[i].s.dir) {
+            tu_rmtree(c->m[i].s.dir);
+            free(c->m[i].s.dir);
+            c->m[i].s.dir = NULL;
+        }
     proxy_stop(c);
 }
 
@@ -441,14 +447,18 @@ static int leader(struct cluster *c, int timeout_ms)
 /* Put key=val through member i: the revision, or -status on an error answer. */
 static long put(struct cluster *c, int i, const char *key, const char *val)
 {
-    char k64[256], v64[256], body[600];
+    size_t vl = strlen(val) / 3 * 4 + 8;
+    char k64[256], *v64 = malloc(vl), *body = malloc(vl + 300);
+    ck_assert(v64 && body);
     tu_b64(key, k64);
     tu_b64(val, v64);
-    snprintf(body, sizeof(body), "{\"key\":\"%s\",\"value\":\"%s\"}", k64, v64);
+    snprintf(body, vl + 300, "{\"key\":\"%s\",\"value\":\"%s\"}", k64, v64);
     int status;
     char *got = post(c->m[i].s.port, "/v3/kv/put", body, &status);
     long rev = status == 200 ? tu_json_num(got, "revision", -1) : -status;
     free(got);
+    free(body);
+    free(v64);
     return rev;
 }
 
@@ -770,7 +780,7 @@ static void read_stream(int fd, char **buf, size_t *len, int ms)
 START_TEST(partition)
 {
     struct cluster c;
-    cluster_start_opt(&c, 3, true);
+    cluster_start_opt(&c, 3, 3, true);
     int a = leader(&c, 20000);
     ck_assert_int_ge(a, 0);
     put_ok(&c, a, "p/init", "x");
@@ -842,6 +852,108 @@ START_TEST(partition)
 }
 END_TEST
 
+static long rss_kb(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+/* The answer to a raw request on the peer port of member i (up to 2 s), malloc'ed. */
+static char *peer_raw(struct cluster *c, int i, const char *req, size_t len)
+{
+    int fd = tu_connect(c->m[i].peer_port);
+    ck_assert_int_ge(fd, 0);
+    tu_send_all(fd, req, len);
+    char *out = tu_read_all(fd, 2000, NULL);
+    close(fd);
+    return out;
+}
+
+/* Garbage, another cluster's member and a peer that never reads: the member stays up, logs
+ * the refusals, and its memory stays bounded. The third member of the cluster is never
+ * started: the test speaks for it. */
+START_TEST(bad_peers)
+{
+    struct cluster c;
+    cluster_start_opt(&c, 3, 2, false);
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    /* Member m3's ID and the cluster's, from the member list and a header. */
+    char *ml = post(c.m[0].s.port, "/v3/cluster/member/list", "{}", NULL);
+    const char *p3 = strstr(ml, "\"name\":\"m3\"");
+    ck_assert_ptr_nonnull(p3);
+    const char *idp = p3;
+    while (idp > ml && strncmp(idp, "\"ID\":\"", 6) != 0)
+        idp--;
+    uint64_t id3 = strtoull(idp + 6, NULL, 10);
+    char cid[24];
+    json_str(ml, "cluster_id", cid, sizeof(cid));
+    free(ml);
+    uint64_t cluster = strtoull(cid, NULL, 10), lid = strtoull(c.m[l].id, NULL, 10);
+
+    /* Garbage: the connection is answered 400 or closed; the member serves on. */
+    static const char junk[] = "\x16\x03\x01\x02\x00garbage\r\n\r\n\xff\xfe";
+    free(peer_raw(&c, l, junk, sizeof(junk) - 1));
+    char req[600];
+    /* Another cluster: 412, logged. */
+    snprintf(req, sizeof(req),
+             "GET /raft/stream/%016" PRIx64 " HTTP/1.1\r\nHost: x\r\nX-Etcd-Cluster-ID: %016" PRIx64
+             "\r\nX-Server-From: %016" PRIx64 "\r\nX-Raft-To: %016" PRIx64
+             "\r\nX-Peer-Version: 1\r\n\r\n",
+             id3, cluster ^ 1, id3, lid);
+    char *ans = peer_raw(&c, l, req, strlen(req));
+    ck_assert_msg(strstr(ans, " 412 "), "%s", ans);
+    free(ans);
+    char cmd[4400];
+    snprintf(cmd, sizeof(cmd), "grep -q 'refused a stream from %016" PRIx64 " of cluster' %s", id3,
+             c.m[l].s.log);
+    ck_assert_msg(system(cmd) == 0, "the refusal is not logged");
+
+    /* A peer that opens its stream and never reads: the leader's sends to it are bounded. */
+    snprintf(req, sizeof(req),
+             "GET /raft/stream/%016" PRIx64 " HTTP/1.1\r\nHost: x\r\nX-Etcd-Cluster-ID: %016" PRIx64
+             "\r\nX-Server-From: %016" PRIx64 "\r\nX-Raft-To: %016" PRIx64
+             "\r\nX-Peer-Version: 1\r\n\r\n",
+             id3, cluster, id3, lid);
+    int fd = tu_connect(c.m[l].peer_port);
+    ck_assert_int_ge(fd, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    tu_send_all(fd, req, strlen(req));
+    int f = 1 - l; /* the other member: the same log and data, no stuck peer */
+    long before = rss_kb(c.m[l].s.pid), f_before = rss_kb(c.m[f].s.pid);
+    char *big = malloc(200001);
+    ck_assert_ptr_nonnull(big);
+    memset(big, 'v', 200000);
+    big[200000] = 0;
+    char key[32];
+    for (int r = 0; r < 300; r++) { /* 60 MB through the leader */
+        snprintf(key, sizeof(key), "big%d", r % 20);
+        ck_assert_int_gt(put_ok(&c, l, key, big), 0);
+    }
+    free(big);
+    /* Both hold the entries in memory and the data in the backend; the leader holds
+     * little more for the peer that does not read (a probe per heartbeat, a bounded queue). */
+    long after = rss_kb(c.m[l].s.pid), f_after = rss_kb(c.m[f].s.pid);
+    fprintf(stderr, "bad_peers: RSS of the leader %ld -> %ld kB, of the follower %ld -> %ld kB\n",
+            before, after, f_before, f_after);
+    ck_assert_msg((after - before) - (f_after - f_before) < 32 * 1024,
+                  "the leader grew by %ld kB, the follower by %ld kB", after - before,
+                  f_after - f_before);
+    close(fd);
+    same_data(&c);
+    cluster_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster");
@@ -849,11 +961,9 @@ int main(void)
     struct {
         const char *name;
         const TTest *fn;
-    } cases[] = {{"bootstrap", bootstrap},
-                 {"leader_kill", leader_kill},
-                 {"no_quorum", no_quorum},
-                 {"rolling_restart", rolling_restart},
-                 {"partition", partition}};
+    } cases[] = {{"bootstrap", bootstrap}, {"leader_kill", leader_kill},
+                 {"no_quorum", no_quorum}, {"rolling_restart", rolling_restart},
+                 {"partition", partition}, {"bad_peers", bad_peers}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);
         tcase_set_timeout(tc, 240);

@@ -75,6 +75,8 @@ struct peer;
 /* A received message from a known peer, checked (from is the peer, to is us). Borrowed for the
  * call only. */
 typedef void (*peer_message_fn)(void *ctx, const struct raft_msg *m);
+/* An application message from a known peer (peer_send_app): borrowed for the call. */
+typedef void (*peer_app_fn)(void *ctx, uint64_t from, const uint8_t *data, size_t len);
 /* A message to peer id was dropped (queue full, stream down): raft_report_unreachable. Called
  * at most once per peer per loop turn, however many were dropped. */
 typedef void (*peer_unreachable_fn)(void *ctx, uint64_t id);
@@ -116,6 +118,7 @@ struct peer_config {
     peer_unreachable_fn on_unreachable;     /* may be NULL */
     peer_snapshot_fn on_snapshot;           /* may be NULL: snapshots are refused */
     peer_snapshot_sent_fn on_snapshot_sent; /* may be NULL */
+    peer_app_fn on_app;                     /* may be NULL: application frames are dropped */
     void *ctx;                              /* the callbacks' first argument */
 };
 
@@ -146,6 +149,11 @@ ms_err peer_remove(struct peer *p, uint64_t id);
  * on_snapshot_sent(false) (snapshots go through peer_send_snapshot); a message for a member
  * not added, or of a local type, is dropped and counted. Messages are copied. */
 void peer_send(struct peer *p, const struct raft_msg *msgs, size_t n);
+/* Queue an application message (1..PEER_APP_MAX bytes, copied) to member to, in order with the
+ * Raft messages on the same stream; the owner gives it meaning (on_app at the other end). Like
+ * a message, it is dropped when the queue is full or the stream is down: MS_E_MEMBER_NOT_FOUND,
+ * MS_E_BAD_REQUEST for a size out of range, MS_E_TOO_MANY_REQUESTS when dropped. */
+ms_err peer_send_app(struct peer *p, uint64_t to, const void *data, size_t len);
 /* Write what is queued now rather than at the end of the loop turn. */
 void peer_flush(struct peer *p);
 /* Stream a snapshot to snap_msg->to: snap_msg (a MsgSnap, copied), then src's bytes.
@@ -187,7 +195,10 @@ enum peer_frame_type {
     PEER_FRAME_SNAP_END = 4,   /* payload: be64 total data bytes, be32 CRC32C of the data */
     PEER_FRAME_SNAP_ABORT = 5, /* empty: the sender gave up; drop what arrived */
     PEER_FRAME_HEARTBEAT = 6,  /* empty: the link is alive */
+    PEER_FRAME_APP = 7,        /* payload: the owner's message (peer_send_app), not Raft's */
 };
+
+#define PEER_APP_MAX 4096 /* payload bytes of an application frame, most */
 
 #define PEER_SNAP_END_BYTES 12
 

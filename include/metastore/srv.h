@@ -43,6 +43,11 @@ enum srv_req_type {
     SRV_REQ_LEASE_GRANT = 8,
     SRV_REQ_LEASE_REVOKE = 9,
     SRV_REQ_MEMBER_ATTR = 20, /* a member publishes its name and client URLs (never a client's) */
+    /* Answered by the leader's lessor (a follower asks the leader over the peer port), never
+     * in the log: a keepalive (result: the granted TTL, 0 for an unknown lease) and a
+     * time-to-live (the remaining and granted TTL, -1 for an unknown lease). */
+    SRV_REQ_LEASE_KEEPALIVE = 21,
+    SRV_REQ_LEASE_TTL = 22,
 };
 
 /* etcd LeaseGrantRequest / LeaseRevokeRequest (ttl unused for revoke). */
@@ -54,6 +59,7 @@ struct srv_lease_req {
 struct srv_lease_resp {
     int64_t id;
     int64_t ttl;
+    int64_t granted; /* SRV_REQ_LEASE_TTL: the granted TTL */
 };
 
 /* etcd AlarmRequest. */
@@ -198,7 +204,8 @@ ms_err srv_restore(const struct cfg *cfg, const char *snapshot);
  * by the primary (this member). Expired leases are revoked through the log, so their keys are
  * deleted in one revision and watchers see the DELETE events. */
 
-/* Keepalive: *ttl is the granted TTL, or 0 if the lease is unknown or expired. */
+/* Keepalive on the leader: *ttl is the granted TTL, or 0 if the lease is unknown or expired;
+ * MS_E_NOT_LEADER elsewhere. Any member answers SRV_REQ_LEASE_KEEPALIVE (srv_submit). */
 ms_err srv_lease_renew(struct srv *s, int64_t id, int64_t *ttl);
 
 struct srv_lease_ttl {
@@ -211,6 +218,9 @@ struct srv_lease_ttl {
 };
 ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *a,
                             struct srv_lease_ttl *out);
+/* The keys attached to lease id (every member knows them), in key order, into arena arrays. */
+ms_err srv_lease_keys(struct srv *s, int64_t id, struct arena *a, const uint8_t ***keys,
+                      size_t **lens, size_t *n);
 /* Every lease ID (ascending) into an arena array. */
 ms_err srv_lease_list(struct srv *s, struct arena *a, int64_t **ids, size_t *n);
 

@@ -319,6 +319,9 @@ size_t codec_proto_size(const struct srv_req *req)
     case SRV_REQ_LEASE_GRANT:
     case SRV_REQ_LEASE_REVOKE:
         return sz_int(1, req->u.lease.ttl) + sz_int(2, req->u.lease.id);
+    case SRV_REQ_LEASE_KEEPALIVE:
+    case SRV_REQ_LEASE_TTL:
+        return sz_int(1, req->u.lease.id);
     case SRV_REQ_ALARM:
         return sz_int(1, req->u.alarm.action) + sz_int(2, (int64_t)req->u.alarm.member_id) +
                sz_int(3, req->u.alarm.alarm);
@@ -498,6 +501,8 @@ void codec_result(struct mjson_w *w, const struct srv_header *h, const struct sr
     case SRV_REQ_DEFRAG:
     case SRV_REQ_LEASE_REVOKE:
     case SRV_REQ_MEMBER_ATTR:
+    case SRV_REQ_LEASE_KEEPALIVE: /* the lease routes encode these themselves */
+    case SRV_REQ_LEASE_TTL:
         break;
     case SRV_REQ_LEASE_GRANT:
         mjson_w_key(w, "ID");

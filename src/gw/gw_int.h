@@ -35,6 +35,7 @@ struct gw_req {
     /* Encodes a successful result (NULL: the usual header + body of codec_result). */
     void (*encode)(struct gw_req *r, const struct srv_result *res, struct buf *out);
     struct srv_req sreq;
+    void *route;   /* the route's own state, in the arena (NULL: none) */
     bool streamed; /* gw_stream_start sent the 200: the answer is a chunked stream */
     struct gw_req *prev;
     struct gw_req *next;

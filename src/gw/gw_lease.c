@@ -37,49 +37,63 @@ void gw_lease_revoke(struct gw_req *r)
     gw_submit(r);
 }
 
+/* The leader's answer (remaining and granted TTL), and the attached keys from here. */
+static void ttl_encode(struct gw_req *r, const struct srv_result *res, struct buf *b)
+{
+    const bool *keys = r->route;
+    struct mjson_w w;
+    const uint8_t **kv = NULL;
+    size_t *lens = NULL, n = 0;
+    if (*keys && res->u.lease.ttl >= 0 &&
+        srv_lease_keys(r->gw->srv, res->u.lease.id, r->a, &kv, &lens, &n) != MS_OK)
+        b->failed = true;
+    mjson_w_init(&w, b);
+    mjson_w_obj(&w);
+    gw_json_header(r, &w, true);
+    if (res->u.lease.id) {
+        mjson_w_key(&w, "ID");
+        codec_write_i64(&w, res->u.lease.id);
+    }
+    if (res->u.lease.ttl) {
+        mjson_w_key(&w, "TTL");
+        codec_write_i64(&w, res->u.lease.ttl);
+    }
+    if (res->u.lease.granted) {
+        mjson_w_key(&w, "grantedTTL");
+        codec_write_i64(&w, res->u.lease.granted);
+    }
+    if (n) {
+        mjson_w_key(&w, "keys");
+        mjson_w_arr(&w);
+        for (size_t i = 0; i < n; i++)
+            codec_write_b64(&w, kv[i], lens[i]);
+        mjson_w_arr_end(&w);
+    }
+    mjson_w_obj_end(&w);
+}
+
 void gw_lease_timetolive(struct gw_req *r)
 {
     struct mjson_dec d;
     struct mjson_val root;
     int64_t id = 0;
-    bool keys = false;
+    bool *keys = arena_alloc(r->a, sizeof(*keys));
+    if (!keys) {
+        gw_reply_error(r, MS_E_NOMEM, NULL);
+        return;
+    }
+    *keys = false;
     if (!gw_parse_root(r, &d, &root))
         return;
     if (!codec_read_i64(&d, codec_field(&root, "ID", NULL), &id) ||
-        !codec_read_bool(&d, codec_field(&root, "keys", NULL), &keys)) {
+        !codec_read_bool(&d, codec_field(&root, "keys", NULL), keys)) {
         gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
         return;
     }
-    struct srv_lease_ttl t;
-    ms_err e = srv_lease_timetolive(r->gw->srv, id, keys, r->a, &t);
-    if (e) {
-        gw_reply_error(r, e, NULL);
-        return;
-    }
-    struct buf b;
-    struct mjson_w w;
-    gw_json_begin(r, &b, &w, true);
-    if (t.id) {
-        mjson_w_key(&w, "ID");
-        codec_write_i64(&w, t.id);
-    }
-    if (t.ttl) {
-        mjson_w_key(&w, "TTL");
-        codec_write_i64(&w, t.ttl);
-    }
-    if (t.granted) {
-        mjson_w_key(&w, "grantedTTL");
-        codec_write_i64(&w, t.granted);
-    }
-    if (t.n_keys) {
-        mjson_w_key(&w, "keys");
-        mjson_w_arr(&w);
-        for (size_t i = 0; i < t.n_keys; i++)
-            codec_write_b64(&w, t.keys[i], t.key_lens[i]);
-        mjson_w_arr_end(&w);
-    }
-    mjson_w_obj_end(&w);
-    gw_reply(r, 200, &b);
+    r->sreq = (struct srv_req){.type = SRV_REQ_LEASE_TTL, .u.lease = {.id = id}};
+    r->route = keys;
+    r->encode = ttl_encode;
+    gw_submit(r);
 }
 
 void gw_lease_leases(struct gw_req *r)
@@ -113,13 +127,82 @@ void gw_lease_leases(struct gw_req *r)
     gw_reply(r, 200, &b);
 }
 
+/* A keepalive stream's messages, answered one after the other. */
+struct keepalive {
+    int64_t *ids;
+    size_t n;
+    size_t next; /* the one being answered */
+    struct buf out;
+};
+
+static bool keepalive_next(struct gw_req *r);
+
+static void keepalive_done(void *ctx, ms_err err, const struct srv_result *res)
+{
+    struct gw_req *r = ctx;
+    struct keepalive *k = r->route;
+    r->srv_id = 0;
+    if (err && k->next == 0) {
+        buf_fini(&k->out);
+        gw_reply_stream_error(r, err, NULL);
+        return;
+    }
+    if (err) {
+        k->n = k->next; /* a later one: the answers so far, then the stream ends */
+    } else {
+        struct mjson_w w;
+        mjson_w_init(&w, &k->out);
+        mjson_w_obj(&w);
+        mjson_w_key(&w, "result");
+        mjson_w_obj(&w);
+        gw_json_header(r, &w, true);
+        if (res->u.lease.id) {
+            mjson_w_key(&w, "ID");
+            codec_write_i64(&w, res->u.lease.id);
+        }
+        if (res->u.lease.ttl) {
+            mjson_w_key(&w, "TTL");
+            codec_write_i64(&w, res->u.lease.ttl);
+        }
+        mjson_w_obj_end(&w);
+        mjson_w_obj_end(&w);
+        buf_putc(&k->out, '\n');
+        k->next++;
+    }
+    keepalive_next(r);
+}
+
+/* Ask for the next keepalive (true: r waits for it), or end the stream with every answer (r
+ * is freed). */
+static bool keepalive_next(struct gw_req *r)
+{
+    struct keepalive *k = r->route;
+    if (k->next < k->n) {
+        struct srv_req q = {.type = SRV_REQ_LEASE_KEEPALIVE, .u.lease = {.id = k->ids[k->next]}};
+        ms_err e = srv_submit(r->gw->srv, &q, keepalive_done, r, &r->srv_id);
+        if (!e)
+            return true;
+        r->srv_id = 0;
+        if (k->next == 0) {
+            buf_fini(&k->out);
+            gw_reply_stream_error(r, e, NULL);
+            return false;
+        }
+    }
+    gw_stream_start(r);
+    gw_reply(r, 200, &k->out);
+    return false;
+}
+
 void gw_lease_keepalive(struct gw_req *r)
 {
-    struct buf b;
-    struct mjson_w w;
-    size_t off = 0;
-    int msgs = 0;
-    buf_init(&b);
+    struct keepalive *k = arena_alloc(r->a, sizeof(*k));
+    if (!k) {
+        gw_reply_error(r, MS_E_NOMEM, NULL);
+        return;
+    }
+    memset(k, 0, sizeof(*k));
+    size_t off = 0, cap = 0;
     for (;;) {
         /* Skip the blanks between messages; the body's end ends the stream. */
         off = mjson_skip_ws(r->body, r->body_len, off);
@@ -132,42 +215,29 @@ void gw_lease_keepalive(struct gw_req *r)
         mjson_dec_init(&d, r->a);
         if (!mjson_parse_next(&d, r->body + off, r->body_len - off, &v, &used) ||
             !codec_root_value(&d, &v) || !codec_read_i64(&d, codec_field(&v, "ID", NULL), &id)) {
-            if (msgs == 0) {
-                buf_fini(&b);
+            if (k->n == 0) {
                 gw_reply_decode_error(r, d.msg);
                 return;
             }
             break; /* a later one: the request side just ends */
         }
         off += used;
-        msgs++;
-        int64_t ttl = 0;
-        ms_err e = srv_lease_renew(r->gw->srv, id, &ttl);
-        if (e) {
-            if (msgs == 1) {
-                buf_fini(&b);
-                gw_reply_stream_error(r, e, NULL);
+        if (k->n == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            int64_t *ids = arena_alloc(r->a, nc * sizeof(*ids));
+            if (!ids) {
+                gw_reply_error(r, MS_E_NOMEM, NULL);
                 return;
             }
-            break;
+            if (k->n)
+                memcpy(ids, k->ids, k->n * sizeof(*ids));
+            k->ids = ids;
+            cap = nc;
         }
-        mjson_w_init(&w, &b);
-        mjson_w_obj(&w);
-        mjson_w_key(&w, "result");
-        mjson_w_obj(&w);
-        gw_json_header(r, &w, true);
-        if (id) {
-            mjson_w_key(&w, "ID");
-            codec_write_i64(&w, id);
-        }
-        if (ttl) {
-            mjson_w_key(&w, "TTL");
-            codec_write_i64(&w, ttl);
-        }
-        mjson_w_obj_end(&w);
-        mjson_w_obj_end(&w);
-        buf_putc(&b, '\n');
+        k->ids[k->n++] = id;
     }
-    gw_stream_start(r);
-    gw_reply(r, 200, &b);
+    buf_init(&k->out);
+    r->route = k;
+    if (keepalive_next(r))
+        gw_wait(r);
 }

@@ -543,6 +543,35 @@ static void send_one(struct peer *t, const struct raft_msg *msg)
     peer_wake(t);
 }
 
+ms_err peer_send_app(struct peer *t, uint64_t to, const void *data, size_t len)
+{
+    struct peer_member *m = peer_member_find(t, to);
+    if (!m)
+        return MS_E_MEMBER_NOT_FOUND;
+    if (len == 0 || len > PEER_APP_MAX)
+        return MS_E_BAD_REQUEST;
+    if (!m->out || m->q_msgs >= t->cfg.max_queue_msgs ||
+        m->q.len + PEER_FRAME_HDR + len + http_pending(m->out) + CHUNK_FRAMING >
+            t->cfg.max_queue_bytes) {
+        dropped(m, 1);
+        return MS_E_TOO_MANY_REQUESTS;
+    }
+    uint8_t hdr[PEER_FRAME_HDR];
+    peer_frame_header(hdr, PEER_FRAME_APP, (uint32_t)len);
+    buf_append(&m->q, hdr, sizeof(hdr));
+    buf_append(&m->q, data, len);
+    if (buf_failed(&m->q)) {
+        dropped(m, m->q_msgs + 1); /* the queue is incomplete: all of it goes */
+        buf_fini(&m->q);
+        m->q_msgs = 0;
+        return MS_E_NOMEM;
+    }
+    m->q_msgs++;
+    note_queue(m);
+    peer_wake(t);
+    return MS_OK;
+}
+
 void peer_send(struct peer *t, const struct raft_msg *msgs, size_t n)
 {
     for (size_t i = 0; i < n; i++)

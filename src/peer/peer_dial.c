@@ -236,6 +236,13 @@ static bool on_frame(struct peer_member *m, const struct peer_frame *f)
         return true;
     case PEER_FRAME_HEARTBEAT:
         return true;
+    case PEER_FRAME_APP:
+        if (f->len > PEER_APP_MAX)
+            return false;
+        m->st.msgs_received++;
+        if (t->cfg.on_app)
+            t->cfg.on_app(t->cfg.ctx, m->id, f->payload, f->len);
+        return true;
     }
     return false;
 }

@@ -9,7 +9,7 @@
 
 static bool frame_type_known(uint8_t t)
 {
-    return t >= PEER_FRAME_MSG && t <= PEER_FRAME_HEARTBEAT;
+    return t >= PEER_FRAME_MSG && t <= PEER_FRAME_APP;
 }
 
 /* The payload lengths a type allows. Empty messages do not exist (a message is at least its

@@ -248,7 +248,9 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     s->lock_fd = -1;
     s->hooks = (struct srv_hooks){.durable = srv_node_durable,
                                   .snapshot_saved = srv_node_snapshot_saved,
-                                  .propose = propose_expired};
+                                  .propose = propose_expired,
+                                  .leader = srv_node_leader,
+                                  .send_app = srv_node_send_app};
     buf_init(&s->enc);
     if (!wait_init(&s->waits) || !(s->scratch = arena_create(64 << 10))) {
         *err = MS_E_NOMEM;
@@ -386,6 +388,9 @@ static ms_err validate(const struct srv *s, const struct srv_req *req)
     case SRV_REQ_LEASE_GRANT:
     case SRV_REQ_LEASE_REVOKE:
         return MS_OK;
+    case SRV_REQ_LEASE_KEEPALIVE:
+    case SRV_REQ_LEASE_TTL:
+        return MS_OK;
     case SRV_REQ_DEFRAG:
     case SRV_REQ_MEMBER_ATTR: /* the server's own, never a client's */
         break;
@@ -418,6 +423,17 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
     ms_err fail = MS_OK;
     bool is_read =
         req->type == SRV_REQ_RANGE || (req->type == SRV_REQ_TXN && !kv_txn_writes(&req->u.txn));
+    if (req->type == SRV_REQ_LEASE_KEEPALIVE || req->type == SRV_REQ_LEASE_TTL) {
+        struct wait_entry *w = wait_add(&s->waits, rid);
+        if (!w)
+            return MS_E_NOMEM;
+        w->done = done;
+        w->ctx = ctx;
+        srv_lease_ask(s, rid, req, srv_node_request_timeout_ms(s));
+        *id = rid;
+        srv_wake(s);
+        return MS_OK;
+    }
     if (is_read) {
         if (!srv_reads_push(s, rid))
             return MS_E_NOMEM;

@@ -293,6 +293,8 @@ void srv_entry_encode(uint64_t id, const struct srv_req *req, struct buf *out)
         put_bytes(out, (const uint8_t *)req->u.member.client_urls, req->u.member.client_urls_len);
         break;
     case SRV_REQ_DEFRAG:
+    case SRV_REQ_LEASE_KEEPALIVE: /* never in the log */
+    case SRV_REQ_LEASE_TTL:
         break;
     }
 }

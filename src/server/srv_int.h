@@ -192,10 +192,12 @@ struct srv_copies {
 };
 
 /* The lessor kept in step with the log, and its expiry timer (srv_lease.c). */
+struct srv_lease_ask;
 struct srv_leases {
     struct lease_mgr *lessor;
     struct event *ev;
     uint64_t id_gen;
+    struct srv_lease_ask *asks; /* keepalives and time-to-lives waiting for an answer */
 };
 
 /* Alarms (srv_alarm.c). */
@@ -243,6 +245,10 @@ struct srv_hooks {
     void (*snapshot_saved)(struct srv *s, uint64_t index, uint64_t term);
     /* srv_lease.c: propose req (an expired lease's revoke). */
     ms_err (*propose)(struct srv *s, const struct srv_req *req);
+    /* srv_lease.c: the leader this member knows (0: none), and an application message to a
+     * peer (the leader's lessor answers keepalives and time-to-lives). */
+    uint64_t (*leader)(struct srv *s);
+    ms_err (*send_app)(struct srv *s, uint64_t to, const void *data, size_t len);
 };
 
 /* The server. The fields above the line are shared: set at create or owned by the loop as a
@@ -330,6 +336,11 @@ void srv_node_close(struct srv *s);
  * error is returned. Without a leader it is held until one is known or its deadline. */
 ms_err srv_node_propose(struct srv *s, uint64_t id, const uint8_t *data, size_t len);
 bool srv_node_has_leader(const struct srv *s);
+/* The hooks srv.c registers for srv_lease.c: the leader, and a message to a peer. */
+uint64_t srv_node_leader(struct srv *s);
+ms_err srv_node_send_app(struct srv *s, uint64_t to, const void *data, size_t len);
+/* The request timeout (etcd ReqTimeout: 5 s + 2 x election timeout), in ms. */
+uint64_t srv_node_request_timeout_ms(const struct srv *s);
 /* A leader with peers: hand leadership to the most up-to-date follower, then call left (once,
  * from the loop) when another member leads or after the request timeout. False (left never
  * called) when there is nothing to hand over. */
@@ -408,6 +419,16 @@ void srv_lease_promote(struct srv *s, uint64_t extend_ms);
 /* It no longer leads: no expiry until promoted again. */
 void srv_lease_demote(struct srv *s);
 int64_t srv_lease_new_id(struct srv *s);
+/* A keepalive or time-to-live (req) for the caller waiting as rid: answered by the leader's
+ * lessor (this member's, or the leader's over the peer port) from srv_lease_pump, or failed
+ * after timeout_ms. */
+void srv_lease_ask(struct srv *s, uint64_t rid, const struct srv_req *req, uint64_t timeout_ms);
+/* Answer, send or time out what waits (at the end of each ready step and each tick). */
+void srv_lease_pump(struct srv *s);
+bool srv_lease_asks_waiting(const struct srv *s);
+/* An application message from peer from: a request to answer, or an answer. */
+void srv_lease_on_app(struct srv *s, uint64_t from, const uint8_t *p, size_t len);
+void srv_lease_asks_fini(struct srv *s);
 size_t srv_lease_cost(void);
 ms_err srv_apply_lease_grant(struct srv *s, const struct srv_lease_req *r,
                              struct srv_lease_resp *out);

@@ -5,12 +5,19 @@
  * the primary's business and change only expiry times. Expired leases are proposed for
  * revocation at most SRV_LEASE_REVOKE_BATCH per loop turn (etcd revokes 1000/s), so a mass
  * expiry never holds the loop; each revoke deletes its keys in one revision.
+ *
+ * Keepalive and time-to-live are the leader's (its lessor knows the expiries): they are not log
+ * entries. A member that does not lead asks the leader over the peer port (an application
+ * message, etcd's /leases and /leases/internal) and answers with the leader's view. A request
+ * is asked again when the leader changes or its answer is late, and fails at the request
+ * timeout ("no leader" if none was known, as etcd's waitLeader, else "request timed out").
  */
 #include "srv_int.h"
 
 #include "metastore/clock.h"
 #include "metastore/log.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define SRV_LEASE_REVOKE_BATCH 500
@@ -103,12 +110,15 @@ ms_err srv_lease_open(struct srv *s)
     be_cursor_close(c);
     if (e != MS_E_NOT_EXIST)
         return e;
+    /* No member expires leases until the node sees it lead (srv_lease_promote). */
+    lease_mgr_demote(s->lease.lessor);
     kv_set_lease_check(s->kv, lease_exists_cb, s->lease.lessor);
     return kv_foreach_leased(s->kv, s->wtxn, attach_cb, s);
 }
 
 void srv_lease_close(struct srv *s)
 {
+    srv_lease_asks_fini(s);
     lease_mgr_destroy(s->lease.lessor);
     s->lease.lessor = NULL;
     if (s->lease.ev)
@@ -284,6 +294,19 @@ ms_err srv_lease_renew(struct srv *s, int64_t id, int64_t *ttl)
     return e;
 }
 
+ms_err srv_lease_keys(struct srv *s, int64_t id, struct arena *a, const uint8_t ***keys,
+                      size_t **lens, size_t *n)
+{
+    struct key_list kl = {.a = a};
+    lease_mgr_keys(s->lease.lessor, id, collect_key, &kl);
+    if (kl.oom)
+        return MS_E_NOMEM;
+    *keys = kl.keys;
+    *lens = kl.lens;
+    *n = kl.n;
+    return MS_OK;
+}
+
 ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *a,
                             struct srv_lease_ttl *out)
 {
@@ -322,4 +345,181 @@ ms_err srv_lease_list(struct srv *s, struct arena *a, int64_t **ids, size_t *n)
         return MS_E_NOMEM;
     *n = lease_mgr_list(s->lease.lessor, 0, *ids, count);
     return MS_OK;
+}
+
+/* ---- keepalive and time-to-live on any member ---- */
+
+/* A request waiting for its answer (the caller's id in the wait table). */
+struct srv_lease_ask {
+    struct srv_lease_ask *next;
+    uint64_t rid;
+    int64_t lease;
+    enum srv_req_type kind; /* SRV_REQ_LEASE_KEEPALIVE or SRV_REQ_LEASE_TTL */
+    uint64_t deadline_ms;
+    uint64_t sent_to; /* the leader it was last sent to (0: not sent) */
+    uint64_t sent_ms;
+    bool leader_seen; /* a leader was known while it waited */
+};
+
+/* Application messages between members: kind, request id, lease, then for answers the error
+ * and the two TTLs. Big-endian. */
+enum ask_msg { ASK_KEEPALIVE = 1, ASK_TTL = 2, ANSWER_KEEPALIVE = 3, ANSWER_TTL = 4 };
+#define ASK_LEN      17
+#define ANSWER_LEN   37
+#define ASK_RETRY_MS 500
+
+/* The leader's answer to (kind, lease): *ttl and *granted as the results say. */
+static ms_err answer_here(struct srv *s, enum srv_req_type kind, int64_t lease, int64_t *ttl,
+                          int64_t *granted)
+{
+    *ttl = *granted = 0;
+    if (!lease_mgr_is_primary(s->lease.lessor))
+        return MS_E_NOT_LEADER;
+    if (kind == SRV_REQ_LEASE_KEEPALIVE)
+        return srv_lease_renew(s, lease, ttl);
+    struct lease_info li;
+    if (!lease_mgr_get(s->lease.lessor, lease, clock_now_ms(), &li)) {
+        *ttl = -1;
+        return MS_OK;
+    }
+    *ttl = (int64_t)(li.remaining_ms / 1000);
+    *granted = li.ttl;
+    return MS_OK;
+}
+
+static void complete(struct srv *s, const struct srv_lease_ask *a, ms_err e, int64_t ttl,
+                     int64_t granted)
+{
+    struct wait_entry we;
+    if (!wait_remove(&s->waits, a->rid, &we) || !we.done)
+        return;
+    struct srv_result res = {.type = a->kind,
+                             .revision = kv_current_rev(s->kv),
+                             .u.lease = {.id = a->lease, .ttl = ttl, .granted = granted}};
+    we.done(we.ctx, e, e ? NULL : &res);
+}
+
+void srv_lease_ask(struct srv *s, uint64_t rid, const struct srv_req *req, uint64_t timeout_ms)
+{
+    struct srv_lease_ask *a = calloc(1, sizeof(*a));
+    if (!a) {
+        struct srv_lease_ask none = {.rid = rid, .kind = req->type};
+        complete(s, &none, MS_E_NOMEM, 0, 0);
+        return;
+    }
+    a->rid = rid;
+    a->lease = req->u.lease.id;
+    a->kind = req->type;
+    a->deadline_ms = clock_now_ms() + timeout_ms;
+    a->next = s->lease.asks;
+    s->lease.asks = a;
+}
+
+/* Handle one waiting request; false when it is answered (free it). */
+static bool pump_one(struct srv *s, struct srv_lease_ask *a, uint64_t now)
+{
+    int64_t ttl, granted;
+    if (!wait_find(&s->waits, a->rid))
+        return false; /* cancelled */
+    if (lease_mgr_is_primary(s->lease.lessor)) {
+        ms_err e = answer_here(s, a->kind, a->lease, &ttl, &granted);
+        complete(s, a, e, ttl, granted);
+        return false;
+    }
+    uint64_t lead = s->hooks.leader(s);
+    a->leader_seen = a->leader_seen || lead;
+    if (now >= a->deadline_ms) {
+        complete(s, a, a->leader_seen ? MS_E_TIMEOUT : MS_E_NO_LEADER, 0, 0);
+        return false;
+    }
+    if (lead && (lead != a->sent_to || now >= a->sent_ms + ASK_RETRY_MS)) {
+        uint8_t m[ASK_LEN];
+        m[0] = a->kind == SRV_REQ_LEASE_KEEPALIVE ? ASK_KEEPALIVE : ASK_TTL;
+        be64_put(m + 1, a->rid);
+        be64_put(m + 9, (uint64_t)a->lease);
+        if (s->hooks.send_app(s, lead, m, sizeof(m)) == MS_OK) {
+            a->sent_to = lead;
+            a->sent_ms = now;
+        }
+    }
+    return true;
+}
+
+void srv_lease_pump(struct srv *s)
+{
+    if (!s->lease.asks)
+        return;
+    /* Take the list: completions may submit new requests, which queue on the empty one. */
+    struct srv_lease_ask *list = s->lease.asks, *keep = NULL;
+    s->lease.asks = NULL;
+    uint64_t now = clock_now_ms();
+    while (list) {
+        struct srv_lease_ask *a = list;
+        list = a->next;
+        if (pump_one(s, a, now)) {
+            a->next = keep;
+            keep = a;
+        } else {
+            free(a);
+        }
+    }
+    while (keep) {
+        struct srv_lease_ask *a = keep;
+        keep = a->next;
+        a->next = s->lease.asks;
+        s->lease.asks = a;
+    }
+}
+
+void srv_lease_on_app(struct srv *s, uint64_t from, const uint8_t *p, size_t len)
+{
+    if (len == ASK_LEN && (p[0] == ASK_KEEPALIVE || p[0] == ASK_TTL)) {
+        int64_t ttl, granted;
+        enum srv_req_type kind =
+            p[0] == ASK_KEEPALIVE ? SRV_REQ_LEASE_KEEPALIVE : SRV_REQ_LEASE_TTL;
+        ms_err e = answer_here(s, kind, (int64_t)be64_get(p + 9), &ttl, &granted);
+        uint8_t m[ANSWER_LEN];
+        m[0] = p[0] == ASK_KEEPALIVE ? ANSWER_KEEPALIVE : ANSWER_TTL;
+        memcpy(m + 1, p + 1, 16); /* request id, lease */
+        be32_put(m + 17, (uint32_t)e);
+        be64_put(m + 21, (uint64_t)ttl);
+        be64_put(m + 29, (uint64_t)granted);
+        if (s->hooks.send_app(s, from, m, sizeof(m)) != MS_OK)
+            log_debug("lease: the answer to %016llx was dropped", (unsigned long long)from);
+        return;
+    }
+    if (len != ANSWER_LEN || (p[0] != ANSWER_KEEPALIVE && p[0] != ANSWER_TTL)) {
+        log_warn("lease: a message of %zu bytes from %016llx is not understood", len,
+                 (unsigned long long)from);
+        return;
+    }
+    uint64_t rid = be64_get(p + 1);
+    uint32_t e = be32_get(p + 17);
+    for (struct srv_lease_ask **pp = &s->lease.asks; *pp; pp = &(*pp)->next) {
+        struct srv_lease_ask *a = *pp;
+        if (a->rid != rid)
+            continue;
+        if (e == MS_E_NOT_LEADER || e >= MS_ERR_COUNT_) {
+            a->sent_to = 0; /* it no longer leads: ask the next leader */
+            return;
+        }
+        *pp = a->next;
+        complete(s, a, (ms_err)e, (int64_t)be64_get(p + 21), (int64_t)be64_get(p + 29));
+        free(a);
+        return;
+    }
+}
+
+bool srv_lease_asks_waiting(const struct srv *s)
+{
+    return s->lease.asks != NULL;
+}
+
+void srv_lease_asks_fini(struct srv *s)
+{
+    while (s->lease.asks) {
+        struct srv_lease_ask *a = s->lease.asks;
+        s->lease.asks = a->next;
+        free(a);
+    }
 }

@@ -296,6 +296,7 @@ void srv_wake(struct srv *s)
 /* The end of a step: more Readys wait (the per-turn bound stopped us) → another turn. */
 static void step_end(struct srv *s)
 {
+    srv_lease_pump(s);
     if (!s->node.rd_out && raft_has_ready(s->node.raft))
         srv_wake(s);
     arena_reset(s->scratch);
@@ -347,6 +348,11 @@ static void on_synced(evutil_socket_t fd, short what, void *arg)
 static uint64_t request_timeout_ms(const struct srv *s)
 {
     return 5000 + 2 * s->cfg.election_ms; /* etcd ReqTimeout */
+}
+
+uint64_t srv_node_request_timeout_ms(const struct srv *s)
+{
+    return request_timeout_ms(s);
 }
 
 /* Answer id's caller with e, if it still waits. */
@@ -471,6 +477,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         raft_tick(n->raft);
     if (n->peer)
         expire(s, now);
+    srv_lease_pump(s);
     if (n->left && now >= n->left_deadline_ms)
         transfer_end(s, false);
     if (raft_has_ready(n->raft))
@@ -532,6 +539,22 @@ bool srv_node_has_leader(const struct srv *s)
     return s->node.lead != RAFT_NONE;
 }
 
+uint64_t srv_node_leader(struct srv *s)
+{
+    return s->node.lead;
+}
+
+ms_err srv_node_send_app(struct srv *s, uint64_t to, const void *data, size_t len)
+{
+    return s->node.peer ? peer_send_app(s->node.peer, to, data, len) : MS_E_MEMBER_NOT_FOUND;
+}
+
+static void on_peer_app(void *ctx, uint64_t from, const uint8_t *data, size_t len)
+{
+    struct srv *s = ctx;
+    srv_lease_on_app(s, from, data, len);
+}
+
 /* ---- the peer transport's callbacks ---- */
 
 static void on_peer_message(void *ctx, const struct raft_msg *m)
@@ -578,6 +601,7 @@ static ms_err start_peers(struct srv *s)
                              .on_unreachable = on_peer_unreachable,
                              .on_snapshot = NULL,
                              .on_snapshot_sent = on_peer_snapshot_sent,
+                             .on_app = on_peer_app,
                              .ctx = s};
     ms_err e = peer_create(s->base, &pc, &n->peer);
     if (e) {

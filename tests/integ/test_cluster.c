@@ -644,6 +644,7 @@ START_TEST(no_quorum)
     ck_assert_int_ge(l, 0);
     put_ok(&c, 0, "before", "x");
     int x = (l + 1) % c.n; /* the survivor: a follower */
+    free(get_ok(&c, x, "before")); /* applied there (a serializable read may lag otherwise) */
     for (int i = 0; i < c.n; i++)
         if (i != x) {
             ck_assert_int_eq(kill(c.m[i].s.pid, SIGSTOP), 0);
@@ -954,6 +955,71 @@ START_TEST(bad_peers)
 }
 END_TEST
 
+/* True if key exists, read linearizably through member i. */
+static bool exists(struct cluster *c, int i, const char *key)
+{
+    char *v = get_ok(c, i, key);
+    bool yes = v[0] != 0;
+    free(v);
+    return yes;
+}
+
+/* Leases on followers and across a leader change: keepalive and time-to-live answered on a
+ * follower with the leader's view; after the leader dies, the new one gives the lease its full
+ * TTL again (plus an election timeout), so it does not expire early, and then expires it. */
+START_TEST(leases)
+{
+    struct cluster c;
+    cluster_start(&c, 3);
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    int f = (l + 1) % c.n, g = (l + 2) % c.n;
+    int status;
+    char *got = post(c.m[f].s.port, "/v3/lease/grant", "{\"TTL\":6}", &status);
+    ck_assert_msg(status == 200, "%s", got);
+    char id[32];
+    json_str(got, "ID", id, sizeof(id));
+    free(got);
+    char body[256];
+    snprintf(body, sizeof(body), "{\"key\":\"bGs=\",\"value\":\"eA==\",\"lease\":\"%s\"}", id);
+    got = post(c.m[g].s.port, "/v3/kv/put", body, &status);
+    ck_assert_msg(status == 200, "%s", got);
+    free(got);
+    /* time-to-live and keepalive on a follower: the leader's answers */
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\",\"keys\":true}", id);
+    got = post(c.m[g].s.port, "/v3/lease/timetolive", body, &status);
+    ck_assert_msg(status == 200 && strstr(got, "\"grantedTTL\":\"6\"") &&
+                      strstr(got, "\"keys\":[\"bGs=\"]") && tu_json_num(got, "TTL", 0) >= 4,
+                  "%s", got);
+    free(got);
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\"}\n{\"ID\":\"%s\"}", id, id);
+    got = post(c.m[f].s.port, "/v3/lease/keepalive", body, &status);
+    ck_assert_msg(status == 200 && strstr(got, "\"TTL\":\"6\"") &&
+                      strstr(strstr(got, "\"TTL\":\"6\"") + 1, "\"TTL\":\"6\""),
+                  "%s", got);
+    free(got);
+    got = post(c.m[f].s.port, "/v3/lease/timetolive", "{\"ID\":\"12345\"}", &status);
+    ck_assert_msg(status == 200 && strstr(got, "\"TTL\":\"-1\""), "%s", got);
+    free(got);
+    /* The leader dies 4 s after the keepalive: its deadline (6 s) passes during the election. */
+    tu_sleep_ms(4000);
+    tu_server_kill(&c.m[l].s);
+    int l2 = leader(&c, 30000);
+    ck_assert_int_ge(l2, 0);
+    int64_t promoted = tu_now_ms();
+    tu_sleep_ms(3000); /* past the old deadline */
+    ck_assert_msg(exists(&c, f, "lk"), "the lease expired early, across the leader change");
+    /* ... and expires about TTL + one election timeout after the new leader took over. */
+    while (exists(&c, f, "lk") && tu_now_ms() - promoted < 20000)
+        tu_sleep_ms(200);
+    int64_t after = tu_now_ms() - promoted;
+    fprintf(stderr, "leases: expired %lld ms after the new leader was seen\n", (long long)after);
+    ck_assert_msg(!exists(&c, f, "lk"), "the lease never expired");
+    ck_assert_msg(after >= 6000, "expired %lld ms after the change", (long long)after);
+    cluster_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster");
@@ -961,9 +1027,13 @@ int main(void)
     struct {
         const char *name;
         const TTest *fn;
-    } cases[] = {{"bootstrap", bootstrap}, {"leader_kill", leader_kill},
-                 {"no_quorum", no_quorum}, {"rolling_restart", rolling_restart},
-                 {"partition", partition}, {"bad_peers", bad_peers}};
+    } cases[] = {{"leases", leases},
+                 {"bootstrap", bootstrap},
+                 {"leader_kill", leader_kill},
+                 {"no_quorum", no_quorum},
+                 {"rolling_restart", rolling_restart},
+                 {"partition", partition},
+                 {"bad_peers", bad_peers}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);
         tcase_set_timeout(tc, 240);

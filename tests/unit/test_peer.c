@@ -47,6 +47,10 @@ struct node {
     struct raft_msg snap_msg;
     size_t snap_sent;
     bool snap_ok;
+    size_t apps;           /* application messages heard */
+    uint64_t app_last_seq; /* the last one's sequence number (its first 8 bytes) */
+    uint64_t app_at_index; /* the last Raft index from the sender when it arrived */
+    bool app_bad;
 };
 
 static struct node nodes[MAX_NODE + 1];
@@ -122,6 +126,21 @@ static void on_message(void *ctx, const struct raft_msg *m)
     }
 }
 
+/* An application message: 8 bytes of sequence number, then bytes (uint8_t)(seq + k). */
+static void on_app(void *ctx, uint64_t from, const uint8_t *data, size_t len)
+{
+    struct node *n = ctx;
+    uint64_t seq = len >= 8 ? be64_get(data) : 0;
+    if (len < 8 || seq != n->app_last_seq + 1)
+        n->app_bad = true;
+    for (size_t k = 8; k < len; k++)
+        if (data[k] != (uint8_t)(seq + k))
+            n->app_bad = true;
+    n->app_last_seq = seq;
+    n->app_at_index = n->last[from];
+    n->apps++;
+}
+
 static void on_unreachable(void *ctx, uint64_t id)
 {
     struct node *n = ctx;
@@ -175,6 +194,7 @@ static void node_start(uint64_t id)
                             .on_unreachable = on_unreachable,
                             .on_snapshot = on_snapshot,
                             .on_snapshot_sent = on_snapshot_sent,
+                            .on_app = on_app,
                             .ctx = n};
     ck_assert_int_eq(peer_create(base, &c, &n->p), MS_OK);
 }
@@ -972,6 +992,41 @@ END_TEST
 
 /* ---- frames ---- */
 
+static bool apps_arrived(void)
+{
+    return nodes[2].apps == 100;
+}
+
+/* Application messages travel in order with the Raft messages on the same stream. */
+START_TEST(t_app)
+{
+    mesh(2);
+    uint8_t buf[PEER_APP_MAX];
+    for (uint64_t seq = 1; seq <= 100; seq++) {
+        send_app(1, 2, 10);
+        size_t len = 8 + (size_t)(seq * 41) % (PEER_APP_MAX - 8);
+        be64_put(buf, seq);
+        for (size_t k = 8; k < len; k++)
+            buf[k] = (uint8_t)(seq + k);
+        ck_assert_int_eq(peer_send_app(nodes[1].p, 2, buf, len), MS_OK);
+        if (seq % 10 == 0)
+            event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    }
+    ck_assert_msg(run_until(apps_arrived, 10000), "%zu arrived", nodes[2].apps);
+    ck_assert(!nodes[2].app_bad);
+    ck_assert_uint_eq(nodes[2].app_at_index, 100); /* after the 100th append, in order */
+    ck_assert_int_eq(peer_send_app(nodes[1].p, 2, buf, 0), MS_E_BAD_REQUEST);
+    ck_assert_int_eq(peer_send_app(nodes[1].p, 2, buf, PEER_APP_MAX + 1), MS_E_BAD_REQUEST);
+    ck_assert_int_eq(peer_send_app(nodes[1].p, 9, buf, 8), MS_E_MEMBER_NOT_FOUND);
+    /* A frame over PEER_APP_MAX is a bad stream, like any oversized frame. */
+    uint8_t f[PEER_FRAME_HDR];
+    struct peer_frame fr;
+    size_t used;
+    peer_frame_header(f, PEER_FRAME_APP, 0);
+    ck_assert_int_eq(peer_frame_parse(f, sizeof(f), 1 << 20, &fr, &used), PEER_PARSE_BAD);
+}
+END_TEST
+
 START_TEST(t_frame)
 {
     uint8_t f[64];
@@ -1006,17 +1061,11 @@ static Suite *peer_suite(void)
     struct {
         const char *name;
         const TTest *t;
-    } cases[] = {{"frame", t_frame},
-                 {"api", t_api},
-                 {"order", t_order},
-                 {"down_up", t_down_up},
-                 {"other_cluster", t_other_cluster},
-                 {"removed", t_removed},
-                 {"garbage", t_garbage},
-                 {"silent", t_silent},
-                 {"stalled", t_stalled},
-                 {"snapshot", t_snapshot},
-                 {"snapshot_cut", t_snapshot_cut}};
+    } cases[] = {
+        {"frame", t_frame},     {"app", t_app},           {"api", t_api},
+        {"order", t_order},     {"down_up", t_down_up},   {"other_cluster", t_other_cluster},
+        {"removed", t_removed}, {"garbage", t_garbage},   {"silent", t_silent},
+        {"stalled", t_stalled}, {"snapshot", t_snapshot}, {"snapshot_cut", t_snapshot_cut}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);
         tcase_add_checked_fixture(tc, setup, teardown);

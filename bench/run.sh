@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh - metastore and etcd side by side, on the same workloads, interleaved (issue 7).
 #
-#   bench/run.sh [--duration S] [--quick] [--no-etcd] [--pin] [--out FILE]
+#   bench/run.sh [--duration S] [--quick] [--no-etcd] [--pin] [--cluster] [--out FILE]
 #
 # Installs what is missing (the build dependencies through scripts/dev.sh, wrk, etcd-server),
 # builds the release binaries, then, for each table, starts a fresh metastore (LMDB, one
@@ -12,7 +12,10 @@
 #   prefix range and txn (version > 0 ? put), c64 (wrk + bench/kv.lua, a 2 s warm-up first);
 #   watch fan-out to 100, 1,000 and 10,000 watchers (build-release/bench/watch_bench).
 # Table 1 leaves both CPUs to everybody; table 2 (--pin alone) runs each server on CPU 0
-# (etcd with GOMAXPROCS=1) and wrk / watch_bench on CPU 1. Prints markdown tables; --out also
+# (etcd with GOMAXPROCS=1) and wrk / watch_bench on CPU 1. Table 3 (--cluster alone) runs a
+# 3-member cluster of each on loopback: put c64 through the leader, linearizable and
+# serializable range c64 on a follower, then the failover time (kill -9 of the leader until a
+# write through a survivor succeeds, 3 trials). Prints markdown tables; --out also
 # writes them to FILE. --quick is a smoke test (1 s runs, 10k keys, 100 and 1,000 watchers).
 # Every run is bounded (wrk -d, watch_bench --timeout, counted loops).
 set -euo pipefail
@@ -21,10 +24,11 @@ cd "$(dirname "$0")/.."
 DURATION=8
 QUICK=0
 ETCD=1
-MODES="shared pinned"
+MODES="shared pinned cluster"
 OUT=
 usage() {
-    echo "usage: bench/run.sh [--duration S] [--quick] [--no-etcd] [--pin] [--out FILE]" >&2
+    echo "usage: bench/run.sh [--duration S] [--quick] [--no-etcd] [--pin] [--cluster]" \
+        "[--out FILE]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -33,6 +37,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1; shift ;;
     --no-etcd) ETCD=0; shift ;;
     --pin) MODES=pinned; shift ;;
+    --cluster) MODES=cluster; shift ;;
     --out) [ $# -ge 2 ] || usage; OUT=$2; shift 2 ;;
     *) usage ;;
     esac
@@ -89,6 +94,7 @@ LOADER_PID=
 cleanup() {
     local s
     if [ -n "$LOADER_PID" ]; then kill "$LOADER_PID" 2>/dev/null || true; fi
+    for s in "${!CPIDS[@]}"; do stop_cluster "$s"; done
     for s in "${!PID[@]}"; do stop_server "$s"; done
     rm -rf "$TMP"
 }
@@ -152,6 +158,138 @@ stop_server() {
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     unset "PID[$name]"
+}
+
+# start_cluster NAME: three fresh members; PORT[NAME] is member 1's client port, CPORTS[NAME] and
+# CPIDS[NAME] list all three. Waits until a linearizable read answers on every member.
+declare -A CPORTS CPIDS
+start_cluster() {
+    local name=$1 i ic="" c p clients=() peers=() pids=() _
+    for i in 1 2 3; do
+        read -r c p <<<"$(free_ports)"
+        clients+=("$c")
+        peers+=("$p")
+        ic+="${ic:+,}$name$i=http://127.0.0.1:$p"
+    done
+    for i in 0 1 2; do
+        rm -rf "$TMP/$name$i.data"
+        local flags=(--name "$name$((i + 1))" --data-dir "$TMP/$name$i.data"
+            --listen-client-urls "http://127.0.0.1:${clients[$i]}"
+            --advertise-client-urls "http://127.0.0.1:${clients[$i]}"
+            --listen-peer-urls "http://127.0.0.1:${peers[$i]}"
+            --initial-advertise-peer-urls "http://127.0.0.1:${peers[$i]}"
+            --initial-cluster "$ic" --initial-cluster-token "bench-$name")
+        if [ "$name" = metastore ]; then
+            "$METASTORE" "${flags[@]}" --log-level warn >>"$TMP/$name.log" 2>&1 &
+        else
+            "$ETCD_BIN" "${flags[@]}" >>"$TMP/$name.log" 2>&1 &
+        fi
+        pids+=($!)
+    done
+    CPORTS[$name]="${clients[*]}"
+    CPIDS[$name]="${pids[*]}"
+    PID[$name]=${pids[0]}
+    PORT[$name]=${clients[0]}
+    for c in "${clients[@]}"; do
+        for _ in $(seq 200); do
+            curl -sf -m 2 "http://127.0.0.1:$c/v3/kv/range" -d '{"key":"AA=="}' >/dev/null 2>&1 \
+                && break
+            sleep 0.1
+        done
+    done
+}
+
+stop_cluster() {
+    local name=$1 p _
+    for p in ${CPIDS[$name]:-}; do kill "$p" 2>/dev/null || true; done
+    for p in ${CPIDS[$name]:-}; do
+        for _ in $(seq 50); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    unset "CPIDS[$name]" "PID[$name]"
+}
+
+# cluster_leader NAME: the index (0-2) of the member that leads, as member 1 (or 2) sees it.
+cluster_leader() {
+    local name=$1 ports i lead id _
+    read -ra ports <<<"${CPORTS[$name]}"
+    for _ in $(seq 100); do
+        for i in 0 1 2; do
+            lead=$(curl -s -m 1 "http://127.0.0.1:${ports[$i]}/v3/maintenance/status" -d '{}' \
+                | grep -o '"leader":"[0-9]*"' | tr -dc 0-9) || true
+            [ -n "$lead" ] && break
+        done
+        if [ -n "$lead" ]; then
+            for i in 0 1 2; do
+                id=$(curl -s -m 1 "http://127.0.0.1:${ports[$i]}/v3/maintenance/status" -d '{}' \
+                    | grep -o '"member_id":"[0-9]*"' | tr -dc 0-9) || true
+                [ "$id" = "$lead" ] && { echo "$i"; return 0; }
+            done
+        fi
+        sleep 0.1
+    done
+    die "$name: no leader"
+}
+
+# failover NAME: ms from kill -9 of the leader until a put through a survivor succeeds.
+failover() {
+    local name=$1 ports pids l s t0 t1 _
+    read -ra ports <<<"${CPORTS[$name]}"
+    read -ra pids <<<"${CPIDS[$name]}"
+    l=$(cluster_leader "$name")
+    s=$(((l + 1) % 3))
+    t0=$(date +%s%N)
+    kill -9 "${pids[$l]}"
+    for _ in $(seq 600); do
+        curl -sf -m 0.5 "http://127.0.0.1:${ports[$s]}/v3/kv/put" \
+            -d "{\"key\":\"$(b64 failover)\",\"value\":\"$VALUE\"}" >/dev/null 2>&1 && break
+        sleep 0.02
+    done
+    t1=$(date +%s%N)
+    echo $(((t1 - t0) / 1000000))
+}
+
+run_cluster_table() {
+    local table=cluster s i=0 l ports ms trials
+    SRV_PREFIX="" SRV_ENV="" CLI_PREFIX="" THREADS=2
+    for s in $SERVERS; do start_cluster "$s"; done
+    for s in $SERVERS; do
+        read -ra ports <<<"${CPORTS[$s]}"
+        l=$(cluster_leader "$s")
+        PORT[$s]=${ports[$l]}
+        load_keys "$table" "$s"
+        load_prefix "$s"
+        precheck "$s"
+    done
+    for s in $(in_turn 0); do
+        read -ra ports <<<"${CPORTS[$s]}"
+        PORT[$s]=${ports[$(cluster_leader "$s")]}
+        bench_kv "$table" "put through the leader, 256 B, c64" 64 put "$s"
+    done
+    for s in $(in_turn 1); do
+        read -ra ports <<<"${CPORTS[$s]}"
+        PORT[$s]=${ports[$((($(cluster_leader "$s") + 1) % 3))]}
+        bench_kv "$table" "range one key on a follower, linearizable, c64" 64 range "$s"
+        bench_kv "$table" "range one key on a follower, serializable, c64" 64 serial "$s"
+    done
+    for s in $SERVERS; do stop_cluster "$s"; done
+    for s in $SERVERS; do
+        trials=""
+        for i in 1 2 3; do
+            start_cluster "$s"
+            ms=$(failover "$s")
+            trials+="${trials:+ }$ms"
+            stop_cluster "$s"
+        done
+        log "$table: failover on $s: $trials ms"
+        result "$table" "time:failover, kill -9 of the leader until a put succeeds (ms, median of 3)" \
+            "$s" "$(echo "$trials" | tr ' ' '\n' | sort -n | sed -n 2p)" "" "" "$trials"
+        log_summary "$table" "$s"
+    done
 }
 
 rss_mb() { # VmRSS of a server in MB
@@ -405,7 +543,9 @@ log_summary() {
 T0=$(date +%s)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$TMP/results"
-for m in $MODES; do run_table "$m"; done
+for m in $MODES; do
+    if [ "$m" = cluster ]; then run_cluster_table; else run_table "$m"; fi
+done
 ELAPSED=$(($(date +%s) - T0))
 
 machine() {
@@ -478,6 +618,7 @@ print_(f"Run of {info['date']}: {info['nproc']} vCPUs ({info['cpu']}), {info['ke
 titles = {
     "shared": "Both servers and the load generator share all CPUs",
     "pinned": "Server on CPU 0 (etcd with GOMAXPROCS=1), wrk and watch_bench on CPU 1",
+    "cluster": "3-member clusters on loopback (both share all CPUs with wrk)",
 }
 notes = []
 for table in tables:
@@ -489,7 +630,7 @@ for table in tables:
            "| metastore p99 | metastore/etcd |")
     print_("|---|---:|---:|---:|---:|---:|---:|---|")
     for w, by in f.items():
-        if w.startswith("mem:"):
+        if w.startswith("mem:") or w.startswith("time:"):
             continue
         e = by.get("etcd", ("", "", "", ""))
         m = by.get("metastore", ("", "", "", ""))
@@ -502,19 +643,23 @@ for table in tables:
         print_(f"| {label(w)} | {count(e[0])} | {ms(e[1])} | {ms(e[2])} | {count(m[0])} "
                f"| {ms(m[1])} | {ms(m[2])} | {r} |")
         for server, fig in (("etcd", e), ("metastore", m)):
-            if fig[3]:
+            if fig[3] and not w.startswith("time:"):
                 notes.append(f"{table}, {label(w)}, {server}: {fig[3]}")
-    print_("| put, 3-node cluster, c64 | | | | n/a (no clustering yet) | | | |")
-    print_("")
-    print_("| memory (VmRSS) | etcd | metastore | metastore/etcd |")
-    print_("|---|---:|---:|---|")
-    for w, by in f.items():
-        if not w.startswith("mem:"):
+    for kind, head in (("mem:", "memory (VmRSS)"), ("time:", "time")):
+        ws = [w for w in f if w.startswith(kind)]
+        if not ws:
             continue
-        e = by.get("etcd", ("",))[0]
-        m = by.get("metastore", ("",))[0]
-        fmt = lambda v: "" if num(v) is None else f"{num(v):,.1f}"
-        print_(f"| {w[4:]} | {fmt(e)} | {fmt(m)} | {ratio(m, e)} |")
+        print_("")
+        print_(f"| {head} | etcd | metastore | metastore/etcd |")
+        print_("|---|---:|---:|---|")
+        for w in ws:
+            by = f[w]
+            e = by.get("etcd", ("", "", "", ""))
+            m = by.get("metastore", ("", "", "", ""))
+            fmt = lambda v: "" if num(v) is None else f"{num(v):,.1f}"
+            ex = lambda fig: f" ({fig[3]})" if kind == "time:" and fig[3] else ""
+            print_(f"| {w[len(kind):]} | {fmt(e[0])}{ex(e)} | {fmt(m[0])}{ex(m)} "
+                   f"| {ratio(m[0], e[0])} |")
 if notes:
     print_("")
     print_("Flagged:")

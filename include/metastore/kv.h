@@ -233,6 +233,11 @@ struct kv_store *kv_store_open(struct be_txn *txn, ms_err *err);
 /* Free the store (not the backend). Accepts NULL. */
 void kv_store_close(struct kv_store *kv);
 
+/* Rebuild kv from txn in place (its backend's content was replaced: a snapshot from the leader
+ * was installed), keeping the lease check; pointers to kv stay valid. On an error kv is
+ * unchanged. */
+ms_err kv_store_reload(struct kv_store *kv, struct be_txn *txn);
+
 /* Install the lease existence check (NULL: every lease is accepted). */
 void kv_set_lease_check(struct kv_store *kv, kv_lease_exists_fn fn, void *ctx);
 

@@ -215,4 +215,9 @@ void watch_hub_progress_tick(struct watch_hub *h);
 
 void watch_hub_stats(const struct watch_hub *h, struct watch_stats *out);
 
+/* The store was replaced by a newer state (a snapshot from the leader): every synced watcher
+ * becomes unsynced and catches up from the new store's history in the next watch_hub_sync (or
+ * is cancelled with compact_revision if that history is gone). Sends nothing itself. */
+void watch_hub_restored(struct watch_hub *h);
+
 #endif

@@ -108,6 +108,21 @@ void kv_store_close(struct kv_store *kv)
     free(kv);
 }
 
+ms_err kv_store_reload(struct kv_store *kv, struct be_txn *txn)
+{
+    ms_err e;
+    struct kv_store *fresh = kv_store_open(txn, &e);
+    if (!fresh)
+        return e;
+    fresh->lease_fn = kv->lease_fn;
+    fresh->lease_ctx = kv->lease_ctx;
+    kv_index_fini(&kv->ix);
+    buf_fini(&kv->scratch);
+    *kv = *fresh;
+    free(fresh);
+    return MS_OK;
+}
+
 void kv_set_lease_check(struct kv_store *kv, kv_lease_exists_fn fn, void *ctx)
 {
     kv->lease_fn = fn;

@@ -173,27 +173,6 @@ static ms_err settle_identity(struct srv *s, const struct srv_durable *d, const 
     return e;
 }
 
-/* Read the members bucket (empty in a data directory that predates it). */
-static ms_err load_members(struct srv *s)
-{
-    if (!(s->members = calloc(CLUSTER_MAX_MEMBERS, sizeof(*s->members))))
-        return MS_E_NOMEM;
-    struct be_cursor *c = NULL;
-    struct be_val k, v;
-    ms_err e = be_cursor_open(s->wtxn, BE_BUCKET_MEMBERS, &c);
-    if (!e)
-        e = be_cursor_seek(c, NULL, 0, &k, &v);
-    while (!e && s->n_members < CLUSTER_MAX_MEMBERS) {
-        struct cluster_member *m = &s->members[s->n_members];
-        if ((e = cluster_member_decode(v.p, v.len, m)) != MS_OK)
-            break;
-        s->n_members++;
-        e = be_cursor_next(c, &k, &v);
-    }
-    be_cursor_close(c);
-    return e == MS_E_NOT_EXIST ? MS_OK : e;
-}
-
 /* Open the WAL, settle the identity, and start the Raft node from what is durable: it applies
  * what the backend lacks and elects this member before anything is served. */
 static ms_err open_node(struct srv *s, const struct srv_durable *d)
@@ -213,7 +192,7 @@ static ms_err open_node(struct srv *s, const struct srv_durable *d)
         return e;
     if (!d->have_id && (e = settle_identity(s, d, &log)) != MS_OK)
         log_error("cannot record the member identity: %s", ms_err_name(e));
-    if (!e && (e = load_members(s)) != MS_OK)
+    if (!e && (e = srv_members_load(s)) != MS_OK)
         log_error("cannot read the members: %s", ms_err_name(e));
     if (!e)
         e = srv_node_start(s, &log, d);

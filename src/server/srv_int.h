@@ -89,6 +89,7 @@ int64_t srv_compactor_tick(struct srv_compactor *c, uint64_t now_ms, int64_t cur
 /* This member's Raft node (srv_node.c). */
 struct node_held;
 struct node_deadline;
+struct node_snap_out;
 struct peer;
 struct srv_node {
     struct raft *raft;
@@ -115,9 +116,12 @@ struct srv_node {
     size_t head_deadline;
     size_t n_deadlines;
     size_t cap_deadlines;
-    uint64_t heartbeat_failures; /* messages to a peer dropped (unreachable reports) */
-    uint64_t mem_bytes;          /* entry data held in mem (about: see trim_log) */
-    void (*left)(void *ctx);     /* a leadership transfer before stopping is in progress */
+    uint64_t heartbeat_failures;     /* messages to a peer dropped (unreachable reports) */
+    uint64_t mem_bytes;              /* entry data held in mem (about: see trim_log) */
+    struct node_snap_out *snaps_out; /* snapshots being made or sent to followers */
+    char snap_in[4400];              /* a snapshot received from the leader, not installed */
+    uint64_t snap_in_index;
+    void (*left)(void *ctx); /* a leadership transfer before stopping is in progress */
     void *left_ctx;
     uint64_t left_deadline_ms;
 };
@@ -398,6 +402,12 @@ bool srv_copy_running(const struct srv *s);
 bool srv_cancel_op(struct srv *s, uint64_t id);
 void srv_snap_fini(struct srv *s);
 ms_err srv_snap_load(struct srv *s);
+/* Replace the store's content by the snapshot file at path (from the leader), keeping the
+ * member's identity; *h gets its header. The file is consumed (the memory backend keeps it as
+ * its snapshot). A copy in progress (backup, defrag, snapshot) fails first. Nothing changes
+ * when the file is damaged. */
+struct snap_header;
+ms_err srv_snap_install(struct srv *s, const char *path, struct snap_header *h);
 /* At start, before LMDB opens member/db: finish or undo a defrag a crash interrupted. */
 ms_err srv_defrag_recover(struct srv *s);
 /* member/snap, where snapshot and backup files go. */
@@ -413,6 +423,8 @@ bool srv_quota_ok(struct srv *s, const struct srv_req *req);
 
 /* srv_lease.c */
 ms_err srv_lease_open(struct srv *s);
+/* Rebuild the lessor from the lease bucket (a snapshot was installed); waiting asks stay. */
+ms_err srv_lease_reload(struct srv *s);
 void srv_lease_close(struct srv *s);
 /* This member leads: it expires leases from now on, each extended by extend_ms first. */
 void srv_lease_promote(struct srv *s, uint64_t extend_ms);
@@ -446,6 +458,8 @@ void srv_watch_fini(struct srv *s);
 /* Every change of an applied entry, in order, all at revision rev. The events live in the
  * scratch arena until the end of the ready step. */
 void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n);
+/* The store was replaced by a snapshot: every watcher catches up from the new history. */
+void srv_watch_restored(struct srv *s);
 
 /* srv_lock.c */
 ms_err srv_lock_init(struct srv *s);
@@ -472,6 +486,8 @@ uint64_t srv_applied_term(const struct srv *s);
 /* The configuration recorded with the applied index (SRV_META_CONF_STATE). */
 ms_err srv_conf_put(struct be_txn *t, const struct raft_conf_state *cs);
 ms_err srv_conf_get(struct be_txn *t, struct raft_conf_state *cs, bool *found);
+/* (Re)read the members bucket into s->members (empty in a data directory that predates it). */
+ms_err srv_members_load(struct srv *s);
 /* Stop the process if e means the backend failed during an apply. */
 void srv_check_apply_error(ms_err e);
 

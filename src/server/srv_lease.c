@@ -116,6 +116,17 @@ ms_err srv_lease_open(struct srv *s)
     return kv_foreach_leased(s->kv, s->wtxn, attach_cb, s);
 }
 
+ms_err srv_lease_reload(struct srv *s)
+{
+    struct srv_lease_ask *asks = s->lease.asks;
+    uint64_t id_gen = s->lease.id_gen;
+    s->lease.asks = NULL;
+    srv_lease_close(s);
+    s->lease.asks = asks;
+    s->lease.id_gen = id_gen;
+    return srv_lease_open(s);
+}
+
 void srv_lease_close(struct srv *s)
 {
     srv_lease_asks_fini(s);

@@ -37,10 +37,13 @@
 #include "metastore/log.h"
 #include "metastore/peer.h"
 #include "metastore/raft_codec.h"
+#include "metastore/snap.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Entries kept in memory below the applied index for followers that lag (etcd keeps
  * SnapshotCatchUpEntries = 5000), and at most this many bytes of them. */
@@ -125,7 +128,17 @@ static void trim_log(struct srv *s, uint64_t applied)
     }
     if (keep_from <= first)
         return;
-    if (raft_mem_compact(n->mem, keep_from - 1) != MS_OK) {
+    ms_err e;
+    if (n->peer) {
+        /* Recorded as a snapshot at the applied index, so that the core knows a follower
+         * behind it needs one (the state machine is copied when it is sent). */
+        struct raft_status st;
+        raft_status(n->raft, &st);
+        e = raft_mem_snapshot(n->mem, applied, &st.conf, applied - keep_from + 1);
+    } else {
+        e = raft_mem_compact(n->mem, keep_from - 1);
+    }
+    if (e != MS_OK) {
         log_warn("raft: cannot trim the in-memory log below %llu", (unsigned long long)keep_from);
         return;
     }
@@ -192,6 +205,193 @@ static void persisted(struct srv *s)
 
 static void propose_held(struct srv *s);
 
+/* ---- snapshots: sent by a leader to a follower too far behind, installed by the follower ----
+ * The leader answers the core's MsgSnap with a backup of its state machine (srv_backup: made in
+ * slices, at its applied index), and names that index, its term and the configuration in the
+ * message it streams (etcd's merged snapshot); the transport reads the file a piece at a time.
+ * The follower's transport writes what arrives to a file; it is verified, then the MsgSnap is
+ * stepped in, and the Ready that carries the snapshot installs it: the backend's content is
+ * replaced (the member keeps its identity), made durable, the in-memory state rebuilt from it,
+ * and only then the WAL records the snapshot. */
+
+struct node_snap_out {
+    struct node_snap_out *next;
+    struct srv *s;
+    uint64_t to;
+    struct raft_msg msg; /* the core's MsgSnap (no entries), its metadata replaced */
+    uint64_t backup_id;  /* srv_backup in progress (0: done) */
+    int fd;              /* the backup file, read by the transport */
+    char path[4400];
+};
+
+static void snap_out_free(struct srv *s, struct node_snap_out *o)
+{
+    for (struct node_snap_out **pp = &s->node.snaps_out; *pp; pp = &(*pp)->next)
+        if (*pp == o) {
+            *pp = o->next;
+            break;
+        }
+    if (o->fd >= 0)
+        close(o->fd);
+    if (o->path[0])
+        unlink(o->path);
+    free(o);
+}
+
+static long snap_src_read(void *ctx, void *buf, size_t cap)
+{
+    struct node_snap_out *o = ctx;
+    ssize_t r;
+    do
+        r = read(o->fd, buf, cap);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+static void snap_src_close(void *ctx)
+{
+    struct node_snap_out *o = ctx;
+    snap_out_free(o->s, o);
+}
+
+/* The backup for a follower is ready: stream it with the MsgSnap that names it. */
+static void on_snap_backup(void *ctx, ms_err err, const char *path, uint64_t size)
+{
+    struct node_snap_out *o = ctx;
+    struct srv *s = o->s;
+    o->backup_id = 0;
+    uint8_t hdr[32];
+    if (!err) {
+        snprintf(o->path, sizeof(o->path), "%s", path);
+        o->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (o->fd < 0 || pread(o->fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
+            memcmp(hdr, "MSSNAP01", 8) != 0)
+            err = MS_E_IO;
+    }
+    if (!err) {
+        struct raft_status st;
+        raft_status(s->node.raft, &st);
+        o->msg.snap.index = be64_get(hdr + 8);
+        o->msg.snap.term = be64_get(hdr + 16);
+        o->msg.snap.conf = st.conf;
+        o->msg.term = st.hard.term;
+        struct peer_snap_source src = {.read = snap_src_read, .close = snap_src_close, .ctx = o};
+        log_info("raft: sending a snapshot at index %llu (%llu bytes) to %016llx",
+                 (unsigned long long)o->msg.snap.index, (unsigned long long)size,
+                 (unsigned long long)o->to);
+        if ((err = peer_send_snapshot(s->node.peer, &o->msg, &src)) == MS_OK)
+            return; /* the transport owns o now */
+    }
+    log_warn("raft: no snapshot for %016llx: %s", (unsigned long long)o->to, ms_err_name(err));
+    raft_report_snapshot(s->node.raft, o->to, false);
+    snap_out_free(s, o);
+    srv_wake(s);
+}
+
+static void start_snapshot(struct srv *s, const struct raft_msg *m)
+{
+    struct srv_node *n = &s->node;
+    for (struct node_snap_out *o = n->snaps_out; o; o = o->next)
+        if (o->to == m->to)
+            return; /* one at a time: the core asks again once it hears how this one went */
+    struct node_snap_out *o = calloc(1, sizeof(*o));
+    if (!o) {
+        raft_report_snapshot(n->raft, m->to, false);
+        return;
+    }
+    o->s = s;
+    o->to = m->to;
+    o->msg = *m;
+    o->fd = -1;
+    ms_err e = srv_backup(s, on_snap_backup, o, &o->backup_id);
+    if (e) {
+        log_warn("raft: cannot make a snapshot for %016llx: %s", (unsigned long long)m->to,
+                 ms_err_name(e));
+        raft_report_snapshot(n->raft, m->to, false);
+        free(o);
+        return;
+    }
+    o->next = n->snaps_out;
+    n->snaps_out = o;
+}
+
+/* The Ready's messages: a MsgSnap becomes a snapshot stream, the others go as they are. */
+static void send_msgs(struct srv *s, const struct raft_msg *msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (msgs[i].type == RAFT_MSG_SNAP)
+            start_snapshot(s, &msgs[i]);
+        else
+            peer_send(s->node.peer, &msgs[i], 1);
+    }
+}
+
+/* A snapshot from the leader arrived whole in path: verify it, then hand its MsgSnap to the
+ * core (which may refuse it as stale; the file then goes with the next one or at close). */
+static void on_peer_snapshot(void *ctx, const struct raft_msg *m, const char *path)
+{
+    struct srv *s = ctx;
+    struct srv_node *n = &s->node;
+    struct snap_header h;
+    if (snap_read(path, &h, NULL, NULL) != MS_OK || h.index != m->snap.index) {
+        log_warn("raft: the snapshot from %016llx in %s is damaged: dropped",
+                 (unsigned long long)m->from, path);
+        unlink(path);
+        return;
+    }
+    if (n->snap_in[0] && strcmp(n->snap_in, path) != 0)
+        unlink(n->snap_in);
+    snprintf(n->snap_in, sizeof(n->snap_in), "%s", path);
+    n->snap_in_index = m->snap.index;
+    log_info("raft: received a snapshot at index %llu from %016llx",
+             (unsigned long long)m->snap.index, (unsigned long long)m->from);
+    ms_err e = raft_step(n->raft, m);
+    if (e)
+        log_warn("raft: the snapshot from %016llx was not taken: %s", (unsigned long long)m->from,
+                 ms_err_name(e));
+    srv_wake(s);
+}
+
+/* The Ready carries a snapshot: make it the state machine, then the log's base. */
+static void install_snapshot(struct srv *s, const struct raft_snapshot_meta *meta)
+{
+    struct srv_node *n = &s->node;
+    if (!n->snap_in[0] || n->snap_in_index != meta->index)
+        ms_fatal("raft: the core installs a snapshot at %llu, but none was received for it",
+                 (unsigned long long)meta->index);
+    uint64_t t0 = clock_now_ms();
+    struct snap_header h;
+    ms_err e = srv_snap_install(s, n->snap_in, &h);
+    n->snap_in[0] = 0;
+    if (e)
+        ms_fatal("raft: cannot install the snapshot at %llu: %s", (unsigned long long)meta->index,
+                 ms_err_name(e));
+    if ((e = srv_conf_put(s->wtxn, &meta->conf)) != MS_OK)
+        ms_fatal("cannot record the configuration: %s", ms_err_name(e));
+    srv_store_applied(s, meta->index, meta->term);
+    srv_commit(s);
+    if ((e = be_sync(s->be)) != MS_OK)
+        ms_fatal("cannot make the installed snapshot durable: %s", ms_err_name(e));
+    if ((e = kv_store_reload(s->kv, s->wtxn)) != MS_OK || (e = srv_lease_reload(s)) != MS_OK ||
+        (e = srv_alarms_load(s)) != MS_OK || (e = srv_members_load(s)) != MS_OK)
+        ms_fatal("cannot load the installed snapshot: %s", ms_err_name(e));
+    if (kv_compact_pending(s->kv) && !kv_compact_step(s->kv, s->wtxn, SIZE_MAX, &e) && !e)
+        e = MS_E_INTERNAL;
+    if (e)
+        ms_fatal("cannot finish the snapshot's compaction: %s", ms_err_name(e));
+    srv_watch_restored(s);
+    if ((e = wal_append_snapshot(n->wal, meta)) != MS_OK || (e = wal_sync(n->wal)) != MS_OK)
+        ms_fatal("wal: cannot record snapshot %llu: %s", (unsigned long long)meta->index,
+                 ms_err_name(e));
+    if (raft_mem_apply_snapshot(n->mem, meta) != MS_OK)
+        ms_fatal("raft: the snapshot at %llu is older than the log",
+                 (unsigned long long)meta->index);
+    n->mem_bytes = 0;
+    log_info("raft: installed the snapshot at index %llu (revision %lld) in %llu ms",
+             (unsigned long long)meta->index, (long long)h.revision,
+             (unsigned long long)(clock_now_ms() - t0));
+}
+
 /* The leadership transfer of srv_node_step_down ended (handed over, or timed out). */
 static void transfer_end(struct srv *s, bool ok)
 {
@@ -251,11 +451,9 @@ static bool run_ready(struct srv *s, bool wait)
         if (rd->soft_changed)
             soft_changed(s, &rd->soft);
         if (rd->has_snapshot)
-            /* Snapshots from a leader are not installed yet: the transport refuses them. */
-            ms_fatal("raft: a snapshot at index %llu arrived, but installing one is not supported",
-                     (unsigned long long)rd->snapshot.index);
-        if (n->peer && rd->n_msgs)
-            peer_send(n->peer, rd->msgs, rd->n_msgs);
+            install_snapshot(s, &rd->snapshot);
+        if (n->peer)
+            send_msgs(s, rd->msgs, rd->n_msgs);
         for (size_t j = 0; j < rd->n_read_states; j++)
             srv_reads_confirm(s, rd->read_states[j].ctx, rd->read_states[j].index);
         if (rd->n_committed)
@@ -578,6 +776,8 @@ static void on_peer_unreachable(void *ctx, uint64_t id)
 static void on_peer_snapshot_sent(void *ctx, uint64_t id, bool ok)
 {
     struct srv *s = ctx;
+    log_info("raft: the snapshot to %016llx %s", (unsigned long long)id,
+             ok ? "was sent" : "failed");
     raft_report_snapshot(s->node.raft, id, ok);
     srv_wake(s);
 }
@@ -599,7 +799,7 @@ static ms_err start_peers(struct srv *s)
                              .heartbeat_ms = 0,
                              .on_message = on_peer_message,
                              .on_unreachable = on_peer_unreachable,
-                             .on_snapshot = NULL,
+                             .on_snapshot = on_peer_snapshot,
                              .on_snapshot_sent = on_peer_snapshot_sent,
                              .on_app = on_peer_app,
                              .ctx = s};
@@ -835,7 +1035,11 @@ ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv
 void srv_node_close(struct srv *s)
 {
     struct srv_node *n = &s->node;
-    peer_destroy(n->peer);
+    peer_destroy(n->peer); /* closes the snapshot sources it holds */
+    while (n->snaps_out)
+        snap_out_free(s, n->snaps_out); /* backups still being made */
+    if (n->snap_in[0])
+        unlink(n->snap_in);
     while (n->held) {
         struct node_held *h = n->held;
         n->held = h->next;

@@ -664,10 +664,90 @@ ms_err srv_defrag_recover(struct srv *s)
 
 /* ---- loading ---- */
 
+static bool is_identity(enum be_bucket b, const uint8_t *k, size_t kl)
+{
+    return b == BE_BUCKET_META &&
+           ((kl == strlen(SRV_META_MEMBER_ID) && memcmp(k, SRV_META_MEMBER_ID, kl) == 0) ||
+            (kl == strlen(SRV_META_CLUSTER_ID) && memcmp(k, SRV_META_CLUSTER_ID, kl) == 0));
+}
+
+/* Every record but the member's identity: a snapshot may come from the leader, and the WAL
+ * (memory backend) or the backend itself (LMDB install) keeps this member's own. */
 static ms_err load_record(void *ctx, enum be_bucket b, const uint8_t *k, size_t kl,
                           const uint8_t *v, size_t vl)
 {
+    if (is_identity(b, k, kl))
+        return MS_OK;
     return be_put(ctx, b, k, kl, v, vl);
+}
+
+/* Remove every record of the write txn but the member's identity. */
+static ms_err clear_all(struct srv *s)
+{
+    for (int b = 0; b < BE_BUCKET_COUNT_; b++) {
+        for (;;) {
+            struct be_cursor *c;
+            struct be_val k, v;
+            ms_err e = be_cursor_open(s->wtxn, (enum be_bucket)b, &c);
+            if (e)
+                return e;
+            e = be_cursor_seek(c, NULL, 0, &k, &v);
+            /* Skip the identity (META only): the first other key is deleted. */
+            while (e == MS_OK && is_identity((enum be_bucket)b, k.p, k.len))
+                e = be_cursor_next(c, &k, &v);
+            uint8_t key[4096];
+            size_t kl = e == MS_OK && k.len <= sizeof(key) ? k.len : 0;
+            if (kl)
+                memcpy(key, k.p, kl);
+            be_cursor_close(c);
+            if (e == MS_E_NOT_EXIST)
+                break;
+            if (e)
+                return e;
+            if (!kl)
+                return MS_E_DATA_CORRUPT;
+            if ((e = be_del(s->wtxn, (enum be_bucket)b, key, kl)) != MS_OK)
+                return e;
+        }
+    }
+    return MS_OK;
+}
+
+ms_err srv_snap_install(struct srv *s, const char *path, struct snap_header *h)
+{
+    ms_err e = snap_read(path, h, NULL, NULL); /* whole and intact, before anything goes */
+    if (e)
+        return e;
+    if (s->copies.copy) {
+        /* A copy reads the store that is about to be replaced: it fails. */
+        struct srv_copy *c = s->copies.copy;
+        s->copies.copy = NULL;
+        log_warn("a snapshot from the leader replaces the store: the running %s fails",
+                 c->kind == COPY_DEFRAG   ? "defrag"
+                 : c->kind == COPY_BACKUP ? "backup"
+                                          : "snapshot");
+        complete_op(s, c, MS_E_INTERNAL);
+        if (c->kind == COPY_BACKUP)
+            unlink(c->path);
+        copy_free(c);
+    }
+    if ((e = clear_all(s)) != MS_OK || (e = snap_read(path, h, load_record, s->wtxn)) != MS_OK)
+        return e;
+    if (s->cfg.backend == CFG_BACKEND_MEMORY) {
+        /* The file is the memory backend's snapshot at its index from now on. */
+        char dir[4200], dst[4300];
+        srv_snap_dir(s, dir, sizeof(dir));
+        fs_mkdirs(dir);
+        snprintf(dst, sizeof(dst), "%s/snap-%016llx.snap", dir, (unsigned long long)h->index);
+        if (rename(path, dst) != 0 || fs_sync_dir(dir) != 0) {
+            log_error("cannot keep the installed snapshot as %s: %s", dst, strerror(errno));
+            return MS_E_IO;
+        }
+        s->copies.last_snap_index = h->index;
+    } else {
+        unlink(path);
+    }
+    return MS_OK;
 }
 
 ms_err srv_snap_load(struct srv *s)

@@ -13,6 +13,7 @@
 #include "metastore/log.h"
 #include "metastore/raft_codec.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define SRV_COMMIT_ENTRIES 10000 /* LMDB: commit at the latest after this many entries */
@@ -148,4 +149,26 @@ ms_err srv_conf_get(struct be_txn *t, struct raft_conf_state *cs, bool *found)
         return MS_E_DATA_CORRUPT;
     *cs = m.conf;
     return MS_OK;
+}
+
+/* Read the members bucket (empty in a data directory that predates it). */
+ms_err srv_members_load(struct srv *s)
+{
+    if (!s->members && !(s->members = calloc(CLUSTER_MAX_MEMBERS, sizeof(*s->members))))
+        return MS_E_NOMEM;
+    s->n_members = 0;
+    struct be_cursor *c = NULL;
+    struct be_val k, v;
+    ms_err e = be_cursor_open(s->wtxn, BE_BUCKET_MEMBERS, &c);
+    if (!e)
+        e = be_cursor_seek(c, NULL, 0, &k, &v);
+    while (!e && s->n_members < CLUSTER_MAX_MEMBERS) {
+        struct cluster_member *m = &s->members[s->n_members];
+        if ((e = cluster_member_decode(v.p, v.len, m)) != MS_OK)
+            break;
+        s->n_members++;
+        e = be_cursor_next(c, &k, &v);
+    }
+    be_cursor_close(c);
+    return e == MS_E_NOT_EXIST ? MS_OK : e;
 }

@@ -143,3 +143,9 @@ void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, s
     watch_hub_notify(s->watch.hub, rev, ev, n);
     watch_kick(s); /* watchers that could not be served now catch up from history */
 }
+
+void srv_watch_restored(struct srv *s)
+{
+    watch_hub_restored(s->watch.hub);
+    arm_sync(s, 0);
+}

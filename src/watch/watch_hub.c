@@ -195,6 +195,14 @@ static void unsynced_append(struct watch_hub *h, struct watcher *w)
     h->unsynced_tail = w;
 }
 
+void watch_hub_restored(struct watch_hub *h)
+{
+    for (struct watch_stream *st = h->streams; st; st = st->next)
+        for (struct watcher *w = st->all; w; w = w->snext)
+            if (w->group == WG_SYNCED)
+                watch_move(h, w, WG_UNSYNCED);
+}
+
 void watch_move(struct watch_hub *h, struct watcher *w, enum watch_group g)
 {
     struct watch_set *set = NULL;

@@ -1086,6 +1086,64 @@ START_TEST(snapshot_catchup)
 }
 END_TEST
 
+/* A watch on a follower across a leader change: every event once, in order, no gap. */
+START_TEST(watch_failover)
+{
+    struct cluster c = {0};
+    cluster_start(&c, 3);
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    int f = (l + 1) % c.n, g = (l + 2) % c.n;
+    const char *wbody = "{\"create_request\":{\"key\":\"dy8=\",\"range_end\":\"dzA=\"}}";
+    char req[512];
+    snprintf(req, sizeof(req),
+             "POST /v3/watch HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s", strlen(wbody),
+             wbody);
+    int wfd = tu_connect(c.m[f].s.port);
+    ck_assert_int_ge(wfd, 0);
+    tu_send_all(wfd, req, strlen(req));
+    char *wbuf = NULL;
+    size_t wlen = 0;
+    read_stream(wfd, &wbuf, &wlen, 300);
+    ck_assert_msg(wbuf && strstr(wbuf, "\"created\":true"), "%s", wbuf ? wbuf : "");
+    char key[32];
+    for (int r = 0; r < 20; r++) {
+        snprintf(key, sizeof(key), "w/%02d", r);
+        put_ok(&c, r % 2 ? l : g, key, "v");
+    }
+    tu_server_kill(&c.m[l].s);
+    ck_assert_int_ge(leader(&c, 30000), 0);
+    for (int r = 20; r < 40; r++) {
+        snprintf(key, sizeof(key), "w/%02d", r);
+        put_ok(&c, r % 2 ? f : g, key, "v");
+    }
+    int64_t until = tu_now_ms() + 20000;
+    char want[64];
+    tu_b64("w/39", want);
+    while ((!wbuf || !strstr(wbuf, want)) && tu_now_ms() < until)
+        read_stream(wfd, &wbuf, &wlen, 200);
+    const char *at = wbuf;
+    long last_rev = 0;
+    for (int r = 0; r < 40; r++) {
+        snprintf(key, sizeof(key), "w/%02d", r);
+        tu_b64(key, want);
+        const char *e = strstr(wbuf, want);
+        ck_assert_msg(e && e > at && !strstr(e + 1, want), "event %s: %s", key, wbuf);
+        const char *mr = strstr(e, "\"mod_revision\":\"");
+        ck_assert_ptr_nonnull(mr);
+        long rev = strtol(mr + 16, NULL, 10);
+        ck_assert_msg(last_rev == 0 || rev == last_rev + 1, "%s at %ld after %ld", key, rev,
+                      last_rev);
+        last_rev = rev;
+        at = e;
+    }
+    free(wbuf);
+    close(wfd);
+    same_data(&c);
+    cluster_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster");
@@ -1093,10 +1151,15 @@ int main(void)
     struct {
         const char *name;
         const TTest *fn;
-    } cases[] = {{"leases", leases},       {"snapshot_catchup", snapshot_catchup},
-                 {"bootstrap", bootstrap}, {"leader_kill", leader_kill},
-                 {"no_quorum", no_quorum}, {"rolling_restart", rolling_restart},
-                 {"partition", partition}, {"bad_peers", bad_peers}};
+    } cases[] = {{"leases", leases},
+                 {"watch_failover", watch_failover},
+                 {"snapshot_catchup", snapshot_catchup},
+                 {"bootstrap", bootstrap},
+                 {"leader_kill", leader_kill},
+                 {"no_quorum", no_quorum},
+                 {"rolling_restart", rolling_restart},
+                 {"partition", partition},
+                 {"bad_peers", bad_peers}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);
         tcase_set_timeout(tc, 240);

@@ -98,6 +98,15 @@ int http_server_listen(struct http_server *s, const char *host, uint16_t port);
 /* Close the listeners and every connection (close callbacks run), then free. Accepts NULL. */
 void http_server_destroy(struct http_server *s);
 
+/* HTTP/2 with prior knowledge (RFC 9113 3.3): a new connection whose first bytes are the client
+ * preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" is given to fn, with the bytes read so far
+ * (the preface among them; borrowed for the call). fn owns fd from then on, also when it
+ * returns false (then it has closed it). Without fn such a connection is answered 505. */
+#define HTTP_H2_PREFACE     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define HTTP_H2_PREFACE_LEN 24
+typedef bool (*http_h2_fn)(void *ctx, int fd, const void *p, size_t len);
+void http_server_set_h2(struct http_server *s, http_h2_fn fn, void *ctx);
+
 /* Counters, for tests and metrics. */
 struct http_stats {
     size_t conns;         /* open connections */

@@ -92,7 +92,8 @@ static void conn_free(struct http_conn *c)
     }
     event_free(c->rd);
     event_free(c->wr);
-    close(c->fd);
+    if (c->fd >= 0)
+        close(c->fd);
     buf_fini(&c->in);
     buf_fini(&c->more);
     buf_fini(&c->out);
@@ -639,8 +640,35 @@ static void fail_go(struct http_conn *c, int status, const char *why)
     request_done(c);
 }
 
+/* A fresh connection opening with the HTTP/2 preface goes to the server's h2_fn with its fd and
+ * the bytes read (from on_read only: c is freed here). True when c is gone or must wait for
+ * more bytes to tell. */
+static bool h2_handoff(struct http_conn *c)
+{
+    size_t have = c->in.len - c->in_off;
+    size_t n = have < HTTP_H2_PREFACE_LEN ? have : HTTP_H2_PREFACE_LEN;
+    if (memcmp(c->in.p + c->in_off, HTTP_H2_PREFACE, n) != 0) {
+        c->h2_maybe = false;
+        return false;
+    }
+    if (have < HTTP_H2_PREFACE_LEN)
+        return !c->peer_eof;
+    struct http_server *s = c->srv;
+    int fd = c->fd;
+    c->fd = -1; /* the h2 side owns it now */
+    struct buf in = c->in;
+    size_t off = c->in_off;
+    buf_init(&c->in);
+    conn_set_state(c, HTTP_CONN_CLOSED);
+    conn_free(c);
+    s->h2_fn(s->h2_ctx, fd, in.p + off, in.len - off);
+    buf_fini(&in);
+    return true;
+}
+
 static void process_input(struct http_conn *c)
 {
+    c->h2_maybe = false; /* on_read looked first */
     c->processing = true;
     while (c->state == HTTP_CONN_READING && c->in.len > c->in_off) {
         size_t used;
@@ -760,6 +788,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     }
     dst->len += (size_t)n;
     c->idle_ms = clock_now_ms();
+    if (!busy && c->h2_maybe && h2_handoff(c))
+        return;
     if (!busy)
         process_input(c);
     read_update(c);
@@ -791,6 +821,7 @@ struct http_conn *http_conn_create(struct http_server *s, int fd)
         return NULL;
     }
     c->rd_on = true;
+    c->h2_maybe = s->h2_fn != NULL;
     c->idle_ms = clock_now_ms();
     c->next = s->conns;
     if (s->conns)

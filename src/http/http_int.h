@@ -69,6 +69,7 @@ struct http_conn {
     bool out_blocked; /* parsing waits for the output to drain under OUT_LOW */
     bool peer_eof;    /* the peer will send nothing more */
     bool eof_closes;  /* the request's peer ending its input closes at once */
+    bool h2_maybe;    /* no request yet, and the bytes so far may be the HTTP/2 preface */
     http_conn_fn close_cb;
     void *close_arg;
     http_conn_fn drain_cb;
@@ -94,6 +95,8 @@ struct http_server {
     struct http_limits lim;
     http_handler_fn fn;
     void *ctx;
+    http_h2_fn h2_fn; /* takes connections that open with the HTTP/2 preface */
+    void *h2_ctx;
     struct event *listeners[HTTP_MAX_LISTENERS];
     int lfds[HTTP_MAX_LISTENERS];
     size_t n_listeners;

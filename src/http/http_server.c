@@ -237,6 +237,12 @@ struct http_server *http_server_create(struct event_base *base, const struct htt
     return s;
 }
 
+void http_server_set_h2(struct http_server *s, http_h2_fn fn, void *ctx)
+{
+    s->h2_fn = fn;
+    s->h2_ctx = ctx;
+}
+
 int http_server_listen(struct http_server *s, const char *host, uint16_t port)
 {
     if (s->n_listeners == HTTP_MAX_LISTENERS)

@@ -657,6 +657,8 @@ START_TEST(parse_endless_lines)
 }
 END_TEST
 
+static http_h2_fn serve_h2; /* installed by serve_client when set */
+
 /* Runs the in-process server with lim until a client (in a child) asks for /stop or limit_s
  * passes; returns the client's exit status. */
 static int serve_client(const struct http_limits *lim, http_handler_fn fn, int (*cl)(int port),
@@ -665,6 +667,8 @@ static int serve_client(const struct http_limits *lim, http_handler_fn fn, int (
     base = event_base_new();
     hs = http_server_create(base, lim, fn, NULL);
     ck_assert_ptr_nonnull(hs);
+    if (serve_h2)
+        http_server_set_h2(hs, serve_h2, NULL);
     int port = 0;
     for (int tries = 0; tries < 20 && !port; tries++) {
         int p = 20000 + (int)(getpid() * 11 + tries * 137) % 30000;
@@ -733,6 +737,57 @@ static int chunk_flood_client(int port)
 START_TEST(server_chunk_framing_over_room)
 {
     ck_assert_int_eq(serve_client(&LIM, handler, chunk_flood_client, 20), 0);
+}
+END_TEST
+
+/* The HTTP/2 side of the test: answers "h2:" and the bytes it was given, then closes. */
+static bool echo_h2(void *ctx, int fd, const void *p, size_t len)
+{
+    (void)ctx;
+    char head[32];
+    int k = snprintf(head, sizeof(head), "h2:%zu:", len);
+    send_for(fd, head, (size_t)k, 1000);
+    send_for(fd, p, len, 1000);
+    close(fd);
+    return true;
+}
+
+/* The preface in two pieces (a prefix of it is not yet a verdict) goes to the h2 handler with
+ * every byte read; a request line that only starts like it, and plain HTTP/1.1, stay here. */
+static int h2_client(int port)
+{
+    int fd = tu_connect(port);
+    if (fd < 0)
+        return 1;
+    send_for(fd, HTTP_H2_PREFACE, 10, 1000);
+    usleep(100 * 1000);
+    send_for(fd, HTTP_H2_PREFACE + 10, HTTP_H2_PREFACE_LEN - 10, 1000);
+    size_t n;
+    char *o = tu_read_all(fd, 2000, &n);
+    close(fd);
+    int rc = n >= 6 + HTTP_H2_PREFACE_LEN && strncmp(o, "h2:", 3) == 0 &&
+                     memcmp(o + n - HTTP_H2_PREFACE_LEN, HTTP_H2_PREFACE, HTTP_H2_PREFACE_LEN) == 0
+                 ? 0
+                 : 2;
+    free(o);
+    char *r = exchange(port, "PRI * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 2000);
+    if (!r || strncmp(r, "h2:", 3) == 0 || strncmp(r, "HTTP/1.1 ", 9) != 0)
+        rc = 3;
+    free(r);
+    r = exchange(port, "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 2000);
+    if (!r || strncmp(r, "HTTP/1.1 200", 12) != 0)
+        rc = 4;
+    free(r);
+    free(exchange(port, "GET /stop HTTP/1.1\r\nConnection: close\r\n\r\n", 3000));
+    return rc;
+}
+
+START_TEST(server_h2_handoff)
+{
+    serve_h2 = echo_h2;
+    int rc = serve_client(&LIM, handler, h2_client, 20);
+    serve_h2 = NULL;
+    ck_assert_int_eq(rc, 0);
 }
 END_TEST
 
@@ -931,6 +986,7 @@ int main(void)
     tcase_add_test(tc, server_roundtrip);
     tcase_add_test(tc, server_chunk_framing_over_room);
     tcase_add_test(tc, server_fd_cap);
+    tcase_add_test(tc, server_h2_handoff);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

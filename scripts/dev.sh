@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential meson ninja-build pkg-config python3 libevent-dev libjansson-dev
-      liblmdb-dev check libsubunit-dev curl clang-format)
+      liblmdb-dev check libsubunit-dev curl clang-format
+      libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler golang-etcd-server-dev)
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
 
@@ -47,6 +48,7 @@ install_deps() {
 # invoke-rc.d and deb-systemd-invoke obey), then keep the service from starting at boot.
 install_test_deps() {
     install_deps
+    install_pkgs etcd-client # etcdctl, for the gRPC compat suite
     installed etcd-server && return 0
     local policy=/usr/sbin/policy-rc.d created=0 rc=0
     if [ ! -e "$policy" ]; then

@@ -1,10 +1,11 @@
-/* main.c - argv -> cfg_load -> srv_create -> gw_create -> event loop -> teardown.
+/* main.c - argv -> cfg_load -> srv_create -> grpc_create, gw_create -> event loop -> teardown.
  *
  * Owns the event base and the signal events; the only mutable global is g_srv for the signal
  * path (STYLE.md §3.2). SIGTERM/SIGINT stop the loop gracefully: the gateway closes, the
  * server makes everything applied durable, and the process exits 0.
  */
 #include "metastore/cfg.h"
+#include "metastore/grpc.h"
 #include "metastore/gw.h"
 #include "metastore/log.h"
 #include "metastore/srv.h"
@@ -22,6 +23,12 @@ static struct srv *g_srv;
 static void on_left(void *arg)
 {
     event_base_loopbreak(arg);
+}
+
+/* The gateway's HTTP/1.1 server hands over connections that speak HTTP/2: they are gRPC. */
+static bool on_h2(void *ctx, int fd, const void *p, size_t len)
+{
+    return grpc_accept(ctx, fd, p, len);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -74,6 +81,7 @@ int main(int argc, char **argv)
     int rc = 1;
     ms_err err;
     struct gw *gw = NULL;
+    struct grpc *grpc = NULL;
     struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, base);
     struct event *sigint = evsignal_new(base, SIGINT, on_signal, base);
     if (!sigterm || !sigint || evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL))
@@ -81,9 +89,13 @@ int main(int argc, char **argv)
     g_srv = srv_create(base, &cfg, &err);
     if (!g_srv)
         goto out;
+    grpc = grpc_create(base, g_srv, &err);
+    if (!grpc)
+        goto out;
     gw = gw_create(base, g_srv, &err);
     if (!gw)
         goto out;
+    gw_set_h2(gw, on_h2, grpc);
     log_info("ready to serve client requests");
     if (event_base_dispatch(base) < 0)
         log_error("event loop failed");
@@ -91,6 +103,7 @@ int main(int argc, char **argv)
         rc = 0;
 out:
     gw_destroy(gw);
+    grpc_destroy(grpc);
     srv_destroy(g_srv);
     g_srv = NULL;
     if (sigterm)

@@ -59,6 +59,27 @@ struct kv_span {
     enum kv_end_kind end_kind;
 };
 
+/* The span a request's key and range_end name (etcd's rule): an empty range_end is the single
+ * key (proto3 drops empty bytes on the wire, so empty and absent are one), "\0" every key from
+ * key on, anything else [key, range_end). The bytes are borrowed. */
+static inline void kv_span_set(struct kv_span *s, const uint8_t *key, size_t key_len,
+                               const uint8_t *end, size_t end_len)
+{
+    s->key = key;
+    s->key_len = key_len;
+    s->end = NULL;
+    s->end_len = 0;
+    if (end_len == 0) {
+        s->end_kind = KV_END_NONE;
+    } else if (end_len == 1 && end[0] == 0) {
+        s->end_kind = KV_END_ALL;
+    } else {
+        s->end_kind = KV_END_KEY;
+        s->end = end;
+        s->end_len = end_len;
+    }
+}
+
 /* The span of every key starting with prefix p[0..n) (etcd GetPrefixRangeEnd): the end is the
  * prefix with its last byte below 0xff incremented and what follows it dropped, written to
  * end_buf (room for n bytes, which must outlive *s); a prefix of 0xff bytes only (or an empty

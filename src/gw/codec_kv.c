@@ -31,16 +31,7 @@ bool codec_decode_span(struct mjson_dec *d, const struct mjson_val *o, struct kv
     size_t end_len = 0;
     if (!codec_read_bytes(d, codec_field(o, "range_end", "rangeEnd"), &end, &end_len))
         return false;
-    /* An empty range_end is the same as none (proto3 drops empty bytes on the wire). */
-    if (end_len == 0) {
-        s->end_kind = KV_END_NONE;
-    } else if (end_len == 1 && end[0] == 0) {
-        s->end_kind = KV_END_ALL;
-    } else {
-        s->end_kind = KV_END_KEY;
-        s->end = end;
-        s->end_len = end_len;
-    }
+    kv_span_set(s, s->key, s->key_len, end, end_len);
     return true;
 }
 

@@ -709,6 +709,11 @@ out_free:
     return NULL;
 }
 
+void gw_set_h2(struct gw *gw, http_h2_fn fn, void *ctx)
+{
+    http_server_set_h2(gw->http, fn, ctx);
+}
+
 void gw_destroy(struct gw *gw)
 {
     if (!gw)

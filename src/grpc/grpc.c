@@ -1,0 +1,109 @@
+/* grpc.c - the gRPC front door: the method table, connections taken over from the HTTP/1.1
+ * server, their reaping and the shutdown.
+ *
+ * A connection that breaks inside an API call (a write from a completion callback) is killed:
+ * its events are removed at once and it is freed from the reap event, so no caller ever sees
+ * its connection or call vanish under it.
+ */
+#include "grpc_int.h"
+
+#include "metastore/cfg.h"
+#include "metastore/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define GRPC_OVERHEAD (512u << 10) /* etcd grpcOverheadBytes */
+
+static const struct grpc_method METHODS[] = {
+    {"/etcdserverpb.KV/Range", GRPC_UNARY, grpc_kv_range, NULL, NULL},
+    {"/etcdserverpb.KV/Put", GRPC_UNARY, grpc_kv_put, NULL, NULL},
+    {"/etcdserverpb.KV/DeleteRange", GRPC_UNARY, grpc_kv_delete_range, NULL, NULL},
+    {"/etcdserverpb.KV/Txn", GRPC_UNARY, grpc_kv_txn, NULL, NULL},
+    {"/etcdserverpb.KV/Compact", GRPC_UNARY, grpc_kv_compact, NULL, NULL},
+};
+
+const struct grpc_method *grpc_method_find(const char *path, size_t len)
+{
+    for (size_t i = 0; i < sizeof(METHODS) / sizeof(METHODS[0]); i++)
+        if (strlen(METHODS[i].path) == len && memcmp(METHODS[i].path, path, len) == 0)
+            return &METHODS[i];
+    return NULL;
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct grpc *g = arg;
+    (void)fd;
+    (void)what;
+    while (g->reap) {
+        struct grpc_conn *c = g->reap;
+        g->reap = c->reap_next;
+        grpc_conn_free(c);
+    }
+}
+
+void grpc_conn_kill(struct grpc_conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    if (c->rd_on)
+        event_del(c->rd);
+    if (c->wr_on)
+        event_del(c->wr);
+    c->rd_on = c->wr_on = false;
+    c->reap_next = c->g->reap;
+    c->g->reap = c;
+    event_active(c->g->reap_ev, EV_TIMEOUT, 1);
+}
+
+struct grpc *grpc_create(struct event_base *base, struct srv *srv, ms_err *err)
+{
+    struct grpc *g = calloc(1, sizeof(*g));
+    if (!g) {
+        *err = MS_E_NOMEM;
+        return NULL;
+    }
+    g->base = base;
+    g->srv = srv;
+    g->max_recv = (size_t)srv_cfg(srv)->max_request_bytes + GRPC_OVERHEAD;
+    g->reap_ev = event_new(base, -1, 0, on_reap, g);
+    if (!g->reap_ev) {
+        free(g);
+        *err = MS_E_NOMEM;
+        return NULL;
+    }
+    return g;
+}
+
+void grpc_destroy(struct grpc *g)
+{
+    if (!g)
+        return;
+    for (struct grpc_conn *c = g->conns; c; c = c->next)
+        grpc_conn_goaway(c);
+    on_reap(-1, 0, g);
+    while (g->conns)
+        grpc_conn_free(g->conns);
+    event_free(g->reap_ev);
+    free(g);
+}
+
+bool grpc_accept(struct grpc *g, int fd, const void *p, size_t len)
+{
+    struct grpc_conn *c = grpc_conn_create(g, fd);
+    if (!c) {
+        log_warn("grpc: cannot take a connection: out of memory");
+        close(fd);
+        return false;
+    }
+    return grpc_conn_feed(c, p, len);
+}
+
+void grpc_stats(const struct grpc *g, struct grpc_stats *out)
+{
+    out->conns = g->n_conns;
+    out->calls = g->n_calls;
+}

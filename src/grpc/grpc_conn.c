@@ -1,0 +1,644 @@
+/* grpc_conn.c - one HTTP/2 connection (nghttp2 as a state machine, fed and drained from the
+ * loop) and the gRPC calls on its streams.
+ *
+ * Input is read into a stack buffer and given to nghttp2 at once; its callbacks create calls,
+ * take their headers and feed DATA to each call's deframer, which hands whole messages to the
+ * method. Output goes the other way: a call's framed messages wait in call->out until nghttp2's
+ * data source takes them; nghttp2's frames are copied to the connection's buffer and written.
+ * Nothing is written from inside nghttp2's callbacks (in_recv): the reader flushes after.
+ *
+ * Memory: a request message is refused above max_recv before anything is allocated for it;
+ * the deframers of one connection hold at most IN_HIGH bytes before reading pauses; frames
+ * are made only while less than OUT_HIGH bytes wait for the socket, and reading pauses too
+ * then (a client that never reads stops being read). A stream's end (its status sent and its
+ * request side done, or a RST_STREAM) frees the call; a connection's end frees them all.
+ */
+#include "grpc_int.h"
+
+#include "metastore/log.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define READ_CHUNK  (16u << 10)
+#define OUT_HIGH    (256u << 10) /* no new frames are made while this much waits */
+#define IN_HIGH     (64u << 20)  /* partial request messages a connection may hold */
+#define MAX_STREAMS 4096         /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define ARENA_FIRST 4096
+
+static void conn_flush(struct grpc_conn *c);
+
+/* ---- calls ---- */
+
+static struct grpc_call *call_create(struct grpc_conn *c, int32_t stream_id)
+{
+    struct grpc_call *call = calloc(1, sizeof(*call));
+    if (!call)
+        return NULL;
+    call->a = arena_create(ARENA_FIRST);
+    if (!call->a) {
+        free(call);
+        return NULL;
+    }
+    call->conn = c;
+    call->stream_id = stream_id;
+    grpc_deframer_init(&call->in);
+    buf_init(&call->out);
+    call->next = c->calls;
+    if (c->calls)
+        c->calls->prev = call;
+    c->calls = call;
+    c->n_calls++;
+    c->g->n_calls++;
+    return call;
+}
+
+static void call_free(struct grpc_call *call)
+{
+    struct grpc_conn *c = call->conn;
+    if (call->srv_id)
+        srv_cancel(c->g->srv, call->srv_id);
+    if (call->m && call->m->on_free)
+        call->m->on_free(call);
+    if (call->deadline)
+        event_free(call->deadline);
+    c->in_held -= call->in.msg.cap;
+    grpc_deframer_fini(&call->in);
+    buf_fini(&call->out);
+    free(call->message);
+    arena_destroy(call->a);
+    if (call->prev)
+        call->prev->next = call->next;
+    else
+        c->calls = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+    c->n_calls--;
+    c->g->n_calls--;
+    free(call);
+}
+
+#define NV(n, v, vl)                                                                               \
+    ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl),                             \
+                  NGHTTP2_NV_FLAG_NO_COPY_NAME})
+
+static ssize_t data_read(nghttp2_session *s, int32_t stream_id, uint8_t *dst, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *user);
+
+/* grpc-message is percent-encoded (PROTOCOL-HTTP2.md): bytes outside 0x20..0x7e and '%'. */
+static size_t pct_encode(const char *m, char *out, size_t room)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)m; *p && n + 4 < room; p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%') {
+            out[n++] = (char)*p;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+    }
+    out[n] = 0;
+    return n;
+}
+
+/* The status as trailers (after data) or as a Trailers-Only response (nothing sent yet). */
+static int submit_status(struct grpc_call *call, bool trailers_only)
+{
+    char code[12], msg[1024];
+    int cl = snprintf(code, sizeof(code), "%d", call->status);
+    size_t ml = pct_encode(call->message ? call->message : "", msg, sizeof(msg));
+    nghttp2_nv nv[4];
+    size_t n = 0;
+    if (trailers_only) {
+        nv[n++] = NV(":status", "200", 3);
+        nv[n++] = NV("content-type", "application/grpc", 16);
+    }
+    nv[n++] = NV("grpc-status", code, (size_t)cl);
+    if (ml)
+        nv[n++] = NV("grpc-message", msg, ml);
+    if (trailers_only)
+        return nghttp2_submit_response(call->conn->h2, call->stream_id, nv, n, NULL);
+    return nghttp2_submit_trailer(call->conn->h2, call->stream_id, nv, n);
+}
+
+static bool send_headers(struct grpc_call *call)
+{
+    if (call->headers_sent)
+        return true;
+    nghttp2_nv nv[2] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16)};
+    nghttp2_data_provider dp = {.source.ptr = call, .read_callback = data_read};
+    if (nghttp2_submit_response(call->conn->h2, call->stream_id, nv, 2, &dp) != 0)
+        return false;
+    call->headers_sent = true;
+    return true;
+}
+
+static ssize_t data_read(nghttp2_session *s, int32_t stream_id, uint8_t *dst, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    struct grpc_call *call = src->ptr;
+    (void)s, (void)stream_id, (void)user;
+    size_t left = call->out.len - call->out_off;
+    if (left) {
+        size_t n = left < length ? left : length;
+        memcpy(dst, call->out.p + call->out_off, n);
+        call->out_off += n;
+        if (call->out_off == call->out.len) {
+            call->out.len = call->out_off = 0;
+            if (call->out.cap > (64u << 10))
+                buf_fini(&call->out);
+        }
+        return (ssize_t)n;
+    }
+    if (call->state == GRPC_CALL_FINISHED) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        if (submit_status(call, false) != 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return 0;
+    }
+    call->deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
+}
+
+static void resume(struct grpc_call *call)
+{
+    if (call->deferred) {
+        call->deferred = false;
+        nghttp2_session_resume_data(call->conn->h2, call->stream_id);
+    }
+}
+
+bool grpc_call_send(struct grpc_call *call, const ProtobufCMessage *m)
+{
+    if (call->state != GRPC_CALL_OPEN)
+        return false;
+    size_t n = protobuf_c_message_get_packed_size(m);
+    grpc_frame_prefix(&call->out, n);
+    if (buf_reserve(&call->out, n)) {
+        protobuf_c_message_pack(m, call->out.p + call->out.len);
+        call->out.len += n;
+    }
+    if (buf_failed(&call->out) || !send_headers(call)) {
+        buf_fini(&call->out);
+        call->out_off = 0;
+        grpc_call_finish(call, MS_GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+        return false;
+    }
+    resume(call);
+    conn_flush(call->conn);
+    return true;
+}
+
+void grpc_call_finish(struct grpc_call *call, enum ms_grpc_code code, const char *message)
+{
+    if (call->state != GRPC_CALL_OPEN)
+        return;
+    call->state = GRPC_CALL_FINISHED;
+    call->status = (int)code;
+    call->message = message && *message ? strdup(message) : NULL;
+    if (call->deadline)
+        event_del(call->deadline);
+    struct grpc_conn *c = call->conn;
+    if (!call->headers_sent) {
+        if (submit_status(call, true) != 0)
+            nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, call->stream_id,
+                                      NGHTTP2_INTERNAL_ERROR);
+    } else {
+        resume(call);
+    }
+    conn_flush(c);
+}
+
+void grpc_call_fail(struct grpc_call *call, ms_err e, const char *msg)
+{
+    grpc_call_finish(call, ms_err_grpc(e), msg ? msg : ms_err_msg(e));
+}
+
+void grpc_call_submit(struct grpc_call *call, srv_done_fn done)
+{
+    ms_err e = srv_submit(call->conn->g->srv, &call->sreq, done, call, &call->srv_id);
+    if (e) {
+        call->srv_id = 0;
+        grpc_call_fail(call, e, NULL);
+    }
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct grpc_call *call = arg;
+    (void)fd, (void)what;
+    if (call->srv_id) {
+        srv_cancel(call->conn->g->srv, call->srv_id);
+        call->srv_id = 0;
+    }
+    grpc_call_finish(call, MS_GRPC_DEADLINE_EXCEEDED, "context deadline exceeded");
+}
+
+/* grpc-timeout: at most 8 digits and a unit (H M S m u n). 0 if absent or malformed. */
+static uint64_t parse_timeout(const uint8_t *v, size_t len)
+{
+    if (len < 2 || len > 9)
+        return 0;
+    uint64_t n = 0;
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+        n = n * 10 + (uint64_t)(v[i] - '0');
+    }
+    switch (v[len - 1]) {
+    case 'H':
+        return n * 3600000;
+    case 'M':
+        return n * 60000;
+    case 'S':
+        return n * 1000;
+    case 'm':
+        return n ? n : 1;
+    case 'u':
+        return n / 1000 ? n / 1000 : 1;
+    case 'n':
+        return n / 1000000 ? n / 1000000 : 1;
+    default:
+        return 0;
+    }
+}
+
+/* The request's headers are complete: find the method, check the call, arm the deadline. */
+static void call_begin(struct grpc_call *call)
+{
+    if (call->bad_method || call->bad_content_type) {
+        /* Not gRPC: grpc-go answers 415 (content type) or 405 (method) without gRPC status. */
+        nghttp2_nv nv[1] = {NV(":status", call->bad_method ? "405" : "415", 3)};
+        call->state = GRPC_CALL_FINISHED;
+        nghttp2_submit_response(call->conn->h2, call->stream_id, nv, 1, NULL);
+        return;
+    }
+    size_t pl = strlen(call->path);
+    call->m = grpc_method_find(call->path, pl);
+    if (!call->m) {
+        /* grpc-go's texts (server.go handleStream) */
+        char msg[320];
+        const char *slash = pl > 1 ? strchr(call->path + 1, '/') : NULL;
+        if (call->path[0] != '/' || !slash)
+            snprintf(msg, sizeof(msg), "malformed method name: \"%s\"", call->path);
+        else if (strncmp(call->path, "/etcdserverpb.KV/", 17) == 0)
+            snprintf(msg, sizeof(msg), "unknown method %s for service %.*s", slash + 1,
+                     (int)(slash - call->path - 1), call->path + 1);
+        else
+            snprintf(msg, sizeof(msg), "unknown service %.*s", (int)(slash - call->path - 1),
+                     call->path + 1);
+        grpc_call_finish(call, MS_GRPC_UNIMPLEMENTED, msg);
+        return;
+    }
+    if (call->timeout_ms) {
+        call->deadline = evtimer_new(call->conn->g->base, on_deadline, call);
+        struct timeval tv = {(time_t)(call->timeout_ms / 1000),
+                             (suseconds_t)(call->timeout_ms % 1000) * 1000};
+        if (!call->deadline || evtimer_add(call->deadline, &tv) != 0)
+            grpc_call_finish(call, MS_GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+    }
+}
+
+static void call_data(struct grpc_call *call, const uint8_t *p, size_t len)
+{
+    struct grpc_conn *c = call->conn;
+    size_t max = c->g->max_recv;
+    while (len && call->state == GRPC_CALL_OPEN) {
+        size_t used;
+        size_t cap = call->in.msg.cap;
+        enum grpc_deframe r = grpc_deframe(&call->in, p, len, max, &used);
+        c->in_held += call->in.msg.cap - cap;
+        p += used;
+        len -= used;
+        if (r == GRPC_DEFRAME_MORE)
+            return;
+        if (r == GRPC_DEFRAME_TOO_LARGE) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "grpc: received message larger than max (%zu vs. %zu)",
+                     call->in.want, max);
+            grpc_call_finish(call, MS_GRPC_RESOURCE_EXHAUSTED, msg);
+            return;
+        }
+        if (r == GRPC_DEFRAME_COMPRESSED) {
+            grpc_call_finish(call, MS_GRPC_INTERNAL,
+                             "grpc: compressed flag set with identity or empty encoding");
+            return;
+        }
+        call->n_msgs++;
+        if (call->m->kind != GRPC_BIDI && call->n_msgs > 1) {
+            grpc_call_finish(call, MS_GRPC_INTERNAL,
+                             "grpc: client streaming protocol violation: get <nil>, want <EOF>");
+            return;
+        }
+        call->m->on_msg(call, call->in.msg.p, call->in.msg.len);
+    }
+}
+
+/* ---- nghttp2 callbacks ---- */
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+    struct grpc_conn *c = user;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct grpc_call *call = call_create(c, f->hd.stream_id);
+    if (!call)
+        return nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
+                                         NGHTTP2_REFUSED_STREAM) == 0
+                   ? 0
+                   : NGHTTP2_ERR_CALLBACK_FAILURE;
+    call->bad_content_type = true; /* until one is seen */
+    nghttp2_session_set_stream_user_data(s, f->hd.stream_id, call);
+    return 0;
+}
+
+static bool has_prefix(const uint8_t *v, size_t len, const char *p)
+{
+    size_t n = strlen(p);
+    return len >= n && memcmp(v, p, n) == 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    (void)flags, (void)user;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct grpc_call *call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (!call)
+        return 0;
+    if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
+        size_t n = valuelen < sizeof(call->path) - 1 ? valuelen : sizeof(call->path) - 1;
+        memcpy(call->path, value, n);
+        call->path[n] = 0;
+    } else if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
+        call->bad_method = !(valuelen == 4 && memcmp(value, "POST", 4) == 0);
+    } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
+        /* "application/grpc", optionally followed by "+proto" or ";..." */
+        call->bad_content_type = !has_prefix(value, valuelen, "application/grpc") ||
+                                 (valuelen > 16 && value[16] != '+' && value[16] != ';');
+    } else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
+        call->timeout_ms = parse_timeout(value, valuelen);
+    }
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+    (void)user;
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+        return 0;
+    struct grpc_call *call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (!call)
+        return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
+        call_begin(call);
+    if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    call->half_closed = true;
+    if (call->state != GRPC_CALL_OPEN)
+        return 0;
+    if (call->in.hdr_len && call->in.msg.len < call->in.want) {
+        grpc_call_finish(call, MS_GRPC_INTERNAL, "grpc: client sent a truncated message");
+    } else if (call->m->kind != GRPC_BIDI && call->n_msgs == 0) {
+        grpc_call_finish(call, MS_GRPC_INTERNAL,
+                         "grpc: client streaming protocol violation: get <nil>, want <EOF>");
+    } else if (call->m->on_end) {
+        call->m->on_end(call);
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                         size_t len, void *user)
+{
+    (void)flags, (void)user;
+    struct grpc_call *call = nghttp2_session_get_stream_user_data(s, stream_id);
+    if (call && call->state == GRPC_CALL_OPEN && call->m)
+        call_data(call, data, len);
+    return 0;
+}
+
+/* The status went out while the client may still send: reset its side (NO_ERROR), so the
+ * stream and its call end now (grpc-go does the same once a handler returns). */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+    (void)user;
+    if (f->hd.type != NGHTTP2_HEADERS || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    struct grpc_call *call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (call && !call->half_closed)
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t code, void *user)
+{
+    (void)code, (void)user;
+    struct grpc_call *call = nghttp2_session_get_stream_user_data(s, stream_id);
+    if (call) {
+        nghttp2_session_set_stream_user_data(s, stream_id, NULL);
+        call_free(call);
+    }
+    return 0;
+}
+
+/* ---- the socket ---- */
+
+static size_t pending(const struct grpc_conn *c)
+{
+    return c->out.len - c->out_off;
+}
+
+static void read_update(struct grpc_conn *c)
+{
+    bool want = !c->dead && pending(c) < OUT_HIGH && c->in_held < IN_HIGH;
+    if (want == c->rd_on)
+        return;
+    if (want)
+        event_add(c->rd, NULL);
+    else
+        event_del(c->rd);
+    c->rd_on = want;
+}
+
+static void conn_flush(struct grpc_conn *c)
+{
+    if (c->in_recv || c->dead)
+        return;
+    for (;;) {
+        while (pending(c) < OUT_HIGH) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+            if (n < 0) {
+                grpc_conn_kill(c);
+                return;
+            }
+            if (n == 0)
+                break;
+            if (c->out_off && c->out_off == c->out.len)
+                c->out.len = c->out_off = 0;
+            buf_append(&c->out, data, (size_t)n);
+        }
+        if (buf_failed(&c->out)) {
+            grpc_conn_kill(c);
+            return;
+        }
+        if (!pending(c))
+            break;
+        ssize_t w = write(c->fd, c->out.p + c->out_off, pending(c));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (w <= 0) {
+            grpc_conn_kill(c);
+            return;
+        }
+        c->out_off += (size_t)w;
+        if (c->out_off == c->out.len) {
+            c->out.len = c->out_off = 0;
+            if (c->out.cap > (256u << 10))
+                buf_fini(&c->out);
+        }
+    }
+    bool want_wr = pending(c) > 0;
+    if (want_wr != c->wr_on) {
+        if (want_wr)
+            event_add(c->wr, NULL);
+        else
+            event_del(c->wr);
+        c->wr_on = want_wr;
+    }
+    if (!pending(c) && !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) {
+        grpc_conn_kill(c); /* GOAWAY exchanged, or a fatal protocol error answered */
+        return;
+    }
+    read_update(c);
+}
+
+bool grpc_conn_feed(struct grpc_conn *c, const uint8_t *p, size_t len)
+{
+    c->in_recv = true;
+    ssize_t n = nghttp2_session_mem_recv(c->h2, p, len);
+    c->in_recv = false;
+    if (n < 0) {
+        /* nghttp2 has queued a GOAWAY for most protocol errors: send it, then close. */
+        log_debug("grpc: closing a connection: %s", nghttp2_strerror((int)n));
+        conn_flush(c);
+        grpc_conn_kill(c);
+        return false;
+    }
+    conn_flush(c);
+    return !c->dead;
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct grpc_conn *c = arg;
+    uint8_t b[READ_CHUNK];
+    (void)what;
+    ssize_t n = read(fd, b, sizeof(b));
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        grpc_conn_kill(c);
+        return;
+    }
+    grpc_conn_feed(c, b, (size_t)n);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    conn_flush(arg);
+}
+
+void grpc_conn_goaway(struct grpc_conn *c)
+{
+    if (c->dead)
+        return;
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    conn_flush(c);
+}
+
+struct grpc_conn *grpc_conn_create(struct grpc *g, int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct grpc_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->g = g;
+    c->fd = fd;
+    buf_init(&c->out);
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0) {
+        free(c);
+        return NULL;
+    }
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    int rc = nghttp2_session_server_new(&c->h2, cb, c);
+    nghttp2_session_callbacks_del(cb);
+    if (rc != 0) {
+        free(c);
+        return NULL;
+    }
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16u << 10},
+    };
+    c->rd = event_new(g->base, fd, EV_READ | EV_PERSIST, on_read, c);
+    c->wr = event_new(g->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+    if (!c->rd || !c->wr ||
+        nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0) {
+        if (c->rd)
+            event_free(c->rd);
+        if (c->wr)
+            event_free(c->wr);
+        nghttp2_session_del(c->h2);
+        free(c);
+        return NULL;
+    }
+    c->next = g->conns;
+    if (g->conns)
+        g->conns->prev = c;
+    g->conns = c;
+    g->n_conns++;
+    return c;
+}
+
+void grpc_conn_free(struct grpc_conn *c)
+{
+    struct grpc *g = c->g;
+    while (c->calls)
+        call_free(c->calls);
+    nghttp2_session_del(c->h2);
+    event_free(c->rd);
+    event_free(c->wr);
+    close(c->fd);
+    buf_fini(&c->out);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        g->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    g->n_conns--;
+    free(c);
+}

@@ -1,0 +1,154 @@
+/* grpc_int.h - private structures of the grpc module (never included from outside src/grpc).
+ *
+ * grpc.c owns the module's life (create, accept, destroy, the reap of dead connections) and
+ * the method table; grpc_conn.c one connection's HTTP/2 session and its calls; grpc_frame.c the
+ * message framing; grpc_kv.c and the other grpc_<service>.c files turn messages into server
+ * requests and results back into messages.
+ */
+#ifndef METASTORE_GRPC_INT_H
+#define METASTORE_GRPC_INT_H
+
+#include "metastore/arena.h"
+#include "metastore/buf.h"
+#include "metastore/err.h"
+#include "metastore/grpc.h"
+#include "metastore/srv.h"
+
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct grpc_call;
+struct grpc_conn;
+
+enum grpc_kind {
+    GRPC_UNARY = 0,     /* one request, one response */
+    GRPC_SERVER_STREAM, /* one request, responses until the status */
+    GRPC_BIDI,          /* requests and responses in both directions */
+};
+
+/* One row per method. on_msg gets each request message (borrowed for the call; a unary method
+ * gets exactly one, after which more are refused); on_end (may be NULL) the client's half-close
+ * of a stream; on_free (may be NULL) releases what the service keeps in call->svc. */
+struct grpc_method {
+    const char *path; /* "/etcdserverpb.KV/Range" */
+    enum grpc_kind kind;
+    void (*on_msg)(struct grpc_call *call, const uint8_t *p, size_t len);
+    void (*on_end)(struct grpc_call *call);
+    void (*on_free)(struct grpc_call *call);
+};
+
+/* A call's life: OPEN (request side running) -> FINISHED (status decided; the response data
+ * left and the trailers go out) -> freed when nghttp2 closes the stream (both sides done, a
+ * RST_STREAM, or the connection's end). */
+enum grpc_call_state {
+    GRPC_CALL_OPEN = 0,
+    GRPC_CALL_FINISHED,
+};
+
+struct grpc_call {
+    struct grpc_conn *conn;
+    int32_t stream_id;
+    const struct grpc_method *m;
+    enum grpc_call_state state;
+    struct arena *a; /* everything decoded for the call and its answers */
+    struct grpc_deframer in;
+    size_t n_msgs;     /* request messages received */
+    bool half_closed;  /* the client sent END_STREAM */
+    bool headers_sent; /* the response's HEADERS are submitted */
+    bool deferred;     /* the data source said DEFERRED: resume when out grows */
+    struct buf out;    /* framed response messages not yet taken by nghttp2 */
+    size_t out_off;
+    int status;             /* enum ms_grpc_code, once FINISHED */
+    char *message;          /* grpc-message (percent-encoded later); malloc'd */
+    uint64_t srv_id;        /* non-zero while srv owes the call a callback */
+    struct srv_req sreq;    /* the request submitted (a range is borrowed by srv) */
+    struct event *deadline; /* grpc-timeout, NULL without */
+    uint64_t timeout_ms;    /* parsed grpc-timeout, 0 for none */
+    char path[128];         /* :path as sent (truncated), for the unknown-method text */
+    bool bad_content_type;
+    bool bad_method;
+    void *svc; /* the service's state (streams) */
+    struct grpc_call *prev;
+    struct grpc_call *next;
+};
+
+struct grpc_conn {
+    struct grpc *g;
+    int fd;
+    nghttp2_session *h2;
+    struct event *rd;
+    struct event *wr;
+    bool rd_on;
+    bool wr_on;
+    bool in_recv; /* inside nghttp2_session_mem_recv: output waits for its end */
+    bool dead;    /* in the reap list: no more I/O */
+    struct buf out;
+    size_t out_off;
+    size_t in_held; /* bytes the calls' deframers hold */
+    struct grpc_call *calls;
+    size_t n_calls;
+    struct grpc_conn *prev;
+    struct grpc_conn *next;
+    struct grpc_conn *reap_next;
+};
+
+struct grpc {
+    struct event_base *base;
+    struct srv *srv;
+    size_t max_recv; /* etcd's MaxRecvMsgSize: --max-request-bytes + 512 KiB */
+    struct grpc_conn *conns;
+    size_t n_conns;
+    size_t n_calls;
+    struct grpc_conn *reap;
+    struct event *reap_ev;
+};
+
+/* ---- grpc.c ---- */
+const struct grpc_method *grpc_method_find(const char *path, size_t len);
+/* The connection is dead: unlink it from the loop now, free it from the reap event. */
+void grpc_conn_kill(struct grpc_conn *c);
+
+/* ---- grpc_conn.c ---- */
+struct grpc_conn *grpc_conn_create(struct grpc *g, int fd);
+/* Free c, its calls (srv_cancel for what they wait on) and its session; closes fd. */
+void grpc_conn_free(struct grpc_conn *c);
+/* Feed the bytes the HTTP/1.1 side read before handing the connection over. false: dead. */
+bool grpc_conn_feed(struct grpc_conn *c, const uint8_t *p, size_t len);
+/* Queue GOAWAY (no new streams) and write what the socket takes now. */
+void grpc_conn_goaway(struct grpc_conn *c);
+
+/* For services: */
+static inline struct srv *grpc_call_srv(const struct grpc_call *call)
+{
+    return call->conn->g->srv;
+}
+/* Pack m as the next response message (response headers first if not sent yet). false on OOM
+ * (the call is then finished with RESOURCE_EXHAUSTED). */
+bool grpc_call_send(struct grpc_call *call, const ProtobufCMessage *m);
+/* Decide the call's status (code, message; message may be NULL or ""): the trailers follow the
+ * data queued. The service must not touch call afterwards (it may be freed inside). */
+void grpc_call_finish(struct grpc_call *call, enum ms_grpc_code code, const char *message);
+/* grpc_call_finish with e's code and message (msg overrides e's text when not NULL). */
+void grpc_call_fail(struct grpc_call *call, ms_err e, const char *msg);
+/* Submit call->sreq to srv with done as the callback (ctx: call); on a refusal, fail the call
+ * with srv's error. */
+void grpc_call_submit(struct grpc_call *call, srv_done_fn done);
+
+/* ---- services ---- */
+
+/* A KV request message (type: RANGE, PUT, DELETE, TXN or COMPACT) as the server request, all of
+ * it in a: MS_E_BAD_REQUEST if it does not unpack, MS_E_TOO_MANY_OPS for txns nested deeper
+ * than gRPC takes. Exposed for fuzzing. */
+ms_err grpc_kv_decode(enum srv_req_type type, const uint8_t *p, size_t len, struct arena *a,
+                      struct srv_req *out);
+void grpc_kv_range(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_kv_put(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_kv_delete_range(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_kv_txn(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_kv_compact(struct grpc_call *call, const uint8_t *p, size_t len);
+
+#endif

@@ -1,0 +1,227 @@
+/* test_etcdctl.c - etcdctl 3.4 (Debian's etcd-client) over gRPC against a fresh etcd and a
+ * fresh metastore: the same commands in the same order must print the same text and exit alike,
+ * once cluster IDs, member IDs and raft terms are normalised. Skipped (77) without etcd or
+ * etcdctl.
+ *
+ * The command list is the issue's matrix for the services metastore serves over gRPC; each row
+ * is one etcdctl invocation, with text for its standard input where it reads one (txn -i).
+ */
+#define _GNU_SOURCE
+#include "etcd_proc.h"
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define RUN_MS 20000 /* one etcdctl run, dial and command timeouts included */
+
+/* $ETCDCTL_BIN if set, else /usr/bin/etcdctl; NULL if not executable. */
+static const char *etcdctl_bin(void)
+{
+    const char *e = getenv("ETCDCTL_BIN");
+    if (!e)
+        e = "/usr/bin/etcdctl";
+    return access(e, X_OK) == 0 ? e : NULL;
+}
+
+struct cmd {
+    const char *args[12]; /* after the global flags; NULL-terminated */
+    const char *in;       /* standard input, or NULL */
+};
+
+static const struct cmd CMDS[] = {
+    {{"put", "foo", "bar"}, NULL},
+    {{"put", "foo2", "baz", "--prev-kv"}, NULL},
+    {{"put", "foo2", "qux", "--prev-kv", "-w", "json"}, NULL},
+    {{"put", "fop", "1"}, NULL},
+    {{"get", "foo"}, NULL},
+    {{"get", "foo", "-w", "json"}, NULL},
+    {{"get", "foo", "-w", "fields"}, NULL},
+    {{"get", "foo", "-w", "table"}, NULL},
+    {{"get", "foo", "--hex"}, NULL},
+    {{"get", "--prefix", "foo"}, NULL},
+    {{"get", "--prefix", "fo", "--sort-by=MODIFY", "--order=DESCEND"}, NULL},
+    {{"get", "--prefix", "fo", "--sort-by=VALUE", "--order=ASCEND", "-w", "json"}, NULL},
+    {{"get", "--prefix", "fo", "--sort-by=VERSION"}, NULL},
+    {{"get", "--prefix", "fo", "--sort-by=CREATE", "--order=DESCEND", "--keys-only"}, NULL},
+    {{"get", "", "--from-key", "--keys-only"}, NULL},
+    {{"get", "foo", "--from-key", "--limit", "2", "-w", "json"}, NULL},
+    {{"get", "foo", "fop"}, NULL},
+    {{"get", "foo", "--rev", "2"}, NULL},
+    {{"get", "foo", "--rev", "99"}, NULL},
+    {{"get", "foo2", "--print-value-only"}, NULL},
+    {{"get", "--prefix", "foo", "--keys-only", "-w", "json"}, NULL},
+    {{"get", "foo", "--consistency=s"}, NULL},
+    {{"get", "nothing"}, NULL},
+    {{"get", "nothing", "-w", "json"}, NULL},
+    {{"put", "", "x"}, NULL},
+    {{"get", ""}, NULL},
+    {{"put", "leased", "v", "--lease", "1234"}, NULL},
+    {{"put", "foo", "--ignore-value"}, NULL},
+    {{"put", "foo", "newer"}, NULL},
+    {{"put", "nothing", "--ignore-value"}, NULL},
+    {{"del", "nothing"}, NULL},
+    {{"del", "--prev-kv", "foo"}, NULL},
+    {{"del", "--prefix", "foo", "-w", "json"}, NULL},
+    {{"del", "fop", "--prev-kv", "-w", "json"}, NULL},
+    {{"put", "a", "1"}, NULL},
+    {{"put", "b", "2"}, NULL},
+    {{"txn", "-i"}, "value(\"a\") = \"1\"\n\nput a 10\nget b\ndel nothing\n\nput b 20\n\n"},
+    {{"txn", "-i", "-w", "json"}, "value(\"a\") = \"1\"\n\nput a 11\n\nget a\nget b\n\n"},
+    {{"txn", "-i"}, "mod(\"b\") > \"0\"\nversion(\"a\") = \"2\"\n\nget a --prefix\n\n\n"},
+    {{"txn", "-i", "-w", "json"}, "create(\"zz\") = \"0\"\n\nput zz 1\nput zz 2\n\n\n"},
+    {{"txn", "-i", "-w", "fields"}, "\n\nput c 3\n\n\n"},
+    {{"get", "", "--from-key", "-w", "json"}, NULL},
+    {{"compaction", "3"}, NULL},
+    {{"compaction", "3"}, NULL},
+    {{"compaction", "99"}, NULL},
+    {{"get", "a", "--rev", "2"}, NULL},
+    {{"get", "a", "--rev", "3"}, NULL},
+    {{"compaction", "--physical", "4"}, NULL},
+    {{"get", "", "--from-key"}, NULL},
+};
+
+/* Run etcdctl against endpoint port with args and input; *out gets stdout and stderr joined
+ * (malloc'd). Returns the exit status, -1 if it had to be killed. */
+static int run_ctl(const char *bin, int port, const struct cmd *c, char **out)
+{
+    char ep[64];
+    snprintf(ep, sizeof(ep), "--endpoints=http://127.0.0.1:%d", port);
+    const char *argv[24] = {bin, ep, "--dial-timeout=5s", "--command-timeout=10s"};
+    int n = 4;
+    for (int i = 0; c->args[i]; i++)
+        argv[n++] = c->args[i];
+    argv[n] = NULL;
+    int in[2], o[2];
+    ck_assert_int_eq(pipe(in), 0);
+    ck_assert_int_eq(pipe(o), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(o[1], 1);
+        dup2(o[1], 2);
+        close(in[1]);
+        close(o[0]);
+        char *env[] = {"ETCDCTL_API=3", "PATH=/usr/bin:/bin", NULL};
+        execve(bin, (char *const *)argv, env);
+        _exit(127);
+    }
+    close(in[0]);
+    close(o[1]);
+    /* The input is far below a pipe's buffer: written whole before the child reads. */
+    if (c->in && write(in[1], c->in, strlen(c->in)) != (ssize_t)strlen(c->in))
+        ck_abort_msg("cannot write etcdctl's input");
+    close(in[1]);
+    int64_t end = tu_now_ms() + RUN_MS;
+    *out = tu_read_all(o[0], RUN_MS, NULL);
+    close(o[0]);
+    int status;
+    pid_t w;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && tu_now_ms() < end)
+        tu_sleep_ms(5);
+    if (w != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Replace the digits after each of the markers with a letter, drop clientv3's retry log
+ * lines (they carry a random client ID and a time), so both servers' outputs compare. */
+static char *norm(const char *s)
+{
+    static const char *const marks[] = {
+        "\"cluster_id\":", "\"member_id\":",  "\"raft_term\":", "\"ClusterID\" : ",
+        "\"MemberID\" : ", "\"RaftTerm\" : ", "cluster ",       "member ",
+    };
+    size_t len = strlen(s);
+    char *out = malloc(len + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < len;) {
+        if ((i == 0 || s[i - 1] == '\n') && strncmp(s + i, "{\"level\":", 9) == 0) {
+            while (i < len && s[i] != '\n')
+                i++;
+            i += i < len;
+            continue;
+        }
+        size_t m;
+        for (m = 0; m < sizeof(marks) / sizeof(marks[0]); m++)
+            if (strncmp(s + i, marks[m], strlen(marks[m])) == 0)
+                break;
+        if (m < sizeof(marks) / sizeof(marks[0])) {
+            size_t ml = strlen(marks[m]);
+            memcpy(out + k, s + i, ml);
+            k += ml;
+            i += ml;
+            if (i < len && s[i] >= '0' && s[i] <= '9') {
+                while (i < len && ((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+                    i++;
+                out[k++] = 'N';
+            }
+            continue;
+        }
+        out[k++] = s[i++];
+    }
+    out[k] = 0;
+    return out;
+}
+
+START_TEST(etcdctl_kv_same_as_etcd)
+{
+    const char *etcd = etcd_bin(), *ctl = etcdctl_bin();
+    ck_assert(etcd && ctl); /* main skips the suite without them */
+    char *dir = tu_mkdtemp("ms-etcdctl-etcd");
+    int cport;
+    pid_t pid = etcd_start(etcd, dir, &cport);
+    struct tu_server ms;
+    tu_server_start(&ms, NULL);
+    int bad = 0;
+    for (size_t i = 0; i < sizeof(CMDS) / sizeof(CMDS[0]); i++) {
+        char *a, *b;
+        int ra = run_ctl(ctl, cport, &CMDS[i], &a);
+        int rb = run_ctl(ctl, ms.port, &CMDS[i], &b);
+        char *na = norm(a), *nb = norm(b);
+        if (ra != rb || strcmp(na, nb) != 0) {
+            bad++;
+            fprintf(stderr, "etcdctl %s %s ...: etcd (exit %d):\n%s\nmetastore (exit %d):\n%s\n",
+                    CMDS[i].args[0], CMDS[i].args[1] ? CMDS[i].args[1] : "", ra, a, rb, b);
+        }
+        free(na);
+        free(nb);
+        free(a);
+        free(b);
+    }
+    tu_server_stop(&ms);
+    etcd_stop(pid);
+    tu_rmtree(dir);
+    free(dir);
+    ck_assert_int_eq(bad, 0);
+}
+END_TEST
+
+int main(void)
+{
+    int missing = etcd_missing("etcdctl");
+    if (missing >= 0)
+        return missing;
+    if (!etcdctl_bin()) {
+        printf("etcdctl: no /usr/bin/etcdctl (install etcd-client or set ETCDCTL_BIN): "
+               "SKIPPED\n");
+        return 77;
+    }
+    Suite *s = suite_create("etcdctl");
+    TCase *tc = tcase_create("kv");
+    tcase_set_timeout(tc, 280);
+    tcase_add_test(tc, etcdctl_kv_same_as_etcd);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}

@@ -1,0 +1,51 @@
+/* fuzz_grpc.c - gRPC message framing and the KV request decoders. Input: one byte choosing the
+ * piece size, one choosing the request type, then a stream of length-prefixed messages. The
+ * deframer never takes more bytes than given nor holds a message over the limit; every message
+ * it completes is decoded as the chosen request into an arena, and the decoded tree is walked. */
+#include "fuzz.h"
+#include "grpc_int.h"
+#include "metastore/arena.h"
+#include "metastore/grpc.h"
+
+#include <stdlib.h>
+
+#define MAX_MSG (64u << 10)
+
+static const enum srv_req_type TYPES[] = {SRV_REQ_RANGE, SRV_REQ_PUT, SRV_REQ_DELETE, SRV_REQ_TXN,
+                                          SRV_REQ_COMPACT};
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 2)
+        return 0;
+    size_t step = (size_t)data[0] + 1;
+    enum srv_req_type type = TYPES[data[1] % (sizeof(TYPES) / sizeof(TYPES[0]))];
+    data += 2;
+    size -= 2;
+    struct arena *a = arena_create(4096);
+    struct grpc_deframer d;
+    grpc_deframer_init(&d);
+    size_t off = 0;
+    while (off < size && a) {
+        size_t piece = size - off < step ? size - off : step;
+        size_t used;
+        enum grpc_deframe r = grpc_deframe(&d, data + off, piece, MAX_MSG, &used);
+        if (used > piece || d.msg.len > MAX_MSG)
+            abort();
+        off += used;
+        if (r == GRPC_DEFRAME_MORE) {
+            if (used != piece)
+                abort();
+            continue;
+        }
+        if (r != GRPC_DEFRAME_MSG)
+            break;
+        struct srv_req req;
+        if (grpc_kv_decode(type, d.msg.p, d.msg.len, a, &req) == MS_OK && type == SRV_REQ_TXN)
+            (void)kv_txn_writes(&req.u.txn);
+        arena_reset(a);
+    }
+    grpc_deframer_fini(&d);
+    arena_destroy(a);
+    return 0;
+}

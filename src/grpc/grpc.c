@@ -22,6 +22,12 @@ static const struct grpc_method METHODS[] = {
     {"/etcdserverpb.KV/DeleteRange", GRPC_UNARY, grpc_kv_delete_range, NULL, NULL},
     {"/etcdserverpb.KV/Txn", GRPC_UNARY, grpc_kv_txn, NULL, NULL},
     {"/etcdserverpb.KV/Compact", GRPC_UNARY, grpc_kv_compact, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseGrant", GRPC_UNARY, grpc_lease_grant, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseRevoke", GRPC_UNARY, grpc_lease_revoke, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseKeepAlive", GRPC_BIDI, grpc_lease_keepalive,
+     grpc_lease_keepalive_end, NULL},
+    {"/etcdserverpb.Lease/LeaseTimeToLive", GRPC_UNARY, grpc_lease_timetolive, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseLeases", GRPC_UNARY, grpc_lease_leases, NULL, NULL},
 };
 
 const struct grpc_method *grpc_method_find(const char *path, size_t len)
@@ -30,6 +36,19 @@ const struct grpc_method *grpc_method_find(const char *path, size_t len)
         if (strlen(METHODS[i].path) == len && memcmp(METHODS[i].path, path, len) == 0)
             return &METHODS[i];
     return NULL;
+}
+
+bool grpc_service_known(const char *name, size_t len)
+{
+    static const char *const ETCD[] = {
+        "etcdserverpb.KV",      "etcdserverpb.Watch",       "etcdserverpb.Lease",
+        "etcdserverpb.Cluster", "etcdserverpb.Maintenance", "etcdserverpb.Auth",
+        "v3lockpb.Lock",        "v3electionpb.Election",
+    };
+    for (size_t i = 0; i < sizeof(ETCD) / sizeof(ETCD[0]); i++)
+        if (strlen(ETCD[i]) == len && memcmp(ETCD[i], name, len) == 0)
+            return true;
+    return false;
 }
 
 static void on_reap(evutil_socket_t fd, short what, void *arg)

@@ -84,6 +84,51 @@ static void call_free(struct grpc_call *call)
     free(call);
 }
 
+static void *arena_alloc_cb(void *ctx, size_t n)
+{
+    return arena_alloc(ctx, n ? n : 1);
+}
+
+static void arena_free_cb(void *ctx, void *p)
+{
+    (void)ctx;
+    (void)p;
+}
+
+void grpc_allocator(struct arena *a, ProtobufCAllocator *out)
+{
+    out->alloc = arena_alloc_cb;
+    out->free = arena_free_cb;
+    out->allocator_data = a;
+}
+
+Etcdserverpb__ResponseHeader *grpc_header(struct grpc_call *call, int64_t revision, bool full)
+{
+    Etcdserverpb__ResponseHeader *h = arena_alloc(call->a, sizeof(*h));
+    if (!h)
+        return NULL;
+    etcdserverpb__response_header__init(h);
+    if (full) {
+        struct srv_header sh;
+        srv_header(grpc_call_srv(call), &sh);
+        h->cluster_id = sh.cluster_id;
+        h->member_id = sh.member_id;
+        h->raft_term = sh.raft_term;
+        h->revision = revision ? revision : sh.revision;
+    } else {
+        h->revision = revision;
+    }
+    return h;
+}
+
+void grpc_call_bad_message(struct grpc_call *call, const char *type)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "grpc: error unmarshalling request: proto: %s: illegal message",
+             type);
+    grpc_call_finish(call, MS_GRPC_INTERNAL, msg);
+}
+
 #define NV(n, v, vl)                                                                               \
     ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl),                             \
                   NGHTTP2_NV_FLAG_NO_COPY_NAME})
@@ -217,6 +262,26 @@ void grpc_call_finish(struct grpc_call *call, enum ms_grpc_code code, const char
     conn_flush(c);
 }
 
+void grpc_call_reply(struct grpc_call *call, const ProtobufCMessage *m)
+{
+    if (grpc_call_send(call, m))
+        grpc_call_finish(call, MS_GRPC_OK, NULL);
+}
+
+Etcdserverpb__ResponseHeader *grpc_done_header(struct grpc_call *call, ms_err err,
+                                               const struct srv_result *res)
+{
+    call->srv_id = 0;
+    if (err) {
+        grpc_call_fail(call, err, NULL);
+        return NULL;
+    }
+    Etcdserverpb__ResponseHeader *h = grpc_header(call, res->revision, true);
+    if (!h)
+        grpc_call_fail(call, MS_E_NOMEM, NULL);
+    return h;
+}
+
 void grpc_call_fail(struct grpc_call *call, ms_err e, const char *msg)
 {
     grpc_call_finish(call, ms_err_grpc(e), msg ? msg : ms_err_msg(e));
@@ -289,7 +354,7 @@ static void call_begin(struct grpc_call *call)
         const char *slash = pl > 1 ? strchr(call->path + 1, '/') : NULL;
         if (call->path[0] != '/' || !slash)
             snprintf(msg, sizeof(msg), "malformed method name: \"%s\"", call->path);
-        else if (strncmp(call->path, "/etcdserverpb.KV/", 17) == 0)
+        else if (grpc_service_known(call->path + 1, (size_t)(slash - call->path - 1)))
             snprintf(msg, sizeof(msg), "unknown method %s for service %.*s", slash + 1,
                      (int)(slash - call->path - 1), call->path + 1);
         else

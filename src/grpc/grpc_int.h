@@ -14,6 +14,8 @@
 #include "metastore/grpc.h"
 #include "metastore/srv.h"
 
+#include "rpc.pb-c.h"
+
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 #include <protobuf-c/protobuf-c.h>
@@ -109,6 +111,8 @@ struct grpc {
 
 /* ---- grpc.c ---- */
 const struct grpc_method *grpc_method_find(const char *path, size_t len);
+/* One of etcd's services ("etcdserverpb.KV"), whether or not all its methods are served. */
+bool grpc_service_known(const char *name, size_t len);
 /* The connection is dead: unlink it from the loop now, free it from the reap event. */
 void grpc_conn_kill(struct grpc_conn *c);
 
@@ -129,11 +133,25 @@ static inline struct srv *grpc_call_srv(const struct grpc_call *call)
 /* Pack m as the next response message (response headers first if not sent yet). false on OOM
  * (the call is then finished with RESOURCE_EXHAUSTED). */
 bool grpc_call_send(struct grpc_call *call, const ProtobufCMessage *m);
+/* A unary call's answer: send m, then status OK. */
+void grpc_call_reply(struct grpc_call *call, const ProtobufCMessage *m);
+/* The start of a srv_done_fn of a call: note that srv owes nothing more, fail the call on err
+ * (NULL), else the response header with res's revision (NULL after failing on OOM). */
+Etcdserverpb__ResponseHeader *grpc_done_header(struct grpc_call *call, ms_err err,
+                                               const struct srv_result *res);
 /* Decide the call's status (code, message; message may be NULL or ""): the trailers follow the
  * data queued. The service must not touch call afterwards (it may be freed inside). */
 void grpc_call_finish(struct grpc_call *call, enum ms_grpc_code code, const char *message);
 /* grpc_call_finish with e's code and message (msg overrides e's text when not NULL). */
 void grpc_call_fail(struct grpc_call *call, ms_err e, const char *msg);
+/* protobuf-c allocator over arena a (frees nothing: the arena goes in one piece). */
+void grpc_allocator(struct arena *a, ProtobufCAllocator *out);
+/* A response header in the call's arena: this member's IDs and term, and revision (the current
+ * one if 0); only the revision (none if 0) when !full, as inside a txn's responses. NULL on
+ * OOM. */
+Etcdserverpb__ResponseHeader *grpc_header(struct grpc_call *call, int64_t revision, bool full);
+/* A request message that does not unpack (type: its message name): grpc-go's codec error. */
+void grpc_call_bad_message(struct grpc_call *call, const char *type);
 /* Submit call->sreq to srv with done as the callback (ctx: call); on a refusal, fail the call
  * with srv's error. */
 void grpc_call_submit(struct grpc_call *call, srv_done_fn done);
@@ -150,5 +168,11 @@ void grpc_kv_put(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_kv_delete_range(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_kv_txn(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_kv_compact(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_lease_grant(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_lease_revoke(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_lease_keepalive(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_lease_keepalive_end(struct grpc_call *call);
+void grpc_lease_timetolive(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_lease_leases(struct grpc_call *call, const uint8_t *p, size_t len);
 
 #endif

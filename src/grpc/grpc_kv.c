@@ -10,7 +10,6 @@
 #include "grpc_int.h"
 
 #include "metastore/kv.h"
-#include "rpc.pb-c.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -192,23 +191,6 @@ static bool nest_ok(const uint8_t *p, size_t len, bool is_txn, unsigned depth, u
 
 /* ---- responses ---- */
 
-static Etcdserverpb__ResponseHeader *header(struct grpc_call *call, int64_t revision, bool full)
-{
-    Etcdserverpb__ResponseHeader *h = arena_alloc(call->a, sizeof(*h));
-    if (!h)
-        return NULL;
-    etcdserverpb__response_header__init(h);
-    if (full) {
-        struct srv_header sh;
-        srv_header(grpc_call_srv(call), &sh);
-        h->cluster_id = sh.cluster_id;
-        h->member_id = sh.member_id;
-        h->raft_term = sh.raft_term;
-    }
-    h->revision = revision;
-    return h;
-}
-
 static Mvccpb__KeyValue **kvs_to(struct arena *a, const struct kv_kv *v, size_t n)
 {
     Mvccpb__KeyValue **out = arena_calloc(a, n ? n : 1, sizeof(*out));
@@ -300,21 +282,21 @@ static Etcdserverpb__TxnResponse *txn_to(struct grpc_call *call, const struct kv
         case KV_OP_RANGE:
             op[i].response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE;
             sub = op[i].response_range =
-                range_to(call, &r->u.range, header(call, r->u.range.revision, false));
+                range_to(call, &r->u.range, grpc_header(call, r->u.range.revision, false));
             break;
         case KV_OP_PUT:
             op[i].response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_PUT;
             sub = op[i].response_put =
-                put_to(call, &r->u.put, header(call, r->u.put.revision, false));
+                put_to(call, &r->u.put, grpc_header(call, r->u.put.revision, false));
             break;
         case KV_OP_DELETE:
             op[i].response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE;
             sub = op[i].response_delete_range =
-                del_to(call, &r->u.del, header(call, r->u.del.revision, false));
+                del_to(call, &r->u.del, grpc_header(call, r->u.del.revision, false));
             break;
         case KV_OP_TXN:
             op[i].response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN;
-            sub = op[i].response_txn = txn_to(call, r->u.txn, header(call, 0, false));
+            sub = op[i].response_txn = txn_to(call, r->u.txn, grpc_header(call, 0, false));
             break;
         case KV_OP_NONE:
             sub = &op[i];
@@ -330,12 +312,9 @@ static Etcdserverpb__TxnResponse *txn_to(struct grpc_call *call, const struct kv
 static void on_done(void *ctx, ms_err err, const struct srv_result *res)
 {
     struct grpc_call *call = ctx;
-    call->srv_id = 0;
-    if (err) {
-        grpc_call_fail(call, err, NULL);
+    Etcdserverpb__ResponseHeader *h = grpc_done_header(call, err, res);
+    if (!h)
         return;
-    }
-    Etcdserverpb__ResponseHeader *h = header(call, res->revision, true);
     const ProtobufCMessage *m = NULL;
     switch (res->type) {
     case SRV_REQ_RANGE:
@@ -352,7 +331,7 @@ static void on_done(void *ctx, ms_err err, const struct srv_result *res)
         break;
     case SRV_REQ_COMPACT: {
         Etcdserverpb__CompactionResponse *c = arena_alloc(call->a, sizeof(*c));
-        if (c && h) {
+        if (c) {
             etcdserverpb__compaction_response__init(c);
             c->header = h;
             m = (const ProtobufCMessage *)c;
@@ -367,19 +346,7 @@ static void on_done(void *ctx, ms_err err, const struct srv_result *res)
         grpc_call_fail(call, MS_E_NOMEM, NULL);
         return;
     }
-    if (grpc_call_send(call, m))
-        grpc_call_finish(call, MS_GRPC_OK, NULL);
-}
-
-static void *arena_alloc_cb(void *ctx, size_t n)
-{
-    return arena_alloc(ctx, n ? n : 1);
-}
-
-static void arena_free_cb(void *ctx, void *p)
-{
-    (void)ctx;
-    (void)p;
+    grpc_call_reply(call, m);
 }
 
 /* Deepest txn nesting taken over gRPC. protobuf-c recurses twice per level while unpacking;
@@ -390,7 +357,8 @@ static void arena_free_cb(void *ctx, void *p)
 ms_err grpc_kv_decode(enum srv_req_type type, const uint8_t *p, size_t len, struct arena *a,
                       struct srv_req *out)
 {
-    ProtobufCAllocator al = {.alloc = arena_alloc_cb, .free = arena_free_cb, .allocator_data = a};
+    ProtobufCAllocator al;
+    grpc_allocator(a, &al);
     memset(out, 0, sizeof(*out));
     out->type = type;
     switch (type) {

@@ -5,11 +5,14 @@
  *
  * The command list is the issue's matrix for the services metastore serves over gRPC; each row
  * is one etcdctl invocation, with text for its standard input where it reads one (txn -i).
+ * Lease IDs differ between servers: "$L" in an argument is the ID the last "lease grant" printed
+ * on that server, and the ID (in hex and in decimal) reads "LEASE" in both outputs.
  */
 #define _GNU_SOURCE
 #include "etcd_proc.h"
 #include "testutil.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -86,18 +89,54 @@ static const struct cmd CMDS[] = {
     {{"get", "a", "--rev", "3"}, NULL},
     {{"compaction", "--physical", "4"}, NULL},
     {{"get", "", "--from-key"}, NULL},
+    /* leases */
+    {{"lease", "grant", "600"}, NULL},
+    {{"put", "lk1", "v", "--lease", "$L"}, NULL},
+    {{"put", "lk2", "v", "--lease=$L", "-w", "json"}, NULL},
+    {{"get", "lk1", "-w", "json"}, NULL},
+    {{"lease", "timetolive", "$L"}, NULL},
+    {{"lease", "timetolive", "$L", "--keys"}, NULL},
+    {{"lease", "timetolive", "$L", "--keys", "-w", "json"}, NULL},
+    {{"lease", "list"}, NULL},
+    {{"lease", "list", "-w", "json"}, NULL},
+    {{"lease", "keep-alive", "--once", "$L"}, NULL},
+    {{"lease", "keep-alive", "--once", "$L", "-w", "json"}, NULL},
+    {{"lease", "revoke", "$L"}, NULL},
+    {{"get", "lk1"}, NULL},
+    {{"lease", "timetolive", "$L"}, NULL},
+    {{"lease", "revoke", "$L"}, NULL},
+    {{"lease", "keep-alive", "--once", "$L"}, NULL},
+    {{"lease", "list"}, NULL},
+    {{"lease", "grant", "0"}, NULL},
+    {{"lease", "grant", "10", "-w", "json"}, NULL},
+    {{"lease", "grant", "9999999999"}, NULL},
+    {{"put", "nolease", "v", "--lease", "abc"}, NULL},
+};
+
+struct server {
+    int port;
+    char lease_hex[24]; /* the last ID "lease grant" printed, "" before */
+    char lease_dec[24];
 };
 
 /* Run etcdctl against endpoint port with args and input; *out gets stdout and stderr joined
  * (malloc'd). Returns the exit status, -1 if it had to be killed. */
-static int run_ctl(const char *bin, int port, const struct cmd *c, char **out)
+static int run_ctl(const char *bin, struct server *sv, const struct cmd *c, char **out)
 {
-    char ep[64];
-    snprintf(ep, sizeof(ep), "--endpoints=http://127.0.0.1:%d", port);
+    char ep[64], subst[12][64];
+    snprintf(ep, sizeof(ep), "--endpoints=http://127.0.0.1:%d", sv->port);
     const char *argv[24] = {bin, ep, "--dial-timeout=5s", "--command-timeout=10s"};
     int n = 4;
-    for (int i = 0; c->args[i]; i++)
-        argv[n++] = c->args[i];
+    for (int i = 0; c->args[i]; i++) {
+        const char *l = strstr(c->args[i], "$L");
+        if (l) {
+            snprintf(subst[i], sizeof(subst[i]), "%.*s%s%s", (int)(l - c->args[i]), c->args[i],
+                     sv->lease_hex, l + 2);
+            argv[n++] = subst[i];
+        } else {
+            argv[n++] = c->args[i];
+        }
+    }
     argv[n] = NULL;
     int in[2], o[2];
     ck_assert_int_eq(pipe(in), 0);
@@ -132,21 +171,45 @@ static int run_ctl(const char *bin, int port, const struct cmd *c, char **out)
         waitpid(pid, &status, 0);
         return -1;
     }
+    const char *g = strstr(*out, "lease ");
+    unsigned long long id;
+    if (strcmp(c->args[0], "lease") == 0 && strcmp(c->args[1], "grant") == 0 && g &&
+        sscanf(g, "lease %llx granted", &id) == 1) {
+        snprintf(sv->lease_hex, sizeof(sv->lease_hex), "%llx", id);
+        snprintf(sv->lease_dec, sizeof(sv->lease_dec), "%llu", id);
+    }
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* Replace the digits after each of the markers with a letter, drop clientv3's retry log
- * lines (they carry a random client ID and a time), so both servers' outputs compare. */
-static char *norm(const char *s)
+/* Replace the digits after each of the markers with a letter, the server's lease ID (hex or
+ * decimal, as a whole word) with LEASE, drop clientv3's retry log lines (they carry a random
+ * client ID and a time), so both servers' outputs compare. A lease's remaining TTL depends on
+ * when the command ran, so it is a marker too. */
+static char *norm(const char *s, const struct server *sv)
 {
     static const char *const marks[] = {
         "\"cluster_id\":", "\"member_id\":",  "\"raft_term\":", "\"ClusterID\" : ",
         "\"MemberID\" : ", "\"RaftTerm\" : ", "cluster ",       "member ",
+        "remaining(",      "\"ttl\":",        "\"ID\":",
     };
     size_t len = strlen(s);
     char *out = malloc(len + 1);
     size_t k = 0;
     for (size_t i = 0; i < len;) {
+        const char *ids[] = {sv->lease_hex, sv->lease_dec};
+        size_t idl = 0;
+        for (int x = 0; x < 2 && !idl; x++) {
+            size_t l = strlen(ids[x]);
+            if (l && strncmp(s + i, ids[x], l) == 0 &&
+                (i == 0 || !isalnum((unsigned char)s[i - 1])) && !isalnum((unsigned char)s[i + l]))
+                idl = l;
+        }
+        if (idl) { /* LEASE is never longer than the ID: the output fits */
+            memcpy(out + k, "LEASE", idl < 5 ? idl : 5);
+            k += idl < 5 ? idl : 5;
+            i += idl;
+            continue;
+        }
         if ((i == 0 || s[i - 1] == '\n') && strncmp(s + i, "{\"level\":", 9) == 0) {
             while (i < len && s[i] != '\n')
                 i++;
@@ -184,12 +247,13 @@ START_TEST(etcdctl_kv_same_as_etcd)
     pid_t pid = etcd_start(etcd, dir, &cport);
     struct tu_server ms;
     tu_server_start(&ms, NULL);
+    struct server se = {.port = cport}, sm = {.port = ms.port};
     int bad = 0;
     for (size_t i = 0; i < sizeof(CMDS) / sizeof(CMDS[0]); i++) {
         char *a, *b;
-        int ra = run_ctl(ctl, cport, &CMDS[i], &a);
-        int rb = run_ctl(ctl, ms.port, &CMDS[i], &b);
-        char *na = norm(a), *nb = norm(b);
+        int ra = run_ctl(ctl, &se, &CMDS[i], &a);
+        int rb = run_ctl(ctl, &sm, &CMDS[i], &b);
+        char *na = norm(a, &se), *nb = norm(b, &sm);
         if (ra != rb || strcmp(na, nb) != 0) {
             bad++;
             fprintf(stderr, "etcdctl %s %s ...: etcd (exit %d):\n%s\nmetastore (exit %d):\n%s\n",

@@ -1,0 +1,452 @@
+/* test_grpc.c - integration: gRPC on the client port, from a client on nghttp2 written for the
+ * tests, for what etcdctl cannot reach: errors as Trailers-Only, unknown methods, oversized and
+ * truncated messages, RST_STREAM and abrupt disconnects mid-call, garbage after the preface,
+ * many concurrent streams, the same request through both front doors. After every test the
+ * server must still answer and stop cleanly (ASan: whatever a call held is freed).
+ */
+#define _GNU_SOURCE
+#include "metastore/buf.h"
+#include "testutil.h"
+
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static struct tu_server srv;
+
+static void setup(void)
+{
+    tu_server_start(&srv, NULL);
+}
+
+static void teardown(void)
+{
+    struct tu_resp r;
+    tu_http(srv.port, "GET", "/health", NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    tu_resp_free(&r);
+    tu_server_stop(&srv);
+}
+
+/* ---- a small blocking gRPC client ---- */
+
+#define MAX_CALLS 1100
+
+struct call {
+    int http_status;
+    int grpc_status; /* -1 until seen */
+    char message[256];
+    struct buf data; /* response DATA (framed messages) */
+    bool closed;
+    uint32_t rst; /* error code of the stream's close */
+};
+
+/* A request body being sent (owned by the client, freed with it). */
+struct body {
+    struct buf b;
+    size_t off;
+    struct body *next;
+};
+
+struct gc {
+    int fd;
+    nghttp2_session *s;
+    struct call calls[MAX_CALLS];
+    struct body *bodies;
+    bool goaway;
+    bool eof;
+};
+
+static struct call *call_of(struct gc *g, int32_t id)
+{
+    size_t i = (size_t)(id - 1) / 2;
+    return id > 0 && i < MAX_CALLS ? &g->calls[i] : NULL;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+                     const uint8_t *value, size_t vl, uint8_t flags, void *user)
+{
+    (void)s, (void)flags;
+    struct call *c = call_of(user, f->hd.stream_id);
+    if (!c)
+        return 0;
+    if (nl == 7 && memcmp(name, ":status", 7) == 0)
+        c->http_status = atoi((const char *)value);
+    else if (nl == 11 && memcmp(name, "grpc-status", 11) == 0)
+        c->grpc_status = atoi((const char *)value);
+    else if (nl == 12 && memcmp(name, "grpc-message", 12) == 0)
+        snprintf(c->message, sizeof(c->message), "%.*s", (int)vl, (const char *)value);
+    return 0;
+}
+
+static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *p, size_t len,
+                   void *user)
+{
+    (void)s, (void)flags;
+    struct call *c = call_of(user, id);
+    if (c)
+        buf_append(&c->data, p, len);
+    return 0;
+}
+
+static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *user)
+{
+    (void)s;
+    struct call *c = call_of(user, id);
+    if (c) {
+        c->closed = true;
+        c->rst = code;
+    }
+    return 0;
+}
+
+static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+    (void)s;
+    if (f->hd.type == NGHTTP2_GOAWAY)
+        ((struct gc *)user)->goaway = true;
+    return 0;
+}
+
+static ssize_t body_read(nghttp2_session *s, int32_t id, uint8_t *dst, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *user)
+{
+    (void)s, (void)id, (void)user;
+    struct body *b = src->ptr;
+    size_t left = b->b.len - b->off;
+    size_t n = left < len ? left : len;
+    memcpy(dst, b->b.p + b->off, n);
+    b->off += n;
+    if (b->off == b->b.len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static struct gc *gc_open(int port, bool preface)
+{
+    struct gc *g = calloc(1, sizeof(*g));
+    g->fd = tu_connect(port);
+    ck_assert_int_ge(g->fd, 0);
+    for (size_t i = 0; i < MAX_CALLS; i++) {
+        g->calls[i].grpc_status = -1;
+        buf_init(&g->calls[i].data);
+    }
+    nghttp2_session_callbacks *cb;
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_close);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame);
+    ck_assert_int_eq(nghttp2_session_client_new(&g->s, cb, g), 0);
+    nghttp2_session_callbacks_del(cb);
+    if (preface)
+        nghttp2_submit_settings(g->s, NGHTTP2_FLAG_NONE, NULL, 0);
+    return g;
+}
+
+static void gc_free(struct gc *g)
+{
+    nghttp2_session_del(g->s);
+    if (g->fd >= 0)
+        close(g->fd);
+    for (size_t i = 0; i < MAX_CALLS; i++)
+        buf_fini(&g->calls[i].data);
+    while (g->bodies) {
+        struct body *b = g->bodies;
+        g->bodies = b->next;
+        buf_fini(&b->b);
+        free(b);
+    }
+    free(g);
+}
+
+/* Start a call: path, then the message bytes framed (or raw when !frame); end: half-close. */
+static int32_t gc_call(struct gc *g, const char *path, const void *msg, size_t len, bool frame,
+                       const char *timeout)
+{
+    nghttp2_nv nv[7];
+    size_t n = 0;
+#define NVS(a, b) (nghttp2_nv){(uint8_t *)(a), (uint8_t *)(b), strlen(a), strlen(b), 0}
+    nv[n++] = NVS(":method", "POST");
+    nv[n++] = NVS(":scheme", "http");
+    nv[n++] = NVS(":path", path);
+    nv[n++] = NVS(":authority", "127.0.0.1");
+    nv[n++] = NVS("content-type", "application/grpc");
+    nv[n++] = NVS("te", "trailers");
+    if (timeout)
+        nv[n++] = NVS("grpc-timeout", timeout);
+    struct body *b = calloc(1, sizeof(*b));
+    buf_init(&b->b);
+    b->next = g->bodies;
+    g->bodies = b;
+    if (frame) {
+        buf_putc(&b->b, 0);
+        buf_put_be32(&b->b, (uint32_t)len);
+    }
+    buf_append(&b->b, msg, len);
+    nghttp2_data_provider dp = {.source.ptr = b, .read_callback = body_read};
+    int32_t id = nghttp2_submit_request(g->s, NULL, nv, n, b->b.len ? &dp : NULL, NULL);
+    ck_assert_int_gt(id, 0);
+    ck_assert_ptr_nonnull(call_of(g, id));
+    return id;
+}
+
+/* Write what nghttp2 has, read what comes, until done(g, arg) or timeout_ms or the end of the
+ * connection. Returns done's last verdict. */
+static bool gc_pump(struct gc *g, bool (*done)(struct gc *g, void *arg), void *arg, int timeout_ms)
+{
+    int64_t end = tu_now_ms() + timeout_ms;
+    while (!done(g, arg) && tu_now_ms() < end && !g->eof) {
+        const uint8_t *p;
+        ssize_t n;
+        while ((n = nghttp2_session_mem_send(g->s, &p)) > 0)
+            tu_send_all(g->fd, (const char *)p, (size_t)n);
+        struct pollfd pf = {.fd = g->fd, .events = POLLIN};
+        if (poll(&pf, 1, 20) <= 0)
+            continue;
+        uint8_t in[16384];
+        ssize_t r = read(g->fd, in, sizeof(in));
+        if (r <= 0) {
+            g->eof = true;
+            break;
+        }
+        if (nghttp2_session_mem_recv(g->s, in, (size_t)r) < 0) {
+            g->eof = true;
+            break;
+        }
+    }
+    return done(g, arg);
+}
+
+static bool stream_closed(struct gc *g, void *arg)
+{
+    return call_of(g, *(int32_t *)arg)->closed;
+}
+
+struct range {
+    int32_t first, last;
+};
+
+static bool all_closed(struct gc *g, void *arg)
+{
+    struct range *r = arg;
+    for (int32_t id = r->first; id <= r->last; id += 2)
+        if (!call_of(g, id)->closed)
+            return false;
+    return true;
+}
+
+static bool never(struct gc *g, void *arg)
+{
+    (void)g, (void)arg;
+    return false;
+}
+
+/* One unary call to its end. */
+static struct call *unary(struct gc *g, const char *path, const void *msg, size_t len)
+{
+    int32_t id = gc_call(g, path, msg, len, true, NULL);
+    ck_assert_msg(gc_pump(g, stream_closed, &id, 10000), "%s: no answer", path);
+    return call_of(g, id);
+}
+
+/* ---- protobuf by hand: field n as bytes or varint ---- */
+
+static void pb_bytes(struct buf *b, unsigned n, const void *p, size_t len)
+{
+    buf_put_uvarint(b, (uint64_t)n << 3 | 2);
+    buf_put_uvarint(b, len);
+    buf_append(b, p, len);
+}
+
+static void pb_varint(struct buf *b, unsigned n, uint64_t v)
+{
+    buf_put_uvarint(b, (uint64_t)n << 3);
+    buf_put_uvarint(b, v);
+}
+
+static bool contains(const struct buf *b, const char *s)
+{
+    return b->len >= strlen(s) && memmem(b->p, b->len, s, strlen(s)) != NULL;
+}
+
+/* ---- tests ---- */
+
+START_TEST(unary_kv_and_errors)
+{
+    struct gc *g = gc_open(srv.port, true);
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, "gkey", 4);
+    pb_bytes(&m, 2, "gvalue", 6);
+    struct call *c = unary(g, "/etcdserverpb.KV/Put", m.p, m.len);
+    ck_assert_int_eq(c->http_status, 200);
+    ck_assert_int_eq(c->grpc_status, 0);
+    ck_assert_uint_gt(c->data.len, 5); /* a PutResponse with its header */
+    buf_fini(&m);
+    /* the same key through the JSON gateway */
+    int status;
+    char *j = tu_post(srv.port, "/v3/kv/range", "{\"key\":\"Z2tleQ==\"}", &status);
+    ck_assert_int_eq(status, 200);
+    ck_assert_ptr_nonnull(strstr(j, "\"value\":\"Z3ZhbHVl\""));
+    free(j);
+    /* and back through gRPC */
+    buf_init(&m);
+    pb_bytes(&m, 1, "gkey", 4);
+    c = unary(g, "/etcdserverpb.KV/Range", m.p, m.len);
+    ck_assert_int_eq(c->grpc_status, 0);
+    ck_assert(contains(&c->data, "gvalue"));
+    buf_fini(&m);
+    /* etcd's error as Trailers-Only: no DATA */
+    buf_init(&m);
+    pb_bytes(&m, 2, "v", 1);
+    c = unary(g, "/etcdserverpb.KV/Put", m.p, m.len);
+    ck_assert_int_eq(c->grpc_status, 3);
+    ck_assert_str_eq(c->message, "etcdserver: key is not provided");
+    ck_assert_uint_eq(c->data.len, 0);
+    buf_fini(&m);
+    /* a future revision: OutOfRange */
+    buf_init(&m);
+    pb_bytes(&m, 1, "gkey", 4);
+    pb_varint(&m, 4, 1000);
+    c = unary(g, "/etcdserverpb.KV/Range", m.p, m.len);
+    ck_assert_int_eq(c->grpc_status, 11);
+    ck_assert_str_eq(c->message, "etcdserver: mvcc: required revision is a future revision");
+    buf_fini(&m);
+    /* unknown method and service, grpc-go's texts */
+    c = unary(g, "/etcdserverpb.KV/Nope", "", 0);
+    ck_assert_int_eq(c->grpc_status, 12);
+    ck_assert_str_eq(c->message, "unknown method Nope for service etcdserverpb.KV");
+    c = unary(g, "/foo.Bar/Baz", "", 0);
+    ck_assert_int_eq(c->grpc_status, 12);
+    ck_assert_str_eq(c->message, "unknown service foo.Bar");
+    /* not a protobuf message */
+    c = unary(g, "/etcdserverpb.KV/Range", "\xff\xff\xff", 3);
+    ck_assert_int_eq(c->grpc_status, 13);
+    /* an empty message is a RangeRequest without a key */
+    c = unary(g, "/etcdserverpb.KV/Range", NULL, 0);
+    ck_assert_int_eq(c->grpc_status, 3);
+    /* no message at all, and a truncated one */
+    int32_t id = gc_call(g, "/etcdserverpb.KV/Range", NULL, 0, false, NULL);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    ck_assert_int_eq(call_of(g, id)->grpc_status, 13);
+    id = gc_call(g, "/etcdserverpb.KV/Range",
+                 "\0\0\0\0\x09"
+                 "ab",
+                 7, false, NULL);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    ck_assert_int_eq(call_of(g, id)->grpc_status, 13);
+    gc_free(g);
+}
+END_TEST
+
+START_TEST(oversized_message)
+{
+    /* etcd's limit: --max-request-bytes (1.5 MiB) + 512 KiB; refused from the prefix alone */
+    struct gc *g = gc_open(srv.port, true);
+    int32_t id = gc_call(g, "/etcdserverpb.KV/Put", "\0\x7f\0\0\0", 5, false, NULL);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    struct call *c = call_of(g, id);
+    ck_assert_int_eq(c->grpc_status, 8);
+    ck_assert_str_eq(c->message, "grpc: received message larger than max (2130706432 vs. 2097152)");
+    /* the connection goes on */
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, "k", 1);
+    ck_assert_int_eq(unary(g, "/etcdserverpb.KV/Range", m.p, m.len)->grpc_status, 0);
+    buf_fini(&m);
+    gc_free(g);
+}
+END_TEST
+
+START_TEST(reset_and_disconnect_free_calls)
+{
+    /* RST_STREAM in the middle of a message, then of a call that was answered */
+    struct gc *g = gc_open(srv.port, true);
+    static char big[64 << 10];
+    int32_t id = gc_call(g, "/etcdserverpb.KV/Put", "\0\0\x10\0\0", 5, false, NULL);
+    gc_pump(g, never, NULL, 100);
+    nghttp2_submit_rst_stream(g->s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+    gc_pump(g, never, NULL, 100);
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, "k", 1);
+    pb_bytes(&m, 2, big, sizeof(big));
+    ck_assert_int_eq(unary(g, "/etcdserverpb.KV/Put", m.p, m.len)->grpc_status, 0);
+    /* many calls in flight, then the connection is cut */
+    for (int i = 0; i < 200; i++)
+        gc_call(g, "/etcdserverpb.KV/Put", m.p, m.len, true, NULL);
+    gc_pump(g, never, NULL, 50);
+    buf_fini(&m);
+    gc_free(g);
+    /* garbage after the preface: a GOAWAY, then the close */
+    int fd = tu_connect(srv.port);
+    const char junk[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nthis is not a frame at all, no no no";
+    tu_send_all(fd, junk, sizeof(junk) - 1);
+    size_t n;
+    char *out = tu_read_all(fd, 5000, &n);
+    close(fd);
+    ck_assert_uint_ge(n, 9);
+    bool goaway = false;
+    for (size_t i = 0; i + 9 <= n;) { /* frames: 3-byte length, type, flags, stream */
+        size_t len =
+            (size_t)(uint8_t)out[i] << 16 | (size_t)(uint8_t)out[i + 1] << 8 | (uint8_t)out[i + 2];
+        goaway |= out[i + 3] == 7;
+        i += 9 + len;
+    }
+    ck_assert(goaway);
+    free(out);
+}
+END_TEST
+
+START_TEST(many_concurrent_streams)
+{
+    /* 1,000 calls open at once on one connection, all answered */
+    struct gc *g = gc_open(srv.port, true);
+    struct range r = {0, 0};
+    char key[32];
+    for (int i = 0; i < 1000; i++) {
+        struct buf m;
+        buf_init(&m);
+        int k = snprintf(key, sizeof(key), "many/%04d", i);
+        pb_bytes(&m, 1, key, (size_t)k);
+        pb_bytes(&m, 2, "v", 1);
+        int32_t id = gc_call(g, "/etcdserverpb.KV/Put", m.p, m.len, true, NULL);
+        buf_fini(&m);
+        if (!r.first)
+            r.first = id;
+        r.last = id;
+    }
+    ck_assert(gc_pump(g, all_closed, &r, 60000));
+    for (int32_t id = r.first; id <= r.last; id += 2)
+        ck_assert_int_eq(call_of(g, id)->grpc_status, 0);
+    /* count them through the gateway */
+    int status;
+    char *j =
+        tu_post(srv.port, "/v3/kv/range",
+                "{\"key\":\"bWFueS8=\",\"range_end\":\"bWFueTA=\",\"count_only\":true}", &status);
+    ck_assert_ptr_nonnull(strstr(j, "\"count\":\"1000\""));
+    free(j);
+    gc_free(g);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("grpc");
+    TCase *tc = tcase_create("grpc");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, unary_kv_and_errors);
+    tcase_add_test(tc, oversized_message);
+    tcase_add_test(tc, reset_and_disconnect_free_calls);
+    tcase_add_test(tc, many_concurrent_streams);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}

@@ -17,17 +17,24 @@
 #define GRPC_OVERHEAD (512u << 10) /* etcd grpcOverheadBytes */
 
 static const struct grpc_method METHODS[] = {
-    {"/etcdserverpb.KV/Range", GRPC_UNARY, grpc_kv_range, NULL, NULL},
-    {"/etcdserverpb.KV/Put", GRPC_UNARY, grpc_kv_put, NULL, NULL},
-    {"/etcdserverpb.KV/DeleteRange", GRPC_UNARY, grpc_kv_delete_range, NULL, NULL},
-    {"/etcdserverpb.KV/Txn", GRPC_UNARY, grpc_kv_txn, NULL, NULL},
-    {"/etcdserverpb.KV/Compact", GRPC_UNARY, grpc_kv_compact, NULL, NULL},
-    {"/etcdserverpb.Lease/LeaseGrant", GRPC_UNARY, grpc_lease_grant, NULL, NULL},
-    {"/etcdserverpb.Lease/LeaseRevoke", GRPC_UNARY, grpc_lease_revoke, NULL, NULL},
+    {"/etcdserverpb.KV/Range", GRPC_UNARY, grpc_kv_range, NULL, NULL, NULL},
+    {"/etcdserverpb.KV/Put", GRPC_UNARY, grpc_kv_put, NULL, NULL, NULL},
+    {"/etcdserverpb.KV/DeleteRange", GRPC_UNARY, grpc_kv_delete_range, NULL, NULL, NULL},
+    {"/etcdserverpb.KV/Txn", GRPC_UNARY, grpc_kv_txn, NULL, NULL, NULL},
+    {"/etcdserverpb.KV/Compact", GRPC_UNARY, grpc_kv_compact, NULL, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseGrant", GRPC_UNARY, grpc_lease_grant, NULL, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseRevoke", GRPC_UNARY, grpc_lease_revoke, NULL, NULL, NULL},
     {"/etcdserverpb.Lease/LeaseKeepAlive", GRPC_BIDI, grpc_lease_keepalive,
-     grpc_lease_keepalive_end, NULL},
-    {"/etcdserverpb.Lease/LeaseTimeToLive", GRPC_UNARY, grpc_lease_timetolive, NULL, NULL},
-    {"/etcdserverpb.Lease/LeaseLeases", GRPC_UNARY, grpc_lease_leases, NULL, NULL},
+     grpc_lease_keepalive_end, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseTimeToLive", GRPC_UNARY, grpc_lease_timetolive, NULL, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseLeases", GRPC_UNARY, grpc_lease_leases, NULL, NULL, NULL},
+    {"/etcdserverpb.Maintenance/Status", GRPC_UNARY, grpc_maint_status, NULL, NULL, NULL},
+    {"/etcdserverpb.Maintenance/Hash", GRPC_UNARY, grpc_maint_hash, NULL, NULL, NULL},
+    {"/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, grpc_maint_alarm, NULL, NULL, NULL},
+    {"/etcdserverpb.Maintenance/Defragment", GRPC_UNARY, grpc_maint_defragment, NULL, NULL, NULL},
+    {"/etcdserverpb.Maintenance/Snapshot", GRPC_SERVER_STREAM, grpc_maint_snapshot, NULL,
+     grpc_maint_snapshot_drain, grpc_maint_snapshot_free},
+    {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, grpc_cluster_member_list, NULL, NULL, NULL},
 };
 
 const struct grpc_method *grpc_method_find(const char *path, size_t len)

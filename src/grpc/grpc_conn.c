@@ -203,6 +203,12 @@ static ssize_t data_read(nghttp2_session *s, int32_t stream_id, uint8_t *dst, si
         }
         return (ssize_t)n;
     }
+    if (call->state == GRPC_CALL_OPEN && call->m && call->m->on_drain) {
+        /* A server stream makes its next message only now: memory follows the reader. */
+        call->m->on_drain(call);
+        if (call->out.len > call->out_off)
+            return data_read(s, stream_id, dst, length, flags, src, user);
+    }
     if (call->state == GRPC_CALL_FINISHED) {
         *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
         if (submit_status(call, false) != 0)
@@ -221,7 +227,7 @@ static void resume(struct grpc_call *call)
     }
 }
 
-bool grpc_call_send(struct grpc_call *call, const ProtobufCMessage *m)
+bool grpc_call_queue(struct grpc_call *call, const ProtobufCMessage *m)
 {
     if (call->state != GRPC_CALL_OPEN)
         return false;
@@ -231,15 +237,33 @@ bool grpc_call_send(struct grpc_call *call, const ProtobufCMessage *m)
         protobuf_c_message_pack(m, call->out.p + call->out.len);
         call->out.len += n;
     }
-    if (buf_failed(&call->out) || !send_headers(call)) {
+    if (buf_failed(&call->out)) {
         buf_fini(&call->out);
         call->out_off = 0;
         grpc_call_finish(call, MS_GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
         return false;
     }
+    return true;
+}
+
+bool grpc_call_send(struct grpc_call *call, const ProtobufCMessage *m)
+{
+    if (!grpc_call_queue(call, m))
+        return false;
+    grpc_call_start_stream(call);
+    return call->state == GRPC_CALL_OPEN;
+}
+
+void grpc_call_start_stream(struct grpc_call *call)
+{
+    if (call->state != GRPC_CALL_OPEN)
+        return;
+    if (!send_headers(call)) {
+        grpc_call_finish(call, MS_GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+        return;
+    }
     resume(call);
     conn_flush(call->conn);
-    return true;
 }
 
 void grpc_call_finish(struct grpc_call *call, enum ms_grpc_code code, const char *message)
@@ -264,8 +288,14 @@ void grpc_call_finish(struct grpc_call *call, enum ms_grpc_code code, const char
 
 void grpc_call_reply(struct grpc_call *call, const ProtobufCMessage *m)
 {
-    if (grpc_call_send(call, m))
-        grpc_call_finish(call, MS_GRPC_OK, NULL);
+    /* headers, message and trailers leave in one write */
+    if (!grpc_call_queue(call, m))
+        return;
+    if (!send_headers(call)) {
+        grpc_call_finish(call, MS_GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+        return;
+    }
+    grpc_call_finish(call, MS_GRPC_OK, NULL);
 }
 
 Etcdserverpb__ResponseHeader *grpc_done_header(struct grpc_call *call, ms_err err,
@@ -538,12 +568,14 @@ static void read_update(struct grpc_conn *c)
 
 static void conn_flush(struct grpc_conn *c)
 {
-    if (c->in_recv || c->dead)
+    if (c->in_recv || c->in_send || c->dead)
         return;
     for (;;) {
         while (pending(c) < OUT_HIGH) {
             const uint8_t *data;
+            c->in_send = true;
             ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+            c->in_send = false;
             if (n < 0) {
                 grpc_conn_kill(c);
                 return;
@@ -658,7 +690,18 @@ struct grpc_conn *grpc_conn_create(struct grpc *g, int fd)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
-    int rc = nghttp2_session_server_new(&c->h2, cb, c);
+    /* grpc-go takes any :authority: clientv3 dials some endpoints as "passthrough:///http://h:p"
+     * and sends "http://h:p", which nghttp2's HTTP checks refuse with a PROTOCOL_ERROR. The
+     * checks a gRPC call needs (method, path, content type) are ours, in on_header. */
+    nghttp2_option *opt = NULL;
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cb);
+        free(c);
+        return NULL;
+    }
+    nghttp2_option_set_no_http_messaging(opt, 1);
+    int rc = nghttp2_session_server_new2(&c->h2, cb, c, opt);
+    nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0) {
         free(c);

@@ -34,12 +34,15 @@ enum grpc_kind {
 
 /* One row per method. on_msg gets each request message (borrowed for the call; a unary method
  * gets exactly one, after which more are refused); on_end (may be NULL) the client's half-close
- * of a stream; on_free (may be NULL) releases what the service keeps in call->svc. */
+ * of a stream; on_drain (may be NULL) runs when everything the call queued has been taken by
+ * HTTP/2 (a server stream queues its next message there with grpc_call_queue, or finishes);
+ * on_free (may be NULL) releases what the service keeps in call->svc. */
 struct grpc_method {
     const char *path; /* "/etcdserverpb.KV/Range" */
     enum grpc_kind kind;
     void (*on_msg)(struct grpc_call *call, const uint8_t *p, size_t len);
     void (*on_end)(struct grpc_call *call);
+    void (*on_drain)(struct grpc_call *call);
     void (*on_free)(struct grpc_call *call);
 };
 
@@ -87,6 +90,7 @@ struct grpc_conn {
     bool rd_on;
     bool wr_on;
     bool in_recv; /* inside nghttp2_session_mem_recv: output waits for its end */
+    bool in_send; /* inside nghttp2_session_mem_send (a data source or on_drain runs) */
     bool dead;    /* in the reap list: no more I/O */
     struct buf out;
     size_t out_off;
@@ -133,6 +137,12 @@ static inline struct srv *grpc_call_srv(const struct grpc_call *call)
 /* Pack m as the next response message (response headers first if not sent yet). false on OOM
  * (the call is then finished with RESOURCE_EXHAUSTED). */
 bool grpc_call_send(struct grpc_call *call, const ProtobufCMessage *m);
+/* Pack m after what the call has queued, without sending (from on_drain). false on OOM (the
+ * call is then finished with RESOURCE_EXHAUSTED). */
+bool grpc_call_queue(struct grpc_call *call, const ProtobufCMessage *m);
+/* Send the response headers if not yet sent and whatever is queued; a server stream whose
+ * messages come from on_drain starts with this. */
+void grpc_call_start_stream(struct grpc_call *call);
 /* A unary call's answer: send m, then status OK. */
 void grpc_call_reply(struct grpc_call *call, const ProtobufCMessage *m);
 /* The start of a srv_done_fn of a call: note that srv owes nothing more, fail the call on err
@@ -174,5 +184,13 @@ void grpc_lease_keepalive(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_lease_keepalive_end(struct grpc_call *call);
 void grpc_lease_timetolive(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_lease_leases(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_maint_status(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_maint_hash(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_maint_alarm(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_maint_defragment(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_maint_snapshot(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_maint_snapshot_drain(struct grpc_call *call);
+void grpc_maint_snapshot_free(struct grpc_call *call);
+void grpc_cluster_member_list(struct grpc_call *call, const uint8_t *p, size_t len);
 
 #endif

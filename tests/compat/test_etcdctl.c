@@ -6,7 +6,8 @@
  * The command list is the issue's matrix for the services metastore serves over gRPC; each row
  * is one etcdctl invocation, with text for its standard input where it reads one (txn -i).
  * Lease IDs differ between servers: "$L" in an argument is the ID the last "lease grant" printed
- * on that server, and the ID (in hex and in decimal) reads "LEASE" in both outputs.
+ * on that server, and the ID (in hex and in decimal) reads "LEASE" in both outputs. "$D" is the
+ * test's directory. Sizes, raft indexes and ports differ by nature and are normalised too.
  */
 #define _GNU_SOURCE
 #include "etcd_proc.h"
@@ -111,10 +112,19 @@ static const struct cmd CMDS[] = {
     {{"lease", "grant", "10", "-w", "json"}, NULL},
     {{"lease", "grant", "9999999999"}, NULL},
     {{"put", "nolease", "v", "--lease", "abc"}, NULL},
+    /* maintenance and cluster */
+    {{"endpoint", "status", "-w", "json"}, NULL},
+    {{"alarm", "list"}, NULL},
+    {{"alarm", "list", "-w", "json"}, NULL},
+    {{"alarm", "disarm"}, NULL},
+    {{"defrag"}, NULL},
+    {{"member", "list", "-w", "json"}, NULL},
+    {{"get", "", "--from-key", "--keys-only"}, NULL},
 };
 
 struct server {
     int port;
+    const char *dir;
     char lease_hex[24]; /* the last ID "lease grant" printed, "" before */
     char lease_dec[24];
 };
@@ -123,15 +133,18 @@ struct server {
  * (malloc'd). Returns the exit status, -1 if it had to be killed. */
 static int run_ctl(const char *bin, struct server *sv, const struct cmd *c, char **out)
 {
-    char ep[64], subst[12][64];
+    static char subst[12][4400];
+    char ep[64];
     snprintf(ep, sizeof(ep), "--endpoints=http://127.0.0.1:%d", sv->port);
     const char *argv[24] = {bin, ep, "--dial-timeout=5s", "--command-timeout=10s"};
     int n = 4;
     for (int i = 0; c->args[i]; i++) {
         const char *l = strstr(c->args[i], "$L");
-        if (l) {
-            snprintf(subst[i], sizeof(subst[i]), "%.*s%s%s", (int)(l - c->args[i]), c->args[i],
-                     sv->lease_hex, l + 2);
+        const char *d = strstr(c->args[i], "$D");
+        if (l || d) {
+            const char *at = l ? l : d;
+            snprintf(subst[i], sizeof(subst[i]), "%.*s%s%s", (int)(at - c->args[i]), c->args[i],
+                     l ? sv->lease_hex : sv->dir, at + 2);
             argv[n++] = subst[i];
         } else {
             argv[n++] = c->args[i];
@@ -171,12 +184,13 @@ static int run_ctl(const char *bin, struct server *sv, const struct cmd *c, char
         waitpid(pid, &status, 0);
         return -1;
     }
+    /* the ID as printed (%016x: leading zeros included), and in decimal */
     const char *g = strstr(*out, "lease ");
-    unsigned long long id;
+    char hex[24];
     if (strcmp(c->args[0], "lease") == 0 && strcmp(c->args[1], "grant") == 0 && g &&
-        sscanf(g, "lease %llx granted", &id) == 1) {
-        snprintf(sv->lease_hex, sizeof(sv->lease_hex), "%llx", id);
-        snprintf(sv->lease_dec, sizeof(sv->lease_dec), "%llu", id);
+        sscanf(g, "lease %16[0-9a-f] granted", hex) == 1) {
+        snprintf(sv->lease_hex, sizeof(sv->lease_hex), "%s", hex);
+        snprintf(sv->lease_dec, sizeof(sv->lease_dec), "%llu", strtoull(hex, NULL, 16));
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
@@ -188,9 +202,11 @@ static int run_ctl(const char *bin, struct server *sv, const struct cmd *c, char
 static char *norm(const char *s, const struct server *sv)
 {
     static const char *const marks[] = {
-        "\"cluster_id\":", "\"member_id\":",  "\"raft_term\":", "\"ClusterID\" : ",
-        "\"MemberID\" : ", "\"RaftTerm\" : ", "cluster ",       "member ",
-        "remaining(",      "\"ttl\":",        "\"ID\":",
+        "\"cluster_id\":",  "\"member_id\":",  "\"raft_term\":", "\"ClusterID\" : ",
+        "\"MemberID\" : ",  "\"RaftTerm\" : ", "cluster ",       "member ",
+        "remaining(",       "\"ttl\":",        "\"ID\":",        "\"dbSize\":",
+        "\"dbSizeInUse\":", "\"leader\":",     "\"raftIndex\":", "\"raftAppliedIndex\":",
+        "127.0.0.1:",
     };
     size_t len = strlen(s);
     char *out = malloc(len + 1);
@@ -245,9 +261,23 @@ START_TEST(etcdctl_kv_same_as_etcd)
     char *dir = tu_mkdtemp("ms-etcdctl-etcd");
     int cport;
     pid_t pid = etcd_start(etcd, dir, &cport);
+    /* the same member layout as etcd_start's: name default, one peer URL on 127.0.0.1 */
     struct tu_server ms;
-    tu_server_start(&ms, NULL);
-    struct server se = {.port = cport}, sm = {.port = ms.port};
+    char purl[64], ic[96];
+    int pport = tu_free_port();
+    snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", pport);
+    snprintf(ic, sizeof(ic), "default=%s", purl);
+    const char *extra[] = {"--name",
+                           "default",
+                           "--listen-peer-urls",
+                           purl,
+                           "--initial-advertise-peer-urls",
+                           purl,
+                           "--initial-cluster",
+                           ic,
+                           NULL};
+    tu_server_start(&ms, extra);
+    struct server se = {.port = cport, .dir = dir}, sm = {.port = ms.port, .dir = dir};
     int bad = 0;
     for (size_t i = 0; i < sizeof(CMDS) / sizeof(CMDS[0]); i++) {
         char *a, *b;

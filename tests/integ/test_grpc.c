@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "metastore/buf.h"
+#include "metastore/sha256.h"
 #include "testutil.h"
 
 #include <errno.h>
@@ -437,6 +438,84 @@ START_TEST(many_concurrent_streams)
 }
 END_TEST
 
+/* Read a varint at *i of p[0..n); false past the end. */
+static bool varint_at(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; *i < n && shift < 64; shift += 7) {
+        uint8_t b = p[(*i)++];
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+START_TEST(snapshot_stream)
+{
+    /* enough data for several 32 KiB messages */
+    struct gc *g = gc_open(srv.port, true);
+    static char val[20000];
+    memset(val, 'v', sizeof(val));
+    for (int i = 0; i < 20; i++) {
+        struct buf m;
+        char key[16];
+        buf_init(&m);
+        int k = snprintf(key, sizeof(key), "snap/%02d", i);
+        pb_bytes(&m, 1, key, (size_t)k);
+        pb_bytes(&m, 2, val, sizeof(val));
+        ck_assert_int_eq(unary(g, "/etcdserverpb.KV/Put", m.p, m.len)->grpc_status, 0);
+        buf_fini(&m);
+    }
+    struct call *c = unary(g, "/etcdserverpb.Maintenance/Snapshot", NULL, 0);
+    ck_assert_int_eq(c->grpc_status, 0);
+    /* SnapshotResponse: remaining_bytes = 2, blob = 3; the last blob is the SHA-256 */
+    struct buf all; /* every blob; the last one starts at last_off */
+    buf_init(&all);
+    size_t last_off = 0, msgs = 0;
+    uint64_t prev_remaining = UINT64_MAX;
+    for (size_t off = 0; off < c->data.len;) {
+        ck_assert_uint_ge(c->data.len - off, 5);
+        size_t len = (size_t)c->data.p[off + 1] << 24 | (size_t)c->data.p[off + 2] << 16 |
+                     (size_t)c->data.p[off + 3] << 8 | c->data.p[off + 4];
+        const uint8_t *m = c->data.p + off + 5;
+        ck_assert_uint_le(len, c->data.len - off - 5);
+        ck_assert_uint_le(len, (32u << 10) + 16);
+        uint64_t remaining = 0;
+        for (size_t i = 0; i < len;) {
+            uint64_t tag, v;
+            ck_assert(varint_at(m, len, &i, &tag));
+            ck_assert(varint_at(m, len, &i, &v));
+            if (tag == (2 << 3))
+                remaining = v;
+            if (tag == (3 << 3 | 2)) {
+                ck_assert_uint_le(v, len - i);
+                last_off = all.len;
+                buf_append(&all, m + i, v);
+                i += v;
+            }
+        }
+        ck_assert_uint_le(remaining, prev_remaining);
+        prev_remaining = remaining;
+        msgs++;
+        off += 5 + len;
+    }
+    ck_assert_uint_ge(msgs, 3);
+    ck_assert_uint_eq(prev_remaining, 0);
+    ck_assert_uint_eq(all.len - last_off, 32);
+    ck_assert_uint_gt(last_off, 20 * sizeof(val));
+    ck_assert(memcmp(all.p, "MSSNAP01", 8) == 0);
+    uint8_t digest[32];
+    struct sha256 sh;
+    sha256_init(&sh);
+    sha256_update(&sh, all.p, last_off);
+    sha256_final(&sh, digest);
+    ck_assert(memcmp(digest, all.p + last_off, 32) == 0);
+    buf_fini(&all);
+    gc_free(g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("grpc");
@@ -447,6 +526,7 @@ int main(void)
     tcase_add_test(tc, oversized_message);
     tcase_add_test(tc, reset_and_disconnect_free_calls);
     tcase_add_test(tc, many_concurrent_streams);
+    tcase_add_test(tc, snapshot_stream);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

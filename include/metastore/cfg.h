@@ -58,11 +58,14 @@ struct cfg {
     uint64_t auto_compaction_retention; /* periodic: milliseconds; revision: revisions; 0 off */
     char restore_snapshot[4096];        /* --restore-snapshot: build data_dir from it and exit */
     char compaction_retention_text[64];
-    uint64_t watch_progress_ms;         /* --experimental-watch-progress-notify-interval */
-    uint64_t watch_stream_buffer_bytes; /* --watch-stream-buffer-bytes */
-    uint64_t watch_total_buffer_bytes;  /* --watch-total-buffer-bytes (0: no budget) */
-    uint64_t max_watchers;              /* --max-watchers */
-    uint64_t max_watchers_per_stream;   /* --max-watchers-per-stream */
+    uint64_t watch_progress_ms;          /* --experimental-watch-progress-notify-interval */
+    uint64_t watch_stream_buffer_bytes;  /* --watch-stream-buffer-bytes */
+    uint64_t watch_total_buffer_bytes;   /* --watch-total-buffer-bytes (0: no budget) */
+    uint64_t max_watchers;               /* --max-watchers */
+    uint64_t max_watchers_per_stream;    /* --max-watchers-per-stream */
+    uint64_t grpc_keepalive_min_ms;      /* --grpc-keepalive-min-time: client pings' minimum gap */
+    uint64_t grpc_keepalive_interval_ms; /* --grpc-keepalive-interval: silence before a ping */
+    uint64_t grpc_keepalive_timeout_ms;  /* --grpc-keepalive-timeout: wait for its answer */
     uint64_t heartbeat_ms;
     uint64_t election_ms;
     bool pre_vote; /* --pre-vote */

@@ -381,6 +381,23 @@ static bool set_watch_progress(struct cfg *c, const char *v, char *msg, size_t m
     return true;
 }
 
+static bool set_keepalive_min(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_duration_ms(v, &c->grpc_keepalive_min_ms, "--grpc-keepalive-min-time", msg, msgsz);
+}
+
+static bool set_keepalive_interval(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_duration_ms(v, &c->grpc_keepalive_interval_ms, "--grpc-keepalive-interval", msg,
+                             msgsz);
+}
+
+static bool set_keepalive_timeout(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_duration_ms(v, &c->grpc_keepalive_timeout_ms, "--grpc-keepalive-timeout", msg,
+                             msgsz);
+}
+
 static bool set_watch_stream_buffer(struct cfg *c, const char *v, char *msg, size_t msgsz)
 {
     return parse_u64(v, 1024, &c->watch_stream_buffer_bytes, "--watch-stream-buffer-bytes", msg,
@@ -495,6 +512,16 @@ static const struct cfg_flag CFG_FLAGS[] = {
     {"max-watchers", "100000", "Maximum number of watchers on this member.", set_max_watchers},
     {"max-watchers-per-stream", "10000", "Maximum number of watchers on one watch stream.",
      set_max_watchers_per_stream},
+    {"grpc-keepalive-min-time", "5s",
+     "Minimum interval duration that a client should wait before pinging server.",
+     set_keepalive_min},
+    {"grpc-keepalive-interval", "2h",
+     "Frequency duration of server-to-client ping to check if a connection is alive (0 to "
+     "disable).",
+     set_keepalive_interval},
+    {"grpc-keepalive-timeout", "20s",
+     "Additional duration of wait before closing a non-responsive connection (0 to disable).",
+     set_keepalive_timeout},
     {"log-level", "info", "Log level: debug, info, warn or error.", set_log_level},
     {"backend", "lmdb", "Storage backend: lmdb (persistent) or memory.", set_backend},
     {"restore-snapshot", "",

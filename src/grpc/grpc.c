@@ -79,6 +79,8 @@ void grpc_conn_kill(struct grpc_conn *c)
         event_del(c->rd);
     if (c->wr_on)
         event_del(c->wr);
+    if (c->ka)
+        event_del(c->ka);
     c->rd_on = c->wr_on = false;
     c->reap_next = c->g->reap;
     c->g->reap = c;
@@ -94,7 +96,11 @@ struct grpc *grpc_create(struct event_base *base, struct srv *srv, ms_err *err)
     }
     g->base = base;
     g->srv = srv;
-    g->max_recv = (size_t)srv_cfg(srv)->max_request_bytes + GRPC_OVERHEAD;
+    const struct cfg *cfg = srv_cfg(srv);
+    g->max_recv = (size_t)cfg->max_request_bytes + GRPC_OVERHEAD;
+    g->ka_min_ms = cfg->grpc_keepalive_min_ms;
+    g->ka_interval_ms = cfg->grpc_keepalive_interval_ms;
+    g->ka_timeout_ms = cfg->grpc_keepalive_timeout_ms;
     g->reap_ev = event_new(base, -1, 0, on_reap, g);
     if (!g->reap_ev) {
         free(g);

@@ -15,6 +15,7 @@
  */
 #include "grpc_int.h"
 
+#include "metastore/clock.h"
 #include "metastore/log.h"
 
 #include <errno.h>
@@ -26,11 +27,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define READ_CHUNK  (16u << 10)
-#define OUT_HIGH    (256u << 10) /* no new frames are made while this much waits */
-#define IN_HIGH     (64u << 20)  /* partial request messages a connection may hold */
-#define MAX_STREAMS 4096         /* SETTINGS_MAX_CONCURRENT_STREAMS */
-#define ARENA_FIRST 4096
+#define READ_CHUNK   (16u << 10)
+#define OUT_HIGH     (256u << 10)      /* no new frames are made while this much waits */
+#define IN_HIGH      (64u << 20)       /* partial request messages a connection may hold */
+#define MAX_STREAMS  4096              /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define PING_IDLE_MS (2 * 3600 * 1000) /* grpc-go: pings without calls closer than 2 h strike */
+#define MAX_STRIKES  2                 /* grpc-go's maxPingStrikes */
+#define ARENA_FIRST  4096
 
 static void conn_flush(struct grpc_conn *c);
 
@@ -487,9 +490,35 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     return 0;
 }
 
+/* A client's PING, judged as grpc-go's server does (http2_server.go handlePing): closer to the
+ * one before than --grpc-keepalive-min-time while calls are open, or than 2 hours while none
+ * is (etcd does not permit pings without streams), is a strike, unless we sent HEADERS or DATA
+ * since; past two strikes the connection ends with GOAWAY ENHANCE_YOUR_CALM "too_many_pings". */
+static void client_ping(struct grpc_conn *c)
+{
+    uint64_t now = clock_now_ms(), last = c->last_ping_rx_ms;
+    c->last_ping_rx_ms = now;
+    if (c->reset_strikes) {
+        c->reset_strikes = false;
+        c->ping_strikes = 0;
+        return;
+    }
+    uint64_t min = c->n_calls ? c->g->ka_min_ms : PING_IDLE_MS;
+    if (last && now - last < min)
+        c->ping_strikes++;
+    if (c->ping_strikes > MAX_STRIKES && !c->goaway_close) {
+        static const char why[] = "too_many_pings";
+        nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->h2),
+                              NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)why, sizeof(why) - 1);
+        c->goaway_close = true;
+    }
+}
+
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
-    (void)user;
+    if (f->hd.type == NGHTTP2_PING && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+        client_ping(user);
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
     struct grpc_call *call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
@@ -527,7 +556,8 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
  * stream and its call end now (grpc-go does the same once a handler returns). */
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
-    (void)user;
+    if (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA)
+        ((struct grpc_conn *)user)->reset_strikes = true;
     if (f->hd.type != NGHTTP2_HEADERS || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     struct grpc_call *call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
@@ -616,7 +646,8 @@ static void conn_flush(struct grpc_conn *c)
             event_del(c->wr);
         c->wr_on = want_wr;
     }
-    if (!pending(c) && !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) {
+    if (!pending(c) && !nghttp2_session_want_write(c->h2) &&
+        (c->goaway_close || !nghttp2_session_want_read(c->h2))) {
         grpc_conn_kill(c); /* GOAWAY exchanged, or a fatal protocol error answered */
         return;
     }
@@ -651,7 +682,49 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         grpc_conn_kill(c);
         return;
     }
+    c->last_rx_ms = clock_now_ms();
     grpc_conn_feed(c, b, (size_t)n);
+}
+
+static void ka_arm(struct grpc_conn *c, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(c->ka, &tv);
+}
+
+/* The server's keepalive (grpc-go's keepalive.ServerParameters Time and Timeout): after
+ * --grpc-keepalive-interval without a byte from the client, a PING; if nothing at all arrives
+ * within --grpc-keepalive-timeout after it, the connection is closed. */
+static void on_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+    struct grpc_conn *c = arg;
+    struct grpc *g = c->g;
+    (void)fd, (void)what;
+    uint64_t now = clock_now_ms();
+    if (c->ping_out) {
+        if (c->last_rx_ms >= c->ping_sent_ms) {
+            c->ping_out = false;
+        } else if (now - c->ping_sent_ms >= g->ka_timeout_ms) {
+            log_debug("grpc: closing a connection silent for %llu ms after a ping",
+                      (unsigned long long)(now - c->ping_sent_ms));
+            grpc_conn_kill(c);
+            return;
+        } else {
+            ka_arm(c, g->ka_timeout_ms - (now - c->ping_sent_ms));
+            return;
+        }
+    }
+    uint64_t idle = now - c->last_rx_ms;
+    if (idle < g->ka_interval_ms) {
+        ka_arm(c, g->ka_interval_ms - idle);
+        return;
+    }
+    nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL);
+    c->ping_out = g->ka_timeout_ms > 0;
+    c->ping_sent_ms = now;
+    conn_flush(c);
+    if (!c->dead)
+        ka_arm(c, c->ping_out ? g->ka_timeout_ms : g->ka_interval_ms);
 }
 
 static void on_write(evutil_socket_t fd, short what, void *arg)
@@ -723,6 +796,18 @@ struct grpc_conn *grpc_conn_create(struct grpc *g, int fd)
         free(c);
         return NULL;
     }
+    c->last_rx_ms = clock_now_ms();
+    if (g->ka_interval_ms) {
+        c->ka = evtimer_new(g->base, on_keepalive, c);
+        if (!c->ka) {
+            event_free(c->rd);
+            event_free(c->wr);
+            nghttp2_session_del(c->h2);
+            free(c);
+            return NULL;
+        }
+        ka_arm(c, g->ka_interval_ms);
+    }
     c->next = g->conns;
     if (g->conns)
         g->conns->prev = c;
@@ -739,6 +824,8 @@ void grpc_conn_free(struct grpc_conn *c)
     nghttp2_session_del(c->h2);
     event_free(c->rd);
     event_free(c->wr);
+    if (c->ka)
+        event_free(c->ka);
     close(c->fd);
     buf_fini(&c->out);
     if (c->prev)

@@ -89,12 +89,21 @@ struct grpc_conn {
     struct event *wr;
     bool rd_on;
     bool wr_on;
-    bool in_recv; /* inside nghttp2_session_mem_recv: output waits for its end */
-    bool in_send; /* inside nghttp2_session_mem_send (a data source or on_drain runs) */
-    bool dead;    /* in the reap list: no more I/O */
+    bool in_recv;      /* inside nghttp2_session_mem_recv: output waits for its end */
+    bool in_send;      /* inside nghttp2_session_mem_send (a data source or on_drain runs) */
+    bool dead;         /* in the reap list: no more I/O */
+    bool goaway_close; /* a GOAWAY that ends the connection is queued: close once it is out */
     struct buf out;
     size_t out_off;
     size_t in_held; /* bytes the calls' deframers hold */
+    /* keepalive (etcd's --grpc-keepalive-*, as grpc-go serves them) */
+    struct event *ka;      /* the server's ping timer; NULL when the interval is 0 */
+    uint64_t last_rx_ms;   /* bytes last read */
+    uint64_t ping_sent_ms; /* our ping, while ping_out */
+    bool ping_out;         /* our ping waits for any answer */
+    bool reset_strikes;    /* we sent HEADERS or DATA since the client's last ping */
+    uint64_t last_ping_rx_ms;
+    unsigned ping_strikes; /* client pings sooner than the policy allows */
     struct grpc_call *calls;
     size_t n_calls;
     struct grpc_conn *prev;
@@ -105,7 +114,10 @@ struct grpc_conn {
 struct grpc {
     struct event_base *base;
     struct srv *srv;
-    size_t max_recv; /* etcd's MaxRecvMsgSize: --max-request-bytes + 512 KiB */
+    size_t max_recv;         /* etcd's MaxRecvMsgSize: --max-request-bytes + 512 KiB */
+    uint64_t ka_min_ms;      /* client pings closer than this (with calls open) are strikes */
+    uint64_t ka_interval_ms; /* silence after which the server pings (0: never) */
+    uint64_t ka_timeout_ms;  /* ... and waits this long for anything (0: forever) */
     struct grpc_conn *conns;
     size_t n_conns;
     size_t n_calls;

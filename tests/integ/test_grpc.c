@@ -61,6 +61,8 @@ struct gc {
     struct call calls[MAX_CALLS];
     struct body *bodies;
     bool goaway;
+    uint32_t goaway_code;
+    int pings; /* PINGs received from the server (not ACKs) */
     bool eof;
 };
 
@@ -110,8 +112,13 @@ static int on_close(nghttp2_session *s, int32_t id, uint32_t code, void *user)
 static int on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
     (void)s;
-    if (f->hd.type == NGHTTP2_GOAWAY)
-        ((struct gc *)user)->goaway = true;
+    struct gc *g = user;
+    if (f->hd.type == NGHTTP2_GOAWAY) {
+        g->goaway = true;
+        g->goaway_code = f->goaway.error_code;
+    }
+    if (f->hd.type == NGHTTP2_PING && !(f->hd.flags & NGHTTP2_FLAG_ACK))
+        g->pings++;
     return 0;
 }
 
@@ -129,7 +136,8 @@ static ssize_t body_read(nghttp2_session *s, int32_t id, uint8_t *dst, size_t le
     return (ssize_t)n;
 }
 
-static struct gc *gc_open(int port, bool preface)
+/* A client; without ping_ack it leaves the server's PINGs unanswered (a dead peer). */
+static struct gc *gc_open_opt(int port, bool preface, bool ping_ack)
 {
     struct gc *g = calloc(1, sizeof(*g));
     g->fd = tu_connect(port);
@@ -144,11 +152,20 @@ static struct gc *gc_open(int port, bool preface)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_close);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame);
-    ck_assert_int_eq(nghttp2_session_client_new(&g->s, cb, g), 0);
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_no_auto_ping_ack(opt, !ping_ack);
+    ck_assert_int_eq(nghttp2_session_client_new2(&g->s, cb, g, opt), 0);
+    nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (preface)
         nghttp2_submit_settings(g->s, NGHTTP2_FLAG_NONE, NULL, 0);
     return g;
+}
+
+static struct gc *gc_open(int port, bool preface)
+{
+    return gc_open_opt(port, preface, true);
 }
 
 static void gc_free(struct gc *g)
@@ -451,6 +468,68 @@ static bool varint_at(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
     return false;
 }
 
+START_TEST(too_many_pings)
+{
+    /* etcd permits no pings without calls (grpc-go: closer than 2 h is a strike); the third
+     * strike ends the connection with GOAWAY ENHANCE_YOUR_CALM */
+    struct gc *g = gc_open(srv.port, true);
+    for (int i = 0; i < 5 && !g->goaway; i++) {
+        nghttp2_submit_ping(g->s, NGHTTP2_FLAG_NONE, NULL);
+        gc_pump(g, never, NULL, 100);
+    }
+    gc_pump(g, never, NULL, 2000);
+    ck_assert(g->goaway);
+    ck_assert_uint_eq(g->goaway_code, NGHTTP2_ENHANCE_YOUR_CALM);
+    ck_assert(g->eof);
+    gc_free(g);
+    /* a client that pings between calls' answers is fine */
+    g = gc_open(srv.port, true);
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, "k", 1);
+    for (int i = 0; i < 6; i++) {
+        nghttp2_submit_ping(g->s, NGHTTP2_FLAG_NONE, NULL);
+        ck_assert_int_eq(unary(g, "/etcdserverpb.KV/Range", m.p, m.len)->grpc_status, 0);
+    }
+    ck_assert(!g->goaway);
+    buf_fini(&m);
+    gc_free(g);
+}
+END_TEST
+
+static bool gone(struct gc *g, void *arg)
+{
+    (void)arg;
+    return g->eof;
+}
+
+START_TEST(keepalive_closes_dead_peers)
+{
+    /* a peer that answers no ping is closed after interval + timeout; one that answers stays */
+    struct tu_server ka;
+    const char *extra[] = {"--grpc-keepalive-interval", "1s", "--grpc-keepalive-timeout", "1s",
+                           NULL};
+    tu_server_start(&ka, extra);
+    struct gc *dead = gc_open_opt(ka.port, true, false);
+    struct gc *live = gc_open(ka.port, true);
+    int64_t start = tu_now_ms();
+    ck_assert(gc_pump(dead, gone, NULL, 20000));
+    ck_assert_int_ge(tu_now_ms() - start, 1900);
+    ck_assert_int_ge(dead->pings, 1);
+    gc_pump(live, never, NULL, 3000);
+    ck_assert(!live->eof);
+    ck_assert_int_ge(live->pings, 1);
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, "k", 1);
+    ck_assert_int_eq(unary(live, "/etcdserverpb.KV/Range", m.p, m.len)->grpc_status, 0);
+    buf_fini(&m);
+    gc_free(dead);
+    gc_free(live);
+    tu_server_stop(&ka);
+}
+END_TEST
+
 START_TEST(snapshot_stream)
 {
     /* enough data for several 32 KiB messages */
@@ -527,6 +606,8 @@ int main(void)
     tcase_add_test(tc, reset_and_disconnect_free_calls);
     tcase_add_test(tc, many_concurrent_streams);
     tcase_add_test(tc, snapshot_stream);
+    tcase_add_test(tc, too_many_pings);
+    tcase_add_test(tc, keepalive_closes_dead_peers);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

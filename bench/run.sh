@@ -10,6 +10,8 @@
 #   RSS idle, then loading 100k keys of 256 B (c64) and RSS after it;
 #   put (10k keys, 256 B) at c16 and c64; linearizable and serializable single-key range, 100-key
 #   prefix range and txn (version > 0 ? put), c64 (wrk + bench/kv.lua, a 2 s warm-up first);
+#   the same put, range and txn over gRPC, c64 (h2load from nghttp2-client, one fixed request
+#   body per workload, latencies from its per-request log);
 #   watch fan-out to 100, 1,000 and 10,000 watchers (build-release/bench/watch_bench).
 # Table 1 leaves both CPUs to everybody; table 2 (--pin alone) runs each server on CPU 0
 # (etcd with GOMAXPROCS=1) and wrk / watch_bench on CPU 1. Table 3 (--cluster alone) runs a
@@ -61,7 +63,7 @@ die() { log "$*"; exit 1; }
 
 install_tools() {
     local p missing=() sudo=""
-    local pkgs=(wrk util-linux)
+    local pkgs=(wrk util-linux nghttp2-client)
     [ "$ETCD" = 1 ] && pkgs+=(etcd-server)
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
@@ -434,6 +436,86 @@ load_keys() {
         "$(rss_mb "$name")" "" "" ""
 }
 
+# --- gRPC (h2load) ---------------------------------------------------------------------------
+
+# grpc_body KIND FILE: one gRPC request message (5-byte prefix + protobuf) for h2load -d:
+# put key00042 = 256 B; range key00042; txn version(key00042) > 0 ? put key00042.
+grpc_body() {
+    python3 - "$1" "$2" <<'PY'
+import struct, sys
+def varint(n):
+    out = b""
+    while True:
+        b, n = n & 0x7f, n >> 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+def field(num, payload):
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+def vfield(num, v):
+    return varint(num << 3) + varint(v)
+key, value = b"key00042", b"v" * 256
+put = field(1, key) + field(2, value)
+msg = {
+    "put": put,
+    "range": field(1, key),
+    # Compare{result GREATER(1), target VERSION(0), key, version 0}; success: RequestOp.put
+    "txn": field(1, vfield(1, 1) + field(3, key) + vfield(4, 0)) + field(2, field(2, put)),
+}[sys.argv[1]]
+open(sys.argv[2], "wb").write(struct.pack(">BI", 0, len(msg)) + msg)
+PY
+}
+
+# h2load_run NAME SECONDS CONNS KIND OUTFILE LOGFILE: one h2load run of a unary KV method.
+h2load_run() {
+    local name=$1 secs=$2 conns=$3 kind=$4 out=$5 logf=$6 method
+    case "$kind" in put) method=Put ;; range) method=Range ;; txn) method=Txn ;; esac
+    grpc_body "$kind" "$TMP/grpc.body"
+    $CLI_PREFIX h2load -t "$THREADS" -c "$conns" -m 1 -D "$secs" -d "$TMP/grpc.body" \
+        -H 'content-type: application/grpc' -H 'te: trailers' --log-file="$logf" \
+        "http://127.0.0.1:${PORT[$name]}/etcdserverpb.KV/$method" </dev/null >"$out" 2>&1 \
+        || { cat "$out" >&2; die "$name: h2load failed"; }
+}
+
+# h2load_figures OUT LOG: "req/s p50_ms p99_ms errors"; errors: requests not answered 2xx
+# (a gRPC error would still be HTTP 200: grpc_check sends each request through etcdctl first).
+h2load_figures() {
+    local rps err p50 p99
+    rps=$(awk '/^finished in/ {gsub(/,/, ""); print $4}' "$1")
+    err=$(awk '/^requests:/ {gsub(/,/, ""); print $10 + $12 + $14}' "$1")
+    read -r p50 p99 < <(awk -F'\t' '{print $3}' "$2" | sort -n \
+        | awk '{v[NR] = $1} END { if (NR) printf "%s %s\n", v[int(NR * 0.5) + 1] / 1000,
+            v[int(NR * 0.99) + 1] / 1000; else print "0 0" }')
+    echo "$rps $p50 $p99 ${err:-0}"
+}
+
+# grpc_check NAME: each workload's request once through etcdctl, which reports gRPC errors.
+grpc_check() {
+    local e=(env ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:${PORT[$1]}")
+    "${e[@]}" put key00042 "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null \
+        || die "$1: gRPC put failed"
+    "${e[@]}" get key00042 --print-value-only | grep -q '^v*$' || die "$1: gRPC range failed"
+    printf 'version("key00042") > "0"\n\nput key00042 v\n\n\n' | "${e[@]}" txn -i 2>/dev/null \
+        | grep -q SUCCESS || die "$1: gRPC txn failed"
+}
+
+# bench_grpc TABLE WORKLOAD CONNS KIND SERVER: warm-up (its errors abort), then the measured run.
+bench_grpc() {
+    local table=$1 workload=$2 conns=$3 kind=$4 name=$5 rps p50 p99 err note=""
+    log "$table: $workload on $name"
+    h2load_run "$name" "$WARMUP" "$conns" "$kind" "$TMP/h2" "$TMP/h2.log"
+    read -r rps p50 p99 err <<<"$(h2load_figures "$TMP/h2" "$TMP/h2.log")"
+    [ "$err" = 0 ] || { cat "$TMP/h2" >&2; die "$name: $workload: $err bad answers in the warm-up"; }
+    h2load_run "$name" "$DURATION" "$conns" "$kind" "$TMP/h2" "$TMP/h2.log"
+    read -r rps p50 p99 err <<<"$(h2load_figures "$TMP/h2" "$TMP/h2.log")"
+    if [ "$err" != 0 ]; then
+        note="$err errors"
+        log "$name: $workload: $err requests failed"
+    fi
+    result "$table" "$workload" "$name" "$rps" "$p50" "$p99" "$note"
+}
+
 # --- watch -----------------------------------------------------------------------------------
 
 watch_field() { grep -o "$1=[0-9.]*" "$2" | head -1 | cut -d= -f2; }
@@ -504,6 +586,15 @@ run_table() {
 64 serial range one key, serializable, c64
 64 prefix range 100 keys (prefix), c64
 64 txn txn (version > 0 ? put), c64
+EOF
+    for s in $SERVERS; do grpc_check "$s"; done
+    while read -r n kind spec; do
+        i=$((i + 1))
+        for s in $(in_turn "$i"); do bench_grpc "$table" "$spec" "$n" "$kind" "$s"; done
+    done <<EOF
+64 put gRPC put, one key, 256 B, c64
+64 range gRPC range one key, linearizable, c64
+64 txn gRPC txn (version > 0 ? put), c64
 EOF
     stop_servers "$table"
     # Fresh servers for each fan-out, so that RSS per watcher is not memory freed earlier.

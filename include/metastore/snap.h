@@ -41,7 +41,9 @@ typedef ms_err (*snap_record_fn)(void *ctx, enum be_bucket b, const uint8_t *k, 
                                  const uint8_t *v, size_t vlen);
 
 /* Read and verify a whole snapshot file: the header, then each record to fn (may be NULL to only
- * verify). MS_E_DATA_CORRUPT (logged with the offset) on any damage. */
+ * verify). MS_E_DATA_CORRUPT (logged with the offset) on any damage. A file in etcd's saved
+ * layout (the snapshot zero-padded to a multiple of 512 bytes, then its SHA-256: what
+ * `etcdctl snapshot save` writes from the gRPC stream) is read as the snapshot inside. */
 ms_err snap_read(const char *path, struct snap_header *h, snap_record_fn fn, void *ctx);
 
 /* The newest snapshot file in dir (names snap-<index:016x>.snap) that verifies; returns false

@@ -4,7 +4,9 @@
  * Snapshot is a server stream: the server writes a consistent backup file (srv_backup), which
  * is unlinked once open and sent in 32 KiB messages, each read only when the one before has
  * been taken by HTTP/2 (the drain hook), so memory stays bounded however slow the client; the
- * last message's blob is the SHA-256 of everything before it, as etcd sends it.
+ * last message's blob is the SHA-256 of everything before it, as etcd sends it. The file is
+ * zero-padded to a multiple of 512 bytes (a bbolt file always is, and etcdctl snapshot save
+ * refuses anything else); snap_read finds the snapshot inside such a saved file.
  */
 #include "grpc_int.h"
 
@@ -14,6 +16,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define SNAP_PIECE (32u << 10)
@@ -177,7 +180,8 @@ void grpc_maint_defragment(struct grpc_call *call, const uint8_t *p, size_t len)
 
 struct snap {
     int fd;
-    uint64_t total;
+    uint64_t size;  /* the file's bytes, */
+    uint64_t total; /* then zeros up to this multiple of 512 */
     uint64_t sent;
     struct sha256 sha;
 };
@@ -191,7 +195,11 @@ static void snap_next(struct grpc_call *call)
     if (st->sent < st->total) {
         size_t want =
             st->total - st->sent < SNAP_PIECE ? (size_t)(st->total - st->sent) : SNAP_PIECE;
-        ssize_t n = read(st->fd, piece, want);
+        ssize_t n = (ssize_t)want;
+        if (st->sent >= st->size)
+            memset(piece, 0, want); /* the padding */
+        else
+            n = read(st->fd, piece, st->size - st->sent < want ? st->size - st->sent : want);
         if (n <= 0) {
             log_error("snapshot: read failed after %llu bytes", (unsigned long long)st->sent);
             grpc_call_fail(call, MS_E_IO, NULL);
@@ -245,7 +253,8 @@ static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
         return;
     }
     st->fd = fd;
-    st->total = size;
+    st->size = size;
+    st->total = (size + 511) / 512 * 512;
     sha256_init(&st->sha);
     call->svc = st;
     grpc_call_start_stream(call);

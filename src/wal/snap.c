@@ -6,6 +6,7 @@
 #include "metastore/crc32c.h"
 #include "metastore/fs.h"
 #include "metastore/log.h"
+#include "metastore/sha256.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -194,6 +195,34 @@ ms_err snap_decode(const uint8_t *p, size_t len, struct snap_header *h, snap_rec
     }
 }
 
+/* etcd's layout of a saved snapshot, as etcdctl snapshot save writes what the gRPC stream
+ * sends: the data zero-padded to a multiple of 512 bytes, then the SHA-256 of both (etcd's
+ * restore tells it by size % 512 == 32). The snapshot's own length inside such a file, found
+ * by its CRC among the trailing zeros; len when p is not laid out so. */
+static size_t etcd_layout_len(const uint8_t *p, size_t len)
+{
+    if (len % 512 != 32 || len < 512 + 32)
+        return len;
+    size_t body = len - 32;
+    uint8_t d[32];
+    struct sha256 sh;
+    sha256_init(&sh);
+    sha256_update(&sh, p, body);
+    sha256_final(&sh, d);
+    if (memcmp(d, p + body, 32) != 0)
+        return len;
+    size_t z = body; /* the trailing zeros (at most 511 of padding) start at z or later */
+    while (z > SNAP_HDR + 5 && p[z - 1] == 0 && body - z < 511)
+        z--;
+    uint32_t crc = crc32c(0, p, z - 4);
+    for (size_t n = z; n <= body; n++) {
+        if (crc == be32_get(p + n - 4))
+            return n;
+        crc = crc32c(crc, p + n - 4, 1);
+    }
+    return len;
+}
+
 ms_err snap_read(const char *path, struct snap_header *h, snap_record_fn fn, void *ctx)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -209,7 +238,7 @@ ms_err snap_read(const char *path, struct snap_header *h, snap_record_fn fn, voi
     close(fd);
     if (p == MAP_FAILED)
         return MS_E_IO;
-    ms_err e = snap_decode(p, len, h, fn, ctx);
+    ms_err e = snap_decode(p, etcd_layout_len(p, len), h, fn, ctx);
     munmap((void *)p, len);
     if (e == MS_E_DATA_CORRUPT)
         log_error("snapshot: %s is damaged", path);

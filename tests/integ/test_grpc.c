@@ -52,6 +52,7 @@ struct call {
 struct body {
     struct buf b;
     size_t off;
+    bool keep_open; /* no END_STREAM after it: the request side stays open */
     struct body *next;
 };
 
@@ -129,9 +130,11 @@ static ssize_t body_read(nghttp2_session *s, int32_t id, uint8_t *dst, size_t le
     struct body *b = src->ptr;
     size_t left = b->b.len - b->off;
     size_t n = left < len ? left : len;
+    if (!n && b->keep_open)
+        return NGHTTP2_ERR_DEFERRED;
     memcpy(dst, b->b.p + b->off, n);
     b->off += n;
-    if (b->off == b->b.len)
+    if (b->off == b->b.len && !b->keep_open)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
 }
@@ -184,9 +187,19 @@ static void gc_free(struct gc *g)
     free(g);
 }
 
-/* Start a call: path, then the message bytes framed (or raw when !frame); end: half-close. */
+static int32_t gc_call_opt(struct gc *g, const char *path, const void *msg, size_t len, bool frame,
+                           const char *timeout, bool keep_open);
+
+/* Start a call: path, then the message bytes framed (or raw when !frame), then the half-close. */
 static int32_t gc_call(struct gc *g, const char *path, const void *msg, size_t len, bool frame,
                        const char *timeout)
+{
+    return gc_call_opt(g, path, msg, len, frame, timeout, false);
+}
+
+/* The same; with keep_open the request side stays open (a stream). */
+static int32_t gc_call_opt(struct gc *g, const char *path, const void *msg, size_t len, bool frame,
+                           const char *timeout, bool keep_open)
 {
     nghttp2_nv nv[7];
     size_t n = 0;
@@ -201,6 +214,7 @@ static int32_t gc_call(struct gc *g, const char *path, const void *msg, size_t l
         nv[n++] = NVS("grpc-timeout", timeout);
     struct body *b = calloc(1, sizeof(*b));
     buf_init(&b->b);
+    b->keep_open = keep_open;
     b->next = g->bodies;
     g->bodies = b;
     if (frame) {
@@ -209,7 +223,8 @@ static int32_t gc_call(struct gc *g, const char *path, const void *msg, size_t l
     }
     buf_append(&b->b, msg, len);
     nghttp2_data_provider dp = {.source.ptr = b, .read_callback = body_read};
-    int32_t id = nghttp2_submit_request(g->s, NULL, nv, n, b->b.len ? &dp : NULL, NULL);
+    int32_t id =
+        nghttp2_submit_request(g->s, NULL, nv, n, b->b.len || keep_open ? &dp : NULL, NULL);
     ck_assert_int_gt(id, 0);
     ck_assert_ptr_nonnull(call_of(g, id));
     return id;
@@ -468,6 +483,27 @@ static bool varint_at(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
     return false;
 }
 
+START_TEST(stream_and_deadline)
+{
+    /* LeaseKeepAlive is bidirectional: each request is answered at once (an unknown lease with
+     * TTL 0); a stream the client keeps open ends at its grpc-timeout with DeadlineExceeded */
+    struct gc *g = gc_open(srv.port, true);
+    struct buf m;
+    buf_init(&m);
+    pb_varint(&m, 1, 12345);
+    int32_t id =
+        gc_call_opt(g, "/etcdserverpb.Lease/LeaseKeepAlive", m.p, m.len, true, "300m", true);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    struct call *c = call_of(g, id);
+    ck_assert_int_eq(c->grpc_status, 4);
+    ck_assert_str_eq(c->message, "context deadline exceeded");
+    ck_assert_uint_ge(c->data.len, 5);             /* the answer came before the deadline */
+    ck_assert(contains(&c->data, "\x10\xb9\x60")); /* ID = 12345 */
+    buf_fini(&m);
+    gc_free(g);
+}
+END_TEST
+
 START_TEST(too_many_pings)
 {
     /* etcd permits no pings without calls (grpc-go: closer than 2 h is a strike); the third
@@ -606,6 +642,7 @@ int main(void)
     tcase_add_test(tc, reset_and_disconnect_free_calls);
     tcase_add_test(tc, many_concurrent_streams);
     tcase_add_test(tc, snapshot_stream);
+    tcase_add_test(tc, stream_and_deadline);
     tcase_add_test(tc, too_many_pings);
     tcase_add_test(tc, keepalive_closes_dead_peers);
     suite_add_tcase(s, tc);

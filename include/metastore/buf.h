@@ -53,6 +53,8 @@ void buf_put_be32(struct buf *b, uint32_t v);
 void buf_put_be64(struct buf *b, uint64_t v);
 /* LEB128 unsigned varint. */
 void buf_put_uvarint(struct buf *b, uint64_t v);
+/* A byte string as its uvarint length and its bytes (read back with rd_lbytes). */
+void buf_put_lbytes(struct buf *b, const uint8_t *p, size_t n);
 /* Bytes buf_put_uvarint takes for v (also a protobuf varint's size). */
 static inline size_t buf_uvarint_len(uint64_t v)
 {
@@ -83,6 +85,9 @@ uint64_t rd_be64(struct rd *r);
 uint64_t rd_uvarint(struct rd *r);
 /* Borrow n bytes; NULL (and err) if fewer remain. */
 const uint8_t *rd_bytes(struct rd *r, size_t n);
+/* Borrow a byte string written by buf_put_lbytes; NULL, *n 0 (and err) if it runs past the
+ * end. */
+const uint8_t *rd_lbytes(struct rd *r, size_t *n);
 static inline size_t rd_left(const struct rd *r)
 {
     return r->len - r->off;

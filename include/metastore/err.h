@@ -75,6 +75,15 @@ enum ms_grpc_code {
       "etcdserver: permission is not granted to the role")                                         \
     X(MS_E_AUTH_NOT_ENABLED, FAILED_PRECONDITION, "etcdserver: authentication is not enabled")     \
     X(MS_E_INVALID_AUTH_TOKEN, UNAUTHENTICATED, "etcdserver: invalid auth token")                  \
+    X(MS_E_INVALID_AUTH_MGMT, INVALID_ARGUMENT, "etcdserver: invalid auth management")             \
+    X(MS_E_AUTH_OLD_REVISION, INVALID_ARGUMENT, "etcdserver: revision of auth store is old")       \
+    X(MS_E_NO_PASSWORD_USER, UNKNOWN,                                                              \
+      "auth: authentication failed, password was given for no password user")                      \
+    /* The auth store's own errors, which etcd's maintenance service returns unconverted. */       \
+    X(MS_E_AUTH_RAW_PERMISSION_DENIED, UNKNOWN, "auth: permission denied")                         \
+    X(MS_E_AUTH_RAW_USER_EMPTY, UNKNOWN, "auth: user name is empty")                               \
+    X(MS_E_AUTH_RAW_USER_NOT_FOUND, UNKNOWN, "auth: user name not found")                          \
+    X(MS_E_AUTH_RAW_INVALID_TOKEN, UNKNOWN, "auth: invalid auth token")                            \
     X(MS_E_NO_LEADER, UNAVAILABLE, "etcdserver: no leader")                                        \
     X(MS_E_NOT_LEADER, FAILED_PRECONDITION, "etcdserver: not leader")                              \
     X(MS_E_LEADER_CHANGED, UNAVAILABLE, "etcdserver: leader changed")                              \

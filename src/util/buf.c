@@ -172,6 +172,24 @@ uint64_t rd_be64(struct rd *r)
     return p ? be64_get(p) : 0;
 }
 
+void buf_put_lbytes(struct buf *b, const uint8_t *p, size_t n)
+{
+    buf_put_uvarint(b, n);
+    buf_append(b, p, n);
+}
+
+const uint8_t *rd_lbytes(struct rd *r, size_t *n)
+{
+    uint64_t len = rd_uvarint(r);
+    if (len > rd_left(r)) {
+        r->err = true;
+        *n = 0;
+        return NULL;
+    }
+    *n = (size_t)len;
+    return rd_bytes(r, *n);
+}
+
 uint64_t rd_uvarint(struct rd *r)
 {
     uint64_t v = 0;

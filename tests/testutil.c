@@ -110,6 +110,20 @@ char *tu_nested(const char *pre, size_t n, const char *open, const char *inner, 
     return s;
 }
 
+long tu_rss_kb(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kb = strtol(line + 6, NULL, 10);
+    if (f)
+        fclose(f);
+    return kb;
+}
+
 int tu_open_fds(int pid)
 {
     char path[64];

@@ -29,6 +29,8 @@ void tu_member_id(int port, char *out, size_t cap);
 
 /* How many file descriptors process pid (0: this process) has open, from /proc. */
 int tu_open_fds(int pid);
+/* The resident set of process pid in KiB (VmRSS), -1 if unknown. */
+long tu_rss_kb(int pid);
 
 /* Compare a byte string with a C string. */
 int tu_bytes_eq(const uint8_t *p, size_t n, const char *s);
@@ -77,6 +79,9 @@ struct tu_resp {
 
 /* One request on a fresh connection (Connection: close). body may be NULL. */
 void tu_http(int port, const char *method, const char *path, const char *body, struct tu_resp *out);
+/* The same with extra header lines (each ending in "\r\n"; NULL for none). */
+void tu_http_hdr(int port, const char *method, const char *path, const char *headers,
+                 const char *body, struct tu_resp *out);
 /* POST path with a JSON body; returns the body with header IDs normalised (see tu_norm).
  * The caller frees. */
 char *tu_post(int port, const char *path, const char *body, int *status);

@@ -276,6 +276,12 @@ static void parse_response(char *raw, size_t n, struct tu_resp *out)
 
 void tu_http(int port, const char *method, const char *path, const char *body, struct tu_resp *out)
 {
+    tu_http_hdr(port, method, path, NULL, body, out);
+}
+
+void tu_http_hdr(int port, const char *method, const char *path, const char *headers,
+                 const char *body, struct tu_resp *out)
+{
     int fd = tu_connect(port);
     if (fd < 0) {
         memset(out, 0, sizeof(*out));
@@ -285,12 +291,14 @@ void tu_http(int port, const char *method, const char *path, const char *body, s
         return;
     }
     size_t bl = body ? strlen(body) : 0;
-    size_t hl = strlen(method) + strlen(path) + 200;
+    if (!headers)
+        headers = "";
+    size_t hl = strlen(method) + strlen(path) + strlen(headers) + 200;
     char *req = malloc(hl + bl);
     int k = snprintf(req, hl,
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
                      "Content-Length: %zu\r\n\r\n",
-                     method, path, bl);
+                     method, path, headers, bl);
     memcpy(req + k, body ? body : "", bl);
     tu_send_all(fd, req, (size_t)k + bl);
     free(req);

@@ -68,7 +68,9 @@ struct cfg {
     uint64_t grpc_keepalive_timeout_ms;  /* --grpc-keepalive-timeout: wait for its answer */
     uint64_t heartbeat_ms;
     uint64_t election_ms;
-    bool pre_vote; /* --pre-vote */
+    bool pre_vote;             /* --pre-vote */
+    uint64_t auth_token_ttl_s; /* --auth-token-ttl: simple tokens' idle lifetime */
+    uint64_t bcrypt_cost;      /* --bcrypt-cost */
     enum log_level log_level;
     enum cfg_backend backend;
     char config_file[4096];

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "metastore/auth.h"
 #include "metastore/cfg.h"
 #include "metastore/err.h"
 #include "metastore/kv.h"
@@ -42,6 +43,7 @@ enum srv_req_type {
     SRV_REQ_DEFRAG = 7, /* local maintenance, never in the log */
     SRV_REQ_LEASE_GRANT = 8,
     SRV_REQ_LEASE_REVOKE = 9,
+    SRV_REQ_AUTH = 10,        /* auth.h: users, roles, the flag, authenticate */
     SRV_REQ_MEMBER_ATTR = 20, /* a member publishes its name and client URLs (never a client's) */
     /* Answered by the leader's lessor (a follower asks the leader over the peer port), never
      * in the log: a keepalive (result: the granted TTL, 0 for an unknown lease) and a
@@ -107,6 +109,7 @@ struct srv_req {
         struct srv_alarm_req alarm;
         struct srv_lease_req lease;
         struct srv_member_attr_req member;
+        struct auth_req auth;
     } u;
 };
 
@@ -120,6 +123,7 @@ struct srv_result {
         struct kv_txn_resp txn;
         struct srv_alarm_resp alarm;
         struct srv_lease_resp lease;
+        struct auth_resp auth;
     } u;
 };
 
@@ -227,6 +231,22 @@ ms_err srv_lease_list(struct srv *s, struct arena *a, int64_t **ids, size_t *n);
 /* True if lease id exists and has not expired (its revoke may still be on the way). */
 bool srv_lease_alive(struct srv *s, int64_t id);
 
+/* ---- authentication (auth.h) ----
+ * Auth requests are submitted as SRV_REQ_AUTH; those with a password are hashed or checked
+ * off the loop first. The gateway resolves a request's token with srv_auth_user and checks
+ * the request with srv_auth_check (key permissions) or srv_auth_admin (root only) before
+ * submitting it; has_user false means the request carried no token. */
+
+/* The user of token tok (borrowed until the next request is submitted or applied), or
+ * MS_E_INVALID_AUTH_TOKEN (also while auth is disabled, as etcd). */
+ms_err srv_auth_user(struct srv *s, const uint8_t *tok, size_t len, struct auth_bytes *user);
+/* etcd's permission checks of a kv or lease request: MS_E_USER_EMPTY, MS_E_PERMISSION_DENIED. */
+ms_err srv_auth_check(struct srv *s, bool has_user, struct auth_bytes user,
+                      const struct srv_req *req);
+/* Root only (maintenance): MS_E_USER_EMPTY, MS_E_USER_NOT_FOUND, MS_E_PERMISSION_DENIED. */
+ms_err srv_auth_admin(struct srv *s, bool has_user, struct auth_bytes user);
+bool srv_auth_enabled(const struct srv *s);
+
 /* ---- locks and elections (etcd v3lock, v3election) ----
  * The gateway builds both services from txns and ranges, as etcd's concurrency package does;
  * the server adds the two waits they need. Each is cancelled with srv_cancel and ends in at most
@@ -307,6 +327,8 @@ void srv_watch_close(struct srv *s, struct watch_stream *st);
 /* create_request / cancel_request / progress_request of a stream (see watch.h). */
 void srv_watch_create(struct srv *s, struct watch_stream *st, const struct watch_create_req *req);
 void srv_watch_cancel(struct srv *s, struct watch_stream *st, int64_t watch_id);
+/* A create_request refused (auth): the failed-create answer with reason (static). */
+void srv_watch_refuse(struct srv *s, struct watch_stream *st, const char *reason);
 void srv_watch_progress(struct srv *s, struct watch_stream *st);
 /* The stream's output drained: its victims catch up from history. */
 void srv_watch_writable(struct srv *s, struct watch_stream *st);

@@ -162,6 +162,9 @@ void watch_stream_close(struct watch_stream *st);
  * (empty range, duplicate id, limits, OOM). Ids are assigned as etcd does: the lowest id not
  * in use on the stream, counting up from the last one assigned. */
 void watch_create(struct watch_stream *st, const struct watch_create_req *req);
+/* Refuse a create_request the caller may not make: WATCH_RESP_CREATE_FAILED with reason
+ * (a static string). */
+void watch_create_refused(struct watch_stream *st, const char *reason);
 
 /* Handle a cancel_request: answers WATCH_RESP_CANCELED and removes the watcher; an unknown id
  * gets no answer (etcd). Returns whether the id existed. */

@@ -224,6 +224,30 @@ static bool set_max_txn_ops(struct cfg *c, const char *v, char *msg, size_t msgs
     return parse_u64(v, 1, &c->max_txn_ops, "--max-txn-ops", msg, msgsz);
 }
 
+static bool set_auth_token(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    (void)c;
+    if (strcmp(v, "simple") == 0)
+        return true;
+    snprintf(msg, msgsz, "--auth-token: unsupported token provider %s (only \"simple\")", v);
+    return false;
+}
+
+static bool set_auth_token_ttl(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_u64(v, 1, &c->auth_token_ttl_s, "--auth-token-ttl", msg, msgsz);
+}
+
+static bool set_bcrypt_cost(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    if (!parse_u64(v, 4, &c->bcrypt_cost, "--bcrypt-cost", msg, msgsz))
+        return false;
+    if (c->bcrypt_cost <= 31)
+        return true;
+    snprintf(msg, msgsz, "--bcrypt-cost: %s is above bcrypt's maximum cost 31", v);
+    return false;
+}
+
 static bool set_quota(struct cfg *c, const char *v, char *msg, size_t msgsz)
 {
     if (!parse_u64(v, 0, &c->quota_backend_bytes, "--quota-backend-bytes", msg, msgsz))
@@ -489,6 +513,11 @@ static const struct cfg_flag CFG_FLAGS[] = {
      set_snapshot_count},
     {"max-txn-ops", "128", "Maximum number of operations permitted in a transaction.",
      set_max_txn_ops},
+    {"auth-token", "simple", "Specify auth token specific options (only 'simple').",
+     set_auth_token},
+    {"auth-token-ttl", "300", "The lifetime in seconds of the auth token.", set_auth_token_ttl},
+    {"bcrypt-cost", "10",
+     "Specify bcrypt algorithm cost factor for auth password hashing (4 to 31).", set_bcrypt_cost},
     {"auto-compaction-mode", "periodic",
      "Interpret 'auto-compaction-retention' one of: periodic|revision.", set_compaction_mode},
     {"auto-compaction-retention", "0",

@@ -92,6 +92,15 @@ void codec_kv(struct mjson_w *w, const struct kv_kv *kv);
 void codec_result(struct mjson_w *w, const struct srv_header *h, const struct srv_result *r);
 void codec_error(struct buf *b, const char *msg, int code);
 
+/* ---- auth (codec_auth.c) ---- */
+
+/* The request of an /v3/auth/ route (path below /v3/auth) into r; strings point into d's
+ * tree or arena. MS_E_BAD_REQUEST with d->msg on a decode error. */
+ms_err codec_decode_auth(struct mjson_dec *d, const struct mjson_val *root, enum auth_op op,
+                         struct auth_req *r);
+/* The fields of an auth answer after its header. */
+void codec_auth_body(struct mjson_w *w, const struct auth_resp *r);
+
 /* ---- watch (codec_watch.c) ---- */
 
 enum codec_watch_kind {

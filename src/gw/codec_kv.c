@@ -316,6 +316,13 @@ size_t codec_proto_size(const struct srv_req *req)
     case SRV_REQ_ALARM:
         return sz_int(1, req->u.alarm.action) + sz_int(2, (int64_t)req->u.alarm.member_id) +
                sz_int(3, req->u.alarm.alarm);
+    case SRV_REQ_AUTH: {
+        const struct auth_req *a = &req->u.auth;
+        size_t perm =
+            sz_int(1, a->perm_type) + sz_bytes(2, a->key.len) + sz_bytes(3, a->range_end.len);
+        return sz_bytes(1, a->name.len) + sz_bytes(2, a->password.len) + sz_bytes(2, a->role.len) +
+               (a->op == AUTH_OP_ROLE_GRANT ? sz_bytes(2, perm) : 0);
+    }
     }
     return 0;
 }
@@ -494,6 +501,9 @@ void codec_result(struct mjson_w *w, const struct srv_header *h, const struct sr
     case SRV_REQ_MEMBER_ATTR:
     case SRV_REQ_LEASE_KEEPALIVE: /* the lease routes encode these themselves */
     case SRV_REQ_LEASE_TTL:
+        break;
+    case SRV_REQ_AUTH:
+        codec_auth_body(w, &r->u.auth);
         break;
     case SRV_REQ_LEASE_GRANT:
         mjson_w_key(w, "ID");

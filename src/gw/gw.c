@@ -53,22 +53,22 @@ static const struct gw_route ROUTES[] = {
     {"/maintenance/hash", gw_maint_hash},
     {"/maintenance/snapshot", gw_maint_snapshot},
     {"/maintenance/transfer-leadership", NULL},
-    {"/auth/enable", NULL},
-    {"/auth/disable", NULL},
-    {"/auth/authenticate", NULL},
-    {"/auth/user/add", NULL},
-    {"/auth/user/get", NULL},
-    {"/auth/user/list", NULL},
-    {"/auth/user/delete", NULL},
-    {"/auth/user/changepw", NULL},
-    {"/auth/user/grant", NULL},
-    {"/auth/user/revoke", NULL},
-    {"/auth/role/add", NULL},
-    {"/auth/role/get", NULL},
-    {"/auth/role/list", NULL},
-    {"/auth/role/delete", NULL},
-    {"/auth/role/grant", NULL},
-    {"/auth/role/revoke", NULL},
+    {"/auth/enable", gw_auth_enable},
+    {"/auth/disable", gw_auth_disable},
+    {"/auth/authenticate", gw_auth_authenticate},
+    {"/auth/user/add", gw_auth_user_add},
+    {"/auth/user/get", gw_auth_user_get},
+    {"/auth/user/list", gw_auth_user_list},
+    {"/auth/user/delete", gw_auth_user_delete},
+    {"/auth/user/changepw", gw_auth_user_changepw},
+    {"/auth/user/grant", gw_auth_user_grant},
+    {"/auth/user/revoke", gw_auth_user_revoke},
+    {"/auth/role/add", gw_auth_role_add},
+    {"/auth/role/get", gw_auth_role_get},
+    {"/auth/role/list", gw_auth_role_list},
+    {"/auth/role/delete", gw_auth_role_delete},
+    {"/auth/role/grant", gw_auth_role_grant},
+    {"/auth/role/revoke", gw_auth_role_revoke},
     {"/lock/lock", gw_lock_lock},
     {"/lock/unlock", gw_lock_unlock},
     {"/election/campaign", gw_election_campaign},
@@ -261,7 +261,17 @@ void gw_submit(struct gw_req *r)
         gw_reply_error(r, MS_E_MSG_TOO_LARGE, msg);
         return;
     }
-    ms_err e = srv_submit(r->gw->srv, &r->sreq, gw_on_done, r, &r->srv_id);
+    if (!gw_auth_caller(r))
+        return;
+    ms_err e = MS_OK;
+    if (r->sreq.type == SRV_REQ_AUTH) {
+        r->sreq.u.auth.has_who = r->has_user;
+        r->sreq.u.auth.who = r->user;
+    } else {
+        e = srv_auth_check(r->gw->srv, r->has_user, r->user, &r->sreq);
+    }
+    if (!e)
+        e = srv_submit(r->gw->srv, &r->sreq, gw_on_done, r, &r->srv_id);
     if (e) {
         r->srv_id = 0;
         gw_reply_error(r, e, NULL);

@@ -35,8 +35,11 @@ struct gw_req {
     /* Encodes a successful result (NULL: the usual header + body of codec_result). */
     void (*encode)(struct gw_req *r, const struct srv_result *res, struct buf *out);
     struct srv_req sreq;
-    void *route;   /* the route's own state, in the arena (NULL: none) */
-    bool streamed; /* gw_stream_start sent the 200: the answer is a chunked stream */
+    void *route;            /* the route's own state, in the arena (NULL: none) */
+    bool streamed;          /* gw_stream_start sent the 200: the answer is a chunked stream */
+    bool auth_done;         /* gw_auth_caller looked at the token */
+    bool has_user;          /* it named a user */
+    struct auth_bytes user; /* in the arena */
     struct gw_req *prev;
     struct gw_req *next;
 };
@@ -93,6 +96,14 @@ void gw_watch_destroy(struct gw_watch *w);
 /* Append the watch gauges to a Prometheus text body. */
 void gw_watch_metrics(struct gw_watch *w, struct buf *out);
 
+/* The caller of r (gw_auth.c): resolve its token once into r->has_user / r->user. False when
+ * the token is invalid: r is answered (and freed). */
+bool gw_auth_caller(struct gw_req *r);
+/* gw_auth_caller for the maintenance service, which answers the auth store's own errors
+ * ("auth: ..."): with admin, root only (hash, defragment, snapshot); stream: a refusal in the
+ * streams' error envelope. False: r is answered. */
+bool gw_auth_maint(struct gw_req *r, bool admin, bool stream);
+
 /* Route handlers. */
 void gw_kv_range(struct gw_req *r);
 void gw_kv_put(struct gw_req *r);
@@ -118,5 +129,21 @@ void gw_election_proclaim(struct gw_req *r);
 void gw_election_leader(struct gw_req *r);
 void gw_election_observe(struct gw_req *r);
 void gw_election_resign(struct gw_req *r);
+void gw_auth_enable(struct gw_req *r);
+void gw_auth_disable(struct gw_req *r);
+void gw_auth_authenticate(struct gw_req *r);
+void gw_auth_user_add(struct gw_req *r);
+void gw_auth_user_get(struct gw_req *r);
+void gw_auth_user_list(struct gw_req *r);
+void gw_auth_user_delete(struct gw_req *r);
+void gw_auth_user_changepw(struct gw_req *r);
+void gw_auth_user_grant(struct gw_req *r);
+void gw_auth_user_revoke(struct gw_req *r);
+void gw_auth_role_add(struct gw_req *r);
+void gw_auth_role_get(struct gw_req *r);
+void gw_auth_role_list(struct gw_req *r);
+void gw_auth_role_delete(struct gw_req *r);
+void gw_auth_role_grant(struct gw_req *r);
+void gw_auth_role_revoke(struct gw_req *r);
 
 #endif

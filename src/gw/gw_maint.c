@@ -68,7 +68,7 @@ void gw_maint_status(struct gw_req *r)
 
 void gw_maint_hash(struct gw_req *r)
 {
-    if (!gw_parse_empty(r))
+    if (!gw_parse_empty(r) || !gw_auth_maint(r, true, false))
         return;
     uint32_t hash;
     int64_t rev;
@@ -107,6 +107,8 @@ void gw_maint_alarm(struct gw_req *r)
         gw_reply_error(r, MS_E_BAD_REQUEST, d.msg);
         return;
     }
+    if (!gw_auth_maint(r, false, false))
+        return;
     if (r->sreq.u.alarm.action == SRV_ALARM_GET) {
         const struct srv_alarm *alarms;
         size_t n;

@@ -37,7 +37,7 @@ static void encode_empty(struct gw_req *r, const struct srv_result *res, struct 
 
 void gw_maint_defrag(struct gw_req *r)
 {
-    if (!gw_parse_empty(r))
+    if (!gw_parse_empty(r) || !gw_auth_maint(r, true, false))
         return;
     r->encode = encode_empty;
     ms_err e = srv_defrag(r->gw->srv, gw_done_cb, r, &r->srv_id);
@@ -155,7 +155,7 @@ static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
 
 void gw_maint_snapshot(struct gw_req *r)
 {
-    if (!gw_parse_empty(r))
+    if (!gw_parse_empty(r) || !gw_auth_maint(r, true, true))
         return;
     ms_err e = srv_backup(r->gw->srv, on_backup, r, &r->srv_id);
     if (e) {

@@ -94,6 +94,8 @@ struct gw_watch_stream {
     struct gw_watch_stream *next;
     struct gw_watch_stream *dprev;
     struct gw_watch_stream *dnext;
+    char *token; /* the request's auth token (owned), checked at each create; NULL: none */
+    size_t token_len;
 };
 
 /* ---- blobs ---- */
@@ -499,6 +501,7 @@ static void stream_free(struct gw_watch_stream *st)
     if (st->out)
         output_released(w);
     free(st->rest);
+    free(st->token);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -571,11 +574,39 @@ static void stream_arm(struct gw_watch_stream *st)
     mark_dirty(st);
 }
 
+/* etcd isWatchPermitted: the stream's token, then read permission on the range (a watch of
+ * every key >= key is checked as that range, not as a single key as etcd 3.4 does). NULL if
+ * allowed, else the cancel_reason: the gRPC error's text. */
+static const char *watch_refusal(struct gw_watch *w, struct gw_watch_stream *st,
+                                 const struct watch_create_req *c)
+{
+    struct auth_bytes user = {NULL, 0};
+    if (st->token && srv_auth_user(w->srv, (const uint8_t *)st->token, st->token_len, &user))
+        return "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token";
+    struct srv_req q = {.type = SRV_REQ_RANGE, .u.range.span = c->span};
+    if (!c->span.key_len) {
+        q.u.range.span.key = (const uint8_t *)"";
+        q.u.range.span.key_len = 1;
+    }
+    switch (srv_auth_check(w->srv, st->token != NULL, user, &q)) {
+    case MS_OK:
+        return NULL;
+    case MS_E_USER_EMPTY:
+        return "rpc error: code = InvalidArgument desc = etcdserver: user name is empty";
+    default:
+        return "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
+    }
+}
+
 static void dispatch(struct gw_watch *w, struct gw_watch_stream *st, struct codec_watch_req *m)
 {
+    const char *refused;
     switch (m->kind) {
     case CODEC_WATCH_CREATE:
-        srv_watch_create(w->srv, st->ws, &m->create);
+        if ((refused = watch_refusal(w, st, &m->create)) != NULL)
+            srv_watch_refuse(w->srv, st->ws, refused);
+        else
+            srv_watch_create(w->srv, st->ws, &m->create);
         break;
     case CODEC_WATCH_CANCEL:
         srv_watch_cancel(w->srv, st->ws, m->cancel_id);
@@ -675,6 +706,20 @@ void gw_watch(struct gw_req *r)
     if (!st) {
         gw_reply_error(r, MS_E_NOMEM, NULL);
         return;
+    }
+    size_t n;
+    const char *tok = http_header(r->req, "Grpc-Metadata-Token", &n);
+    if (!tok)
+        tok = http_header(r->req, "Authorization", &n);
+    if (tok && !(st->token = malloc(n + 1))) {
+        stream_free(st);
+        gw_reply_error(r, MS_E_NOMEM, NULL);
+        return;
+    }
+    if (tok) {
+        memcpy(st->token, tok, n);
+        st->token[n] = 0;
+        st->token_len = n;
     }
     struct mjson_dec d;
     size_t off = 0;

@@ -79,6 +79,15 @@ static ms_err propose_expired(struct srv *s, const struct srv_req *req)
     return srv_propose(s, req, 0);
 }
 
+/* hooks.propose_for: srv_auth.c proposes a request once its password is hashed or checked. */
+static ms_err propose_for(struct srv *s, const struct srv_req *req, uint64_t id)
+{
+    ms_err e = srv_propose(s, req, id);
+    if (!e)
+        srv_wake(s);
+    return e;
+}
+
 static ms_err open_backend(struct srv *s)
 {
     ms_err err = MS_OK;
@@ -229,7 +238,9 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
                                   .snapshot_saved = srv_node_snapshot_saved,
                                   .propose = propose_expired,
                                   .leader = srv_node_leader,
-                                  .send_app = srv_node_send_app};
+                                  .send_app = srv_node_send_app,
+
+                                  .propose_for = propose_for};
     buf_init(&s->enc);
     if (!wait_init(&s->waits) || !(s->scratch = arena_create(64 << 10))) {
         *err = MS_E_NOMEM;
@@ -250,6 +261,10 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     }
     if ((*err = srv_alarms_load(s)) != MS_OK) {
         log_error("cannot read the alarms: %s", ms_err_name(*err));
+        goto out_destroy;
+    }
+    if ((*err = srv_auth_open(s)) != MS_OK) {
+        log_error("cannot read the users and roles: %s", ms_err_name(*err));
         goto out_destroy;
     }
     if ((*err = load_durable(s, &d)) != MS_OK) {
@@ -330,6 +345,7 @@ void srv_destroy(struct srv *s)
             be_sync(s->be);
     }
     srv_node_close(s);
+    srv_auth_close(s);
     srv_lock_fini(s);
     srv_watch_fini(s);
     srv_apply_fini(s);
@@ -366,6 +382,7 @@ static ms_err validate(const struct srv *s, const struct srv_req *req)
     case SRV_REQ_ALARM:
     case SRV_REQ_LEASE_GRANT:
     case SRV_REQ_LEASE_REVOKE:
+    case SRV_REQ_AUTH:
         return MS_OK;
     case SRV_REQ_LEASE_KEEPALIVE:
     case SRV_REQ_LEASE_TTL:
@@ -398,6 +415,8 @@ ms_err srv_submit(struct srv *s, const struct srv_req *req, srv_done_fn done, vo
     ms_err e = validate(s, req);
     if (e)
         return e;
+    if (req->type == SRV_REQ_AUTH && srv_auth_needs_hasher(&req->u.auth))
+        return srv_auth_submit(s, &req->u.auth, done, ctx, id);
     uint64_t rid = ++s->next_id;
     ms_err fail = MS_OK;
     bool is_read =
@@ -473,6 +492,8 @@ static void on_compactor(evutil_socket_t fd, short what, void *arg)
 
 void srv_cancel(struct srv *s, uint64_t id)
 {
+    if (srv_auth_cancel(s, id))
+        return;
     if (!wait_remove(&s->waits, id, NULL) && !srv_cancel_op(s, id))
         srv_lock_cancel(s, id);
 }

@@ -62,7 +62,8 @@ static ms_err apply_member_attr(struct srv *s, const struct srv_member_attr_req 
     return e;
 }
 
-static ms_err apply(struct srv *s, const struct srv_req *req, struct srv_result *res)
+static ms_err apply(struct srv *s, const struct srv_req *req, uint64_t index,
+                    struct srv_result *res)
 {
     ms_err e;
     memset(res, 0, sizeof(*res));
@@ -70,6 +71,10 @@ static ms_err apply(struct srv *s, const struct srv_req *req, struct srv_result 
     if (req->type == SRV_REQ_MEMBER_ATTR) {
         res->revision = kv_current_rev(s->kv);
         return apply_member_attr(s, &req->u.member);
+    }
+    if (req->type == SRV_REQ_AUTH) {
+        res->revision = kv_current_rev(s->kv);
+        return srv_apply_auth(s, &req->u.auth, index, &res->u.auth);
     }
     if (req->type == SRV_REQ_ALARM) {
         res->revision = kv_current_rev(s->kv);
@@ -165,7 +170,7 @@ static void apply_request(struct srv *s, const struct raft_entry *ent)
         if (!res)
             res = &local;
     }
-    ms_err e = apply(s, &req, res);
+    ms_err e = apply(s, &req, ent->index, res);
     count_request(s, &req, e);
     if (res == &local) {
         if (wait_find(&s->waits, id))

@@ -26,39 +26,21 @@ static int64_t get_i64(struct rd *r)
     return (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
 }
 
-static void put_bytes(struct buf *b, const uint8_t *p, size_t n)
-{
-    buf_put_uvarint(b, n);
-    buf_append(b, p, n);
-}
-
-static const uint8_t *get_bytes(struct rd *r, size_t *n)
-{
-    uint64_t len = rd_uvarint(r);
-    if (len > rd_left(r)) {
-        r->err = true;
-        *n = 0;
-        return NULL;
-    }
-    *n = (size_t)len;
-    return rd_bytes(r, *n);
-}
-
 static void put_span(struct buf *b, const struct kv_span *s)
 {
-    put_bytes(b, s->key, s->key_len);
+    buf_put_lbytes(b, s->key, s->key_len);
     buf_putc(b, (char)s->end_kind);
-    put_bytes(b, s->end, s->end_len);
+    buf_put_lbytes(b, s->end, s->end_len);
 }
 
 static void get_span(struct rd *r, struct kv_span *s)
 {
-    s->key = get_bytes(r, &s->key_len);
+    s->key = rd_lbytes(r, &s->key_len);
     uint8_t k = rd_u8(r);
     if (k > KV_END_ALL)
         r->err = true;
     s->end_kind = (enum kv_end_kind)k;
-    s->end = get_bytes(r, &s->end_len);
+    s->end = rd_lbytes(r, &s->end_len);
 }
 
 static void put_range(struct buf *b, const struct kv_range_req *q)
@@ -94,16 +76,16 @@ static void get_range(struct rd *r, struct kv_range_req *q)
 
 static void put_put(struct buf *b, const struct kv_put_req *q)
 {
-    put_bytes(b, q->key, q->key_len);
-    put_bytes(b, q->value, q->value_len);
+    buf_put_lbytes(b, q->key, q->key_len);
+    buf_put_lbytes(b, q->value, q->value_len);
     put_i64(b, q->lease);
     buf_putc(b, (char)(q->prev_kv | q->ignore_value << 1 | q->ignore_lease << 2));
 }
 
 static void get_put(struct rd *r, struct kv_put_req *q)
 {
-    q->key = get_bytes(r, &q->key_len);
-    q->value = get_bytes(r, &q->value_len);
+    q->key = rd_lbytes(r, &q->key_len);
+    q->value = rd_lbytes(r, &q->value_len);
     q->lease = get_i64(r);
     uint8_t f = rd_u8(r);
     q->prev_kv = f & 1;
@@ -136,7 +118,7 @@ static ms_err put_txn(void *ctx, const struct kv_txn_req *t)
         put_i64(b, c->result);
         put_i64(b, c->set);
         put_i64(b, c->number);
-        put_bytes(b, c->value, c->value_len);
+        buf_put_lbytes(b, c->value, c->value_len);
     }
     return MS_OK;
 }
@@ -246,7 +228,7 @@ static bool get_txn(struct rd *r, struct arena *a, struct kv_txn_req *t, int dep
             return false;
         c->set = (int)set;
         c->number = get_i64(r);
-        c->value = get_bytes(r, &c->value_len);
+        c->value = rd_lbytes(r, &c->value_len);
     }
     return get_ops(r, a, &t->success, &t->n_success, depth) &&
            get_ops(r, a, &t->failure, &t->n_failure, depth);
@@ -289,8 +271,12 @@ void srv_entry_encode(uint64_t id, const struct srv_req *req, struct buf *out)
         break;
     case SRV_REQ_MEMBER_ATTR:
         buf_put_uvarint(out, req->u.member.id);
-        put_bytes(out, (const uint8_t *)req->u.member.name, req->u.member.name_len);
-        put_bytes(out, (const uint8_t *)req->u.member.client_urls, req->u.member.client_urls_len);
+        buf_put_lbytes(out, (const uint8_t *)req->u.member.name, req->u.member.name_len);
+        buf_put_lbytes(out, (const uint8_t *)req->u.member.client_urls,
+                       req->u.member.client_urls_len);
+        break;
+    case SRV_REQ_AUTH:
+        auth_req_encode(&req->u.auth, out);
         break;
     case SRV_REQ_DEFRAG:
     case SRV_REQ_LEASE_KEEPALIVE: /* never in the log */
@@ -339,8 +325,12 @@ bool srv_entry_decode(const uint8_t *p, size_t len, struct arena *a, uint64_t *i
         break;
     case SRV_REQ_MEMBER_ATTR:
         req->u.member.id = rd_uvarint(&r);
-        req->u.member.name = (const char *)get_bytes(&r, &req->u.member.name_len);
-        req->u.member.client_urls = (const char *)get_bytes(&r, &req->u.member.client_urls_len);
+        req->u.member.name = (const char *)rd_lbytes(&r, &req->u.member.name_len);
+        req->u.member.client_urls = (const char *)rd_lbytes(&r, &req->u.member.client_urls_len);
+        break;
+    case SRV_REQ_AUTH:
+        if (!auth_req_decode(&r, &req->u.auth))
+            return false;
         break;
     default:
         return false;

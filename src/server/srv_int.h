@@ -3,6 +3,7 @@
 #define METASTORE_SRV_INT_H
 
 #include "metastore/arena.h"
+#include "metastore/auth.h"
 #include "metastore/be.h"
 #include "metastore/buf.h"
 #include "metastore/cluster.h"
@@ -211,6 +212,15 @@ struct srv_alarms {
     struct srv_alarm cleared; /* the last alarm deactivated (answer of a DEACTIVATE) */
 };
 
+/* The auth store, the password hasher and the requests they hold (srv_auth.c). */
+struct srv_auth_op;
+struct srv_auth {
+    struct auth_store *store;
+    struct auth_hasher *hasher;
+    struct event *ev;        /* the hasher's eventfd */
+    struct srv_auth_op *ops; /* with the hasher or waiting for their entry */
+};
+
 /* The watch hub and its loop events (srv_watch.c). */
 struct srv_watching {
     struct watch_hub *hub;
@@ -253,6 +263,8 @@ struct srv_hooks {
      * peer (the leader's lessor answers keepalives and time-to-lives). */
     uint64_t (*leader)(struct srv *s);
     ms_err (*send_app)(struct srv *s, uint64_t to, const void *data, size_t len);
+    /* srv_auth.c: propose req for the caller id (its wait is added by the proposer). */
+    ms_err (*propose_for)(struct srv *s, const struct srv_req *req, uint64_t id);
 };
 
 /* The server. The fields above the line are shared: set at create or owned by the loop as a
@@ -285,6 +297,7 @@ struct srv {
     struct srv_copies copies;       /* srv_snap.c */
     struct srv_leases lease;        /* srv_lease.c */
     struct srv_alarms alarm;        /* srv_alarm.c */
+    struct srv_auth auth;           /* srv_auth.c */
     struct srv_watching watch;      /* srv_watch.c */
     struct srv_locks locks;         /* srv_lock.c */
     struct srv_store store;         /* srv_store.c */
@@ -296,6 +309,7 @@ struct srv {
  * srv.c, srv_metrics.c                 entry points: lifecycle, submit, status, metrics
  * srv_node.c                           the Raft node: ready step, persist, ticks
  * srv_read.c, srv_apply.c              reads; the state machine
+ * srv_auth.c                           users, roles, tokens, password hashing, permission checks
  * srv_snap.c                           snapshots, backups, defragmentation
  * srv_alarm.c                          alarms and the quota
  * srv_lease.c                          the lessor; the end of every kv write
@@ -395,6 +409,21 @@ bool srv_self_published(const struct srv *s);
 /* The batch ends at index (of term): record it, commit as due, answer the writers. */
 void srv_apply_end(struct srv *s, uint64_t index, uint64_t term);
 
+/* srv_auth.c */
+/* Create the store from the buckets, start the hasher. */
+ms_err srv_auth_open(struct srv *s);
+/* Stop the hasher, drop held requests without calling them. */
+void srv_auth_close(struct srv *s);
+/* Whether req must go through the hasher (srv_auth_submit) rather than straight to the log. */
+bool srv_auth_needs_hasher(const struct auth_req *req);
+ms_err srv_auth_submit(struct srv *s, const struct auth_req *req, srv_done_fn done, void *ctx,
+                       uint64_t *id);
+/* Cancel request id if it is held here (false: not ours). */
+bool srv_auth_cancel(struct srv *s, uint64_t id);
+/* Apply an auth entry at log index index. */
+ms_err srv_apply_auth(struct srv *s, const struct auth_req *req, uint64_t index,
+                      struct auth_resp *out);
+
 /* srv_snap.c */
 ms_err srv_snap_init(struct srv *s);
 void srv_copy_poll(struct srv *s);
@@ -441,6 +470,8 @@ bool srv_lease_asks_waiting(const struct srv *s);
 /* An application message from peer from: a request to answer, or an answer. */
 void srv_lease_on_app(struct srv *s, uint64_t from, const uint8_t *p, size_t len);
 void srv_lease_asks_fini(struct srv *s);
+/* Call fn for each key attached to lease id (until it returns false). */
+void srv_lease_each_key(struct srv *s, int64_t id, lease_key_fn fn, void *ctx);
 size_t srv_lease_cost(void);
 ms_err srv_apply_lease_grant(struct srv *s, const struct srv_lease_req *r,
                              struct srv_lease_resp *out);

@@ -342,6 +342,11 @@ ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *
     return MS_OK;
 }
 
+void srv_lease_each_key(struct srv *s, int64_t id, lease_key_fn fn, void *ctx)
+{
+    lease_mgr_keys(s->lease.lessor, id, fn, ctx);
+}
+
 bool srv_lease_alive(struct srv *s, int64_t id)
 {
     struct lease_info li;

@@ -98,6 +98,12 @@ void srv_watch_create(struct srv *s, struct watch_stream *st, const struct watch
     arm_sync(s, 0);
 }
 
+void srv_watch_refuse(struct srv *s, struct watch_stream *st, const char *reason)
+{
+    (void)s;
+    watch_create_refused(st, reason);
+}
+
 void srv_watch_cancel(struct srv *s, struct watch_stream *st, int64_t watch_id)
 {
     (void)s;

@@ -364,6 +364,11 @@ void watch_progress_check(struct watch_stream *st)
     send_resp(st->h, st, &r);
 }
 
+void watch_create_refused(struct watch_stream *st, const char *reason)
+{
+    send_failed(st, reason);
+}
+
 void watch_create(struct watch_stream *st, const struct watch_create_req *req)
 {
     struct watch_hub *h = st->h;

@@ -372,20 +372,6 @@ END_TEST
 
 #define MANY 10000
 
-static long rss_kb(int pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof(line), f))
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kb = strtol(line + 6, NULL, 10);
-    if (f)
-        fclose(f);
-    return kb;
-}
-
 START_TEST(many_waiters)
 {
     struct rlimit rl;
@@ -403,7 +389,7 @@ START_TEST(many_waiters)
     char *got = tu_post(srv.port, "/v3/lock/lock", body, &st);
     ck_assert(json_str(got, "key", key, sizeof(key)));
     free(got);
-    long before = rss_kb(srv.pid);
+    long before = tu_rss_kb(srv.pid);
     /* Each waiter on its own connection with a fresh session lease (lease 0). */
     int *fds = malloc(MANY * sizeof(*fds));
     ck_assert_ptr_nonnull(fds);
@@ -418,7 +404,7 @@ START_TEST(many_waiters)
         tu_send_all(fds[i], req, (size_t)m);
     }
     ck_assert(metric_becomes("metastore_lock_waiters", MANY, 240000));
-    long during = rss_kb(srv.pid);
+    long during = tu_rss_kb(srv.pid);
     long per_waiter = (during - before) * 1024 / MANY;
     fprintf(stderr,
             "many_waiters: RSS %ld kB before, %ld kB with %d waiters (%ld B each), "

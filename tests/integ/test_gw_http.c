@@ -73,7 +73,7 @@ START_TEST(routing)
     expect("POST", "/v3/kv/%72ange?limit=1", "{\"key\":\"Zm9v\",\"count_only\":true}", 200, NULL,
            "application/json");
     /* Not built yet: a clear gRPC Unimplemented error, not a misleading 404. */
-    expect("POST", "/v3/auth/user/list", "{}", 501, NULL, "application/json");
+    expect("POST", "/v3/cluster/member/promote", "{}", 501, NULL, "application/json");
 
     struct tu_resp r;
     tu_http(srv.port, "POST", "//v3/kv/range", "{}", &r);

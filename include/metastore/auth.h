@@ -73,6 +73,14 @@ struct auth_req {
     uint64_t checked_rev;    /* authenticate: the auth revision the password was checked at */
 };
 
+/* Who sent a request: the user its token names and the auth revision the token carries
+ * (simple tokens: the current one; JWT: the one it was signed at). */
+struct auth_caller {
+    bool has_user; /* a valid token came with the request */
+    struct auth_bytes user;
+    uint64_t revision;
+};
+
 struct auth_perm_out {
     int64_t type;
     struct auth_bytes key;
@@ -116,17 +124,19 @@ ms_err auth_apply(struct auth_store *as, struct be_txn *t, const struct auth_req
 bool auth_req_is_read(const struct auth_req *req);
 
 /* ---- checks (etcd isOpPermitted, IsAdminPermitted) ----
- * has_user false: the request had no token. While auth is disabled everything is allowed. */
-ms_err auth_check_range(struct auth_store *as, bool has_user, struct auth_bytes user,
-                        struct auth_bytes key, struct auth_bytes range_end, enum auth_perm perm);
-ms_err auth_check_admin(struct auth_store *as, bool has_user, struct auth_bytes user);
+ * While auth is disabled everything is allowed. A caller whose token predates the current auth
+ * revision (JWT) gets MS_E_AUTH_OLD_REVISION from the range checks. */
+ms_err auth_check_range(struct auth_store *as, const struct auth_caller *c, struct auth_bytes key,
+                        struct auth_bytes range_end, enum auth_perm perm);
+ms_err auth_check_admin(struct auth_store *as, const struct auth_caller *c);
 
 /* ---- tokens ----
- * The user of token tok (borrowed; see above), refreshing its lifetime. MS_E_INVALID_AUTH_TOKEN
- * if it is unknown or expired, whether or not auth is enabled (etcd checks a token whenever one
- * is sent). */
+ * The caller token tok names (its user borrowed; see above), refreshing a simple token's
+ * lifetime (now_ms: the simple tokens' clock; a JWT's exp is checked against Unix time).
+ * MS_E_INVALID_AUTH_TOKEN if it is unknown, expired, or (JWT) does not verify, whether or not auth
+ * is enabled (etcd checks a token whenever one is sent). */
 ms_err auth_token_user(struct auth_store *as, const uint8_t *tok, size_t len, uint64_t now_ms,
-                       struct auth_bytes *user);
+                       struct auth_caller *out);
 /* A fresh random token prefix (16 letters + NUL) for an authenticate. */
 void auth_token_prefix(char out[17]);
 size_t auth_token_count(const struct auth_store *as);
@@ -135,6 +145,35 @@ size_t auth_token_count(const struct auth_store *as);
  * MS_E_AUTH_FAILED (no such user), MS_E_NO_PASSWORD_USER, or MS_OK with *hash (NUL-terminated,
  * borrowed). */
 ms_err auth_password_hash(struct auth_store *as, struct auth_bytes user, const char **hash);
+
+/* ---- JWT tokens (etcd --auth-token jwt,pub-key=…,priv-key=…,sign-method=…,ttl=…) ---- */
+struct auth_jwt;
+
+/* The parts of a token as auth_jwt_parse finds them (bytes in the token or the arena). */
+struct auth_jwt_parts {
+    struct auth_bytes header; /* base64url, as sent */
+    size_t signed_len;        /* header '.' claims */
+    struct auth_bytes sig;    /* decoded */
+    struct auth_bytes user;
+    uint64_t revision;
+    bool has_exp;
+    uint64_t exp;
+};
+
+/* opts: what follows "jwt," in --auth-token. NULL with msg filled on a bad option or key. */
+struct auth_jwt *auth_jwt_open(const char *opts, char *msg, size_t msgsz);
+void auth_jwt_close(struct auth_jwt *j);
+bool auth_jwt_can_sign(const struct auth_jwt *j);
+/* A token for user at revision, expiring ttl after now_s: *out is malloc'd, NUL-terminated. */
+ms_err auth_jwt_sign(const struct auth_jwt *j, struct auth_bytes user, uint64_t revision,
+                     uint64_t now_s, char **out, size_t *out_len);
+/* Split and decode a token without checking its signature: MS_E_INVALID_AUTH_TOKEN. */
+ms_err auth_jwt_parse(const uint8_t *tok, size_t len, struct arena *a, struct auth_jwt_parts *out);
+/* Parse, check the algorithm, the signature and exp: MS_E_INVALID_AUTH_TOKEN. */
+ms_err auth_jwt_verify(const struct auth_jwt *j, const uint8_t *tok, size_t len, uint64_t now_s,
+                       struct arena *a, struct auth_bytes *user, uint64_t *revision);
+/* The store hands out and accepts JWTs from now on instead of simple tokens (owns j). */
+void auth_use_jwt(struct auth_store *as, struct auth_jwt *j);
 
 /* ---- the log form of a request (for srv's entry codec) ---- */
 void auth_req_encode(const struct auth_req *req, struct buf *out);

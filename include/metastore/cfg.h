@@ -69,6 +69,7 @@ struct cfg {
     uint64_t heartbeat_ms;
     uint64_t election_ms;
     bool pre_vote;             /* --pre-vote */
+    char auth_token[2048];     /* --auth-token: "simple" or "jwt,<options>" */
     uint64_t auth_token_ttl_s; /* --auth-token-ttl: simple tokens' idle lifetime */
     uint64_t bcrypt_cost;      /* --bcrypt-cost */
     enum log_level log_level;

@@ -235,16 +235,16 @@ bool srv_lease_alive(struct srv *s, int64_t id);
  * Auth requests are submitted as SRV_REQ_AUTH; those with a password are hashed or checked
  * off the loop first. The gateway resolves a request's token with srv_auth_user and checks
  * the request with srv_auth_check (key permissions) or srv_auth_admin (root only) before
- * submitting it; has_user false means the request carried no token. */
+ * submitting it; a caller without has_user sent no token. */
 
-/* The user of token tok (borrowed until the next request is submitted or applied), or
- * MS_E_INVALID_AUTH_TOKEN (also while auth is disabled, as etcd). */
-ms_err srv_auth_user(struct srv *s, const uint8_t *tok, size_t len, struct auth_bytes *user);
-/* etcd's permission checks of a kv or lease request: MS_E_USER_EMPTY, MS_E_PERMISSION_DENIED. */
-ms_err srv_auth_check(struct srv *s, bool has_user, struct auth_bytes user,
-                      const struct srv_req *req);
+/* The caller token tok names (its user borrowed until the next request is submitted or
+ * applied), or MS_E_INVALID_AUTH_TOKEN (also while auth is disabled, as etcd). */
+ms_err srv_auth_user(struct srv *s, const uint8_t *tok, size_t len, struct auth_caller *out);
+/* etcd's permission checks of a kv or lease request: MS_E_USER_EMPTY, MS_E_PERMISSION_DENIED,
+ * MS_E_AUTH_OLD_REVISION (a JWT older than the users and roles). */
+ms_err srv_auth_check(struct srv *s, const struct auth_caller *c, const struct srv_req *req);
 /* Root only (maintenance): MS_E_USER_EMPTY, MS_E_USER_NOT_FOUND, MS_E_PERMISSION_DENIED. */
-ms_err srv_auth_admin(struct srv *s, bool has_user, struct auth_bytes user);
+ms_err srv_auth_admin(struct srv *s, const struct auth_caller *c);
 bool srv_auth_enabled(const struct srv *s);
 
 /* ---- locks and elections (etcd v3lock, v3election) ----

@@ -74,6 +74,8 @@ struct auth_store {
     bool enabled;
     uint64_t revision;
     struct auth_tokens tokens;
+    struct auth_jwt *jwt;    /* JWT mode (NULL: simple tokens) */
+    struct arena *jwt_arena; /* the last verified token's parts */
 };
 
 /* Byte-wise order of names and keys (Go's bytes.Compare). */

@@ -138,14 +138,16 @@ static bool user_is_root(const struct auth_user *u)
     return auth_user_has_role(u, (const uint8_t *)ROOT, ROOT_LEN);
 }
 
-ms_err auth_check_range(struct auth_store *as, bool has_user, struct auth_bytes user,
-                        struct auth_bytes key, struct auth_bytes range_end, enum auth_perm perm)
+ms_err auth_check_range(struct auth_store *as, const struct auth_caller *c, struct auth_bytes key,
+                        struct auth_bytes range_end, enum auth_perm perm)
 {
     if (!as->enabled)
         return MS_OK;
-    if (!has_user)
+    if (!c->has_user)
         return MS_E_USER_EMPTY;
-    struct auth_user *u = auth_user_find(as, user.p, user.len);
+    if (c->revision < as->revision)
+        return MS_E_AUTH_OLD_REVISION;
+    struct auth_user *u = auth_user_find(as, c->user.p, c->user.len);
     if (!u)
         return MS_E_PERMISSION_DENIED;
     if (user_is_root(u))
@@ -160,13 +162,13 @@ ms_err auth_check_range(struct auth_store *as, bool has_user, struct auth_bytes 
     return ok ? MS_OK : MS_E_PERMISSION_DENIED;
 }
 
-ms_err auth_check_admin(struct auth_store *as, bool has_user, struct auth_bytes user)
+ms_err auth_check_admin(struct auth_store *as, const struct auth_caller *c)
 {
     if (!as->enabled)
         return MS_OK;
-    if (!has_user || user.len == 0)
+    if (!c->has_user || c->user.len == 0)
         return MS_E_USER_EMPTY;
-    struct auth_user *u = auth_user_find(as, user.p, user.len);
+    struct auth_user *u = auth_user_find(as, c->user.p, c->user.len);
     if (!u)
         return MS_E_USER_NOT_FOUND;
     return user_is_root(u) ? MS_OK : MS_E_PERMISSION_DENIED;

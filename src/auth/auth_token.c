@@ -7,6 +7,7 @@
  */
 #include "auth_int.h"
 
+#include "metastore/arena.h"
 #include "metastore/log.h"
 
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 struct auth_token {
     struct auth_token *chain; /* next in the bucket */
@@ -159,8 +161,16 @@ void auth_tokens_drop_user(struct auth_tokens *t, const uint8_t *user, size_t le
 }
 
 ms_err auth_token_user(struct auth_store *as, const uint8_t *tok, size_t len, uint64_t now_ms,
-                       struct auth_bytes *user)
+                       struct auth_caller *out)
 {
+    if (as->jwt) {
+        if (!as->jwt_arena && !(as->jwt_arena = arena_create(4096)))
+            return MS_E_NOMEM;
+        arena_reset(as->jwt_arena);
+        out->has_user = true;
+        return auth_jwt_verify(as->jwt, tok, len, (uint64_t)time(NULL), as->jwt_arena, &out->user,
+                               &out->revision);
+    }
     struct auth_tokens *t = &as->tokens;
     expire(t, now_ms);
     if (!t->cap)
@@ -172,7 +182,7 @@ ms_err auth_token_user(struct auth_store *as, const uint8_t *tok, size_t len, ui
             k->expires_ms = now_ms + t->ttl_ms;
             unlink_lru(t, k);
             push_newest(t, k);
-            *user = (struct auth_bytes){k->user, k->user_len};
+            *out = (struct auth_caller){true, {k->user, k->user_len}, as->revision};
             return MS_OK;
         }
     }

@@ -226,11 +226,12 @@ static bool set_max_txn_ops(struct cfg *c, const char *v, char *msg, size_t msgs
 
 static bool set_auth_token(struct cfg *c, const char *v, char *msg, size_t msgsz)
 {
-    (void)c;
-    if (strcmp(v, "simple") == 0)
-        return true;
-    snprintf(msg, msgsz, "--auth-token: unsupported token provider %s (only \"simple\")", v);
-    return false;
+    /* The JWT options (keys, method) are checked when the server opens them. */
+    if (strcmp(v, "simple") != 0 && strncmp(v, "jwt,", 4) != 0) {
+        snprintf(msg, msgsz, "--auth-token: unsupported token provider %s (simple or jwt,...)", v);
+        return false;
+    }
+    return set_str(c->auth_token, sizeof(c->auth_token), v, "--auth-token", msg, msgsz);
 }
 
 static bool set_auth_token_ttl(struct cfg *c, const char *v, char *msg, size_t msgsz)
@@ -513,7 +514,9 @@ static const struct cfg_flag CFG_FLAGS[] = {
      set_snapshot_count},
     {"max-txn-ops", "128", "Maximum number of operations permitted in a transaction.",
      set_max_txn_ops},
-    {"auth-token", "simple", "Specify auth token specific options (only 'simple').",
+    {"auth-token", "simple",
+     "Specify auth token specific options: 'simple', or "
+     "'jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256|PS256|ES256|...,ttl=5m'.",
      set_auth_token},
     {"auth-token-ttl", "300", "The lifetime in seconds of the auth token.", set_auth_token_ttl},
     {"bcrypt-cost", "10",

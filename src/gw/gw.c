@@ -265,10 +265,10 @@ void gw_submit(struct gw_req *r)
         return;
     ms_err e = MS_OK;
     if (r->sreq.type == SRV_REQ_AUTH) {
-        r->sreq.u.auth.has_who = r->has_user;
-        r->sreq.u.auth.who = r->user;
+        r->sreq.u.auth.has_who = r->caller.has_user;
+        r->sreq.u.auth.who = r->caller.user;
     } else {
-        e = srv_auth_check(r->gw->srv, r->has_user, r->user, &r->sreq);
+        e = srv_auth_check(r->gw->srv, &r->caller, &r->sreq);
     }
     if (!e)
         e = srv_submit(r->gw->srv, &r->sreq, gw_on_done, r, &r->srv_id);

@@ -18,16 +18,16 @@ static ms_err resolve(struct gw_req *r)
     if (!tok)
         tok = http_header(r->req, "Authorization", &n);
     if (tok) {
-        struct auth_bytes user;
-        ms_err e = srv_auth_user(r->gw->srv, (const uint8_t *)tok, n, &user);
+        struct auth_caller c;
+        ms_err e = srv_auth_user(r->gw->srv, (const uint8_t *)tok, n, &c);
         if (e)
             return e;
         /* The name is the store's until the next change: keep a copy. */
-        uint8_t *copy = arena_memdup(r->a, user.p, user.len ? user.len : 1);
+        uint8_t *copy = arena_memdup(r->a, c.user.p, c.user.len ? c.user.len : 1);
         if (!copy)
             return MS_E_NOMEM;
-        r->user = (struct auth_bytes){copy, user.len};
-        r->has_user = true;
+        c.user.p = copy;
+        r->caller = c;
     }
     r->auth_done = true;
     return MS_OK;
@@ -45,7 +45,7 @@ bool gw_auth_maint(struct gw_req *r, bool admin, bool stream)
 {
     ms_err e = resolve(r);
     if (!e && admin)
-        e = srv_auth_admin(r->gw->srv, r->has_user, r->user);
+        e = srv_auth_admin(r->gw->srv, &r->caller);
     /* etcd's maintenance service hands the auth store's errors back unconverted. */
     switch (e) {
     case MS_OK:

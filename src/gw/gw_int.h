@@ -35,11 +35,10 @@ struct gw_req {
     /* Encodes a successful result (NULL: the usual header + body of codec_result). */
     void (*encode)(struct gw_req *r, const struct srv_result *res, struct buf *out);
     struct srv_req sreq;
-    void *route;            /* the route's own state, in the arena (NULL: none) */
-    bool streamed;          /* gw_stream_start sent the 200: the answer is a chunked stream */
-    bool auth_done;         /* gw_auth_caller looked at the token */
-    bool has_user;          /* it named a user */
-    struct auth_bytes user; /* in the arena */
+    void *route;               /* the route's own state, in the arena (NULL: none) */
+    bool streamed;             /* gw_stream_start sent the 200: the answer is a chunked stream */
+    bool auth_done;            /* gw_auth_caller looked at the token */
+    struct auth_caller caller; /* who the token names (user in the arena) */
     struct gw_req *prev;
     struct gw_req *next;
 };
@@ -96,7 +95,7 @@ void gw_watch_destroy(struct gw_watch *w);
 /* Append the watch gauges to a Prometheus text body. */
 void gw_watch_metrics(struct gw_watch *w, struct buf *out);
 
-/* The caller of r (gw_auth.c): resolve its token once into r->has_user / r->user. False when
+/* The caller of r (gw_auth.c): resolve its token once into r->caller. False when
  * the token is invalid: r is answered (and freed). */
 bool gw_auth_caller(struct gw_req *r);
 /* gw_auth_caller for the maintenance service, which answers the auth store's own errors

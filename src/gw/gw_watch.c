@@ -580,19 +580,21 @@ static void stream_arm(struct gw_watch_stream *st)
 static const char *watch_refusal(struct gw_watch *w, struct gw_watch_stream *st,
                                  const struct watch_create_req *c)
 {
-    struct auth_bytes user = {NULL, 0};
-    if (st->token && srv_auth_user(w->srv, (const uint8_t *)st->token, st->token_len, &user))
+    struct auth_caller caller = {false, {NULL, 0}, 0};
+    if (st->token && srv_auth_user(w->srv, (const uint8_t *)st->token, st->token_len, &caller))
         return "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token";
     struct srv_req q = {.type = SRV_REQ_RANGE, .u.range.span = c->span};
     if (!c->span.key_len) {
         q.u.range.span.key = (const uint8_t *)"";
         q.u.range.span.key_len = 1;
     }
-    switch (srv_auth_check(w->srv, st->token != NULL, user, &q)) {
+    switch (srv_auth_check(w->srv, &caller, &q)) {
     case MS_OK:
         return NULL;
     case MS_E_USER_EMPTY:
         return "rpc error: code = InvalidArgument desc = etcdserver: user name is empty";
+    case MS_E_AUTH_OLD_REVISION:
+        return "rpc error: code = InvalidArgument desc = etcdserver: revision of auth store is old";
     default:
         return "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
     }

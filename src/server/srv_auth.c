@@ -52,6 +52,16 @@ ms_err srv_auth_open(struct srv *s)
     ms_err e = auth_load(s->auth.store, s->wtxn);
     if (e)
         return e;
+    if (strncmp(s->cfg.auth_token, "jwt", 3) == 0) {
+        char msg[512];
+        const char *opts = s->cfg.auth_token[3] == ',' ? s->cfg.auth_token + 4 : "";
+        struct auth_jwt *j = auth_jwt_open(opts, msg, sizeof(msg));
+        if (!j) {
+            log_error("%s", msg);
+            return MS_E_BAD_REQUEST;
+        }
+        auth_use_jwt(s->auth.store, j);
+    }
     s->auth.hasher = auth_hasher_create((int)s->cfg.bcrypt_cost, MAX_HASH_JOBS);
     if (!s->auth.hasher)
         return MS_E_INTERNAL;
@@ -258,14 +268,14 @@ ms_err srv_apply_auth(struct srv *s, const struct auth_req *r, uint64_t index,
 
 /* ---- checks ---- */
 
-ms_err srv_auth_user(struct srv *s, const uint8_t *tok, size_t len, struct auth_bytes *user)
+ms_err srv_auth_user(struct srv *s, const uint8_t *tok, size_t len, struct auth_caller *out)
 {
-    return auth_token_user(s->auth.store, tok, len, clock_now_ms(), user);
+    return auth_token_user(s->auth.store, tok, len, clock_now_ms(), out);
 }
 
-ms_err srv_auth_admin(struct srv *s, bool has_user, struct auth_bytes user)
+ms_err srv_auth_admin(struct srv *s, const struct auth_caller *c)
 {
-    return auth_check_admin(s->auth.store, has_user, user);
+    return auth_check_admin(s->auth.store, c);
 }
 
 bool srv_auth_enabled(const struct srv *s)
@@ -275,8 +285,7 @@ bool srv_auth_enabled(const struct srv *s)
 
 struct checker {
     struct srv *s;
-    bool has_user;
-    struct auth_bytes user;
+    const struct auth_caller *caller;
 };
 
 static ms_err check_span(const struct checker *c, const struct kv_span *sp, enum auth_perm perm)
@@ -287,7 +296,7 @@ static ms_err check_span(const struct checker *c, const struct kv_span *sp, enum
         end = (struct auth_bytes){sp->end, sp->end_len};
     else if (sp->end_kind == KV_END_ALL)
         end = (struct auth_bytes){(const uint8_t *)"", 1};
-    return auth_check_range(c->s->auth.store, c->has_user, c->user, key, end, perm);
+    return auth_check_range(c->s->auth.store, c->caller, key, end, perm);
 }
 
 struct lease_keys_check {
@@ -343,10 +352,9 @@ static ms_err check_op(void *ctx, const struct kv_op *op)
 
 static const struct kv_visit check_visit = {.txn = check_txn, .op = check_op};
 
-ms_err srv_auth_check(struct srv *s, bool has_user, struct auth_bytes user,
-                      const struct srv_req *req)
+ms_err srv_auth_check(struct srv *s, const struct auth_caller *caller, const struct srv_req *req)
 {
-    struct checker c = {s, has_user, user};
+    struct checker c = {s, caller};
     if (!auth_enabled(s->auth.store))
         return MS_OK;
     switch (req->type) {

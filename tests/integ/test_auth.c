@@ -13,7 +13,7 @@
 
 static char *post_tok(int port, const char *path, const char *body, const char *tok, int *status)
 {
-    char hdr[256] = "";
+    char hdr[4096] = "";
     if (tok)
         snprintf(hdr, sizeof(hdr), "Authorization: %s\r\n", tok);
     struct tu_resp r;
@@ -189,6 +189,70 @@ START_TEST(brute_force)
 }
 END_TEST
 
+START_TEST(jwt_tokens)
+{
+    /* Keys made with the openssl command, as an operator would. */
+    char *dir = tu_mkdtemp("ms-jwt-keys");
+    char priv[4200], pub[4200], opt[9000];
+    snprintf(priv, sizeof(priv), "%s/priv.pem", dir);
+    snprintf(pub, sizeof(pub), "%s/pub.pem", dir);
+    char cmd[16000];
+    snprintf(cmd, sizeof(cmd),
+             "timeout 60 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out %s "
+             "2>/dev/null && timeout 60 openssl pkey -in %s -pubout -out %s",
+             priv, priv, pub);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(opt, sizeof(opt), "jwt,pub-key=%s,priv-key=%s,sign-method=RS256,ttl=10m", pub, priv);
+    struct tu_server s;
+    const char *flags[] = {"--auth-token", opt, NULL};
+    tu_server_start(&s, flags);
+    setup(s.port);
+    char *a = login(s.port, "alice", "alicepw");
+    ck_assert_msg(strncmp(a, "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.", 37) == 0, "%s", a);
+    ok(s.port, "/v3/kv/range", "{\"key\":\"ay9h\"}", a);
+    expect(s.port, "/v3/kv/put", "{\"key\":\"ay9h\"}", a, 403, "permission denied");
+    /* A tampered token (the claims' last character) is refused. */
+    char *bad = strdup(a);
+    char *dot = strrchr(bad, '.');
+    dot[-1] = dot[-1] == 'A' ? 'B' : 'A';
+    expect(s.port, "/v3/kv/range", "{\"key\":\"ay9h\"}", bad, 401, "invalid auth token");
+    free(bad);
+    /* A JWT outlives restarts: it is signed, not remembered. */
+    tu_server_stop_keep(&s, 1);
+    tu_server_restart(&s, flags);
+    ok(s.port, "/v3/kv/range", "{\"key\":\"ay9h\"}", a);
+    /* Any change of users and roles makes older tokens stale, as etcd's JWTs. */
+    char *r = login(s.port, "root", "rootpw");
+    ok(s.port, "/v3/auth/role/add", "{\"name\":\"other\"}", r);
+    expect(s.port, "/v3/kv/range", "{\"key\":\"ay9h\"}", a, 400,
+           "etcdserver: revision of auth store is old");
+    free(a);
+    a = login(s.port, "alice", "alicepw");
+    ok(s.port, "/v3/kv/range", "{\"key\":\"ay9h\"}", a);
+    free(a);
+    free(r);
+    tu_server_stop(&s);
+    /* A bad key path stops the start with a message. */
+    snprintf(opt, sizeof(opt), "jwt,pub-key=%s/none.pem,sign-method=RS256", dir);
+    const char *bad_flags[] = {"--auth-token", opt, NULL};
+    struct tu_server s2;
+    tu_server_init(&s2);
+    char url[64], ddir[4300];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", s2.port);
+    snprintf(ddir, sizeof(ddir), "%s/data", s2.dir);
+    const char *run[] = {"--listen-client-urls", url,          "--data-dir", ddir,
+                         bad_flags[0],           bad_flags[1], NULL};
+    char *out = NULL;
+    ck_assert_int_ne(tu_run(run, NULL, 20000, &out), 0);
+    ck_assert_msg(out && strstr(out, "cannot open"), "%s", out ? out : "");
+    free(out);
+    tu_rmtree(s2.dir);
+    free(s2.dir);
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("auth_integ");
@@ -197,6 +261,7 @@ int main(void)
     tcase_add_test(tc, survives_restart);
     tcase_add_test(tc, tokens_expire);
     tcase_add_test(tc, brute_force);
+    tcase_add_test(tc, jwt_tokens);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -6,11 +6,16 @@
 #include "metastore/buf.h"
 #include "testutil.h"
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define B(s) ((struct auth_bytes){(const uint8_t *)(s), strlen(s)})
+/* A caller holding a valid simple token of user u. */
+#define CALLER(as, u) (&(struct auth_caller){true, (u), auth_revision(as)})
 
 struct fix {
     struct be *be;
@@ -184,9 +189,9 @@ START_TEST(persisted_in_buckets)
     ck_assert_int_eq(auth_load(again, f.t), MS_OK);
     ck_assert(auth_enabled(again));
     ck_assert_uint_eq(auth_revision(again), auth_revision(f.as));
-    ck_assert_int_eq(auth_check_range(again, true, B("alice"), B("k/a"), B(""), AUTH_PERM_READ),
-                     MS_OK);
-    ck_assert_int_eq(auth_check_admin(again, true, B("root")), MS_OK);
+    ck_assert_int_eq(
+        auth_check_range(again, CALLER(again, B("alice")), B("k/a"), B(""), AUTH_PERM_READ), MS_OK);
+    ck_assert_int_eq(auth_check_admin(again, CALLER(again, B("root"))), MS_OK);
     const char *hash;
     ck_assert_int_eq(auth_password_hash(again, B("alice"), &hash), MS_OK);
     ck_assert_str_eq(hash, "$2b$y");
@@ -210,29 +215,35 @@ START_TEST(permission_checks)
     setup_flow(&f);
     struct auth_bytes al = B("alice"), none = B("");
     /* Inside the prefix, a point and a covered range. */
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("k/x"), none, AUTH_PERM_READ), MS_OK);
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("k/"), B("k0"), AUTH_PERM_READ), MS_OK);
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("k/a"), B("k/b"), AUTH_PERM_READ), MS_OK);
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("k/x"), none, AUTH_PERM_READ),
+                     MS_OK);
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("k/"), B("k0"), AUTH_PERM_READ),
+                     MS_OK);
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("k/a"), B("k/b"), AUTH_PERM_READ),
+                     MS_OK);
     /* Beyond it. */
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("k/"), B("k1"), AUTH_PERM_READ),
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("k/"), B("k1"), AUTH_PERM_READ),
                      MS_E_PERMISSION_DENIED);
     struct auth_bytes all = {(const uint8_t *)"", 1};
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("k/"), all, AUTH_PERM_READ),
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("k/"), all, AUTH_PERM_READ),
                      MS_E_PERMISSION_DENIED);
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("k"), none, AUTH_PERM_READ),
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("k"), none, AUTH_PERM_READ),
                      MS_E_PERMISSION_DENIED);
     /* READ is not WRITE; READWRITE is both. */
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("k/x"), none, AUTH_PERM_WRITE),
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("k/x"), none, AUTH_PERM_WRITE),
                      MS_E_PERMISSION_DENIED);
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("foo"), none, AUTH_PERM_WRITE), MS_OK);
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("foo0"), none, AUTH_PERM_WRITE),
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("foo"), none, AUTH_PERM_WRITE),
+                     MS_OK);
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("foo0"), none, AUTH_PERM_WRITE),
                      MS_E_PERMISSION_DENIED);
     /* No token, unknown user, root. */
-    ck_assert_int_eq(auth_check_range(f.as, false, none, B("foo"), none, AUTH_PERM_READ),
-                     MS_E_USER_EMPTY);
-    ck_assert_int_eq(auth_check_range(f.as, true, B("bob"), B("foo"), none, AUTH_PERM_READ),
+    ck_assert_int_eq(
+        auth_check_range(f.as, &(struct auth_caller){0}, B("foo"), none, AUTH_PERM_READ),
+        MS_E_USER_EMPTY);
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, B("bob")), B("foo"), none, AUTH_PERM_READ),
                      MS_E_PERMISSION_DENIED);
-    ck_assert_int_eq(auth_check_range(f.as, true, B("root"), B(""), all, AUTH_PERM_WRITE), MS_OK);
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, B("root")), B(""), all, AUTH_PERM_WRITE),
+                     MS_OK);
     /* Adjacent grants cover a range together; an open-ended one covers everything after it. */
     ck_assert_int_eq(run(&f,
                          as_root((struct auth_req){.op = AUTH_OP_ROLE_GRANT,
@@ -242,8 +253,9 @@ START_TEST(permission_checks)
                                                    .range_end = B("m")}),
                          NULL),
                      MS_OK);
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("k/"), B("k5"), AUTH_PERM_READ), MS_OK);
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("k/"), B("m0"), AUTH_PERM_READ),
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("k/"), B("k5"), AUTH_PERM_READ),
+                     MS_OK);
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("k/"), B("m0"), AUTH_PERM_READ),
                      MS_E_PERMISSION_DENIED);
     ck_assert_int_eq(run(&f,
                          as_root((struct auth_req){.op = AUTH_OP_ROLE_GRANT,
@@ -253,18 +265,19 @@ START_TEST(permission_checks)
                                                    .range_end = all}),
                          NULL),
                      MS_OK);
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("k/"), all, AUTH_PERM_READ), MS_OK);
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("k/"), all, AUTH_PERM_READ), MS_OK);
     /* Revoking the role takes the permissions away at once. */
     ck_assert_int_eq(run(&f,
                          as_root((struct auth_req){
                              .op = AUTH_OP_USER_REVOKE, .name = B("alice"), .role = B("reader")}),
                          NULL),
                      MS_OK);
-    ck_assert_int_eq(auth_check_range(f.as, true, al, B("k/x"), none, AUTH_PERM_READ),
+    ck_assert_int_eq(auth_check_range(f.as, CALLER(f.as, al), B("k/x"), none, AUTH_PERM_READ),
                      MS_E_PERMISSION_DENIED);
     /* Disabled: everything is allowed, tokens or not. */
     ck_assert_int_eq(run(&f, as_root((struct auth_req){.op = AUTH_OP_DISABLE}), NULL), MS_OK);
-    ck_assert_int_eq(auth_check_range(f.as, false, none, B("x"), none, AUTH_PERM_WRITE), MS_OK);
+    ck_assert_int_eq(
+        auth_check_range(f.as, &(struct auth_caller){0}, B("x"), none, AUTH_PERM_WRITE), MS_OK);
     fix_close(&f);
 }
 END_TEST
@@ -295,10 +308,10 @@ START_TEST(tokens)
     struct auth_bytes a1 = authenticate(&f, "alice", t1);
     struct auth_bytes a2 = authenticate(&f, "alice", t2);
     struct auth_bytes r1 = authenticate(&f, "root", t3);
-    struct auth_bytes u;
-    ck_assert_int_eq(auth_token_user(f.as, a1.p, a1.len, 2000, &u), MS_OK);
-    ck_assert(tu_bytes_eq(u.p, u.len, "alice"));
-    ck_assert_int_eq(auth_token_user(f.as, (const uint8_t *)"x.1", 3, 2000, &u),
+    struct auth_caller cu;
+    ck_assert_int_eq(auth_token_user(f.as, a1.p, a1.len, 2000, &cu), MS_OK);
+    ck_assert(tu_bytes_eq(cu.user.p, cu.user.len, "alice"));
+    ck_assert_int_eq(auth_token_user(f.as, (const uint8_t *)"x.1", 3, 2000, &cu),
                      MS_E_INVALID_AUTH_TOKEN);
     /* A password checked against an older revision is not honoured. */
     struct auth_req stale = {.op = AUTH_OP_AUTHENTICATE,
@@ -313,23 +326,23 @@ START_TEST(tokens)
                 .op = AUTH_OP_USER_CHANGEPW, .name = B("alice"), .password = B("$2b$z")}),
             NULL),
         MS_OK);
-    ck_assert_int_eq(auth_token_user(f.as, a1.p, a1.len, 2000, &u), MS_E_INVALID_AUTH_TOKEN);
-    ck_assert_int_eq(auth_token_user(f.as, a2.p, a2.len, 2000, &u), MS_E_INVALID_AUTH_TOKEN);
-    ck_assert_int_eq(auth_token_user(f.as, r1.p, r1.len, 2000, &u), MS_OK);
+    ck_assert_int_eq(auth_token_user(f.as, a1.p, a1.len, 2000, &cu), MS_E_INVALID_AUTH_TOKEN);
+    ck_assert_int_eq(auth_token_user(f.as, a2.p, a2.len, 2000, &cu), MS_E_INVALID_AUTH_TOKEN);
+    ck_assert_int_eq(auth_token_user(f.as, r1.p, r1.len, 2000, &cu), MS_OK);
     /* Each use renews the TTL (300 s); idle past it, the token is gone. */
-    ck_assert_int_eq(auth_token_user(f.as, r1.p, r1.len, 250000, &u), MS_OK);
-    ck_assert_int_eq(auth_token_user(f.as, r1.p, r1.len, 549999, &u), MS_OK);
-    ck_assert_int_eq(auth_token_user(f.as, r1.p, r1.len, 849999 + 1, &u), MS_E_INVALID_AUTH_TOKEN);
+    ck_assert_int_eq(auth_token_user(f.as, r1.p, r1.len, 250000, &cu), MS_OK);
+    ck_assert_int_eq(auth_token_user(f.as, r1.p, r1.len, 549999, &cu), MS_OK);
+    ck_assert_int_eq(auth_token_user(f.as, r1.p, r1.len, 849999 + 1, &cu), MS_E_INVALID_AUTH_TOKEN);
     ck_assert_uint_eq(auth_token_count(f.as), 0);
     /* User delete and disable drop tokens too. */
     a1 = authenticate(&f, "alice", t1);
     ck_assert_int_eq(
         run(&f, as_root((struct auth_req){.op = AUTH_OP_USER_DELETE, .name = B("alice")}), NULL),
         MS_OK);
-    ck_assert_int_eq(auth_token_user(f.as, a1.p, a1.len, 2000, &u), MS_E_INVALID_AUTH_TOKEN);
+    ck_assert_int_eq(auth_token_user(f.as, a1.p, a1.len, 2000, &cu), MS_E_INVALID_AUTH_TOKEN);
     r1 = authenticate(&f, "root", t3);
     ck_assert_int_eq(run(&f, as_root((struct auth_req){.op = AUTH_OP_DISABLE}), NULL), MS_OK);
-    ck_assert_int_eq(auth_token_user(f.as, r1.p, r1.len, 2000, &u), MS_E_INVALID_AUTH_TOKEN);
+    ck_assert_int_eq(auth_token_user(f.as, r1.p, r1.len, 2000, &cu), MS_E_INVALID_AUTH_TOKEN);
     ck_assert_int_eq(
         run(&f, (struct auth_req){.op = AUTH_OP_AUTHENTICATE, .name = B("root")}, NULL),
         MS_E_AUTH_NOT_ENABLED);
@@ -346,11 +359,11 @@ START_TEST(many_tokens_table_grows)
     for (int i = 0; i < 500; i++)
         authenticate(&f, i % 2 ? "alice" : "root", toks[i]);
     ck_assert_uint_eq(auth_token_count(f.as), 500);
-    struct auth_bytes u;
+    struct auth_caller cu;
     for (int i = 0; i < 500; i++) {
-        ck_assert_int_eq(auth_token_user(f.as, (const uint8_t *)toks[i], strlen(toks[i]), 3000, &u),
-                         MS_OK);
-        ck_assert(tu_bytes_eq(u.p, u.len, i % 2 ? "alice" : "root"));
+        ck_assert_int_eq(
+            auth_token_user(f.as, (const uint8_t *)toks[i], strlen(toks[i]), 3000, &cu), MS_OK);
+        ck_assert(tu_bytes_eq(cu.user.p, cu.user.len, i % 2 ? "alice" : "root"));
     }
     ck_assert_int_eq(run(&f,
                          as_root((struct auth_req){
@@ -471,6 +484,138 @@ START_TEST(hasher_thread)
 }
 END_TEST
 
+/* ---- JWT ---- */
+
+/* A fresh key pair of the kind ("rsa" or "ec") in dir: pub.pem, priv.pem. */
+static void write_keys(const char *dir, const char *kind)
+{
+    EVP_PKEY *k = strcmp(kind, "rsa") == 0 ? EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048)
+                                           : EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    ck_assert_ptr_nonnull(k);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/priv.pem", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert(f && PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) == 1);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/pub.pem", dir);
+    f = fopen(path, "w");
+    ck_assert(f && PEM_write_PUBKEY(f, k) == 1);
+    fclose(f);
+    EVP_PKEY_free(k);
+}
+
+static struct auth_jwt *jwt_open(const char *dir, const char *method, bool priv)
+{
+    char opts[1200], msg[256] = "";
+    snprintf(opts, sizeof(opts), "pub-key=%s/pub.pem%s%s%s,sign-method=%s,ttl=5m", dir,
+             priv ? ",priv-key=" : "", priv ? dir : "", priv ? "/priv.pem" : "", method);
+    struct auth_jwt *j = auth_jwt_open(opts, msg, sizeof(msg));
+    ck_assert_msg(j != NULL, "%s", msg);
+    return j;
+}
+
+static void check_method(const char *kind, const char *method, const char *wrong)
+{
+    char *dir = tu_mkdtemp("ms-jwt");
+    write_keys(dir, kind);
+    struct auth_jwt *j = jwt_open(dir, method, true);
+    struct arena *a = arena_create(4096);
+    char *tok;
+    size_t n;
+    ck_assert_int_eq(auth_jwt_sign(j, B("al\"ice"), 7, 1000, &tok, &n), MS_OK);
+    struct auth_bytes user;
+    uint64_t rev;
+    ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)tok, n, 1000, a, &user, &rev), MS_OK);
+    ck_assert(tu_bytes_eq(user.p, user.len, "al\"ice"));
+    ck_assert_uint_eq(rev, 7);
+    /* A verifier without the private key accepts it too. */
+    struct auth_jwt *v = jwt_open(dir, method, false);
+    ck_assert(!auth_jwt_can_sign(v));
+    ck_assert_int_eq(auth_jwt_verify(v, (uint8_t *)tok, n, 1000, a, &user, &rev), MS_OK);
+    char *none;
+    size_t nn;
+    ck_assert_int_ne(auth_jwt_sign(v, B("x"), 1, 1, &none, &nn), MS_OK);
+    /* Expired (ttl 5 min), each byte changed, cut, or another algorithm: refused. */
+    ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)tok, n, 1000 + 300, a, &user, &rev),
+                     MS_E_INVALID_AUTH_TOKEN);
+    for (size_t i = 0; i < n; i++) {
+        char saved = tok[i];
+        tok[i] = tok[i] == 'A' ? 'B' : 'A';
+        ck_assert_msg(auth_jwt_verify(j, (uint8_t *)tok, n, 1000, a, &user, &rev) ==
+                          MS_E_INVALID_AUTH_TOKEN,
+                      "%s: byte %zu changed, still accepted", method, i);
+        tok[i] = saved;
+        arena_reset(a);
+    }
+    ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)tok, n - 1, 1000, a, &user, &rev),
+                     MS_E_INVALID_AUTH_TOKEN);
+    struct auth_jwt *other = jwt_open(dir, wrong, false);
+    ck_assert_int_eq(auth_jwt_verify(other, (uint8_t *)tok, n, 1000, a, &user, &rev),
+                     MS_E_INVALID_AUTH_TOKEN);
+    /* alg "none" with the same claims and no signature. */
+    const char *dot = strchr(tok, '.');
+    const char *dot2 = strchr(dot + 1, '.');
+    char forged[4096];
+    int fl = snprintf(forged, sizeof(forged), "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.%.*s.",
+                      (int)(dot2 - dot - 1), dot + 1);
+    ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)forged, (size_t)fl, 1000, a, &user, &rev),
+                     MS_E_INVALID_AUTH_TOKEN);
+    free(tok);
+    auth_jwt_close(j);
+    auth_jwt_close(v);
+    auth_jwt_close(other);
+    arena_destroy(a);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+START_TEST(jwt_sign_and_verify)
+{
+    check_method("rsa", "RS256", "RS384");
+    check_method("rsa", "PS256", "RS256");
+    check_method("ec", "ES256", "ES384");
+    char msg[256];
+    ck_assert_ptr_null(auth_jwt_open("sign-method=RS256", msg, sizeof(msg)));
+    ck_assert_ptr_null(auth_jwt_open("pub-key=/nonexistent,sign-method=RS256", msg, sizeof(msg)));
+    ck_assert_ptr_null(auth_jwt_open("pub-key=x,sign-method=HS256", msg, sizeof(msg)));
+    ck_assert_ptr_null(auth_jwt_open("pub-key=x,sign-method=RS256,ttl=5y", msg, sizeof(msg)));
+    ck_assert_ptr_null(auth_jwt_open("pub-key=x,bogus=1,sign-method=RS256", msg, sizeof(msg)));
+}
+END_TEST
+
+START_TEST(jwt_tokens_in_the_store)
+{
+    struct fix f;
+    fix_open(&f);
+    char *dir = tu_mkdtemp("ms-jwt");
+    write_keys(dir, "rsa");
+    auth_use_jwt(f.as, jwt_open(dir, "RS256", true));
+    setup_flow(&f);
+    struct auth_resp out;
+    struct auth_req r = {
+        .op = AUTH_OP_AUTHENTICATE, .name = B("alice"), .checked_rev = auth_revision(f.as)};
+    ck_assert_int_eq(run(&f, r, &out), MS_OK);
+    char tok[2048];
+    memcpy(tok, out.token.p, out.token.len);
+    size_t n = out.token.len;
+    struct auth_caller c;
+    ck_assert_int_eq(auth_token_user(f.as, (uint8_t *)tok, n, 2000, &c), MS_OK);
+    ck_assert(tu_bytes_eq(c.user.p, c.user.len, "alice"));
+    ck_assert_int_eq(auth_check_range(f.as, &c, B("k/x"), B(""), AUTH_PERM_READ), MS_OK);
+    /* Any change of users or roles makes older tokens stale (etcd ErrAuthOldRevision). */
+    ck_assert_int_eq(
+        run(&f, as_root((struct auth_req){.op = AUTH_OP_ROLE_ADD, .name = B("r2")}), NULL), MS_OK);
+    ck_assert_int_eq(auth_token_user(f.as, (uint8_t *)tok, n, 2000, &c), MS_OK);
+    ck_assert_int_eq(auth_check_range(f.as, &c, B("k/x"), B(""), AUTH_PERM_READ),
+                     MS_E_AUTH_OLD_REVISION);
+    tok[n - 2] ^= 1;
+    ck_assert_int_eq(auth_token_user(f.as, (uint8_t *)tok, n, 2000, &c), MS_E_INVALID_AUTH_TOKEN);
+    tu_rmtree(dir);
+    free(dir);
+    fix_close(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("auth");
@@ -483,6 +628,8 @@ int main(void)
     tcase_add_test(tc, many_tokens_table_grows);
     tcase_add_test(tc, log_form_round_trip);
     tcase_add_test(tc, hasher_thread);
+    tcase_add_test(tc, jwt_sign_and_verify);
+    tcase_add_test(tc, jwt_tokens_in_the_store);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -182,6 +182,8 @@ static const char *const MATRIX[][2] = {
     {"/v3/kv/txn", "{\"success\":[{\"request_range\":{\"key\":\"ay9h\"}}]}"},
     {"/v3/kv/txn", "{\"success\":[{\"request_delete_range\":{\"key\":\"Zm9v\"}}]}"},
     {"/v3/lease/grant", "{\"TTL\":600,\"ID\":200}"},
+    {"/v3/lease/timetolive", "{\"ID\":999}"},
+    {"/v3/lease/leases", "{}"},
     {"/v3/kv/lease/revoke", "{\"ID\":100}"},
     {"/v3/maintenance/defragment", "{}"},
     {"/v3/maintenance/alarm", "{}"},

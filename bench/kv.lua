@@ -12,6 +12,7 @@
 --   load N T  puts keys 0..N-1 once each, split over the T threads (wrk's -t); each thread
 --             stops when it has its share of answers (so the run ends before -d, which only
 --             bounds it)
+-- With KV_TOKEN set in the environment, every request carries it in Authorization.
 -- With "check", every answer is checked (status 200 and a body that says the operation did what
 -- it should), and done() prints "check: answers=A unexpected=U"; run.sh uses it in the warm-up.
 
@@ -92,6 +93,11 @@ function init(args)
         error("kv.lua: mode must be put, range, serial, prefix, txn or load N")
     end
     local check = args[#args] == "check"
+    -- An auth token (bench/auth.sh), sent as etcd expects it: Authorization, as is.
+    local token = os.getenv("KV_TOKEN")
+    if token and token ~= "" then
+        wrk.headers["Authorization"] = token
+    end
     math.randomseed(os.time() + 7919 * id)
     if mode == "prefix" then
         reqs[1] = wrk.format("POST", "/v3/kv/range", nil,

@@ -182,6 +182,8 @@ bool srv_step_down(struct srv *s, void (*left)(void *ctx), void *ctx);
 
 /* True if this member knows a leader (etcd's "no leader" errors, /health). */
 bool srv_has_leader(const struct srv *s);
+/* How long this member has known no leader, in ms (0 while it knows one). */
+uint64_t srv_leaderless_ms(const struct srv *s);
 
 /* Response header with the current revision. */
 void srv_header(struct srv *s, struct srv_header *h);

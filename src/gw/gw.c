@@ -330,12 +330,18 @@ void gw_reply_decode_error(struct gw_req *r, const char *msg)
 
 void gw_reply_stream_error(struct gw_req *r, ms_err e, const char *msg)
 {
-    /* grpc-gateway's envelope for a stream that fails before its first message (§4.3). */
     struct buf b;
+    buf_init(&b);
+    gw_stream_error_body(&b, e, msg);
+    gw_reply(r, ms_err_http_status(e), &b);
+}
+
+void gw_stream_error_body(struct buf *b, ms_err e, const char *msg)
+{
+    /* grpc-gateway's envelope for a stream that fails (§4.3). */
     struct mjson_w w;
     int status = ms_err_http_status(e);
-    buf_init(&b);
-    mjson_w_init(&w, &b);
+    mjson_w_init(&w, b);
     mjson_w_obj(&w);
     mjson_w_key(&w, "error");
     mjson_w_obj(&w);
@@ -349,7 +355,6 @@ void gw_reply_stream_error(struct gw_req *r, ms_err e, const char *msg)
     mjson_w_cstr(&w, ms_http_reason(status));
     mjson_w_obj_end(&w);
     mjson_w_obj_end(&w);
-    gw_reply(r, status, &b);
 }
 
 /* Go's path.Clean, keeping a trailing slash (net/http cleanPath). out has room for

@@ -70,7 +70,10 @@ struct gw_watch {
     struct gw_watch_stream *budget_tail;
     struct event *budget_ev; /* wakes them after output was written or freed */
     struct event *trim_ev;   /* gives freed output memory back to the system */
-    size_t trim_high;        /* most output buffered since the last trim */
+    struct event *leader_ev; /* checks the leader while streams require one */
+    size_t n_require_leader;
+    uint64_t leaderless_max_ms; /* a stream that requires a leader ends after this without */
+    size_t trim_high;           /* most output buffered since the last trim */
 };
 
 /* One watch stream: a POST /v3/watch whose chunked response stays open. */
@@ -96,6 +99,7 @@ struct gw_watch_stream {
     struct gw_watch_stream *dnext;
     char *token; /* the request's auth token (owned), checked at each create; NULL: none */
     size_t token_len;
+    bool require_leader; /* Grpc-Metadata-hasleader: ended when the leader is lost */
 };
 
 /* ---- blobs ---- */
@@ -494,6 +498,8 @@ static void on_output(void *arg)
 static void stream_free(struct gw_watch_stream *st)
 {
     struct gw_watch *w = st->w;
+    if (st->require_leader && --w->n_require_leader == 0)
+        evtimer_del(w->leader_ev);
     dirty_remove(st);
     budget_remove(st);
     http_set_out_cb(st->req, NULL, NULL);
@@ -702,12 +708,62 @@ static void retry_later(struct gw_watch *w, int ms)
         evtimer_add(w->retry_ev, &tv);
 }
 
+/* End a stream whose caller required a leader: the error as its last line (etcd's
+ * interceptor cancels such streams after 3 election timeouts without a leader). */
+static void end_no_leader(struct gw_watch_stream *st)
+{
+    struct buf b;
+    buf_init(&b);
+    gw_stream_error_body(&b, MS_E_NO_LEADER, NULL);
+    buf_putc(&b, '\n');
+    if (!st->started)
+        start_reply(st);
+    struct iovec v = {b.p, b.len};
+    if (!buf_failed(&b))
+        http_stream_queue(st->req, &v, 1);
+    buf_fini(&b);
+    struct http_request *req = st->req;
+    http_set_close_cb(req, NULL, NULL);
+    stream_free(st);
+    http_stream_end(req);
+}
+
+static void on_leader_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_watch *w = arg;
+    (void)fd;
+    (void)what;
+    if (srv_leaderless_ms(w->srv) < w->leaderless_max_ms)
+        return;
+    for (struct gw_watch_stream *st = w->streams, *next; st; st = next) {
+        next = st->next;
+        if (st->require_leader && st->armed)
+            end_no_leader(st);
+    }
+}
+
+static bool wants_leader(const struct http_request *req)
+{
+    size_t len;
+    const char *v = http_header(req, "Grpc-Metadata-Hasleader", &len);
+    return v && len == 4 && memcmp(v, "true", 4) == 0;
+}
+
 void gw_watch(struct gw_req *r)
 {
     struct gw_watch_stream *st = stream_create(r->gw->watch, r->req);
     if (!st) {
         gw_reply_error(r, MS_E_NOMEM, NULL);
         return;
+    }
+    if (wants_leader(r->req)) {
+        struct gw_watch *w = st->w;
+        st->require_leader = true;
+        if (w->n_require_leader++ == 0) {
+            uint64_t ms = w->leaderless_max_ms / 6 ? w->leaderless_max_ms / 6 : 1;
+            struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+            evtimer_add(w->leader_ev, &tv);
+        }
     }
     size_t n;
     const char *tok = http_header(r->req, "Grpc-Metadata-Token", &n);
@@ -762,6 +818,8 @@ struct gw_watch *gw_watch_create(struct event_base *base, struct srv *srv, size_
     w->flush_ev = event_new(base, -1, 0, on_watch_flush, w);
     w->budget_ev = evtimer_new(base, on_watch_budget, w);
     w->trim_ev = evtimer_new(base, on_watch_trim, w);
+    w->leader_ev = event_new(base, -1, EV_PERSIST, on_leader_check, w);
+    w->leaderless_max_ms = 3 * cfg->election_ms;
     srv_watch_set_sink(srv, &GW_WATCH_SINK, w);
     return w;
 }
@@ -783,6 +841,8 @@ void gw_watch_destroy(struct gw_watch *w)
         event_free(w->budget_ev);
     if (w->trim_ev)
         event_free(w->trim_ev);
+    if (w->leader_ev)
+        event_free(w->leader_ev);
     buf_fini(&w->ebuf);
     buf_fini(&w->hdr);
     free(w);

@@ -569,6 +569,11 @@ bool srv_step_down(struct srv *s, void (*left)(void *ctx), void *ctx)
     return srv_node_step_down(s, left, ctx);
 }
 
+uint64_t srv_leaderless_ms(const struct srv *s)
+{
+    return srv_node_leaderless_ms(s);
+}
+
 bool srv_has_leader(const struct srv *s)
 {
     return srv_node_has_leader(s);

@@ -107,6 +107,7 @@ struct srv_node {
     uint64_t lead;
     enum raft_role role;
     uint64_t leader_changes; /* leaders seen (etcd_server_leader_changes_seen_total) */
+    uint64_t lost_ms;        /* when the member last knew no leader (monotonic) */
     struct peer *peer;       /* the transport; NULL while the member is alone */
     uint64_t read_ctx;       /* the last ReadIndex context */
     struct node_held *held;  /* proposals waiting for a leader, oldest first */
@@ -354,6 +355,7 @@ void srv_node_close(struct srv *s);
  * error is returned. Without a leader it is held until one is known or its deadline. */
 ms_err srv_node_propose(struct srv *s, uint64_t id, const uint8_t *data, size_t len);
 bool srv_node_has_leader(const struct srv *s);
+uint64_t srv_node_leaderless_ms(const struct srv *s);
 /* The hooks srv.c registers for srv_lease.c: the leader, and a message to a peer. */
 uint64_t srv_node_leader(struct srv *s);
 ms_err srv_node_send_app(struct srv *s, uint64_t to, const void *data, size_t len);

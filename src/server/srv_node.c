@@ -423,6 +423,8 @@ static void soft_changed(struct srv *s, const struct raft_soft_state *soft)
         log_info("raft: %016llx lost leader %016llx", (unsigned long long)s->member_id,
                  (unsigned long long)n->lead);
     }
+    if (new_lead && soft->lead == RAFT_NONE)
+        n->lost_ms = clock_now_ms();
     n->lead = soft->lead;
     n->role = soft->role;
     if (new_lead)
@@ -737,6 +739,11 @@ bool srv_node_has_leader(const struct srv *s)
     return s->node.lead != RAFT_NONE;
 }
 
+uint64_t srv_node_leaderless_ms(const struct srv *s)
+{
+    return s->node.lead != RAFT_NONE ? 0 : clock_now_ms() - s->node.lost_ms;
+}
+
 uint64_t srv_node_leader(struct srv *s)
 {
     return s->node.lead;
@@ -1019,7 +1026,7 @@ ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv
     n->tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, s);
     if (!n->ready_ev || !n->tick_ev)
         return MS_E_NOMEM;
-    n->tick_ms = clock_now_ms();
+    n->tick_ms = n->lost_ms = clock_now_ms();
     struct timeval tv = {(time_t)(s->cfg.heartbeat_ms / 1000),
                          (suseconds_t)(s->cfg.heartbeat_ms % 1000) * 1000};
     if (event_add(n->tick_ev, &tv) != 0)

@@ -642,6 +642,8 @@ START_TEST(leader_kill)
 }
 END_TEST
 
+static void read_stream(int fd, char **buf, size_t *len, int ms);
+
 START_TEST(no_quorum)
 {
     struct cluster c = {0};
@@ -651,6 +653,20 @@ START_TEST(no_quorum)
     put_ok(&c, 0, "before", "x");
     int x = (l + 1) % c.n;         /* the survivor: a follower */
     free(get_ok(&c, x, "before")); /* applied there (a serializable read may lag otherwise) */
+    /* A watch that requires a leader, opened while there is one. */
+    const char *wbody = "{\"create_request\":{\"key\":\"Zm9v\"}}";
+    char wreq[512];
+    snprintf(wreq, sizeof(wreq),
+             "POST /v3/watch HTTP/1.1\r\nHost: x\r\nGrpc-Metadata-Hasleader: true\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             strlen(wbody), wbody);
+    int wfd = tu_connect(c.m[x].s.port);
+    ck_assert_int_ge(wfd, 0);
+    tu_send_all(wfd, wreq, strlen(wreq));
+    char *wbuf = NULL;
+    size_t wlen = 0;
+    read_stream(wfd, &wbuf, &wlen, 300);
+    ck_assert_msg(wbuf && strstr(wbuf, "\"created\":true"), "%s", wbuf ? wbuf : "");
     for (int i = 0; i < c.n; i++)
         if (i != x) {
             ck_assert_int_eq(kill(c.m[i].s.pid, SIGSTOP), 0);
@@ -674,6 +690,29 @@ START_TEST(no_quorum)
     ck_assert_int_eq(r.status, 503);
     ck_assert_str_eq(r.body, "{\"health\":\"false\"}\n");
     tu_resp_free(&r);
+    /* The watch that required a leader ends with etcd's error (3 election timeouts after the
+     * leader was lost), as its last line. */
+    for (int64_t wend = tu_now_ms() + 20000; tu_now_ms() < wend;) {
+        struct pollfd q = {.fd = wfd, .events = POLLIN};
+        if (poll(&q, 1, 200) <= 0)
+            continue;
+        wbuf = realloc(wbuf, wlen + 4097);
+        ck_assert_ptr_nonnull(wbuf);
+        ssize_t got_n = recv(wfd, wbuf + wlen, 4096, 0);
+        if (got_n <= 0)
+            break;
+        wlen += (size_t)got_n;
+        wbuf[wlen] = 0;
+        if (strstr(wbuf, "\r\n0\r\n\r\n"))
+            break; /* the chunked stream's end */
+    }
+    ck_assert_msg(strstr(wbuf, "{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":"
+                               "\"etcdserver: no leader\",\"http_status\":\"Service "
+                               "Unavailable\"}}") &&
+                      strstr(wbuf, "\r\n0\r\n\r\n"),
+                  "%s", wbuf);
+    free(wbuf);
+    close(wfd);
     /* Serializable reads answer from the member's own data. */
     char *v = get(&c, x, "before", true, &status);
     ck_assert_int_eq(status, 200);

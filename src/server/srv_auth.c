@@ -266,6 +266,15 @@ ms_err srv_apply_auth(struct srv *s, const struct auth_req *r, uint64_t index,
     return e;
 }
 
+void srv_auth_stats(const struct srv *s, struct srv_auth_stats *out)
+{
+    out->revision = auth_revision(s->auth.store);
+    out->tokens = auth_token_count(s->auth.store);
+    out->held = 0;
+    for (const struct srv_auth_op *op = s->auth.ops; op; op = op->next)
+        out->held++;
+}
+
 /* ---- checks ---- */
 
 ms_err srv_auth_user(struct srv *s, const uint8_t *tok, size_t len, struct auth_caller *out)

@@ -422,6 +422,12 @@ ms_err srv_auth_submit(struct srv *s, const struct auth_req *req, srv_done_fn do
                        uint64_t *id);
 /* Cancel request id if it is held here (false: not ours). */
 bool srv_auth_cancel(struct srv *s, uint64_t id);
+struct srv_auth_stats {
+    uint64_t revision; /* the auth store's */
+    size_t tokens;     /* simple tokens held */
+    size_t held;       /* requests with the hasher or waiting for their entry */
+};
+void srv_auth_stats(const struct srv *s, struct srv_auth_stats *out);
 /* Apply an auth entry at log index index. */
 ms_err srv_apply_auth(struct srv *s, const struct auth_req *req, uint64_t index,
                       struct auth_resp *out);

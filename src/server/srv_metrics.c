@@ -90,6 +90,14 @@ void srv_metrics_text(struct srv *s, struct buf *b)
           "The revision of the last compaction in store.", (double)kv_compact_rev(s->kv));
     gauge(b, "etcd_debugging_mvcc_keys_total", "Total number of keys.",
           (double)kv_live_keys(s->kv));
+    struct srv_auth_stats as;
+    srv_auth_stats(s, &as);
+    gauge(b, "etcd_debugging_auth_revision", "The current revision of auth store.",
+          (double)as.revision);
+    gauge(b, "metastore_auth_tokens", "Simple tokens held (issued and not expired).",
+          (double)as.tokens);
+    gauge(b, "metastore_auth_requests_held",
+          "Auth requests waiting for the password hasher or for their log entry.", (double)as.held);
     counter(b, "etcd_mvcc_put_total", "Total number of puts seen by this member.", s->ctr.puts);
     counter(b, "etcd_mvcc_delete_total", "Total number of deletes seen by this member.",
             s->ctr.deletes);

@@ -89,6 +89,15 @@ START_TEST(survives_restart)
            "authentication failed");
     char *r = login(s.port, "root", "rootpw");
     int st;
+    /* The auth revision counts the 6 changes of setup (enable does not move it); the two
+     * logins since the restart hold two simple tokens. */
+    struct tu_resp m;
+    tu_http(s.port, "GET", "/metrics", NULL, &m);
+    ck_assert_msg(strstr(m.body, "\netcd_debugging_auth_revision 6\n") &&
+                      strstr(m.body, "\nmetastore_auth_tokens 2\n") &&
+                      strstr(m.body, "\nmetastore_auth_requests_held 0\n"),
+                  "%s", m.body);
+    tu_resp_free(&m);
     char *b = post_tok(s.port, "/v3/auth/role/get", "{\"role\":\"reader\"}", r, &st);
     ck_assert_msg(st == 200 && strstr(b, "\"key\":\"ay8=\",\"range_end\":\"azA=\""), "%s", b);
     free(b);

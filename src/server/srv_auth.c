@@ -75,6 +75,11 @@ ms_err srv_auth_open(struct srv *s)
     return MS_OK;
 }
 
+ms_err srv_auth_reload(struct srv *s)
+{
+    return auth_load(s->auth.store, s->wtxn);
+}
+
 static void op_free(struct srv *s, struct srv_auth_op *op)
 {
     if (op->prev)

@@ -414,6 +414,9 @@ void srv_apply_end(struct srv *s, uint64_t index, uint64_t term);
 /* srv_auth.c */
 /* Create the store from the buckets, start the hasher. */
 ms_err srv_auth_open(struct srv *s);
+/* The buckets changed under the store (an installed snapshot): read them again; simple tokens
+ * are dropped. */
+ms_err srv_auth_reload(struct srv *s);
 /* Stop the hasher, drop held requests without calling them. */
 void srv_auth_close(struct srv *s);
 /* Whether req must go through the hasher (srv_auth_submit) rather than straight to the log. */

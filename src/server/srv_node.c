@@ -373,7 +373,8 @@ static void install_snapshot(struct srv *s, const struct raft_snapshot_meta *met
     if ((e = be_sync(s->be)) != MS_OK)
         ms_fatal("cannot make the installed snapshot durable: %s", ms_err_name(e));
     if ((e = kv_store_reload(s->kv, s->wtxn)) != MS_OK || (e = srv_lease_reload(s)) != MS_OK ||
-        (e = srv_alarms_load(s)) != MS_OK || (e = srv_members_load(s)) != MS_OK)
+        (e = srv_alarms_load(s)) != MS_OK || (e = srv_members_load(s)) != MS_OK ||
+        (e = srv_auth_reload(s)) != MS_OK)
         ms_fatal("cannot load the installed snapshot: %s", ms_err_name(e));
     if (kv_compact_pending(s->kv) && !kv_compact_step(s->kv, s->wtxn, SIZE_MAX, &e) && !e)
         e = MS_E_INTERNAL;

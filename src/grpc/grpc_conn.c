@@ -322,7 +322,21 @@ void grpc_call_fail(struct grpc_call *call, ms_err e, const char *msg)
 
 void grpc_call_submit(struct grpc_call *call, srv_done_fn done)
 {
-    ms_err e = srv_submit(call->conn->g->srv, &call->sreq, done, call, &call->srv_id);
+    struct srv *srv = call->conn->g->srv;
+    struct auth_caller caller = {false, {NULL, 0}, 0};
+    ms_err e = MS_OK;
+    /* etcd's permission checks, as on the gateway (keepalive and time-to-live look at none). */
+    if (call->sreq.type != SRV_REQ_LEASE_TTL && call->sreq.type != SRV_REQ_LEASE_KEEPALIVE) {
+        if (call->token)
+            e = srv_auth_user(srv, (const uint8_t *)call->token, call->token_len, &caller);
+        if (!e)
+            e = srv_auth_check(srv, &caller, &call->sreq);
+    }
+    if (e) {
+        grpc_call_fail(call, e, NULL);
+        return;
+    }
+    e = srv_submit(srv, &call->sreq, done, call, &call->srv_id);
     if (e) {
         call->srv_id = 0;
         grpc_call_fail(call, e, NULL);
@@ -486,6 +500,17 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
                                  (valuelen > 16 && value[16] != '+' && value[16] != ';');
     } else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
         call->timeout_ms = parse_timeout(value, valuelen);
+    } else if ((namelen == 5 && memcmp(name, "token", 5) == 0) ||
+               (namelen == 13 && memcmp(name, "authorization", 13) == 0 && !call->token_md)) {
+        /* etcd reads the token from metadata "token", else "authorization". */
+        char *t = arena_alloc(call->a, valuelen + 1);
+        if (t) {
+            memcpy(t, value, valuelen);
+            t[valuelen] = 0;
+            call->token = t;
+            call->token_len = valuelen;
+            call->token_md = namelen == 5;
+        }
     }
     return 0;
 }

@@ -74,6 +74,9 @@ struct grpc_call {
     struct event *deadline; /* grpc-timeout, NULL without */
     uint64_t timeout_ms;    /* parsed grpc-timeout, 0 for none */
     char path[128];         /* :path as sent (truncated), for the unknown-method text */
+    char *token;            /* metadata "token", else "authorization" (arena); NULL: none */
+    size_t token_len;
+    bool token_md; /* token came as "token", which wins */
     bool bad_content_type;
     bool bad_method;
     void *svc; /* the service's state (streams) */

@@ -102,7 +102,12 @@ struct grpc *grpc_create(struct event_base *base, struct srv *srv, ms_err *err)
     g->ka_interval_ms = cfg->grpc_keepalive_interval_ms;
     g->ka_timeout_ms = cfg->grpc_keepalive_timeout_ms;
     g->reap_ev = event_new(base, -1, 0, on_reap, g);
-    if (!g->reap_ev) {
+    g->due_ev = event_new(base, -1, 0, grpc_on_due, g);
+    if (!g->reap_ev || !g->due_ev) {
+        if (g->reap_ev)
+            event_free(g->reap_ev);
+        if (g->due_ev)
+            event_free(g->due_ev);
         free(g);
         *err = MS_E_NOMEM;
         return NULL;
@@ -120,6 +125,7 @@ void grpc_destroy(struct grpc *g)
     while (g->conns)
         grpc_conn_free(g->conns);
     event_free(g->reap_ev);
+    event_free(g->due_ev);
     free(g);
 }
 

@@ -37,6 +37,31 @@
 
 static void conn_flush(struct grpc_conn *c);
 
+/* Output made by an API call (a completion from the server's ready step) is written once per
+ * loop turn per connection, from the module's due event: the answers of every call a ready
+ * step completes leave in one write per connection, as on HTTP/1.1. */
+static void conn_flush_later(struct grpc_conn *c)
+{
+    if (c->flush_due || c->in_recv || c->dead)
+        return; /* the reader flushes after nghttp2 returns */
+    c->flush_due = true;
+    c->due_next = c->g->due;
+    c->g->due = c;
+    event_active(c->g->due_ev, EV_TIMEOUT, 1);
+}
+
+void grpc_on_due(evutil_socket_t fd, short what, void *arg)
+{
+    struct grpc *g = arg;
+    (void)fd, (void)what;
+    while (g->due) {
+        struct grpc_conn *c = g->due;
+        g->due = c->due_next;
+        c->flush_due = false;
+        conn_flush(c);
+    }
+}
+
 /* ---- calls ---- */
 
 static struct grpc_call *call_create(struct grpc_conn *c, int32_t stream_id)
@@ -266,7 +291,7 @@ void grpc_call_start_stream(struct grpc_call *call)
         return;
     }
     resume(call);
-    conn_flush(call->conn);
+    conn_flush_later(call->conn);
 }
 
 void grpc_call_finish(struct grpc_call *call, enum ms_grpc_code code, const char *message)
@@ -286,7 +311,7 @@ void grpc_call_finish(struct grpc_call *call, enum ms_grpc_code code, const char
     } else {
         resume(call);
     }
-    conn_flush(c);
+    conn_flush_later(c);
 }
 
 void grpc_call_reply(struct grpc_call *call, const ProtobufCMessage *m)
@@ -844,6 +869,12 @@ struct grpc_conn *grpc_conn_create(struct grpc *g, int fd)
 void grpc_conn_free(struct grpc_conn *c)
 {
     struct grpc *g = c->g;
+    if (c->flush_due) {
+        struct grpc_conn **pp = &g->due;
+        while (*pp != c)
+            pp = &(*pp)->due_next;
+        *pp = c->due_next;
+    }
     while (c->calls)
         call_free(c->calls);
     nghttp2_session_del(c->h2);

@@ -94,6 +94,7 @@ struct grpc_conn {
     bool wr_on;
     bool in_recv;      /* inside nghttp2_session_mem_recv: output waits for its end */
     bool in_send;      /* inside nghttp2_session_mem_send (a data source or on_drain runs) */
+    bool flush_due;    /* in the module's due list: output is written from the due event */
     bool dead;         /* in the reap list: no more I/O */
     bool goaway_close; /* a GOAWAY that ends the connection is queued: close once it is out */
     struct buf out;
@@ -112,6 +113,7 @@ struct grpc_conn {
     struct grpc_conn *prev;
     struct grpc_conn *next;
     struct grpc_conn *reap_next;
+    struct grpc_conn *due_next;
 };
 
 struct grpc {
@@ -126,6 +128,8 @@ struct grpc {
     size_t n_calls;
     struct grpc_conn *reap;
     struct event *reap_ev;
+    struct grpc_conn *due; /* connections with output to write this turn */
+    struct event *due_ev;
 };
 
 /* ---- grpc.c ---- */
@@ -139,6 +143,8 @@ void grpc_conn_kill(struct grpc_conn *c);
 struct grpc_conn *grpc_conn_create(struct grpc *g, int fd);
 /* Free c, its calls (srv_cancel for what they wait on) and its session; closes fd. */
 void grpc_conn_free(struct grpc_conn *c);
+/* The due event: write the output of the connections marked during this turn. */
+void grpc_on_due(evutil_socket_t fd, short what, void *arg);
 /* Feed the bytes the HTTP/1.1 side read before handing the connection over. false: dead. */
 bool grpc_conn_feed(struct grpc_conn *c, const uint8_t *p, size_t len);
 /* Queue GOAWAY (no new streams) and write what the socket takes now. */

@@ -345,6 +345,37 @@ void grpc_call_fail(struct grpc_call *call, ms_err e, const char *msg)
     grpc_call_finish(call, ms_err_grpc(e), msg ? msg : ms_err_msg(e));
 }
 
+bool grpc_call_maint_auth(struct grpc_call *call, bool admin)
+{
+    struct srv *srv = call->conn->g->srv;
+    struct auth_caller caller = {false, {NULL, 0}, 0};
+    ms_err e = MS_OK;
+    if (call->token)
+        e = srv_auth_user(srv, (const uint8_t *)call->token, call->token_len, &caller);
+    if (!e && admin)
+        e = srv_auth_admin(srv, &caller);
+    switch (e) {
+    case MS_OK:
+        return true;
+    case MS_E_INVALID_AUTH_TOKEN:
+        e = MS_E_AUTH_RAW_INVALID_TOKEN;
+        break;
+    case MS_E_USER_EMPTY:
+        e = MS_E_AUTH_RAW_USER_EMPTY;
+        break;
+    case MS_E_USER_NOT_FOUND:
+        e = MS_E_AUTH_RAW_USER_NOT_FOUND;
+        break;
+    case MS_E_PERMISSION_DENIED:
+        e = MS_E_AUTH_RAW_PERMISSION_DENIED;
+        break;
+    default:
+        break;
+    }
+    grpc_call_fail(call, e, NULL);
+    return false;
+}
+
 void grpc_call_submit(struct grpc_call *call, srv_done_fn done)
 {
     struct srv *srv = call->conn->g->srv;

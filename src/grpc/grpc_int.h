@@ -183,6 +183,10 @@ void grpc_allocator(struct arena *a, ProtobufCAllocator *out);
 Etcdserverpb__ResponseHeader *grpc_header(struct grpc_call *call, int64_t revision, bool full);
 /* A request message that does not unpack (type: its message name): grpc-go's codec error. */
 void grpc_call_bad_message(struct grpc_call *call, const char *type);
+/* etcd's checks of the caller's token for a maintenance call (the gateway's gw_auth_maint): an
+ * invalid token always, root only when admin; auth's own texts (code Unknown), as etcd's
+ * maintenance server hands them back. Fails the call and returns false on refusal. */
+bool grpc_call_maint_auth(struct grpc_call *call, bool admin);
 /* Submit call->sreq to srv with done as the callback (ctx: call); on a refusal, fail the call
  * with srv's error. */
 void grpc_call_submit(struct grpc_call *call, srv_done_fn done);

@@ -80,7 +80,8 @@ void grpc_maint_status(struct grpc_call *call, const uint8_t *p, size_t len)
 
 void grpc_maint_hash(struct grpc_call *call, const uint8_t *p, size_t len)
 {
-    if (!unpack_empty(call, &etcdserverpb__hash_request__descriptor, "HashRequest", p, len))
+    if (!unpack_empty(call, &etcdserverpb__hash_request__descriptor, "HashRequest", p, len) ||
+        !grpc_call_maint_auth(call, true))
         return;
     uint32_t hash;
     int64_t rev;
@@ -167,7 +168,8 @@ static void on_defrag_done(void *ctx, ms_err err, const struct srv_result *res)
 void grpc_maint_defragment(struct grpc_call *call, const uint8_t *p, size_t len)
 {
     if (!unpack_empty(call, &etcdserverpb__defragment_request__descriptor, "DefragmentRequest", p,
-                      len))
+                      len) ||
+        !grpc_call_maint_auth(call, true))
         return;
     ms_err e = srv_defrag(grpc_call_srv(call), on_defrag_done, call, &call->srv_id);
     if (e) {
@@ -262,7 +264,9 @@ static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
 
 void grpc_maint_snapshot(struct grpc_call *call, const uint8_t *p, size_t len)
 {
-    if (!unpack_empty(call, &etcdserverpb__snapshot_request__descriptor, "SnapshotRequest", p, len))
+    if (!unpack_empty(call, &etcdserverpb__snapshot_request__descriptor, "SnapshotRequest", p,
+                      len) ||
+        !grpc_call_maint_auth(call, true))
         return;
     ms_err e = srv_backup(grpc_call_srv(call), on_backup, call, &call->srv_id);
     if (e) {

@@ -643,6 +643,7 @@ START_TEST(leader_kill)
 END_TEST
 
 static void read_stream(int fd, char **buf, size_t *len, int ms);
+static int watch_open(int port, const char *body, const char *headers, char **buf, size_t *len);
 
 START_TEST(no_quorum)
 {
@@ -654,19 +655,10 @@ START_TEST(no_quorum)
     int x = (l + 1) % c.n;         /* the survivor: a follower */
     free(get_ok(&c, x, "before")); /* applied there (a serializable read may lag otherwise) */
     /* A watch that requires a leader, opened while there is one. */
-    const char *wbody = "{\"create_request\":{\"key\":\"Zm9v\"}}";
-    char wreq[512];
-    snprintf(wreq, sizeof(wreq),
-             "POST /v3/watch HTTP/1.1\r\nHost: x\r\nGrpc-Metadata-Hasleader: true\r\n"
-             "Content-Length: %zu\r\n\r\n%s",
-             strlen(wbody), wbody);
-    int wfd = tu_connect(c.m[x].s.port);
-    ck_assert_int_ge(wfd, 0);
-    tu_send_all(wfd, wreq, strlen(wreq));
-    char *wbuf = NULL;
-    size_t wlen = 0;
-    read_stream(wfd, &wbuf, &wlen, 300);
-    ck_assert_msg(wbuf && strstr(wbuf, "\"created\":true"), "%s", wbuf ? wbuf : "");
+    char *wbuf;
+    size_t wlen;
+    int wfd = watch_open(c.m[x].s.port, "{\"create_request\":{\"key\":\"Zm9v\"}}",
+                         "Grpc-Metadata-Hasleader: true\r\n", &wbuf, &wlen);
     for (int i = 0; i < c.n; i++)
         if (i != x) {
             ck_assert_int_eq(kill(c.m[i].s.pid, SIGSTOP), 0);
@@ -819,6 +811,24 @@ static void read_stream(int fd, char **buf, size_t *len, int ms)
     }
 }
 
+/* Open a watch stream on port with body (a create_request) and extra request headers ("" or
+ * lines ending in CRLF); waits (bounded) for the created answer, which *buf holds. */
+static int watch_open(int port, const char *body, const char *headers, char **buf, size_t *len)
+{
+    char req[1024];
+    snprintf(req, sizeof(req),
+             "POST /v3/watch HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n\r\n%s", headers,
+             strlen(body), body);
+    int fd = tu_connect(port);
+    ck_assert_int_ge(fd, 0);
+    tu_send_all(fd, req, strlen(req));
+    *buf = NULL;
+    *len = 0;
+    read_stream(fd, buf, len, 300);
+    ck_assert_msg(*buf && strstr(*buf, "\"created\":true"), "%s", *buf ? *buf : "");
+    return fd;
+}
+
 /* The leader is cut off from the others: it stops acknowledging writes and answering
  * linearizable reads, answers serializable ones from its own data, and a watch on it receives
  * nothing it could not have; the others elect a leader and go on. Once healed it converges,
@@ -832,18 +842,11 @@ START_TEST(partition)
     put_ok(&c, a, "p/init", "x");
     free(get_ok(&c, a, "p/init"));
     /* A watch on the member about to be cut off, from the next revision on. */
-    char req[512];
-    const char *wbody = "{\"create_request\":{\"key\":\"cC8=\",\"range_end\":\"cDA=\"}}";
-    snprintf(req, sizeof(req),
-             "POST /v3/watch HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s", strlen(wbody),
-             wbody);
-    int wfd = tu_connect(c.m[a].s.port);
-    ck_assert_int_ge(wfd, 0);
-    tu_send_all(wfd, req, strlen(req));
-    char *wbuf = NULL;
-    size_t wlen = 0;
-    read_stream(wfd, &wbuf, &wlen, 300);
-    ck_assert_msg(wbuf && strstr(wbuf, "\"created\":true"), "%s", wbuf ? wbuf : "");
+    char *wbuf;
+    size_t wlen;
+    int wfd =
+        watch_open(c.m[a].s.port, "{\"create_request\":{\"key\":\"cC8=\",\"range_end\":\"cDA=\"}}",
+                   "", &wbuf, &wlen);
     wlen = 0;
 
     isolate(&c, a, true);
@@ -1133,18 +1136,11 @@ START_TEST(watch_failover)
     int l = leader(&c, 20000);
     ck_assert_int_ge(l, 0);
     int f = (l + 1) % c.n, g = (l + 2) % c.n;
-    const char *wbody = "{\"create_request\":{\"key\":\"dy8=\",\"range_end\":\"dzA=\"}}";
-    char req[512];
-    snprintf(req, sizeof(req),
-             "POST /v3/watch HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s", strlen(wbody),
-             wbody);
-    int wfd = tu_connect(c.m[f].s.port);
-    ck_assert_int_ge(wfd, 0);
-    tu_send_all(wfd, req, strlen(req));
-    char *wbuf = NULL;
-    size_t wlen = 0;
-    read_stream(wfd, &wbuf, &wlen, 300);
-    ck_assert_msg(wbuf && strstr(wbuf, "\"created\":true"), "%s", wbuf ? wbuf : "");
+    char *wbuf;
+    size_t wlen;
+    int wfd =
+        watch_open(c.m[f].s.port, "{\"create_request\":{\"key\":\"dy8=\",\"range_end\":\"dzA=\"}}",
+                   "", &wbuf, &wlen);
     char key[32];
     for (int r = 0; r < 20; r++) {
         snprintf(key, sizeof(key), "w/%02d", r);

@@ -247,6 +247,9 @@ ms_err srv_auth_user(struct srv *s, const uint8_t *tok, size_t len, struct auth_
 ms_err srv_auth_check(struct srv *s, const struct auth_caller *c, const struct srv_req *req);
 /* Root only (maintenance): MS_E_USER_EMPTY, MS_E_USER_NOT_FOUND, MS_E_PERMISSION_DENIED. */
 ms_err srv_auth_admin(struct srv *s, const struct auth_caller *c);
+/* A maintenance call's auth error as etcd's maintenance service returns it: the auth store's
+ * own errors, unconverted (MS_E_AUTH_RAW_*); other errors unchanged. */
+ms_err srv_auth_raw_err(ms_err e);
 bool srv_auth_enabled(const struct srv *s);
 
 /* ---- locks and elections (etcd v3lock, v3election) ----

@@ -354,25 +354,9 @@ bool grpc_call_maint_auth(struct grpc_call *call, bool admin)
         e = srv_auth_user(srv, (const uint8_t *)call->token, call->token_len, &caller);
     if (!e && admin)
         e = srv_auth_admin(srv, &caller);
-    switch (e) {
-    case MS_OK:
+    if (e == MS_OK)
         return true;
-    case MS_E_INVALID_AUTH_TOKEN:
-        e = MS_E_AUTH_RAW_INVALID_TOKEN;
-        break;
-    case MS_E_USER_EMPTY:
-        e = MS_E_AUTH_RAW_USER_EMPTY;
-        break;
-    case MS_E_USER_NOT_FOUND:
-        e = MS_E_AUTH_RAW_USER_NOT_FOUND;
-        break;
-    case MS_E_PERMISSION_DENIED:
-        e = MS_E_AUTH_RAW_PERMISSION_DENIED;
-        break;
-    default:
-        break;
-    }
-    grpc_call_fail(call, e, NULL);
+    grpc_call_fail(call, srv_auth_raw_err(e), NULL);
     return false;
 }
 

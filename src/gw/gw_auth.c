@@ -46,25 +46,10 @@ bool gw_auth_maint(struct gw_req *r, bool admin, bool stream)
     ms_err e = resolve(r);
     if (!e && admin)
         e = srv_auth_admin(r->gw->srv, &r->caller);
-    /* etcd's maintenance service hands the auth store's errors back unconverted. */
-    switch (e) {
-    case MS_OK:
+    if (e == MS_OK)
         return true;
-    case MS_E_INVALID_AUTH_TOKEN:
-        e = MS_E_AUTH_RAW_INVALID_TOKEN;
-        break;
-    case MS_E_USER_EMPTY:
-        e = MS_E_AUTH_RAW_USER_EMPTY;
-        break;
-    case MS_E_USER_NOT_FOUND:
-        e = MS_E_AUTH_RAW_USER_NOT_FOUND;
-        break;
-    case MS_E_PERMISSION_DENIED:
-        e = MS_E_AUTH_RAW_PERMISSION_DENIED;
-        break;
-    default:
-        break;
-    }
+    /* etcd's maintenance service hands the auth store's errors back unconverted. */
+    e = srv_auth_raw_err(e);
     if (stream)
         gw_reply_stream_error(r, e, NULL);
     else

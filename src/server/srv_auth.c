@@ -292,6 +292,22 @@ ms_err srv_auth_admin(struct srv *s, const struct auth_caller *c)
     return auth_check_admin(s->auth.store, c);
 }
 
+ms_err srv_auth_raw_err(ms_err e)
+{
+    switch (e) {
+    case MS_E_INVALID_AUTH_TOKEN:
+        return MS_E_AUTH_RAW_INVALID_TOKEN;
+    case MS_E_USER_EMPTY:
+        return MS_E_AUTH_RAW_USER_EMPTY;
+    case MS_E_USER_NOT_FOUND:
+        return MS_E_AUTH_RAW_USER_NOT_FOUND;
+    case MS_E_PERMISSION_DENIED:
+        return MS_E_AUTH_RAW_PERMISSION_DENIED;
+    default:
+        return e;
+    }
+}
+
 bool srv_auth_enabled(const struct srv *s)
 {
     return auth_enabled(s->auth.store);

@@ -396,8 +396,7 @@ static size_t clean_path(const char *p, size_t n, char *out)
     return o;
 }
 
-/* "Grpc-Metadata-hasleader: true" (clientv3's WithRequireLeader through the gateway). */
-static bool require_leader(const struct http_request *req)
+bool gw_require_leader(const struct http_request *req)
 {
     size_t len;
     const char *v = http_header(req, "Grpc-Metadata-Hasleader", &len);
@@ -451,7 +450,7 @@ static void route_v3(struct gw *gw, struct http_request *req, const char *sub)
         gw_reply_error(r, MS_E_UNIMPLEMENTED, NULL);
         return;
     }
-    if (require_leader(req) && !srv_has_leader(gw->srv)) {
+    if (gw_require_leader(req) && !srv_has_leader(gw->srv)) {
         /* etcd's interceptors: a caller that asked for a leader is refused at once. */
         if (rt->fn == gw_watch || rt->fn == gw_lease_keepalive || rt->fn == gw_election_observe)
             gw_reply_stream_error(r, MS_E_NO_LEADER, NULL);

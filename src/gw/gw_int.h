@@ -57,6 +57,8 @@ void gw_abandon(struct gw_req *r);
 void gw_reply_error(struct gw_req *r, ms_err e, const char *msg);
 /* A stream's error before its first message: grpc-gateway's {"error":{...}} envelope. */
 void gw_reply_stream_error(struct gw_req *r, ms_err e, const char *msg);
+/* "Grpc-Metadata-hasleader: true" (clientv3's WithRequireLeader through the gateway). */
+bool gw_require_leader(const struct http_request *req);
 /* That envelope's JSON appended to b (also the last line of a stream that fails later). */
 void gw_stream_error_body(struct buf *b, ms_err e, const char *msg);
 /* A stream whose first message does not decode (msg: the decoder's): 500, code 2. */

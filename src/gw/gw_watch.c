@@ -742,13 +742,6 @@ static void on_leader_check(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static bool wants_leader(const struct http_request *req)
-{
-    size_t len;
-    const char *v = http_header(req, "Grpc-Metadata-Hasleader", &len);
-    return v && len == 4 && memcmp(v, "true", 4) == 0;
-}
-
 void gw_watch(struct gw_req *r)
 {
     struct gw_watch_stream *st = stream_create(r->gw->watch, r->req);
@@ -756,7 +749,7 @@ void gw_watch(struct gw_req *r)
         gw_reply_error(r, MS_E_NOMEM, NULL);
         return;
     }
-    if (wants_leader(r->req)) {
+    if (gw_require_leader(r->req)) {
         struct gw_watch *w = st->w;
         st->require_leader = true;
         if (w->n_require_leader++ == 0) {

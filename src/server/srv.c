@@ -168,17 +168,8 @@ static ms_err settle_identity(struct srv *s, const struct srv_durable *d, const 
     if (e || !d->boot_ok || d->boot->member_id != s->member_id ||
         d->boot->cluster_id != s->cluster_id)
         return e;
-    struct buf b;
-    buf_init(&b);
-    for (size_t i = 0; i < d->boot->n_members && !e; i++) {
-        uint8_t key[CLUSTER_KEY_LEN];
-        cluster_member_key(d->boot->members[i].id, key);
-        b.len = 0;
-        cluster_member_encode(&d->boot->members[i], &b);
-        e = b.failed ? MS_E_NOMEM
-                     : be_put(s->wtxn, BE_BUCKET_MEMBERS, key, sizeof(key), b.p, b.len);
-    }
-    buf_fini(&b);
+    for (size_t i = 0; i < d->boot->n_members && !e; i++)
+        e = srv_member_put(s->wtxn, &d->boot->members[i]);
     return e;
 }
 

@@ -46,14 +46,7 @@ static ms_err apply_member_attr(struct srv *s, const struct srv_member_attr_req 
                  (unsigned long long)r->id, msg);
         return MS_E_MEMBER_BAD_URLS;
     }
-    uint8_t key[CLUSTER_KEY_LEN];
-    cluster_member_key(m->id, key);
-    struct buf b;
-    buf_init(&b);
-    cluster_member_encode(&next, &b);
-    ms_err e = buf_failed(&b) ? MS_E_NOMEM
-                              : be_put(s->wtxn, BE_BUCKET_MEMBERS, key, sizeof(key), b.p, b.len);
-    buf_fini(&b);
+    ms_err e = srv_member_put(s->wtxn, &next);
     srv_check_apply_error(e);
     if (!e)
         *m = next;

@@ -528,6 +528,8 @@ uint64_t srv_applied_term(const struct srv *s);
 /* The configuration recorded with the applied index (SRV_META_CONF_STATE). */
 ms_err srv_conf_put(struct be_txn *t, const struct raft_conf_state *cs);
 ms_err srv_conf_get(struct be_txn *t, struct raft_conf_state *cs, bool *found);
+/* Write member m's record into the members bucket of t. */
+ms_err srv_member_put(struct be_txn *t, const struct cluster_member *m);
 /* (Re)read the members bucket into s->members (empty in a data directory that predates it). */
 ms_err srv_members_load(struct srv *s);
 /* Stop the process if e means the backend failed during an apply. */

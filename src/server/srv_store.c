@@ -152,6 +152,19 @@ ms_err srv_conf_get(struct be_txn *t, struct raft_conf_state *cs, bool *found)
 }
 
 /* Read the members bucket (empty in a data directory that predates it). */
+ms_err srv_member_put(struct be_txn *t, const struct cluster_member *m)
+{
+    uint8_t key[CLUSTER_KEY_LEN];
+    struct buf b;
+    cluster_member_key(m->id, key);
+    buf_init(&b);
+    cluster_member_encode(m, &b);
+    ms_err e =
+        buf_failed(&b) ? MS_E_NOMEM : be_put(t, BE_BUCKET_MEMBERS, key, sizeof(key), b.p, b.len);
+    buf_fini(&b);
+    return e;
+}
+
 ms_err srv_members_load(struct srv *s)
 {
     if (!s->members && !(s->members = calloc(CLUSTER_MAX_MEMBERS, sizeof(*s->members))))

@@ -52,6 +52,16 @@ uint64_t cluster_id(const uint64_t *member_ids, size_t n);
  * URLs. Returns false with etcd's error text in msg (msgsz). */
 bool cluster_bootstrap(const struct cfg *cfg, struct cluster_boot *out, char *msg, size_t msgsz);
 
+/* Whether a data directory that holds the identity (member_id, cluster_id) is this member's,
+ * by the flags that made boot (cluster_bootstrap with --initial-cluster-state new). A restart
+ * ignores the initial flags as etcd's does, except where they show the directory is another's:
+ * with two members or more, the flags name the same cluster but another member (a data
+ * directory given to the wrong member), or another cluster that does not hold the directory's
+ * member (a directory left by an earlier cluster, or another token). Returns false with the
+ * reason in msg (msgsz). */
+bool cluster_check_owner(const struct cluster_boot *boot, const char *name, uint64_t member_id,
+                         uint64_t cluster_id, char *msg, size_t msgsz);
+
 /* The key of a member in the "members" bucket: its ID, 8 bytes big-endian (so that the bucket
  * is in etcd's member-list order). */
 void cluster_member_key(uint64_t id, uint8_t key[CLUSTER_KEY_LEN]);

@@ -251,6 +251,44 @@ bool cluster_bootstrap(const struct cfg *cfg, struct cluster_boot *out, char *ms
     return true;
 }
 
+static const struct cluster_member *boot_member(const struct cluster_boot *boot, uint64_t id)
+{
+    for (size_t i = 0; i < boot->n_members; i++)
+        if (boot->members[i].id == id)
+            return &boot->members[i];
+    return NULL;
+}
+
+bool cluster_check_owner(const struct cluster_boot *boot, const char *name, uint64_t member_id,
+                         uint64_t cluster_id, char *msg, size_t msgsz)
+{
+    if (boot->n_members < 2 || boot->member_id == member_id)
+        return true;
+    const struct cluster_member *owner = boot_member(boot, member_id);
+    if (boot->cluster_id == cluster_id) {
+        char who[160];
+        if (owner)
+            snprintf(who, sizeof(who), "%s (%016llx)", owner->name, (unsigned long long)member_id);
+        else
+            snprintf(who, sizeof(who), "%016llx", (unsigned long long)member_id);
+        snprintf(msg, msgsz,
+                 "the data directory belongs to member %s of cluster %016llx, not to member %s "
+                 "(%016llx): give each member its own --data-dir",
+                 who, (unsigned long long)cluster_id, name, (unsigned long long)boot->member_id);
+        return false;
+    }
+    if (owner)
+        return true; /* the same member in a cluster whose members have changed since */
+    snprintf(msg, msgsz,
+             "the data directory belongs to member %016llx of cluster %016llx, but "
+             "--initial-cluster and --initial-cluster-token make this member %016llx of cluster "
+             "%016llx: it holds another cluster's data (remove it to start a new member, or "
+             "start it with the flags it was created with)",
+             (unsigned long long)member_id, (unsigned long long)cluster_id,
+             (unsigned long long)boot->member_id, (unsigned long long)boot->cluster_id);
+    return false;
+}
+
 void cluster_member_key(uint64_t id, uint8_t key[CLUSTER_KEY_LEN])
 {
     be64_to(key, id);

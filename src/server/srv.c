@@ -173,6 +173,26 @@ static ms_err settle_identity(struct srv *s, const struct srv_durable *d, const 
     return e;
 }
 
+/* Refuse a data directory that the flags show to be another member's or another cluster's
+ * (cluster_check_owner); a restart otherwise ignores the initial flags, as etcd's does. */
+static ms_err check_owner(struct srv *s)
+{
+    if (s->cfg.initial_cluster_existing)
+        return MS_OK;
+    struct cluster_boot *boot = calloc(1, sizeof(*boot));
+    char msg[512];
+    if (!boot)
+        return MS_E_NOMEM;
+    ms_err e = MS_OK;
+    if (cluster_bootstrap(&s->cfg, boot, msg, sizeof(msg)) &&
+        !cluster_check_owner(boot, s->cfg.name, s->member_id, s->cluster_id, msg, sizeof(msg))) {
+        log_error("%s: %s", s->cfg.data_dir, msg);
+        e = MS_E_BAD_REQUEST;
+    }
+    free(boot);
+    return e;
+}
+
 /* Open the WAL, settle the identity, and start the Raft node from what is durable: it applies
  * what the backend lacks and elects this member before anything is served. */
 static ms_err open_node(struct srv *s, const struct srv_durable *d)
@@ -192,6 +212,8 @@ static ms_err open_node(struct srv *s, const struct srv_durable *d)
         return e;
     if (!d->have_id && (e = settle_identity(s, d, &log)) != MS_OK)
         log_error("cannot record the member identity: %s", ms_err_name(e));
+    if (!e)
+        e = check_owner(s);
     if (!e && (e = srv_members_load(s)) != MS_OK)
         log_error("cannot read the members: %s", ms_err_name(e));
     if (!e)

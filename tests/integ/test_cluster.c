@@ -597,6 +597,40 @@ START_TEST(bootstrap)
 }
 END_TEST
 
+/* Start member i's flags (token: --initial-cluster-token, or NULL for the cluster's) on the
+ * data directory dir, on fresh ports: it must exit at once, refusing it with want in its log. */
+static void refused(struct cluster *c, int i, const char *dir, const char *token, const char *want)
+{
+    const char *argv[40];
+    member_flags(c, i, argv, 32);
+    size_t n = 0;
+    while (argv[n])
+        n++;
+    char data[4200], client[64], peer[64];
+    snprintf(data, sizeof(data), "%s/data", dir);
+    snprintf(client, sizeof(client), "http://127.0.0.1:%d", tu_free_port());
+    snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", tu_free_port());
+    const char *more[] = {"--data-dir",
+                          data,
+                          "--listen-client-urls",
+                          client,
+                          "--advertise-client-urls",
+                          client,
+                          "--listen-peer-urls",
+                          peer,
+                          "--initial-cluster-token",
+                          token ? token : "test-cluster",
+                          NULL};
+    for (size_t j = 0; more[j]; j++)
+        argv[n++] = more[j]; /* the last --listen-peer-urls and token win */
+    argv[n] = NULL;
+    char *out = NULL;
+    int st = tu_run(argv, NULL, 20000, &out);
+    ck_assert_msg(st > 0 && strstr(out, want) && !strstr(out, "Sanitizer"), "status %d, output: %s",
+                  st, out);
+    free(out);
+}
+
 START_TEST(leader_kill)
 {
     struct cluster c = {0};
@@ -630,6 +664,10 @@ START_TEST(leader_kill)
             free(got);
         }
     }
+    /* Its data directory given to another member, or to a cluster with another token: refused
+     * with a clear message; the directory stays as it was. */
+    refused(&c, (l + 1) % c.n, c.m[l].s.dir, NULL, "give each member its own --data-dir");
+    refused(&c, l, c.m[l].s.dir, "another-token", "it holds another cluster's data");
     /* The old leader comes back and catches up. */
     const char *argv[32];
     member_flags(&c, l, argv, 32);

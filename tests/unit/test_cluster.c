@@ -139,6 +139,42 @@ START_TEST(bootstrap_refusals)
 }
 END_TEST
 
+/* A data directory given to the wrong member, or left by another cluster, is refused; the
+ * member's own, single members, and a member of a cluster whose members changed are not. */
+START_TEST(owner_checks)
+{
+    flags("b", "t", "http://127.0.0.1:2382", "a", "http://127.0.0.1:2380", "b",
+          "http://127.0.0.1:2382", "c", "http://127.0.0.1:2384", NULL);
+    ck_assert(cluster_bootstrap(cfg, boot, msg, sizeof(msg)));
+    uint64_t a = 0, b = boot->member_id, cid = boot->cluster_id;
+    for (size_t i = 0; i < boot->n_members; i++)
+        if (strcmp(boot->members[i].name, "a") == 0)
+            a = boot->members[i].id;
+    ck_assert(cluster_check_owner(boot, "b", b, cid, msg, sizeof(msg)));
+
+    ck_assert(!cluster_check_owner(boot, "b", a, cid, msg, sizeof(msg)));
+    char want[512];
+    snprintf(want, sizeof(want),
+             "the data directory belongs to member a (%016llx) of cluster %016llx, not to member b "
+             "(%016llx): give each member its own --data-dir",
+             (unsigned long long)a, (unsigned long long)cid, (unsigned long long)b);
+    ck_assert_str_eq(msg, want);
+
+    /* Another token: every ID differs. */
+    ck_assert(!cluster_check_owner(boot, "b", b ^ 1, cid ^ 1, msg, sizeof(msg)));
+    ck_assert_msg(strstr(msg, "it holds another cluster's data") != NULL, "%s", msg);
+
+    /* A member of this directory's cluster, after members were added or removed. */
+    ck_assert(cluster_check_owner(boot, "b", a, cid ^ 1, msg, sizeof(msg)));
+
+    /* One member: a restart may change anything. */
+    memset(cfg, 0, sizeof(*cfg));
+    flags("a", "t", "http://127.0.0.1:2380", "a", "http://127.0.0.1:2380", NULL);
+    ck_assert(cluster_bootstrap(cfg, boot, msg, sizeof(msg)));
+    ck_assert(cluster_check_owner(boot, "a", 7, 9, msg, sizeof(msg)));
+}
+END_TEST
+
 static void member(struct cluster_member *m)
 {
     memset(m, 0, sizeof(*m));
@@ -236,6 +272,7 @@ static Suite *cluster_suite(void)
     tc = tcase_create("bootstrap");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, bootstrap_refusals);
+    tcase_add_test(tc, owner_checks);
     suite_add_tcase(s, tc);
     tc = tcase_create("record");
     tcase_add_test(tc, record_round_trip);

@@ -99,6 +99,9 @@ struct be *be_skiplist_open(void);
  * for a data.mdb shorter than its meta page says, which LMDB would map and die on (SIGBUS).
  * Later errors LMDB reports as an errno (a full disk) are logged with the file and errno. */
 struct be *be_lmdb_open(const char *dir, uint64_t map_size, ms_err *err);
+/* The same for an environment that is thrown away if the process stops before it is used (a
+ * snapshot being loaded): commits are not synced, be_sync makes everything durable at once. */
+struct be *be_lmdb_open_scratch(const char *dir, uint64_t map_size, ms_err *err);
 
 static inline ms_err be_txn_begin(struct be *be, struct be_txn *parent, bool write,
                                   struct be_txn **out)

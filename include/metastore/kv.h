@@ -254,10 +254,17 @@ struct kv_store *kv_store_open(struct be_txn *txn, ms_err *err);
 /* Free the store (not the backend). Accepts NULL. */
 void kv_store_close(struct kv_store *kv);
 
-/* Rebuild kv from txn in place (its backend's content was replaced: a snapshot from the leader
- * was installed), keeping the lease check; pointers to kv stay valid. On an error kv is
- * unchanged. */
-ms_err kv_store_reload(struct kv_store *kv, struct be_txn *txn);
+/* Rebuild kv in place for a backend whose content was replaced (a snapshot from the leader),
+ * as it loads a slice at a time: hand every record of bucket "key" to kv_restore_record as it
+ * is loaded, in key (revision) order; then kv_restore_end with the loaded txn makes it kv's
+ * content, keeping the lease check (pointers to kv stay valid; on an error kv is unchanged). It
+ * consumes r even on an error. kv_restore_abort drops r (accepts NULL). */
+struct kv_restore;
+struct kv_restore *kv_restore_begin(void);
+ms_err kv_restore_record(struct kv_restore *r, const uint8_t *k, size_t kl, const uint8_t *v,
+                         size_t vl);
+ms_err kv_restore_end(struct kv_store *kv, struct kv_restore *r, struct be_txn *txn);
+void kv_restore_abort(struct kv_restore *r);
 
 /* Install the lease existence check (NULL: every lease is accepted). */
 void kv_set_lease_check(struct kv_store *kv, kv_lease_exists_fn fn, void *ctx);

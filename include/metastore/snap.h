@@ -46,6 +46,22 @@ typedef ms_err (*snap_record_fn)(void *ctx, enum be_bucket b, const uint8_t *k, 
  * `etcdctl snapshot save` writes from the gRPC stream) is read as the snapshot inside. */
 ms_err snap_read(const char *path, struct snap_header *h, snap_record_fn fn, void *ctx);
 
+/* A snapshot file read a slice at a time, so that loading a large one does not hold the
+ * caller for long: the header at open, then the records in order. The CRC is checked as the
+ * records go by, so a damaged file is known only at the end: load into something that can be
+ * thrown away. Reads this format only (not etcd's saved layout). */
+struct snap_reader;
+
+/* Map path and read its header into *h. NULL with *err (MS_E_DATA_CORRUPT, logged, for a file
+ * that is not a snapshot). */
+struct snap_reader *snap_reader_open(const char *path, struct snap_header *h, ms_err *err);
+/* Hand up to max records to fn. *done once the end is read and the whole file verified;
+ * MS_E_DATA_CORRUPT on damage, or fn's error. */
+ms_err snap_reader_next(struct snap_reader *r, size_t max, snap_record_fn fn, void *ctx,
+                        bool *done);
+/* Accepts NULL. */
+void snap_reader_close(struct snap_reader *r);
+
 /* The newest snapshot file in dir (names snap-<index:016x>.snap) that verifies; returns false
  * if there is none. Older or damaged ones are left alone. */
 bool snap_find_latest(const char *dir, char *out, size_t cap, struct snap_header *h);

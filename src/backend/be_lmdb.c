@@ -4,7 +4,7 @@
  * (MDB_MAP_FULL -> MS_E_NO_SPACE). An error LMDB reports as an errno (a full disk, an I/O
  * error) is logged here with the file and the errno text, since ms_err keeps neither.
  * Commits use LMDB's default full sync; the server decides how often to commit (DESIGN.md §3).
- * Never opened with MDB_NOSYNC.
+ * Never opened with MDB_NOSYNC, but for a scratch environment (be_lmdb_open_scratch).
  */
 #include "metastore/be.h"
 #include "metastore/log.h"
@@ -480,7 +480,7 @@ out_close:
     return e;
 }
 
-struct be *be_lmdb_open(const char *dir, uint64_t map_size, ms_err *err)
+static struct be *open_env(const char *dir, uint64_t map_size, unsigned flags, ms_err *err)
 {
     struct be_lmdb *be = calloc(1, sizeof(*be));
     int rc;
@@ -510,8 +510,8 @@ struct be *be_lmdb_open(const char *dir, uint64_t map_size, ms_err *err)
         goto out_rc;
     if ((rc = mdb_env_set_mapsize(be->env, (size_t)map_size)) != 0)
         goto out_rc;
-    /* MDB_NOTLS: transactions are not tied to threads (we have one). No MDB_NOSYNC. */
-    if ((rc = mdb_env_open(be->env, dir, MDB_NOTLS, 0600)) != 0)
+    /* MDB_NOTLS: transactions are not tied to threads (we have one). */
+    if ((rc = mdb_env_open(be->env, dir, MDB_NOTLS | flags, 0600)) != 0)
         goto out_rc;
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(be->env, NULL, 0, &txn)) != 0)
@@ -533,4 +533,14 @@ out_rc:
 out_free:
     lm_close(&be->base);
     return NULL;
+}
+
+struct be *be_lmdb_open(const char *dir, uint64_t map_size, ms_err *err)
+{
+    return open_env(dir, map_size, 0, err); /* no MDB_NOSYNC */
+}
+
+struct be *be_lmdb_open_scratch(const char *dir, uint64_t map_size, ms_err *err)
+{
+    return open_env(dir, map_size, MDB_NOSYNC, err);
 }

@@ -31,72 +31,108 @@ ms_err kv_meta_put_i64(struct be_txn *txn, const char *name, int64_t v)
     return be_put_u64(txn, BE_BUCKET_META, name, (uint64_t)v);
 }
 
-/* Rebuild the index from every record, in revision order (etcd restore). */
-static ms_err restore_index(struct kv_store *kv, struct be_txn *txn)
+/* An index being rebuilt from the key bucket's records, in revision order (etcd restore). */
+struct kv_restore {
+    struct kv_index ix;
+    int64_t max_main;
+};
+
+struct kv_restore *kv_restore_begin(void)
+{
+    struct kv_restore *r = calloc(1, sizeof(*r));
+    if (r && !kv_index_init(&r->ix)) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+ms_err kv_restore_record(struct kv_restore *r, const uint8_t *k, size_t kl, const uint8_t *v,
+                         size_t vl)
+{
+    struct kv_rev rev;
+    bool tomb;
+    struct kv_kv rec;
+    if (!kv_rev_decode(k, kl, &rev, &tomb) || !kv_record_decode(v, vl, &rec)) {
+        log_error("kv: corrupt record in bucket key (%zu-byte key)", kl);
+        return MS_E_DATA_CORRUPT;
+    }
+    if (!kv_index_restore(&r->ix, &rec, rev, tomb))
+        return MS_E_NOMEM;
+    if (rev.main > r->max_main)
+        r->max_main = rev.main;
+    return MS_OK;
+}
+
+void kv_restore_abort(struct kv_restore *r)
+{
+    if (!r)
+        return;
+    kv_index_fini(&r->ix);
+    free(r);
+}
+
+/* Every record of the key bucket into r. */
+static ms_err restore_scan(struct kv_restore *r, struct be_txn *txn)
 {
     struct be_cursor *c;
     struct be_val k, v;
     ms_err e = be_cursor_open(txn, BE_BUCKET_KEY, &c);
     if (e)
         return e;
-    int64_t max_main = 0;
-    for (e = be_cursor_seek(c, NULL, 0, &k, &v); e == MS_OK; e = be_cursor_next(c, &k, &v)) {
-        struct kv_rev rev;
-        bool tomb;
-        struct kv_kv rec;
-        if (!kv_rev_decode(k.p, k.len, &rev, &tomb) || !kv_record_decode(v.p, v.len, &rec)) {
-            log_error("kv: corrupt record in bucket key (%zu-byte key)", k.len);
-            e = MS_E_DATA_CORRUPT;
+    for (e = be_cursor_seek(c, NULL, 0, &k, &v); e == MS_OK; e = be_cursor_next(c, &k, &v))
+        if ((e = kv_restore_record(r, k.p, k.len, v.p, v.len)) != MS_OK)
             break;
-        }
-        if (!kv_index_restore(&kv->ix, &rec, rev, tomb)) {
-            e = MS_E_NOMEM;
-            break;
-        }
-        if (rev.main > max_main)
-            max_main = rev.main;
-    }
     be_cursor_close(c);
-    if (e != MS_E_NOT_EXIST)
-        return e;
-    kv->rev = max_main > 1 ? max_main : 1;
-    /* Keys up to the compaction point may all be gone: never report less than it. */
-    if (kv->rev < kv->compact_rev)
-        kv->rev = kv->compact_rev;
-    return MS_OK;
+    return e == MS_E_NOT_EXIST ? MS_OK : e;
 }
 
-struct kv_store *kv_store_open(struct be_txn *txn, ms_err *err)
+/* A store with r's index (r is consumed) and txn's compaction state; NULL with *err. */
+static struct kv_store *open_restored(struct kv_restore *r, struct be_txn *txn, ms_err *err)
 {
     struct kv_store *kv = calloc(1, sizeof(*kv));
     int64_t finished = 0, scheduled = 0;
     bool have_finished = false, have_scheduled = false;
     if (!kv) {
+        kv_restore_abort(r);
         *err = MS_E_NOMEM;
         return NULL;
     }
     buf_init(&kv->scratch);
-    if (!kv_index_init(&kv->ix)) {
-        *err = MS_E_NOMEM;
-        goto out_free;
+    kv->ix = r->ix;
+    int64_t max_main = r->max_main;
+    free(r);
+    if ((*err = meta_get_i64(txn, KV_META_FINISHED_COMPACT, &finished, &have_finished)) != MS_OK ||
+        (*err = meta_get_i64(txn, KV_META_SCHEDULED_COMPACT, &scheduled, &have_scheduled)) !=
+            MS_OK) {
+        kv_store_close(kv);
+        return NULL;
     }
-    if ((*err = meta_get_i64(txn, KV_META_FINISHED_COMPACT, &finished, &have_finished)) != MS_OK)
-        goto out_free;
-    if ((*err = meta_get_i64(txn, KV_META_SCHEDULED_COMPACT, &scheduled, &have_scheduled)) != MS_OK)
-        goto out_free;
     kv->compact_rev = finished;
     kv->compacted = have_finished || have_scheduled;
-    if ((*err = restore_index(kv, txn)) != MS_OK)
-        goto out_free;
+    kv->rev = max_main > 1 ? max_main : 1;
+    /* Keys up to the compaction point may all be gone: never report less than it. */
+    if (kv->rev < kv->compact_rev)
+        kv->rev = kv->compact_rev;
     if (scheduled > finished) {
         /* A compaction was cut short by a stop: redo it (etcd does the same). */
         kv_compact_begin(kv, scheduled);
     }
     return kv;
+}
 
-out_free:
-    kv_store_close(kv);
-    return NULL;
+struct kv_store *kv_store_open(struct be_txn *txn, ms_err *err)
+{
+    struct kv_restore *r = kv_restore_begin();
+    if (!r) {
+        *err = MS_E_NOMEM;
+        return NULL;
+    }
+    if ((*err = restore_scan(r, txn)) != MS_OK) {
+        kv_restore_abort(r);
+        return NULL;
+    }
+    return open_restored(r, txn, err);
 }
 
 void kv_store_close(struct kv_store *kv)
@@ -108,10 +144,10 @@ void kv_store_close(struct kv_store *kv)
     free(kv);
 }
 
-ms_err kv_store_reload(struct kv_store *kv, struct be_txn *txn)
+ms_err kv_restore_end(struct kv_store *kv, struct kv_restore *r, struct be_txn *txn)
 {
     ms_err e;
-    struct kv_store *fresh = kv_store_open(txn, &e);
+    struct kv_store *fresh = open_restored(r, txn, &e);
     if (!fresh)
         return e;
     fresh->lease_fn = kv->lease_fn;

@@ -249,6 +249,7 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
     s->lock_fd = -1;
     s->hooks = (struct srv_hooks){.durable = srv_node_durable,
                                   .snapshot_saved = srv_node_snapshot_saved,
+                                  .installed = srv_node_installed,
                                   .propose = propose_expired,
                                   .leader = srv_node_leader,
                                   .send_app = srv_node_send_app,

@@ -45,7 +45,7 @@ struct srv_counters {
 #define SRV_MAX_ALARMS 64
 #define SRV_MAX_OPS    64
 
-enum copy_kind { COPY_SNAPSHOT, COPY_BACKUP, COPY_DEFRAG };
+enum copy_kind { COPY_SNAPSHOT, COPY_BACKUP, COPY_DEFRAG, COPY_INSTALL };
 
 /* A backup or defrag waiting to run or to finish (srv_snap.c). */
 struct srv_op {
@@ -64,6 +64,7 @@ struct srv_op_waiter {
 };
 
 struct srv_copy;
+struct snap_header;
 
 #define SRV_COMPACTOR_REVS 16
 
@@ -123,6 +124,7 @@ struct srv_node {
     struct node_snap_out *snaps_out; /* snapshots being made or sent to followers */
     char snap_in[4400];              /* a snapshot received from the leader, not installed */
     uint64_t snap_in_index;
+    uint64_t install_ms;     /* when the install of the Ready's snapshot started */
     void (*left)(void *ctx); /* a leadership transfer before stopping is in progress */
     void *left_ctx;
     uint64_t left_deadline_ms;
@@ -264,6 +266,9 @@ struct srv_hooks {
      * peer (the leader's lessor answers keepalives and time-to-lives). */
     uint64_t (*leader)(struct srv *s);
     ms_err (*send_app)(struct srv *s, uint64_t to, const void *data, size_t len);
+    /* srv_snap.c: a snapshot from the leader is the store now (e: MS_OK), or could not be
+     * loaded; h is its header, kr its key index (given over; NULL on an error). */
+    void (*installed)(struct srv *s, ms_err e, const struct snap_header *h, struct kv_restore *kr);
     /* srv_auth.c: propose req for the caller id (its wait is added by the proposer). */
     ms_err (*propose_for)(struct srv *s, const struct srv_req *req, uint64_t id);
 };
@@ -377,6 +382,8 @@ void srv_node_wal_stats(const struct srv *s, struct wal_stats *out);
  * backend or a snapshot holds, and mark the snapshot in it. */
 void srv_node_durable(struct srv *s, uint64_t index);
 void srv_node_snapshot_saved(struct srv *s, uint64_t index, uint64_t term);
+void srv_node_installed(struct srv *s, ms_err e, const struct snap_header *h,
+                        struct kv_restore *kr);
 
 /* srv_read.c */
 bool srv_reads_push(struct srv *s, uint64_t id);
@@ -442,12 +449,15 @@ bool srv_copy_running(const struct srv *s);
 bool srv_cancel_op(struct srv *s, uint64_t id);
 void srv_snap_fini(struct srv *s);
 ms_err srv_snap_load(struct srv *s);
-/* Replace the store's content by the snapshot file at path (from the leader), keeping the
- * member's identity; *h gets its header. The file is consumed (the memory backend keeps it as
- * its snapshot). A copy in progress (backup, defrag, snapshot) fails first. Nothing changes
- * when the file is damaged. */
-struct snap_header;
-ms_err srv_snap_install(struct srv *s, const char *path, struct snap_header *h);
+/* Start replacing the store by the snapshot file at path (from the leader), keeping the
+ * member's identity. The snapshot loads into a new backend in slices, across loop turns, while
+ * the old one serves on; once the whole file has verified, the new backend takes the old one's
+ * place and the installed hook runs. The file is consumed (the memory backend keeps it as its
+ * snapshot). A copy in progress (backup, defrag, snapshot) fails first; copies asked for
+ * meanwhile wait. */
+ms_err srv_snap_install(struct srv *s, const char *path);
+/* Whether an install runs. */
+bool srv_snap_installing(const struct srv *s);
 /* At start, before LMDB opens member/db: finish or undo a defrag a crash interrupted. */
 ms_err srv_defrag_recover(struct srv *s);
 /* member/snap, where snapshot and backup files go. */

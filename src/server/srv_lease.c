@@ -113,6 +113,9 @@ ms_err srv_lease_open(struct srv *s)
     /* No member expires leases until the node sees it lead (srv_lease_promote). */
     lease_mgr_demote(s->lease.lessor);
     kv_set_lease_check(s->kv, lease_exists_cb, s->lease.lessor);
+    /* Keys name only leases that exist (a revoke deletes its keys): none, nothing to walk. */
+    if (lease_mgr_count(s->lease.lessor) == 0)
+        return MS_OK;
     return kv_foreach_leased(s->kv, s->wtxn, attach_cb, s);
 }
 

@@ -326,14 +326,26 @@ static void send_msgs(struct srv *s, const struct raft_msg *msgs, size_t n)
     }
 }
 
-/* A snapshot from the leader arrived whole in path: verify it, then hand its MsgSnap to the
- * core (which may refuse it as stale; the file then goes with the next one or at close). */
+/* A snapshot from the leader arrived whole in path (the transport checked its bytes as they
+ * came and made it durable): check its header, then hand its MsgSnap to the core (which may
+ * refuse it as stale; the file then goes with the next one or at close). The snapshot's own
+ * CRC is checked as it loads, before it replaces anything. */
 static void on_peer_snapshot(void *ctx, const struct raft_msg *m, const char *path)
 {
     struct srv *s = ctx;
     struct srv_node *n = &s->node;
+    if (srv_snap_installing(s)) {
+        log_info("raft: a snapshot at index %llu from %016llx arrived while one installs: "
+                 "dropped",
+                 (unsigned long long)m->snap.index, (unsigned long long)m->from);
+        unlink(path);
+        return;
+    }
     struct snap_header h;
-    if (snap_read(path, &h, NULL, NULL) != MS_OK || h.index != m->snap.index) {
+    ms_err e;
+    struct snap_reader *r = snap_reader_open(path, &h, &e);
+    snap_reader_close(r);
+    if (!r || h.index != m->snap.index) {
         log_warn("raft: the snapshot from %016llx in %s is damaged: dropped",
                  (unsigned long long)m->from, path);
         unlink(path);
@@ -345,34 +357,49 @@ static void on_peer_snapshot(void *ctx, const struct raft_msg *m, const char *pa
     n->snap_in_index = m->snap.index;
     log_info("raft: received a snapshot at index %llu from %016llx",
              (unsigned long long)m->snap.index, (unsigned long long)m->from);
-    ms_err e = raft_step(n->raft, m);
-    if (e)
+    if ((e = raft_step(n->raft, m)) != MS_OK)
         log_warn("raft: the snapshot from %016llx was not taken: %s", (unsigned long long)m->from,
                  ms_err_name(e));
     srv_wake(s);
 }
 
-/* The Ready carries a snapshot: make it the state machine, then the log's base. */
-static void install_snapshot(struct srv *s, const struct raft_snapshot_meta *meta)
+/* The Ready carries a snapshot: start loading it (srv_snap.c, in slices); the Ready stays
+ * outstanding until srv_node_installed. */
+static void install_start(struct srv *s, const struct raft_snapshot_meta *meta)
 {
     struct srv_node *n = &s->node;
     if (!n->snap_in[0] || n->snap_in_index != meta->index)
         ms_fatal("raft: the core installs a snapshot at %llu, but none was received for it",
                  (unsigned long long)meta->index);
-    uint64_t t0 = clock_now_ms();
-    struct snap_header h;
-    ms_err e = srv_snap_install(s, n->snap_in, &h);
-    n->snap_in[0] = 0;
+    n->install_ms = clock_now_ms();
+    ms_err e = srv_snap_install(s, n->snap_in);
     if (e)
         ms_fatal("raft: cannot install the snapshot at %llu: %s", (unsigned long long)meta->index,
                  ms_err_name(e));
+    n->snap_in[0] = 0; /* the install owns the file now */
+}
+
+static bool ready_rest(struct srv *s, bool wait);
+static bool run_ready(struct srv *s, bool wait);
+static void step_end(struct srv *s);
+
+/* The snapshot is the store: everything that reads it loads again, the WAL records it and it
+ * becomes the log's base; then the rest of its Ready. */
+void srv_node_installed(struct srv *s, ms_err e, const struct snap_header *h, struct kv_restore *kr)
+{
+    struct srv_node *n = &s->node;
+    const struct raft_snapshot_meta *meta = &n->rd.snapshot;
+    if (e)
+        ms_fatal("raft: cannot install the snapshot at %llu: %s", (unsigned long long)meta->index,
+                 ms_err_name(e));
+    uint64_t t0 = clock_now_ms();
     if ((e = srv_conf_put(s->wtxn, &meta->conf)) != MS_OK)
         ms_fatal("cannot record the configuration: %s", ms_err_name(e));
     srv_store_applied(s, meta->index, meta->term);
     srv_commit(s);
     if ((e = be_sync(s->be)) != MS_OK)
         ms_fatal("cannot make the installed snapshot durable: %s", ms_err_name(e));
-    if ((e = kv_store_reload(s->kv, s->wtxn)) != MS_OK || (e = srv_lease_reload(s)) != MS_OK ||
+    if ((e = kv_restore_end(s->kv, kr, s->wtxn)) != MS_OK || (e = srv_lease_reload(s)) != MS_OK ||
         (e = srv_alarms_load(s)) != MS_OK || (e = srv_members_load(s)) != MS_OK ||
         (e = srv_auth_reload(s)) != MS_OK)
         ms_fatal("cannot load the installed snapshot: %s", ms_err_name(e));
@@ -388,9 +415,15 @@ static void install_snapshot(struct srv *s, const struct raft_snapshot_meta *met
         ms_fatal("raft: the snapshot at %llu is older than the log",
                  (unsigned long long)meta->index);
     n->mem_bytes = 0;
-    log_info("raft: installed the snapshot at index %llu (revision %lld) in %llu ms",
-             (unsigned long long)meta->index, (long long)h.revision,
-             (unsigned long long)(clock_now_ms() - t0));
+    uint64_t now = clock_now_ms();
+    log_info("raft: installed the snapshot at index %llu (revision %lld) in %llu ms, the last "
+             "step %llu ms",
+             (unsigned long long)meta->index, (long long)h->revision,
+             (unsigned long long)(now - n->install_ms), (unsigned long long)(now - t0));
+    if (!ready_rest(s, false))
+        run_ready(s, false);
+    srv_reads_serve_applied(s);
+    step_end(s);
 }
 
 /* The leadership transfer of srv_node_step_down ended (handed over, or timed out). */
@@ -441,8 +474,44 @@ static void soft_changed(struct srv *s, const struct raft_soft_state *soft)
         transfer_end(s, true);
 }
 
-/* Take and handle Readys until one waits for its sync (returns true) or none is left. With
- * wait, syncs happen in place (the start, before the loop runs). */
+/* The rest of the outstanding Ready, once its snapshot (if any) is the store: messages,
+ * reads, entries to apply and to persist. Returns true while it waits for its sync. */
+static bool ready_rest(struct srv *s, bool wait)
+{
+    struct srv_node *n = &s->node;
+    struct raft_ready *rd = &n->rd;
+    if (n->peer)
+        send_msgs(s, rd->msgs, rd->n_msgs);
+    for (size_t j = 0; j < rd->n_read_states; j++)
+        srv_reads_confirm(s, rd->read_states[j].ctx, rd->read_states[j].index);
+    if (rd->n_committed)
+        apply_committed(s, rd->committed, rd->n_committed);
+    if (rd->n_entries || rd->hard_changed) {
+        ms_err e =
+            wal_append(n->wal, rd->hard_changed ? &rd->hard : NULL, rd->entries, rd->n_entries);
+        if (e)
+            fatal_sync(n, e);
+        s->ctr.ready_batches += rd->n_entries > 0;
+    }
+    if (rd->must_sync) {
+        ms_err e;
+        if (wait) {
+            if ((e = wal_sync(n->wal)) != MS_OK)
+                fatal_sync(n, e);
+        } else {
+            bool started;
+            if ((e = wal_sync_begin(n->wal, &started)) != MS_OK)
+                fatal_sync(n, e);
+            if (started)
+                return true; /* on_synced finishes this Ready */
+        }
+    }
+    persisted(s);
+    return false;
+}
+
+/* Take and handle Readys until one waits for its sync or its snapshot's install (returns
+ * true) or none is left. With wait, syncs happen in place (the start, before the loop runs). */
 static bool run_ready(struct srv *s, bool wait)
 {
     struct srv_node *n = &s->node;
@@ -453,35 +522,14 @@ static bool run_ready(struct srv *s, bool wait)
         n->rd_out = true;
         if (rd->soft_changed)
             soft_changed(s, &rd->soft);
-        if (rd->has_snapshot)
-            install_snapshot(s, &rd->snapshot);
-        if (n->peer)
-            send_msgs(s, rd->msgs, rd->n_msgs);
-        for (size_t j = 0; j < rd->n_read_states; j++)
-            srv_reads_confirm(s, rd->read_states[j].ctx, rd->read_states[j].index);
-        if (rd->n_committed)
-            apply_committed(s, rd->committed, rd->n_committed);
-        if (rd->n_entries || rd->hard_changed) {
-            ms_err e =
-                wal_append(n->wal, rd->hard_changed ? &rd->hard : NULL, rd->entries, rd->n_entries);
-            if (e)
-                fatal_sync(n, e);
-            s->ctr.ready_batches += rd->n_entries > 0;
+        if (rd->has_snapshot) {
+            if (wait)
+                ms_fatal("raft: a snapshot to install before the loop runs");
+            install_start(s, &rd->snapshot);
+            return true; /* srv_node_installed finishes this Ready */
         }
-        if (rd->must_sync) {
-            ms_err e;
-            if (wait) {
-                if ((e = wal_sync(n->wal)) != MS_OK)
-                    fatal_sync(n, e);
-            } else {
-                bool started;
-                if ((e = wal_sync_begin(n->wal, &started)) != MS_OK)
-                    fatal_sync(n, e);
-                if (started)
-                    return true; /* on_synced finishes this Ready */
-            }
-        }
-        persisted(s);
+        if (ready_rest(s, wait))
+            return true;
     }
     return n->rd_out;
 }

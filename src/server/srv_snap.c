@@ -1,6 +1,7 @@
 #define _GNU_SOURCE /* renameat2 */
 /* srv_snap.c - copies of the whole backend, made in slices across loop turns: periodic
- * snapshots of the memory backend, backups for /v3/maintenance/snapshot, and LMDB defrag.
+ * snapshots of the memory backend, backups for /v3/maintenance/snapshot, and LMDB defrag; and
+ * the reverse, a snapshot from the leader loaded into a new backend in slices (install).
  *
  * A copy starts at the applied index A (revision R): every bucket but "key" is copied at once
  * (they are small), then the "key" bucket is copied up to revision R in slices. MVCC records
@@ -9,12 +10,17 @@
  * records written since (revisions above R) and the small buckets again, and swaps the new
  * LMDB environment in. Only one copy runs at a time; requests queue behind it.
  *
- * Files: member/snap/ (snapshots, backups), member/db.defrag (a defrag's new environment) and,
- * where the file system cannot exchange two names atomically, member/db.old for the moment of
- * the swap. A crash at any point of a defrag leaves a state srv_defrag_recover puts right.
- */
+ * An install reads the leader's file a slice at a time into a new backend while the old one
+ * serves on (nothing is applied meanwhile: the Ready that carries the snapshot waits for it);
+ * once the file has verified to its end, the new backend takes the old one's place at once.
+ *
+ * Files: member/snap/ (snapshots, backups), member/db.defrag (a defrag's new environment),
+ * member/db.install (an install's) and, where the file system cannot exchange two names
+ * atomically, member/db.old for the moment of the swap. A crash at any point of a defrag or an
+ * install leaves a state srv_defrag_recover puts right. */
 #include "srv_int.h"
 
+#include "metastore/clock.h"
 #include "metastore/fs.h"
 #include "metastore/log.h"
 #include "metastore/skiplist.h"
@@ -29,21 +35,25 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define COPY_SLICE 20000 /* key records per loop turn */
-#define SNAP_KEEP  2     /* snapshot files kept */
+#define COPY_SLICE    20000 /* key records per loop turn */
+#define INSTALL_SLICE 2000  /* records of a snapshot from the leader per loop turn */
+#define SNAP_KEEP     2     /* snapshot files kept */
 
 struct srv_copy {
     enum copy_kind kind;
     uint64_t waiter; /* backup/defrag caller, 0 for the periodic snapshot */
     struct snap_header hdr;
     struct snap_writer *w; /* snapshot, backup */
-    struct be *dst;        /* defrag */
+    struct snap_reader *r; /* install: the snapshot being loaded */
+    struct kv_restore *kr; /* install: the key index, built as the key bucket loads */
+    struct be *dst;        /* defrag, install */
     struct be_txn *dtxn;
     char path[4400];
     uint8_t next[KV_REVKEY_LEN + 1]; /* first key bucket key still to copy */
     size_t next_len;
     uint8_t bound[KV_REVKEY_LEN + 1]; /* key bucket keys >= bound were written after start */
     size_t bound_len;
+    uint64_t slices, slice_max_ns; /* install: how many, the longest */
 };
 
 static ms_err sink(struct srv_copy *c, enum be_bucket b, const uint8_t *k, size_t kl,
@@ -154,6 +164,8 @@ static bool snapshot_due(const struct srv *s)
 static void copy_free(struct srv_copy *c)
 {
     snap_writer_abort(c->w);
+    snap_reader_close(c->r);
+    kv_restore_abort(c->kr);
     if (c->dtxn)
         be_txn_abort(c->dtxn);
     be_close(c->dst);
@@ -235,10 +247,25 @@ static void prune_snapshots(struct srv *s)
     }
 }
 
+static const char *kind_name(enum copy_kind k)
+{
+    switch (k) {
+    case COPY_SNAPSHOT:
+        return "snapshot";
+    case COPY_BACKUP:
+        return "backup";
+    case COPY_DEFRAG:
+        return "defrag";
+    case COPY_INSTALL:
+        break;
+    }
+    return "snapshot install";
+}
+
 /* Put the complete, synced environment in dir in place of member/db. Both hold the same
  * state (the server committed it to the old one just before), so a crash at any step loses
  * nothing: srv_defrag_recover keeps whichever whole environment sits at, or next to, db. */
-static void swap_in(const struct srv *s, const char *dir)
+static void swap_in(const struct srv *s, const char *dir, const char *what)
 {
     char member[4200], db[4300], old[4300];
     member_path(s, "", member, sizeof(member));
@@ -246,7 +273,7 @@ static void swap_in(const struct srv *s, const char *dir)
     member_path(s, "db.old", old, sizeof(old));
     /* The name data.mdb inside dir must be durable before dir takes db's place. */
     if (fs_sync_dir(dir) != MS_OK)
-        ms_fatal("defrag: cannot sync %s: %s", dir, strerror(errno));
+        ms_fatal("%s: cannot sync %s: %s", what, dir, strerror(errno));
     crash_point("defrag_before_swap");
     /* One atomic exchange: db is the new environment, dir the old one. The test hook for the
      * fallback's middle state takes the fallback. */
@@ -255,21 +282,43 @@ static void swap_in(const struct srv *s, const char *dir)
                  : renameat2(AT_FDCWD, dir, AT_FDCWD, db, RENAME_EXCHANGE);
     if (rc == 0) {
         if (fs_sync_dir(member) != MS_OK)
-            ms_fatal("defrag: cannot sync %s: %s", member, strerror(errno));
+            ms_fatal("%s: cannot sync %s: %s", what, member, strerror(errno));
         crash_point("defrag_after_swap");
         rmtree_lmdb(dir);
         return;
     }
     if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
-        ms_fatal("defrag: cannot swap %s and %s: %s", dir, db, strerror(errno));
+        ms_fatal("%s: cannot swap %s and %s: %s", what, dir, db, strerror(errno));
     /* No exchange on this file system: two renames, each made durable before the next. */
     rmtree_lmdb(old);
     if (rename(db, old) != 0 || fs_sync_dir(member) != MS_OK)
-        ms_fatal("defrag: cannot move %s to %s: %s", db, old, strerror(errno));
+        ms_fatal("%s: cannot move %s to %s: %s", what, db, old, strerror(errno));
     crash_point("defrag_between_renames");
     if (rename(dir, db) != 0 || fs_sync_dir(member) != MS_OK)
-        ms_fatal("defrag: cannot move %s to %s: %s", dir, db, strerror(errno));
+        ms_fatal("%s: cannot move %s to %s: %s", what, dir, db, strerror(errno));
     rmtree_lmdb(old);
+}
+
+/* The new environment c->dst (complete and synced) in place of the old one, reopened at the
+ * usual path as the store. */
+static void swap_env(struct srv *s, struct srv_copy *c)
+{
+    const char *what = kind_name(c->kind);
+    be_txn_abort(s->wtxn);
+    s->wtxn = NULL;
+    be_close(s->be);
+    s->be = NULL;
+    be_close(c->dst);
+    c->dst = NULL;
+    char db[4300];
+    member_path(s, "db", db, sizeof(db));
+    swap_in(s, c->path, what);
+    ms_err e;
+    s->be = be_lmdb_open(db, srv_lmdb_map_size(s), &e);
+    if (!s->be)
+        ms_fatal("%s: cannot reopen %s: %s", what, db, ms_err_name(e));
+    if ((e = be_txn_begin(s->be, NULL, true, &s->wtxn)) != MS_OK)
+        ms_fatal("%s: cannot begin a transaction: %s", what, ms_err_name(e));
 }
 
 /* Defrag's last step: what changed since the start, then swap the environments. */
@@ -305,22 +354,8 @@ static ms_err defrag_finish(struct srv *s, struct srv_copy *c)
         e = be_sync(c->dst);
     if (e)
         return e;
-    /* Swap: the old environment out, the new one in, then reopen it at the usual path. */
     srv_commit(s);
-    be_txn_abort(s->wtxn);
-    s->wtxn = NULL;
-    be_close(s->be);
-    s->be = NULL;
-    be_close(c->dst);
-    c->dst = NULL;
-    char db[4300];
-    member_path(s, "db", db, sizeof(db));
-    swap_in(s, c->path);
-    s->be = be_lmdb_open(db, srv_lmdb_map_size(s), &e);
-    if (!s->be)
-        ms_fatal("defrag: cannot reopen %s: %s", db, ms_err_name(e));
-    if ((e = be_txn_begin(s->be, NULL, true, &s->wtxn)) != MS_OK)
-        ms_fatal("defrag: cannot begin a transaction: %s", ms_err_name(e));
+    swap_env(s, c);
     return MS_OK;
 }
 
@@ -367,13 +402,11 @@ static void finish(struct srv *s, struct srv_copy *c)
     case COPY_DEFRAG:
         e = defrag_finish(s, c);
         break;
+    case COPY_INSTALL:
+        break; /* install_slice finishes it */
     }
     if (e)
-        log_error("%s failed: %s",
-                  c->kind == COPY_DEFRAG   ? "defrag"
-                  : c->kind == COPY_BACKUP ? "backup"
-                                           : "snapshot",
-                  ms_err_name(e));
+        log_error("%s failed: %s", kind_name(c->kind), ms_err_name(e));
     complete_op(s, c, e);
     if (c->kind == COPY_BACKUP && e)
         unlink(c->path);
@@ -410,6 +443,8 @@ static void start_next(struct srv *s)
         arm(s);
 }
 
+static void install_slice(struct srv *s, struct srv_copy *c);
+
 static void on_copy(evutil_socket_t fd, short what, void *arg)
 {
     struct srv *s = arg;
@@ -417,6 +452,11 @@ static void on_copy(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (!c) {
+        start_next(s);
+        return;
+    }
+    if (c->kind == COPY_INSTALL) {
+        install_slice(s, c);
         start_next(s);
         return;
     }
@@ -622,6 +662,17 @@ ms_err srv_defrag_recover(struct srv *s)
     member_path(s, "db", db, sizeof(db));
     member_path(s, "db.old", old, sizeof(old));
     member_path(s, "db.defrag", tmp, sizeof(tmp));
+    char install[4300];
+    member_path(s, "db.install", install, sizeof(install));
+    if (stat(install, &sb) == 0) {
+        /* A snapshot from the leader, loaded short of its swap (the leader sends it again), or
+         * the old store the swap left there. */
+        if (rmtree_lmdb(install) != MS_OK) {
+            log_error("cannot remove %s left by a snapshot install: %s", install, strerror(errno));
+            return MS_E_IO;
+        }
+        log_info("removed %s left by an interrupted snapshot install", install);
+    }
     bool have_db = stat(db, &sb) == 0, have_old = stat(old, &sb) == 0;
     if (!have_db && have_old) {
         if (move_synced(member, old, db, "back to") != MS_OK)
@@ -681,73 +732,155 @@ static ms_err load_record(void *ctx, enum be_bucket b, const uint8_t *k, size_t 
     return be_put(ctx, b, k, kl, v, vl);
 }
 
-/* Remove every record of the write txn but the member's identity. */
-static ms_err clear_all(struct srv *s)
+/* ---- installing a snapshot from the leader ---- */
+
+/* The member's identity, from the store it had into the new one. */
+static ms_err copy_identity(struct srv *s, struct be_txn *dst)
 {
-    for (int b = 0; b < BE_BUCKET_COUNT_; b++) {
-        for (;;) {
-            struct be_cursor *c;
-            struct be_val k, v;
-            ms_err e = be_cursor_open(s->wtxn, (enum be_bucket)b, &c);
-            if (e)
-                return e;
-            e = be_cursor_seek(c, NULL, 0, &k, &v);
-            /* Skip the identity (META only): the first other key is deleted. */
-            while (e == MS_OK && is_identity((enum be_bucket)b, k.p, k.len))
-                e = be_cursor_next(c, &k, &v);
-            uint8_t key[4096];
-            size_t kl = e == MS_OK && k.len <= sizeof(key) ? k.len : 0;
-            if (kl)
-                memcpy(key, k.p, kl);
-            be_cursor_close(c);
-            if (e == MS_E_NOT_EXIST)
-                break;
-            if (e)
-                return e;
-            if (!kl)
-                return MS_E_DATA_CORRUPT;
-            if ((e = be_del(s->wtxn, (enum be_bucket)b, key, kl)) != MS_OK)
-                return e;
-        }
+    static const char *const keys[] = {SRV_META_MEMBER_ID, SRV_META_CLUSTER_ID};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        struct be_val v;
+        ms_err e = be_get(s->wtxn, BE_BUCKET_META, (const uint8_t *)keys[i], strlen(keys[i]), &v);
+        if (e == MS_E_NOT_EXIST)
+            continue; /* the memory backend before its first snapshot: the WAL holds it */
+        if (e || (e = be_put(dst, BE_BUCKET_META, (const uint8_t *)keys[i], strlen(keys[i]), v.p,
+                             v.len)) != MS_OK)
+            return e;
     }
     return MS_OK;
 }
 
-ms_err srv_snap_install(struct srv *s, const char *path, struct snap_header *h)
+/* The whole file is in c->dtxn: make it the store. */
+static ms_err install_finish(struct srv *s, struct srv_copy *c)
 {
-    ms_err e = snap_read(path, h, NULL, NULL); /* whole and intact, before anything goes */
+    ms_err e = copy_identity(s, c->dtxn);
     if (e)
-        return e;
-    if (s->copies.copy) {
-        /* A copy reads the store that is about to be replaced: it fails. */
-        struct srv_copy *c = s->copies.copy;
-        s->copies.copy = NULL;
-        log_warn("a snapshot from the leader replaces the store: the running %s fails",
-                 c->kind == COPY_DEFRAG   ? "defrag"
-                 : c->kind == COPY_BACKUP ? "backup"
-                                          : "snapshot");
-        complete_op(s, c, MS_E_INTERNAL);
-        if (c->kind == COPY_BACKUP)
-            unlink(c->path);
-        copy_free(c);
-    }
-    if ((e = clear_all(s)) != MS_OK || (e = snap_read(path, h, load_record, s->wtxn)) != MS_OK)
         return e;
     if (s->cfg.backend == CFG_BACKEND_MEMORY) {
         /* The file is the memory backend's snapshot at its index from now on. */
         char dir[4200], dst[4300];
         srv_snap_dir(s, dir, sizeof(dir));
         fs_mkdirs(dir);
-        snprintf(dst, sizeof(dst), "%s/snap-%016llx.snap", dir, (unsigned long long)h->index);
-        if (rename(path, dst) != 0 || fs_sync_dir(dir) != 0) {
+        snprintf(dst, sizeof(dst), "%s/snap-%016llx.snap", dir, (unsigned long long)c->hdr.index);
+        if (rename(c->path, dst) != 0 || fs_sync_dir(dir) != 0) {
             log_error("cannot keep the installed snapshot as %s: %s", dst, strerror(errno));
             return MS_E_IO;
         }
-        s->copies.last_snap_index = h->index;
-    } else {
-        unlink(path);
+        s->copies.last_snap_index = c->hdr.index;
+        be_txn_abort(s->wtxn);
+        be_close(s->be);
+        s->be = c->dst;
+        s->wtxn = c->dtxn;
+        c->dst = NULL;
+        c->dtxn = NULL;
+        return MS_OK;
     }
+    e = be_txn_commit(c->dtxn);
+    c->dtxn = NULL;
+    if (e || (e = be_sync(c->dst)) != MS_OK)
+        return e;
+    unlink(c->path);
+    member_path(s, "db.install", c->path, sizeof(c->path));
+    swap_env(s, c);
     return MS_OK;
+}
+
+static ms_err install_record(void *ctx, enum be_bucket b, const uint8_t *k, size_t kl,
+                             const uint8_t *v, size_t vl)
+{
+    struct srv_copy *c = ctx;
+    ms_err e = load_record(c->dtxn, b, k, kl, v, vl);
+    if (!e && b == BE_BUCKET_KEY)
+        e = kv_restore_record(c->kr, k, kl, v, vl);
+    return e;
+}
+
+/* One slice of the file into the new backend, committed (so that the final commit writes
+ * little); at the end, the swap and the installed hook. */
+static void install_slice(struct srv *s, struct srv_copy *c)
+{
+    bool done;
+    uint64_t t0 = clock_now_ns();
+    ms_err e = snap_reader_next(c->r, INSTALL_SLICE, install_record, c, &done);
+    if (!e && !done && (e = be_txn_commit(c->dtxn)) == MS_OK)
+        e = be_txn_begin(c->dst, NULL, true, &c->dtxn);
+    if (e)
+        c->dtxn = NULL; /* a failed commit or begin leaves no txn */
+    c->slices++;
+    if (clock_now_ns() - t0 > c->slice_max_ns)
+        c->slice_max_ns = clock_now_ns() - t0;
+    if (!e && !done)
+        return; /* start_next arms the next slice */
+    s->copies.copy = NULL;
+    uint64_t t1 = clock_now_ns();
+    if (!e)
+        e = install_finish(s, c);
+    struct snap_header h = c->hdr;
+    struct kv_restore *kr = c->kr;
+    c->kr = NULL;
+    if (e) {
+        unlink(c->path);
+        kv_restore_abort(kr);
+        kr = NULL;
+    } else {
+        log_info("loaded the snapshot at index %llu in %llu slices, the longest %llu ms, the "
+                 "swap %llu ms",
+                 (unsigned long long)h.index, (unsigned long long)c->slices,
+                 (unsigned long long)(c->slice_max_ns / 1000000),
+                 (unsigned long long)((clock_now_ns() - t1) / 1000000));
+    }
+    copy_free(c);
+    s->hooks.installed(s, e, &h, kr);
+}
+
+ms_err srv_snap_install(struct srv *s, const char *path)
+{
+    struct srv_copy *c = calloc(1, sizeof(*c));
+    ms_err e;
+    if (!c)
+        return MS_E_NOMEM;
+    c->kind = COPY_INSTALL;
+    snprintf(c->path, sizeof(c->path), "%s", path);
+    if (!(c->r = snap_reader_open(path, &c->hdr, &e)))
+        goto fail;
+    if (s->cfg.backend == CFG_BACKEND_MEMORY) {
+        e = MS_E_NOMEM;
+        if (!(c->dst = be_skiplist_open()))
+            goto fail;
+    } else {
+        char dir[4300];
+        member_path(s, "db.install", dir, sizeof(dir));
+        rmtree_lmdb(dir); /* an earlier install that stopped short */
+        if (!(c->dst = be_lmdb_open_scratch(dir, srv_lmdb_map_size(s), &e)))
+            goto fail;
+    }
+    if ((e = be_txn_begin(c->dst, NULL, true, &c->dtxn)) != MS_OK)
+        goto fail;
+    e = MS_E_NOMEM;
+    if (!(c->kr = kv_restore_begin()))
+        goto fail;
+    if (s->copies.copy) {
+        /* A copy reads the store that is about to be replaced: it fails. */
+        struct srv_copy *old = s->copies.copy;
+        log_warn("a snapshot from the leader replaces the store: the running %s fails",
+                 kind_name(old->kind));
+        complete_op(s, old, MS_E_INTERNAL);
+        if (old->kind == COPY_BACKUP)
+            unlink(old->path);
+        copy_free(old);
+    }
+    s->copies.copy = c;
+    arm(s);
+    return MS_OK;
+
+fail:
+    copy_free(c);
+    return e;
+}
+
+bool srv_snap_installing(const struct srv *s)
+{
+    return s->copies.copy && s->copies.copy->kind == COPY_INSTALL;
 }
 
 ms_err srv_snap_load(struct srv *s)

@@ -156,6 +156,46 @@ void snap_writer_abort(struct snap_writer *w)
     free(w);
 }
 
+/* The next record of r into *rec: SNAP_REC, SNAP_END, or -1 on damage. */
+struct snap_rec {
+    enum be_bucket b;
+    const uint8_t *k, *v;
+    size_t kl, vl;
+};
+
+static int next_record(struct rd *r, struct snap_rec *rec)
+{
+    uint8_t t = rd_u8(r);
+    if (r->err)
+        return -1;
+    if (t == SNAP_END)
+        return SNAP_END;
+    if (t != SNAP_REC)
+        return -1;
+    uint8_t b = rd_u8(r);
+    uint64_t kl = rd_uvarint(r);
+    if (kl > rd_left(r))
+        return -1;
+    rec->k = rd_bytes(r, (size_t)kl);
+    uint64_t vl = rd_uvarint(r);
+    if (vl > rd_left(r))
+        return -1;
+    rec->v = rd_bytes(r, (size_t)vl);
+    if (r->err || b >= BE_BUCKET_COUNT_)
+        return -1;
+    rec->b = (enum be_bucket)b;
+    rec->kl = (size_t)kl;
+    rec->vl = (size_t)vl;
+    return SNAP_REC;
+}
+
+static void read_header(const uint8_t *p, struct snap_header *h)
+{
+    h->index = be64_get(p + 8);
+    h->term = be64_get(p + 16);
+    h->revision = (int64_t)be64_get(p + 24);
+}
+
 ms_err snap_decode(const uint8_t *p, size_t len, struct snap_header *h, snap_record_fn fn,
                    void *ctx)
 {
@@ -163,36 +203,100 @@ ms_err snap_decode(const uint8_t *p, size_t len, struct snap_header *h, snap_rec
         return MS_E_DATA_CORRUPT;
     if (crc32c(0, p, len - 4) != be32_get(p + len - 4))
         return MS_E_DATA_CORRUPT;
-    h->index = be64_get(p + 8);
-    h->term = be64_get(p + 16);
-    h->revision = (int64_t)be64_get(p + 24);
+    read_header(p, h);
     struct rd r;
     rd_init(&r, p + SNAP_HDR, len - SNAP_HDR - 4);
     for (;;) {
-        uint8_t t = rd_u8(&r);
-        if (r.err)
-            return MS_E_DATA_CORRUPT;
+        struct snap_rec rec;
+        int t = next_record(&r, &rec);
         if (t == SNAP_END)
             return rd_left(&r) == 0 ? MS_OK : MS_E_DATA_CORRUPT;
-        if (t != SNAP_REC)
-            return MS_E_DATA_CORRUPT;
-        uint8_t b = rd_u8(&r);
-        uint64_t kl = rd_uvarint(&r);
-        if (kl > rd_left(&r))
-            return MS_E_DATA_CORRUPT;
-        const uint8_t *k = rd_bytes(&r, (size_t)kl);
-        uint64_t vl = rd_uvarint(&r);
-        if (vl > rd_left(&r))
-            return MS_E_DATA_CORRUPT;
-        const uint8_t *v = rd_bytes(&r, (size_t)vl);
-        if (r.err || b >= BE_BUCKET_COUNT_)
+        if (t < 0)
             return MS_E_DATA_CORRUPT;
         if (fn) {
-            ms_err e = fn(ctx, (enum be_bucket)b, k, (size_t)kl, v, (size_t)vl);
+            ms_err e = fn(ctx, rec.b, rec.k, rec.kl, rec.v, rec.vl);
             if (e)
                 return e;
         }
     }
+}
+
+struct snap_reader {
+    const uint8_t *p; /* the file, mapped */
+    size_t len;
+    struct rd r;  /* the records: everything between the header and the CRC */
+    size_t crced; /* bytes of p the CRC has covered */
+    uint32_t crc;
+};
+
+struct snap_reader *snap_reader_open(const char *path, struct snap_header *h, ms_err *err)
+{
+    struct snap_reader *r = calloc(1, sizeof(*r));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    *err = MS_E_NOMEM;
+    if (!r || fd < 0 || fstat(fd, &sb) != 0) {
+        *err = r ? MS_E_IO : MS_E_NOMEM;
+        goto fail;
+    }
+    *err = MS_E_DATA_CORRUPT;
+    if (sb.st_size < SNAP_HDR + 5)
+        goto fail;
+    r->len = (size_t)sb.st_size;
+    r->p = mmap(NULL, r->len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (r->p == MAP_FAILED) {
+        r->p = NULL;
+        *err = MS_E_IO;
+        goto fail;
+    }
+    if (memcmp(r->p, SNAP_MAGIC, 8) != 0)
+        goto fail;
+    close(fd);
+    read_header(r->p, h);
+    rd_init(&r->r, r->p + SNAP_HDR, r->len - SNAP_HDR - 4);
+    return r;
+
+fail:
+    if (fd >= 0)
+        close(fd);
+    if (*err == MS_E_DATA_CORRUPT)
+        log_error("snapshot: %s is damaged", path);
+    snap_reader_close(r);
+    return NULL;
+}
+
+ms_err snap_reader_next(struct snap_reader *r, size_t max, snap_record_fn fn, void *ctx, bool *done)
+{
+    *done = false;
+    ms_err e = MS_OK;
+    for (size_t i = 0; i < max && !e && !*done; i++) {
+        struct snap_rec rec;
+        int t = next_record(&r->r, &rec);
+        if (t < 0 || (t == SNAP_END && rd_left(&r->r) != 0))
+            e = MS_E_DATA_CORRUPT;
+        else if (t == SNAP_END)
+            *done = true;
+        else
+            e = fn(ctx, rec.b, rec.k, rec.kl, rec.v, rec.vl);
+    }
+    /* The CRC follows the records read so far; at the end it covers everything before it. */
+    size_t upto = r->len - 4 - rd_left(&r->r);
+    r->crc = crc32c(r->crc, r->p + r->crced, upto - r->crced);
+    r->crced = upto;
+    if (*done && r->crc != be32_get(r->p + r->len - 4))
+        e = MS_E_DATA_CORRUPT;
+    if (e == MS_E_DATA_CORRUPT)
+        *done = false;
+    return e;
+}
+
+void snap_reader_close(struct snap_reader *r)
+{
+    if (!r)
+        return;
+    if (r->p)
+        munmap((void *)r->p, r->len);
+    free(r);
 }
 
 /* etcd's layout of a saved snapshot, as etcdctl snapshot save writes what the gRPC stream

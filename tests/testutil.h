@@ -106,6 +106,11 @@ char *tu_read_all(int fd, int timeout_ms, size_t *len);
  * (malloc'd). */
 int tu_run(const char *const *args, char *const *envp, int timeout_ms, char **out);
 
+/* Fetch /v3/maintenance/snapshot from port into path (the backup file), checking the stream as
+ * a client would: 32 KiB pieces, remaining_bytes counting down, no header, and a last message
+ * holding the SHA-256 of everything before it. */
+void tu_fetch_snapshot(int port, const char *path);
+
 /* Send n POSTs to path over 32 keep-alive connections, pipelined (request i on connection
  * i % 32), and read the n answers. statuses[i] gets each status (may be NULL). Returns how
  * many answers were read. */

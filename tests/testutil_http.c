@@ -556,3 +556,28 @@ int tu_local_port(int fd)
         return -1;
     return ntohs(a.sin_port);
 }
+
+/* Fetch /v3/maintenance/snapshot into path, checking the stream as a client would: 32 KiB
+ * pieces, remaining_bytes counting down (omitted when 0), no header, and a last message holding
+ * the SHA-256 of everything before it. */
+void tu_fetch_snapshot(int port, const char *path)
+{
+    char cmd[9000];
+    snprintf(cmd, sizeof(cmd),
+             "python3 -c 'import json,base64,hashlib,urllib.request\n"
+             "r=urllib.request.urlopen(urllib.request.Request(\"http://127.0.0.1:%d/v3/"
+             "maintenance/snapshot\",data=b\"{}\"))\n"
+             "m=[json.loads(l)[\"result\"] for l in r.read().splitlines() if l]\n"
+             "b=[base64.b64decode(x[\"blob\"]) for x in m]\n"
+             "d=b\"\".join(b[:-1])\n"
+             "assert len(m)>=2 and all(\"header\" not in x for x in m)\n"
+             "assert all(len(x)==32768 for x in b[:-2])\n"
+             "sent=0\n"
+             "for x,y in zip(m[:-1],b[:-1]):\n"
+             "  sent+=len(y); assert int(x.get(\"remaining_bytes\",0))==len(d)-sent\n"
+             "assert \"remaining_bytes\" not in m[-1]\n"
+             "assert hashlib.sha256(d).digest()==b[-1]\n"
+             "open(\"%s\",\"wb\").write(d)'",
+             port, path);
+    ck_assert_msg(system(cmd) == 0, "snapshot stream check failed");
+}

@@ -1018,8 +1018,8 @@ static ms_err settle_member(struct srv *s)
 static ms_err settle(struct srv *s)
 {
     struct srv_node *n = &s->node;
-    if (n->peer)
-        return settle_member(s);
+    if (s->n_members > 1)
+        return settle_member(s); /* with peers, or a restore that has none */
     raft_campaign(n->raft);
     for (uint64_t i = 0; i < NODE_START_STEPS; i++) {
         struct raft_status st;
@@ -1067,7 +1067,8 @@ ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv
         return MS_E_NOMEM;
     if ((e = fill_log(s, log, d)) != MS_OK || (e = create_core(s, log, d)) != MS_OK)
         return e;
-    if (s->n_members > 1 && (e = start_peers(s)) != MS_OK)
+    /* A restore (--restore-snapshot) only builds the data directory: no peer traffic. */
+    if (s->n_members > 1 && !s->cfg.restore_snapshot[0] && (e = start_peers(s)) != MS_OK)
         return e;
     if ((e = settle(s)) != MS_OK)
         return e;

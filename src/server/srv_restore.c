@@ -41,6 +41,30 @@ static ms_err restore_record(void *ctx, enum be_bucket b, const uint8_t *k, size
     return be_put(rc->txn, b, k, kl, v, vl);
 }
 
+/* Memory backend: the new cluster's configuration and members, which the restoring server
+ * holds from its bootstrap, go into the file too (LMDB keeps them in the store itself). Without
+ * them each member would start as a cluster of one. */
+static ms_err write_new_cluster(struct srv *s, struct snap_writer *w)
+{
+    struct be_val v;
+    ms_err e = be_get(s->wtxn, BE_BUCKET_META, (const uint8_t *)SRV_META_CONF_STATE,
+                      strlen(SRV_META_CONF_STATE), &v);
+    if (e == MS_OK)
+        e = snap_writer_put(w, BE_BUCKET_META, (const uint8_t *)SRV_META_CONF_STATE,
+                            strlen(SRV_META_CONF_STATE), v.p, v.len);
+    if (e && e != MS_E_NOT_EXIST)
+        return e;
+    struct be_cursor *c;
+    struct be_val k;
+    if ((e = be_cursor_open(s->wtxn, BE_BUCKET_MEMBERS, &c)) != MS_OK)
+        return e;
+    for (e = be_cursor_seek(c, NULL, 0, &k, &v); e == MS_OK; e = be_cursor_next(c, &k, &v))
+        if ((e = snap_writer_put(w, BE_BUCKET_MEMBERS, k.p, k.len, v.p, v.len)) != MS_OK)
+            break;
+    be_cursor_close(c);
+    return e == MS_E_NOT_EXIST ? MS_OK : e;
+}
+
 ms_err srv_restore(const struct cfg *cfg, const char *snapshot)
 {
     struct snap_header h;
@@ -76,6 +100,8 @@ ms_err srv_restore(const struct cfg *cfg, const char *snapshot)
         rc.w = snap_writer_create(path, &h, &e);
         if (rc.w) {
             e = snap_read(snapshot, &h, restore_record, &rc);
+            if (!e)
+                e = write_new_cluster(s, rc.w);
             /* Both end the writer: finish frees it on failure too. */
             if (e)
                 snap_writer_abort(rc.w);

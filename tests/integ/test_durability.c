@@ -191,31 +191,6 @@ START_TEST(defrag_under_writes)
 }
 END_TEST
 
-/* Fetch /v3/maintenance/snapshot into path, checking the stream as a client would: 32 KiB
- * pieces, remaining_bytes counting down (omitted when 0), no header, and a last message holding
- * the SHA-256 of everything before it. */
-static void fetch_snapshot(int port, const char *path)
-{
-    char cmd[9000];
-    snprintf(cmd, sizeof(cmd),
-             "python3 -c 'import json,base64,hashlib,urllib.request\n"
-             "r=urllib.request.urlopen(urllib.request.Request(\"http://127.0.0.1:%d/v3/"
-             "maintenance/snapshot\",data=b\"{}\"))\n"
-             "m=[json.loads(l)[\"result\"] for l in r.read().splitlines() if l]\n"
-             "b=[base64.b64decode(x[\"blob\"]) for x in m]\n"
-             "d=b\"\".join(b[:-1])\n"
-             "assert len(m)>=2 and all(\"header\" not in x for x in m)\n"
-             "assert all(len(x)==32768 for x in b[:-2])\n"
-             "sent=0\n"
-             "for x,y in zip(m[:-1],b[:-1]):\n"
-             "  sent+=len(y); assert int(x.get(\"remaining_bytes\",0))==len(d)-sent\n"
-             "assert \"remaining_bytes\" not in m[-1]\n"
-             "assert hashlib.sha256(d).digest()==b[-1]\n"
-             "open(\"%s\",\"wb\").write(d)'",
-             port, path);
-    ck_assert_msg(system(cmd) == 0, "snapshot stream check failed");
-}
-
 START_TEST(snapshot_and_restore)
 {
     const char *backends[] = {"lmdb", "memory"};
@@ -232,7 +207,7 @@ START_TEST(snapshot_and_restore)
             tu_post(s.port, "/v3/kv/range", "{\"key\":\"AA==\",\"range_end\":\"AA==\"}", NULL);
         char snap[4300], data[4300];
         snprintf(snap, sizeof(snap), "%s/backup.snap", s.dir);
-        fetch_snapshot(s.port, snap);
+        tu_fetch_snapshot(s.port, snap);
 
         /* Restore into a new data dir and serve from it. */
         tu_server_init(&t);
@@ -577,7 +552,7 @@ START_TEST(restore_finish_failure)
         ck_assert_int_eq(put_n(s.port, i, 600, NULL), 200);
     char snap[4300], data[4300];
     snprintf(snap, sizeof(snap), "%s/backup.snap", s.dir);
-    fetch_snapshot(s.port, snap);
+    tu_fetch_snapshot(s.port, snap);
     tu_server_init(&t);
     snprintf(data, sizeof(data), "%s/data", t.dir);
     const char *rargs[] = {"--restore-snapshot", snap,   "--data-dir", data, "--backend", "memory",

@@ -95,9 +95,11 @@ struct be {
 struct be *be_skiplist_open(void);
 
 /* LMDB backend in directory dir (created if missing); map_size is the hard size limit in
- * bytes. On failure returns NULL and sets *err (logged with the path): MS_E_DATA_CORRUPT also
- * for a data.mdb shorter than its meta page says, which LMDB would map and die on (SIGBUS).
- * Later errors LMDB reports as an errno (a full disk) are logged with the file and errno. */
+ * bytes. A commit is durable once the next commit or be_sync returns (MDB_NOMETASYNC: a crash
+ * may undo the last commit, never break the store). On failure returns NULL and sets *err (logged
+ * with the path): MS_E_DATA_CORRUPT also for a data.mdb shorter than its meta page says, which LMDB
+ * would map and die on (SIGBUS). Later errors LMDB reports as an errno (a full disk) are logged
+ * with the file and errno. */
 struct be *be_lmdb_open(const char *dir, uint64_t map_size, ms_err *err);
 /* The same for an environment that is thrown away if the process stops before it is used (a
  * snapshot being loaded): commits are not synced, be_sync makes everything durable at once. */

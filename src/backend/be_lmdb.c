@@ -3,8 +3,9 @@
  * The only file that includes <lmdb.h>; LMDB return codes are mapped to ms_err here
  * (MDB_MAP_FULL -> MS_E_NO_SPACE). An error LMDB reports as an errno (a full disk, an I/O
  * error) is logged here with the file and the errno text, since ms_err keeps neither.
- * Commits use LMDB's default full sync; the server decides how often to commit (DESIGN.md §3).
- * Never opened with MDB_NOSYNC, but for a scratch environment (be_lmdb_open_scratch).
+ * Commits sync their data pages but not their meta page (MDB_NOMETASYNC): a commit is durable
+ * once the next one (or be_sync) returns. The server decides how often to commit (DESIGN.md
+ * §3). Never opened with MDB_NOSYNC, but for a scratch environment (be_lmdb_open_scratch).
  */
 #include "metastore/be.h"
 #include "metastore/log.h"
@@ -537,7 +538,10 @@ out_free:
 
 struct be *be_lmdb_open(const char *dir, uint64_t map_size, ms_err *err)
 {
-    return open_env(dir, map_size, 0, err); /* no MDB_NOSYNC */
+    /* MDB_NOMETASYNC: a commit syncs its data pages, then writes its meta page unsynced (the
+     * next commit's sync or be_sync takes it). LMDB keeps its integrity; a crash may undo the
+     * last commit, which the server's WAL applies again (RAFT.md §3.4). Never MDB_NOSYNC. */
+    return open_env(dir, map_size, MDB_NOMETASYNC, err);
 }
 
 struct be *be_lmdb_open_scratch(const char *dir, uint64_t map_size, ms_err *err)

@@ -172,7 +172,7 @@ struct srv_store {
     bool lazy_commit;      /* LMDB: commit on a timer; the WAL carries durability meanwhile */
     uint64_t applied;      /* last applied index (consistent index), in the write txn */
     uint64_t applied_term; /* its term */
-    uint64_t committed;    /* highest index durable in the backend */
+    uint64_t committed;    /* highest index in the last commit (durable after the next one) */
     struct event *commit_ev;
 };
 

@@ -32,10 +32,12 @@ void srv_commit(struct srv *s)
     s->ctr.backend_commits++;
     if (!s->store.lazy_commit)
         return;
-    /* LMDB now holds everything applied durably: WAL segments below it can go. */
+    /* This commit made the previous one durable (LMDB syncs a commit's meta page only with
+     * the next one): WAL segments below what that one held can go. */
+    uint64_t durable = s->store.committed;
     s->store.committed = s->store.applied;
     if (s->hooks.durable)
-        s->hooks.durable(s, s->store.committed);
+        s->hooks.durable(s, durable);
 }
 
 static void on_commit(evutil_socket_t fd, short what, void *arg)

@@ -474,18 +474,16 @@ static void soft_changed(struct srv *s, const struct raft_soft_state *soft)
         transfer_end(s, true);
 }
 
-/* The rest of the outstanding Ready, once its snapshot (if any) is the store: messages,
- * reads, entries to apply and to persist. Returns true while it waits for its sync. */
+/* The rest of the outstanding Ready, once its snapshot (if any) is the store: messages, the
+ * entries to persist, reads, the entries to apply. The WAL sync starts before the apply, so
+ * the disk works while the loop applies (committed entries are durable already: the core hands
+ * out only those). Returns true while it waits for its sync. */
 static bool ready_rest(struct srv *s, bool wait)
 {
     struct srv_node *n = &s->node;
     struct raft_ready *rd = &n->rd;
     if (n->peer)
         send_msgs(s, rd->msgs, rd->n_msgs);
-    for (size_t j = 0; j < rd->n_read_states; j++)
-        srv_reads_confirm(s, rd->read_states[j].ctx, rd->read_states[j].index);
-    if (rd->n_committed)
-        apply_committed(s, rd->committed, rd->n_committed);
     if (rd->n_entries || rd->hard_changed) {
         ms_err e =
             wal_append(n->wal, rd->hard_changed ? &rd->hard : NULL, rd->entries, rd->n_entries);
@@ -493,19 +491,22 @@ static bool ready_rest(struct srv *s, bool wait)
             fatal_sync(n, e);
         s->ctr.ready_batches += rd->n_entries > 0;
     }
+    bool syncing = false;
     if (rd->must_sync) {
         ms_err e;
         if (wait) {
             if ((e = wal_sync(n->wal)) != MS_OK)
                 fatal_sync(n, e);
-        } else {
-            bool started;
-            if ((e = wal_sync_begin(n->wal, &started)) != MS_OK)
-                fatal_sync(n, e);
-            if (started)
-                return true; /* on_synced finishes this Ready */
+        } else if ((e = wal_sync_begin(n->wal, &syncing)) != MS_OK) {
+            fatal_sync(n, e);
         }
     }
+    for (size_t j = 0; j < rd->n_read_states; j++)
+        srv_reads_confirm(s, rd->read_states[j].ctx, rd->read_states[j].index);
+    if (rd->n_committed)
+        apply_committed(s, rd->committed, rd->n_committed);
+    if (syncing)
+        return true; /* on_synced finishes this Ready */
     persisted(s);
     return false;
 }

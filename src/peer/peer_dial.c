@@ -150,10 +150,17 @@ static bool snap_in_end(struct peer_member *m, const struct peer_frame *f)
 
 /* ---- the dialed stream ---- */
 
+/* The first failure is a warning; the retries that follow while the peer stays away are
+ * debug lines (a member starting before its peers would log one every backoff step). */
 static void dial_fail(struct peer_member *m, const char *why)
 {
-    log_warn("peer: the stream from %s (%s:%u) failed: %s", m->hex,
-             m->urls[m->url_next % m->n_urls].host, m->urls[m->url_next % m->n_urls].port, why);
+    const struct peer_url *u = &m->urls[m->url_next % m->n_urls];
+    if (m->dial_fails++ == 0)
+        log_warn("peer: the stream from %s (%s:%u) failed: %s; retrying", m->hex, u->host, u->port,
+                 why);
+    else
+        log_debug("peer: the stream from %s (%s:%u) failed again (%u): %s", m->hex, u->host,
+                  u->port, m->dial_fails, why);
     uint64_t now = clock_now_ms();
     if (m->dial_state == DIAL_UP && now - m->up_ms >= PEER_HEALTHY_MS)
         m->backoff_ms = 0;
@@ -206,7 +213,11 @@ static void on_head(void *arg, const struct http_response *r)
     m->up_ms = clock_now_ms();
     uint64_t now_us = clock_now_ns() / 1000;
     m->st.rtt_us = now_us - m->asked_us;
-    log_info("peer: the stream from %s is up", m->hex);
+    if (m->dial_fails)
+        log_info("peer: the stream from %s is up after %u failed dials", m->hex, m->dial_fails);
+    else
+        log_info("peer: the stream from %s is up", m->hex);
+    m->dial_fails = 0;
 }
 
 /* One complete frame. false: the stream is bad (closed by the caller). */

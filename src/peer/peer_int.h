@@ -81,9 +81,10 @@ struct peer_member {
     enum dial_state dial_state;
     struct event *redial_ev;
     uint32_t backoff_ms;
-    uint64_t asked_us; /* when the request went out (RTT) */
-    uint64_t up_ms;    /* when the stream was accepted */
-    struct buf in;     /* a frame's bytes not yet complete */
+    uint32_t dial_fails; /* failed dials since the stream was last up */
+    uint64_t asked_us;   /* when the request went out (RTT) */
+    uint64_t up_ms;      /* when the stream was accepted */
+    struct buf in;       /* a frame's bytes not yet complete */
     struct snap_in rsnap;
 
     struct peer_stats st;

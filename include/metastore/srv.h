@@ -250,6 +250,11 @@ ms_err srv_auth_admin(struct srv *s, const struct auth_caller *c);
 /* A maintenance call's auth error as etcd's maintenance service returns it: the auth store's
  * own errors, unconverted (MS_E_AUTH_RAW_*); other errors unchanged. */
 ms_err srv_auth_raw_err(ms_err e);
+/* etcd isWatchPermitted for a create_request on span from the stream's token (tok NULL: none):
+ * NULL if allowed, else the cancel_reason of the failed create (static; the gRPC error's
+ * text, as etcd's watch server words it). */
+const char *srv_auth_watch(struct srv *s, const uint8_t *tok, size_t len,
+                           const struct kv_span *span);
 bool srv_auth_enabled(const struct srv *s);
 
 /* ---- locks and elections (etcd v3lock, v3election) ----
@@ -320,13 +325,20 @@ const struct cfg *srv_cfg(const struct srv *s);
  * The server owns the watch hub (watch.h): applied events reach it from the ready step, and a
  * loop timer runs its catch-up rounds while watchers are unsynced and its progress_notify
  * ticks every --experimental-watch-progress-notify-interval. A stream belongs to its caller
- * (the gateway), which installs the sink and closes its streams before srv_destroy. None of
- * these calls blocks; responses go to the sink, possibly before the call returns. */
+ * (the gateway, gRPC), which opens it with its sink and closes it before srv_destroy. None of
+ * these calls blocks; responses go to the sink, possibly before the call returns.
+ *
+ * Memory for slow readers is one policy for every front door: the sink asks srv_watch_try
+ * before it queues events and refuses them when told no; the owner reports the stream's
+ * unwritten output with srv_watch_set_buffered whenever it changes. The server wakes the
+ * waiting streams (drained under a quarter of --watch-stream-buffer-bytes, or room again in
+ * --watch-total-buffer-bytes) and their watchers catch up from history; it gives freed
+ * output memory back to the system now and then. */
 
-/* Install the sink every stream's responses go to (NULL removes it). Borrowed. */
-void srv_watch_set_sink(struct srv *s, const struct watch_sink *sink, void *sink_ctx);
-/* Open a stream (ctx is handed to the sink). NULL on OOM or without a sink. */
-struct watch_stream *srv_watch_open(struct srv *s, void *ctx);
+/* Open a stream whose responses go to sink (borrowed, with sink_ctx; ctx is handed to it).
+ * NULL on OOM or when too many distinct sinks have streams (watch.h WATCH_MAX_SINKS). */
+struct watch_stream *srv_watch_open(struct srv *s, const struct watch_sink *sink, void *sink_ctx,
+                                    void *ctx);
 /* Free the stream and all its watchers at once; nothing is sent. Accepts NULL. */
 void srv_watch_close(struct srv *s, struct watch_stream *st);
 /* create_request / cancel_request / progress_request of a stream (see watch.h). */
@@ -335,12 +347,14 @@ void srv_watch_cancel(struct srv *s, struct watch_stream *st, int64_t watch_id);
 /* A create_request refused (auth): the failed-create answer with reason (static). */
 void srv_watch_refuse(struct srv *s, struct watch_stream *st, const char *reason);
 void srv_watch_progress(struct srv *s, struct watch_stream *st);
-/* The stream's output drained: its victims catch up from history. */
+/* The stream may take output again (after the owner's own refusal, e.g. out of memory): its
+ * victims catch up from history. */
 void srv_watch_writable(struct srv *s, struct watch_stream *st);
-/* The stream's buffered output and the server-wide budget (watch.h: watch_stream_set_buffered,
- * watch_stream_admits); both may be called from inside the sink. */
+/* The stream's unwritten output, and the sink's question before queueing n bytes of events
+ * (watch.h: watch_stream_set_buffered, watch_stream_try); both may be called from inside the
+ * sink. */
 void srv_watch_set_buffered(struct srv *s, struct watch_stream *st, size_t bytes);
-bool srv_watch_admits(const struct srv *s, const struct watch_stream *st, size_t n);
+bool srv_watch_try(struct srv *s, struct watch_stream *st, size_t n);
 void srv_watch_stats(const struct srv *s, struct watch_stats *out);
 
 /* Log entry encoding of a request (exposed for tests and fuzzing). The entry carries the

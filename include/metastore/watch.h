@@ -13,12 +13,15 @@
  *
  * Buffered output: the owner reports how many bytes each stream holds that are not written
  * yet (watch_stream_set_buffered); the hub keeps the server-wide sum, releases a stream's
- * bytes when it closes, and answers whether a stream may queue more under the server-wide
- * budget (watch_stream_admits). The sink refuses what is not admitted: the watchers become
- * victims as for a full stream.
+ * bytes when it closes, and answers whether a stream may queue more (watch_stream_try): not
+ * while the stream holds lim.stream_buffer_bytes, nor beyond the server-wide budget. The sink
+ * refuses what is not admitted: the watchers become victims, and the stream waits until its
+ * output drains under a quarter of its limit or the budget has room for it again; then
+ * watch_hub_wake makes it writable. Every front door's sink applies the same policy so.
  *
- * The hub does not know JSON, HTTP or libevent: every response goes to the watch_sink the
- * owner installs. Events of one revision (or one history slice) form a batch; watchers that
+ * The hub does not know JSON, HTTP, protobuf or libevent: every response goes to the
+ * watch_sink its stream was opened with (the gateway's and gRPC's streams live in one hub).
+ * Events of one revision (or one history slice) form a batch; watchers of one sink that
  * receive the same events with the same options share a cache slot in the batch, so the sink
  * can encode them once and splice the bytes into every stream.
  *
@@ -100,7 +103,9 @@ struct watch_resp {
     bool fragment; /* the watcher accepts fragmented responses */
 };
 
-/* Where responses go. Installed once with watch_hub_set_sink; sink_ctx is passed back. */
+/* Where a stream's responses go (given to watch_stream_open); sink_ctx is passed back. At most
+ * WATCH_MAX_SINKS distinct (sink, sink_ctx) pairs have streams open at a time. */
+#define WATCH_MAX_SINKS 4
 struct watch_sink {
     /* Append r to the stream opened with stream_ctx. For WATCH_RESP_EVENTS the sink may refuse
      * (return false) when the stream's output is over its limit or memory is short: nothing is
@@ -108,7 +113,7 @@ struct watch_sink {
      * watch_stream_writable. Other kinds must be accepted (the return value is ignored); they
      * are bounded by the number of watchers. */
     bool (*send)(void *sink_ctx, void *stream_ctx, const struct watch_resp *r);
-    /* Free what the sink stored in a batch cache slot. */
+    /* Free what the sink stored in a batch cache slot (the slots a sink sees are its own). */
     void (*release)(void *sink_ctx, void *cached);
 };
 
@@ -119,12 +124,13 @@ struct watch_limits {
     size_t sync_events;             /* events per history slice (whole revisions, at least one) */
     size_t sync_bytes;              /* key + value bytes per history slice (soft) */
     size_t sync_slices;             /* history slices per watch_hub_sync */
-    size_t sync_out_bytes;     /* slice bytes times watchers fed per watch_hub_sync (soft: at least
-                                * one watcher gets each slice read); 0: no bound */
-    size_t total_buffer_bytes; /* budget of buffered output over all streams; 0: none */
+    size_t sync_out_bytes;      /* slice bytes times watchers fed per watch_hub_sync (soft: at least
+                                 * one watcher gets each slice read); 0: no bound */
+    size_t total_buffer_bytes;  /* budget of buffered output over all streams; 0: none */
+    size_t stream_buffer_bytes; /* buffered output a stream may hold before refusing events */
 };
 
-/* The defaults above: 100000, 10000, 512, 1000, 1 MiB, 8, 16 MiB, 64 MiB. */
+/* The defaults above: 100000, 10000, 512, 1000, 1 MiB, 8, 16 MiB, 64 MiB, 1 MiB. */
 void watch_limits_default(struct watch_limits *lim);
 
 struct watch_stats {
@@ -147,12 +153,11 @@ struct watch_hub *watch_hub_create(struct kv_store *kv, const struct watch_limit
 /* Close every stream left (without responses) and free the hub. Accepts NULL. */
 void watch_hub_destroy(struct watch_hub *h);
 
-/* Install (or with NULL, remove) the sink. sink is borrowed and must outlive its use. Streams
- * can only be opened while a sink is installed. */
-void watch_hub_set_sink(struct watch_hub *h, const struct watch_sink *sink, void *sink_ctx);
-
-/* Open a stream; ctx is handed back to sink->send. NULL on OOM or without a sink. */
-struct watch_stream *watch_stream_open(struct watch_hub *h, void *ctx);
+/* Open a stream whose responses go to sink (borrowed: it must outlive the stream) with
+ * sink_ctx; ctx is handed back to sink->send. NULL on OOM or when WATCH_MAX_SINKS other
+ * sinks have streams open. */
+struct watch_stream *watch_stream_open(struct watch_hub *h, const struct watch_sink *sink,
+                                       void *sink_ctx, void *ctx);
 
 /* Remove every watcher of st at once and free it. No responses are sent. Accepts NULL. */
 void watch_stream_close(struct watch_stream *st);
@@ -184,6 +189,8 @@ void watch_stream_writable(struct watch_stream *st);
  * counts (the stream's and the hub's sum, watch_stats.buffered), nothing is sent. Closing
  * the stream releases what it holds. */
 void watch_stream_set_buffered(struct watch_stream *st, size_t bytes);
+/* The bytes last reported for st. */
+size_t watch_stream_buffered(const struct watch_stream *st);
 
 /* May st queue n more bytes of events under lim.total_buffer_bytes? For the sink to ask
  * before it queues (it may be called from inside sink->send). With budget B over S streams
@@ -196,6 +203,21 @@ void watch_stream_set_buffered(struct watch_stream *st, size_t bytes);
  *     (one at a time).
  * Always true without a budget. */
 bool watch_stream_admits(const struct watch_stream *st, size_t n);
+
+/* The sink's question before it queues n bytes of events on st: false when st holds
+ * lim.stream_buffer_bytes or more, or when the budget does not admit n (watch_stream_admits).
+ * st then waits: for its output to drain under a quarter of its limit (as reported with
+ * watch_stream_set_buffered), or for room in the budget, oldest waiter first; the sink
+ * refuses the events and watch_hub_wake makes st writable once it may go on. */
+bool watch_stream_try(struct watch_stream *st, size_t n);
+
+/* Make writable (watch_stream_writable) the streams whose wait is over: those drained under
+ * their low mark, then budget waiters that fit, reserving the room each asked for, up to
+ * max_bytes reserved in one call. Sends nothing itself. Returns true while budget waiters are
+ * left (the owner asks again after output was written or freed, and now and then). */
+bool watch_hub_wake(struct watch_hub *h, size_t max_bytes);
+/* Streams wait for watch_hub_wake (drained ones to wake, or budget waiters). */
+bool watch_hub_waiting(const struct watch_hub *h);
 
 /* Events applied at revision rev (all of one write transaction, in order): delivered to the
  * synced watchers that match, one response per watcher. Events are borrowed for the call. */

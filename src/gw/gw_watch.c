@@ -7,16 +7,12 @@
  * request side. The response starts with the first WatchResponse and never ends by itself:
  * the stream lives until the client goes away, then every watcher of it is freed at once.
  *
- * Memory is bounded per stream: the hub is refused output while the connection's output
- * buffer holds w->stream_limit bytes or more (its watchers become victims and catch up from
- * history once the buffer drains under w->stream_low). An events array is encoded once per
- * batch and cache slot and copied into each stream's output.
- *
- * And over all streams (--watch-total-buffer-bytes): the HTTP layer reports every change of a
- * stream's pending output, which we pass on to the hub, so its sum counts every byte queued
- * until it is written or its connection is freed. Events the hub does not admit under the
- * budget (watch_stream_admits) are refused as for a full stream; the stream then waits in
- * the budget list until output elsewhere is written or freed and it fits again.
+ * Memory is bounded by the server's one policy for every front door (srv.h): the HTTP layer
+ * reports every change of a stream's pending output, which we pass on (srv_watch_set_buffered),
+ * and events go out only when srv_watch_try says so (the stream under its limit, the
+ * server-wide budget has room); refused ones make the watchers victims, and the server wakes
+ * the stream once its output drained or the budget fits it. An events array is encoded once
+ * per batch and cache slot and copied into each stream's output.
  *
  * After the body, the connection reads only to notice the client closing (the HTTP layer then
  * calls our close callback); bytes the client sends meanwhile are dropped. Nothing touches the
@@ -30,17 +26,12 @@
 #include "gw_int.h"
 
 #include <event2/event.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 
 #define CHUNK_FRAMING 20          /* "%zx\r\n" before a chunk and "\r\n" after it */
-#define BUDGET_RETRY  100         /* ms between checks while streams wait for the budget */
-#define TRIM_STEP     (4u << 20)  /* freed output that makes malloc_trim worth it */
 #define FLUSH_TURN    (16u << 20) /* output one flush event offers the sockets in a loop turn */
 #define FLUSH_STREAM  (2u << 20)  /* what one stream counts for at most (a socket takes less) */
 
@@ -56,8 +47,8 @@ struct gw_watch {
     struct srv *srv;
     size_t grpc_max;                 /* etcd's gRPC message limit: fragments stay under it */
     struct gw_watch_stream *streams; /* doubly linked */
-    size_t stream_limit;             /* output bytes a stream may hold before its watchers wait */
-    size_t stream_low;               /* ... and the level under which they resume */
+    size_t stream_limit;             /* output bytes before a stream's body waits */
+    size_t stream_low;               /* ... and the level under which it goes on */
     struct buf ebuf;                 /* encoding scratch (events, control tails) */
     struct buf hdr;                  /* {"result":{"header":{...} for hdr_rev / hdr_term */
     int64_t hdr_rev;
@@ -65,15 +56,9 @@ struct gw_watch {
     struct event *retry_ev;        /* paused bodies and streams blocked by OOM */
     struct event *flush_ev;        /* writes the dirty streams after the loop turn's callbacks */
     struct gw_watch_stream *dirty; /* streams with output to flush, by dprev/dnext */
-    /* streams refused by the server-wide budget, oldest first, by bprev/bnext */
-    struct gw_watch_stream *budget_head;
-    struct gw_watch_stream *budget_tail;
-    struct event *budget_ev; /* wakes them after output was written or freed */
-    struct event *trim_ev;   /* gives freed output memory back to the system */
-    struct event *leader_ev; /* checks the leader while streams require one */
+    struct event *leader_ev;       /* checks the leader while streams require one */
     size_t n_require_leader;
     uint64_t leaderless_max_ms; /* a stream that requires a leader ends after this without */
-    size_t trim_high;           /* most output buffered since the last trim */
 };
 
 /* One watch stream: a POST /v3/watch whose chunked response stays open. */
@@ -82,17 +67,13 @@ struct gw_watch_stream {
     struct http_request *req;
     struct watch_stream *ws;
     bool started; /* the 200 and headers are out */
-    bool blocked; /* output refused; waiting to drain under stream_low */
+    bool blocked; /* output refused for want of memory; retried when the output is low */
     bool armed;   /* the body is handled; the stream writes its own output */
     bool dirty;   /* in w->dirty: output to flush after this loop turn's callbacks */
     char *rest;   /* the part of the body not handled yet (output was full), owned */
     size_t rest_len;
     size_t rest_off;
-    bool budget_wait; /* events refused by the server-wide budget; in the budget list */
-    size_t want;      /* ... for a response of this many bytes */
-    size_t out;       /* pending output as last reported to the hub */
-    struct gw_watch_stream *bprev;
-    struct gw_watch_stream *bnext;
+    size_t out; /* pending output as last reported to the hub */
     struct gw_watch_stream *prev;
     struct gw_watch_stream *next;
     struct gw_watch_stream *dprev;
@@ -226,15 +207,10 @@ static size_t fragments_size(const struct watch_resp *r)
 
 enum send_result { SEND_OK, SEND_NOMEM, SEND_OVER_BUDGET };
 
-static void budget_wait(struct gw_watch_stream *st, size_t n);
-
-/* Does the server-wide budget admit n more bytes on st? If not, st waits for it. */
+/* May n more bytes of events go out on st? If not, the server makes st wait. */
 static bool admitted(struct gw_watch_stream *st, size_t n)
 {
-    if (srv_watch_admits(st->w->srv, st->ws, n))
-        return true;
-    budget_wait(st, n);
-    return false;
+    return srv_watch_try(st->w->srv, st->ws, n);
 }
 
 /* The hot path: the header (cached per revision), the watcher's id, and the events encoded
@@ -340,10 +316,6 @@ static bool sink_send(void *sink_ctx, void *stream_ctx, const struct watch_resp 
 {
     struct gw_watch *w = sink_ctx;
     struct gw_watch_stream *st = stream_ctx;
-    if (r->kind == WATCH_RESP_EVENTS && http_pending(st->req) >= w->stream_limit) {
-        block(st);
-        return false;
-    }
     if (!st->started)
         start_reply(st);
     mark_dirty(st);
@@ -353,7 +325,7 @@ static bool sink_send(void *sink_ctx, void *stream_ctx, const struct watch_resp 
     case SEND_OK:
         return true;
     case SEND_OVER_BUDGET:
-        return false; /* waiting in the budget list */
+        return false; /* the server wakes the stream */
     case SEND_NOMEM:
         break;
     }
@@ -371,126 +343,16 @@ static void sink_release(void *sink_ctx, void *cached)
 
 static const struct watch_sink GW_WATCH_SINK = {.send = sink_send, .release = sink_release};
 
-/* ---- the server-wide budget ----
- *
- * Streams refused by the budget wait oldest first. Whenever output is written or freed, and
- * every BUDGET_RETRY ms while some wait, the waiters that fit are woken: their watchers go
- * back to the hub's catch-up, whose next send asks the budget again. The room they want is
- * reserved while waking, so a little freed room does not send every waiter to history only
- * to be refused again. */
-
-static void budget_remove(struct gw_watch_stream *st)
-{
-    if (!st->budget_wait)
-        return;
-    if (st->bprev)
-        st->bprev->bnext = st->bnext;
-    else
-        st->w->budget_head = st->bnext;
-    if (st->bnext)
-        st->bnext->bprev = st->bprev;
-    else
-        st->w->budget_tail = st->bprev;
-    st->bprev = st->bnext = NULL;
-    st->budget_wait = false;
-}
-
-static void budget_arm(struct gw_watch *w)
-{
-    struct timeval tv = {0, BUDGET_RETRY * 1000};
-    if (w->budget_ev && !evtimer_pending(w->budget_ev, NULL))
-        evtimer_add(w->budget_ev, &tv);
-}
-
-static void budget_wait(struct gw_watch_stream *st, size_t n)
-{
-    struct gw_watch *w = st->w;
-    st->want = n;
-    if (st->budget_wait)
-        return;
-    st->budget_wait = true;
-    st->bnext = NULL;
-    st->bprev = w->budget_tail;
-    if (w->budget_tail)
-        w->budget_tail->bnext = st;
-    else
-        w->budget_head = st;
-    w->budget_tail = st;
-    budget_arm(w);
-}
-
-static void on_watch_budget(evutil_socket_t fd, short what, void *arg)
-{
-    struct gw_watch *w = arg;
-    (void)fd;
-    (void)what;
-    size_t reserved = 0;
-    struct gw_watch_stream *st = w->budget_head;
-    for (struct gw_watch_stream *next; st && reserved < FLUSH_TURN; st = next) {
-        next = st->bnext;
-        if (!srv_watch_admits(w->srv, st->ws, reserved + st->want))
-            continue;
-        reserved += st->want;
-        budget_remove(st);
-        srv_watch_writable(w->srv, st->ws);
-    }
-    if (st) {
-        /* More may fit: wake them after the loop's next poll, so other clients get a turn
-         * between two rounds of catch-up copying. */
-        static const struct timeval next_turn = {0, 0};
-        evtimer_add(w->budget_ev, &next_turn);
-    } else if (w->budget_head) {
-        budget_arm(w);
-    }
-}
-
-/* Give freed output memory back to the system (glibc keeps freed heap pages otherwise): at
- * most once per second, once TRIM_STEP bytes were released since the peak. */
-static void on_watch_trim(evutil_socket_t fd, short what, void *arg)
-{
-    struct gw_watch *w = arg;
-    (void)fd;
-    (void)what;
-    struct watch_stats ws;
-    srv_watch_stats(w->srv, &ws);
-    if (w->trim_high < ws.buffered + TRIM_STEP)
-        return;
-#ifdef __GLIBC__
-    malloc_trim(0);
-#endif
-    w->trim_high = ws.buffered;
-}
-
-/* Some stream's output went down (written or freed). */
-static void output_released(struct gw_watch *w)
-{
-    if (w->budget_head && w->budget_ev)
-        event_active(w->budget_ev, EV_TIMEOUT, 1);
-    struct timeval second = {1, 0};
-    if (w->trim_ev && !evtimer_pending(w->trim_ev, NULL))
-        evtimer_add(w->trim_ev, &second);
-}
-
 /* The HTTP layer: st's pending output changed. May run inside the sink (http_stream_queue),
  * so it only takes note. */
 static void on_output(void *arg)
 {
     struct gw_watch_stream *st = arg;
-    struct gw_watch *w = st->w;
     size_t now = http_pending(st->req);
     if (now == st->out)
         return;
-    bool down = now < st->out;
     st->out = now;
-    srv_watch_set_buffered(w->srv, st->ws, now);
-    if (down) {
-        output_released(w);
-        return;
-    }
-    struct watch_stats ws;
-    srv_watch_stats(w->srv, &ws);
-    if (ws.buffered > w->trim_high)
-        w->trim_high = ws.buffered;
+    srv_watch_set_buffered(st->w->srv, st->ws, now);
 }
 
 /* ---- stream life ---- */
@@ -501,11 +363,8 @@ static void stream_free(struct gw_watch_stream *st)
     if (st->require_leader && --w->n_require_leader == 0)
         evtimer_del(w->leader_ev);
     dirty_remove(st);
-    budget_remove(st);
     http_set_out_cb(st->req, NULL, NULL);
     srv_watch_close(w->srv, st->ws); /* releases the stream's output from the hub's sum */
-    if (st->out)
-        output_released(w);
     free(st->rest);
     free(st->token);
     if (st->prev)
@@ -525,7 +384,7 @@ static void on_stream_close(void *arg)
 
 static void resume(struct gw_watch_stream *st);
 
-/* The output went under the low mark: blocked watchers resume, a paused body goes on. Runs
+/* The output went under the low mark: watchers blocked by OOM resume, a paused body goes on. Runs
  * from the loop (the HTTP layer defers it), so writing to the stream here is safe. */
 static void on_drain(void *arg)
 {
@@ -555,7 +414,7 @@ static struct gw_watch_stream *stream_create(struct gw_watch *w, struct http_req
         return NULL;
     st->w = w;
     st->req = req;
-    st->ws = srv_watch_open(w->srv, st);
+    st->ws = srv_watch_open(w->srv, &GW_WATCH_SINK, w, st);
     if (!st->ws) {
         free(st);
         return NULL;
@@ -580,38 +439,13 @@ static void stream_arm(struct gw_watch_stream *st)
     mark_dirty(st);
 }
 
-/* etcd isWatchPermitted: the stream's token, then read permission on the range (a watch of
- * every key >= key is checked as that range, not as a single key as etcd 3.4 does). NULL if
- * allowed, else the cancel_reason: the gRPC error's text. */
-static const char *watch_refusal(struct gw_watch *w, struct gw_watch_stream *st,
-                                 const struct watch_create_req *c)
-{
-    struct auth_caller caller = {false, {NULL, 0}, 0};
-    if (st->token && srv_auth_user(w->srv, (const uint8_t *)st->token, st->token_len, &caller))
-        return "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token";
-    struct srv_req q = {.type = SRV_REQ_RANGE, .u.range.span = c->span};
-    if (!c->span.key_len) {
-        q.u.range.span.key = (const uint8_t *)"";
-        q.u.range.span.key_len = 1;
-    }
-    switch (srv_auth_check(w->srv, &caller, &q)) {
-    case MS_OK:
-        return NULL;
-    case MS_E_USER_EMPTY:
-        return "rpc error: code = InvalidArgument desc = etcdserver: user name is empty";
-    case MS_E_AUTH_OLD_REVISION:
-        return "rpc error: code = InvalidArgument desc = etcdserver: revision of auth store is old";
-    default:
-        return "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
-    }
-}
-
 static void dispatch(struct gw_watch *w, struct gw_watch_stream *st, struct codec_watch_req *m)
 {
     const char *refused;
     switch (m->kind) {
     case CODEC_WATCH_CREATE:
-        if ((refused = watch_refusal(w, st, &m->create)) != NULL)
+        if ((refused = srv_auth_watch(w->srv, (const uint8_t *)st->token, st->token_len,
+                                      &m->create.span)) != NULL)
             srv_watch_refuse(w->srv, st->ws, refused);
         else
             srv_watch_create(w->srv, st->ws, &m->create);
@@ -809,11 +643,8 @@ struct gw_watch *gw_watch_create(struct event_base *base, struct srv *srv, size_
     buf_init(&w->hdr);
     w->retry_ev = evtimer_new(base, on_watch_retry, w);
     w->flush_ev = event_new(base, -1, 0, on_watch_flush, w);
-    w->budget_ev = evtimer_new(base, on_watch_budget, w);
-    w->trim_ev = evtimer_new(base, on_watch_trim, w);
     w->leader_ev = event_new(base, -1, EV_PERSIST, on_leader_check, w);
     w->leaderless_max_ms = 3 * cfg->election_ms;
-    srv_watch_set_sink(srv, &GW_WATCH_SINK, w);
     return w;
 }
 
@@ -825,15 +656,10 @@ void gw_watch_destroy(struct gw_watch *w)
      * any left are freed here. */
     while (w->streams)
         stream_free(w->streams);
-    srv_watch_set_sink(w->srv, NULL, NULL);
     if (w->retry_ev)
         event_free(w->retry_ev);
     if (w->flush_ev)
         event_free(w->flush_ev);
-    if (w->budget_ev)
-        event_free(w->budget_ev);
-    if (w->trim_ev)
-        event_free(w->trim_ev);
     if (w->leader_ev)
         event_free(w->leader_ev);
     buf_fini(&w->ebuf);

@@ -308,6 +308,31 @@ ms_err srv_auth_raw_err(ms_err e)
     }
 }
 
+const char *srv_auth_watch(struct srv *s, const uint8_t *tok, size_t len,
+                           const struct kv_span *span)
+{
+    /* A watch of every key >= key is checked as that range, not as a single key as etcd 3.4
+     * does. */
+    struct auth_caller caller = {false, {NULL, 0}, 0};
+    if (tok && srv_auth_user(s, tok, len, &caller))
+        return "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token";
+    struct srv_req q = {.type = SRV_REQ_RANGE, .u.range.span = *span};
+    if (!span->key_len) {
+        q.u.range.span.key = (const uint8_t *)"";
+        q.u.range.span.key_len = 1;
+    }
+    switch (srv_auth_check(s, &caller, &q)) {
+    case MS_OK:
+        return NULL;
+    case MS_E_USER_EMPTY:
+        return "rpc error: code = InvalidArgument desc = etcdserver: user name is empty";
+    case MS_E_AUTH_OLD_REVISION:
+        return "rpc error: code = InvalidArgument desc = etcdserver: revision of auth store is old";
+    default:
+        return "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
+    }
+}
+
 bool srv_auth_enabled(const struct srv *s)
 {
     return auth_enabled(s->auth.store);

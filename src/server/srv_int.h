@@ -229,6 +229,9 @@ struct srv_watching {
     struct watch_hub *hub;
     struct event *sync_ev;     /* catch-up rounds, armed while watchers are unsynced */
     struct event *progress_ev; /* progress_notify ticks */
+    struct event *wake_ev;     /* streams whose wait for output room is over */
+    struct event *trim_ev;     /* gives freed output memory back to the system */
+    size_t trim_high;          /* most output buffered since the last trim */
 };
 
 /* The waits of the lock and election services (srv_lock.c). */

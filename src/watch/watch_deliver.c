@@ -173,7 +173,8 @@ bool watch_deliver(struct watch_hub *h, int64_t rev, const struct kv_event *ev, 
             sc->slots[s]->slot = WATCH_SLOT_FAILED;
         sc->failed = true;
     }
-    size_t n_cache = assign_groups(sc, n);
+    /* every sink has its own slot per group: the gateway caches JSON, gRPC protobuf */
+    size_t n_cache = assign_groups(sc, n) * WATCH_MAX_SINKS;
     struct watch_batch batch = {.revision = rev, .events = ev, .n_events = n};
     if (grow((void **)&sc->cache, &sc->cap_cache, n_cache, sizeof(*sc->cache))) {
         memset(sc->cache, 0, n_cache * sizeof(*sc->cache));
@@ -194,12 +195,12 @@ bool watch_deliver(struct watch_hub *h, int64_t rev, const struct kv_event *ev, 
                                .watch_id = w->id,
                                .revision = rev,
                                .batch = &batch,
-                               .slot = batch.cache ? sc->group[s] : 0,
+                               .slot = batch.cache ? sc->group[s] * WATCH_MAX_SINKS + st->sink : 0,
                                .idx = sc->idx + sc->start[s],
                                .n_idx = sc->cnt[s],
                                .prev_kv = w->prev_kv,
                                .fragment = w->fragment};
-        if (!st->blocked && !h->sink->send(h->sink_ctx, st->ctx, &r))
+        if (!st->blocked && !watch_sink_send(st, &r))
             st->blocked = true;
         if (st->blocked) {
             if (refused_rev)
@@ -212,9 +213,12 @@ bool watch_deliver(struct watch_hub *h, int64_t rev, const struct kv_event *ev, 
         w->min_rev = next_rev;
         w->progress_elide = true;
     }
-    for (size_t g = 0; g < batch.n_cache; g++)
-        if (batch.cache[g])
-            h->sink->release(h->sink_ctx, batch.cache[g]);
+    for (size_t g = 0; g < batch.n_cache; g++) {
+        if (batch.cache[g]) {
+            const struct watch_sink_slot *k = &h->sinks[g % WATCH_MAX_SINKS];
+            k->sink->release(k->ctx, batch.cache[g]);
+        }
+    }
     return sc->failed;
 }
 
@@ -241,7 +245,7 @@ static void on_set(void *arg, struct watch_set *s)
 
 void watch_hub_notify(struct watch_hub *h, int64_t rev, const struct kv_event *ev, size_t n)
 {
-    if (!h->n_synced || !h->sink)
+    if (!h->n_synced)
         return;
     watch_deliver_begin(h);
     struct notify_ctx c = {.h = h, .rev = rev};

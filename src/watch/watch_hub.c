@@ -23,6 +23,7 @@ void watch_limits_default(struct watch_limits *lim)
     lim->sync_slices = 8;
     lim->sync_out_bytes = (size_t)16 << 20;
     lim->total_buffer_bytes = (size_t)64 << 20;
+    lim->stream_buffer_bytes = (size_t)1 << 20;
 }
 
 struct watch_hub *watch_hub_create(struct kv_store *kv, const struct watch_limits *lim)
@@ -70,12 +71,6 @@ void watch_hub_destroy(struct watch_hub *h)
     free(h->sc.cache);
     arena_destroy(h->arena);
     free(h);
-}
-
-void watch_hub_set_sink(struct watch_hub *h, const struct watch_sink *sink, void *sink_ctx)
-{
-    h->sink = sink;
-    h->sink_ctx = sink_ctx;
 }
 
 void watch_hub_stats(const struct watch_hub *h, struct watch_stats *out)
@@ -291,13 +286,62 @@ static void watcher_free(struct watch_hub *h, struct watcher *w)
 
 /* ---- streams ---- */
 
-struct watch_stream *watch_stream_open(struct watch_hub *h, void *ctx)
+static void woken_remove(struct watch_stream *st)
 {
-    if (!h->sink)
+    if (!st->woken)
+        return;
+    struct watch_stream **pp = &st->h->woken;
+    while (*pp != st)
+        pp = &(*pp)->wnext;
+    *pp = st->wnext;
+    st->wnext = NULL;
+    st->woken = false;
+}
+
+static void budget_remove(struct watch_stream *st)
+{
+    struct watch_hub *h = st->h;
+    if (!st->budget_wait)
+        return;
+    if (st->bprev)
+        st->bprev->bnext = st->bnext;
+    else
+        h->budget_head = st->bnext;
+    if (st->bnext)
+        st->bnext->bprev = st->bprev;
+    else
+        h->budget_tail = st->bprev;
+    st->bprev = st->bnext = NULL;
+    st->budget_wait = false;
+}
+
+/* The index of (sink, ctx) in h->sinks, taking a free one if needed; WATCH_MAX_SINKS when
+ * full. */
+static unsigned sink_slot(struct watch_hub *h, const struct watch_sink *sink, void *ctx)
+{
+    unsigned free_slot = WATCH_MAX_SINKS;
+    for (unsigned i = 0; i < WATCH_MAX_SINKS; i++) {
+        if (h->sinks[i].n_streams && h->sinks[i].sink == sink && h->sinks[i].ctx == ctx)
+            return i;
+        if (!h->sinks[i].n_streams && free_slot == WATCH_MAX_SINKS)
+            free_slot = i;
+    }
+    return free_slot;
+}
+
+struct watch_stream *watch_stream_open(struct watch_hub *h, const struct watch_sink *sink,
+                                       void *sink_ctx, void *ctx)
+{
+    unsigned si = sink_slot(h, sink, sink_ctx);
+    if (si == WATCH_MAX_SINKS)
         return NULL;
     struct watch_stream *st = calloc(1, sizeof(*st));
     if (!st)
         return NULL;
+    h->sinks[si].sink = sink;
+    h->sinks[si].ctx = sink_ctx;
+    h->sinks[si].n_streams++;
+    st->sink = si;
     st->h = h;
     st->ctx = ctx;
     st->next = h->streams;
@@ -318,6 +362,9 @@ void watch_stream_close(struct watch_stream *st)
     if (st->progress_pending)
         h->n_progress_pending--;
     h->buffered -= st->buffered;
+    woken_remove(st);
+    budget_remove(st);
+    h->sinks[st->sink].n_streams--;
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -331,7 +378,13 @@ void watch_stream_close(struct watch_stream *st)
 static void send_resp(struct watch_hub *h, struct watch_stream *st, const struct watch_resp *r)
 {
     h->stats.responses++;
-    h->sink->send(h->sink_ctx, st->ctx, r);
+    watch_sink_send(st, r);
+}
+
+bool watch_sink_send(struct watch_stream *st, const struct watch_resp *r)
+{
+    const struct watch_sink_slot *s = &st->h->sinks[st->sink];
+    return s->sink->send(s->ctx, st->ctx, r);
 }
 
 static void send_failed(struct watch_stream *st, const char *reason)
@@ -475,8 +528,21 @@ void watch_stream_writable(struct watch_stream *st)
 
 void watch_stream_set_buffered(struct watch_stream *st, size_t bytes)
 {
-    st->h->buffered = st->h->buffered - st->buffered + bytes;
+    struct watch_hub *h = st->h;
+    h->buffered = h->buffered - st->buffered + bytes;
     st->buffered = bytes;
+    if (st->drain_wait && bytes <= h->lim.stream_buffer_bytes / 4) {
+        /* woken from watch_hub_wake, never from here: this may run inside the sink */
+        st->drain_wait = false;
+        st->woken = true;
+        st->wnext = h->woken;
+        h->woken = st;
+    }
+}
+
+size_t watch_stream_buffered(const struct watch_stream *st)
+{
+    return st->buffered;
 }
 
 bool watch_stream_admits(const struct watch_stream *st, size_t n)
@@ -489,6 +555,60 @@ bool watch_stream_admits(const struct watch_stream *st, size_t n)
         return false;
     size_t share = budget / h->n_streams;
     return st->buffered + n <= share || h->buffered + n <= budget / 2;
+}
+
+static void budget_wait(struct watch_stream *st, size_t n)
+{
+    struct watch_hub *h = st->h;
+    st->want = n;
+    if (st->budget_wait)
+        return;
+    st->budget_wait = true;
+    st->bnext = NULL;
+    st->bprev = h->budget_tail;
+    if (h->budget_tail)
+        h->budget_tail->bnext = st;
+    else
+        h->budget_head = st;
+    h->budget_tail = st;
+}
+
+bool watch_stream_try(struct watch_stream *st, size_t n)
+{
+    struct watch_hub *h = st->h;
+    if (h->lim.stream_buffer_bytes && st->buffered >= h->lim.stream_buffer_bytes) {
+        if (!st->woken)
+            st->drain_wait = true;
+        return false;
+    }
+    if (watch_stream_admits(st, n))
+        return true;
+    budget_wait(st, n);
+    return false;
+}
+
+bool watch_hub_wake(struct watch_hub *h, size_t max_bytes)
+{
+    while (h->woken) {
+        struct watch_stream *st = h->woken;
+        woken_remove(st);
+        watch_stream_writable(st);
+    }
+    size_t reserved = 0;
+    for (struct watch_stream *st = h->budget_head, *next; st && reserved < max_bytes; st = next) {
+        next = st->bnext;
+        if (!watch_stream_admits(st, reserved + st->want))
+            continue;
+        reserved += st->want;
+        budget_remove(st);
+        watch_stream_writable(st);
+    }
+    return h->budget_head != NULL;
+}
+
+bool watch_hub_waiting(const struct watch_hub *h)
+{
+    return h->woken || h->budget_head;
 }
 
 void watch_hub_progress_tick(struct watch_hub *h)

@@ -123,8 +123,24 @@ struct watch_stream {
     bool blocked; /* the sink refused output; wait for watch_stream_writable */
     bool progress_pending;
     size_t buffered; /* output bytes not written yet, as the owner reported */
+    unsigned sink;   /* index in the hub's sinks */
+    /* waits of watch_stream_try (watch_hub_wake ends them) */
+    bool drain_wait;  /* for buffered to fall under a quarter of the stream limit */
+    bool woken;       /* drained: in the hub's woken list, by wnext */
+    bool budget_wait; /* for room in the budget: in the hub's budget FIFO, by bprev/bnext */
+    size_t want;      /* ... for this many bytes */
+    struct watch_stream *wnext;
+    struct watch_stream *bprev;
+    struct watch_stream *bnext;
     struct watch_stream *prev;
     struct watch_stream *next;
+};
+
+/* A sink with streams open. */
+struct watch_sink_slot {
+    const struct watch_sink *sink;
+    void *ctx;
+    size_t n_streams; /* 0: free */
 };
 
 /* A matched (watcher, event) pair of one delivery. */
@@ -156,8 +172,11 @@ struct watch_scratch {
 struct watch_hub {
     struct kv_store *kv;
     struct watch_limits lim;
-    const struct watch_sink *sink;
-    void *sink_ctx;
+    /* A batch's cache slot for group g of the stream's sink s is g * WATCH_MAX_SINKS + s. */
+    struct watch_sink_slot sinks[WATCH_MAX_SINKS];
+    struct watch_stream *woken; /* drained streams, by wnext */
+    struct watch_stream *budget_head;
+    struct watch_stream *budget_tail;
     struct watch_index ix;
     struct watch_htab ids; /* (stream, id) -> watcher */
     struct watch_stream *streams;
@@ -187,6 +206,8 @@ bool watch_match(const struct watcher *w, const struct kv_event *e);
 /* Move w to group g (leaving its current one). Moving to WG_SYNCED can fail on OOM: w then
  * stays unsynced (it is retried later). */
 void watch_move(struct watch_hub *h, struct watcher *w, enum watch_group g);
+/* Hand r to st's sink; its verdict. */
+bool watch_sink_send(struct watch_stream *st, const struct watch_resp *r);
 /* Send a control response for w (created, canceled, compacted, progress). */
 void watch_send_ctrl(struct watch_hub *h, struct watcher *w, enum watch_resp_kind kind,
                      int64_t rev);

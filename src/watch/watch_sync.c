@@ -229,7 +229,7 @@ static size_t fed_now(const struct watch_hub *h, const struct slice *s, size_t n
 
 ms_err watch_hub_sync(struct watch_hub *h, struct be_txn *txn)
 {
-    if (!h->unsynced_head || !h->sink)
+    if (!h->unsynced_head)
         return MS_OK;
     int64_t cur = kv_current_rev(h->kv);
     int64_t comp = kv_compact_rev(h->kv);

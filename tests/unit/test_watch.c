@@ -39,6 +39,7 @@ struct rec {
     int64_t revision;
     int64_t compact;
     const char *reason;
+    int sink; /* 0, or 1 for the second sink's streams */
     size_t slot;
     bool cached; /* the slot was already encoded by an earlier response of the batch */
     size_t n_ev;
@@ -58,12 +59,11 @@ static struct watch_stream *streams[N_STREAM];
 
 static bool rec_send(void *sink_ctx, void *stream_ctx, const struct watch_resp *r)
 {
-    (void)sink_ctx;
     int sid = *(int *)stream_ctx;
     if (r->kind == WATCH_RESP_EVENTS && refuse[sid])
         return false;
     if (r->kind == WATCH_RESP_EVENTS && resp_bytes) {
-        if (!watch_stream_admits(streams[sid], resp_bytes))
+        if (!watch_stream_try(streams[sid], resp_bytes))
             return false;
         held[sid] += resp_bytes;
         watch_stream_set_buffered(streams[sid], held[sid]);
@@ -72,6 +72,7 @@ static bool rec_send(void *sink_ctx, void *stream_ctx, const struct watch_resp *
     struct rec *x = &recs[n_recs++];
     memset(x, 0, sizeof(*x));
     x->stream = sid;
+    x->sink = sink_ctx ? *(int *)sink_ctx : 0;
     x->kind = r->kind;
     x->watch_id = r->watch_id;
     x->revision = r->revision;
@@ -125,7 +126,6 @@ static void open_hub(const struct watch_limits *l)
     watch_hub_destroy(hub);
     hub = watch_hub_create(kv, l);
     ck_assert_ptr_nonnull(hub);
-    watch_hub_set_sink(hub, &SINK, NULL);
 }
 
 static void setup(void)
@@ -163,7 +163,7 @@ static void teardown(void)
 
 static struct watch_stream *stream(int i)
 {
-    struct watch_stream *st = watch_stream_open(hub, &stream_ids[i]);
+    struct watch_stream *st = watch_stream_open(hub, &SINK, NULL, &stream_ids[i]);
     ck_assert_ptr_nonnull(st);
     streams[i] = st;
     return st;
@@ -387,6 +387,46 @@ START_TEST(txn_one_response_and_shared_slots)
         if (recs[i].stream == 0 && recs[i].watch_id == 0)
             ck_assert_int_eq(recs[i].ev[0].prev_mod, 0);
     }
+}
+END_TEST
+
+START_TEST(sinks_have_their_own_slots)
+{
+    /* Two front doors in one hub: each sink encodes the batch's events once for its streams
+     * and never sees the other's encoding. */
+    static int second = 1;
+    struct watch_stream *s0 = stream(0), *s1 = stream(1);
+    struct watch_stream *s2 = watch_stream_open(hub, &SINK, &second, &stream_ids[2]);
+    struct watch_stream *s3 = watch_stream_open(hub, &SINK, &second, &stream_ids[3]);
+    ck_assert_ptr_nonnull(s2);
+    ck_assert_ptr_nonnull(s3);
+    struct watch_stream *all[] = {s0, s1, s2, s3};
+    for (int i = 0; i < 4; i++)
+        create(all[i], (struct wopt){.key = "k"});
+    n_recs = 0;
+    encodes = releases = 0;
+    put("k", "v"); /* 2 */
+    ck_assert_uint_eq(n_recs, 4);
+    ck_assert_uint_eq(encodes, 2);
+    ck_assert_uint_eq(releases, 2);
+    for (size_t i = 0; i < n_recs; i++) {
+        ck_assert_int_eq(recs[i].sink, recs[i].stream >= 2);
+        for (size_t j = 0; j < n_recs; j++)
+            ck_assert((recs[i].slot == recs[j].slot) == (recs[i].sink == recs[j].sink));
+    }
+    /* Past WATCH_MAX_SINKS distinct sinks, no stream opens; a freed slot is taken again. */
+    static int more[WATCH_MAX_SINKS];
+    struct watch_stream *x[WATCH_MAX_SINKS];
+    for (int i = 0; i < WATCH_MAX_SINKS - 2; i++) {
+        x[i] = watch_stream_open(hub, &SINK, &more[i], &stream_ids[4]);
+        ck_assert_ptr_nonnull(x[i]);
+    }
+    ck_assert_ptr_null(watch_stream_open(hub, &SINK, &more[WATCH_MAX_SINKS - 1], &stream_ids[4]));
+    watch_stream_close(x[0]);
+    x[0] = watch_stream_open(hub, &SINK, &more[WATCH_MAX_SINKS - 1], &stream_ids[4]);
+    ck_assert_ptr_nonnull(x[0]);
+    for (int i = 0; i < WATCH_MAX_SINKS - 2; i++)
+        watch_stream_close(x[i]);
 }
 END_TEST
 
@@ -774,22 +814,65 @@ START_TEST(over_budget_victims_catch_up)
     put("k", "3"); /* 4 */
     assert_stats(2, 0, 0, 2);
     ck_assert_uint_eq(hub_buffered(), 600);
+    /* Both wait for the budget; nothing fits yet. */
+    ck_assert(watch_hub_waiting(hub));
+    ck_assert(watch_hub_wake(hub, SIZE_MAX));
+    assert_stats(2, 0, 0, 2);
     /* a's reader takes its output; a catches up from history, b still waits. */
     held[0] = 0;
     watch_stream_set_buffered(a, 0);
-    watch_stream_writable(a);
+    ck_assert(watch_hub_wake(hub, SIZE_MAX)); /* a fits (its 300 reserved), b does not */
+    assert_stats(2, 0, 1, 1);
     sync_all();
     ck_assert_str_eq(events_of(0, 0), "k@2 k@3 k@4");
     ck_assert_uint_eq(hub_buffered(), 600);
     held[1] = 0;
     watch_stream_set_buffered(b, 0);
-    watch_stream_writable(b);
+    watch_hub_wake(hub, SIZE_MAX);
     sync_all();
     ck_assert_str_eq(events_of(1, 0), "k@2 k@3 k@4");
     assert_stats(2, 2, 0, 0);
     watch_stream_close(a);
     watch_stream_close(b);
     ck_assert_uint_eq(hub_buffered(), 0);
+}
+END_TEST
+
+START_TEST(full_stream_waits_for_its_drain)
+{
+    /* A stream holding its limit refuses events until its output drains under a quarter of
+     * it; watch_hub_wake then lets it catch up. The budget is not involved. */
+    struct watch_limits l = limits();
+    l.stream_buffer_bytes = 1000;
+    l.total_buffer_bytes = 0;
+    open_hub(&l);
+    resp_bytes = 600;
+    struct watch_stream *a = stream(0), *b = stream(1);
+    create(a, (struct wopt){.key = "k"});
+    create(b, (struct wopt){.key = "k"});
+    put("k", "1"); /* 2: both take 600 */
+    put("k", "2"); /* 3: both take 600 more: 1200 each */
+    put("k", "3"); /* 4: both full */
+    assert_stats(2, 0, 0, 2);
+    ck_assert(!watch_hub_waiting(hub));
+    held[0] = 300; /* over a quarter: still waiting */
+    watch_stream_set_buffered(a, held[0]);
+    ck_assert(!watch_hub_waiting(hub));
+    held[0] = 250;
+    watch_stream_set_buffered(a, held[0]);
+    ck_assert(watch_hub_waiting(hub));
+    assert_stats(2, 0, 0, 2); /* nothing moves before the wake */
+    ck_assert(!watch_hub_wake(hub, 0));
+    assert_stats(2, 0, 1, 1);
+    sync_all();
+    ck_assert_str_eq(events_of(0, 0), "k@2 k@3 k@4");
+    ck_assert_str_eq(events_of(1, 0), "k@2 k@3");
+    /* a closed stream leaves no wait behind */
+    held[1] = 0;
+    watch_stream_set_buffered(b, 0);
+    watch_stream_close(b);
+    ck_assert(!watch_hub_waiting(hub));
+    watch_stream_close(a);
 }
 END_TEST
 
@@ -998,7 +1081,7 @@ int main(void)
     } cases[] = {
         {"match",
          {match_single_range_prefix_all, filters_and_prev_kv, txn_one_response_and_shared_slots,
-          NULL}},
+          sinks_have_their_own_slots, NULL}},
         {"ids", {ids_cancel_and_failures, limits_per_stream_and_total, NULL}},
         {"history",
          {history_in_slices, history_slices_bounded_by_bytes, history_fed_bounded_by_bytes,
@@ -1007,7 +1090,7 @@ int main(void)
          {victim_catches_up_in_order, victim_behind_compaction, close_in_every_group, NULL}},
         {"budget",
          {buffered_is_the_sum_and_close_releases, admission_share_half_and_cap,
-          over_budget_victims_catch_up, NULL}},
+          over_budget_victims_catch_up, full_stream_waits_for_its_drain, NULL}},
         {"progress", {progress_request_deferred_until_synced, progress_notify_ticks, NULL}},
         {"index", {interval_tree_vs_brute_force, hash_table_grows_and_removes, NULL}},
     };

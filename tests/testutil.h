@@ -79,6 +79,8 @@ struct tu_resp {
 
 /* One request on a fresh connection (Connection: close). body may be NULL. */
 void tu_http(int port, const char *method, const char *path, const char *body, struct tu_resp *out);
+/* The value of the unlabelled metric name in /metrics (the test fails without it). */
+long tu_metric(int port, const char *name);
 /* The same with extra header lines (each ending in "\r\n"; NULL for none). */
 void tu_http_hdr(int port, const char *method, const char *path, const char *headers,
                  const char *body, struct tu_resp *out);

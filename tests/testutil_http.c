@@ -382,6 +382,20 @@ char *tu_post(int port, const char *path, const char *body, int *status)
     return n;
 }
 
+long tu_metric(int port, const char *name)
+{
+    struct tu_resp r;
+    tu_http(port, "GET", "/metrics", NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    char pat[128];
+    snprintf(pat, sizeof(pat), "\n%s ", name);
+    char *p = strstr(r.body, pat);
+    ck_assert_msg(p != NULL, "%s missing", name);
+    long v = strtol(p + strlen(pat), NULL, 10);
+    tu_resp_free(&r);
+    return v;
+}
+
 int tu_run(const char *const *args, char *const *envp, int timeout_ms, char **out)
 {
     const char *bin = getenv("METASTORE_BIN");

@@ -35,6 +35,8 @@ static const struct grpc_method METHODS[] = {
     {"/etcdserverpb.Maintenance/Snapshot", GRPC_SERVER_STREAM, grpc_maint_snapshot, NULL,
      grpc_maint_snapshot_drain, grpc_maint_snapshot_free},
     {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, grpc_cluster_member_list, NULL, NULL, NULL},
+    {"/etcdserverpb.Watch/Watch", GRPC_BIDI, grpc_watch_msg, NULL, grpc_watch_drain,
+     grpc_watch_free},
 };
 
 const struct grpc_method *grpc_method_find(const char *path, size_t len)
@@ -101,6 +103,8 @@ struct grpc *grpc_create(struct event_base *base, struct srv *srv, ms_err *err)
     g->ka_min_ms = cfg->grpc_keepalive_min_ms;
     g->ka_interval_ms = cfg->grpc_keepalive_interval_ms;
     g->ka_timeout_ms = cfg->grpc_keepalive_timeout_ms;
+    buf_init(&g->watch_buf);
+    buf_init(&g->watch_hdr);
     g->reap_ev = event_new(base, -1, 0, on_reap, g);
     g->due_ev = event_new(base, -1, 0, grpc_on_due, g);
     if (!g->reap_ev || !g->due_ev) {
@@ -126,6 +130,8 @@ void grpc_destroy(struct grpc *g)
         grpc_conn_free(g->conns);
     event_free(g->reap_ev);
     event_free(g->due_ev);
+    buf_fini(&g->watch_buf);
+    buf_fini(&g->watch_hdr);
     free(g);
 }
 

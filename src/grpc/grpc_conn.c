@@ -10,7 +10,10 @@
  * Memory: a request message is refused above max_recv before anything is allocated for it;
  * the deframers of one connection hold at most IN_HIGH bytes before reading pauses; frames
  * are made only while less than OUT_HIGH bytes wait for the socket, and reading pauses too
- * then (a client that never reads stops being read). A stream's end (its status sent and its
+ * then (a client that never reads stops being read). A stream's request bytes are credited
+ * back (WINDOW_UPDATE) only while its call holds less than CALL_HOLD bytes of unsent output,
+ * so a client that sends requests on a stream (watch creates, keepalives) without reading the
+ * answers is held to one window of requests. A stream's end (its status sent and its
  * request side done, or a RST_STREAM) frees the call; a connection's end frees them all.
  */
 #include "grpc_int.h"
@@ -34,6 +37,7 @@
 #define PING_IDLE_MS (2 * 3600 * 1000) /* grpc-go: pings without calls closer than 2 h strike */
 #define MAX_STRIKES  2                 /* grpc-go's maxPingStrikes */
 #define ARENA_FIRST  4096
+#define CALL_HOLD    (256u << 10) /* a call's unsent output above which its input waits */
 
 static void conn_flush(struct grpc_conn *c);
 
@@ -130,20 +134,26 @@ void grpc_allocator(struct arena *a, ProtobufCAllocator *out)
     out->allocator_data = a;
 }
 
+void grpc_header_fill(struct srv *srv, Etcdserverpb__ResponseHeader *h, int64_t revision)
+{
+    struct srv_header sh;
+    srv_header(srv, &sh);
+    etcdserverpb__response_header__init(h);
+    h->cluster_id = sh.cluster_id;
+    h->member_id = sh.member_id;
+    h->raft_term = sh.raft_term;
+    h->revision = revision < 0 ? sh.revision : revision;
+}
+
 Etcdserverpb__ResponseHeader *grpc_header(struct grpc_call *call, int64_t revision, bool full)
 {
     Etcdserverpb__ResponseHeader *h = arena_alloc(call->a, sizeof(*h));
     if (!h)
         return NULL;
-    etcdserverpb__response_header__init(h);
     if (full) {
-        struct srv_header sh;
-        srv_header(grpc_call_srv(call), &sh);
-        h->cluster_id = sh.cluster_id;
-        h->member_id = sh.member_id;
-        h->raft_term = sh.raft_term;
-        h->revision = revision ? revision : sh.revision;
+        grpc_header_fill(grpc_call_srv(call), h, revision ? revision : -1);
     } else {
+        etcdserverpb__response_header__init(h);
         h->revision = revision;
     }
     return h;
@@ -224,6 +234,8 @@ static ssize_t data_read(nghttp2_session *s, int32_t stream_id, uint8_t *dst, si
         size_t n = left < length ? left : length;
         memcpy(dst, call->out.p + call->out_off, n);
         call->out_off += n;
+        if (call->unconsumed && left - n < CALL_HOLD / 4)
+            call->conn->credit_due = true; /* given back after nghttp2 returns */
         if (call->out_off == call->out.len) {
             call->out.len = call->out_off = 0;
             if (call->out.cap > (64u << 10))
@@ -255,6 +267,17 @@ static void resume(struct grpc_call *call)
     }
 }
 
+/* After appending a message to call->out: false, and the call finished, if memory ran out. */
+static bool queued(struct grpc_call *call)
+{
+    if (!buf_failed(&call->out))
+        return true;
+    buf_fini(&call->out);
+    call->out_off = 0;
+    grpc_call_finish(call, MS_GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+    return false;
+}
+
 bool grpc_call_queue(struct grpc_call *call, const ProtobufCMessage *m)
 {
     if (call->state != GRPC_CALL_OPEN)
@@ -265,13 +288,20 @@ bool grpc_call_queue(struct grpc_call *call, const ProtobufCMessage *m)
         protobuf_c_message_pack(m, call->out.p + call->out.len);
         call->out.len += n;
     }
-    if (buf_failed(&call->out)) {
-        buf_fini(&call->out);
-        call->out_off = 0;
-        grpc_call_finish(call, MS_GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+    return queued(call);
+}
+
+bool grpc_call_queue_parts(struct grpc_call *call, const struct grpc_part *parts, size_t n)
+{
+    if (call->state != GRPC_CALL_OPEN)
         return false;
-    }
-    return true;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += parts[i].len;
+    grpc_frame_prefix(&call->out, len);
+    for (size_t i = 0; i < n; i++)
+        buf_append(&call->out, parts[i].p, parts[i].len);
+    return queued(call);
 }
 
 bool grpc_call_send(struct grpc_call *call, const ProtobufCMessage *m)
@@ -614,7 +644,27 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
     struct grpc_call *call = nghttp2_session_get_stream_user_data(s, stream_id);
     if (call && call->state == GRPC_CALL_OPEN && call->m)
         call_data(call, data, len);
+    /* The connection's window is credited at once (the calls' deframers are bounded by
+     * IN_HIGH); the stream's only while its call's output is low. */
+    nghttp2_session_consume_connection(s, len);
+    call = nghttp2_session_get_stream_user_data(s, stream_id); /* the call may have ended */
+    if (call && grpc_call_pending(call) >= CALL_HOLD)
+        call->unconsumed += len;
+    else
+        nghttp2_session_consume_stream(s, stream_id, len);
     return 0;
+}
+
+/* Credit back the request bytes of calls whose output went low again. */
+static void give_credit(struct grpc_conn *c)
+{
+    c->credit_due = false;
+    for (struct grpc_call *call = c->calls; call; call = call->next) {
+        if (call->unconsumed && grpc_call_pending(call) < CALL_HOLD / 4) {
+            nghttp2_session_consume_stream(c->h2, call->stream_id, call->unconsumed);
+            call->unconsumed = 0;
+        }
+    }
 }
 
 /* The status went out while the client may still send: reset its side (NO_ERROR), so the
@@ -666,6 +716,8 @@ static void conn_flush(struct grpc_conn *c)
     if (c->in_recv || c->in_send || c->dead)
         return;
     for (;;) {
+        if (c->credit_due)
+            give_credit(c);
         while (pending(c) < OUT_HIGH) {
             const uint8_t *data;
             c->in_send = true;
@@ -685,6 +737,8 @@ static void conn_flush(struct grpc_conn *c)
             grpc_conn_kill(c);
             return;
         }
+        if (!pending(c) && c->credit_due)
+            continue; /* the WINDOW_UPDATEs go out now */
         if (!pending(c))
             break;
         ssize_t w = write(c->fd, c->out.p + c->out_off, pending(c));
@@ -838,6 +892,7 @@ struct grpc_conn *grpc_conn_create(struct grpc *g, int fd)
         return NULL;
     }
     nghttp2_option_set_no_http_messaging(opt, 1);
+    nghttp2_option_set_no_auto_window_update(opt, 1); /* on_data_chunk credits the windows */
     int rc = nghttp2_session_server_new2(&c->h2, cb, c, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);

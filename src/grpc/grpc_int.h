@@ -65,6 +65,7 @@ struct grpc_call {
     bool half_closed;  /* the client sent END_STREAM */
     bool headers_sent; /* the response's HEADERS are submitted */
     bool deferred;     /* the data source said DEFERRED: resume when out grows */
+    size_t unconsumed; /* request bytes not credited back to the client (out is high) */
     struct buf out;    /* framed response messages not yet taken by nghttp2 */
     size_t out_off;
     int status;             /* enum ms_grpc_code, once FINISHED */
@@ -97,6 +98,7 @@ struct grpc_conn {
     bool flush_due;    /* in the module's due list: output is written from the due event */
     bool dead;         /* in the reap list: no more I/O */
     bool goaway_close; /* a GOAWAY that ends the connection is queued: close once it is out */
+    bool credit_due;   /* a call holding request credit went low: give_credit */
     struct buf out;
     size_t out_off;
     size_t in_held; /* bytes the calls' deframers hold */
@@ -130,6 +132,11 @@ struct grpc {
     struct event *reap_ev;
     struct grpc_conn *due; /* connections with output to write this turn */
     struct event *due_ev;
+    /* the watch sink's encoding (grpc_watch.c) */
+    struct buf watch_buf; /* scratch */
+    struct buf watch_hdr; /* the header field for watch_hdr_rev and watch_hdr_term */
+    int64_t watch_hdr_rev;
+    uint64_t watch_hdr_term;
 };
 
 /* ---- grpc.c ---- */
@@ -161,6 +168,19 @@ bool grpc_call_send(struct grpc_call *call, const ProtobufCMessage *m);
 /* Pack m after what the call has queued, without sending (from on_drain). false on OOM (the
  * call is then finished with RESOURCE_EXHAUSTED). */
 bool grpc_call_queue(struct grpc_call *call, const ProtobufCMessage *m);
+/* A piece of a message (grpc_call_queue_parts). */
+struct grpc_part {
+    const void *p;
+    size_t len;
+};
+/* Queue the concatenation of parts[0..n) as one message (already encoded), without sending.
+ * false on OOM (the call is then finished with RESOURCE_EXHAUSTED). */
+bool grpc_call_queue_parts(struct grpc_call *call, const struct grpc_part *parts, size_t n);
+/* Bytes the call has queued that HTTP/2 has not taken yet. */
+static inline size_t grpc_call_pending(const struct grpc_call *call)
+{
+    return call->out.len - call->out_off;
+}
 /* Send the response headers if not yet sent and whatever is queued; a server stream whose
  * messages come from on_drain starts with this. */
 void grpc_call_start_stream(struct grpc_call *call);
@@ -181,6 +201,8 @@ void grpc_allocator(struct arena *a, ProtobufCAllocator *out);
  * one if 0); only the revision (none if 0) when !full, as inside a txn's responses. NULL on
  * OOM. */
 Etcdserverpb__ResponseHeader *grpc_header(struct grpc_call *call, int64_t revision, bool full);
+/* *h: this member's IDs and term, and revision (the current one if negative; 0 is omitted). */
+void grpc_header_fill(struct srv *srv, Etcdserverpb__ResponseHeader *h, int64_t revision);
 /* A request message that does not unpack (type: its message name): grpc-go's codec error. */
 void grpc_call_bad_message(struct grpc_call *call, const char *type);
 /* etcd's checks of the caller's token for a maintenance call (the gateway's gw_auth_maint): an
@@ -198,6 +220,8 @@ void grpc_call_submit(struct grpc_call *call, srv_done_fn done);
  * than gRPC takes. Exposed for fuzzing. */
 ms_err grpc_kv_decode(enum srv_req_type type, const uint8_t *p, size_t len, struct arena *a,
                       struct srv_req *out);
+/* m over v's bytes (borrowed). */
+void grpc_kv_from(Mvccpb__KeyValue *m, const struct kv_kv *v);
 void grpc_kv_range(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_kv_put(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_kv_delete_range(struct grpc_call *call, const uint8_t *p, size_t len);
@@ -217,5 +241,17 @@ void grpc_maint_snapshot(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_maint_snapshot_drain(struct grpc_call *call);
 void grpc_maint_snapshot_free(struct grpc_call *call);
 void grpc_cluster_member_list(struct grpc_call *call, const uint8_t *p, size_t len);
+/* A WatchRequest, as decoded (byte strings in the arena given). */
+enum grpc_watch_kind { GRPC_WATCH_NONE, GRPC_WATCH_CREATE, GRPC_WATCH_CANCEL, GRPC_WATCH_PROGRESS };
+struct grpc_watch_req {
+    enum grpc_watch_kind kind;
+    struct watch_create_req create;
+    int64_t cancel_id;
+};
+/* MS_E_BAD_REQUEST if p does not unpack. Exposed for fuzzing. */
+ms_err grpc_watch_decode(const uint8_t *p, size_t len, struct arena *a, struct grpc_watch_req *out);
+void grpc_watch_msg(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_watch_drain(struct grpc_call *call);
+void grpc_watch_free(struct grpc_call *call);
 
 #endif

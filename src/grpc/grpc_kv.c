@@ -191,6 +191,19 @@ static bool nest_ok(const uint8_t *p, size_t len, bool is_txn, unsigned depth, u
 
 /* ---- responses ---- */
 
+void grpc_kv_from(Mvccpb__KeyValue *m, const struct kv_kv *v)
+{
+    mvccpb__key_value__init(m);
+    m->key.data = (uint8_t *)v->key;
+    m->key.len = v->key_len;
+    m->value.data = (uint8_t *)v->value;
+    m->value.len = v->value_len;
+    m->create_revision = v->create_revision;
+    m->mod_revision = v->mod_revision;
+    m->version = v->version;
+    m->lease = v->lease;
+}
+
 static Mvccpb__KeyValue **kvs_to(struct arena *a, const struct kv_kv *v, size_t n)
 {
     Mvccpb__KeyValue **out = arena_calloc(a, n ? n : 1, sizeof(*out));
@@ -198,15 +211,7 @@ static Mvccpb__KeyValue **kvs_to(struct arena *a, const struct kv_kv *v, size_t 
     if (!out || !m)
         return NULL;
     for (size_t i = 0; i < n; i++) {
-        mvccpb__key_value__init(&m[i]);
-        m[i].key.data = (uint8_t *)v[i].key;
-        m[i].key.len = v[i].key_len;
-        m[i].value.data = (uint8_t *)v[i].value;
-        m[i].value.len = v[i].value_len;
-        m[i].create_revision = v[i].create_revision;
-        m[i].mod_revision = v[i].mod_revision;
-        m[i].version = v[i].version;
-        m[i].lease = v[i].lease;
+        grpc_kv_from(&m[i], &v[i]);
         out[i] = &m[i];
     }
     return out;

@@ -8,6 +8,12 @@
  * Lease IDs differ between servers: "$L" in an argument is the ID the last "lease grant" printed
  * on that server, and the ID (in hex and in decimal) reads "LEASE" in both outputs. "$D" is the
  * test's directory. Sizes, raft indexes and ports differ by nature and are normalised too.
+ *
+ * A watch runs until it is cancelled: its row names a put to make while it runs (then) and the
+ * text that ends it (until, seen until_n times), after which etcdctl is stopped. Watches start
+ * from a past revision, so what they print does not depend on when they were set up. Several
+ * watches of one interactive etcdctl print from goroutines of their own: their lines are
+ * compared sorted.
  */
 #define _GNU_SOURCE
 #include "etcd_proc.h"
@@ -18,6 +24,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,90 +45,132 @@ static const char *etcdctl_bin(void)
 struct cmd {
     const char *args[12]; /* after the global flags; NULL-terminated */
     const char *in;       /* standard input, or NULL */
+    const char *then[6];  /* watch: a command to run once it started */
+    const char *until;    /* watch: stop it once its output holds this until_n times */
+    int until_n;
+    bool sort; /* compare the output's lines sorted */
 };
 
+#define WATCH(...) .then = {__VA_ARGS__}
+
 static const struct cmd CMDS[] = {
-    {{"put", "foo", "bar"}, NULL},
-    {{"put", "foo2", "baz", "--prev-kv"}, NULL},
-    {{"put", "foo2", "qux", "--prev-kv", "-w", "json"}, NULL},
-    {{"put", "fop", "1"}, NULL},
-    {{"get", "foo"}, NULL},
-    {{"get", "foo", "-w", "json"}, NULL},
-    {{"get", "foo", "-w", "fields"}, NULL},
-    {{"get", "foo", "-w", "table"}, NULL},
-    {{"get", "foo", "--hex"}, NULL},
-    {{"get", "--prefix", "foo"}, NULL},
-    {{"get", "--prefix", "fo", "--sort-by=MODIFY", "--order=DESCEND"}, NULL},
-    {{"get", "--prefix", "fo", "--sort-by=VALUE", "--order=ASCEND", "-w", "json"}, NULL},
-    {{"get", "--prefix", "fo", "--sort-by=VERSION"}, NULL},
-    {{"get", "--prefix", "fo", "--sort-by=CREATE", "--order=DESCEND", "--keys-only"}, NULL},
-    {{"get", "", "--from-key", "--keys-only"}, NULL},
-    {{"get", "foo", "--from-key", "--limit", "2", "-w", "json"}, NULL},
-    {{"get", "foo", "fop"}, NULL},
-    {{"get", "foo", "--rev", "2"}, NULL},
-    {{"get", "foo", "--rev", "99"}, NULL},
-    {{"get", "foo2", "--print-value-only"}, NULL},
-    {{"get", "--prefix", "foo", "--keys-only", "-w", "json"}, NULL},
-    {{"get", "foo", "--consistency=s"}, NULL},
-    {{"get", "nothing"}, NULL},
-    {{"get", "nothing", "-w", "json"}, NULL},
-    {{"put", "", "x"}, NULL},
-    {{"get", ""}, NULL},
-    {{"put", "leased", "v", "--lease", "1234"}, NULL},
-    {{"put", "foo", "--ignore-value"}, NULL},
-    {{"put", "foo", "newer"}, NULL},
-    {{"put", "nothing", "--ignore-value"}, NULL},
-    {{"del", "nothing"}, NULL},
-    {{"del", "--prev-kv", "foo"}, NULL},
-    {{"del", "--prefix", "foo", "-w", "json"}, NULL},
-    {{"del", "fop", "--prev-kv", "-w", "json"}, NULL},
-    {{"put", "a", "1"}, NULL},
-    {{"put", "b", "2"}, NULL},
-    {{"txn", "-i"}, "value(\"a\") = \"1\"\n\nput a 10\nget b\ndel nothing\n\nput b 20\n\n"},
-    {{"txn", "-i", "-w", "json"}, "value(\"a\") = \"1\"\n\nput a 11\n\nget a\nget b\n\n"},
-    {{"txn", "-i"}, "mod(\"b\") > \"0\"\nversion(\"a\") = \"2\"\n\nget a --prefix\n\n\n"},
-    {{"txn", "-i", "-w", "json"}, "create(\"zz\") = \"0\"\n\nput zz 1\nput zz 2\n\n\n"},
-    {{"txn", "-i", "-w", "fields"}, "\n\nput c 3\n\n\n"},
-    {{"get", "", "--from-key", "-w", "json"}, NULL},
-    {{"compaction", "3"}, NULL},
-    {{"compaction", "3"}, NULL},
-    {{"compaction", "99"}, NULL},
-    {{"get", "a", "--rev", "2"}, NULL},
-    {{"get", "a", "--rev", "3"}, NULL},
-    {{"compaction", "--physical", "4"}, NULL},
-    {{"get", "", "--from-key"}, NULL},
+    {.args = {"put", "foo", "bar"}},
+    {.args = {"put", "foo2", "baz", "--prev-kv"}},
+    {.args = {"put", "foo2", "qux", "--prev-kv", "-w", "json"}},
+    {.args = {"put", "fop", "1"}},
+    {.args = {"get", "foo"}},
+    {.args = {"get", "foo", "-w", "json"}},
+    {.args = {"get", "foo", "-w", "fields"}},
+    {.args = {"get", "foo", "-w", "table"}},
+    {.args = {"get", "foo", "--hex"}},
+    {.args = {"get", "--prefix", "foo"}},
+    {.args = {"get", "--prefix", "fo", "--sort-by=MODIFY", "--order=DESCEND"}},
+    {.args = {"get", "--prefix", "fo", "--sort-by=VALUE", "--order=ASCEND", "-w", "json"}},
+    {.args = {"get", "--prefix", "fo", "--sort-by=VERSION"}},
+    {.args = {"get", "--prefix", "fo", "--sort-by=CREATE", "--order=DESCEND", "--keys-only"}},
+    {.args = {"get", "", "--from-key", "--keys-only"}},
+    {.args = {"get", "foo", "--from-key", "--limit", "2", "-w", "json"}},
+    {.args = {"get", "foo", "fop"}},
+    {.args = {"get", "foo", "--rev", "2"}},
+    {.args = {"get", "foo", "--rev", "99"}},
+    {.args = {"get", "foo2", "--print-value-only"}},
+    {.args = {"get", "--prefix", "foo", "--keys-only", "-w", "json"}},
+    {.args = {"get", "foo", "--consistency=s"}},
+    {.args = {"get", "nothing"}},
+    {.args = {"get", "nothing", "-w", "json"}},
+    {.args = {"put", "", "x"}},
+    {.args = {"get", ""}},
+    {.args = {"put", "leased", "v", "--lease", "1234"}},
+    {.args = {"put", "foo", "--ignore-value"}},
+    {.args = {"put", "foo", "newer"}},
+    {.args = {"put", "nothing", "--ignore-value"}},
+    {.args = {"del", "nothing"}},
+    {.args = {"del", "--prev-kv", "foo"}},
+    {.args = {"del", "--prefix", "foo", "-w", "json"}},
+    {.args = {"del", "fop", "--prev-kv", "-w", "json"}},
+    {.args = {"put", "a", "1"}},
+    {.args = {"put", "b", "2"}},
+    {.args = {"txn", "-i"},
+     .in = "value(\"a\") = \"1\"\n\nput a 10\nget b\ndel nothing\n\nput b 20\n\n"},
+    {.args = {"txn", "-i", "-w", "json"},
+     .in = "value(\"a\") = \"1\"\n\nput a 11\n\nget a\nget b\n\n"},
+    {.args = {"txn", "-i"},
+     .in = "mod(\"b\") > \"0\"\nversion(\"a\") = \"2\"\n\nget a --prefix\n\n\n"},
+    {.args = {"txn", "-i", "-w", "json"},
+     .in = "create(\"zz\") = \"0\"\n\nput zz 1\nput zz 2\n\n\n"},
+    {.args = {"txn", "-i", "-w", "fields"}, .in = "\n\nput c 3\n\n\n"},
+    {.args = {"get", "", "--from-key", "-w", "json"}},
+    /* watch: history from revision 1 (all of it until the compaction below), then the put */
+    {.args = {"put", "w/a", "1"}},
+    {.args = {"put", "w/b", "2"}},
+    {.args = {"del", "w/a"}},
+    {.args = {"watch", "w/a", "--rev", "1"},
+     WATCH("put", "w/a", "end1"),
+     .until = "end1",
+     .until_n = 1},
+    {.args = {"watch", "--prefix", "w/", "--rev", "1", "--prev-kv"},
+     WATCH("put", "w/c", "end2"),
+     .until = "end2",
+     .until_n = 1},
+    /* -w json and fields print each response: history only (a live event may join the
+     * history's response or not, as the timing goes, on etcd as here) */
+    {.args = {"watch", "w/a", "w/c", "--rev", "2", "-w", "json"},
+     WATCH("get", "w/a"),
+     .until = "ZW5kMQ==",
+     .until_n = 1},
+    {.args = {"watch", "", "--from-key", "--rev", "5", "-w", "fields"},
+     WATCH("get", "w/a"),
+     .until = "end2",
+     .until_n = 1},
+    /* several watches on one stream */
+    {.args = {"watch", "-i"},
+     .in = "watch w/c --rev 1\nwatch w/ --prefix --rev 1 --prev-kv\nwatch zzz\n",
+     WATCH("put", "w/c", "end4"),
+     .until = "end4",
+     .until_n = 2,
+     .sort = true},
+    {.args = {"compaction", "3"}},
+    {.args = {"compaction", "3"}},
+    {.args = {"compaction", "99"}},
+    {.args = {"get", "a", "--rev", "2"}},
+    {.args = {"get", "a", "--rev", "3"}},
+    {.args = {"compaction", "--physical", "4"}},
+    /* a watch from before the compaction is cancelled by the server */
+    {.args = {"watch", "a", "--rev", "1"}},
+    {.args = {"watch", "--prefix", "", "--rev", "2", "-w", "json"}},
+    {.args = {"get", "", "--from-key"}},
     /* leases */
-    {{"lease", "grant", "600"}, NULL},
-    {{"put", "lk1", "v", "--lease", "$L"}, NULL},
-    {{"get", "lk1", "-w", "json"}, NULL},
-    {{"lease", "timetolive", "$L"}, NULL},
+    {.args = {"lease", "grant", "600"}},
+    {.args = {"put", "lk1", "v", "--lease", "$L"}},
+    {.args = {"get", "lk1", "-w", "json"}},
+    {.args = {"lease", "timetolive", "$L"}},
     /* one key only: etcd lists a lease's keys in Go's map order (random) */
-    {{"lease", "timetolive", "$L", "--keys"}, NULL},
-    {{"lease", "timetolive", "$L", "--keys", "-w", "json"}, NULL},
-    {{"put", "lk2", "v", "--lease=$L", "-w", "json"}, NULL},
-    {{"lease", "list"}, NULL},
-    {{"lease", "list", "-w", "json"}, NULL},
-    {{"lease", "keep-alive", "--once", "$L"}, NULL},
-    {{"lease", "keep-alive", "--once", "$L", "-w", "json"}, NULL},
-    {{"lease", "revoke", "$L"}, NULL},
-    {{"get", "lk1"}, NULL},
-    {{"lease", "timetolive", "$L"}, NULL},
-    {{"lease", "revoke", "$L"}, NULL},
-    {{"lease", "keep-alive", "--once", "$L"}, NULL},
-    {{"lease", "list"}, NULL},
-    {{"lease", "grant", "0"}, NULL},
-    {{"lease", "grant", "10", "-w", "json"}, NULL},
-    {{"lease", "grant", "9999999999"}, NULL},
-    {{"put", "nolease", "v", "--lease", "abc"}, NULL},
+    {.args = {"lease", "timetolive", "$L", "--keys"}},
+    {.args = {"lease", "timetolive", "$L", "--keys", "-w", "json"}},
+    {.args = {"put", "lk2", "v", "--lease=$L", "-w", "json"}},
+    {.args = {"lease", "list"}},
+    {.args = {"lease", "list", "-w", "json"}},
+    {.args = {"lease", "keep-alive", "--once", "$L"}},
+    {.args = {"lease", "keep-alive", "--once", "$L", "-w", "json"}},
+    {.args = {"lease", "revoke", "$L"}},
+    {.args = {"get", "lk1"}},
+    {.args = {"lease", "timetolive", "$L"}},
+    {.args = {"lease", "revoke", "$L"}},
+    {.args = {"lease", "keep-alive", "--once", "$L"}},
+    {.args = {"lease", "list"}},
+    {.args = {"lease", "grant", "0"}},
+    {.args = {"lease", "grant", "10", "-w", "json"}},
+    {.args = {"lease", "grant", "9999999999"}},
+    {.args = {"put", "nolease", "v", "--lease", "abc"}},
     /* maintenance and cluster */
-    {{"endpoint", "status", "-w", "json"}, NULL},
-    {{"alarm", "list"}, NULL},
-    {{"alarm", "list", "-w", "json"}, NULL},
-    {{"alarm", "disarm"}, NULL},
-    {{"defrag"}, NULL},
-    {{"member", "list", "-w", "json"}, NULL},
-    {{"snapshot", "save", "$D/snap.db"}, NULL},
-    {{"get", "", "--from-key", "--keys-only"}, NULL},
+    {.args = {"endpoint", "status", "-w", "json"}},
+    {.args = {"alarm", "list"}},
+    {.args = {"alarm", "list", "-w", "json"}},
+    {.args = {"alarm", "disarm"}},
+    {.args = {"defrag"}},
+    {.args = {"member", "list", "-w", "json"}},
+    {.args = {"snapshot", "save", "$D/snap.db"}},
+    {.args = {"get", "", "--from-key", "--keys-only"}},
 };
 
 struct server {
@@ -130,6 +179,61 @@ struct server {
     char lease_hex[24]; /* the last ID "lease grant" printed, "" before */
     char lease_dec[24];
 };
+
+static int run_ctl(const char *bin, struct server *sv, const struct cmd *c, char **out);
+
+static size_t count(const char *s, const char *what)
+{
+    size_t n = 0;
+    for (const char *p = s; (p = strstr(p, what)) != NULL; p += strlen(what))
+        n++;
+    return n;
+}
+
+/* A watch row: etcdctl runs until its output holds c->until c->until_n times (or RUN_MS),
+ * c->then runs meanwhile; then it is stopped. *out as run_ctl's; returns 0 when it got there,
+ * else its exit status (-1 if it had to be killed). */
+static int run_watch(const char *bin, int pid_in, int out_fd, pid_t pid, struct server *sv,
+                     const struct cmd *c, char **out)
+{
+    struct cmd then = {.in = NULL};
+    for (int i = 0; i < 6 && c->then[i]; i++)
+        then.args[i] = c->then[i];
+    char *tout;
+    int trc = run_ctl(bin, sv, &then, &tout);
+    ck_assert_msg(trc == 0, "%s: %s", c->then[0], tout);
+    free(tout);
+    size_t len = 0, cap = 4096;
+    char *b = malloc(cap);
+    b[0] = 0;
+    int64_t end = tu_now_ms() + RUN_MS;
+    bool eof = false;
+    while (!eof && count(b, c->until) < (size_t)c->until_n && tu_now_ms() < end) {
+        struct pollfd pf = {.fd = out_fd, .events = POLLIN};
+        if (poll(&pf, 1, 50) <= 0)
+            continue;
+        if (len + 4096 > cap)
+            b = realloc(b, cap *= 2);
+        ssize_t n = read(out_fd, b + len, cap - len - 1);
+        if (n <= 0) {
+            eof = true;
+            break;
+        }
+        len += (size_t)n;
+        b[len] = 0;
+    }
+    bool there = count(b, c->until) >= (size_t)c->until_n;
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    if (pid_in >= 0)
+        close(pid_in);
+    close(out_fd);
+    *out = b;
+    if (there)
+        return 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
 
 /* Run etcdctl against endpoint port with args and input; *out gets stdout and stderr joined
  * (malloc'd). Returns the exit status, -1 if it had to be killed. */
@@ -173,6 +277,8 @@ static int run_ctl(const char *bin, struct server *sv, const struct cmd *c, char
     /* The input is far below a pipe's buffer: written whole before the child reads. */
     if (c->in && write(in[1], c->in, strlen(c->in)) != (ssize_t)strlen(c->in))
         ck_abort_msg("cannot write etcdctl's input");
+    if (c->until) /* an interactive watch ends at the end of its input: keep it open */
+        return run_watch(bin, in[1], o[0], pid, sv, c, out);
     close(in[1]);
     int64_t end = tu_now_ms() + RUN_MS;
     *out = tu_read_all(o[0], RUN_MS, NULL);
@@ -256,6 +362,29 @@ static char *norm(const char *s, const struct server *sv)
     return out;
 }
 
+static int cmp_line(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* s with its lines sorted (in place). */
+static void sort_lines(char *s)
+{
+    size_t n = count(s, "\n") + 1, k = 0;
+    char **lines = calloc(n, sizeof(*lines));
+    char *copy = strdup(s);
+    for (char *save = NULL, *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+        lines[k++] = l;
+    qsort(lines, k, sizeof(*lines), cmp_line);
+    s[0] = 0;
+    for (size_t i = 0; i < k; i++) {
+        strcat(s, lines[i]);
+        strcat(s, "\n");
+    }
+    free(lines);
+    free(copy);
+}
+
 START_TEST(etcdctl_kv_same_as_etcd)
 {
     const char *etcd = etcd_bin(), *ctl = etcdctl_bin();
@@ -286,6 +415,10 @@ START_TEST(etcdctl_kv_same_as_etcd)
         int ra = run_ctl(ctl, &se, &CMDS[i], &a);
         int rb = run_ctl(ctl, &sm, &CMDS[i], &b);
         char *na = norm(a, &se), *nb = norm(b, &sm);
+        if (CMDS[i].sort) {
+            sort_lines(na);
+            sort_lines(nb);
+        }
         if (ra != rb || strcmp(na, nb) != 0) {
             bad++;
             fprintf(stderr, "etcdctl %s %s ...: etcd (exit %d):\n%s\nmetastore (exit %d):\n%s\n",

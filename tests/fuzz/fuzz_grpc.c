@@ -1,5 +1,6 @@
-/* fuzz_grpc.c - gRPC message framing and the KV request decoders. Input: one byte choosing the
- * piece size, one choosing the request type, then a stream of length-prefixed messages. The
+/* fuzz_grpc.c - gRPC message framing and the KV and Watch request decoders. Input: one byte
+ * choosing the piece size, one choosing the request type (a KV request, or past them a
+ * WatchRequest), then a stream of length-prefixed messages. The
  * deframer never takes more bytes than given nor holds a message over the limit; every message
  * it completes is decoded as the chosen request into an arena, and the decoded tree is walked. */
 #include "fuzz.h"
@@ -19,7 +20,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     size_t step = (size_t)data[0] + 1;
-    enum srv_req_type type = TYPES[data[1] % (sizeof(TYPES) / sizeof(TYPES[0]))];
+    size_t n_types = sizeof(TYPES) / sizeof(TYPES[0]);
+    bool watch = data[1] % (n_types + 1) == n_types;
+    enum srv_req_type type = TYPES[data[1] % (n_types + 1) % n_types];
     data += 2;
     size -= 2;
     struct arena *a = arena_create(4096);
@@ -41,7 +44,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (r != GRPC_DEFRAME_MSG)
             break;
         struct srv_req req;
-        if (grpc_kv_decode(type, d.msg.p, d.msg.len, a, &req) == MS_OK && type == SRV_REQ_TXN)
+        struct grpc_watch_req w;
+        if (watch) {
+            if (grpc_watch_decode(d.msg.p, d.msg.len, a, &w) == MS_OK &&
+                w.kind == GRPC_WATCH_CREATE && w.create.span.key_len && !w.create.span.key)
+                abort();
+        } else if (grpc_kv_decode(type, d.msg.p, d.msg.len, a, &req) == MS_OK &&
+                   type == SRV_REQ_TXN)
             (void)kv_txn_writes(&req.u.txn);
         arena_reset(a);
     }

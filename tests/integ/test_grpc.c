@@ -1,8 +1,10 @@
 /* test_grpc.c - integration: gRPC on the client port, from a client on nghttp2 written for the
  * tests, for what etcdctl cannot reach: errors as Trailers-Only, unknown methods, oversized and
  * truncated messages, RST_STREAM and abrupt disconnects mid-call, garbage after the preface,
- * many concurrent streams, the same request through both front doors. After every test the
- * server must still answer and stop cleanly (ASan: whatever a call held is freed).
+ * many concurrent streams, the same request through both front doors; the Watch service's
+ * many watchers on one stream, cancel, progress, compaction, fragments and a reader that stops
+ * reading. After every test the server must still answer and stop cleanly (ASan: whatever a
+ * call held is freed).
  */
 #define _GNU_SOURCE
 #include "metastore/buf.h"
@@ -140,8 +142,9 @@ static ssize_t body_read(nghttp2_session *s, int32_t id, uint8_t *dst, size_t le
     return (ssize_t)n;
 }
 
-/* A client; without ping_ack it leaves the server's PINGs unanswered (a dead peer). */
-static struct gc *gc_open_opt(int port, bool preface, bool ping_ack)
+/* A client; without ping_ack it leaves the server's PINGs unanswered (a dead peer); with
+ * no_credit it never gives the server's streams window back (a reader that never reads). */
+static struct gc *gc_open_opt2(int port, bool preface, bool ping_ack, bool no_credit)
 {
     struct gc *g = calloc(1, sizeof(*g));
     g->fd = tu_connect(port);
@@ -159,12 +162,18 @@ static struct gc *gc_open_opt(int port, bool preface, bool ping_ack)
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_ping_ack(opt, !ping_ack);
+    nghttp2_option_set_no_auto_window_update(opt, no_credit);
     ck_assert_int_eq(nghttp2_session_client_new2(&g->s, cb, g, opt), 0);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (preface)
         nghttp2_submit_settings(g->s, NGHTTP2_FLAG_NONE, NULL, 0);
     return g;
+}
+
+static struct gc *gc_open_opt(int port, bool preface, bool ping_ack)
+{
+    return gc_open_opt2(port, preface, ping_ack, false);
 }
 
 static struct gc *gc_open(int port, bool preface)
@@ -689,6 +698,477 @@ START_TEST(snapshot_stream)
 }
 END_TEST
 
+/* ---- Watch ---- */
+
+#define MAX_EVS 1024
+
+/* One WatchResponse, decoded by hand. */
+struct wresp {
+    int64_t header_rev;
+    int64_t watch_id;
+    bool created, canceled, fragment;
+    int64_t compact;
+    char reason[160];
+    size_t n_ev;
+    struct {
+        int type;
+        char key[64];
+        size_t value_len;
+        int64_t mod;
+        bool prev;
+    } ev[MAX_EVS];
+};
+
+/* Field after field of m[0..n): tag, then a varint (*v) or bytes (*p, *len). */
+static bool pb_next(const uint8_t *m, size_t n, size_t *i, uint64_t *tag, uint64_t *v,
+                    const uint8_t **p, size_t *len)
+{
+    if (*i >= n || !varint_at(m, n, i, tag))
+        return false;
+    if ((*tag & 7) == 0)
+        return varint_at(m, n, i, v);
+    if ((*tag & 7) != 2 || !varint_at(m, n, i, v) || *v > n - *i)
+        return false;
+    *p = m + *i;
+    *len = (size_t)*v;
+    *i += *len;
+    return true;
+}
+
+static void decode_kv(const uint8_t *m, size_t n, char *key, size_t *vlen, int64_t *mod)
+{
+    uint64_t tag, v;
+    const uint8_t *p;
+    size_t len;
+    for (size_t i = 0; pb_next(m, n, &i, &tag, &v, &p, &len);) {
+        if (tag == (1 << 3 | 2))
+            snprintf(key, 64, "%.*s", (int)len, (const char *)p);
+        else if (tag == (3 << 3))
+            *mod = (int64_t)v;
+        else if (tag == (5 << 3 | 2))
+            *vlen = len;
+    }
+}
+
+static void decode_wresp(const uint8_t *m, size_t n, struct wresp *r)
+{
+    memset(r, 0, sizeof(*r));
+    uint64_t tag, v;
+    const uint8_t *p;
+    size_t len;
+    for (size_t i = 0; pb_next(m, n, &i, &tag, &v, &p, &len);) {
+        switch (tag) {
+        case 1 << 3 | 2: { /* header: revision = 3 */
+            uint64_t t2, v2;
+            const uint8_t *p2;
+            size_t l2;
+            for (size_t j = 0; pb_next(p, len, &j, &t2, &v2, &p2, &l2);)
+                if (t2 == (3 << 3))
+                    r->header_rev = (int64_t)v2;
+            break;
+        }
+        case 2 << 3:
+            r->watch_id = (int64_t)v;
+            break;
+        case 3 << 3:
+            r->created = v;
+            break;
+        case 4 << 3:
+            r->canceled = v;
+            break;
+        case 5 << 3:
+            r->compact = (int64_t)v;
+            break;
+        case 6 << 3 | 2:
+            snprintf(r->reason, sizeof(r->reason), "%.*s", (int)len, (const char *)p);
+            break;
+        case 7 << 3:
+            r->fragment = v;
+            break;
+        case 11 << 3 | 2: {
+            ck_assert_uint_lt(r->n_ev, MAX_EVS);
+            uint64_t t2, v2;
+            const uint8_t *p2;
+            size_t l2;
+            int64_t prev_mod = 0;
+            size_t prev_len = 0;
+            char prev_key[64];
+            for (size_t j = 0; pb_next(p, len, &j, &t2, &v2, &p2, &l2);) {
+                if (t2 == (1 << 3))
+                    r->ev[r->n_ev].type = (int)v2;
+                else if (t2 == (2 << 3 | 2))
+                    decode_kv(p2, l2, r->ev[r->n_ev].key, &r->ev[r->n_ev].value_len,
+                              &r->ev[r->n_ev].mod);
+                else if (t2 == (3 << 3 | 2)) {
+                    decode_kv(p2, l2, prev_key, &prev_len, &prev_mod);
+                    r->ev[r->n_ev].prev = true;
+                }
+            }
+            r->n_ev++;
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+/* The responses of call id decoded so far, from *off on: the next one into r. */
+static bool next_wresp(struct gc *g, int32_t id, size_t *off, struct wresp *r)
+{
+    struct buf *d = &call_of(g, id)->data;
+    if (d->len - *off < 5)
+        return false;
+    size_t len = (size_t)d->p[*off + 1] << 24 | (size_t)d->p[*off + 2] << 16 |
+                 (size_t)d->p[*off + 3] << 8 | d->p[*off + 4];
+    if (d->len - *off - 5 < len)
+        return false;
+    decode_wresp(d->p + *off + 5, len, r);
+    *off += 5 + len;
+    return true;
+}
+
+struct wwait {
+    int32_t id;
+    size_t off;
+    struct wresp r;
+};
+
+/* Is a whole response there (without taking it)? */
+static bool has_wresp(struct gc *g, void *arg)
+{
+    struct wwait *w = arg;
+    size_t off = w->off;
+    return next_wresp(g, w->id, &off, &w->r);
+}
+
+/* The next response of the stream, waiting for it (bounded). */
+static struct wresp *wnext(struct gc *g, struct wwait *w)
+{
+    ck_assert_msg(gc_pump(g, has_wresp, w, 10000), "no watch response");
+    ck_assert(next_wresp(g, w->id, &w->off, &w->r));
+    return &w->r;
+}
+
+/* The body of the client's open stream (the last one started). */
+static struct body *g_stream_body(struct gc *g)
+{
+    struct body *b = g->bodies;
+    for (; b; b = b->next)
+        if (b->keep_open)
+            break;
+    ck_assert_ptr_nonnull(b);
+    return b;
+}
+
+/* Queue one request on an open stream's body. */
+static void wsend(struct gc *g, int32_t id, const struct buf *m)
+{
+    struct body *b = g_stream_body(g);
+    buf_putc(&b->b, 0);
+    buf_put_be32(&b->b, (uint32_t)m->len);
+    buf_append(&b->b, m->p, m->len);
+    nghttp2_session_resume_data(g->s, id);
+}
+
+/* A WatchRequest with a create_request (field 1): key, range_end, start, id, options. */
+static void wcreate(struct buf *out, const char *key, const char *end, int64_t start, int64_t id,
+                    bool prev_kv, bool fragment, bool progress)
+{
+    struct buf c;
+    buf_init(&c);
+    pb_bytes(&c, 1, key, strlen(key));
+    if (end)
+        pb_bytes(&c, 2, end, strlen(end));
+    if (start)
+        pb_varint(&c, 3, (uint64_t)start);
+    if (progress)
+        pb_varint(&c, 4, 1);
+    if (prev_kv)
+        pb_varint(&c, 6, 1);
+    if (id)
+        pb_varint(&c, 7, (uint64_t)id);
+    if (fragment)
+        pb_varint(&c, 8, 1);
+    buf_init(out);
+    pb_bytes(out, 1, c.p, c.len);
+    buf_fini(&c);
+}
+
+static int64_t put_kv(struct gc *g, const char *key, const void *val, size_t vlen)
+{
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, key, strlen(key));
+    pb_bytes(&m, 2, val, vlen);
+    struct call *c = unary(g, "/etcdserverpb.KV/Put", m.p, m.len);
+    ck_assert_int_eq(c->grpc_status, 0);
+    buf_fini(&m);
+    return 0;
+}
+
+START_TEST(watch_stream_many_ids)
+{
+    struct gc *g = gc_open(srv.port, true);
+    struct gc *w = gc_open(srv.port, true);
+    put_kv(g, "wa", "0", 1); /* 2 */
+    struct buf m;
+    wcreate(&m, "wa", NULL, 0, 0, false, false, false);
+    int32_t id = gc_call_opt(w, "/etcdserverpb.Watch/Watch", m.p, m.len, true, NULL, true);
+    buf_fini(&m);
+    struct wwait ww = {.id = id};
+    struct wresp *r = wnext(w, &ww);
+    ck_assert(r->created && !r->canceled);
+    ck_assert_int_eq(r->watch_id, 0);
+    ck_assert_int_eq(r->header_rev, 2);
+    /* a prefix watcher with its own id and prev_kv, from revision 1 (history) */
+    wcreate(&m, "w", "x", 1, 7, true, false, false);
+    wsend(w, id, &m);
+    buf_fini(&m);
+    r = wnext(w, &ww);
+    ck_assert(r->created);
+    ck_assert_int_eq(r->watch_id, 7);
+    r = wnext(w, &ww);
+    ck_assert_int_eq(r->watch_id, 7);
+    ck_assert_uint_eq(r->n_ev, 1);
+    ck_assert_str_eq(r->ev[0].key, "wa");
+    /* the same id again: etcd's create failure */
+    wcreate(&m, "w", NULL, 0, 7, false, false, false);
+    wsend(w, id, &m);
+    buf_fini(&m);
+    r = wnext(w, &ww);
+    ck_assert(r->created && r->canceled);
+    ck_assert_int_eq(r->watch_id, -1);
+    ck_assert_str_eq(r->reason, "mvcc: duplicate watch ID provided on the WatchStream");
+    /* a put reaches both watchers; the prefix one with its prev_kv */
+    put_kv(g, "wa", "1", 1); /* 3 */
+    bool seen0 = false, seen7 = false;
+    for (int i = 0; i < 2; i++) {
+        r = wnext(w, &ww);
+        ck_assert_uint_eq(r->n_ev, 1);
+        ck_assert_int_eq(r->ev[0].mod, 3);
+        ck_assert_int_eq(r->header_rev, 3);
+        ck_assert_int_eq(r->ev[0].prev, r->watch_id == 7);
+        seen0 |= r->watch_id == 0;
+        seen7 |= r->watch_id == 7;
+    }
+    ck_assert(seen0 && seen7);
+    /* cancel 7 (field 2 of WatchRequest), then a progress request (field 3) */
+    struct buf c;
+    buf_init(&c);
+    pb_varint(&c, 1, 7);
+    buf_init(&m);
+    pb_bytes(&m, 2, c.p, c.len);
+    wsend(w, id, &m);
+    buf_fini(&m);
+    buf_fini(&c);
+    r = wnext(w, &ww);
+    ck_assert(r->canceled && !r->created);
+    ck_assert_int_eq(r->watch_id, 7);
+    buf_init(&m);
+    pb_bytes(&m, 3, "", 0);
+    wsend(w, id, &m);
+    buf_fini(&m);
+    r = wnext(w, &ww);
+    ck_assert_int_eq(r->watch_id, -1);
+    ck_assert_int_eq(r->header_rev, 3);
+    ck_assert(!r->created && !r->canceled && r->n_ev == 0);
+    /* only watcher 0 is left */
+    put_kv(g, "wb", "2", 1); /* 4: no watcher */
+    put_kv(g, "wa", "3", 1); /* 5 */
+    r = wnext(w, &ww);
+    ck_assert_int_eq(r->watch_id, 0);
+    ck_assert_int_eq(r->ev[0].mod, 5);
+    /* compaction: a watcher from before it is cancelled with compact_revision */
+    buf_init(&m);
+    pb_varint(&m, 1, 4);
+    ck_assert_int_eq(unary(g, "/etcdserverpb.KV/Compact", m.p, m.len)->grpc_status, 0);
+    buf_fini(&m);
+    wcreate(&m, "wa", NULL, 2, 0, false, false, false);
+    wsend(w, id, &m);
+    buf_fini(&m);
+    r = wnext(w, &ww);
+    ck_assert(r->created);
+    ck_assert_int_eq(r->watch_id, 1);
+    r = wnext(w, &ww);
+    ck_assert(r->canceled);
+    ck_assert_int_eq(r->watch_id, 1);
+    ck_assert_int_eq(r->compact, 4);
+    ck_assert_int_eq(r->header_rev, 0);
+    /* a request that is not a WatchRequest ends the stream as grpc-go's codec does */
+    buf_init(&m);
+    buf_append(&m, "\xff\xff", 2);
+    wsend(w, id, &m);
+    buf_fini(&m);
+    ck_assert(gc_pump(w, stream_closed, &id, 10000));
+    ck_assert_int_eq(call_of(w, id)->grpc_status, 13);
+    gc_free(w);
+    gc_free(g);
+}
+END_TEST
+
+START_TEST(watch_fragments)
+{
+    /* Two events of 0.7 MiB, each with its 0.7 MiB prev_kv: 2.8 MiB, over etcd's 2 MiB limit.
+     * A watcher that accepts fragments gets two responses (fragment set on the first), one
+     * that does not gets one. */
+    static char big[700 << 10];
+    memset(big, 'f', sizeof(big));
+    struct gc *g = gc_open(srv.port, true);
+    put_kv(g, "fa", big, sizeof(big)); /* 2 */
+    put_kv(g, "fb", big, sizeof(big)); /* 3 */
+    struct gc *w = gc_open(srv.port, true);
+    struct buf m;
+    wcreate(&m, "f", "g", 0, 1, true, true, false);
+    int32_t id = gc_call_opt(w, "/etcdserverpb.Watch/Watch", m.p, m.len, true, NULL, true);
+    buf_fini(&m);
+    wcreate(&m, "f", "g", 0, 2, true, false, false);
+    wsend(w, id, &m);
+    buf_fini(&m);
+    struct wwait ww = {.id = id};
+    ck_assert(wnext(w, &ww)->created);
+    ck_assert(wnext(w, &ww)->created);
+    /* one txn puts both keys again */
+    struct buf t, op, put;
+    buf_init(&t);
+    for (int i = 0; i < 2; i++) {
+        buf_init(&put);
+        pb_bytes(&put, 1, i ? "fb" : "fa", 2);
+        pb_bytes(&put, 2, big, sizeof(big) - 100);
+        buf_init(&op);
+        pb_bytes(&op, 2, put.p, put.len); /* RequestOp.request_put */
+        pb_bytes(&t, 2, op.p, op.len);    /* TxnRequest.success */
+        buf_fini(&op);
+        buf_fini(&put);
+    }
+    ck_assert_int_eq(unary(g, "/etcdserverpb.KV/Txn", t.p, t.len)->grpc_status, 0);
+    buf_fini(&t);
+    int frags = 0, whole = 0;
+    for (int i = 0; i < 3; i++) {
+        struct wresp *r = wnext(w, &ww);
+        if (r->watch_id == 1) {
+            ck_assert_uint_eq(r->n_ev, 1);
+            ck_assert(r->ev[0].prev);
+            ck_assert_str_eq(r->ev[0].key, frags ? "fb" : "fa");
+            ck_assert_int_eq(r->fragment, frags == 0);
+            frags++;
+        } else {
+            ck_assert_int_eq(r->watch_id, 2);
+            ck_assert_uint_eq(r->n_ev, 2);
+            ck_assert(!r->fragment);
+            whole++;
+        }
+    }
+    ck_assert_int_eq(frags, 2);
+    ck_assert_int_eq(whole, 1);
+    gc_free(w);
+    gc_free(g);
+}
+END_TEST
+
+START_TEST(watch_slow_reader_bounded)
+{
+    /* A client that stops reading its watch stream: the server holds at most the stream limit
+     * (plus one response) for it, while a gateway watcher of the same hub gets every event;
+     * once the client reads, it gets every event in order, from history. */
+    struct tu_server s;
+    const char *extra[] = {"--watch-stream-buffer-bytes", "65536", NULL};
+    tu_server_start(&s, extra);
+    struct gc *w = gc_open(s.port, true);
+    struct buf m;
+    wcreate(&m, "s/", "s0", 0, 0, false, false, false);
+    int32_t id = gc_call_opt(w, "/etcdserverpb.Watch/Watch", m.p, m.len, true, NULL, true);
+    buf_fini(&m);
+    struct wwait ww = {.id = id};
+    ck_assert(wnext(w, &ww)->created);
+    struct gc *g = gc_open(s.port, true);
+    static char val[8 << 10];
+    memset(val, 's', sizeof(val));
+    enum { N = 400 }; /* 3.2 MB of values */
+    long max_buffered = 0;
+    char key[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "s/%04d", i);
+        put_kv(g, key, val, sizeof(val));
+        if (i % 50 == 49) {
+            long b = tu_metric(s.port, "metastore_watch_stream_buffered_bytes");
+            max_buffered = b > max_buffered ? b : max_buffered;
+        }
+    }
+    ck_assert_int_le(max_buffered, 65536 + 2 * (long)sizeof(val));
+    ck_assert_int_gt(tu_metric(s.port, "metastore_watch_victims_total"), 0);
+    /* now read: every event, in order */
+    int64_t next = 2;
+    while (next < N + 2) {
+        struct wresp *r = wnext(w, &ww);
+        ck_assert(!r->canceled);
+        for (size_t i = 0; i < r->n_ev; i++) {
+            ck_assert_int_eq(r->ev[i].mod, next);
+            ck_assert_uint_eq(r->ev[i].value_len, sizeof(val));
+            next++;
+        }
+    }
+    gc_free(w);
+    gc_free(g);
+    /* the stream's output is released with it */
+    long left = 1;
+    for (int64_t end = tu_now_ms() + 10000; left && tu_now_ms() < end; tu_sleep_ms(20))
+        left = tu_metric(s.port, "metastore_watch_stream_buffered_bytes");
+    ck_assert_int_eq(left, 0);
+    ck_assert_int_eq(tu_metric(s.port, "etcd_debugging_mvcc_watcher_total"), 0);
+    tu_server_stop(&s);
+}
+END_TEST
+
+START_TEST(watch_requests_unread_bounded)
+{
+    /* A client that sends create and cancel requests without taking the answers (it gives
+     * no window back): they pile up only until the server withholds the stream's request
+     * window, so the server's memory stays bounded; another client is served meanwhile, and
+     * the client's close frees the stream. */
+    struct gc *w = gc_open_opt2(srv.port, true, true, true);
+    struct buf m, reqs, c;
+    wcreate(&m, "u", NULL, 0, 0, false, false, false);
+    int32_t id = gc_call_opt(w, "/etcdserverpb.Watch/Watch", m.p, m.len, true, NULL, true);
+    buf_fini(&m);
+    /* 200,000 create + cancel pairs: about 4 MB of requests, 12 MB of answers */
+    buf_init(&reqs);
+    buf_init(&c);
+    pb_varint(&c, 1, 1);
+    struct buf cancel;
+    buf_init(&cancel);
+    pb_bytes(&cancel, 2, c.p, c.len);
+    wcreate(&m, "u", NULL, 0, 1, false, false, false);
+    for (int i = 0; i < 200000; i++) {
+        buf_putc(&reqs, 0);
+        buf_put_be32(&reqs, (uint32_t)m.len);
+        buf_append(&reqs, m.p, m.len);
+        buf_putc(&reqs, 0);
+        buf_put_be32(&reqs, (uint32_t)cancel.len);
+        buf_append(&reqs, cancel.p, cancel.len);
+    }
+    buf_fini(&m);
+    buf_fini(&c);
+    buf_fini(&cancel);
+    struct body *b = g_stream_body(w);
+    buf_append(&b->b, reqs.p, reqs.len);
+    buf_fini(&reqs);
+    nghttp2_session_resume_data(w->s, id);
+    /* send what the windows let through */
+    gc_pump(w, never, NULL, 3000);
+    /* the server stopped crediting the stream: its answers stay bounded, and most requests
+     * never left */
+    long held = tu_metric(srv.port, "metastore_watch_stream_buffered_bytes");
+    ck_assert_int_le(held, 1 << 20);
+    ck_assert_uint_lt(b->off, 2u << 20);
+    /* another client is served meanwhile */
+    struct gc *g = gc_open(srv.port, true);
+    put_kv(g, "other", "v", 1);
+    gc_free(g);
+    gc_free(w); /* abrupt close: the server frees the stream and its answers (ASan) */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("grpc");
@@ -704,6 +1184,10 @@ int main(void)
     tcase_add_test(tc, auth_maint_root);
     tcase_add_test(tc, too_many_pings);
     tcase_add_test(tc, keepalive_closes_dead_peers);
+    tcase_add_test(tc, watch_stream_many_ids);
+    tcase_add_test(tc, watch_fragments);
+    tcase_add_test(tc, watch_slow_reader_bounded);
+    tcase_add_test(tc, watch_requests_unread_bounded);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

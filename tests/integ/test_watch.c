@@ -291,16 +291,7 @@ static void burst(const char *path, size_t n, size_t conns, body_fn make, size_t
 
 static long metric(const char *name)
 {
-    struct tu_resp r;
-    tu_http(srv.port, "GET", "/metrics", NULL, &r);
-    ck_assert_int_eq(r.status, 200);
-    char pat[128];
-    snprintf(pat, sizeof(pat), "\n%s ", name);
-    char *p = strstr(r.body, pat);
-    ck_assert_msg(p != NULL, "%s missing", name);
-    long v = strtol(p + strlen(pat), NULL, 10);
-    tu_resp_free(&r);
-    return v;
+    return tu_metric(srv.port, name);
 }
 
 /* Wait (bounded) until the gauge reaches want. */

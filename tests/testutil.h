@@ -107,6 +107,9 @@ char *tu_read_all(int fd, int timeout_ms, size_t *len);
  * by timeout_ms; returns the exit status (-1 on timeout) and the joined stdout+stderr in *out
  * (malloc'd). */
 int tu_run(const char *const *args, char *const *envp, int timeout_ms, char **out);
+/* The same for another program (bin: its path). */
+int tu_run_bin(const char *bin, const char *const *args, char *const *envp, int timeout_ms,
+               char **out);
 
 /* Fetch /v3/maintenance/snapshot from port into path (the backup file), checking the stream as
  * a client would: 32 KiB pieces, remaining_bytes counting down, no header, and a last message

@@ -400,6 +400,12 @@ int tu_run(const char *const *args, char *const *envp, int timeout_ms, char **ou
 {
     const char *bin = getenv("METASTORE_BIN");
     ck_assert_ptr_nonnull(bin);
+    return tu_run_bin(bin, args, envp, timeout_ms, out);
+}
+
+int tu_run_bin(const char *bin, const char *const *args, char *const *envp, int timeout_ms,
+               char **out)
+{
     int pfd[2];
     ck_assert_int_eq(pipe(pfd), 0);
     const char *argv[64];

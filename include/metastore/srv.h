@@ -206,24 +206,11 @@ ms_err srv_restore(const struct cfg *cfg, const char *snapshot);
 
 /* ---- leases (DESIGN.md §5) ----
  * Grants and revokes go through the log (srv_submit with SRV_REQ_LEASE_*; a grant with ID 0
- * gets a fresh ID when submitted). Keepalive, time-to-live and the list are answered at once
- * by the primary (this member). Expired leases are revoked through the log, so their keys are
- * deleted in one revision and watchers see the DELETE events. */
+ * gets a fresh ID when submitted). Keepalive and time-to-live are the leader's: any member
+ * takes them as SRV_REQ_LEASE_KEEPALIVE and SRV_REQ_LEASE_TTL (srv_submit), a follower asks the
+ * leader over the peer transport. The list is this member's. Expired leases are revoked through the
+ * log, so their keys are deleted in one revision and watchers see the DELETE events. */
 
-/* Keepalive on the leader: *ttl is the granted TTL, or 0 if the lease is unknown or expired;
- * MS_E_NOT_LEADER elsewhere. Any member answers SRV_REQ_LEASE_KEEPALIVE (srv_submit). */
-ms_err srv_lease_renew(struct srv *s, int64_t id, int64_t *ttl);
-
-struct srv_lease_ttl {
-    int64_t id;
-    int64_t ttl;          /* remaining seconds (truncated); -1 if the lease does not exist */
-    int64_t granted;      /* granted TTL */
-    const uint8_t **keys; /* in the arena given; only when asked */
-    size_t *key_lens;
-    size_t n_keys;
-};
-ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *a,
-                            struct srv_lease_ttl *out);
 /* The keys attached to lease id (every member knows them), in key order, into arena arrays. */
 ms_err srv_lease_keys(struct srv *s, int64_t id, struct arena *a, const uint8_t ***keys,
                       size_t **lens, size_t *n);

@@ -25,7 +25,7 @@ static const struct grpc_method METHODS[] = {
     {"/etcdserverpb.Lease/LeaseGrant", GRPC_UNARY, grpc_lease_grant, NULL, NULL, NULL},
     {"/etcdserverpb.Lease/LeaseRevoke", GRPC_UNARY, grpc_lease_revoke, NULL, NULL, NULL},
     {"/etcdserverpb.Lease/LeaseKeepAlive", GRPC_BIDI, grpc_lease_keepalive,
-     grpc_lease_keepalive_end, NULL, NULL},
+     grpc_lease_keepalive_end, NULL, grpc_lease_keepalive_free},
     {"/etcdserverpb.Lease/LeaseTimeToLive", GRPC_UNARY, grpc_lease_timetolive, NULL, NULL, NULL},
     {"/etcdserverpb.Lease/LeaseLeases", GRPC_UNARY, grpc_lease_leases, NULL, NULL, NULL},
     {"/etcdserverpb.Maintenance/Status", GRPC_UNARY, grpc_maint_status, NULL, NULL, NULL},

@@ -38,6 +38,7 @@
 #define MAX_STRIKES  2                 /* grpc-go's maxPingStrikes */
 #define ARENA_FIRST  4096
 #define CALL_HOLD    (256u << 10) /* a call's unsent output above which its input waits */
+#define CALL_BACKLOG (16u << 10)  /* ... and its unanswered requests */
 
 static void conn_flush(struct grpc_conn *c);
 
@@ -234,7 +235,7 @@ static ssize_t data_read(nghttp2_session *s, int32_t stream_id, uint8_t *dst, si
         size_t n = left < length ? left : length;
         memcpy(dst, call->out.p + call->out_off, n);
         call->out_off += n;
-        if (call->unconsumed && left - n < CALL_HOLD / 4)
+        if (call->unconsumed && left - n < CALL_HOLD / 4 && call->backlog < CALL_BACKLOG / 4)
             call->conn->credit_due = true; /* given back after nghttp2 returns */
         if (call->out_off == call->out.len) {
             call->out.len = call->out_off = 0;
@@ -289,6 +290,15 @@ bool grpc_call_queue(struct grpc_call *call, const ProtobufCMessage *m)
         call->out.len += n;
     }
     return queued(call);
+}
+
+void grpc_call_set_backlog(struct grpc_call *call, size_t bytes)
+{
+    call->backlog = bytes;
+    if (call->unconsumed && bytes < CALL_BACKLOG / 4 && grpc_call_pending(call) < CALL_HOLD / 4) {
+        call->conn->credit_due = true;
+        conn_flush_later(call->conn);
+    }
 }
 
 bool grpc_call_queue_parts(struct grpc_call *call, const struct grpc_part *parts, size_t n)
@@ -648,7 +658,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
      * IN_HIGH); the stream's only while its call's output is low. */
     nghttp2_session_consume_connection(s, len);
     call = nghttp2_session_get_stream_user_data(s, stream_id); /* the call may have ended */
-    if (call && grpc_call_pending(call) >= CALL_HOLD)
+    if (call && (grpc_call_pending(call) >= CALL_HOLD || call->backlog >= CALL_BACKLOG))
         call->unconsumed += len;
     else
         nghttp2_session_consume_stream(s, stream_id, len);
@@ -660,7 +670,8 @@ static void give_credit(struct grpc_conn *c)
 {
     c->credit_due = false;
     for (struct grpc_call *call = c->calls; call; call = call->next) {
-        if (call->unconsumed && grpc_call_pending(call) < CALL_HOLD / 4) {
+        if (call->unconsumed && grpc_call_pending(call) < CALL_HOLD / 4 &&
+            call->backlog < CALL_BACKLOG / 4) {
             nghttp2_session_consume_stream(c->h2, call->stream_id, call->unconsumed);
             call->unconsumed = 0;
         }

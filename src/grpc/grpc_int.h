@@ -66,6 +66,7 @@ struct grpc_call {
     bool headers_sent; /* the response's HEADERS are submitted */
     bool deferred;     /* the data source said DEFERRED: resume when out grows */
     size_t unconsumed; /* request bytes not credited back to the client (out is high) */
+    size_t backlog;    /* requests the service holds unanswered (grpc_call_set_backlog) */
     struct buf out;    /* framed response messages not yet taken by nghttp2 */
     size_t out_off;
     int status;             /* enum ms_grpc_code, once FINISHED */
@@ -176,6 +177,9 @@ struct grpc_part {
 /* Queue the concatenation of parts[0..n) as one message (already encoded), without sending.
  * false on OOM (the call is then finished with RESOURCE_EXHAUSTED). */
 bool grpc_call_queue_parts(struct grpc_call *call, const struct grpc_part *parts, size_t n);
+/* The service holds bytes of requests it has not answered yet: past CALL_BACKLOG the stream's
+ * request bytes are not credited back until it drops under a quarter of that. */
+void grpc_call_set_backlog(struct grpc_call *call, size_t bytes);
 /* Bytes the call has queued that HTTP/2 has not taken yet. */
 static inline size_t grpc_call_pending(const struct grpc_call *call)
 {
@@ -231,6 +235,7 @@ void grpc_lease_grant(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_lease_revoke(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_lease_keepalive(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_lease_keepalive_end(struct grpc_call *call);
+void grpc_lease_keepalive_free(struct grpc_call *call);
 void grpc_lease_timetolive(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_lease_leases(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_maint_status(struct grpc_call *call, const uint8_t *p, size_t len);

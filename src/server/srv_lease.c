@@ -295,7 +295,8 @@ ms_err srv_apply_lease_revoke(struct srv *s, const struct srv_lease_req *r, int6
     return MS_OK;
 }
 
-ms_err srv_lease_renew(struct srv *s, int64_t id, int64_t *ttl)
+/* Keepalive on the leader: *ttl is the granted TTL, or 0 if the lease is unknown or expired. */
+static ms_err lease_renew(struct srv *s, int64_t id, int64_t *ttl)
 {
     *ttl = 0;
     ms_err e = lease_mgr_renew(s->lease.lessor, id, clock_now_ms(), ttl);
@@ -318,30 +319,6 @@ ms_err srv_lease_keys(struct srv *s, int64_t id, struct arena *a, const uint8_t 
     *keys = kl.keys;
     *lens = kl.lens;
     *n = kl.n;
-    return MS_OK;
-}
-
-ms_err srv_lease_timetolive(struct srv *s, int64_t id, bool keys, struct arena *a,
-                            struct srv_lease_ttl *out)
-{
-    memset(out, 0, sizeof(*out));
-    out->id = id;
-    struct lease_info li;
-    if (!lease_mgr_get(s->lease.lessor, id, clock_now_ms(), &li)) {
-        out->ttl = -1;
-        return MS_OK;
-    }
-    out->ttl = li.remaining_ms / 1000;
-    out->granted = li.ttl;
-    if (keys) {
-        struct key_list kl = {.a = a};
-        lease_mgr_keys(s->lease.lessor, id, collect_key, &kl);
-        if (kl.oom)
-            return MS_E_NOMEM;
-        out->keys = kl.keys;
-        out->key_lens = kl.lens;
-        out->n_keys = kl.n;
-    }
     return MS_OK;
 }
 
@@ -395,7 +372,7 @@ static ms_err answer_here(struct srv *s, enum srv_req_type kind, int64_t lease, 
     if (!lease_mgr_is_primary(s->lease.lessor))
         return MS_E_NOT_LEADER;
     if (kind == SRV_REQ_LEASE_KEEPALIVE)
-        return srv_lease_renew(s, lease, ttl);
+        return lease_renew(s, lease, ttl);
     struct lease_info li;
     if (!lease_mgr_get(s->lease.lessor, lease, clock_now_ms(), &li)) {
         *ttl = -1;

@@ -1125,6 +1125,70 @@ START_TEST(leases)
 }
 END_TEST
 
+/* etcdctl (Debian's etcd-client) against member i: its output (malloc'd), exit status in *rc. */
+static char *ctl(struct cluster *c, int i, int *rc, const char *const *args)
+{
+    char ep[64];
+    snprintf(ep, sizeof(ep), "--endpoints=http://127.0.0.1:%d", c->m[i].s.port);
+    const char *argv[16] = {ep, "--dial-timeout=5s", "--command-timeout=15s"};
+    int n = 3;
+    for (int k = 0; args[k] && n < 15; k++)
+        argv[n++] = args[k];
+    argv[n] = NULL;
+    char *env[] = {"ETCDCTL_API=3", NULL};
+    char *out;
+    *rc = tu_run_bin("/usr/bin/etcdctl", argv, env, 30000, &out);
+    return out;
+}
+
+/* Over gRPC, keepalive and time-to-live on a follower are the leader's answers (asked over the
+ * peer transport, as the gateway's are), also after the leader changed. */
+START_TEST(grpc_leases)
+{
+    ck_assert_msg(access("/usr/bin/etcdctl", X_OK) == 0, "etcdctl (etcd-client) is missing");
+    struct cluster c = {0};
+    cluster_start(&c, 3);
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    int f = (l + 1) % c.n, g = (l + 2) % c.n;
+    int rc;
+    char *out = ctl(&c, f, &rc, (const char *[]){"lease", "grant", "60", NULL});
+    char id[24];
+    ck_assert_msg(rc == 0 && sscanf(out, "lease %16[0-9a-f] granted", id) == 1, "%s", out);
+    free(out);
+    out = ctl(&c, g, &rc, (const char *[]){"put", "glk", "v", "--lease", id, NULL});
+    ck_assert_msg(rc == 0, "%s", out);
+    free(out);
+    for (int round = 0; round < 2; round++) {
+        out = ctl(&c, f, &rc, (const char *[]){"lease", "keep-alive", "--once", id, NULL});
+        char want[96];
+        snprintf(want, sizeof(want), "lease %s keepalived with TTL(60)", id);
+        ck_assert_msg(rc == 0 && strstr(out, want), "%s", out);
+        free(out);
+        out = ctl(&c, g, &rc, (const char *[]){"lease", "timetolive", id, "--keys", NULL});
+        snprintf(want, sizeof(want), "lease %s granted with TTL(60s), remaining(", id);
+        ck_assert_msg(rc == 0 && strstr(out, want) && strstr(out, "attached keys([glk])"), "%s",
+                      out);
+        free(out);
+        out = ctl(&c, f, &rc, (const char *[]){"lease", "timetolive", "1234abcd", NULL});
+        ck_assert_msg(rc == 0 && strstr(out, "lease 000000001234abcd already expired"), "%s", out);
+        free(out);
+        out = ctl(&c, g, &rc, (const char *[]){"lease", "keep-alive", "--once", "1234abcd", NULL});
+        ck_assert_msg(rc != 0 && strstr(out, "etcdserver: requested lease not found"), "%s", out);
+        free(out);
+        if (round == 0) {
+            /* the leader goes: the followers ask the next one */
+            tu_server_kill(&c.m[l].s);
+            int l2 = leader(&c, 30000);
+            ck_assert_int_ge(l2, 0);
+            f = l2 == f ? g : f;
+            g = l2;
+        }
+    }
+    cluster_stop(&c);
+}
+END_TEST
+
 /* A follower stopped while 20,000 writes happen, with --snapshot-count 1000: the leader keeps
  * only the last 6,000 entries, so the follower comes back through a snapshot of the leader's
  * state machine, and ends with the same revision and hash. */
@@ -1338,6 +1402,7 @@ int main(void)
         const char *name;
         const TTest *fn;
     } cases[] = {{"leases", leases},
+                 {"grpc_leases", grpc_leases},
                  {"watch_failover", watch_failover},
                  {"snapshot_catchup", snapshot_catchup},
                  {"bootstrap", bootstrap},

@@ -516,6 +516,51 @@ START_TEST(stream_and_deadline)
 }
 END_TEST
 
+static bool pb_next(const uint8_t *m, size_t n, size_t *i, uint64_t *tag, uint64_t *v,
+                    const uint8_t **p, size_t *len);
+
+START_TEST(keepalive_pipelined)
+{
+    /* Requests sent before their answers are answered one by one, in order; the client's
+     * half-close ends the stream once every one is answered (etcd: OK). */
+    struct gc *g = gc_open(srv.port, true);
+    struct buf all, m;
+    buf_init(&all);
+    for (int i = 1; i <= 5; i++) {
+        buf_init(&m);
+        pb_varint(&m, 1, (uint64_t)(1000 + i));
+        buf_putc(&all, 0);
+        buf_put_be32(&all, (uint32_t)m.len);
+        buf_append(&all, m.p, m.len);
+        buf_fini(&m);
+    }
+    int32_t id =
+        gc_call_opt(g, "/etcdserverpb.Lease/LeaseKeepAlive", all.p, all.len, false, NULL, false);
+    buf_fini(&all);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    struct call *c = call_of(g, id);
+    ck_assert_int_eq(c->grpc_status, 0);
+    size_t off = 0;
+    for (int i = 1; i <= 5; i++) {
+        ck_assert_uint_ge(c->data.len - off, 5);
+        size_t len = (size_t)c->data.p[off + 3] << 8 | c->data.p[off + 4];
+        const uint8_t *p = c->data.p + off + 5;
+        uint64_t tag, v = 0, got = 0;
+        for (size_t j = 0; j < len;) {
+            const uint8_t *q;
+            size_t ql;
+            ck_assert(pb_next(p, len, &j, &tag, &v, &q, &ql));
+            if (tag == (2 << 3))
+                got = v;
+        }
+        ck_assert_uint_eq(got, (uint64_t)(1000 + i));
+        off += 5 + len;
+    }
+    ck_assert_uint_eq(off, c->data.len);
+    gc_free(g);
+}
+END_TEST
+
 /* POST path body to the gateway, expecting 200; returns the body (the caller frees). */
 static char *gw_ok(const char *path, const char *body)
 {
@@ -1181,6 +1226,7 @@ int main(void)
     tcase_add_test(tc, many_concurrent_streams);
     tcase_add_test(tc, snapshot_stream);
     tcase_add_test(tc, stream_and_deadline);
+    tcase_add_test(tc, keepalive_pipelined);
     tcase_add_test(tc, auth_maint_root);
     tcase_add_test(tc, too_many_pings);
     tcase_add_test(tc, keepalive_closes_dead_peers);

@@ -37,6 +37,27 @@ static const struct grpc_method METHODS[] = {
     {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, grpc_cluster_member_list, NULL, NULL, NULL},
     {"/etcdserverpb.Watch/Watch", GRPC_BIDI, grpc_watch_msg, NULL, grpc_watch_drain,
      grpc_watch_free},
+#define AUTH(m, fn)                                                                                \
+    {                                                                                              \
+        "/etcdserverpb.Auth/" m, GRPC_UNARY, fn, NULL, NULL, NULL                                  \
+    }
+    AUTH("AuthEnable", grpc_auth_enable),
+    AUTH("AuthDisable", grpc_auth_disable),
+    AUTH("Authenticate", grpc_auth_authenticate),
+    AUTH("UserAdd", grpc_auth_user_add),
+    AUTH("UserGet", grpc_auth_user_get),
+    AUTH("UserList", grpc_auth_user_list),
+    AUTH("UserDelete", grpc_auth_user_delete),
+    AUTH("UserChangePassword", grpc_auth_user_changepw),
+    AUTH("UserGrantRole", grpc_auth_user_grant),
+    AUTH("UserRevokeRole", grpc_auth_user_revoke),
+    AUTH("RoleAdd", grpc_auth_role_add),
+    AUTH("RoleGet", grpc_auth_role_get),
+    AUTH("RoleList", grpc_auth_role_list),
+    AUTH("RoleDelete", grpc_auth_role_delete),
+    AUTH("RoleGrantPermission", grpc_auth_role_grant),
+    AUTH("RoleRevokePermission", grpc_auth_role_revoke),
+#undef AUTH
 };
 
 const struct grpc_method *grpc_method_find(const char *path, size_t len)

@@ -405,12 +405,24 @@ void grpc_call_submit(struct grpc_call *call, srv_done_fn done)
     struct srv *srv = call->conn->g->srv;
     struct auth_caller caller = {false, {NULL, 0}, 0};
     ms_err e = MS_OK;
-    /* etcd's permission checks, as on the gateway (keepalive and time-to-live look at none). */
+    /* etcd's permission checks, as on the gateway (keepalive and time-to-live look at none);
+     * an auth request carries its caller, whose rights are checked when it applies. */
     if (call->sreq.type != SRV_REQ_LEASE_TTL && call->sreq.type != SRV_REQ_LEASE_KEEPALIVE) {
         if (call->token)
             e = srv_auth_user(srv, (const uint8_t *)call->token, call->token_len, &caller);
-        if (!e)
+        if (!e && call->sreq.type == SRV_REQ_AUTH) {
+            /* the name is the store's until the next change: keep a copy */
+            const uint8_t *who =
+                caller.has_user
+                    ? arena_memdup(call->a, caller.user.p, caller.user.len ? caller.user.len : 1)
+                    : NULL;
+            if (caller.has_user && !who)
+                e = MS_E_NOMEM;
+            call->sreq.u.auth.has_who = caller.has_user;
+            call->sreq.u.auth.who = (struct auth_bytes){who, caller.user.len};
+        } else if (!e) {
             e = srv_auth_check(srv, &caller, &call->sreq);
+        }
     }
     if (e) {
         grpc_call_fail(call, e, NULL);

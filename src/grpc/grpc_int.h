@@ -256,6 +256,26 @@ struct grpc_watch_req {
 /* MS_E_BAD_REQUEST if p does not unpack. Exposed for fuzzing. */
 ms_err grpc_watch_decode(const uint8_t *p, size_t len, struct arena *a, struct grpc_watch_req *out);
 void grpc_watch_msg(struct grpc_call *call, const uint8_t *p, size_t len);
+/* The request message of op as the server's auth request (strings borrowed from the message
+ * in a): MS_E_BAD_REQUEST if it does not unpack. Exposed for fuzzing. */
+ms_err grpc_auth_decode(enum auth_op op, const uint8_t *p, size_t len, struct arena *a,
+                        struct auth_req *out);
+void grpc_auth_enable(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_disable(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_authenticate(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_user_add(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_user_get(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_user_list(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_user_delete(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_user_changepw(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_user_grant(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_user_revoke(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_role_add(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_role_get(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_role_list(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_role_delete(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_role_grant(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_auth_role_revoke(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_watch_drain(struct grpc_call *call);
 void grpc_watch_free(struct grpc_call *call);
 

@@ -1,6 +1,6 @@
-/* fuzz_grpc.c - gRPC message framing and the KV and Watch request decoders. Input: one byte
- * choosing the piece size, one choosing the request type (a KV request, or past them a
- * WatchRequest), then a stream of length-prefixed messages. The
+/* fuzz_grpc.c - gRPC message framing and the KV, Watch and Auth request decoders. Input: one
+ * byte choosing the piece size, one choosing the request type (a KV request, a WatchRequest,
+ * or one of the Auth service's), then a stream of length-prefixed messages. The
  * deframer never takes more bytes than given nor holds a message over the limit; every message
  * it completes is decoded as the chosen request into an arena, and the decoded tree is walked. */
 #include "fuzz.h"
@@ -20,9 +20,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     size_t step = (size_t)data[0] + 1;
+    /* the KV requests, then WatchRequest, then the Auth service's requests */
     size_t n_types = sizeof(TYPES) / sizeof(TYPES[0]);
-    bool watch = data[1] % (n_types + 1) == n_types;
-    enum srv_req_type type = TYPES[data[1] % (n_types + 1) % n_types];
+    size_t pick = data[1] % (n_types + AUTH_OP_COUNT_);
+    bool watch = pick == n_types;
+    enum auth_op auth = pick > n_types ? (enum auth_op)(pick - n_types) : 0;
+    enum srv_req_type type = TYPES[pick % n_types];
     data += 2;
     size -= 2;
     struct arena *a = arena_create(4096);
@@ -45,7 +48,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         struct srv_req req;
         struct grpc_watch_req w;
-        if (watch) {
+        struct auth_req ar;
+        if (auth) {
+            if (grpc_auth_decode(auth, d.msg.p, d.msg.len, a, &ar) == MS_OK &&
+                (ar.op != auth || (ar.name.len && !ar.name.p)))
+                abort();
+        } else if (watch) {
             if (grpc_watch_decode(d.msg.p, d.msg.len, a, &w) == MS_OK &&
                 w.kind == GRPC_WATCH_CREATE && w.create.span.key_len && !w.create.span.key)
                 abort();

@@ -91,6 +91,8 @@ enum ms_grpc_code {
     X(MS_E_TIMEOUT, UNAVAILABLE, "etcdserver: request timed out")                                  \
     X(MS_E_DEADLINE_EXCEEDED, UNKNOWN, "context deadline exceeded")                                \
     X(MS_E_BAD_LEADER_TRANSFEREE, FAILED_PRECONDITION, "etcdserver: bad leader transferee")        \
+    X(MS_E_TIMEOUT_LEADER_TRANSFER, UNKNOWN,                                                       \
+      "etcdserver: request timed out, leader transfer took too long")                              \
     X(MS_E_CORRUPT, DATA_LOSS, "etcdserver: corrupt cluster")                                      \
     X(MS_E_ELECTION_NO_LEADER, UNKNOWN, "election: no leader")                                     \
     X(MS_E_ELECTION_NOT_LEADER, UNKNOWN, "election: not leader")                                   \

@@ -50,6 +50,7 @@ enum srv_req_type {
      * time-to-live (the remaining and granted TTL, -1 for an unknown lease). */
     SRV_REQ_LEASE_KEEPALIVE = 21,
     SRV_REQ_LEASE_TTL = 22,
+    SRV_REQ_MOVE_LEADER = 23, /* srv_move_leader's result, never in the log */
 };
 
 /* etcd LeaseGrantRequest / LeaseRevokeRequest (ttl unused for revoke). */
@@ -199,6 +200,13 @@ ms_err srv_backup(struct srv *s, srv_backup_fn done, void *ctx, uint64_t *id);
 /* Defragment the backend (LMDB: a compacting copy made in slices, then swapped in; writes go on
  * meanwhile). done gets a SRV_REQ_DEFRAG result. */
 ms_err srv_defrag(struct srv *s, srv_done_fn done, void *ctx, uint64_t *id);
+
+/* etcd's MoveLeader: hand this member's leadership to member target (a voter); done gets a
+ * SRV_REQ_MOVE_LEADER result once target leads, or MS_E_TIMEOUT_LEADER_TRANSFER after the
+ * request timeout. MS_E_NOT_LEADER when this member does not lead, MS_E_BAD_LEADER_TRANSFEREE
+ * when target is no voter of the cluster. A newer transfer ends an older one with the
+ * timeout error (raft follows the newest). Cancel with srv_cancel. */
+ms_err srv_move_leader(struct srv *s, uint64_t target, srv_done_fn done, void *ctx, uint64_t *id);
 
 /* Build cfg->data_dir (which must not hold a store yet) from a snapshot file, for the backend
  * cfg names (metastore --restore-snapshot). Logs what it did. */

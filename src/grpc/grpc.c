@@ -34,6 +34,7 @@ static const struct grpc_method METHODS[] = {
     {"/etcdserverpb.Maintenance/Defragment", GRPC_UNARY, grpc_maint_defragment, NULL, NULL, NULL},
     {"/etcdserverpb.Maintenance/Snapshot", GRPC_SERVER_STREAM, grpc_maint_snapshot, NULL,
      grpc_maint_snapshot_drain, grpc_maint_snapshot_free},
+    {"/etcdserverpb.Maintenance/MoveLeader", GRPC_UNARY, grpc_maint_move_leader, NULL, NULL, NULL},
     {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, grpc_cluster_member_list, NULL, NULL, NULL},
     {"/etcdserverpb.Watch/Watch", GRPC_BIDI, grpc_watch_msg, NULL, grpc_watch_drain,
      grpc_watch_free},

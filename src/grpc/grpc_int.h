@@ -243,6 +243,7 @@ void grpc_maint_hash(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_maint_alarm(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_maint_defragment(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_maint_snapshot(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_maint_move_leader(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_maint_snapshot_drain(struct grpc_call *call);
 void grpc_maint_snapshot_free(struct grpc_call *call);
 void grpc_cluster_member_list(struct grpc_call *call, const uint8_t *p, size_t len);

@@ -152,7 +152,9 @@ void grpc_maint_alarm(struct grpc_call *call, const uint8_t *p, size_t len)
     grpc_call_submit(call, on_alarm_done);
 }
 
-static void on_defrag_done(void *ctx, ms_err err, const struct srv_result *res)
+/* Defragment and MoveLeader: etcd 3.4 answers both with an empty message (no header), the same
+ * bytes whichever of the two types is packed. */
+static void on_done_empty(void *ctx, ms_err err, const struct srv_result *res)
 {
     struct grpc_call *call = ctx;
     (void)res;
@@ -162,7 +164,7 @@ static void on_defrag_done(void *ctx, ms_err err, const struct srv_result *res)
         return;
     }
     Etcdserverpb__DefragmentResponse r = ETCDSERVERPB__DEFRAGMENT_RESPONSE__INIT;
-    grpc_call_reply(call, &r.base); /* etcd 3.4 leaves its header unset */
+    grpc_call_reply(call, &r.base);
 }
 
 void grpc_maint_defragment(struct grpc_call *call, const uint8_t *p, size_t len)
@@ -171,7 +173,27 @@ void grpc_maint_defragment(struct grpc_call *call, const uint8_t *p, size_t len)
                       len) ||
         !grpc_call_maint_auth(call, true))
         return;
-    ms_err e = srv_defrag(grpc_call_srv(call), on_defrag_done, call, &call->srv_id);
+    ms_err e = srv_defrag(grpc_call_srv(call), on_done_empty, call, &call->srv_id);
+    if (e) {
+        call->srv_id = 0;
+        grpc_call_fail(call, e, NULL);
+    }
+}
+
+/* ---- MoveLeader ---- */
+
+/* etcd: no auth check; on the leader only; answered once the target leads. */
+void grpc_maint_move_leader(struct grpc_call *call, const uint8_t *p, size_t len)
+{
+    ProtobufCAllocator al;
+    grpc_allocator(call->a, &al);
+    Etcdserverpb__MoveLeaderRequest *m = etcdserverpb__move_leader_request__unpack(&al, len, p);
+    if (!m) {
+        grpc_call_bad_message(call, "MoveLeaderRequest");
+        return;
+    }
+    ms_err e =
+        srv_move_leader(grpc_call_srv(call), m->targetid, on_done_empty, call, &call->srv_id);
     if (e) {
         call->srv_id = 0;
         grpc_call_fail(call, e, NULL);

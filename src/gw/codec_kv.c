@@ -306,6 +306,7 @@ size_t codec_proto_size(const struct srv_req *req)
         return sz_int(1, req->u.compact.revision) + sz_int(2, req->u.compact.physical);
     case SRV_REQ_DEFRAG:
     case SRV_REQ_MEMBER_ATTR:
+    case SRV_REQ_MOVE_LEADER:
         return 0;
     case SRV_REQ_LEASE_GRANT:
     case SRV_REQ_LEASE_REVOKE:
@@ -501,6 +502,7 @@ void codec_result(struct mjson_w *w, const struct srv_header *h, const struct sr
     case SRV_REQ_MEMBER_ATTR:
     case SRV_REQ_LEASE_KEEPALIVE: /* the lease routes encode these themselves */
     case SRV_REQ_LEASE_TTL:
+    case SRV_REQ_MOVE_LEADER:
         break;
     case SRV_REQ_AUTH:
         codec_auth_body(w, &r->u.auth);

@@ -403,6 +403,7 @@ static ms_err validate(const struct srv *s, const struct srv_req *req)
         return MS_OK;
     case SRV_REQ_DEFRAG:
     case SRV_REQ_MEMBER_ATTR: /* the server's own, never a client's */
+    case SRV_REQ_MOVE_LEADER: /* srv_move_leader */
         break;
     }
     return MS_E_BAD_REQUEST;
@@ -502,6 +503,23 @@ static void on_compactor(evutil_socket_t fd, short what, void *arg)
     log_info("auto compaction to revision %lld", (long long)rev);
     if (srv_propose(s, &r, 0) != MS_OK)
         log_warn("auto compaction to revision %lld could not be proposed", (long long)rev);
+}
+
+ms_err srv_move_leader(struct srv *s, uint64_t target, srv_done_fn done, void *ctx, uint64_t *id)
+{
+    uint64_t rid = ++s->next_id;
+    struct wait_entry *w = wait_add(&s->waits, rid);
+    if (!w)
+        return MS_E_NOMEM;
+    w->done = done;
+    w->ctx = ctx;
+    ms_err e = srv_node_move_leader(s, target, rid);
+    if (e) {
+        wait_remove(&s->waits, rid, NULL);
+        return e;
+    }
+    *id = rid;
+    return MS_OK;
 }
 
 void srv_cancel(struct srv *s, uint64_t id)

@@ -281,6 +281,7 @@ void srv_entry_encode(uint64_t id, const struct srv_req *req, struct buf *out)
     case SRV_REQ_DEFRAG:
     case SRV_REQ_LEASE_KEEPALIVE: /* never in the log */
     case SRV_REQ_LEASE_TTL:
+    case SRV_REQ_MOVE_LEADER:
         break;
     }
 }

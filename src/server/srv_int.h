@@ -124,7 +124,10 @@ struct srv_node {
     struct node_snap_out *snaps_out; /* snapshots being made or sent to followers */
     char snap_in[4400];              /* a snapshot received from the leader, not installed */
     uint64_t snap_in_index;
-    uint64_t install_ms;     /* when the install of the Ready's snapshot started */
+    uint64_t install_ms;  /* when the install of the Ready's snapshot started */
+    uint64_t move_waiter; /* srv_move_leader's caller (0: none), its target and deadline */
+    uint64_t move_target;
+    uint64_t move_deadline_ms;
     void (*left)(void *ctx); /* a leadership transfer before stopping is in progress */
     void *left_ctx;
     uint64_t left_deadline_ms;
@@ -366,6 +369,8 @@ bool srv_node_has_leader(const struct srv *s);
 uint64_t srv_node_leaderless_ms(const struct srv *s);
 /* The hooks srv.c registers for srv_lease.c: the leader, and a message to a peer. */
 uint64_t srv_node_leader(struct srv *s);
+/* Transfer leadership to target for the waiter id (srv_move_leader's checks are done here). */
+ms_err srv_node_move_leader(struct srv *s, uint64_t target, uint64_t id);
 ms_err srv_node_send_app(struct srv *s, uint64_t to, const void *data, size_t len);
 /* The request timeout (etcd ReqTimeout: 5 s + 2 x election timeout), in ms. */
 uint64_t srv_node_request_timeout_ms(const struct srv *s);

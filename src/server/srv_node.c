@@ -711,6 +711,55 @@ static ms_err hold(struct srv_node *n, uint64_t id, const uint8_t *data, size_t 
     return MS_OK;
 }
 
+/* srv_move_leader's caller, answered with e (its wait may be gone: cancelled). */
+static void move_end(struct srv *s, ms_err e)
+{
+    struct srv_node *n = &s->node;
+    struct wait_entry we;
+    uint64_t id = n->move_waiter;
+    n->move_waiter = 0;
+    if (!wait_remove(&s->waits, id, &we) || !we.done)
+        return;
+    struct srv_result res = {.type = SRV_REQ_MOVE_LEADER, .revision = kv_current_rev(s->kv)};
+    we.done(we.ctx, e, e ? NULL : &res);
+}
+
+/* etcd polls the leader once per tick until the transferee leads or the caller gives up. */
+static void move_check(struct srv *s, uint64_t now)
+{
+    struct srv_node *n = &s->node;
+    if (!n->move_waiter)
+        return;
+    if (n->lead == n->move_target)
+        move_end(s, MS_OK);
+    else if (now >= n->move_deadline_ms || !wait_find(&s->waits, n->move_waiter))
+        move_end(s, MS_E_TIMEOUT_LEADER_TRANSFER);
+}
+
+ms_err srv_node_move_leader(struct srv *s, uint64_t target, uint64_t id)
+{
+    struct srv_node *n = &s->node;
+    if (n->lead != s->member_id || n->role != RAFT_LEADER)
+        return MS_E_NOT_LEADER;
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    bool voter = false;
+    for (size_t i = 0; i < st.n_progress; i++)
+        voter = voter || (st.progress[i].id == target && !st.progress[i].learner);
+    if (!voter)
+        return MS_E_BAD_LEADER_TRANSFEREE;
+    if (n->move_waiter)
+        move_end(s, MS_E_TIMEOUT_LEADER_TRANSFER);
+    n->move_waiter = id;
+    n->move_target = target;
+    n->move_deadline_ms = clock_now_ms() + request_timeout_ms(s);
+    log_info("raft: moving leadership to %016llx", (unsigned long long)target);
+    if (target != s->member_id)
+        raft_transfer_leader(n->raft, target);
+    srv_wake(s);
+    return MS_OK;
+}
+
 /* Ticks from the monotonic clock: a loop that stalled catches up on every tick it missed. */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -730,6 +779,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     srv_lease_pump(s);
     if (n->left && now >= n->left_deadline_ms)
         transfer_end(s, false);
+    move_check(s, now);
     if (raft_has_ready(n->raft))
         srv_wake(s);
 }

@@ -1125,15 +1125,20 @@ START_TEST(leases)
 }
 END_TEST
 
-/* etcdctl (Debian's etcd-client) against member i: its output (malloc'd), exit status in *rc. */
+/* etcdctl (Debian's etcd-client) against member i (-1: every member): its output (malloc'd),
+ * exit status in *rc. */
 static char *ctl(struct cluster *c, int i, int *rc, const char *const *args)
 {
-    char ep[64];
-    snprintf(ep, sizeof(ep), "--endpoints=http://127.0.0.1:%d", c->m[i].s.port);
+    char ep[64 * MAX_MEMBERS];
+    int k = snprintf(ep, sizeof(ep), "--endpoints=");
+    for (int j = 0; j < c->n; j++)
+        if (i < 0 ? alive(c, j) : j == i)
+            k += snprintf(ep + k, sizeof(ep) - (size_t)k, "%shttp://127.0.0.1:%d",
+                          k > 12 ? "," : "", c->m[j].s.port);
     const char *argv[16] = {ep, "--dial-timeout=5s", "--command-timeout=15s"};
     int n = 3;
-    for (int k = 0; args[k] && n < 15; k++)
-        argv[n++] = args[k];
+    for (int a = 0; args[a] && n < 15; a++)
+        argv[n++] = args[a];
     argv[n] = NULL;
     char *env[] = {"ETCDCTL_API=3", NULL};
     char *out;
@@ -1185,6 +1190,38 @@ START_TEST(grpc_leases)
             g = l2;
         }
     }
+    cluster_stop(&c);
+}
+END_TEST
+
+/* etcdctl move-leader: the leader hands over to the member named, answered once it leads;
+ * an ID that is no member is etcd's bad transferee. */
+START_TEST(move_leader)
+{
+    ck_assert_msg(access("/usr/bin/etcdctl", X_OK) == 0, "etcdctl (etcd-client) is missing");
+    struct cluster c = {0};
+    cluster_start(&c, 3);
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    for (int round = 0; round < 2; round++) {
+        int to = (l + 1 + round) % c.n;
+        char hex[24], want[96];
+        snprintf(hex, sizeof(hex), "%llx", strtoull(c.m[to].id, NULL, 10));
+        int rc;
+        char *out = ctl(&c, -1, &rc, (const char *[]){"move-leader", hex, NULL});
+        snprintf(want, sizeof(want), "Leadership transferred from %llx to %s",
+                 strtoull(c.m[l].id, NULL, 10), hex);
+        ck_assert_msg(rc == 0 && strstr(out, want), "%s (want %s)", out, want);
+        free(out);
+        ck_assert_int_eq(leader(&c, 20000), to);
+        l = to;
+    }
+    int rc;
+    char *out = ctl(&c, -1, &rc, (const char *[]){"move-leader", "1234abcd", NULL});
+    ck_assert_msg(rc != 0 && strstr(out, "etcdserver: bad leader transferee"), "%s", out);
+    free(out);
+    ck_assert_int_eq(leader(&c, 20000), l);
+    same_data(&c);
     cluster_stop(&c);
 }
 END_TEST
@@ -1403,6 +1440,7 @@ int main(void)
         const TTest *fn;
     } cases[] = {{"leases", leases},
                  {"grpc_leases", grpc_leases},
+                 {"move_leader", move_leader},
                  {"watch_failover", watch_failover},
                  {"snapshot_catchup", snapshot_catchup},
                  {"bootstrap", bootstrap},

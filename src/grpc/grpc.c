@@ -94,6 +94,35 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* etcd's stream interceptor (monitorLeader): a stream whose caller required a leader ends
+ * with "etcdserver: no leader" once the member has had none for three election timeouts. */
+static void on_leader_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct grpc *g = arg;
+    (void)fd, (void)what;
+    if (srv_leaderless_ms(g->srv) < g->leaderless_max_ms)
+        return;
+    for (struct grpc_conn *c = g->conns; c; c = c->next)
+        for (struct grpc_call *call = c->calls; call; call = call->next)
+            if (call->leader_watched && call->state == GRPC_CALL_OPEN)
+                grpc_call_fail(call, MS_E_NO_LEADER, NULL);
+}
+
+void grpc_leader_watch(struct grpc_call *call, bool on)
+{
+    struct grpc *g = call->conn->g;
+    if (on == call->leader_watched)
+        return;
+    call->leader_watched = on;
+    if (on && g->n_leader_watch++ == 0) {
+        uint64_t ms = g->leaderless_max_ms / 6 ? g->leaderless_max_ms / 6 : 1;
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+        event_add(g->leader_ev, &tv);
+    } else if (!on && --g->n_leader_watch == 0) {
+        event_del(g->leader_ev);
+    }
+}
+
 void grpc_conn_kill(struct grpc_conn *c)
 {
     if (c->dead)
@@ -127,13 +156,17 @@ struct grpc *grpc_create(struct event_base *base, struct srv *srv, ms_err *err)
     g->ka_timeout_ms = cfg->grpc_keepalive_timeout_ms;
     buf_init(&g->watch_buf);
     buf_init(&g->watch_hdr);
+    g->leaderless_max_ms = 3 * cfg->election_ms;
     g->reap_ev = event_new(base, -1, 0, on_reap, g);
     g->due_ev = event_new(base, -1, 0, grpc_on_due, g);
-    if (!g->reap_ev || !g->due_ev) {
+    g->leader_ev = event_new(base, -1, EV_PERSIST, on_leader_check, g);
+    if (!g->reap_ev || !g->due_ev || !g->leader_ev) {
         if (g->reap_ev)
             event_free(g->reap_ev);
         if (g->due_ev)
             event_free(g->due_ev);
+        if (g->leader_ev)
+            event_free(g->leader_ev);
         free(g);
         *err = MS_E_NOMEM;
         return NULL;
@@ -152,6 +185,7 @@ void grpc_destroy(struct grpc *g)
         grpc_conn_free(g->conns);
     event_free(g->reap_ev);
     event_free(g->due_ev);
+    event_free(g->leader_ev);
     buf_fini(&g->watch_buf);
     buf_fini(&g->watch_hdr);
     free(g);

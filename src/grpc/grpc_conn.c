@@ -101,6 +101,7 @@ static void call_free(struct grpc_call *call)
         call->m->on_free(call);
     if (call->deadline)
         event_free(call->deadline);
+    grpc_leader_watch(call, false);
     c->in_held -= call->in.msg.cap;
     grpc_deframer_fini(&call->in);
     buf_fini(&call->out);
@@ -502,6 +503,16 @@ static void call_begin(struct grpc_call *call)
         grpc_call_finish(call, MS_GRPC_UNIMPLEMENTED, msg);
         return;
     }
+    if (call->require_leader) {
+        /* etcd's interceptors: metadata hasleader=true is refused at once without a leader, and
+         * a stream is ended once the member has had none for a while (grpc.c). */
+        if (!srv_has_leader(grpc_call_srv(call))) {
+            grpc_call_fail(call, MS_E_NO_LEADER, NULL);
+            return;
+        }
+        if (call->m->kind != GRPC_UNARY)
+            grpc_leader_watch(call, true);
+    }
     if (call->timeout_ms) {
         call->deadline = evtimer_new(call->conn->g->base, on_deadline, call);
         struct timeval tv = {(time_t)(call->timeout_ms / 1000),
@@ -590,6 +601,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         /* "application/grpc", optionally followed by "+proto" or ";..." */
         call->bad_content_type = !has_prefix(value, valuelen, "application/grpc") ||
                                  (valuelen > 16 && value[16] != '+' && value[16] != ';');
+    } else if (namelen == 9 && memcmp(name, "hasleader", 9) == 0) {
+        call->require_leader = valuelen == 4 && memcmp(value, "true", 4) == 0;
     } else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
         call->timeout_ms = parse_timeout(value, valuelen);
     } else if ((namelen == 5 && memcmp(name, "token", 5) == 0) ||

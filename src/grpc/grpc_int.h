@@ -78,7 +78,9 @@ struct grpc_call {
     char path[128];         /* :path as sent (truncated), for the unknown-method text */
     char *token;            /* metadata "token", else "authorization" (arena); NULL: none */
     size_t token_len;
-    bool token_md; /* token came as "token", which wins */
+    bool token_md;       /* token came as "token", which wins */
+    bool require_leader; /* metadata hasleader: true */
+    bool leader_watched; /* a stream counted in grpc.n_leader_watch */
     bool bad_content_type;
     bool bad_method;
     void *svc; /* the service's state (streams) */
@@ -133,6 +135,9 @@ struct grpc {
     struct event *reap_ev;
     struct grpc_conn *due; /* connections with output to write this turn */
     struct event *due_ev;
+    struct event *leader_ev;    /* checks the leader while streams require one */
+    size_t n_leader_watch;      /* such streams */
+    uint64_t leaderless_max_ms; /* they end after this long without a leader */
     /* the watch sink's encoding (grpc_watch.c) */
     struct buf watch_buf; /* scratch */
     struct buf watch_hdr; /* the header field for watch_hdr_rev and watch_hdr_term */
@@ -144,6 +149,8 @@ struct grpc {
 const struct grpc_method *grpc_method_find(const char *path, size_t len);
 /* One of etcd's services ("etcdserverpb.KV"), whether or not all its methods are served. */
 bool grpc_service_known(const char *name, size_t len);
+/* Count (on) or uncount call among the streams that end when the leader is gone for long. */
+void grpc_leader_watch(struct grpc_call *call, bool on);
 /* The connection is dead: unlink it from the loop now, free it from the reap event. */
 void grpc_conn_kill(struct grpc_conn *c);
 

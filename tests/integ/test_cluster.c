@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_MEMBERS 5
@@ -700,6 +701,7 @@ START_TEST(leader_kill)
 END_TEST
 
 static void read_stream(int fd, char **buf, size_t *len, int ms);
+static bool read_some(int fd, char **buf, size_t *len, int ms);
 static int watch_open(int port, const char *body, const char *headers, char **buf, size_t *len);
 
 START_TEST(no_quorum)
@@ -848,24 +850,33 @@ START_TEST(rolling_restart)
 }
 END_TEST
 
-/* What a watch stream sent within ms milliseconds, appended to *buf (NUL-terminated). */
-static void read_stream(int fd, char **buf, size_t *len, int ms)
+/* What fd (a socket or a pipe) gave within ms milliseconds, appended to *buf (NUL-terminated);
+ * false once it ended. */
+static bool read_some(int fd, char **buf, size_t *len, int ms)
 {
     int64_t until = tu_now_ms() + ms;
     for (;;) {
         int left = (int)(until - tu_now_ms());
         if (left <= 0)
-            break;
+            return true;
         struct pollfd q = {.fd = fd, .events = POLLIN};
         if (poll(&q, 1, left) <= 0)
-            break;
+            return true;
         *buf = realloc(*buf, *len + 65537);
         ck_assert_ptr_nonnull(*buf);
-        ssize_t r = recv(fd, *buf + *len, 65536, 0);
-        ck_assert_msg(r > 0, "the watch stream ended");
+        (*buf)[*len] = 0;
+        ssize_t r = read(fd, *buf + *len, 65536);
+        if (r <= 0)
+            return false;
         *len += (size_t)r;
         (*buf)[*len] = 0;
     }
+}
+
+/* What a watch stream sent within ms milliseconds, appended to *buf (NUL-terminated). */
+static void read_stream(int fd, char **buf, size_t *len, int ms)
+{
+    ck_assert_msg(read_some(fd, buf, len, ms), "the watch stream ended");
 }
 
 /* Open a watch stream on port with body (a create_request) and extra request headers ("" or
@@ -1194,6 +1205,65 @@ START_TEST(grpc_leases)
 }
 END_TEST
 
+/* A watch whose caller requires a leader (etcdctl sets hasleader) on a member that lost its
+ * quorum ends with etcd's "no leader" after three election timeouts, so clientv3 gives up on
+ * that member instead of waiting on it forever. */
+START_TEST(grpc_no_leader)
+{
+    ck_assert_msg(access("/usr/bin/etcdctl", X_OK) == 0, "etcdctl (etcd-client) is missing");
+    struct cluster c = {0};
+    cluster_start(&c, 3);
+    ck_assert_int_ge(leader(&c, 20000), 0);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "--endpoints=http://127.0.0.1:%d", c.m[0].s.port);
+    int o[2];
+    ck_assert_int_eq(pipe(o), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(o[1], 1);
+        dup2(o[1], 2);
+        close(o[0]);
+        char *env[] = {"ETCDCTL_API=3", NULL};
+        execle("/usr/bin/etcdctl", "etcdctl", ep, "watch", "nl", (char *)NULL, env);
+        _exit(127);
+    }
+    close(o[1]);
+    put_ok(&c, 0, "nl", "1"); /* the watch is up once its event is printed */
+    char *out = NULL;
+    size_t len = 0;
+    int64_t end = tu_now_ms() + 20000;
+    while ((!out || !strstr(out, "nl\n1")) && tu_now_ms() < end) {
+        read_some(o[0], &out, &len, 200);
+        if (!out || !strstr(out, "nl\n1"))
+            put(&c, 0, "nl", "1");
+    }
+    ck_assert_msg(out && strstr(out, "nl\n1"), "no watch: %s", out ? out : "");
+    for (int i = 1; i < 3; i++) {
+        ck_assert_int_eq(kill(c.m[i].s.pid, SIGSTOP), 0);
+        c.m[i].stopped = true;
+    }
+    int64_t cut = tu_now_ms();
+    end = cut + 30000;
+    int status = 0;
+    pid_t w = 0;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && tu_now_ms() < end)
+        read_some(o[0], &out, &len, 100);
+    read_some(o[0], &out, &len, 100);
+    if (w != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    close(o[0]);
+    ck_assert_msg(w == pid && strstr(out, "watch was canceled (etcdserver: no leader)"),
+                  "the watch was not ended: %s", out);
+    /* not before the member could know: three election timeouts (1 s each here) */
+    ck_assert_int_ge(tu_now_ms() - cut, 3000);
+    free(out);
+    cluster_stop(&c);
+}
+END_TEST
+
 /* etcdctl move-leader: the leader hands over to the member named, answered once it leads;
  * an ID that is no member is etcd's bad transferee. */
 START_TEST(move_leader)
@@ -1441,6 +1511,7 @@ int main(void)
     } cases[] = {{"leases", leases},
                  {"grpc_leases", grpc_leases},
                  {"move_leader", move_leader},
+                 {"grpc_no_leader", grpc_no_leader},
                  {"watch_failover", watch_failover},
                  {"snapshot_catchup", snapshot_catchup},
                  {"bootstrap", bootstrap},

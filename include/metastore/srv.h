@@ -309,6 +309,16 @@ size_t srv_members(struct srv *s, struct srv_member out[SRV_MAX_MEMBERS]);
 struct buf;
 void srv_metrics_text(struct srv *s, struct buf *out);
 
+/* etcd's grpc_server_* counters (go-grpc-prometheus): a front door reports each call of a
+ * method. method is the full path ("/etcdserverpb.KV/Range"), a string that lives as long as
+ * the server (the front door's method table); type is "unary", "server_stream" or
+ * "bidi_stream". Methods beyond SRV_RPC_METHODS distinct ones are not counted. */
+#define SRV_RPC_METHODS 64
+enum srv_rpc_event { SRV_RPC_STARTED, SRV_RPC_RECEIVED, SRV_RPC_SENT, SRV_RPC_HANDLED };
+/* code: the call's status (enum ms_grpc_code), for SRV_RPC_HANDLED only. */
+void srv_rpc_count(struct srv *s, const char *method, const char *type, enum srv_rpc_event ev,
+                   int code);
+
 /* Requests that have been submitted and not yet completed (for tests and metrics). */
 size_t srv_pending(const struct srv *s);
 

@@ -92,9 +92,19 @@ static struct grpc_call *call_create(struct grpc_conn *c, int32_t stream_id)
     return call;
 }
 
+/* etcd's grpc_server_* counters for call's method (called once the method is known). */
+static void count(struct grpc_call *call, enum srv_rpc_event ev, int code)
+{
+    static const char *const TYPE[] = {"unary", "server_stream", "bidi_stream"};
+    if (call->m)
+        srv_rpc_count(call->conn->g->srv, call->m->path, TYPE[call->m->kind], ev, code);
+}
+
 static void call_free(struct grpc_call *call)
 {
     struct grpc_conn *c = call->conn;
+    if (call->state == GRPC_CALL_OPEN)
+        count(call, SRV_RPC_HANDLED, MS_GRPC_CANCELED); /* reset or cut off by the client */
     if (call->srv_id)
         srv_cancel(c->g->srv, call->srv_id);
     if (call->m && call->m->on_free)
@@ -290,7 +300,10 @@ bool grpc_call_queue(struct grpc_call *call, const ProtobufCMessage *m)
         protobuf_c_message_pack(m, call->out.p + call->out.len);
         call->out.len += n;
     }
-    return queued(call);
+    if (!queued(call))
+        return false;
+    count(call, SRV_RPC_SENT, 0);
+    return true;
 }
 
 void grpc_call_set_backlog(struct grpc_call *call, size_t bytes)
@@ -312,7 +325,10 @@ bool grpc_call_queue_parts(struct grpc_call *call, const struct grpc_part *parts
     grpc_frame_prefix(&call->out, len);
     for (size_t i = 0; i < n; i++)
         buf_append(&call->out, parts[i].p, parts[i].len);
-    return queued(call);
+    if (!queued(call))
+        return false;
+    count(call, SRV_RPC_SENT, 0);
+    return true;
 }
 
 bool grpc_call_send(struct grpc_call *call, const ProtobufCMessage *m)
@@ -341,6 +357,7 @@ void grpc_call_finish(struct grpc_call *call, enum ms_grpc_code code, const char
         return;
     call->state = GRPC_CALL_FINISHED;
     call->status = (int)code;
+    count(call, SRV_RPC_HANDLED, (int)code);
     call->message = message && *message ? strdup(message) : NULL;
     if (call->deadline)
         event_del(call->deadline);
@@ -503,6 +520,7 @@ static void call_begin(struct grpc_call *call)
         grpc_call_finish(call, MS_GRPC_UNIMPLEMENTED, msg);
         return;
     }
+    count(call, SRV_RPC_STARTED, 0);
     if (call->require_leader) {
         /* etcd's interceptors: metadata hasleader=true is refused at once without a leader, and
          * a stream is ended once the member has had none for a while (grpc.c). */
@@ -548,6 +566,7 @@ static void call_data(struct grpc_call *call, const uint8_t *p, size_t len)
             return;
         }
         call->n_msgs++;
+        count(call, SRV_RPC_RECEIVED, 0);
         if (call->m->kind != GRPC_BIDI && call->n_msgs > 1) {
             grpc_call_finish(call, MS_GRPC_INTERNAL,
                              "grpc: client streaming protocol violation: get <nil>, want <EOF>");

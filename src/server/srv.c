@@ -377,6 +377,7 @@ void srv_destroy(struct srv *s)
     wait_fini(&s->waits);
     arena_destroy(s->scratch);
     buf_fini(&s->enc);
+    srv_metrics_fini(s);
     free(s->members);
     free(s);
 }

@@ -303,6 +303,7 @@ struct srv {
     struct srv_compactor compactor; /* srv.c: auto compaction */
     struct event *compactor_ev;     /* srv.c */
     struct event *publish_ev;       /* srv.c: until this member's attributes are applied */
+    struct srv_rpc_stats *rpcs;     /* srv_metrics.c: grpc_server_* counters, lazily made */
     struct srv_node node;           /* srv_node.c */
     struct srv_reads reads;         /* srv_read.c */
     struct srv_applier apply;       /* srv_apply.c */
@@ -353,6 +354,9 @@ static inline uint64_t srv_lmdb_map_size(const struct srv *s)
 /* srv.c */
 /* Propose req as the next entry (id: the caller to complete, 0 for none). */
 ms_err srv_propose(struct srv *s, const struct srv_req *req, uint64_t id);
+
+/* srv_metrics.c */
+void srv_metrics_fini(struct srv *s);
 
 /* srv_node.c */
 /* Mark the ready step to run once in this loop turn. */

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void counter(struct buf *b, const char *name, const char *help, uint64_t v)
@@ -63,8 +64,119 @@ static void peer_metrics(struct srv *s, struct buf *b)
             srv_node_heartbeat_failures(s));
 }
 
+/* ---- grpc_server_* ---- */
+
+#define RPC_CODES 17
+
+struct srv_rpc_counts {
+    const char *method; /* "/service/Method" */
+    const char *type;
+    uint64_t started;
+    uint64_t received;
+    uint64_t sent;
+    uint64_t handled[RPC_CODES];
+};
+
+struct srv_rpc_stats {
+    struct srv_rpc_counts m[SRV_RPC_METHODS];
+    size_t n;
+};
+
+void srv_rpc_count(struct srv *s, const char *method, const char *type, enum srv_rpc_event ev,
+                   int code)
+{
+    if (!s->rpcs && !(s->rpcs = calloc(1, sizeof(*s->rpcs))))
+        return;
+    struct srv_rpc_stats *r = s->rpcs;
+    size_t i = 0;
+    while (i < r->n && r->m[i].method != method)
+        i++;
+    if (i == r->n) {
+        if (r->n == SRV_RPC_METHODS)
+            return;
+        r->m[r->n++] = (struct srv_rpc_counts){.method = method, .type = type};
+    }
+    struct srv_rpc_counts *c = &r->m[i];
+    switch (ev) {
+    case SRV_RPC_STARTED:
+        c->started++;
+        break;
+    case SRV_RPC_RECEIVED:
+        c->received++;
+        break;
+    case SRV_RPC_SENT:
+        c->sent++;
+        break;
+    case SRV_RPC_HANDLED:
+        if (code >= 0 && code < RPC_CODES)
+            c->handled[code]++;
+        break;
+    }
+}
+
+/* One family of per-method samples; code >= 0 adds grpc_code (handled_total). */
+static void rpc_family(const struct srv_rpc_stats *r, struct buf *b, const char *name,
+                       const char *help, size_t field)
+{
+    static const char *const CODES[RPC_CODES] = {
+        "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+        "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+        "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+        "DataLoss", "Unauthenticated"};
+    metrics_write_help(b, name, "counter", help);
+    for (size_t i = 0; i < r->n; i++) {
+        const struct srv_rpc_counts *c = &r->m[i];
+        const char *svc = c->method + 1, *slash = strchr(svc, '/');
+        if (!slash)
+            continue;
+        char labels[256];
+        for (int k = 0; k < (field == offsetof(struct srv_rpc_counts, handled) ? RPC_CODES : 1);
+             k++) {
+            uint64_t v;
+            int n = 0;
+            if (field == offsetof(struct srv_rpc_counts, handled)) {
+                v = c->handled[k];
+                if (!v)
+                    continue;
+                n = snprintf(labels, sizeof(labels), "grpc_code=\"%s\",", CODES[k]);
+            } else {
+                memcpy(&v, (const char *)c + field, sizeof(v));
+            }
+            snprintf(labels + n, sizeof(labels) - (size_t)n,
+                     "grpc_method=\"%s\",grpc_service=\"%.*s\",grpc_type=\"%s\"", slash + 1,
+                     (int)(slash - svc), svc, c->type);
+            metrics_write_sample(b, name, labels, (double)v);
+        }
+    }
+}
+
+void srv_metrics_fini(struct srv *s)
+{
+    free(s->rpcs);
+    s->rpcs = NULL;
+}
+
+static void rpc_metrics(const struct srv *s, struct buf *b)
+{
+    const struct srv_rpc_stats *r = s->rpcs;
+    if (!r)
+        return;
+    rpc_family(r, b, "grpc_server_started_total", "Total number of RPCs started on the server.",
+               offsetof(struct srv_rpc_counts, started));
+    rpc_family(r, b, "grpc_server_handled_total",
+               "Total number of RPCs completed on the server, regardless of success or failure.",
+               offsetof(struct srv_rpc_counts, handled));
+    rpc_family(r, b, "grpc_server_msg_received_total",
+               "Total number of RPC stream messages received on the server.",
+               offsetof(struct srv_rpc_counts, received));
+    rpc_family(r, b, "grpc_server_msg_sent_total",
+               "Total number of gRPC stream messages sent by the server.",
+               offsetof(struct srv_rpc_counts, sent));
+}
+
 void srv_metrics_text(struct srv *s, struct buf *b)
 {
+    rpc_metrics(s, b);
     struct wal_stats ws;
     struct be_stats bs;
     srv_node_wal_stats(s, &ws);

@@ -1214,6 +1214,56 @@ START_TEST(watch_requests_unread_bounded)
 }
 END_TEST
 
+/* The sample of name with labels in /metrics (the test fails without it). */
+static long sample(const char *name, const char *labels)
+{
+    char full[512];
+    snprintf(full, sizeof(full), "%s{%s}", name, labels);
+    return tu_metric(srv.port, full);
+}
+
+START_TEST(server_metrics)
+{
+    /* etcd's go-grpc-prometheus counters, by method, type and code */
+    struct gc *g = gc_open(srv.port, true);
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, "mk", 2);
+    pb_bytes(&m, 2, "v", 1);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(unary(g, "/etcdserverpb.KV/Put", m.p, m.len)->grpc_status, 0);
+    buf_fini(&m);
+    buf_init(&m);
+    pb_bytes(&m, 2, "v", 1); /* no key */
+    ck_assert_int_eq(unary(g, "/etcdserverpb.KV/Put", m.p, m.len)->grpc_status, 3);
+    buf_fini(&m);
+    ck_assert_int_eq(unary(g, "/etcdserverpb.KV/Nope", NULL, 0)->grpc_status, 12);
+    /* a watch stream: one request, one answer, then the client resets it */
+    wcreate(&m, "mk", NULL, 0, 0, false, false, false);
+    int32_t id = gc_call_opt(g, "/etcdserverpb.Watch/Watch", m.p, m.len, true, NULL, true);
+    buf_fini(&m);
+    struct wwait ww = {.id = id};
+    ck_assert(wnext(g, &ww)->created);
+    nghttp2_submit_rst_stream(g->s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    gc_pump(g, never, NULL, 100);
+    gc_free(g);
+#define PUT   "grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\""
+#define WATCH "grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\""
+    ck_assert_int_eq(sample("grpc_server_started_total", PUT), 3);
+    ck_assert_int_eq(sample("grpc_server_handled_total", "grpc_code=\"OK\"," PUT), 2);
+    ck_assert_int_eq(sample("grpc_server_handled_total", "grpc_code=\"InvalidArgument\"," PUT), 1);
+    ck_assert_int_eq(sample("grpc_server_msg_received_total", PUT), 3);
+    ck_assert_int_eq(sample("grpc_server_msg_sent_total", PUT), 2);
+    ck_assert_int_eq(sample("grpc_server_started_total", WATCH), 1);
+    ck_assert_int_eq(sample("grpc_server_msg_received_total", WATCH), 1);
+    ck_assert_int_eq(sample("grpc_server_msg_sent_total", WATCH), 1);
+    ck_assert_int_eq(sample("grpc_server_handled_total", "grpc_code=\"Canceled\"," WATCH), 1);
+#undef PUT
+#undef WATCH
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("grpc");
@@ -1234,6 +1284,7 @@ int main(void)
     tcase_add_test(tc, watch_fragments);
     tcase_add_test(tc, watch_slow_reader_bounded);
     tcase_add_test(tc, watch_requests_unread_bounded);
+    tcase_add_test(tc, server_metrics);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -523,8 +523,11 @@ bool srv_cancel_op(struct srv *s, uint64_t id)
 
 void srv_snap_fini(struct srv *s)
 {
-    if (s->copies.copy)
-        copy_free(s->copies.copy);
+    struct srv_copy *c = s->copies.copy;
+    if (c && c->kind == COPY_INSTALL)
+        unlink(c->path); /* a snapshot from the leader, half loaded: it is sent again */
+    if (c)
+        copy_free(c);
     s->copies.copy = NULL;
     if (s->copies.copy_ev)
         event_free(s->copies.copy_ev);

@@ -97,6 +97,9 @@ check_layering() {
     if grep -rln '#include <jansson.h>' src include | grep -v '^src/config/cfg.c$'; then
         echo "layering: <jansson.h> outside config/cfg.c" >&2; bad=1
     fi
+    if grep -rln '#include <openssl/ssl.h>' src include | grep -v '^src/tls/'; then
+        echo "layering: <openssl/ssl.h> outside tls/" >&2; bad=1
+    fi
     check_include_order || bad=1
     check_server_order || bad=1
     return $bad
@@ -146,12 +149,12 @@ PY
 check_include_order() {
     python3 - <<'PY'
 import os, re, sys
-layer = {"util": 0, "metrics": 0, "json": 1, "http": 1, "raft": 1, "wal": 1, "backend": 1,
+layer = {"util": 0, "metrics": 0, "tls": 0, "json": 1, "http": 1, "raft": 1, "wal": 1, "backend": 1,
          "kv": 2, "lease": 2, "watch": 2, "config": 2, "auth": 2, "cluster": 2, "peer": 2,
          "server": 3, "grpc": 4, "gw": 4}
 owner = {h: "util" for h in ("arena", "b64", "buf", "clock", "crc32c", "err", "fs", "grow",
                              "log", "sha1", "sha256", "skiplist")}
-owner.update(metrics="metrics", json="json", http="http", raft="raft", raft_codec="raft",
+owner.update(metrics="metrics", tls="tls", json="json", http="http", raft="raft", raft_codec="raft",
              wal="wal", snap="wal", be="backend", kv="kv", lease="lease", watch="watch",
              cfg="config", auth="auth", cluster="cluster", peer="peer", srv="server",
              grpc="grpc", gw="gw")

@@ -3,6 +3,9 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,4 +141,51 @@ int tu_open_fds(int pid)
         n += e->d_name[0] != '.';
     closedir(d);
     return n;
+}
+
+void tu_make_certs(const char *dir)
+{
+    static const char script[] =
+        "set -e\n"
+        "cd \"$1\"\n"
+        "key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out \"$1\" "
+        "2>/dev/null; }\n"
+        "ca() { key $1.key; openssl req -x509 -new -key $1.key -out $1.crt -days 30 -subj "
+        "/CN=$2; }\n"
+        "leaf() { key $1.key; openssl req -new -key $1.key -out $1.csr -subj /CN=$2\n"
+        "  printf 'subjectAltName=%s\\nextendedKeyUsage=serverAuth,clientAuth\\n' \"$3\" > "
+        "$1.ext\n"
+        "  openssl x509 -req -in $1.csr -CA $4.crt -CAkey $4.key -CAcreateserial -out $1.crt "
+        "-days 30 -extfile $1.ext 2>/dev/null; }\n"
+        "ca ca test-ca; ca other-ca other-ca\n"
+        "leaf server server IP:127.0.0.1,DNS:localhost ca\n"
+        "leaf alice alice DNS:alice ca; leaf root root DNS:root ca\n"
+        "leaf intruder intruder IP:127.0.0.1 ca; leaf other alice DNS:alice other-ca\n"
+        "key expired.key; openssl req -new -key expired.key -out expired.csr -subj /CN=alice\n"
+        "mkdir -p cadb; : > cadb/index.txt; echo 01 > cadb/serial\n"
+        "printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=cadb/index.txt\\nnew_certs_dir=cadb\\n"
+        "serial=cadb/serial\\ndefault_md=sha256\\npolicy=p\\n[p]\\ncommonName=supplied\\n' > "
+        "cadb/ca.cnf\n"
+        "openssl ca -batch -config cadb/ca.cnf -cert ca.crt -keyfile ca.key -in expired.csr "
+        "-out expired.crt -startdate 20200101000000Z -enddate 20200201000000Z 2>/dev/null\n";
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) {
+            dup2(null, 1);
+        }
+        execl("/bin/sh", "sh", "-c", script, "sh", dir, (char *)NULL);
+        _exit(127);
+    }
+    int status = -1;
+    for (int i = 0; i < 600 && waitpid(pid, &status, WNOHANG) == 0; i++)
+        tu_sleep_ms(100);
+    if (waitpid(pid, &status, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        ck_abort_msg("openssl took over a minute to make certificates");
+    }
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "making certificates with openssl failed (status %d)", status);
 }

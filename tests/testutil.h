@@ -22,6 +22,14 @@ void tu_sleep_ms(int ms);
 char *tu_mkdtemp(const char *prefix);
 void tu_rmtree(const char *path);
 
+/* Certificates for TLS tests, made with the openssl command in dir (bounded; fails the test if
+ * openssl fails): ca.crt/ca.key (CN test-ca); server.crt/.key (CN server, for IP 127.0.0.1 and
+ * localhost, server and client use: members use it too); alice, root and intruder .crt/.key
+ * (client certificates with those CNs, from ca; intruder's is also for 127.0.0.1);
+ * expired.crt/.key (CN alice, from ca, valid in January 2020 only); other-ca.crt and
+ * other.crt/.key (CN alice, from another CA). */
+void tu_make_certs(const char *dir);
+
 /* Standard base64 (with padding) of the C string s into out (room for 4/3 + 4). */
 void tu_b64(const char *s, char *out);
 /* The decimal text of this server's member ID (from /v3/cluster/member/list) into out. */
@@ -110,6 +118,8 @@ int tu_run(const char *const *args, char *const *envp, int timeout_ms, char **ou
 /* The same for another program (bin: its path). */
 int tu_run_bin(const char *bin, const char *const *args, char *const *envp, int timeout_ms,
                char **out);
+/* The same for any program: argv[0] looked up in PATH, this process's environment. */
+int tu_exec(const char *const *argv, int timeout_ms, char **out);
 
 /* Fetch /v3/maintenance/snapshot from port into path (the backup file), checking the stream as
  * a client would: 32 KiB pieces, remaining_bytes counting down, no header, and a last message

@@ -438,6 +438,23 @@ int tu_run_bin(const char *bin, const char *const *args, char *const *envp, int 
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+extern char **environ;
+
+int tu_exec(const char *const *argv, int timeout_ms, char **out)
+{
+    char path[4096] = "";
+    const char *dirs = getenv("PATH");
+    for (const char *d = dirs ? dirs : "/usr/bin:/bin"; *d && !path[0];) {
+        size_t n = strcspn(d, ":");
+        snprintf(path, sizeof(path), "%.*s/%s", (int)n, d, argv[0]);
+        if (access(path, X_OK) != 0)
+            path[0] = 0;
+        d += n + (d[n] == ':');
+    }
+    ck_assert_msg(path[0], "%s is not installed (not in PATH)", argv[0]);
+    return tu_run_bin(path, argv + 1, environ, timeout_ms, out);
+}
+
 void tu_member_id(int port, char *out, size_t cap)
 {
     struct tu_resp r;

@@ -26,9 +26,9 @@ static void on_left(void *arg)
 }
 
 /* The gateway's HTTP/1.1 server hands over connections that speak HTTP/2: they are gRPC. */
-static bool on_h2(void *ctx, int fd, const void *p, size_t len)
+static bool on_h2(void *ctx, int fd, struct tls_conn *tls, const void *p, size_t len)
 {
-    return grpc_accept(ctx, fd, p, len);
+    return grpc_accept(ctx, fd, tls, p, len);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)

@@ -14,12 +14,13 @@
 #include <stdio.h>
 
 #include "metastore/log.h"
+#include "metastore/tls.h"
 
 #define CFG_MAX_URLS 8
 
-/* One http URL, split. */
+/* One http or https URL, split. */
 struct cfg_url {
-    char scheme[8]; /* "http" */
+    char scheme[8]; /* "http" or "https" */
     char host[256]; /* without brackets for IPv6 */
     uint16_t port;
     char text[300]; /* as given, normalised: scheme://host:port */
@@ -32,6 +33,16 @@ struct cfg_member {
 };
 
 enum cfg_backend { CFG_BACKEND_LMDB = 0, CFG_BACKEND_MEMORY = 1 };
+
+/* The TLS of one side (clients or peers), etcd's transport.TLSInfo flags. */
+struct cfg_tls {
+    char cert_file[4096];       /* --cert-file, --peer-cert-file */
+    char key_file[4096];        /* --key-file, --peer-key-file */
+    char trusted_ca_file[4096]; /* --trusted-ca-file, --peer-trusted-ca-file */
+    bool client_cert_auth;      /* --client-cert-auth, --peer-client-cert-auth */
+    bool auto_tls;              /* --auto-tls, --peer-auto-tls */
+    char allowed_cn[256];       /* --peer-cert-allowed-cn (peers only) */
+};
 
 #define CFG_MAX_MEMBERS 16
 
@@ -68,7 +79,10 @@ struct cfg {
     uint64_t grpc_keepalive_timeout_ms;  /* --grpc-keepalive-timeout: wait for its answer */
     uint64_t heartbeat_ms;
     uint64_t election_ms;
-    bool pre_vote;             /* --pre-vote */
+    bool pre_vote; /* --pre-vote */
+    struct cfg_tls client_tls;
+    struct cfg_tls peer_tls;
+    char cipher_suites[2048];  /* --cipher-suites: Go's names, comma-separated (both sides) */
     char auth_token[2048];     /* --auth-token: "simple" or "jwt,<options>" */
     uint64_t auth_token_ttl_s; /* --auth-token-ttl: simple tokens' idle lifetime */
     uint64_t bcrypt_cost;      /* --bcrypt-cost */
@@ -86,6 +100,14 @@ enum cfg_result {
 /* Build cfg from argv and the environment (envp as main's third argument). Messages for
  * --help, --version and errors go to out / err. */
 enum cfg_result cfg_load(struct cfg *cfg, int argc, char **argv, char **envp, FILE *out, FILE *err);
+
+/* The TLS settings of the client side (peer false) or the peer side, for tls_ctx_server and
+ * tls_ctx_client: pointers into c (which must outlive out); the auto-TLS hosts are the hosts of
+ * the side's listen URLs, stored in hosts (room for CFG_MAX_URLS). */
+void cfg_tls_config(const struct cfg *c, bool peer, struct tls_config *out,
+                    const char *hosts[CFG_MAX_URLS]);
+/* Does any of the side's listen URLs use https? */
+bool cfg_tls_used(const struct cfg *c, bool peer);
 
 /* Parse a comma-separated URL list ("http://a:1,http://b:2") into urls (at most max).
  * Returns false and fills msg (msgsz) on error. */

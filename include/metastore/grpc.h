@@ -20,6 +20,7 @@
 struct event_base;
 struct srv;
 struct grpc;
+struct tls_conn;
 
 /* NULL on OOM with *err set. The server is borrowed and must outlive the result. */
 struct grpc *grpc_create(struct event_base *base, struct srv *srv, ms_err *err);
@@ -27,9 +28,11 @@ struct grpc *grpc_create(struct event_base *base, struct srv *srv, ms_err *err);
  * cancel every call. Accepts NULL. */
 void grpc_destroy(struct grpc *g);
 /* Take over a client connection (fd, non-blocking) that opened with the HTTP/2 preface; p holds
- * the bytes read so far, preface included (borrowed). fd is owned from now on, also on failure
- * (false: out of memory, fd closed). */
-bool grpc_accept(struct grpc *g, int fd, const void *p, size_t len);
+ * the bytes read so far, preface included (borrowed). fd and tls (its TLS state after the
+ * handshake, or NULL) are owned from now on, also on failure (false: out of memory, closed).
+ * Under --client-cert-auth, a call without a token is its verified client certificate's CN's
+ * (etcd's AuthInfoFromTLS). */
+bool grpc_accept(struct grpc *g, int fd, struct tls_conn *tls, const void *p, size_t len);
 
 /* Open connections and calls (for tests and metrics). */
 struct grpc_stats {

@@ -31,6 +31,8 @@
 
 struct event_base;
 struct buf;
+struct tls_ctx;
+struct tls_conn;
 struct http_server;
 struct http_conn;
 
@@ -68,13 +70,14 @@ struct http_request {
 };
 
 struct http_limits {
-    size_t max_header_bytes;   /* request line + headers; beyond: 431 and close */
-    size_t max_body_bytes;     /* beyond: 413 and close */
-    uint32_t read_timeout_ms;  /* a started request must arrive within this */
-    uint32_t write_timeout_ms; /* pending output must make progress within this */
-    uint32_t idle_timeout_ms;  /* a keep-alive connection with nothing to do */
-    uint32_t max_conns;        /* beyond: new connections are closed at once */
-    bool host_required;        /* an HTTP/1.1 request without Host is 400 (RFC 9112 3.2) */
+    size_t max_header_bytes;       /* request line + headers; beyond: 431 and close */
+    size_t max_body_bytes;         /* beyond: 413 and close */
+    uint32_t read_timeout_ms;      /* a started request must arrive within this */
+    uint32_t write_timeout_ms;     /* pending output must make progress within this */
+    uint32_t idle_timeout_ms;      /* a keep-alive connection with nothing to do */
+    uint32_t max_conns;            /* beyond: new connections are closed at once */
+    uint32_t handshake_timeout_ms; /* TLS: the handshake must complete within this (0: 10 s) */
+    bool host_required;            /* an HTTP/1.1 request without Host is 400 (RFC 9112 3.2) */
 };
 
 /* Out of file descriptors, the server closes keep-alive connections idle for this long (oldest
@@ -95,16 +98,25 @@ struct http_server *http_server_create(struct event_base *base, const struct htt
                                        http_handler_fn fn, void *ctx);
 /* Listen on host:port (numeric or a name). 0 or -1. */
 int http_server_listen(struct http_server *s, const char *host, uint16_t port);
+/* The same with TLS (tls.h; a server context, borrowed: it must outlive s). A connection starts
+ * with the handshake, bounded by handshake_timeout_ms; one that fails is logged (info) and
+ * closed, and one that opened with plain HTTP is first answered as Go's TLS server does
+ * ("HTTP/1.0 400 Bad Request" and "Client sent an HTTP request to an HTTPS server."). */
+int http_server_listen_tls(struct http_server *s, const char *host, uint16_t port,
+                           struct tls_ctx *tls);
 /* Close the listeners and every connection (close callbacks run), then free. Accepts NULL. */
 void http_server_destroy(struct http_server *s);
 
 /* HTTP/2 with prior knowledge (RFC 9113 3.3): a new connection whose first bytes are the client
  * preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" is given to fn, with the bytes read so far
  * (the preface among them; borrowed for the call). fn owns fd from then on, also when it
- * returns false (then it has closed it). Without fn such a connection is answered 505. */
+ * returns false (then it has closed it), and tls (the connection's TLS state after the
+ * handshake, or NULL on a plain listener; tls_conn_free before closing fd). Over TLS the same
+ * preface decides (ALPN "h2" is negotiated for clients that offer only h2). Without fn such a
+ * connection is answered 505. */
 #define HTTP_H2_PREFACE     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define HTTP_H2_PREFACE_LEN 24
-typedef bool (*http_h2_fn)(void *ctx, int fd, const void *p, size_t len);
+typedef bool (*http_h2_fn)(void *ctx, int fd, struct tls_conn *tls, const void *p, size_t len);
 void http_server_set_h2(struct http_server *s, http_h2_fn fn, void *ctx);
 
 /* Counters, for tests and metrics. */
@@ -242,6 +254,7 @@ enum http_client_err {
     HTTP_CLIENT_E_TOO_BIG,     /* the response head is over max_header_bytes */
     HTTP_CLIENT_E_TIMEOUT,     /* connecting, writing or the response took too long */
     HTTP_CLIENT_E_IO,          /* another socket error, or out of memory */
+    HTTP_CLIENT_E_TLS,         /* the TLS handshake failed (the reason is logged) */
 };
 
 /* Text for an error ("connection refused or unreachable", ...); static. */
@@ -275,6 +288,8 @@ struct http_client_opts {
     http_client_error_fn on_error; /* may be NULL */
     http_client_drain_fn on_drain; /* may be NULL */
     void *arg;                     /* the callbacks' first argument */
+    struct tls_ctx *tls;           /* a client context: TLS to the server (borrowed), or NULL;
+                                    * the handshake is part of connecting (connect_timeout_ms) */
 };
 
 /* Connect to host:port, a numeric IPv4 or IPv6 address, without blocking: requests may be sent

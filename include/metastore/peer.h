@@ -60,6 +60,7 @@
 
 struct event_base;
 struct peer;
+struct tls_ctx;
 
 #define PEER_FRAME_VERSION        1
 #define PEER_FRAME_HDR            6            /* version, type, be32 length */
@@ -102,10 +103,12 @@ struct peer_snap_source {
 struct peer_config {
     uint64_t id;         /* this member, != 0 */
     uint64_t cluster_id; /* != 0 */
-    /* --listen-peer-urls: "http://host:port" with a numeric IPv4 or [IPv6] host. Plain http
-     * only for now. Copied. */
+    /* --listen-peer-urls: "http://host:port" or "https://host:port" with a numeric IPv4 or
+     * [IPv6] host. Copied. */
     const char *const *listen_urls;
     size_t n_listen_urls;
+    struct tls_ctx *tls_server;  /* serves the https listen URLs (borrowed; outlives the peer) */
+    struct tls_ctx *tls_client;  /* dials members' https URLs (borrowed; outlives the peer) */
     const char *snap_dir;        /* received snapshots go here (created if missing); copied */
     size_t max_queue_bytes;      /* per peer; 0: 50 MiB (etcd's) */
     size_t max_queue_msgs;       /* per peer; 0: 4096 (etcd's streamBufSize) */
@@ -132,8 +135,9 @@ ms_err peer_create(struct event_base *base, const struct peer_config *cfg, struc
  * runs), remove partial snapshot files, free. Not from inside a callback. Accepts NULL. */
 void peer_destroy(struct peer *p);
 
-/* Add member id with its peer URLs ("http://host:port", numeric host; copied) and start dialing
- * it. MS_E_BAD_REQUEST for id 0 or our own id; MS_E_MEMBER_EXISTS; MS_E_MEMBER_BAD_URLS;
+/* Add member id with its peer URLs ("http://host:port", numeric host; "https://" only with
+ * tls_client; copied) and start dialing it. MS_E_BAD_REQUEST for id 0 or our own id;
+ * MS_E_MEMBER_EXISTS; MS_E_MEMBER_BAD_URLS;
  * MS_E_NOMEM. A member removed earlier may not come back (MS_E_MEMBER_NOT_FOUND): etcd never
  * reuses an ID. */
 ms_err peer_add(struct peer *p, uint64_t id, const char *const *urls, size_t n);

@@ -237,6 +237,9 @@ bool srv_lease_alive(struct srv *s, int64_t id);
 /* The caller token tok names (its user borrowed until the next request is submitted or
  * applied), or MS_E_INVALID_AUTH_TOKEN (also while auth is disabled, as etcd). */
 ms_err srv_auth_user(struct srv *s, const uint8_t *tok, size_t len, struct auth_caller *out);
+/* The caller a verified client certificate names under --client-cert-auth when no token came
+ * (etcd's AuthInfoFromTLS): user cn (borrowed; len > 0) at the current auth revision. */
+void srv_auth_cert_user(struct srv *s, const uint8_t *cn, size_t len, struct auth_caller *out);
 /* etcd's permission checks of a kv or lease request: MS_E_USER_EMPTY, MS_E_PERMISSION_DENIED,
  * MS_E_AUTH_OLD_REVISION (a JWT older than the users and roles). */
 ms_err srv_auth_check(struct srv *s, const struct auth_caller *c, const struct srv_req *req);
@@ -245,10 +248,11 @@ ms_err srv_auth_admin(struct srv *s, const struct auth_caller *c);
 /* A maintenance call's auth error as etcd's maintenance service returns it: the auth store's
  * own errors, unconverted (MS_E_AUTH_RAW_*); other errors unchanged. */
 ms_err srv_auth_raw_err(ms_err e);
-/* etcd isWatchPermitted for a create_request on span from the stream's token (tok NULL: none):
+/* etcd isWatchPermitted for a create_request on span from the stream's token (tok NULL: none;
+ * then cn, the verified client certificate's CN under --client-cert-auth, if not NULL):
  * NULL if allowed, else the cancel_reason of the failed create (static; the gRPC error's
  * text, as etcd's watch server words it). */
-const char *srv_auth_watch(struct srv *s, const uint8_t *tok, size_t len,
+const char *srv_auth_watch(struct srv *s, const uint8_t *tok, size_t len, const char *cn,
                            const struct kv_span *span);
 bool srv_auth_enabled(const struct srv *s);
 

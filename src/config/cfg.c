@@ -65,15 +65,12 @@ static bool parse_url(const char *s, size_t len, struct cfg_url *u, char *msg, s
         return false;
     }
     size_t sl = (size_t)(p - tmp);
-    if (sl == 5 && strncmp(tmp, "https", 5) == 0) {
-        snprintf(msg, msgsz, "URL \"%s\": TLS (https) is not supported yet", tmp);
+    bool https = sl == 5 && strncmp(tmp, "https", 5) == 0;
+    if (!https && (sl != 4 || strncmp(tmp, "http", 4) != 0)) {
+        snprintf(msg, msgsz, "URL \"%s\": unsupported scheme (want http or https)", tmp);
         return false;
     }
-    if (sl != 4 || strncmp(tmp, "http", 4) != 0) {
-        snprintf(msg, msgsz, "URL \"%s\": unsupported scheme (want http)", tmp);
-        return false;
-    }
-    strcpy(u->scheme, "http");
+    strcpy(u->scheme, https ? "https" : "http");
     p += 3;
     const char *host = p, *hend, *port;
     if (*p == '[') {
@@ -100,11 +97,42 @@ static bool parse_url(const char *s, size_t len, struct cfg_url *u, char *msg, s
     if (errno || end == port || pn > 65535 || (*end && strcmp(end, "/") != 0))
         goto bad;
     u->port = (uint16_t)pn;
-    snprintf(u->text, sizeof(u->text), strchr(u->host, ':') ? "http://[%s]:%u" : "http://%s:%u",
-             u->host, (unsigned)u->port);
+    snprintf(u->text, sizeof(u->text), strchr(u->host, ':') ? "%s://[%s]:%u" : "%s://%s:%u",
+             u->scheme, u->host, (unsigned)u->port);
     return true;
 bad:
-    snprintf(msg, msgsz, "URL \"%s\": want http://host:port", tmp);
+    snprintf(msg, msgsz, "URL \"%s\": want http://host:port or https://host:port", tmp);
+    return false;
+}
+
+void cfg_tls_config(const struct cfg *c, bool peer, struct tls_config *out,
+                    const char *hosts[CFG_MAX_URLS])
+{
+    const struct cfg_tls *t = peer ? &c->peer_tls : &c->client_tls;
+    const struct cfg_url *urls = peer ? c->listen_peer : c->listen_client;
+    size_t n = peer ? c->n_listen_peer : c->n_listen_client;
+    for (size_t i = 0; i < n; i++)
+        hosts[i] = urls[i].host;
+    *out = (struct tls_config){
+        .cert_file = t->cert_file,
+        .key_file = t->key_file,
+        .trusted_ca_file = t->trusted_ca_file,
+        .client_cert_auth = t->client_cert_auth,
+        .auto_tls = t->auto_tls && !(*t->cert_file && *t->key_file),
+        .cipher_suites = c->cipher_suites,
+        .allowed_cn = t->allowed_cn,
+        .hosts = hosts,
+        .n_hosts = n,
+    };
+}
+
+bool cfg_tls_used(const struct cfg *c, bool peer)
+{
+    const struct cfg_url *urls = peer ? c->listen_peer : c->listen_client;
+    size_t n = peer ? c->n_listen_peer : c->n_listen_client;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(urls[i].scheme, "https") == 0)
+            return true;
     return false;
 }
 
@@ -467,6 +495,29 @@ static bool set_backend(struct cfg *c, const char *v, char *msg, size_t msgsz)
     return true;
 }
 
+#define TLS_STR_SETTER(fn, field, flag)                                                            \
+    static bool fn(struct cfg *c, const char *v, char *msg, size_t msgsz)                          \
+    {                                                                                              \
+        return set_str(c->field, sizeof(c->field), v, flag, msg, msgsz);                           \
+    }
+#define TLS_BOOL_SETTER(fn, field, flag)                                                           \
+    static bool fn(struct cfg *c, const char *v, char *msg, size_t msgsz)                          \
+    {                                                                                              \
+        return parse_bool(v, &c->field, flag, msg, msgsz);                                         \
+    }
+TLS_STR_SETTER(set_cert_file, client_tls.cert_file, "--cert-file")
+TLS_STR_SETTER(set_key_file, client_tls.key_file, "--key-file")
+TLS_STR_SETTER(set_trusted_ca_file, client_tls.trusted_ca_file, "--trusted-ca-file")
+TLS_BOOL_SETTER(set_client_cert_auth, client_tls.client_cert_auth, "-client-cert-auth")
+TLS_BOOL_SETTER(set_auto_tls, client_tls.auto_tls, "-auto-tls")
+TLS_STR_SETTER(set_peer_cert_file, peer_tls.cert_file, "--peer-cert-file")
+TLS_STR_SETTER(set_peer_key_file, peer_tls.key_file, "--peer-key-file")
+TLS_STR_SETTER(set_peer_trusted_ca_file, peer_tls.trusted_ca_file, "--peer-trusted-ca-file")
+TLS_BOOL_SETTER(set_peer_client_cert_auth, peer_tls.client_cert_auth, "-peer-client-cert-auth")
+TLS_BOOL_SETTER(set_peer_auto_tls, peer_tls.auto_tls, "-peer-auto-tls")
+TLS_STR_SETTER(set_peer_allowed_cn, peer_tls.allowed_cn, "--peer-cert-allowed-cn")
+TLS_STR_SETTER(set_cipher_suites, cipher_suites, "--cipher-suites")
+
 static bool set_config_file(struct cfg *c, const char *v, char *msg, size_t msgsz)
 {
     return set_str(c->config_file, sizeof(c->config_file), v, "--config-file", msg, msgsz);
@@ -475,7 +526,8 @@ static bool set_config_file(struct cfg *c, const char *v, char *msg, size_t msgs
 /* Go's bool flags: "--x" alone is true, and a value is given only as "--x=false". */
 static bool is_bool_flag(const struct cfg_flag *f)
 {
-    return f->set == set_pre_vote;
+    return f->set == set_pre_vote || f->set == set_client_cert_auth || f->set == set_auto_tls ||
+           f->set == set_peer_client_cert_auth || f->set == set_peer_auto_tls;
 }
 
 static const struct cfg_flag CFG_FLAGS[] = {
@@ -514,6 +566,24 @@ static const struct cfg_flag CFG_FLAGS[] = {
      set_snapshot_count},
     {"max-txn-ops", "128", "Maximum number of operations permitted in a transaction.",
      set_max_txn_ops},
+    {"cert-file", "", "Path to the client server TLS cert file.", set_cert_file},
+    {"key-file", "", "Path to the client server TLS key file.", set_key_file},
+    {"client-cert-auth", "false", "Enable client cert authentication.", set_client_cert_auth},
+    {"trusted-ca-file", "", "Path to the client server TLS trusted CA cert file.",
+     set_trusted_ca_file},
+    {"auto-tls", "false", "Client TLS using generated certificates.", set_auto_tls},
+    {"peer-cert-file", "", "Path to the peer server TLS cert file.", set_peer_cert_file},
+    {"peer-key-file", "", "Path to the peer server TLS key file.", set_peer_key_file},
+    {"peer-client-cert-auth", "false", "Enable peer client cert authentication.",
+     set_peer_client_cert_auth},
+    {"peer-trusted-ca-file", "", "Path to the peer server TLS trusted CA file.",
+     set_peer_trusted_ca_file},
+    {"peer-cert-allowed-cn", "", "Allowed CN for inter peer authentication.", set_peer_allowed_cn},
+    {"peer-auto-tls", "false", "Peer TLS using generated certificates", set_peer_auto_tls},
+    {"cipher-suites", "",
+     "Comma-separated list of supported TLS cipher suites between client/server and peers "
+     "(empty will be auto-populated by Go).",
+     set_cipher_suites},
     {"auth-token", "simple",
      "Specify auth token specific options: 'simple', or "
      "'jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256|PS256|ES256|...,ttl=5m'.",
@@ -647,6 +717,36 @@ static bool finish(struct cfg *c, bool have_dir, bool have_cluster, char *msg, s
     } else if (!parse_retention_ms(c->compaction_retention_text, &c->auto_compaction_retention, msg,
                                    msgsz)) {
         return false;
+    }
+    /* etcd's configureClientListeners: an https URL needs a certificate (files or auto). */
+    const struct {
+        const struct cfg_url *urls;
+        size_t n;
+        const struct cfg_tls *tls;
+        const char *side;
+        const char *flags;
+    } sides[] = {
+        {c->listen_client, c->n_listen_client, &c->client_tls, "client", "--cert-file, --key-file"},
+        {c->listen_peer, c->n_listen_peer, &c->peer_tls, "peer",
+         "--peer-cert-file, --peer-key-file"},
+    };
+    for (size_t k = 0; k < 2; k++) {
+        const struct cfg_tls *t = sides[k].tls;
+        bool have = (*t->cert_file && *t->key_file) || t->auto_tls;
+        for (size_t i = 0; i < sides[k].n; i++) {
+            if (strcmp(sides[k].urls[i].scheme, "https") == 0 && !have) {
+                snprintf(msg, msgsz,
+                         "TLS key/cert (%s) must be provided for %s url %s with HTTPS scheme",
+                         sides[k].flags, sides[k].side, sides[k].urls[i].text);
+                return false;
+            }
+        }
+        if ((*t->cert_file != 0) != (*t->key_file != 0)) {
+            snprintf(msg, msgsz,
+                     "KeyFile and CertFile must both be present[key: %.200s, cert: %.200s]",
+                     t->key_file, t->cert_file);
+            return false;
+        }
     }
     if (c->election_ms < 5 * c->heartbeat_ms) {
         snprintf(msg, msgsz,

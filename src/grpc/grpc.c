@@ -191,11 +191,12 @@ void grpc_destroy(struct grpc *g)
     free(g);
 }
 
-bool grpc_accept(struct grpc *g, int fd, const void *p, size_t len)
+bool grpc_accept(struct grpc *g, int fd, struct tls_conn *tls, const void *p, size_t len)
 {
-    struct grpc_conn *c = grpc_conn_create(g, fd);
+    struct grpc_conn *c = grpc_conn_create(g, fd, tls);
     if (!c) {
         log_warn("grpc: cannot take a connection: out of memory");
+        tls_conn_free(tls);
         close(fd);
         return false;
     }

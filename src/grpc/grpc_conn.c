@@ -403,13 +403,23 @@ void grpc_call_fail(struct grpc_call *call, ms_err e, const char *msg)
     grpc_call_finish(call, ms_err_grpc(e), msg ? msg : ms_err_msg(e));
 }
 
+/* The call's caller: the user its token names, else (--client-cert-auth) its connection's
+ * verified certificate's CN, else nobody (etcd's AuthInfoFromCtx). */
+static ms_err call_caller(struct grpc_call *call, struct auth_caller *out)
+{
+    struct grpc_conn *c = call->conn;
+    if (call->token)
+        return srv_auth_user(c->g->srv, (const uint8_t *)call->token, call->token_len, out);
+    if (c->cn)
+        srv_auth_cert_user(c->g->srv, (const uint8_t *)c->cn, strlen(c->cn), out);
+    return MS_OK;
+}
+
 bool grpc_call_maint_auth(struct grpc_call *call, bool admin)
 {
     struct srv *srv = call->conn->g->srv;
     struct auth_caller caller = {false, {NULL, 0}, 0};
-    ms_err e = MS_OK;
-    if (call->token)
-        e = srv_auth_user(srv, (const uint8_t *)call->token, call->token_len, &caller);
+    ms_err e = call_caller(call, &caller);
     if (!e && admin)
         e = srv_auth_admin(srv, &caller);
     if (e == MS_OK)
@@ -426,8 +436,7 @@ void grpc_call_submit(struct grpc_call *call, srv_done_fn done)
     /* etcd's permission checks, as on the gateway (keepalive and time-to-live look at none);
      * an auth request carries its caller, whose rights are checked when it applies. */
     if (call->sreq.type != SRV_REQ_LEASE_TTL && call->sreq.type != SRV_REQ_LEASE_KEEPALIVE) {
-        if (call->token)
-            e = srv_auth_user(srv, (const uint8_t *)call->token, call->token_len, &caller);
+        e = call_caller(call, &caller);
         if (!e && call->sreq.type == SRV_REQ_AUTH) {
             /* the name is the store's until the next change: keep a copy */
             const uint8_t *who =
@@ -754,6 +763,13 @@ static size_t pending(const struct grpc_conn *c)
     return c->out.len - c->out_off;
 }
 
+/* TLS holds decrypted input the socket will not signal: read it from the loop. */
+static void tls_rearm(struct grpc_conn *c)
+{
+    if (c->tls && c->rd_on && tls_pending(c->tls))
+        event_active(c->rd, EV_READ, 1);
+}
+
 static void read_update(struct grpc_conn *c)
 {
     bool want = !c->dead && pending(c) < OUT_HIGH && c->in_held < IN_HIGH;
@@ -764,6 +780,7 @@ static void read_update(struct grpc_conn *c)
     else
         event_del(c->rd);
     c->rd_on = want;
+    tls_rearm(c);
 }
 
 static void conn_flush(struct grpc_conn *c)
@@ -796,7 +813,8 @@ static void conn_flush(struct grpc_conn *c)
             continue; /* the WINDOW_UPDATEs go out now */
         if (!pending(c))
             break;
-        ssize_t w = write(c->fd, c->out.p + c->out_off, pending(c));
+        ssize_t w = c->tls ? tls_write(c->tls, c->out.p + c->out_off, pending(c))
+                           : write(c->fd, c->out.p + c->out_off, pending(c));
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -849,7 +867,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     struct grpc_conn *c = arg;
     uint8_t b[READ_CHUNK];
     (void)what;
-    ssize_t n = read(fd, b, sizeof(b));
+    ssize_t n = c->tls ? tls_read(c->tls, b, sizeof(b)) : read(fd, b, sizeof(b));
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
     if (n <= 0) {
@@ -857,7 +875,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     c->last_rx_ms = clock_now_ms();
-    grpc_conn_feed(c, b, (size_t)n);
+    if (grpc_conn_feed(c, b, (size_t)n))
+        tls_rearm(c);
 }
 
 static void ka_arm(struct grpc_conn *c, uint64_t ms)
@@ -916,18 +935,26 @@ void grpc_conn_goaway(struct grpc_conn *c)
     conn_flush(c);
 }
 
-struct grpc_conn *grpc_conn_create(struct grpc *g, int fd)
+struct grpc_conn *grpc_conn_create(struct grpc *g, int fd, struct tls_conn *tls)
 {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct grpc_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
+    char cn[256];
+    if (tls && srv_cfg(g->srv)->client_tls.client_cert_auth && tls_peer_cn(tls, cn, sizeof(cn)) &&
+        !(c->cn = strdup(cn))) {
+        free(c);
+        return NULL;
+    }
     c->g = g;
     c->fd = fd;
+    c->tls = tls;
     buf_init(&c->out);
     nghttp2_session_callbacks *cb;
     if (nghttp2_session_callbacks_new(&cb) != 0) {
+        free(c->cn);
         free(c);
         return NULL;
     }
@@ -943,6 +970,7 @@ struct grpc_conn *grpc_conn_create(struct grpc *g, int fd)
     nghttp2_option *opt = NULL;
     if (nghttp2_option_new(&opt) != 0) {
         nghttp2_session_callbacks_del(cb);
+        free(c->cn);
         free(c);
         return NULL;
     }
@@ -952,6 +980,7 @@ struct grpc_conn *grpc_conn_create(struct grpc *g, int fd)
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0) {
+        free(c->cn);
         free(c);
         return NULL;
     }
@@ -968,6 +997,7 @@ struct grpc_conn *grpc_conn_create(struct grpc *g, int fd)
         if (c->wr)
             event_free(c->wr);
         nghttp2_session_del(c->h2);
+        free(c->cn);
         free(c);
         return NULL;
     }
@@ -978,6 +1008,7 @@ struct grpc_conn *grpc_conn_create(struct grpc *g, int fd)
             event_free(c->rd);
             event_free(c->wr);
             nghttp2_session_del(c->h2);
+            free(c->cn);
             free(c);
             return NULL;
         }
@@ -1007,6 +1038,8 @@ void grpc_conn_free(struct grpc_conn *c)
     event_free(c->wr);
     if (c->ka)
         event_free(c->ka);
+    tls_conn_free(c->tls);
+    free(c->cn);
     close(c->fd);
     buf_fini(&c->out);
     if (c->prev)

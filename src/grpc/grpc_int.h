@@ -13,6 +13,7 @@
 #include "metastore/err.h"
 #include "metastore/grpc.h"
 #include "metastore/srv.h"
+#include "metastore/tls.h"
 
 #include "rpc.pb-c.h"
 
@@ -91,6 +92,8 @@ struct grpc_call {
 struct grpc_conn {
     struct grpc *g;
     int fd;
+    struct tls_conn *tls; /* NULL on a plain port; all I/O goes through it otherwise */
+    char *cn;             /* the verified client certificate's CN (--client-cert-auth), or NULL */
     nghttp2_session *h2;
     struct event *rd;
     struct event *wr;
@@ -155,7 +158,7 @@ void grpc_leader_watch(struct grpc_call *call, bool on);
 void grpc_conn_kill(struct grpc_conn *c);
 
 /* ---- grpc_conn.c ---- */
-struct grpc_conn *grpc_conn_create(struct grpc *g, int fd);
+struct grpc_conn *grpc_conn_create(struct grpc *g, int fd, struct tls_conn *tls);
 /* Free c, its calls (srv_cancel for what they wait on) and its session; closes fd. */
 void grpc_conn_free(struct grpc_conn *c);
 /* The due event: write the output of the connections marked during this turn. */

@@ -348,8 +348,8 @@ void grpc_watch_msg(struct grpc_call *call, const uint8_t *p, size_t len)
     const char *refused;
     switch (m.kind) {
     case GRPC_WATCH_CREATE:
-        refused =
-            srv_auth_watch(srv, (const uint8_t *)call->token, call->token_len, &m.create.span);
+        refused = srv_auth_watch(srv, (const uint8_t *)call->token, call->token_len, call->conn->cn,
+                                 &m.create.span);
         if (refused)
             srv_watch_refuse(srv, st->ws, refused);
         else

@@ -12,6 +12,7 @@
 #include "gw_int.h"
 
 #include "metastore/log.h"
+#include "metastore/tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -709,9 +710,26 @@ struct gw *gw_create(struct event_base *base, struct srv *srv, ms_err *err)
         *err = MS_E_NOMEM;
         goto out_free;
     }
+    if (cfg_tls_used(cfg, false)) {
+        struct tls_config tc;
+        const char *hosts[CFG_MAX_URLS];
+        char msg[512];
+        cfg_tls_config(cfg, false, &tc, hosts);
+        gw->tls = tls_ctx_server(&tc, msg, sizeof(msg));
+        if (!gw->tls) {
+            log_error("client TLS: %s", msg);
+            *err = MS_E_IO;
+            goto out_free;
+        }
+        log_info("client TLS: cert = %s, key = %s, trusted-ca = %s, client-cert-auth = %s%s",
+                 tc.auto_tls ? "(generated)" : tc.cert_file,
+                 tc.auto_tls ? "(generated)" : tc.key_file, tc.trusted_ca_file,
+                 tc.client_cert_auth ? "true" : "false", tc.auto_tls ? ", auto-tls" : "");
+    }
     for (size_t i = 0; i < cfg->n_listen_client; i++) {
         const struct cfg_url *u = &cfg->listen_client[i];
-        if (http_server_listen(gw->http, u->host, u->port) != 0) {
+        bool https = strcmp(u->scheme, "https") == 0;
+        if (http_server_listen_tls(gw->http, u->host, u->port, https ? gw->tls : NULL) != 0) {
             log_error("cannot listen on %s", u->text);
             *err = MS_E_IO;
             goto out_free;
@@ -740,5 +758,6 @@ void gw_destroy(struct gw *gw)
     while (gw->pending)
         gw_abandon(gw->pending);
     gw_watch_destroy(gw->watch);
+    tls_ctx_destroy(gw->tls); /* after every connection made from it */
     free(gw);
 }

@@ -17,6 +17,7 @@ struct gw {
     struct event_base *base;
     struct srv *srv;
     struct http_server *http;
+    struct tls_ctx *tls;    /* the https listeners' context (owned), or NULL */
     size_t max_body;        /* HTTP body limit (the HTTP layer answers 413 above it) */
     size_t grpc_max;        /* etcd's gRPC receive limit: max-request-bytes + 512 KiB */
     struct gw_req *pending; /* requests waiting for srv, doubly linked */

@@ -444,7 +444,7 @@ static void dispatch(struct gw_watch *w, struct gw_watch_stream *st, struct code
     const char *refused;
     switch (m->kind) {
     case CODEC_WATCH_CREATE:
-        if ((refused = srv_auth_watch(w->srv, (const uint8_t *)st->token, st->token_len,
+        if ((refused = srv_auth_watch(w->srv, (const uint8_t *)st->token, st->token_len, NULL,
                                       &m->create.span)) != NULL)
             srv_watch_refuse(w->srv, st->ws, refused);
         else

@@ -11,6 +11,9 @@
 #define _GNU_SOURCE
 #include "http_int.h"
 
+#include "metastore/clock.h"
+#include "metastore/log.h"
+
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
@@ -27,7 +30,8 @@
 
 /* The client's life:
  *
- *   CONNECTING ── connected ── a request queued ──▶ HEAD,  none ──▶ IDLE
+ *   CONNECTING ── connected (TLS: and the handshake done) ── a request queued ──▶ HEAD,
+ *                                                             none ──▶ IDLE
  *   IDLE ──────── http_client_request* ───────────▶ HEAD
  *   HEAD ──────── the response head ──────────────▶ BODY (or, with no body, as BODY's end)
  *   BODY ──────── the end: reusable ──────────────▶ IDLE,  not ──▶ DONE
@@ -57,6 +61,9 @@ enum chunk_state {
 struct http_client {
     struct http_client_opts o;
     int fd;
+    struct tls_conn *tls; /* with o.tls: created once the TCP connection is up */
+    uint64_t hs_deadline; /* the handshake must be done by then (clock_now_ms) */
+    char sni[64];         /* the host the server's certificate must name */
     struct event *rd;
     struct event *wr;
     struct event *defer; /* a deferred error, or the rest of a resumed body */
@@ -91,6 +98,7 @@ static const char *const ERR_TEXT[] = {
     [HTTP_CLIENT_E_TOO_BIG] = "response head too large",
     [HTTP_CLIENT_E_TIMEOUT] = "timed out",
     [HTTP_CLIENT_E_IO] = "socket error or out of memory",
+    [HTTP_CLIENT_E_TLS] = "TLS handshake failed",
 };
 
 const char *http_client_strerror(enum http_client_err e)
@@ -135,6 +143,8 @@ static void disconnect(struct http_client *c)
     event_del(c->rd);
     event_del(c->wr);
     c->rd_on = c->wr_on = false;
+    tls_conn_free(c->tls);
+    c->tls = NULL;
     close(c->fd);
     c->fd = -1;
 }
@@ -191,7 +201,9 @@ static void fail_later(struct http_client *c, enum http_client_err e)
  * is awaited or read. */
 static void rd_update(struct http_client *c)
 {
-    bool want = c->fd >= 0 && c->state != CL_CONNECTING && is_open(c) && !c->paused;
+    if (c->state == CL_CONNECTING)
+        return; /* connecting and the handshake arm the events themselves */
+    bool want = c->fd >= 0 && is_open(c) && !c->paused;
     bool timed = want && (c->state == CL_HEAD || c->state == CL_BODY) && c->o.response_timeout_ms;
     if (want == c->rd_on && timed == c->rd_timed)
         return;
@@ -201,6 +213,8 @@ static void rd_update(struct http_client *c)
         struct timeval tv;
         ms_to_tv(c->o.response_timeout_ms, &tv);
         event_add(c->rd, timed ? &tv : NULL);
+        if (c->tls && tls_pending(c->tls))
+            event_active(c->rd, EV_READ, 1); /* decrypted bytes the socket will not signal */
     }
     c->rd_on = want;
     c->rd_timed = timed;
@@ -221,7 +235,8 @@ static bool flush(struct http_client *c)
     if (c->fd < 0 || c->state == CL_CONNECTING)
         return true;
     while (c->out_off < c->out.len) {
-        ssize_t n = write(c->fd, c->out.p + c->out_off, c->out.len - c->out_off);
+        ssize_t n = c->tls ? tls_write(c->tls, c->out.p + c->out_off, c->out.len - c->out_off)
+                           : write(c->fd, c->out.p + c->out_off, c->out.len - c->out_off);
         if (n > 0) {
             c->out_off += (size_t)n;
             if (c->wr_on)
@@ -430,7 +445,8 @@ static void read_some(struct http_client *c)
         fail(c, HTTP_CLIENT_E_IO);
         return;
     }
-    ssize_t n = read(c->fd, c->in.p + c->in.len, room - c->in.len);
+    ssize_t n = c->tls ? tls_read(c->tls, c->in.p + c->in.len, room - c->in.len)
+                       : read(c->fd, c->in.p + c->in.len, room - c->in.len);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
     if (n < 0) {
@@ -443,6 +459,8 @@ static void read_some(struct http_client *c)
     }
     c->in.len += (size_t)n;
     process(c);
+    if (!c->close_asked && c->tls && c->rd_on && tls_pending(c->tls))
+        event_active(c->rd, EV_READ, 1); /* decrypted bytes the socket will not signal */
 }
 
 /* ---- events ---- */
@@ -457,10 +475,64 @@ static void run(struct http_client *c, void (*fn)(struct http_client *c, short w
         client_free(c);
 }
 
+/* Connected (and, with TLS, the handshake done): requests go out. */
+static void connected(struct http_client *c)
+{
+    event_del(c->wr);
+    c->wr_on = false;
+    event_del(c->rd);
+    c->rd_on = c->rd_timed = false;
+    set_state(c, c->busy ? CL_HEAD : CL_IDLE);
+    rd_update(c);
+}
+
+/* One step of the client's TLS handshake; the events wait for what it needs, bounded by the
+ * connect timeout. false when it failed (reported). */
+static bool handshake(struct http_client *c)
+{
+    if (!c->tls) {
+        c->tls = tls_connect(c->o.tls, c->fd, c->sni);
+        if (!c->tls) {
+            fail(c, HTTP_CLIENT_E_IO);
+            return false;
+        }
+        c->hs_deadline = c->o.connect_timeout_ms ? clock_now_ms() + c->o.connect_timeout_ms : 0;
+    }
+    enum tls_step st = tls_handshake(c->tls);
+    if (st == TLS_FAILED) {
+        log_warn("TLS handshake with %s failed: %s", c->host, tls_why(c->tls));
+        fail(c, HTTP_CLIENT_E_TLS);
+        return false;
+    }
+    if (st == TLS_DONE) {
+        connected(c);
+        return true;
+    }
+    uint64_t now = clock_now_ms();
+    if (c->hs_deadline && now >= c->hs_deadline) {
+        fail(c, HTTP_CLIENT_E_TIMEOUT);
+        return false;
+    }
+    struct timeval tv;
+    ms_to_tv(c->hs_deadline ? (uint32_t)(c->hs_deadline - now) : 0, &tv);
+    struct event *on = st == TLS_WANT_READ ? c->rd : c->wr;
+    struct event *off = st == TLS_WANT_READ ? c->wr : c->rd;
+    event_del(off);
+    event_add(on, c->hs_deadline ? &tv : NULL);
+    c->rd_on = st == TLS_WANT_READ;
+    c->wr_on = st == TLS_WANT_WRITE;
+    return false;
+}
+
 static void do_read(struct http_client *c, short what)
 {
     if (what & EV_TIMEOUT) {
         fail(c, HTTP_CLIENT_E_TIMEOUT);
+        return;
+    }
+    if (c->state == CL_CONNECTING) {
+        if (handshake(c) && !flush(c))
+            fail(c, HTTP_CLIENT_E_IO);
         return;
     }
     read_some(c);
@@ -475,14 +547,14 @@ static void do_write(struct http_client *c, short what)
     if (c->state == CL_CONNECTING) {
         int err = 0;
         socklen_t el = sizeof(err);
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err) {
+        if (!c->tls && (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err)) {
             fail(c, HTTP_CLIENT_E_CONNECT);
             return;
         }
-        event_del(c->wr);
-        c->wr_on = false;
-        set_state(c, c->busy ? CL_HEAD : CL_IDLE);
-        rd_update(c);
+        if (!c->o.tls)
+            connected(c);
+        else if (!handshake(c))
+            return;
     }
     if (!flush(c)) {
         fail(c, errno == EPIPE || errno == ECONNRESET ? HTTP_CLIENT_E_CLOSED : HTTP_CLIENT_E_IO);
@@ -553,6 +625,7 @@ struct http_client *http_client_open(struct event_base *base, const char *host, 
         c->o.max_header_bytes = HTTP_CLIENT_HEADER_BYTES;
     snprintf(c->host, sizeof(c->host), ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
              (unsigned)port);
+    snprintf(c->sni, sizeof(c->sni), "%s", host);
     c->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         goto out_free;

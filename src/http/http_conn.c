@@ -6,6 +6,11 @@
  * buffer written with write(2) as soon as there is something to write. Closing a connection
  * from inside an API call is deferred to the loop, so no callback of ours ever runs nested in
  * the caller's own call.
+ *
+ * On a TLS listener the connection first runs the handshake (HANDSHAKE state, driven by the
+ * same two events), then reads and writes through tls.h instead of read(2)/write(2). TLS may
+ * hold decrypted bytes the socket no longer signals: the read event is made active again while
+ * it does, so each callback still reads one bounded chunk.
  */
 #define _GNU_SOURCE
 #include "http_int.h"
@@ -13,7 +18,9 @@
 #include "metastore/buf.h"
 #include "metastore/clock.h"
 #include "metastore/err.h"
+#include "metastore/log.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -26,13 +33,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define READ_CHUNK   (16u << 10)
-#define OUT_KEEP     (64u << 10)  /* output capacity kept by an idle connection */
-#define DIRECT_BODY  (8u << 10)   /* bodies from this size are written without a copy */
-#define OUT_HIGH     (256u << 10) /* unsent output above which a connection stops parsing */
-#define OUT_LOW      (64u << 10)  /* ... and under which it goes on */
-#define LINGER_MS    2000         /* a closing connection drains input this long at most */
-#define LINGER_BYTES (4u << 20)   /* ... and this much at most */
+#define READ_CHUNK           (16u << 10)
+#define OUT_KEEP             (64u << 10)  /* output capacity kept by an idle connection */
+#define DIRECT_BODY          (8u << 10)   /* bodies from this size are written without a copy */
+#define OUT_HIGH             (256u << 10) /* unsent output above which a connection stops parsing */
+#define OUT_LOW              (64u << 10)  /* ... and under which it goes on */
+#define LINGER_MS            2000         /* a closing connection drains input this long at most */
+#define LINGER_BYTES         (4u << 20)   /* ... and this much at most */
+#define TLS_HANDSHAKE_RECORD 0x16         /* the first byte of a TLS client's first record */
 
 /* The one way a connection changes state: the transitions of the diagram in http_int.h. */
 static void conn_set_state(struct http_conn *c, enum http_conn_state next)
@@ -40,6 +48,7 @@ static void conn_set_state(struct http_conn *c, enum http_conn_state next)
 #define TO(s) (1u << (s))
     static const unsigned ends = TO(HTTP_CONN_DYING) | TO(HTTP_CONN_CLOSED);
     static const unsigned allowed[] = {
+        [HTTP_CONN_HANDSHAKE] = TO(HTTP_CONN_READING) | ends,
         [HTTP_CONN_READING] = TO(HTTP_CONN_ACTIVE) | TO(HTTP_CONN_FLUSHING) | ends,
         [HTTP_CONN_ACTIVE] =
             TO(HTTP_CONN_STREAMING) | TO(HTTP_CONN_READING) | TO(HTTP_CONN_FLUSHING) | ends,
@@ -74,6 +83,38 @@ static void let_go(struct http_conn *c)
     c->eof_closes = false;
 }
 
+/* The socket's bytes, through TLS on a TLS listener: read(2) and write(2)'s results. */
+static ssize_t conn_read(struct http_conn *c, void *p, size_t n)
+{
+    if (!c->tls)
+        return read(c->fd, p, n);
+    ssize_t r = tls_read(c->tls, p, n);
+    if (r < 0 && errno == EAGAIN && tls_wants_write(c->tls) && !c->wr_added) {
+        /* A TLS 1.3 key update must be answered before reading on: wait for the socket. */
+        c->rd_wants_wr = true;
+        event_add(c->wr, NULL);
+        c->wr_added = true;
+    }
+    return r;
+}
+
+static ssize_t conn_write(struct http_conn *c, const void *p, size_t n)
+{
+    if (!c->tls)
+        return write(c->fd, p, n);
+    ssize_t r = tls_write(c->tls, p, n);
+    if (r < 0 && errno == EAGAIN && !tls_wants_write(c->tls))
+        errno = EPROTO; /* would wait for input: renegotiation, which is refused */
+    return r;
+}
+
+/* TLS holds decrypted input the socket will not signal: read it from the loop. */
+static void tls_rearm(struct http_conn *c)
+{
+    if (c->tls && c->rd_on && tls_pending(c->tls))
+        event_active(c->rd, EV_READ, 1);
+}
+
 static void conn_free(struct http_conn *c)
 {
     struct http_server *s = c->srv;
@@ -92,6 +133,7 @@ static void conn_free(struct http_conn *c)
     }
     event_free(c->rd);
     event_free(c->wr);
+    tls_conn_free(c->tls);
     if (c->fd >= 0)
         close(c->fd);
     buf_fini(&c->in);
@@ -171,6 +213,7 @@ static void read_update(struct http_conn *c)
     else
         event_del(c->rd);
     c->rd_on = want;
+    tls_rearm(c);
 }
 
 /* Our side is done. The peer may still be sending (an upload we refused, requests pipelined
@@ -179,6 +222,8 @@ static void read_update(struct http_conn *c)
  * until the peer closes too. */
 static void conn_end(struct http_conn *c)
 {
+    if (c->tls && !c->peer_eof)
+        tls_close_notify(c->tls);
     if (c->peer_eof || shutdown(c->fd, SHUT_WR) != 0) {
         conn_close_later(c);
         return;
@@ -220,7 +265,7 @@ static void out_shrink(struct http_conn *c)
 static bool flush_out(struct http_conn *c)
 {
     while (c->out_off < c->out.len) {
-        ssize_t n = write(c->fd, c->out.p + c->out_off, c->out.len - c->out_off);
+        ssize_t n = conn_write(c, c->out.p + c->out_off, c->out.len - c->out_off);
         if (n > 0) {
             c->out_off += (size_t)n;
             c->progress_ms = clock_now_ms();
@@ -244,7 +289,7 @@ static bool flush_out(struct http_conn *c)
     c->out_off = 0;
     if (c->out.cap > OUT_KEEP)
         buf_fini(&c->out); /* a burst is over: give its memory back */
-    if (c->wr_added) {
+    if (c->wr_added && !c->rd_wants_wr) {
         event_del(c->wr);
         c->wr_added = false;
     }
@@ -278,11 +323,26 @@ static void out_compact(struct http_conn *c)
     }
 }
 
+static void handshake(struct http_conn *c);
+static void on_read(evutil_socket_t fd, short what, void *arg);
+
 static void on_write(evutil_socket_t fd, short what, void *arg)
 {
     struct http_conn *c = arg;
-    (void)fd;
     (void)what;
+    if (c->state == HTTP_CONN_HANDSHAKE) {
+        handshake(c);
+        return;
+    }
+    if (c->rd_wants_wr) {
+        c->rd_wants_wr = false;
+        if (!pending(c)) {
+            event_del(c->wr);
+            c->wr_added = false;
+        }
+        on_read(fd, EV_READ, c);
+        return;
+    }
     if (!flush(c))
         return;
     if (http_conn_has_request(c) && c->drain_cb && pending(c) <= c->drain_low) {
@@ -423,7 +483,7 @@ static void respond(struct http_request *r, int status, const struct http_hdr *h
     buf_puts(&c->out, "\r\n");
     if (r->method == HTTP_HEAD)
         len = 0;
-    if (len >= DIRECT_BODY && idle && !buf_failed(&c->out)) {
+    if (len >= DIRECT_BODY && idle && !c->tls && !buf_failed(&c->out)) {
         /* A large body goes out with the head in one writev, without a copy; only what the
          * socket does not take is buffered. */
         size_t head = c->out.len - c->out_off;
@@ -655,13 +715,15 @@ static bool h2_handoff(struct http_conn *c)
         return !c->peer_eof;
     struct http_server *s = c->srv;
     int fd = c->fd;
+    struct tls_conn *tls = c->tls;
     c->fd = -1; /* the h2 side owns it now */
+    c->tls = NULL;
     struct buf in = c->in;
     size_t off = c->in_off;
     buf_init(&c->in);
     conn_set_state(c, HTTP_CONN_CLOSED);
     conn_free(c);
-    s->h2_fn(s->h2_ctx, fd, in.p + off, in.len - off);
+    s->h2_fn(s->h2_ctx, fd, tls, in.p + off, in.len - off);
     buf_fini(&in);
     return true;
 }
@@ -682,6 +744,14 @@ static void process_input(struct http_conn *c)
             c->started_ms = clock_now_ms();
         if (!c->req.hdrs && !(c->req.hdrs = malloc(HTTP_MAX_HEADERS * sizeof(struct http_hdr)))) {
             conn_close_later(c);
+            break;
+        }
+        if (!c->tls && c->in.p[c->in_off] == TLS_HANDSHAKE_RECORD) {
+            /* A TLS client on a plain port (no request starts with this byte): refuse at once
+             * rather than wait for a line end that may never come; curl then reports "wrong
+             * version number". */
+            log_info("a TLS handshake on a plain HTTP port: answered 400");
+            fail_go(c, 400, "");
             break;
         }
         enum http_parse p = http_parse_request((char *)c->in.p + c->in_off, c->in.len - c->in_off,
@@ -749,22 +819,78 @@ static void peer_done(struct http_conn *c)
         process_input(c);
 }
 
+/* Go's TLS server's answer to plain HTTP (crypto/tls's RecordHeaderError in net/http). */
+#define PLAIN_TO_TLS                                                                               \
+    "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+
+/* Go on with the TLS handshake; once complete, the connection reads requests. */
+static void handshake(struct http_conn *c)
+{
+    enum tls_step st = tls_handshake(c->tls);
+    if (st == TLS_FAILED) {
+        char who[INET6_ADDRSTRLEN + 8] = "?";
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0) {
+            const void *a = ss.ss_family == AF_INET6
+                                ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+                                : (const void *)&((struct sockaddr_in *)&ss)->sin_addr;
+            inet_ntop(ss.ss_family, a, who, sizeof(who));
+        }
+        log_info("rejected connection from \"%s\" (error \"%s\")", who, tls_why(c->tls));
+        if (tls_got_http(c->tls)) {
+            /* Best effort, then read what the client sent (up to a bound) so the close does not
+             * reset the connection and destroy the answer on its way. */
+            ssize_t w = write(c->fd, PLAIN_TO_TLS, sizeof(PLAIN_TO_TLS) - 1);
+            if (w > 0 && shutdown(c->fd, SHUT_WR) == 0) {
+                char sink[4096];
+                for (int i = 0; i < 16 && read(c->fd, sink, sizeof(sink)) > 0; i++)
+                    ;
+            }
+        }
+        http_conn_close_now(c);
+        return;
+    }
+    bool want_wr = st == TLS_WANT_WRITE;
+    if (want_wr != c->wr_added) {
+        if (want_wr)
+            event_add(c->wr, NULL);
+        else
+            event_del(c->wr);
+        c->wr_added = want_wr;
+    }
+    if (st != TLS_DONE)
+        return;
+    conn_set_state(c, HTTP_CONN_READING);
+    c->started_ms = 0;
+    c->idle_ms = clock_now_ms();
+    event_active(c->rd, EV_READ, 1); /* the first request may have come with the handshake */
+}
+
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct http_conn *c = arg;
+    (void)fd;
     (void)what;
+    if (c->state == HTTP_CONN_HANDSHAKE) {
+        handshake(c);
+        return;
+    }
     if (drops_input(c)) {
         char sink[16384];
-        ssize_t n = read(fd, sink, sizeof(sink));
+        ssize_t n = conn_read(c, sink, sizeof(sink));
         if (n > 0 && c->state == HTTP_CONN_LINGERING) {
-            if ((size_t)n >= c->linger_left)
-                http_conn_close_now(
-                    c); /* enough: a reset now cannot hurt an answer read long ago */
-            else
-                c->linger_left -= (size_t)n;
+            if ((size_t)n >= c->linger_left) {
+                /* Enough: a reset now cannot hurt an answer read long ago. */
+                http_conn_close_now(c);
+                return;
+            }
+            c->linger_left -= (size_t)n;
         } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             http_conn_close_now(c);
+            return;
         }
+        tls_rearm(c);
         return;
     }
     bool busy = http_conn_has_request(c);
@@ -775,7 +901,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         http_conn_close_now(c);
         return;
     }
-    ssize_t n = read(fd, dst->p + dst->len, dst->cap - dst->len);
+    ssize_t n = conn_read(c, dst->p + dst->len, dst->cap - dst->len);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
     if (n < 0) {
@@ -793,6 +919,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     if (!busy)
         process_input(c);
     read_update(c);
+    tls_rearm(c);
 }
 
 bool http_conn_idle(const struct http_conn *c)
@@ -801,7 +928,7 @@ bool http_conn_idle(const struct http_conn *c)
            !c->more.len && !pending(c);
 }
 
-struct http_conn *http_conn_create(struct http_server *s, int fd)
+struct http_conn *http_conn_create(struct http_server *s, int fd, struct tls_ctx *tls)
 {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -810,16 +937,22 @@ struct http_conn *http_conn_create(struct http_server *s, int fd)
         return NULL;
     c->srv = s;
     c->fd = fd;
+    c->state = tls ? HTTP_CONN_HANDSHAKE : HTTP_CONN_READING;
     c->rd = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
     c->wr = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
-    if (!c->rd || !c->wr || event_add(c->rd, NULL) != 0) {
+    if (tls)
+        c->tls = tls_accept(tls, fd);
+    if (!c->rd || !c->wr || (tls && !c->tls) || event_add(c->rd, NULL) != 0) {
         if (c->rd)
             event_free(c->rd);
         if (c->wr)
             event_free(c->wr);
+        tls_conn_free(c->tls);
         free(c);
         return NULL;
     }
+    if (tls)
+        c->started_ms = clock_now_ms(); /* the handshake deadline runs from here */
     c->rd_on = true;
     c->h2_maybe = s->h2_fn != NULL;
     c->idle_ms = clock_now_ms();

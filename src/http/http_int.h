@@ -8,6 +8,7 @@
 
 #include "metastore/buf.h"
 #include "metastore/http.h"
+#include "metastore/tls.h"
 
 #include <event2/event.h>
 #include <stdbool.h>
@@ -20,6 +21,7 @@
 /* A server connection's life. One request at a time is handed out; the end of its response
  * ends the request, and the connection reads the next one or closes:
  *
+ *   HANDSHAKE ── the TLS handshake completed (TLS listeners only) ─────▶ READING
  *   READING ──── a request parsed, or refused (fail) ─────────────────▶ ACTIVE
  *   ACTIVE ───── http_stream_start ───────────────────────────────────▶ STREAMING
  *   ACTIVE, STREAMING ── response ended ── keep-alive ────────────────▶ READING
@@ -38,18 +40,21 @@
  * kept through FLUSHING), and the event and re-entrancy bookkeeping (rd_on, wr_added,
  * processing, out_blocked, drain_due). */
 enum http_conn_state {
-    HTTP_CONN_READING = 0, /* no request handed out: input is parsed as it comes */
-    HTTP_CONN_ACTIVE,      /* a request is with the handler, no response begun */
-    HTTP_CONN_STREAMING,   /* the handler's response is a stream, not yet ended */
-    HTTP_CONN_FLUSHING,    /* no more requests: close once the output is written */
-    HTTP_CONN_LINGERING,   /* answered and shut down for writing: input dropped until the end */
-    HTTP_CONN_DYING,       /* closed from inside an API call: waiting in the reap list */
-    HTTP_CONN_CLOSED,      /* being freed: close callback running */
+    HTTP_CONN_HANDSHAKE, /* TLS: the handshake runs (bounded by handshake_timeout_ms) */
+    HTTP_CONN_READING,   /* no request handed out: input is parsed as it comes */
+    HTTP_CONN_ACTIVE,    /* a request is with the handler, no response begun */
+    HTTP_CONN_STREAMING, /* the handler's response is a stream, not yet ended */
+    HTTP_CONN_FLUSHING,  /* no more requests: close once the output is written */
+    HTTP_CONN_LINGERING, /* answered and shut down for writing: input dropped until the end */
+    HTTP_CONN_DYING,     /* closed from inside an API call: waiting in the reap list */
+    HTTP_CONN_CLOSED,    /* being freed: close callback running */
 };
 
 struct http_conn {
     struct http_server *srv;
     int fd;
+    struct tls_conn *tls; /* NULL on a plain listener; all I/O goes through it otherwise */
+    bool rd_wants_wr;     /* a TLS read waits for the socket to take a write */
     struct event *rd;
     struct event *wr;
     bool wr_added;
@@ -90,6 +95,13 @@ struct http_conn {
     struct http_conn *due_next;
 };
 
+struct http_listener {
+    struct http_server *srv;
+    struct event *ev;
+    int fd;
+    struct tls_ctx *tls; /* borrowed: TLS on this listener's connections, or NULL */
+};
+
 struct http_server {
     struct event_base *base;
     struct http_limits lim;
@@ -97,8 +109,7 @@ struct http_server {
     void *ctx;
     http_h2_fn h2_fn; /* takes connections that open with the HTTP/2 preface */
     void *h2_ctx;
-    struct event *listeners[HTTP_MAX_LISTENERS];
-    int lfds[HTTP_MAX_LISTENERS];
+    struct http_listener listeners[HTTP_MAX_LISTENERS];
     size_t n_listeners;
     struct http_conn *conns;
     size_t n_conns;
@@ -137,9 +148,9 @@ enum http_parse http_trailer_line(const char *p, size_t len, size_t *next, bool 
 
 /* ---- http_conn.c ---- */
 
-/* A connection on an accepted, non-blocking descriptor fd, linked into s. NULL on failure (fd
- * is then still the caller's). */
-struct http_conn *http_conn_create(struct http_server *s, int fd);
+/* A connection on an accepted, non-blocking descriptor fd, linked into s; with tls, it starts
+ * with the TLS handshake. NULL on failure (fd is then still the caller's). */
+struct http_conn *http_conn_create(struct http_server *s, int fd, struct tls_ctx *tls);
 /* Close c from a loop callback (not nested in a caller's API call): the close callback of an
  * active request runs now, then c is freed. */
 void http_conn_close_now(struct http_conn *c);

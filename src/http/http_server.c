@@ -28,6 +28,7 @@
 #define RECLAIM_PAUSE 100   /* ms without scanning after a scan found nothing idle */
 #define FD_MARGIN     128   /* descriptors kept from connections for storage ... */
 #define FD_MARGIN_DIV 4     /* ... or this fraction of a smaller limit */
+#define HANDSHAKE_MS  10000 /* handshake_timeout_ms when 0 is given */
 
 /* Out of descriptors: close up to RECLAIM_BATCH connections idle for HTTP_RECLAIM_IDLE_MS,
  * oldest first (a keep-alive connection may be closed at any time, RFC 9112 9.5). Returns how
@@ -137,7 +138,8 @@ static void fd_warn(struct http_server *s)
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
-    struct http_server *s = arg;
+    struct http_listener *l = arg;
+    struct http_server *s = l->srv;
     (void)what;
     for (int burst = 0; burst < 64; burst++) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -160,7 +162,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
                 /* The listener stays readable: stop polling it for a while, or the loop
                  * spins. Waiting clients stay in the backlog. */
                 for (size_t i = 0; i < s->n_listeners; i++)
-                    event_del(s->listeners[i]);
+                    event_del(s->listeners[i].ev);
                 struct timeval tv = {0, ACCEPT_PAUSE * 1000};
                 event_add(s->accept_ev, &tv);
                 fd_warn(s);
@@ -173,7 +175,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             close(fd);
             continue;
         }
-        if (!http_conn_create(s, fd))
+        if (!http_conn_create(s, fd, l->tls))
             close(fd);
     }
 }
@@ -185,7 +187,7 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
     (void)what;
     reserve_fd_retry(s);
     for (size_t i = 0; i < s->n_listeners; i++)
-        event_add(s->listeners[i], NULL);
+        event_add(s->listeners[i].ev, NULL);
 }
 
 /* Once a second: connections that are too slow or idle too long go. */
@@ -205,7 +207,12 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
                          now - c->started_ms > s->lim.read_timeout_ms;
         bool idle = http_conn_idle(c) && now - c->idle_ms > s->lim.idle_timeout_ms;
         bool lingered = c->state == HTTP_CONN_LINGERING && now >= c->linger_end_ms;
-        if (c->state != HTTP_CONN_DYING && (out_stuck || read_slow || idle || lingered))
+        bool hs_slow =
+            c->state == HTTP_CONN_HANDSHAKE && now - c->started_ms > s->lim.handshake_timeout_ms;
+        if (hs_slow)
+            log_info("rejected a TLS connection: the handshake took over %u ms",
+                     (unsigned)s->lim.handshake_timeout_ms);
+        if (c->state != HTTP_CONN_DYING && (out_stuck || read_slow || idle || lingered || hs_slow))
             http_conn_close_now(c);
         c = next;
     }
@@ -219,6 +226,8 @@ struct http_server *http_server_create(struct event_base *base, const struct htt
         return NULL;
     s->base = base;
     s->lim = *lim;
+    if (!s->lim.handshake_timeout_ms)
+        s->lim.handshake_timeout_ms = HANDSHAKE_MS;
     s->fn = fn;
     s->ctx = ctx;
     s->reserve_fd = -1;
@@ -245,6 +254,12 @@ void http_server_set_h2(struct http_server *s, http_h2_fn fn, void *ctx)
 
 int http_server_listen(struct http_server *s, const char *host, uint16_t port)
 {
+    return http_server_listen_tls(s, host, port, NULL);
+}
+
+int http_server_listen_tls(struct http_server *s, const char *host, uint16_t port,
+                           struct tls_ctx *tls)
+{
     if (s->n_listeners == HTTP_MAX_LISTENERS)
         return -1;
     struct addrinfo hints = {
@@ -269,15 +284,16 @@ int http_server_listen(struct http_server *s, const char *host, uint16_t port)
     freeaddrinfo(res);
     if (fd < 0)
         return -1;
-    struct event *ev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_accept, s);
+    struct http_listener *l = &s->listeners[s->n_listeners];
+    struct event *ev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_accept, l);
     if (!ev || event_add(ev, NULL) != 0) {
         if (ev)
             event_free(ev);
         close(fd);
         return -1;
     }
-    s->listeners[s->n_listeners] = ev;
-    s->lfds[s->n_listeners++] = fd;
+    *l = (struct http_listener){.srv = s, .ev = ev, .fd = fd, .tls = tls};
+    s->n_listeners++;
     return 0;
 }
 
@@ -286,8 +302,8 @@ void http_server_destroy(struct http_server *s)
     if (!s)
         return;
     for (size_t i = 0; i < s->n_listeners; i++) {
-        event_free(s->listeners[i]);
-        close(s->lfds[i]);
+        event_free(s->listeners[i].ev);
+        close(s->listeners[i].fd);
     }
     if (s->reap_ev)
         http_on_reap(-1, 0, s);

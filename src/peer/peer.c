@@ -55,14 +55,19 @@ bool peer_hex_parse(const char *s, size_t len, uint64_t *out)
     return true;
 }
 
-/* "http://host:port" with a numeric host ("[v6]" for IPv6), nothing after the port but an
- * optional "/". TLS comes later: "https" is refused for now. */
+/* "http://host:port" or "https://host:port" with a numeric host ("[v6]" for IPv6), nothing
+ * after the port but an optional "/". */
 static bool url_parse(const char *s, struct peer_url *out)
 {
-    static const char scheme[] = "http://";
-    if (strncmp(s, scheme, strlen(scheme)) != 0)
+    const char *h;
+    if (strncmp(s, "http://", 7) == 0)
+        h = s + 7;
+    else if (strncmp(s, "https://", 8) == 0)
+        h = s + 8;
+    else
         return false;
-    const char *h = s + strlen(scheme), *he, *colon;
+    out->https = s[4] == 's';
+    const char *he, *colon;
     if (*h == '[') {
         he = strchr(h, ']');
         if (!he || he[1] != ':')
@@ -101,6 +106,18 @@ static bool urls_parse(const char *const *urls, size_t n, struct peer_url *out)
         return false;
     for (size_t i = 0; i < n; i++)
         if (!urls[i] || !url_parse(urls[i], &out[i]))
+            return false;
+    return true;
+}
+
+/* A member's URLs: https ones only with a client TLS context to dial them. */
+static bool member_urls_parse(const struct peer *t, const char *const *urls, size_t n,
+                              struct peer_url *out)
+{
+    if (!urls_parse(urls, n, out))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (out[i].https && !t->cfg.tls_client)
             return false;
     return true;
 }
@@ -426,7 +443,7 @@ ms_err peer_add(struct peer *t, uint64_t id, const char *const *urls, size_t n)
     struct peer_member *m = calloc(1, sizeof(*m));
     if (!m)
         return MS_E_NOMEM;
-    if (!urls_parse(urls, n, m->urls)) {
+    if (!member_urls_parse(t, urls, n, m->urls)) {
         free(m);
         return MS_E_MEMBER_BAD_URLS;
     }
@@ -456,7 +473,7 @@ ms_err peer_update(struct peer *t, uint64_t id, const char *const *urls, size_t 
     if (!m)
         return MS_E_MEMBER_NOT_FOUND;
     struct peer_url u[PEER_MAX_URLS];
-    if (!urls_parse(urls, n, u))
+    if (!member_urls_parse(t, urls, n, u))
         return MS_E_MEMBER_BAD_URLS;
     memcpy(m->urls, u, n * sizeof(u[0]));
     m->n_urls = n;
@@ -730,11 +747,18 @@ ms_err peer_create(struct event_base *base, const struct peer_config *cfg, struc
         log_error("peer: cannot make %s: %s", t->snap_dir, strerror(errno));
         goto out_free;
     }
-    for (size_t i = 0; i < c.n_listen_urls; i++)
-        if (http_server_listen(t->srv, lu[i].host, lu[i].port) != 0) {
+    for (size_t i = 0; i < c.n_listen_urls; i++) {
+        if (lu[i].https && !c.tls_server) {
+            log_error("peer: %s needs TLS settings", c.listen_urls[i]);
+            e = MS_E_BAD_REQUEST;
+            goto out_free;
+        }
+        if (http_server_listen_tls(t->srv, lu[i].host, lu[i].port,
+                                   lu[i].https ? c.tls_server : NULL) != 0) {
             log_error("peer: cannot listen on %s", c.listen_urls[i]);
             goto out_free;
         }
+    }
     uint32_t half = c.heartbeat_ms / 2 ? c.heartbeat_ms / 2 : 1;
     struct timeval tv = {half / 1000, (half % 1000) * 1000};
     if (event_add(t->beat_ev, &tv) != 0)

@@ -338,7 +338,8 @@ static void on_redial(evutil_socket_t fd, short what, void *arg)
                                        .on_body = on_body,
                                        .on_done = on_done,
                                        .on_error = on_error,
-                                       .arg = m};
+                                       .arg = m,
+                                       .tls = u->https ? t->cfg.tls_client : NULL};
     m->st.dials++;
     m->dial = http_client_open(t->base, u->host, u->port, &o);
     if (!m->dial) {

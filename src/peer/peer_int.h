@@ -17,6 +17,7 @@ struct http_server;
 struct peer_url {
     char host[64]; /* numeric IPv4 or IPv6, without brackets */
     uint16_t port;
+    bool https; /* dialed or served with TLS */
 };
 
 /* A snapshot we send: BEGIN (the MsgSnap not queued yet) → DATA (pulling pieces) → FLUSHING

@@ -287,6 +287,11 @@ ms_err srv_auth_user(struct srv *s, const uint8_t *tok, size_t len, struct auth_
     return auth_token_user(s->auth.store, tok, len, clock_now_ms(), out);
 }
 
+void srv_auth_cert_user(struct srv *s, const uint8_t *cn, size_t len, struct auth_caller *out)
+{
+    *out = (struct auth_caller){true, {cn, len}, auth_revision(s->auth.store)};
+}
+
 ms_err srv_auth_admin(struct srv *s, const struct auth_caller *c)
 {
     return auth_check_admin(s->auth.store, c);
@@ -308,7 +313,7 @@ ms_err srv_auth_raw_err(ms_err e)
     }
 }
 
-const char *srv_auth_watch(struct srv *s, const uint8_t *tok, size_t len,
+const char *srv_auth_watch(struct srv *s, const uint8_t *tok, size_t len, const char *cn,
                            const struct kv_span *span)
 {
     /* A watch of every key >= key is checked as that range, not as a single key as etcd 3.4
@@ -316,6 +321,8 @@ const char *srv_auth_watch(struct srv *s, const uint8_t *tok, size_t len,
     struct auth_caller caller = {false, {NULL, 0}, 0};
     if (tok && srv_auth_user(s, tok, len, &caller))
         return "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token";
+    if (!tok && cn)
+        srv_auth_cert_user(s, (const uint8_t *)cn, strlen(cn), &caller);
     struct srv_req q = {.type = SRV_REQ_RANGE, .u.range.span = *span};
     if (!span->key_len) {
         q.u.range.span.key = (const uint8_t *)"";

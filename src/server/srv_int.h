@@ -107,11 +107,13 @@ struct srv_node {
     uint64_t term;    /* as persisted */
     uint64_t lead;
     enum raft_role role;
-    uint64_t leader_changes; /* leaders seen (etcd_server_leader_changes_seen_total) */
-    uint64_t lost_ms;        /* when the member last knew no leader (monotonic) */
-    struct peer *peer;       /* the transport; NULL while the member is alone */
-    uint64_t read_ctx;       /* the last ReadIndex context */
-    struct node_held *held;  /* proposals waiting for a leader, oldest first */
+    uint64_t leader_changes;         /* leaders seen (etcd_server_leader_changes_seen_total) */
+    uint64_t lost_ms;                /* when the member last knew no leader (monotonic) */
+    struct peer *peer;               /* the transport; NULL while the member is alone */
+    struct tls_ctx *peer_tls_server; /* the https peer listeners' TLS (owned), or NULL */
+    struct tls_ctx *peer_tls_client; /* TLS to https peer URLs (owned), or NULL */
+    uint64_t read_ctx;               /* the last ReadIndex context */
+    struct node_held *held;          /* proposals waiting for a leader, oldest first */
     struct node_held *held_tail;
     size_t n_held;
     size_t held_bytes;

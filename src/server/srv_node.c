@@ -38,6 +38,7 @@
 #include "metastore/peer.h"
 #include "metastore/raft_codec.h"
 #include "metastore/snap.h"
+#include "metastore/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -898,10 +899,35 @@ static ms_err start_peers(struct srv *s)
     snprintf(dir, sizeof(dir), "%s/member/peer", s->cfg.data_dir);
     for (size_t i = 0; i < s->cfg.n_listen_peer; i++)
         listen[i] = s->cfg.listen_peer[i].text;
+    /* etcd: with any peer TLS setting, peers are dialed and served with TLS where their URLs
+     * say https. */
+    const struct cfg_tls *pt = &s->cfg.peer_tls;
+    if (cfg_tls_used(&s->cfg, true) || *pt->cert_file || pt->auto_tls) {
+        struct tls_config tc;
+        const char *hosts[CFG_MAX_URLS];
+        char msg[512];
+        cfg_tls_config(&s->cfg, true, &tc, hosts);
+        if (cfg_tls_used(&s->cfg, true) &&
+            !(n->peer_tls_server = tls_ctx_server(&tc, msg, sizeof(msg)))) {
+            log_error("peer TLS: %s", msg);
+            return MS_E_IO;
+        }
+        if (!(n->peer_tls_client = tls_ctx_client(&tc, msg, sizeof(msg)))) {
+            log_error("peer TLS: %s", msg);
+            return MS_E_IO;
+        }
+        log_info("peer TLS: cert = %s, key = %s, trusted-ca = %s, client-cert-auth = %s, "
+                 "allowed-cn = %s",
+                 tc.auto_tls ? "(generated)" : tc.cert_file,
+                 tc.auto_tls ? "(generated)" : tc.key_file, tc.trusted_ca_file,
+                 tc.client_cert_auth ? "true" : "false", tc.allowed_cn);
+    }
     struct peer_config pc = {.id = s->member_id,
                              .cluster_id = s->cluster_id,
                              .listen_urls = listen,
                              .n_listen_urls = s->cfg.n_listen_peer,
+                             .tls_server = n->peer_tls_server,
+                             .tls_client = n->peer_tls_client,
                              .snap_dir = dir,
                              .heartbeat_ms = 0,
                              .on_message = on_peer_message,
@@ -1144,6 +1170,10 @@ void srv_node_close(struct srv *s)
 {
     struct srv_node *n = &s->node;
     peer_destroy(n->peer); /* closes the snapshot sources it holds */
+    n->peer = NULL;
+    tls_ctx_destroy(n->peer_tls_server); /* after every connection made from them */
+    tls_ctx_destroy(n->peer_tls_client);
+    n->peer_tls_server = n->peer_tls_client = NULL;
     while (n->snaps_out)
         snap_out_free(s, n->snaps_out); /* backups still being made */
     if (n->snap_in[0])

@@ -741,9 +741,10 @@ START_TEST(server_chunk_framing_over_room)
 END_TEST
 
 /* The HTTP/2 side of the test: answers "h2:" and the bytes it was given, then closes. */
-static bool echo_h2(void *ctx, int fd, const void *p, size_t len)
+static bool echo_h2(void *ctx, int fd, struct tls_conn *tls, const void *p, size_t len)
 {
     (void)ctx;
+    (void)tls;
     char head[32];
     int k = snprintf(head, sizeof(head), "h2:%zu:", len);
     send_for(fd, head, (size_t)k, 1000);

@@ -1,6 +1,7 @@
 /* auth_jwt.c - etcd's JWT tokens (auth/jwt.go): header.claims.signature, base64url without
  * padding; claims {"exp","revision","username"}; signed with RS256/384/512, PS256/384/512 or
- * ES256/384/512 through OpenSSL's libcrypto.
+ * ES256/384/512 through OpenSSL's libcrypto, or HS256/384/512 (HMAC keyed with the priv-key
+ * file's bytes, as etcd's hmacKey; no pub-key).
  *
  * Options come as etcd's --auth-token value: "jwt,pub-key=PATH,priv-key=PATH,
  * sign-method=METHOD,ttl=DURATION" (ttl default 5m; without priv-key the member only verifies).
@@ -15,7 +16,9 @@
 
 #include <openssl/bn.h>
 #include <openssl/ecdsa.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <stdio.h>
@@ -24,7 +27,7 @@
 
 #define MAX_TOKEN 8192
 
-enum kind { K_RSA, K_PSS, K_EC };
+enum kind { K_RSA, K_PSS, K_EC, K_HMAC };
 
 struct method {
     const char *name;
@@ -34,15 +37,18 @@ struct method {
 };
 
 static const struct method METHODS[] = {
-    {"RS256", K_RSA, 256, 0}, {"RS384", K_RSA, 384, 0}, {"RS512", K_RSA, 512, 0},
-    {"PS256", K_PSS, 256, 0}, {"PS384", K_PSS, 384, 0}, {"PS512", K_PSS, 512, 0},
-    {"ES256", K_EC, 256, 32}, {"ES384", K_EC, 384, 48}, {"ES512", K_EC, 512, 66},
+    {"RS256", K_RSA, 256, 0},  {"RS384", K_RSA, 384, 0},  {"RS512", K_RSA, 512, 0},
+    {"PS256", K_PSS, 256, 0},  {"PS384", K_PSS, 384, 0},  {"PS512", K_PSS, 512, 0},
+    {"ES256", K_EC, 256, 32},  {"ES384", K_EC, 384, 48},  {"ES512", K_EC, 512, 66},
+    {"HS256", K_HMAC, 256, 0}, {"HS384", K_HMAC, 384, 0}, {"HS512", K_HMAC, 512, 0},
 };
 
 struct auth_jwt {
     const struct method *m;
     EVP_PKEY *pub;
-    EVP_PKEY *priv; /* NULL: verify only */
+    EVP_PKEY *priv;  /* NULL: verify only */
+    uint8_t *secret; /* HS*: the priv-key file's bytes sign and verify (etcd's hmacKey) */
+    size_t secret_len;
     uint64_t ttl_s;
     char header[96]; /* base64url of {"alg":..,"typ":"JWT"} */
     size_t header_len;
@@ -169,7 +175,30 @@ void auth_jwt_close(struct auth_jwt *j)
         return;
     EVP_PKEY_free(j->pub);
     EVP_PKEY_free(j->priv);
+    if (j->secret)
+        OPENSSL_cleanse(j->secret, j->secret_len);
+    free(j->secret);
     free(j);
+}
+
+/* An HMAC secret: the whole file, as etcd reads it (ioutil.ReadFile), 1 byte to 64 KiB. */
+static bool load_secret(struct auth_jwt *j, const char *path, char *msg, size_t msgsz)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(msg, msgsz, "--auth-token: cannot open %s", path);
+        return false;
+    }
+    size_t cap = 64u << 10;
+    j->secret = malloc(cap + 1);
+    size_t n = j->secret ? fread(j->secret, 1, cap + 1, f) : 0;
+    fclose(f);
+    if (!j->secret || n == 0 || n > cap) {
+        snprintf(msg, msgsz, "--auth-token: %s must hold 1 byte to 64 KiB of secret", path);
+        return false;
+    }
+    j->secret_len = n;
+    return true;
 }
 
 static bool key_fits(const struct auth_jwt *j, const EVP_PKEY *k)
@@ -219,17 +248,26 @@ struct auth_jwt *auth_jwt_open(const char *opts, char *msg, size_t msgsz)
     if (!j->m) {
         snprintf(msg, msgsz,
                  "--auth-token: sign-method must be one of RS256, RS384, RS512, "
-                 "PS256, PS384, PS512, ES256, ES384, ES512");
+                 "PS256, PS384, PS512, ES256, ES384, ES512, HS256, HS384, HS512");
         goto fail;
     }
-    if (!pub) {
+    if (j->m->kind == K_HMAC) {
+        /* etcd's hmacKey: the private key file is the shared secret; no public key. */
+        if (!priv) {
+            snprintf(msg, msgsz, "--auth-token: priv-key (the shared secret) is required for %s",
+                     j->m->name);
+            goto fail;
+        }
+        if (!load_secret(j, priv, msg, msgsz))
+            goto fail;
+    } else if (!pub) {
         snprintf(msg, msgsz, "--auth-token: pub-key is required");
         goto fail;
     }
-    if (!(j->pub = load_key(pub, false, msg, msgsz)) ||
-        (priv && !(j->priv = load_key(priv, true, msg, msgsz))))
+    if (j->m->kind != K_HMAC && (!(j->pub = load_key(pub, false, msg, msgsz)) ||
+                                 (priv && !(j->priv = load_key(priv, true, msg, msgsz)))))
         goto fail;
-    if (!key_fits(j, j->pub) || (j->priv && !key_fits(j, j->priv))) {
+    if (j->m->kind != K_HMAC && (!key_fits(j, j->pub) || (j->priv && !key_fits(j, j->priv)))) {
         snprintf(msg, msgsz, "--auth-token: the keys do not suit %s", j->m->name);
         goto fail;
     }
@@ -246,7 +284,17 @@ fail:
 
 bool auth_jwt_can_sign(const struct auth_jwt *j)
 {
-    return j->priv != NULL;
+    return j->priv != NULL || j->secret != NULL;
+}
+
+/* HS*: the MAC of the signed part into out (room for EVP_MAX_MD_SIZE); its length, 0 on
+ * failure. */
+static size_t hmac_of(const struct auth_jwt *j, const uint8_t *p, size_t n, uint8_t *out)
+{
+    unsigned int len = 0;
+    if (!HMAC(md_of(j->m), j->secret, (int)j->secret_len, p, n, out, &len))
+        return 0;
+    return len;
 }
 
 /* ---- signatures ---- */
@@ -303,7 +351,7 @@ static uint8_t *raw_to_der(const struct method *m, const uint8_t *raw, size_t le
 ms_err auth_jwt_sign(const struct auth_jwt *j, struct auth_bytes user, uint64_t revision,
                      uint64_t now_s, char **out, size_t *out_len)
 {
-    if (!j->priv)
+    if (!auth_jwt_can_sign(j))
         return MS_E_INTERNAL; /* etcd ErrVerifyOnly */
     /* Claims in Go's map order (keys sorted), the username escaped as JSON. */
     struct buf claims;
@@ -333,9 +381,13 @@ ms_err auth_jwt_sign(const struct auth_jwt *j, struct auth_bytes user, uint64_t 
     n += j->header_len;
     tok[n++] = '.';
     n += b64url_encode(claims.p, claims.len, tok + n);
-    if (!ctx_setup(c, j, j->priv, true) ||
-        EVP_DigestSign(c, sig, &sig_len, (const uint8_t *)tok, n) != 1)
+    if (j->m->kind == K_HMAC) {
+        if (!(sig_len = hmac_of(j, (const uint8_t *)tok, n, sig)))
+            goto out;
+    } else if (!ctx_setup(c, j, j->priv, true) ||
+               EVP_DigestSign(c, sig, &sig_len, (const uint8_t *)tok, n) != 1) {
         goto out;
+    }
     const uint8_t *s = sig;
     if (j->m->kind == K_EC) {
         if (!der_to_raw(j->m, sig, sig_len, raw))
@@ -435,6 +487,15 @@ ms_err auth_jwt_verify(const struct auth_jwt *j, const uint8_t *tok, size_t len,
         return MS_E_INVALID_AUTH_TOKEN;
     if (pt.has_exp && pt.exp <= now_s)
         return MS_E_INVALID_AUTH_TOKEN;
+    if (j->m->kind == K_HMAC) {
+        uint8_t mac[EVP_MAX_MD_SIZE];
+        size_t mac_len = hmac_of(j, tok, pt.signed_len, mac);
+        if (!mac_len || mac_len != pt.sig.len || CRYPTO_memcmp(mac, pt.sig.p, mac_len) != 0)
+            return MS_E_INVALID_AUTH_TOKEN;
+        *user = pt.user;
+        *revision = pt.revision;
+        return MS_OK;
+    }
     const uint8_t *sig = pt.sig.p;
     size_t sig_len = pt.sig.len;
     uint8_t *der = NULL;

@@ -569,15 +569,77 @@ static void check_method(const char *kind, const char *method, const char *wrong
     free(dir);
 }
 
+/* HS*: the priv-key file's bytes are the shared secret that signs and verifies. */
+static void check_hmac(const char *method, const char *wrong)
+{
+    char *dir = tu_mkdtemp("ms-jwt");
+    char path[512], opts[1200], msg[256] = "";
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("a shared secret of a few bytes\n", f);
+    fclose(f);
+    snprintf(opts, sizeof(opts), "priv-key=%s,sign-method=%s", path, method);
+    struct auth_jwt *j = auth_jwt_open(opts, msg, sizeof(msg));
+    ck_assert_msg(j != NULL, "%s", msg);
+    ck_assert(auth_jwt_can_sign(j));
+    struct arena *a = arena_create(4096);
+    char *tok;
+    size_t n;
+    ck_assert_int_eq(auth_jwt_sign(j, B("bob"), 3, 1000, &tok, &n), MS_OK);
+    struct auth_bytes user;
+    uint64_t rev;
+    ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)tok, n, 1000, a, &user, &rev), MS_OK);
+    ck_assert(tu_bytes_eq(user.p, user.len, "bob"));
+    ck_assert_uint_eq(rev, 3);
+    for (size_t i = 0; i < n; i++) {
+        char saved = tok[i];
+        tok[i] = tok[i] == 'A' ? 'B' : 'A';
+        ck_assert_msg(auth_jwt_verify(j, (uint8_t *)tok, n, 1000, a, &user, &rev) ==
+                          MS_E_INVALID_AUTH_TOKEN,
+                      "%s: byte %zu changed, still accepted", method, i);
+        tok[i] = saved;
+        arena_reset(a);
+    }
+    ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)tok, n, 1000 + 300, a, &user, &rev),
+                     MS_E_INVALID_AUTH_TOKEN);
+    /* Another secret, or another HMAC size, refuses it. */
+    snprintf(opts, sizeof(opts), "priv-key=%s,sign-method=%s", path, wrong);
+    struct auth_jwt *other = auth_jwt_open(opts, msg, sizeof(msg));
+    ck_assert_ptr_nonnull(other);
+    ck_assert_int_eq(auth_jwt_verify(other, (uint8_t *)tok, n, 1000, a, &user, &rev),
+                     MS_E_INVALID_AUTH_TOKEN);
+    f = fopen(path, "w");
+    fputs("another secret\n", f);
+    fclose(f);
+    snprintf(opts, sizeof(opts), "priv-key=%s,sign-method=%s", path, method);
+    struct auth_jwt *k2 = auth_jwt_open(opts, msg, sizeof(msg));
+    ck_assert_ptr_nonnull(k2);
+    ck_assert_int_eq(auth_jwt_verify(k2, (uint8_t *)tok, n, 1000, a, &user, &rev),
+                     MS_E_INVALID_AUTH_TOKEN);
+    free(tok);
+    auth_jwt_close(j);
+    auth_jwt_close(other);
+    auth_jwt_close(k2);
+    arena_destroy(a);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 START_TEST(jwt_sign_and_verify)
 {
+    check_hmac("HS256", "HS512");
+    check_hmac("HS384", "HS256");
     check_method("rsa", "RS256", "RS384");
     check_method("rsa", "PS256", "RS256");
     check_method("ec", "ES256", "ES384");
     char msg[256];
     ck_assert_ptr_null(auth_jwt_open("sign-method=RS256", msg, sizeof(msg)));
     ck_assert_ptr_null(auth_jwt_open("pub-key=/nonexistent,sign-method=RS256", msg, sizeof(msg)));
+    /* HS* needs the secret (priv-key); a public key is no use to it. */
     ck_assert_ptr_null(auth_jwt_open("pub-key=x,sign-method=HS256", msg, sizeof(msg)));
+    ck_assert_msg(strstr(msg, "priv-key (the shared secret) is required"), "%s", msg);
+    ck_assert_ptr_null(auth_jwt_open("priv-key=/nonexistent,sign-method=HS256", msg, sizeof(msg)));
     ck_assert_ptr_null(auth_jwt_open("pub-key=x,sign-method=RS256,ttl=5y", msg, sizeof(msg)));
     ck_assert_ptr_null(auth_jwt_open("pub-key=x,bogus=1,sign-method=RS256", msg, sizeof(msg)));
 }

@@ -864,7 +864,10 @@ static void handshake(struct http_conn *c)
     conn_set_state(c, HTTP_CONN_READING);
     c->started_ms = 0;
     c->idle_ms = clock_now_ms();
-    event_active(c->rd, EV_READ, 1); /* the first request may have come with the handshake */
+    /* Bytes after the handshake's wait in the socket (its read event fires) or, already
+     * decrypted, inside TLS. A read that finds nothing would make OpenSSL keep a 16 KiB record
+     * buffer for as long as the connection stays idle. */
+    tls_rearm(c);
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg)

@@ -7,9 +7,11 @@
  * client     - curl with the CA and a client certificate: put, range, a 1 MiB value, two
  *              requests on one connection; refused: a wrong CA, an expired client certificate,
  *              one from another CA, none under --client-cert-auth, plain HTTP to the TLS port
- *              (Go's 400 answer), TLS to the plain port; etcdctl (gRPC over TLS) put and get.
+ *              (Go's 400 answer), TLS to the plain port; etcdctl (gRPC over TLS) put, get and
+ *              watch.
  * cn_user    - auth enabled, --client-cert-auth: over gRPC a call without a token is the user
- *              its certificate names (alice reads her range, cannot write; root may do all);
+ *              its certificate names (alice reads her range, cannot write nor watch outside
+ *              it; root may do all); a token wins over the certificate;
  *              the JSON gateway ignores the CN as etcd 3.4's does.
  * auto_tls   - --auto-tls: a self-signed certificate for the listen hosts; curl -k works, curl
  *              verifying with the test CA does not.
@@ -251,6 +253,16 @@ START_TEST(client)
     ck_assert_int_eq(etcdctl(&e, get, &out), 0);
     ck_assert_msg(strstr(out, "k1\nv1"), "%s", out);
     free(out);
+    /* A watch over TLS from revision 1 sees the put (etcdctl watches until it is stopped: the
+     * bounded wait ends it). */
+    {
+        const char *w[] = {"etcdctl", "--endpoints", e.url,   "--cacert", e.path[0],
+                           "--cert",  e.path[1],     "--key", e.path[2],  "watch",
+                           "--rev",   "1",           "k1",    NULL};
+        ck_assert_int_eq(tu_exec(w, 5000, &out), -1); /* still watching when stopped */
+        ck_assert_msg(strstr(out, "PUT\nk1\nv1"), "%s", out);
+        free(out);
+    }
     /* etcdctl without a client certificate is refused as well. */
     const char *get_nocert[] = {"--cacert", e.path[0], "get", "k1", NULL};
     ck_assert_int_ne(etcdctl(&e, get_nocert, &out), 0);
@@ -305,6 +317,18 @@ START_TEST(cn_user)
     const char *put[] = {"--cacert", ca,    "--cert", e.path[3], "--key",
                          e.path[4],  "put", "k/a",    "2",       NULL};
     ck_assert_int_ne(etcdctl(&e, put, &out), 0);
+    ck_assert_msg(strstr(out, "permission denied"), "%s", out);
+    free(out);
+    /* A token wins over the certificate: root's password with alice's certificate writes. */
+    const char *put_root[] = {"--cacert", ca,        "--cert", e.path[3],
+                              "--key",    e.path[4], "--user", "root:rootpw",
+                              "put",      "k/a",     "3",      NULL};
+    ck_assert_int_eq(etcdctl(&e, put_root, &out), 0);
+    free(out);
+    /* A watch outside her range is refused for the CN's user (etcd's isWatchPermitted). */
+    const char *watch[] = {"--cacert", ca,      "--cert", e.path[3], "--key",
+                           e.path[4],  "watch", "x",      NULL};
+    ck_assert_int_ne(etcdctl(&e, watch, &out), 0);
     ck_assert_msg(strstr(out, "permission denied"), "%s", out);
     free(out);
     /* root's certificate: root without a password. */

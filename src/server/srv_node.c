@@ -391,8 +391,11 @@ void srv_node_installed(struct srv *s, ms_err e, const struct snap_header *h, st
     struct srv_node *n = &s->node;
     const struct raft_snapshot_meta *meta = &n->rd.snapshot;
     if (e)
-        ms_fatal("raft: cannot install the snapshot at %llu: %s", (unsigned long long)meta->index,
-                 ms_err_name(e));
+        /* The old store is untouched and the file gone: a restart takes the log from the WAL
+         * as before, and the leader sends its snapshot again. */
+        ms_fatal("raft: cannot install the snapshot at %llu from the leader (%s): stopping, so "
+                 "that it is sent again after a restart",
+                 (unsigned long long)meta->index, ms_err_name(e));
     uint64_t t0 = clock_now_ms();
     if ((e = srv_conf_put(s->wtxn, &meta->conf)) != MS_OK)
         ms_fatal("cannot record the configuration: %s", ms_err_name(e));

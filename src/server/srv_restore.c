@@ -52,6 +52,11 @@ static ms_err write_new_cluster(struct srv *s, struct snap_writer *w)
     if (e == MS_OK)
         e = snap_writer_put(w, BE_BUCKET_META, (const uint8_t *)SRV_META_CONF_STATE,
                             strlen(SRV_META_CONF_STATE), v.p, v.len);
+    if (e == MS_E_NOT_EXIST && s->n_members > 1) {
+        /* Each member would start as a cluster of one. */
+        log_error("restore: the new cluster's configuration is missing");
+        return MS_E_INTERNAL;
+    }
     if (e && e != MS_E_NOT_EXIST)
         return e;
     struct be_cursor *c;

@@ -805,10 +805,12 @@ static void install_slice(struct srv *s, struct srv_copy *c)
     bool done;
     uint64_t t0 = clock_now_ns();
     ms_err e = snap_reader_next(c->r, INSTALL_SLICE, install_record, c, &done);
-    if (!e && !done && (e = be_txn_commit(c->dtxn)) == MS_OK)
-        e = be_txn_begin(c->dst, NULL, true, &c->dtxn);
-    if (e)
-        c->dtxn = NULL; /* a failed commit or begin leaves no txn */
+    if (!e && !done) {
+        e = be_txn_commit(c->dtxn);
+        c->dtxn = NULL; /* a commit ends the txn, also when it fails */
+        if (!e)
+            e = be_txn_begin(c->dst, NULL, true, &c->dtxn);
+    }
     c->slices++;
     if (clock_now_ns() - t0 > c->slice_max_ns)
         c->slice_max_ns = clock_now_ns() - t0;

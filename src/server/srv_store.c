@@ -21,6 +21,10 @@
 
 void srv_commit(struct srv *s)
 {
+    /* Something applied since the last commit: this one writes (the applied index at least),
+     * so LMDB syncs it, and with it the previous commit's meta page. An empty commit syncs
+     * nothing. */
+    bool syncs = s->store.applied > s->store.committed;
     uint64_t t0 = clock_now_ns();
     ms_err e = be_txn_commit(s->wtxn);
     s->wtxn = NULL;
@@ -30,7 +34,7 @@ void srv_commit(struct srv *s)
         ms_fatal("cannot begin a backend transaction: %s", ms_err_name(e));
     metrics_hist_observe(&s->ctr.backend_commit_seconds, (double)(clock_now_ns() - t0) / 1e9);
     s->ctr.backend_commits++;
-    if (!s->store.lazy_commit)
+    if (!s->store.lazy_commit || !syncs)
         return;
     /* This commit made the previous one durable (LMDB syncs a commit's meta page only with
      * the next one): WAL segments below what that one held can go. */

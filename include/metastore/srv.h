@@ -112,6 +112,12 @@ struct srv_req {
         struct srv_member_attr_req member;
         struct auth_req auth;
     } u;
+    /* A client's request (gateway or gRPC) and who asked: checked against the auth store again
+     * when its entry applies, as etcd's authApplierV3 does with the request header's user and
+     * auth revision, so that a member whose auth store lags cannot let a write through. The
+     * server's own requests (a lease's expiry, a member's attributes) leave checked false. */
+    bool checked;
+    struct auth_caller caller;
 };
 
 struct srv_result {

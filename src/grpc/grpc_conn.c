@@ -449,6 +449,8 @@ void grpc_call_submit(struct grpc_call *call, srv_done_fn done)
             call->sreq.u.auth.who = (struct auth_bytes){who, caller.user.len};
         } else if (!e) {
             e = srv_auth_check(srv, &caller, &call->sreq);
+            call->sreq.checked = true; /* and again when it applies */
+            call->sreq.caller = caller;
         }
     }
     if (e) {

@@ -272,6 +272,8 @@ void gw_submit(struct gw_req *r)
         r->sreq.u.auth.who = r->caller.user;
     } else {
         e = srv_auth_check(r->gw->srv, &r->caller, &r->sreq);
+        r->sreq.checked = true; /* and again when it applies */
+        r->sreq.caller = r->caller;
     }
     if (!e)
         e = srv_submit(r->gw->srv, &r->sreq, gw_on_done, r, &r->srv_id);

@@ -73,6 +73,10 @@ static ms_err apply(struct srv *s, const struct srv_req *req, uint64_t index,
         res->revision = kv_current_rev(s->kv);
         return srv_apply_alarm(s, &req->u.alarm, &res->u.alarm);
     }
+    /* A client's request again, against the auth store as of this entry (etcd
+     * authApplierV3): every member decides alike, whatever its store was at submit. */
+    if (req->checked && (e = srv_auth_check(s, &req->caller, req)) != MS_OK)
+        return e;
     /* While NOSPACE is raised, writes that add data fail (etcd applierV3Capped). */
     if (srv_has_alarm(s, SRV_ALARM_NOSPACE) && srv_request_cost(req) > 0)
         return MS_E_NO_SPACE;

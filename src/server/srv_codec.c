@@ -1,9 +1,10 @@
 /* srv_codec.c - the binary form of a request inside a log entry.
  *
- * Layout: version byte, request type, request id (uvarint), then the request's fields in a fixed
- * order. Integers are zig-zag varints, byte strings a uvarint length and the bytes. Decoding
- * is strict (every length checked against what remains, nesting depth capped) because entries
- * come back from disk and from peers.
+ * Layout: version byte, request type, request id (uvarint), who asked (version 2: flags, then
+ * the user and the auth revision of a checked request), then the request's fields in a fixed
+ * order. Version 1 entries (no caller) still decode. Integers are zig-zag varints, byte strings a
+ * uvarint length and the bytes. Decoding is strict (every length checked against what remains,
+ * nesting depth capped) because entries come back from disk and from peers.
  */
 #include "metastore/arena.h"
 #include "metastore/buf.h"
@@ -13,6 +14,9 @@
 #include <string.h>
 
 #define ENTRY_V1       1
+#define ENTRY_V2       2 /* with the caller */
+#define CALLER_CHECKED 1
+#define CALLER_USER    2
 #define MAX_LIST_COUNT 1000000
 
 static void put_i64(struct buf *b, int64_t v)
@@ -236,9 +240,15 @@ static bool get_txn(struct rd *r, struct arena *a, struct kv_txn_req *t, int dep
 
 void srv_entry_encode(uint64_t id, const struct srv_req *req, struct buf *out)
 {
-    buf_putc(out, ENTRY_V1);
+    buf_putc(out, ENTRY_V2);
     buf_putc(out, (char)req->type);
     buf_put_uvarint(out, id);
+    bool user = req->checked && req->caller.has_user;
+    buf_putc(out, (char)((req->checked ? CALLER_CHECKED : 0) | (user ? CALLER_USER : 0)));
+    if (user) {
+        buf_put_lbytes(out, req->caller.user.p, req->caller.user.len);
+        buf_put_uvarint(out, req->caller.revision);
+    }
     switch (req->type) {
     case SRV_REQ_RANGE:
         put_range(out, &req->u.range);
@@ -292,10 +302,22 @@ bool srv_entry_decode(const uint8_t *p, size_t len, struct arena *a, uint64_t *i
     struct rd r;
     rd_init(&r, p, len);
     memset(req, 0, sizeof(*req));
-    if (rd_u8(&r) != ENTRY_V1)
+    uint8_t version = rd_u8(&r);
+    if (version != ENTRY_V1 && version != ENTRY_V2)
         return false;
     uint8_t type = rd_u8(&r);
     *id = rd_uvarint(&r);
+    if (version == ENTRY_V2) {
+        uint8_t flags = rd_u8(&r);
+        if (flags & ~(CALLER_CHECKED | CALLER_USER) || flags == CALLER_USER)
+            return false;
+        req->checked = flags & CALLER_CHECKED;
+        if (flags & CALLER_USER) {
+            req->caller.has_user = true;
+            req->caller.user.p = rd_lbytes(&r, &req->caller.user.len);
+            req->caller.revision = rd_uvarint(&r);
+        }
+    }
     switch (type) {
     case SRV_REQ_RANGE:
         get_range(&r, &req->u.range);

@@ -758,6 +758,51 @@ static bool finish(struct cfg *c, bool have_dir, bool have_cluster, char *msg, s
     return true;
 }
 
+/* One key of the config file (name: the flag it sets) with its JSON value. */
+static bool load_key(struct cfg *c, const char *path, const char *name, json_t *val, bool *have_dir,
+                     bool *have_cluster, FILE *err, char *msg, size_t msgsz)
+{
+    const struct cfg_flag *f = find_flag(name, strlen(name));
+    if (!f || strcmp(name, "config-file") == 0) {
+        fprintf(err, "metastore: config file %s: ignoring unknown key \"%s\"\n", path, name);
+        return true;
+    }
+    char num[32];
+    const char *v;
+    if (json_is_string(val)) {
+        v = json_string_value(val);
+    } else if (json_is_boolean(val) && is_bool_flag(f)) {
+        v = json_is_true(val) ? "true" : "false";
+    } else if (json_is_integer(val) && json_integer_value(val) >= 0) {
+        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(val));
+        v = num;
+    } else {
+        snprintf(msg, msgsz,
+                 "config file %.200s: \"%s\" must be a string, a boolean or a non-negative "
+                 "integer",
+                 path, name);
+        return false;
+    }
+    if (strcmp(name, "data-dir") == 0)
+        *have_dir = true;
+    if (strcmp(name, "initial-cluster") == 0)
+        *have_cluster = true;
+    return f->set(c, v, msg, msgsz);
+}
+
+/* etcd's config file nests the TLS settings: client-transport-security and
+ * peer-transport-security hold cert-file, key-file, client-cert-auth, trusted-ca-file,
+ * auto-tls (and allowed-cn for peers), which are the flags of those names (peer-*,
+ * --peer-cert-allowed-cn). NULL when key is no such object. */
+static const char *transport_prefix(const char *key)
+{
+    if (strcmp(key, "client-transport-security") == 0)
+        return "";
+    if (strcmp(key, "peer-transport-security") == 0)
+        return "peer-";
+    return NULL;
+}
+
 static bool load_file(struct cfg *c, const char *path, bool *have_dir, bool *have_cluster,
                       FILE *err, char *msg, size_t msgsz)
 {
@@ -776,33 +821,23 @@ static bool load_file(struct cfg *c, const char *path, bool *have_dir, bool *hav
     {
         if (!ok)
             break;
-        const struct cfg_flag *f = find_flag(key, strlen(key));
-        if (!f || strcmp(key, "config-file") == 0) {
-            fprintf(err, "metastore: config file %s: ignoring unknown key \"%s\"\n", path, key);
+        const char *prefix = transport_prefix(key);
+        if (!prefix || !json_is_object(val)) {
+            ok = load_key(c, path, key, val, have_dir, have_cluster, err, msg, msgsz);
             continue;
         }
-        char num[32];
-        const char *v;
-        if (json_is_string(val)) {
-            v = json_string_value(val);
-        } else if (json_is_boolean(val) && is_bool_flag(f)) {
-            v = json_is_true(val) ? "true" : "false";
-        } else if (json_is_integer(val) && json_integer_value(val) >= 0) {
-            snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(val));
-            v = num;
-        } else {
-            snprintf(msg, msgsz,
-                     "config file %.200s: \"%s\" must be a string, a boolean or a non-negative "
-                     "integer",
-                     path, key);
-            ok = false;
-            break;
+        const char *sub;
+        json_t *sv;
+        json_object_foreach(val, sub, sv)
+        {
+            char name[96];
+            if (*prefix && strcmp(sub, "allowed-cn") == 0)
+                snprintf(name, sizeof(name), "peer-cert-allowed-cn");
+            else
+                snprintf(name, sizeof(name), "%s%.60s", prefix, sub);
+            if (!(ok = load_key(c, path, name, sv, have_dir, have_cluster, err, msg, msgsz)))
+                break;
         }
-        ok = f->set(c, v, msg, msgsz);
-        if (strcmp(key, "data-dir") == 0)
-            *have_dir = true;
-        if (strcmp(key, "initial-cluster") == 0)
-            *have_cluster = true;
     }
     json_decref(root);
     return ok;

@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static FILE *devnull;
@@ -151,6 +152,45 @@ START_TEST(urls)
 }
 END_TEST
 
+/* etcd's config file nests the TLS settings under client-transport-security and
+ * peer-transport-security; both spellings reach the same fields. */
+START_TEST(config_file_transport_security)
+{
+    char *dir = tu_mkdtemp("ms-test-cfg");
+    ck_assert_ptr_nonnull(dir);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/c.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"name\":\"n1\",\"client-transport-security\":{\"cert-file\":\"/c.crt\","
+          "\"key-file\":\"/c.key\",\"client-cert-auth\":true,\"trusted-ca-file\":\"/ca.crt\"},"
+          "\"peer-transport-security\":{\"cert-file\":\"/p.crt\",\"key-file\":\"/p.key\","
+          "\"auto-tls\":false,\"allowed-cn\":\"member\",\"client-cert-auth\":true}}",
+          f);
+    fclose(f);
+    struct cfg c;
+    const char *argv[] = {"metastore", "--config-file", path, NULL};
+    ck_assert_int_eq(load(&c, argv, NULL), CFG_OK);
+    ck_assert_str_eq(c.name, "n1");
+    ck_assert_str_eq(c.client_tls.cert_file, "/c.crt");
+    ck_assert_str_eq(c.client_tls.key_file, "/c.key");
+    ck_assert_str_eq(c.client_tls.trusted_ca_file, "/ca.crt");
+    ck_assert(c.client_tls.client_cert_auth);
+    ck_assert_str_eq(c.peer_tls.cert_file, "/p.crt");
+    ck_assert_str_eq(c.peer_tls.key_file, "/p.key");
+    ck_assert_str_eq(c.peer_tls.allowed_cn, "member");
+    ck_assert(c.peer_tls.client_cert_auth);
+    ck_assert(!c.peer_tls.auto_tls);
+    /* A wrong type inside is refused like one outside. */
+    f = fopen(path, "w");
+    fputs("{\"peer-transport-security\":{\"cert-file\":[1]}}", f);
+    fclose(f);
+    ck_assert_int_ne(load(&c, argv, NULL), CFG_OK);
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cfg");
@@ -161,6 +201,7 @@ int main(void)
     tcase_add_test(tc, cluster_flags);
     tcase_add_test(tc, invalid);
     tcase_add_test(tc, urls);
+    tcase_add_test(tc, config_file_transport_security);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -178,6 +178,7 @@ struct srv_store {
     uint64_t applied;      /* last applied index (consistent index), in the write txn */
     uint64_t applied_term; /* its term */
     uint64_t committed;    /* highest index in the last commit (durable after the next one) */
+    uint64_t durable;      /* highest index known durable in the backend */
     struct event *commit_ev;
 };
 

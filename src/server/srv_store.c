@@ -19,6 +19,24 @@
 #define SRV_COMMIT_ENTRIES 10000 /* LMDB: commit at the latest after this many entries */
 #define SRV_COMMIT_MS      100   /* ... or this often */
 
+static void arm_commit(struct srv *s)
+{
+    if (!evtimer_pending(s->store.commit_ev, NULL)) {
+        struct timeval tv = {0, SRV_COMMIT_MS * 1000};
+        evtimer_add(s->store.commit_ev, &tv);
+    }
+}
+
+/* What the backend holds durably moved up to index: WAL segments below it can go. */
+static void made_durable(struct srv *s, uint64_t index)
+{
+    if (index <= s->store.durable)
+        return;
+    s->store.durable = index;
+    if (s->hooks.durable)
+        s->hooks.durable(s, index);
+}
+
 void srv_commit(struct srv *s)
 {
     /* Something applied since the last commit: this one writes (the applied index at least),
@@ -37,11 +55,12 @@ void srv_commit(struct srv *s)
     if (!s->store.lazy_commit || !syncs)
         return;
     /* This commit made the previous one durable (LMDB syncs a commit's meta page only with
-     * the next one): WAL segments below what that one held can go. */
-    uint64_t durable = s->store.committed;
+     * the next one); this one becomes durable with the next commit, or with the sync the
+     * timer makes once nothing more is applied. */
+    uint64_t before = s->store.committed;
     s->store.committed = s->store.applied;
-    if (s->hooks.durable)
-        s->hooks.durable(s, durable);
+    made_durable(s, before);
+    arm_commit(s);
 }
 
 static void on_commit(evutil_socket_t fd, short what, void *arg)
@@ -49,8 +68,15 @@ static void on_commit(evutil_socket_t fd, short what, void *arg)
     struct srv *s = arg;
     (void)fd;
     (void)what;
-    if (s->store.applied > s->store.committed)
+    if (s->store.applied > s->store.committed) {
         srv_commit(s);
+    } else if (s->store.committed > s->store.durable) {
+        /* Quiet since the last commit: sync its meta page now. */
+        ms_err e = be_sync(s->be);
+        if (e)
+            ms_fatal("backend sync failed: %s", ms_err_name(e));
+        made_durable(s, s->store.committed);
+    }
 }
 
 /* After applying up to s->store.applied: commit now or arm the timer. */
@@ -64,10 +90,7 @@ static void maybe_commit(struct srv *s)
         srv_commit(s);
         return;
     }
-    if (!evtimer_pending(s->store.commit_ev, NULL)) {
-        struct timeval tv = {0, SRV_COMMIT_MS * 1000};
-        evtimer_add(s->store.commit_ev, &tv);
-    }
+    arm_commit(s);
 }
 
 void srv_store_applied(struct srv *s, uint64_t index, uint64_t term)
@@ -95,7 +118,7 @@ uint64_t srv_applied_term(const struct srv *s)
 ms_err srv_store_init(struct srv *s, bool lazy_commit, uint64_t applied, uint64_t term)
 {
     s->store.lazy_commit = lazy_commit;
-    s->store.applied = s->store.committed = applied;
+    s->store.applied = s->store.committed = s->store.durable = applied;
     s->store.applied_term = term;
     s->store.commit_ev = evtimer_new(s->base, on_commit, s);
     return s->store.commit_ev ? MS_OK : MS_E_NOMEM;

@@ -361,6 +361,11 @@ bool kv_compact_step(struct kv_store *kv, struct be_txn *txn, size_t budget, ms_
 bool kv_compact_pending(const struct kv_store *kv);
 
 /* CRC-32C over every record of bucket "key" (etcd maintenance Hash). */
+/* etcd's HashKV: the hash of the records up to rev (0: the current revision); *compact_rev the
+ * compaction revision. MS_E_COMPACTED for rev at or below it, MS_E_FUTURE_REV above the current
+ * revision. kv_hash is the same at the current revision. */
+ms_err kv_hash_kv(struct kv_store *kv, struct be_txn *txn, int64_t rev, uint32_t *out,
+                  int64_t *compact_rev);
 ms_err kv_hash(struct kv_store *kv, struct be_txn *txn, uint32_t *out);
 
 /* Read the events of revisions [from, to] (inclusive, from > compact rev) in revision order,

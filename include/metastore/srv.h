@@ -302,6 +302,9 @@ void srv_alarms(struct srv *s, const struct srv_alarm **alarms, size_t *n);
 
 /* etcd maintenance Hash of the keyspace, and the revision it was taken at. */
 ms_err srv_hash(struct srv *s, uint32_t *hash, int64_t *revision);
+/* etcd's HashKV at rev (0: current): the hash, the compaction revision, the current revision. */
+ms_err srv_hash_kv(struct srv *s, int64_t rev, uint32_t *hash, int64_t *compact_rev,
+                   int64_t *revision);
 
 /* This member (single node: the whole cluster). */
 void srv_self(struct srv *s, struct srv_member *m);

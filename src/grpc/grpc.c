@@ -30,6 +30,7 @@ static const struct grpc_method METHODS[] = {
     {"/etcdserverpb.Lease/LeaseLeases", GRPC_UNARY, grpc_lease_leases, NULL, NULL, NULL},
     {"/etcdserverpb.Maintenance/Status", GRPC_UNARY, grpc_maint_status, NULL, NULL, NULL},
     {"/etcdserverpb.Maintenance/Hash", GRPC_UNARY, grpc_maint_hash, NULL, NULL, NULL},
+    {"/etcdserverpb.Maintenance/HashKV", GRPC_UNARY, grpc_maint_hash_kv, NULL, NULL, NULL},
     {"/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, grpc_maint_alarm, NULL, NULL, NULL},
     {"/etcdserverpb.Maintenance/Defragment", GRPC_UNARY, grpc_maint_defragment, NULL, NULL, NULL},
     {"/etcdserverpb.Maintenance/Snapshot", GRPC_SERVER_STREAM, grpc_maint_snapshot, NULL,

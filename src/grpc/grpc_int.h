@@ -250,6 +250,7 @@ void grpc_lease_timetolive(struct grpc_call *call, const uint8_t *p, size_t len)
 void grpc_lease_leases(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_maint_status(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_maint_hash(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_maint_hash_kv(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_maint_alarm(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_maint_defragment(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_maint_snapshot(struct grpc_call *call, const uint8_t *p, size_t len);

@@ -99,6 +99,34 @@ void grpc_maint_hash(struct grpc_call *call, const uint8_t *p, size_t len)
         grpc_call_reply(call, &r.base);
 }
 
+void grpc_maint_hash_kv(struct grpc_call *call, const uint8_t *p, size_t len)
+{
+    ProtobufCAllocator al;
+    grpc_allocator(call->a, &al);
+    Etcdserverpb__HashKVRequest *m = etcdserverpb__hash_kvrequest__unpack(&al, len, p);
+    if (!m) {
+        grpc_call_bad_message(call, "HashKVRequest");
+        return;
+    }
+    if (!grpc_call_maint_auth(call, true))
+        return;
+    uint32_t hash;
+    int64_t rev, compact_rev;
+    ms_err e = srv_hash_kv(grpc_call_srv(call), m->revision, &hash, &compact_rev, &rev);
+    if (e) {
+        grpc_call_fail(call, e, NULL);
+        return;
+    }
+    Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
+    r.header = grpc_header(call, rev, true);
+    r.hash = hash;
+    r.compact_revision = compact_rev;
+    if (!r.header)
+        grpc_call_fail(call, MS_E_NOMEM, NULL);
+    else
+        grpc_call_reply(call, &r.base);
+}
+
 /* An AlarmResponse (etcd leaves its header unset). */
 static void reply_alarms(struct grpc_call *call, const struct srv_alarm *a, size_t n)
 {

@@ -89,24 +89,46 @@ bool kv_compact_step(struct kv_store *kv, struct be_txn *txn, size_t budget, ms_
     return done;
 }
 
-ms_err kv_hash(struct kv_store *kv, struct be_txn *txn, uint32_t *out)
+ms_err kv_hash_kv(struct kv_store *kv, struct be_txn *txn, int64_t rev, uint32_t *out,
+                  int64_t *compact_rev)
 {
-    (void)kv;
+    *compact_rev = kv->compact_rev;
+    if (rev > 0 && rev <= kv->compact_rev)
+        return MS_E_COMPACTED;
+    if (rev > kv->rev)
+        return MS_E_FUTURE_REV;
+    if (rev <= 0)
+        rev = kv->rev;
     struct be_cursor *c;
     struct be_val k, v;
     uint32_t h = crc32c(0, "key", 3);
     ms_err e = be_cursor_open(txn, BE_BUCKET_KEY, &c);
     if (e)
         return e;
+    /* Records in revision order: those up to rev. */
     for (e = be_cursor_seek(c, NULL, 0, &k, &v); e == MS_OK; e = be_cursor_next(c, &k, &v)) {
+        struct kv_rev r;
+        bool tomb;
+        if (!kv_rev_decode(k.p, k.len, &r, &tomb)) {
+            e = MS_E_DATA_CORRUPT;
+            break;
+        }
+        if (r.main > rev)
+            break;
         h = crc32c(h, k.p, k.len);
         h = crc32c(h, v.p, v.len);
     }
     be_cursor_close(c);
-    if (e != MS_E_NOT_EXIST)
+    if (e != MS_OK && e != MS_E_NOT_EXIST)
         return e;
     *out = h;
     return MS_OK;
+}
+
+ms_err kv_hash(struct kv_store *kv, struct be_txn *txn, uint32_t *out)
+{
+    int64_t compact_rev;
+    return kv_hash_kv(kv, txn, 0, out, &compact_rev);
 }
 
 ms_err kv_history(struct kv_store *kv, struct be_txn *txn, int64_t from, int64_t to,

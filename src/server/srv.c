@@ -561,6 +561,13 @@ ms_err srv_hash(struct srv *s, uint32_t *hash, int64_t *revision)
     return kv_hash(s->kv, s->wtxn, hash);
 }
 
+ms_err srv_hash_kv(struct srv *s, int64_t rev, uint32_t *hash, int64_t *compact_rev,
+                   int64_t *revision)
+{
+    *revision = kv_current_rev(s->kv);
+    return kv_hash_kv(s->kv, s->wtxn, rev, hash, compact_rev);
+}
+
 void srv_self(struct srv *s, struct srv_member *m)
 {
     m->id = s->member_id;

@@ -198,9 +198,9 @@ void srv_header(struct srv *s, struct srv_header *h);
 void srv_status(struct srv *s, struct srv_status *st);
 
 /* A consistent backup of the whole store, written to a snapshot file (snap.h). done gets the
- * file's path and size (borrowed during the call; the caller removes the file when done with
- * it) or an error. Cancel with srv_cancel. */
-typedef void (*srv_backup_fn)(void *ctx, ms_err err, const char *path, uint64_t size);
+ * file open for reading, already removed from its directory (the caller owns fd: the file goes
+ * when it is closed), and its size; or an error (fd -1). Cancel with srv_cancel. */
+typedef void (*srv_backup_fn)(void *ctx, ms_err err, int fd, uint64_t size);
 ms_err srv_backup(struct srv *s, srv_backup_fn done, void *ctx, uint64_t *id);
 
 /* Defragment the backend (LMDB: a compacting copy made in slices, then swapped in; writes go on

@@ -2,10 +2,10 @@
  * the Cluster service's MemberList, answered from the server's state as the gateway does.
  *
  * Snapshot is a server stream: the server writes a consistent backup file (srv_backup), which
- * is unlinked once open and sent in 32 KiB messages, each read only when the one before has
- * been taken by HTTP/2 (the drain hook), so memory stays bounded however slow the client; the
- * last message's blob is the SHA-256 of everything before it, as etcd sends it. The file is
- * zero-padded to a multiple of 512 bytes (a bbolt file always is, and etcdctl snapshot save
+ * comes open and already unlinked, and is sent in 32 KiB messages, each read only when the one
+ * before has been taken by HTTP/2 (the drain hook), so memory stays bounded however slow the
+ * client; the last message's blob is the SHA-256 of everything before it, as etcd sends it. The
+ * file is zero-padded to a multiple of 512 bytes (a bbolt file always is, and etcdctl snapshot save
  * refuses anything else); snap_read finds the snapshot inside such a saved file.
  */
 #include "grpc_int.h"
@@ -13,7 +13,6 @@
 #include "metastore/log.h"
 #include "metastore/sha256.h"
 
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,7 +285,7 @@ void grpc_maint_snapshot_free(struct grpc_call *call)
     call->svc = NULL;
 }
 
-static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
+static void on_backup(void *ctx, ms_err err, int fd, uint64_t size)
 {
     struct grpc_call *call = ctx;
     call->srv_id = 0;
@@ -295,13 +294,9 @@ static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
         return;
     }
     struct snap *st = calloc(1, sizeof(*st));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    unlink(path);
-    if (!st || fd < 0) {
-        if (fd >= 0)
-            close(fd);
-        free(st);
-        grpc_call_fail(call, MS_E_IO, NULL);
+    if (!st) {
+        close(fd);
+        grpc_call_fail(call, MS_E_NOMEM, NULL);
         return;
     }
     st->fd = fd;

@@ -4,8 +4,8 @@
  * we send it in 32 KiB pieces as {"result":{"remaining_bytes":"N","blob":"..."}}\n, each piece
  * only once the previous one has reached the socket (memory stays bounded however slow the
  * client is), and finish with one message whose blob is the SHA-256 of all the bytes before,
- * as etcd does (reference §9). The file is unlinked as soon as it is open, so nothing is left
- * behind whatever happens to the connection.
+ * as etcd does (reference §9). The server hands the file over open and already unlinked, so
+ * nothing is left behind whatever happens to the connection.
  */
 #include "codec.h"
 #include "gw_int.h"
@@ -13,7 +13,6 @@
 #include "metastore/log.h"
 #include "metastore/sha256.h"
 
-#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -125,7 +124,7 @@ static void send_next(void *arg)
     gw_reply(r, 200, NULL);
 }
 
-static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
+static void on_backup(void *ctx, ms_err err, int fd, uint64_t size)
 {
     struct gw_req *r = ctx;
     r->srv_id = 0;
@@ -134,13 +133,9 @@ static void on_backup(void *ctx, ms_err err, const char *path, uint64_t size)
         return;
     }
     struct snap_stream *st = calloc(1, sizeof(*st));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    unlink(path);
-    if (!st || fd < 0) {
-        if (fd >= 0)
-            close(fd);
-        free(st);
-        gw_reply_stream_error(r, MS_E_IO, NULL);
+    if (!st) {
+        close(fd);
+        gw_reply_stream_error(r, MS_E_NOMEM, NULL);
         return;
     }
     st->r = r;

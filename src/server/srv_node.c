@@ -41,7 +41,6 @@
 #include "metastore/tls.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -221,8 +220,7 @@ struct node_snap_out {
     uint64_t to;
     struct raft_msg msg; /* the core's MsgSnap (no entries), its metadata replaced */
     uint64_t backup_id;  /* srv_backup in progress (0: done) */
-    int fd;              /* the backup file, read by the transport */
-    char path[4400];
+    int fd;              /* the backup file (removed from its directory), read by the transport */
 };
 
 static void snap_out_free(struct srv *s, struct node_snap_out *o)
@@ -234,8 +232,6 @@ static void snap_out_free(struct srv *s, struct node_snap_out *o)
         }
     if (o->fd >= 0)
         close(o->fd);
-    if (o->path[0])
-        unlink(o->path);
     free(o);
 }
 
@@ -256,16 +252,15 @@ static void snap_src_close(void *ctx)
 }
 
 /* The backup for a follower is ready: stream it with the MsgSnap that names it. */
-static void on_snap_backup(void *ctx, ms_err err, const char *path, uint64_t size)
+static void on_snap_backup(void *ctx, ms_err err, int fd, uint64_t size)
 {
     struct node_snap_out *o = ctx;
     struct srv *s = o->s;
     o->backup_id = 0;
+    o->fd = fd;
     uint8_t hdr[32];
     if (!err) {
-        snprintf(o->path, sizeof(o->path), "%s", path);
-        o->fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (o->fd < 0 || pread(o->fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
+        if (pread(o->fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
             memcmp(hdr, "MSSNAP01", 8) != 0)
             err = MS_E_IO;
     }

@@ -365,14 +365,26 @@ static void complete_op(struct srv *s, struct srv_copy *c, ms_err e)
     for (size_t i = 0; i < s->copies.n_waiting; i++)
         if (s->copies.waiting[i].waiter == c->waiter)
             w = &s->copies.waiting[i];
+    int fd = -1;
+    uint64_t size = 0;
+    if (c->kind == COPY_BACKUP && c->path[0]) {
+        /* The file goes from the directory at once; the caller reads it through fd. */
+        struct stat sb = {0};
+        if (w && !e && ((fd = open(c->path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &sb) != 0))
+            e = MS_E_IO;
+        size = fd >= 0 && !e ? (uint64_t)sb.st_size : 0;
+        unlink(c->path);
+        if (e && fd >= 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
     if (!w)
         return; /* cancelled */
     struct srv_op_waiter we = *w;
     *w = s->copies.waiting[--s->copies.n_waiting];
     if (c->kind == COPY_BACKUP) {
-        struct stat sb;
-        uint64_t size = !e && stat(c->path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
-        we.backup_done(we.ctx, e, e ? NULL : c->path, size);
+        we.backup_done(we.ctx, e, fd, size);
     } else {
         struct srv_result res = {.type = SRV_REQ_DEFRAG, .revision = kv_current_rev(s->kv)};
         we.done(we.ctx, e, e ? NULL : &res);
@@ -408,8 +420,6 @@ static void finish(struct srv *s, struct srv_copy *c)
     if (e)
         log_error("%s failed: %s", kind_name(c->kind), ms_err_name(e));
     complete_op(s, c, e);
-    if (c->kind == COPY_BACKUP && e)
-        unlink(c->path);
     copy_free(c);
 }
 
@@ -870,8 +880,6 @@ ms_err srv_snap_install(struct srv *s, const char *path)
         log_warn("a snapshot from the leader replaces the store: the running %s fails",
                  kind_name(old->kind));
         complete_op(s, old, MS_E_INTERNAL);
-        if (old->kind == COPY_BACKUP)
-            unlink(old->path);
         copy_free(old);
     }
     s->copies.copy = c;

@@ -125,7 +125,11 @@ bool raft_maybe_send_append(struct raft *r, uint64_t to, bool send_if_empty)
 
 void raft_send_append(struct raft *r, uint64_t to)
 {
-    raft_maybe_send_append(r, to, true);
+    struct raft_progress *pr = raft_tracker_get(&r->trk, to);
+    if (!pr || r->state != RAFT_LEADER)
+        return;
+    pr->append_due = true;
+    r->appends_due = true;
 }
 
 static void send_heartbeat(struct raft *r, struct raft_progress *pr, uint64_t ctx)
@@ -142,6 +146,25 @@ void raft_bcast_append(struct raft *r)
     for (size_t i = 0; i < r->trk.n; i++)
         if (r->trk.prs[i].id != r->id)
             raft_send_append(r, r->trk.prs[i].id);
+}
+
+void raft_flush_appends(struct raft *r)
+{
+    if (!r->appends_due)
+        return;
+    r->appends_due = false;
+    for (size_t i = 0; i < r->trk.n; i++) {
+        struct raft_progress *pr = &r->trk.prs[i];
+        uint64_t id = pr->id;
+        if (!pr->append_due)
+            continue;
+        pr->append_due = false;
+        if (r->state != RAFT_LEADER || !raft_maybe_send_append(r, id, true))
+            continue;
+        /* What one message could not carry, as far as the peer's window allows. */
+        while (raft_maybe_send_append(r, id, false)) {
+        }
+    }
 }
 
 void raft_bcast_heartbeat(struct raft *r)
@@ -231,6 +254,7 @@ static void reset(struct raft *r, uint64_t term)
         r->vote = RAFT_NONE;
     }
     r->lead = RAFT_NONE;
+    r->appends_due = false;
     r->election_elapsed = 0;
     r->heartbeat_elapsed = 0;
     reset_randomized_election_timeout(r);
@@ -246,6 +270,7 @@ static void reset(struct raft *r, uint64_t term)
         pr->state = RAFT_PROGRESS_PROBE;
         pr->recent_active = false;
         pr->flow_paused = false;
+        pr->append_due = false;
         raft_inflights_reset(&pr->inf);
     }
     r->pending_conf_index = 0;

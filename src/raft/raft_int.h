@@ -157,6 +157,7 @@ struct raft_progress {
     enum raft_progress_state state;
     bool recent_active;
     bool flow_paused;
+    bool append_due; /* an append (empty if nothing is new) waits for the next Ready */
     bool learner;
     struct raft_inflights inf;
 };
@@ -331,6 +332,7 @@ struct raft {
     struct raft_msgs msgs_after; /* to send after persistence; may include self-acks */
     uint64_t lead;
     uint64_t lead_transferee;
+    bool appends_due; /* some peer's append_due is set */
     uint64_t pending_conf_index;
     uint64_t uncommitted_size;
     struct raft_readonly ro;
@@ -358,9 +360,13 @@ void raft_become_follower(struct raft *r, uint64_t term, uint64_t lead);
 void raft_become_leader(struct raft *r);
 void raft_hup(struct raft *r, bool transfer);
 void raft_campaign_internal(struct raft *r, int kind);
-void raft_send_append(struct raft *r, uint64_t to);
 bool raft_maybe_send_append(struct raft *r, uint64_t to, bool send_if_empty);
+/* An append to one peer, or to every peer: sent at the next Ready, so that what a loop turn
+ * proposes and commits goes to each peer as one message, not one per proposal or ack. */
+void raft_send_append(struct raft *r, uint64_t to);
 void raft_bcast_append(struct raft *r);
+/* Send the appends left due (raft_ready calls it first). */
+void raft_flush_appends(struct raft *r);
 void raft_bcast_heartbeat(struct raft *r);
 bool raft_append_entries(struct raft *r, struct raft_entry *ents, size_t n);
 bool raft_maybe_commit(struct raft *r);

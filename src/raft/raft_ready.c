@@ -68,7 +68,7 @@ bool raft_has_ready(const struct raft *r)
         return true;
     if (raft_log_has_next_unstable_snap(&r->log))
         return true;
-    if (r->msgs.n || r->msgs_after.n || r->read_states.n)
+    if (r->msgs.n || r->msgs_after.n || r->read_states.n || r->appends_due)
         return true;
     const struct raft_entry *ents;
     return raft_log_next_unstable(&r->log, &ents) > 0 || raft_log_has_next_committed(&r->log);
@@ -88,6 +88,7 @@ ms_err raft_ready(struct raft *r, struct raft_ready *rd)
     if (b->out)
         return MS_E_BAD_REQUEST;
     memset(rd, 0, sizeof(*rd));
+    raft_flush_appends(r);
 
     const struct raft_entry *unstable;
     size_t n = raft_log_next_unstable(&r->log, &unstable);

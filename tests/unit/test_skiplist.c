@@ -111,6 +111,78 @@ START_TEST(random_against_sorted_array)
 }
 END_TEST
 
+/* Key i: its decimal digits repeated to a length that varies with i (1 to 40 bytes). */
+static size_t grow_key(int i, char *k)
+{
+    char d[16];
+    int dl = snprintf(d, sizeof(d), "%d", i);
+    size_t len = 1 + (size_t)(i * 7 % 40);
+    for (size_t j = 0; j < len; j++)
+        k[j] = d[j % (size_t)dl];
+    return len;
+}
+
+START_TEST(exact_lookups_while_the_index_grows)
+{
+    /* The point index doubles eleven times on the way to 30,000 keys and moves its buckets a
+     * few per insert: every key must be found at every step, by sl_find and by sl_insert, and
+     * the node found must be the one the ordered walk reaches. */
+    enum { N = 30000 };
+    struct sl *l = sl_create(3);
+    struct sl_node **nodes = calloc(N, sizeof(*nodes));
+    char k[48];
+    for (int i = 0; i < N; i++) {
+        size_t kl = grow_key(i, k);
+        bool existed;
+        ck_assert(sl_insert(l, (uint8_t *)k, kl, (void *)(intptr_t)(i + 1), &nodes[i], &existed));
+        if (existed) {
+            nodes[i] = NULL; /* the same bytes as an earlier key */
+            continue;
+        }
+        ck_assert_ptr_eq(sl_find(l, (uint8_t *)k, kl), nodes[i]);
+        int j = (int)((unsigned)i * 2654435761u % (unsigned)(i + 1));
+        if (nodes[j]) {
+            size_t jl = grow_key(j, k);
+            ck_assert_ptr_eq(sl_find(l, (uint8_t *)k, jl), nodes[j]);
+            ck_assert_ptr_eq(sl_seek_ge(l, (uint8_t *)k, jl), nodes[j]);
+        }
+    }
+    ck_assert_ptr_null(sl_find(l, (const uint8_t *)"absent", 6));
+    /* Remove every other key, then look for all of them. */
+    for (int i = 0; i < N; i += 2) {
+        if (!nodes[i])
+            continue;
+        size_t kl = grow_key(i, k);
+        bool found;
+        ck_assert_ptr_eq(sl_remove(l, (uint8_t *)k, kl, &found), (void *)(intptr_t)(i + 1));
+        ck_assert(found);
+        nodes[i] = NULL;
+    }
+    size_t live = 0;
+    for (int i = 0; i < N; i++) {
+        size_t kl = grow_key(i, k);
+        struct sl_node *n = sl_find(l, (uint8_t *)k, kl);
+        if (i % 2 == 0) {
+            /* Removed, unless an odd key has the same bytes. */
+            ck_assert(!n || sl_node_val(n) != (void *)(intptr_t)(i + 1));
+            continue;
+        }
+        if (!nodes[i])
+            continue;
+        live++;
+        ck_assert_ptr_eq(n, nodes[i]);
+        bool existed;
+        struct sl_node *again;
+        ck_assert(sl_insert(l, (uint8_t *)k, kl, NULL, &again, &existed));
+        ck_assert(existed);
+        ck_assert_ptr_eq(again, nodes[i]);
+    }
+    ck_assert_uint_eq(sl_count(l), live);
+    free(nodes);
+    sl_destroy(l, NULL);
+}
+END_TEST
+
 static int freed;
 static void count_free(void *p)
 {
@@ -140,6 +212,7 @@ int main(void)
     TCase *tc = tcase_create("map");
     tcase_add_test(tc, order_and_seek);
     tcase_add_test(tc, random_against_sorted_array);
+    tcase_add_test(tc, exact_lookups_while_the_index_grows);
     tcase_add_test(tc, destroy_frees_values);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

@@ -363,6 +363,23 @@ ms_err raft_ready(struct raft *r, struct raft_ready *rd);
  *                programming error (asserted). A no-op when no Ready is outstanding. */
 void raft_advance(struct raft *r, const struct raft_ready *rd);
 
+/* While a Ready is outstanding and its committed entries are applied: the entries committed
+ * since that are stable here already (persisted by an earlier Ready), so that they need not wait
+ * for the outstanding Ready's fdatasync. A leader learns most commits this way: its followers'
+ * acknowledgements arrive while its next batch is being persisted. The caller applies them in
+ * order (as rd->committed, conf changes included) before any other input, then calls
+ * raft_advance_committed. Never hands out an entry twice, nor one that is not stable.
+ * @param[out] ents  the entries, owned by the core until raft_advance_committed
+ * @return their number; 0 when there are none (or no Ready is outstanding). */
+size_t raft_committed_now(struct raft *r, const struct raft_entry **ents);
+
+/* True if raft_committed_now would return entries. */
+bool raft_has_committed_now(const struct raft *r);
+
+/* The entries of the last raft_committed_now are applied: the applied index moves, and their
+ * memory is freed. A no-op when none are out. */
+void raft_advance_committed(struct raft *r);
+
 /* Fill st with a snapshot of the core's state. */
 void raft_status(const struct raft *r, struct raft_status *st);
 

@@ -316,6 +316,11 @@ struct raft_batch {
     uint64_t applied_index; /* last committed entry handed out (0: none) */
     uint64_t applied_bytes;
     uint64_t applied_payload;
+    /* raft_committed_now's entries, out until raft_advance_committed */
+    struct raft_entry *now;
+    size_t n_now;
+    uint64_t now_bytes;
+    uint64_t now_payload;
 };
 
 struct raft {

@@ -13,8 +13,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void free_now(struct raft_batch *b)
+{
+    for (size_t i = 0; i < b->n_now; i++)
+        raft_entry_fini(&b->now[i]);
+    free(b->now);
+    b->now = NULL;
+    b->n_now = 0;
+}
+
 void raft_batch_free(struct raft_batch *b)
 {
+    free_now(b);
     for (size_t i = 0; i < b->n_entries; i++)
         raft_entry_fini(&b->entries[i]);
     free(b->entries);
@@ -170,6 +180,7 @@ void raft_advance(struct raft *r, const struct raft_ready *rd)
         return;
     /* rd, when given, must be the outstanding Ready (its arrays are ours) */
     MS_ASSERT(!rd || (rd->entries == b->entries && rd->committed == b->committed));
+    MS_ASSERT(!b->n_now); /* raft_committed_now's entries are advanced first */
     for (size_t i = 0; i < b->steps_on_advance.n; i++)
         (void)raft_step_internal(r, &b->steps_on_advance.v[i]);
     if (b->stable_resp) {
@@ -188,6 +199,41 @@ void raft_advance(struct raft *r, const struct raft_ready *rd)
         raft_reduce_uncommitted(r, b->applied_payload);
     }
     raft_batch_free(b);
+}
+
+bool raft_has_committed_now(const struct raft *r)
+{
+    return r->rd.out && !r->rd.n_now && raft_log_has_next_committed(&r->log);
+}
+
+size_t raft_committed_now(struct raft *r, const struct raft_entry **ents)
+{
+    struct raft_batch *b = &r->rd;
+    *ents = NULL;
+    if (!raft_has_committed_now(r))
+        return 0;
+    /* Only stable entries: raft_log_next_committed stops below the unstable tail, which holds
+     * the outstanding Ready's entries until raft_advance. */
+    struct raft_ents c = {0};
+    raft_log_next_committed(&r->log, &c);
+    raft_ents_steal(&c, &b->now, &b->n_now);
+    if (!b->n_now)
+        return 0;
+    b->now_bytes = raft_ents_size(b->now, b->n_now);
+    b->now_payload = raft_ents_payload(b->now, b->n_now);
+    raft_log_accept_applying(&r->log, b->now[b->n_now - 1].index, b->now_bytes);
+    *ents = b->now;
+    return b->n_now;
+}
+
+void raft_advance_committed(struct raft *r)
+{
+    struct raft_batch *b = &r->rd;
+    if (!b->n_now)
+        return;
+    raft_applied_to(r, b->now[b->n_now - 1].index, b->now_bytes);
+    raft_reduce_uncommitted(r, b->now_payload);
+    free_now(b);
 }
 
 void raft_status(const struct raft *r, struct raft_status *st)

@@ -53,6 +53,7 @@ struct sim_result {
     uint64_t snapshots_sent;
     uint64_t conf_changes;
     uint64_t early_applies; /* Readies whose committed entries were applied before persisting */
+    uint64_t now_applies;   /* raft_committed_now batches applied while a Ready persisted */
     bool lin_gave_up;
 };
 

@@ -3,7 +3,8 @@
  * (docs/raft.md): send msgs, write records, sync (maybe later: the disk is slow), then send
  * msgs_after_persist, apply, serve reads, advance. With p_apply_early a share of the Readies
  * is applied (and its reads served) right after sending msgs, before its records are written,
- * as the server does. Crash points may cut any Ready short.
+ * as the server does, and then entries committed meanwhile that are stable already are applied
+ * while the Ready persists (raft_committed_now). Crash points may cut any Ready short.
  */
 #include "sim.h"
 
@@ -713,9 +714,34 @@ void sim_node_sync_done(struct sim *s, uint64_t id, uint64_t incarnation)
     persist_done(s, n);
 }
 
+/* As the server does while a Ready's fdatasync is pending: apply what has been committed since
+ * and is stable here already (raft_committed_now), once the Ready's own committed entries are
+ * applied. Only on the seeds that apply in the server's order, so the others run unchanged. */
+static void apply_now(struct sim *s, struct sim_node *n)
+{
+    if (!s->k.p_apply_early || !n->up || n->paused || !n->rd_out ||
+        (n->rd.n_committed && !n->rd_applied))
+        return;
+    if (!raft_has_committed_now(n->r))
+        return;
+    sim_check_commit(s, n->id); /* under the configuration that committed them, as below */
+    const struct raft_entry *ents;
+    size_t k = raft_committed_now(n->r, &ents);
+    sim_trace(s, "n%llu applies %llu..%llu while its Ready persists", (unsigned long long)n->id,
+              (unsigned long long)ents[0].index, (unsigned long long)ents[k - 1].index);
+    for (size_t i = 0; i < k && !s->failed; i++) {
+        sim_check_durable(s, n->id, &ents[i]);
+        apply_entry(s, n, &ents[i]);
+    }
+    raft_advance_committed(n->r);
+    s->res->now_applies++;
+    serve_reads(s, n);
+}
+
 void sim_node_flush(struct sim *s, uint64_t id)
 {
     struct sim_node *n = node(s, id);
+    apply_now(s, n);
     for (int guard = 0; n->up && !n->paused && !n->rd_out && !s->failed && raft_has_ready(n->r);
          guard++) {
         if (guard > 1000) {

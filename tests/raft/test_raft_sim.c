@@ -127,6 +127,7 @@ int main(int argc, char **argv)
         tot.snapshots_sent += res.snapshots_sent;
         tot.conf_changes += res.conf_changes;
         tot.early_applies += res.early_applies;
+        tot.now_applies += res.now_applies;
         early_seeds += res.early_applies > 0;
         gave_up += res.lin_gave_up;
     }
@@ -141,17 +142,18 @@ int main(int argc, char **argv)
         printf("planted bug NOT caught in %llu seeds (%.1fs)\n", (unsigned long long)ran, dt);
         return 1;
     }
-    printf("seeds %llu-%llu: %llu run, %llu failed, %.1fs; events %llu, ops ok %llu unknown "
-           "%llu failed %llu, leaders %llu, crashes %llu, snapshots sent %llu, conf changes "
-           "applied %llu, Readies applied before persisting %llu in %llu seeds, linearizability "
-           "searches given up %llu\n",
-           (unsigned long long)first, (unsigned long long)(first + ran - 1),
-           (unsigned long long)ran, (unsigned long long)failures, dt,
-           (unsigned long long)tot.events, (unsigned long long)tot.ops_ok,
-           (unsigned long long)tot.ops_unknown, (unsigned long long)tot.ops_failed,
-           (unsigned long long)tot.leaders, (unsigned long long)tot.crashes,
-           (unsigned long long)tot.snapshots_sent, (unsigned long long)tot.conf_changes,
-           (unsigned long long)tot.early_applies, (unsigned long long)early_seeds,
-           (unsigned long long)gave_up);
+    printf(
+        "seeds %llu-%llu: %llu run, %llu failed, %.1fs; events %llu, ops ok %llu unknown "
+        "%llu failed %llu, leaders %llu, crashes %llu, snapshots sent %llu, conf changes "
+        "applied %llu, Readies applied before persisting %llu in %llu seeds, commits applied while "
+        "a Ready persisted %llu, linearizability searches given up %llu\n",
+        (unsigned long long)first, (unsigned long long)(first + ran - 1), (unsigned long long)ran,
+        (unsigned long long)failures, dt, (unsigned long long)tot.events,
+        (unsigned long long)tot.ops_ok, (unsigned long long)tot.ops_unknown,
+        (unsigned long long)tot.ops_failed, (unsigned long long)tot.leaders,
+        (unsigned long long)tot.crashes, (unsigned long long)tot.snapshots_sent,
+        (unsigned long long)tot.conf_changes, (unsigned long long)tot.early_applies,
+        (unsigned long long)early_seeds, (unsigned long long)tot.now_applies,
+        (unsigned long long)gave_up);
     return failures ? 1 : 0;
 }

@@ -5,6 +5,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Under AddressSanitizer, memory not handed out (a new chunk, a chunk after arena_reset) is
+ * poisoned, so that a pointer kept past a reset is reported as one kept past a free would be. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ARENA_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define ARENA_ASAN 1
+#endif
+#ifdef ARENA_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POISON(p, n)   ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #define ARENA_ALIGN     16u
 #define ARENA_MAX_ALLOC ((size_t)1 << 40)
 
@@ -29,6 +48,7 @@ static struct chunk *chunk_create(size_t cap)
     c->next = NULL;
     c->cap = cap;
     c->used = 0;
+    POISON(c->data, cap);
     return c;
 }
 
@@ -53,6 +73,7 @@ static void free_chain(struct chunk *c, const struct chunk *stop)
 {
     while (c && c != stop) {
         struct chunk *next = c->next;
+        UNPOISON(c->data, c->cap);
         free(c);
         c = next;
     }
@@ -71,6 +92,7 @@ void arena_reset(struct arena *a)
     /* Chunks are linked newest first; the first chunk is the tail of the list. */
     free_chain(a->head, a->first);
     a->head = a->first;
+    POISON(a->first->data, a->first->cap);
     a->first->used = 0;
     a->first->next = NULL;
     a->used = 0;
@@ -98,6 +120,7 @@ void *arena_alloc(struct arena *a, size_t n)
         c = nc;
     }
     void *p = c->data + c->used;
+    UNPOISON(p, n ? n : 1);
     c->used += need;
     a->used += need;
     return p;

@@ -312,6 +312,29 @@ START_TEST(err_table)
 }
 END_TEST
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+/* Memory an arena has not handed out, or took back with a reset, is poisoned: a pointer kept
+ * past arena_reset is caught as a use after free would be (kept arenas are reused). */
+START_TEST(arena_poisons_what_it_took_back)
+{
+    struct arena *a = arena_create(4096);
+    uint8_t *p = arena_alloc(a, 24);
+    ck_assert(!__asan_address_is_poisoned(p));
+    ck_assert(!__asan_address_is_poisoned(p + 23));
+    ck_assert(__asan_address_is_poisoned(p + 24));
+    ck_assert(__asan_address_is_poisoned(p + 1000));
+    arena_reset(a);
+    ck_assert(__asan_address_is_poisoned(p));
+    uint8_t *q = arena_alloc(a, 8);
+    ck_assert_ptr_eq(q, p);
+    ck_assert(!__asan_address_is_poisoned(q + 7));
+    ck_assert(__asan_address_is_poisoned(q + 16));
+    arena_destroy(a);
+}
+END_TEST
+#endif
+
 static Suite *util_suite(void)
 {
     Suite *s = suite_create("util");
@@ -323,6 +346,9 @@ static Suite *util_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("arena");
     tcase_add_test(tc, arena_alloc_reset);
+#if defined(__SANITIZE_ADDRESS__)
+    tcase_add_test(tc, arena_poisons_what_it_took_back);
+#endif
     suite_add_tcase(s, tc);
     tc = tcase_create("buf");
     tcase_add_test(tc, buf_and_rd);

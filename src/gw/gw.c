@@ -133,7 +133,13 @@ static void req_release(struct gw_req *r)
     if (r->srv_id)
         srv_cancel(r->gw->srv, r->srv_id);
     req_unlink(r);
-    arena_destroy(r->a);
+    struct gw *gw = r->gw;
+    if (r->spare_arena && gw->n_spare < GW_SPARE_ARENAS) {
+        arena_reset(r->a);
+        gw->spare[gw->n_spare++] = r->a;
+    } else {
+        arena_destroy(r->a);
+    }
     free(r);
 }
 
@@ -414,7 +420,14 @@ static struct gw_req *req_create(struct gw *gw, struct http_request *req)
     r->gw = gw;
     r->req = req;
     size_t len = req->body_len;
-    r->a = arena_create(len + 4096);
+    /* Room for the body and 4 KiB of work at least, in a kept arena when it fits. */
+    r->spare_arena = len + 4096 <= GW_ARENA_FIRST;
+    if (!r->spare_arena)
+        r->a = arena_create(len + 4096);
+    else if (gw->n_spare)
+        r->a = gw->spare[--gw->n_spare];
+    else
+        r->a = arena_create(GW_ARENA_FIRST);
     char *body = r->a ? arena_alloc(r->a, len + 1) : NULL;
     if (!body) {
         arena_destroy(r->a);
@@ -761,5 +774,7 @@ void gw_destroy(struct gw *gw)
         gw_abandon(gw->pending);
     gw_watch_destroy(gw->watch);
     tls_ctx_destroy(gw->tls); /* after every connection made from it */
+    while (gw->n_spare)
+        arena_destroy(gw->spare[--gw->n_spare]);
     free(gw);
 }

@@ -13,6 +13,9 @@ struct gw_watch;
 
 typedef void (*gw_handler_fn)(struct gw_req *r);
 
+#define GW_SPARE_ARENAS 64   /* at most this many kept: the concurrency of a busy moment */
+#define GW_ARENA_FIRST  8192 /* the first chunk of a kept arena */
+
 struct gw {
     struct event_base *base;
     struct srv *srv;
@@ -22,6 +25,10 @@ struct gw {
     size_t grpc_max;        /* etcd's gRPC receive limit: max-request-bytes + 512 KiB */
     struct gw_req *pending; /* requests waiting for srv, doubly linked */
     struct gw_watch *watch; /* the watch streams: owned, and read, by gw_watch.c alone */
+    /* Arenas of finished requests, reset, for the next ones (a request's arena was a malloc of
+     * 4 KiB and more, and its free, each time). */
+    struct arena *spare[GW_SPARE_ARENAS];
+    size_t n_spare;
 };
 
 /* One HTTP request in flight. Owns its arena. It ends in exactly one call: gw_reply (answered)
@@ -39,6 +46,7 @@ struct gw_req {
     void *route;               /* the route's own state, in the arena (NULL: none) */
     bool streamed;             /* gw_stream_start sent the 200: the answer is a chunked stream */
     bool auth_done;            /* gw_auth_caller looked at the token */
+    bool spare_arena;          /* a has GW_ARENA_FIRST bytes first: it may be kept */
     struct auth_caller caller; /* who the token names (user in the arena) */
     struct gw_req *prev;
     struct gw_req *next;

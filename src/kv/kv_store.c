@@ -135,10 +135,20 @@ struct kv_store *kv_store_open(struct be_txn *txn, ms_err *err)
     return open_restored(r, txn, err);
 }
 
+static void write_free(struct kv_write *w)
+{
+    if (!w)
+        return;
+    free(w->undo);
+    free(w->ev);
+    free(w);
+}
+
 void kv_store_close(struct kv_store *kv)
 {
     if (!kv)
         return;
+    write_free(kv->spare);
     kv_index_fini(&kv->ix);
     buf_fini(&kv->scratch);
     free(kv);
@@ -152,6 +162,7 @@ ms_err kv_restore_end(struct kv_store *kv, struct kv_restore *r, struct be_txn *
         return e;
     fresh->lease_fn = kv->lease_fn;
     fresh->lease_ctx = kv->lease_ctx;
+    write_free(kv->spare);
     kv_index_fini(&kv->ix);
     buf_fini(&kv->scratch);
     *kv = *fresh;
@@ -246,13 +257,29 @@ static ms_err write_lookup(struct kv_write *w, const uint8_t *key, size_t klen, 
     return MS_OK;
 }
 
+/* A finished write: kept for the next one (its struct and arrays are a calloc and two reallocs
+ * a write otherwise), unless one is kept already or its arrays grew large (a big txn). */
+static void write_keep(struct kv_write *w)
+{
+    struct kv_store *kv = w->kv;
+    if (kv->spare || w->cap_undo > 64 || w->cap_ev > 64) {
+        write_free(w);
+        return;
+    }
+    kv->spare = w;
+}
+
 ms_err kv_write_begin(struct kv_store *kv, struct be_txn *txn, struct arena *a,
                       struct kv_write **out)
 {
-    struct kv_write *w = calloc(1, sizeof(*w));
-    if (!w)
+    struct kv_write *w = kv->spare;
+    kv->spare = NULL;
+    if (!w && !(w = calloc(1, sizeof(*w))))
         return MS_E_NOMEM;
     w->kv = kv;
+    w->sub = 0;
+    w->n_undo = 0;
+    w->n_ev = 0;
     w->txn = txn;
     w->a = a;
     w->rev = kv->rev + 1;
@@ -434,9 +461,7 @@ void kv_write_end(struct kv_write *w, struct kv_event **events, size_t *n_events
         else
             log_error("kv: out of memory publishing %zu events", w->n_ev);
     }
-    free(w->undo);
-    free(w->ev);
-    free(w);
+    write_keep(w);
 }
 
 void kv_write_abort(struct kv_write *w)
@@ -445,7 +470,5 @@ void kv_write_abort(struct kv_write *w)
         struct kv_undo *u = &w->undo[i];
         kv_index_undo(&w->kv->ix, u->key, u->klen, u->tomb, u->remove_node, u->prev_modified);
     }
-    free(w->undo);
-    free(w->ev);
-    free(w);
+    write_keep(w);
 }

@@ -17,7 +17,8 @@ struct kv_store {
     struct kv_rev compact_next;  /* where the removal resumes */
     kv_lease_exists_fn lease_fn; /* NULL: accept every lease */
     void *lease_ctx;
-    struct buf scratch; /* record encoding */
+    struct buf scratch;     /* record encoding */
+    struct kv_write *spare; /* a finished write kept with its arrays for the next (or NULL) */
 };
 
 /* Compact the index at rev; the removal of older records is scheduled from the start. */

@@ -26,58 +26,75 @@
 struct gw_route {
     const char *path; /* below /v3 */
     gw_handler_fn fn; /* NULL: known to etcd, not implemented here yet */
+    const char *rpc;  /* the gRPC method etcd's gateway calls, counted in grpc_server_* */
+    const char *type; /* its kind, as grpc_server_*'s grpc_type label says it */
 };
 
+#define KV(m)    "/etcdserverpb.KV/" m, "unary"
+#define LEASE(m) "/etcdserverpb.Lease/" m, "unary"
+#define MEMB(m)  "/etcdserverpb.Cluster/" m, "unary"
+#define MAINT(m) "/etcdserverpb.Maintenance/" m, "unary"
+#define AUTH(m)  "/etcdserverpb.Auth/" m, "unary"
+#define ELECT(m) "/v3electionpb.Election/" m, "unary"
+
 static const struct gw_route ROUTES[] = {
-    {"/kv/range", gw_kv_range},
-    {"/kv/put", gw_kv_put},
-    {"/kv/deleterange", gw_kv_deleterange},
-    {"/kv/txn", gw_kv_txn},
-    {"/kv/compaction", gw_kv_compaction},
-    {"/watch", gw_watch},
-    {"/lease/grant", gw_lease_grant},
-    {"/lease/revoke", gw_lease_revoke},
-    {"/kv/lease/revoke", gw_lease_revoke},
-    {"/lease/keepalive", gw_lease_keepalive},
-    {"/lease/timetolive", gw_lease_timetolive},
-    {"/kv/lease/timetolive", gw_lease_timetolive},
-    {"/lease/leases", gw_lease_leases},
-    {"/kv/lease/leases", gw_lease_leases},
-    {"/cluster/member/add", NULL},
-    {"/cluster/member/remove", NULL},
-    {"/cluster/member/update", NULL},
-    {"/cluster/member/list", gw_cluster_member_list},
-    {"/cluster/member/promote", NULL},
-    {"/maintenance/alarm", gw_maint_alarm},
-    {"/maintenance/status", gw_maint_status},
-    {"/maintenance/defragment", gw_maint_defrag},
-    {"/maintenance/hash", gw_maint_hash},
-    {"/maintenance/snapshot", gw_maint_snapshot},
-    {"/maintenance/transfer-leadership", NULL},
-    {"/auth/enable", gw_auth_enable},
-    {"/auth/disable", gw_auth_disable},
-    {"/auth/authenticate", gw_auth_authenticate},
-    {"/auth/user/add", gw_auth_user_add},
-    {"/auth/user/get", gw_auth_user_get},
-    {"/auth/user/list", gw_auth_user_list},
-    {"/auth/user/delete", gw_auth_user_delete},
-    {"/auth/user/changepw", gw_auth_user_changepw},
-    {"/auth/user/grant", gw_auth_user_grant},
-    {"/auth/user/revoke", gw_auth_user_revoke},
-    {"/auth/role/add", gw_auth_role_add},
-    {"/auth/role/get", gw_auth_role_get},
-    {"/auth/role/list", gw_auth_role_list},
-    {"/auth/role/delete", gw_auth_role_delete},
-    {"/auth/role/grant", gw_auth_role_grant},
-    {"/auth/role/revoke", gw_auth_role_revoke},
-    {"/lock/lock", gw_lock_lock},
-    {"/lock/unlock", gw_lock_unlock},
-    {"/election/campaign", gw_election_campaign},
-    {"/election/proclaim", gw_election_proclaim},
-    {"/election/leader", gw_election_leader},
-    {"/election/observe", gw_election_observe},
-    {"/election/resign", gw_election_resign},
+    {"/kv/range", gw_kv_range, KV("Range")},
+    {"/kv/put", gw_kv_put, KV("Put")},
+    {"/kv/deleterange", gw_kv_deleterange, KV("DeleteRange")},
+    {"/kv/txn", gw_kv_txn, KV("Txn")},
+    {"/kv/compaction", gw_kv_compaction, KV("Compact")},
+    {"/watch", gw_watch, "/etcdserverpb.Watch/Watch", "bidi_stream"},
+    {"/lease/grant", gw_lease_grant, LEASE("LeaseGrant")},
+    {"/lease/revoke", gw_lease_revoke, LEASE("LeaseRevoke")},
+    {"/kv/lease/revoke", gw_lease_revoke, LEASE("LeaseRevoke")},
+    {"/lease/keepalive", gw_lease_keepalive, "/etcdserverpb.Lease/LeaseKeepAlive", "bidi_stream"},
+    {"/lease/timetolive", gw_lease_timetolive, LEASE("LeaseTimeToLive")},
+    {"/kv/lease/timetolive", gw_lease_timetolive, LEASE("LeaseTimeToLive")},
+    {"/lease/leases", gw_lease_leases, LEASE("LeaseLeases")},
+    {"/kv/lease/leases", gw_lease_leases, LEASE("LeaseLeases")},
+    {"/cluster/member/add", NULL, MEMB("MemberAdd")},
+    {"/cluster/member/remove", NULL, MEMB("MemberRemove")},
+    {"/cluster/member/update", NULL, MEMB("MemberUpdate")},
+    {"/cluster/member/list", gw_cluster_member_list, MEMB("MemberList")},
+    {"/cluster/member/promote", NULL, MEMB("MemberPromote")},
+    {"/maintenance/alarm", gw_maint_alarm, MAINT("Alarm")},
+    {"/maintenance/status", gw_maint_status, MAINT("Status")},
+    {"/maintenance/defragment", gw_maint_defrag, MAINT("Defragment")},
+    {"/maintenance/hash", gw_maint_hash, MAINT("Hash")},
+    {"/maintenance/snapshot", gw_maint_snapshot, "/etcdserverpb.Maintenance/Snapshot",
+     "server_stream"},
+    {"/maintenance/transfer-leadership", NULL, MAINT("MoveLeader")},
+    {"/auth/enable", gw_auth_enable, AUTH("AuthEnable")},
+    {"/auth/disable", gw_auth_disable, AUTH("AuthDisable")},
+    {"/auth/authenticate", gw_auth_authenticate, AUTH("Authenticate")},
+    {"/auth/user/add", gw_auth_user_add, AUTH("UserAdd")},
+    {"/auth/user/get", gw_auth_user_get, AUTH("UserGet")},
+    {"/auth/user/list", gw_auth_user_list, AUTH("UserList")},
+    {"/auth/user/delete", gw_auth_user_delete, AUTH("UserDelete")},
+    {"/auth/user/changepw", gw_auth_user_changepw, AUTH("UserChangePassword")},
+    {"/auth/user/grant", gw_auth_user_grant, AUTH("UserGrantRole")},
+    {"/auth/user/revoke", gw_auth_user_revoke, AUTH("UserRevokeRole")},
+    {"/auth/role/add", gw_auth_role_add, AUTH("RoleAdd")},
+    {"/auth/role/get", gw_auth_role_get, AUTH("RoleGet")},
+    {"/auth/role/list", gw_auth_role_list, AUTH("RoleList")},
+    {"/auth/role/delete", gw_auth_role_delete, AUTH("RoleDelete")},
+    {"/auth/role/grant", gw_auth_role_grant, AUTH("RoleGrantPermission")},
+    {"/auth/role/revoke", gw_auth_role_revoke, AUTH("RoleRevokePermission")},
+    {"/lock/lock", gw_lock_lock, "/v3lockpb.Lock/Lock", "unary"},
+    {"/lock/unlock", gw_lock_unlock, "/v3lockpb.Lock/Unlock", "unary"},
+    {"/election/campaign", gw_election_campaign, ELECT("Campaign")},
+    {"/election/proclaim", gw_election_proclaim, ELECT("Proclaim")},
+    {"/election/leader", gw_election_leader, ELECT("Leader")},
+    {"/election/observe", gw_election_observe, "/v3electionpb.Election/Observe", "server_stream"},
+    {"/election/resign", gw_election_resign, ELECT("Resign")},
 };
+
+#undef KV
+#undef LEASE
+#undef MEMB
+#undef MAINT
+#undef AUTH
+#undef ELECT
 
 /* Headers every response carries (etcd's CORS handler), then room for a few more. */
 #define HDR(n, v) ((struct http_hdr){n, sizeof(n) - 1, v, sizeof(v) - 1})
@@ -126,10 +143,20 @@ static void req_unlink(struct gw_req *r)
     r->prev = r->next = NULL;
 }
 
+/* etcd's gateway is a gRPC client of its own server, so its calls show in grpc_server_*: a
+ * request counts as the call of its route's method (started, its message received, each
+ * answer message sent, handled with the answer's code; Canceled when the client left). */
+static void rpc_count(struct gw_req *r, enum srv_rpc_event ev, int code)
+{
+    if (r->rpc)
+        srv_rpc_count(r->gw->srv, r->rpc, r->rpc_type, ev, code);
+}
+
 /* The one release path of a request, answered or not. srv_id is zero once srv's callback
  * ran or its submission failed; a request ending while srv still owes it one cancels it. */
 static void req_release(struct gw_req *r)
 {
+    rpc_count(r, SRV_RPC_HANDLED, r->answered ? r->rpc_code : MS_GRPC_CANCELED);
     if (r->srv_id)
         srv_cancel(r->gw->srv, r->srv_id);
     req_unlink(r);
@@ -164,6 +191,11 @@ void gw_reply(struct gw_req *r, int status, struct buf *body)
     }
     /* The answer is ours to finish: a close from now on is the HTTP layer's alone. */
     http_set_close_cb(r->req, NULL, NULL);
+    r->answered = true;
+    if (status != 200 && r->rpc_code == MS_GRPC_OK)
+        r->rpc_code = MS_GRPC_UNKNOWN;
+    if (r->rpc_code == MS_GRPC_OK && body->len)
+        rpc_count(r, SRV_RPC_SENT, 0);
     if (r->streamed) {
         if (body->len)
             gw_stream_chunk(r, body);
@@ -190,7 +222,8 @@ void gw_reply_error(struct gw_req *r, ms_err e, const char *msg)
     buf_init(&b);
     if (!msg || !*msg)
         msg = ms_err_msg(e);
-    codec_error(&b, msg, (int)ms_err_grpc(e));
+    r->rpc_code = (int)ms_err_grpc(e);
+    codec_error(&b, msg, r->rpc_code);
     gw_reply(r, ms_err_http_status(e), &b);
 }
 
@@ -323,8 +356,10 @@ void gw_stream_start(struct gw_req *r)
 
 void gw_stream_chunk(struct gw_req *r, struct buf *b)
 {
-    if (!buf_failed(b))
+    if (!buf_failed(b)) {
         http_stream_write(r->req, b->p, b->len);
+        rpc_count(r, SRV_RPC_SENT, 0);
+    }
     buf_fini(b);
 }
 
@@ -333,6 +368,7 @@ void gw_reply_decode_error(struct gw_req *r, const char *msg)
     /* The first message fails to decode: grpc-gateway answers 500, code 2 (Unknown) (§4.3). */
     struct buf b;
     buf_init(&b);
+    r->rpc_code = MS_GRPC_UNKNOWN;
     codec_error(&b, msg, 2);
     gw_reply(r, 500, &b);
 }
@@ -342,6 +378,7 @@ void gw_reply_stream_error(struct gw_req *r, ms_err e, const char *msg)
     struct buf b;
     buf_init(&b);
     gw_stream_error_body(&b, e, msg);
+    r->rpc_code = (int)ms_err_grpc(e);
     gw_reply(r, ms_err_http_status(e), &b);
 }
 
@@ -462,6 +499,10 @@ static void route_v3(struct gw *gw, struct http_request *req, const char *sub)
         send_text(req, 503, "out of memory\n", NULL);
         return;
     }
+    r->rpc = rt->rpc;
+    r->rpc_type = rt->type;
+    rpc_count(r, SRV_RPC_STARTED, 0);
+    rpc_count(r, SRV_RPC_RECEIVED, 0);
     if (!rt->fn) {
         gw_reply_error(r, MS_E_UNIMPLEMENTED, NULL);
         return;

@@ -43,10 +43,14 @@ struct gw_req {
     /* Encodes a successful result (NULL: the usual header + body of codec_result). */
     void (*encode)(struct gw_req *r, const struct srv_result *res, struct buf *out);
     struct srv_req sreq;
-    void *route;               /* the route's own state, in the arena (NULL: none) */
-    bool streamed;             /* gw_stream_start sent the 200: the answer is a chunked stream */
-    bool auth_done;            /* gw_auth_caller looked at the token */
-    bool spare_arena;          /* a has GW_ARENA_FIRST bytes first: it may be kept */
+    void *route;      /* the route's own state, in the arena (NULL: none) */
+    bool streamed;    /* gw_stream_start sent the 200: the answer is a chunked stream */
+    bool auth_done;   /* gw_auth_caller looked at the token */
+    bool spare_arena; /* a has GW_ARENA_FIRST bytes first: it may be kept */
+    bool answered;    /* gw_reply ran (else the client left, or a stream took over) */
+    const char *rpc;  /* the gRPC method counted for it (NULL: not counted) */
+    const char *rpc_type;
+    int rpc_code;              /* enum ms_grpc_code of the answer */
     struct auth_caller caller; /* who the token names (user in the arena) */
     struct gw_req *prev;
     struct gw_req *next;

@@ -81,6 +81,9 @@ struct gw_watch_stream {
     char *token; /* the request's auth token (owned), checked at each create; NULL: none */
     size_t token_len;
     bool require_leader; /* Grpc-Metadata-hasleader: ended when the leader is lost */
+    const char *rpc;     /* the gRPC method counted for the stream (the request's) */
+    const char *rpc_type;
+    int rpc_code; /* how it ends: Canceled (the client left) unless set */
 };
 
 /* ---- blobs ---- */
@@ -121,7 +124,11 @@ static bool write_resp(struct gw_watch_stream *st, const void *a, size_t an, con
         v[2].iov_base = blob->data;
         v[2].iov_len = blob->len;
     }
-    return http_stream_queue(st->req, v, 3);
+    if (!http_stream_queue(st->req, v, 3))
+        return false;
+    if (st->rpc)
+        srv_rpc_count(st->w->srv, st->rpc, st->rpc_type, SRV_RPC_SENT, 0);
+    return true;
 }
 
 /* {"result":{"header":{...} for revision rev (0: no revision), cached while rev and the term
@@ -360,6 +367,8 @@ static void on_output(void *arg)
 static void stream_free(struct gw_watch_stream *st)
 {
     struct gw_watch *w = st->w;
+    if (st->rpc)
+        srv_rpc_count(w->srv, st->rpc, st->rpc_type, SRV_RPC_HANDLED, st->rpc_code);
     if (st->require_leader && --w->n_require_leader == 0)
         evtimer_del(w->leader_ev);
     dirty_remove(st);
@@ -550,6 +559,7 @@ static void end_no_leader(struct gw_watch_stream *st)
     buf_init(&b);
     gw_stream_error_body(&b, MS_E_NO_LEADER, NULL);
     buf_putc(&b, '\n');
+    st->rpc_code = (int)ms_err_grpc(MS_E_NO_LEADER);
     if (!st->started)
         start_reply(st);
     struct iovec v = {b.p, b.len};
@@ -621,7 +631,11 @@ void gw_watch(struct gw_req *r)
         break;
     }
     /* Even with nothing to answer yet the request stays open, as etcd's does: the stream has
-     * taken over the HTTP request, the gw_req is done. */
+     * taken over the HTTP request, the gw_req is done, and the stream counts the call. */
+    st->rpc = r->rpc;
+    st->rpc_type = r->rpc_type;
+    st->rpc_code = MS_GRPC_CANCELED;
+    r->rpc = NULL;
     gw_abandon(r);
     stream_arm(st);
 }

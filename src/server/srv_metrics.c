@@ -70,6 +70,7 @@ static void peer_metrics(struct srv *s, struct buf *b)
 
 struct srv_rpc_counts {
     const char *method; /* "/service/Method" */
+    const char *alias;  /* the same name at another address (the other front door's) */
     const char *type;
     uint64_t started;
     uint64_t received;
@@ -88,9 +89,18 @@ void srv_rpc_count(struct srv *s, const char *method, const char *type, enum srv
     if (!s->rpcs && !(s->rpcs = calloc(1, sizeof(*s->rpcs))))
         return;
     struct srv_rpc_stats *r = s->rpcs;
+    /* Each front door names a method by its own constant: known by address after the first
+     * call, by name once per address. */
     size_t i = 0;
-    while (i < r->n && r->m[i].method != method)
+    while (i < r->n && r->m[i].method != method && r->m[i].alias != method)
         i++;
+    if (i == r->n) {
+        i = 0;
+        while (i < r->n && strcmp(r->m[i].method, method) != 0)
+            i++;
+        if (i < r->n && !r->m[i].alias)
+            r->m[i].alias = method;
+    }
     if (i == r->n) {
         if (r->n == SRV_RPC_METHODS)
             return;

@@ -189,6 +189,8 @@ void grpc_destroy(struct grpc *g)
     event_free(g->leader_ev);
     buf_fini(&g->watch_buf);
     buf_fini(&g->watch_hdr);
+    while (g->n_spare)
+        arena_destroy(g->spare[--g->n_spare]);
     free(g);
 }
 

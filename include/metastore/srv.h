@@ -263,30 +263,84 @@ const char *srv_auth_watch(struct srv *s, const uint8_t *tok, size_t len, const 
 bool srv_auth_enabled(const struct srv *s);
 
 /* ---- locks and elections (etcd v3lock, v3election) ----
- * The gateway builds both services from txns and ranges, as etcd's concurrency package does;
- * the server adds the two waits they need. Each is cancelled with srv_cancel and ends in at most
- * one call of its callback. Keys and prefixes are copied. */
+ * Both services as etcd 3.4 builds them on its concurrency package (mutex.go, election.go): a
+ * session (the caller's lease, or a fresh 60 s one for lease 0 that nobody keeps alive), txns
+ * and ranges on the name's prefix "name/", and the server's waits (etcd's waitDeletes, each
+ * waiter watching only the key created just before its own, so a release wakes one waiter).
+ * A front door decodes a request into struct srv_lock_req and encodes the result; every step,
+ * check and error is the server's. Each txn and range is checked against the caller's
+ * permissions as the caller's own request would be.
+ *
+ * Errors (returned, or given to done) are the cause: etcd's services get them from their own
+ * client and hand them on as plain errors, so a front door answers every one with code Unknown
+ * and the error's text (ms_err_msg): "election: not leader", "etcdserver: requested lease not
+ * found", "etcdserver: user name is empty"...
+ *
+ * Unlike etcd 3.4 (#11456), a lock or campaign is answered only while its lease is alive: the
+ * answer's header revision and the key's create revision are the fencing token. */
 
-/* etcd's waitDeletes for the caller's key own, created at own_rev under prefix: done(MS_OK,
- * current revision) once no key under prefix has a create revision below own_rev. Each round
- * watches only the key with the largest create revision below own_rev, so a deletion wakes one
- * waiter, whatever the queue's length. If own is deleted or re-created first (its lease expired
- * or was revoked), done gets MS_E_LEASE_NOT_FOUND. done runs from a loop callback, never inside
- * this call. srv_cancel gives the place up: the server proposes the delete of own (if it is
- * still the key created at own_rev), as etcd's Mutex.Lock does when its context ends. */
-typedef void (*srv_wait_fn)(void *ctx, ms_err err, int64_t revision);
-ms_err srv_wait_deletes(struct srv *s, const uint8_t *prefix, size_t prefix_len, const uint8_t *own,
-                        size_t own_len, int64_t own_rev, srv_wait_fn done, void *ctx, uint64_t *id);
+enum srv_lock_op {
+    SRV_LOCK_LOCK = 1,  /* name, lease: the lock's key once every key created before it is gone */
+    SRV_LOCK_UNLOCK,    /* key: deleted */
+    SRV_ELECT_CAMPAIGN, /* name, lease, value: the leadership once won */
+    SRV_ELECT_PROCLAIM, /* leader, value: the leader's new value (election: not leader) */
+    SRV_ELECT_LEADER,   /* name: the leader's key-value (election: no leader) */
+    SRV_ELECT_RESIGN,   /* leader: its key deleted if it still leads */
+};
 
-/* etcd's Election.Observe: fn(ctx, header revision, leader) for the key under prefix with the
- * lowest create revision, at once if there is one (header: the current revision) or as soon as
- * a key is put under prefix (header: that key's revision); then for every put to that key (its
- * revision); once it is deleted, the next leader. Until srv_cancel. kv is borrowed for the call;
- * fn may run inside the ready step and must only take note (encode, queue output), never call
- * srv. */
+/* etcd's LeaderKey: the key of a leadership, created at rev under lease in election name. */
+struct srv_leader_key {
+    const uint8_t *name;
+    size_t name_len;
+    const uint8_t *key;
+    size_t key_len;
+    int64_t rev;
+    int64_t lease;
+};
+
+struct srv_lock_req {
+    enum srv_lock_op op;
+    const uint8_t *name; /* LOCK, CAMPAIGN, LEADER */
+    size_t name_len;
+    int64_t lease;        /* LOCK, CAMPAIGN (0: a fresh session lease) */
+    const uint8_t *value; /* CAMPAIGN, PROCLAIM */
+    size_t value_len;
+    const uint8_t *key; /* UNLOCK */
+    size_t key_len;
+    bool has_leader; /* PROCLAIM, RESIGN: the leader was given (else "leader" field error) */
+    struct srv_leader_key leader;
+    struct auth_caller caller; /* who asks (has_user false: nobody) */
+};
+
+struct srv_lock_result {
+    enum srv_lock_op op;
+    int64_t revision;             /* the answer's header revision */
+    struct srv_leader_key leader; /* LOCK: key (the lock's); CAMPAIGN: the leadership */
+    const struct kv_kv *kv;       /* LEADER: the leader's key-value */
+};
+
+/* res and everything it points to are valid during the call only. */
+typedef void (*srv_lock_fn)(void *ctx, ms_err err, const struct srv_lock_result *res);
+
+/* Start req (its bytes and the caller are copied). On MS_OK, *id names it for srv_cancel and
+ * done is called exactly once, from a loop callback, unless srv_cancel comes first; any other
+ * return (the first step refused) means done is never called. srv_cancel gives a waiting lock
+ * or campaign's place up: the server deletes its key if it is still the one it created, as
+ * etcd's Mutex.Lock and Election.Campaign do when their context ends. */
+ms_err srv_lock_submit(struct srv *s, const struct srv_lock_req *req, srv_lock_fn done, void *ctx,
+                       uint64_t *id);
+
+/* etcd's Election.Observe of election name for caller: fn(ctx, header revision, leader) for
+ * the key under "name/" with the lowest create revision, at once if there is one (header: the
+ * current revision) or as soon as a key is put under it (header: that key's revision); then for
+ * every put to that key (its revision); once it is deleted, the next leader. Until srv_cancel.
+ * kv is borrowed for the call; fn may run inside the ready step and must only take note
+ * (encode, queue output), never call srv. Refused (MS_E_PERMISSION_DENIED, ...) when the caller
+ * may not read the election's keys. */
 typedef void (*srv_leader_fn)(void *ctx, int64_t revision, const struct kv_kv *kv);
-ms_err srv_observe(struct srv *s, const uint8_t *prefix, size_t prefix_len, srv_leader_fn fn,
-                   void *ctx, uint64_t *id);
+ms_err srv_election_observe(struct srv *s, const uint8_t *name, size_t name_len,
+                            const struct auth_caller *caller, srv_leader_fn fn, void *ctx,
+                            uint64_t *id);
 
 struct srv_lock_stats {
     size_t waiters;   /* waits and observers */

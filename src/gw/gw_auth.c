@@ -8,8 +8,7 @@
 #include "codec.h"
 #include "gw_int.h"
 
-/* Look at r's token once; MS_E_INVALID_AUTH_TOKEN if it names nobody. */
-static ms_err resolve(struct gw_req *r)
+ms_err gw_auth_resolve(struct gw_req *r)
 {
     if (r->auth_done)
         return MS_OK;
@@ -35,7 +34,7 @@ static ms_err resolve(struct gw_req *r)
 
 bool gw_auth_caller(struct gw_req *r)
 {
-    ms_err e = resolve(r);
+    ms_err e = gw_auth_resolve(r);
     if (e)
         gw_reply_error(r, e, NULL);
     return e == MS_OK;
@@ -43,7 +42,7 @@ bool gw_auth_caller(struct gw_req *r)
 
 bool gw_auth_maint(struct gw_req *r, bool admin, bool stream)
 {
-    ms_err e = resolve(r);
+    ms_err e = gw_auth_resolve(r);
     if (!e && admin)
         e = srv_auth_admin(r->gw->srv, &r->caller);
     if (e == MS_OK)

@@ -115,6 +115,8 @@ void gw_watch_metrics(struct gw_watch *w, struct buf *out);
 /* The caller of r (gw_auth.c): resolve its token once into r->caller. False when
  * the token is invalid: r is answered (and freed). */
 bool gw_auth_caller(struct gw_req *r);
+/* The same without answering: MS_E_INVALID_AUTH_TOKEN if the token names nobody. */
+ms_err gw_auth_resolve(struct gw_req *r);
 /* gw_auth_caller for the maintenance service, which answers the auth store's own errors
  * ("auth: ..."): with admin, root only (hash, defragment, snapshot); stream: a refusal in the
  * streams' error envelope. False: r is answered. */

@@ -299,7 +299,8 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         log_error("cannot load the leases: %s", ms_err_name(*err));
         goto out_destroy;
     }
-    if ((*err = srv_watch_init(s)) != MS_OK || (*err = srv_lock_init(s)) != MS_OK)
+    if ((*err = srv_watch_init(s)) != MS_OK || (*err = srv_lock_init(s)) != MS_OK ||
+        (*err = srv_lockop_init(s)) != MS_OK)
         goto out_destroy;
     *err = open_node(s, &d);
     free(d.boot);
@@ -360,6 +361,7 @@ void srv_destroy(struct srv *s)
     }
     srv_node_close(s);
     srv_auth_close(s);
+    srv_lockop_fini(s);
     srv_lock_fini(s);
     srv_watch_fini(s);
     srv_apply_fini(s);
@@ -527,7 +529,7 @@ void srv_cancel(struct srv *s, uint64_t id)
 {
     if (srv_auth_cancel(s, id))
         return;
-    if (!wait_remove(&s->waits, id, NULL) && !srv_cancel_op(s, id))
+    if (!wait_remove(&s->waits, id, NULL) && !srv_cancel_op(s, id) && !srv_lockop_cancel(s, id))
         srv_lock_cancel(s, id);
 }
 

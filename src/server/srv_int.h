@@ -260,6 +260,11 @@ struct srv_locks {
     uint64_t granted;
 };
 
+/* The lock and election services' requests in flight (srv_lockop.c). */
+struct srv_lockops {
+    struct wait ids; /* request by id (ctx: the request) */
+};
+
 struct srv;
 
 /* News that flows up between the files of server/, through functions srv.c registers at
@@ -307,6 +312,7 @@ struct srv {
     struct event *compactor_ev;     /* srv.c */
     struct event *publish_ev;       /* srv.c: until this member's attributes are applied */
     struct srv_rpc_stats *rpcs;     /* srv_metrics.c: grpc_server_* counters, lazily made */
+    struct srv_lockops lockops;     /* srv_lockop.c */
     struct srv_node node;           /* srv_node.c */
     struct srv_reads reads;         /* srv_read.c */
     struct srv_applier apply;       /* srv_apply.c */
@@ -322,7 +328,8 @@ struct srv {
 /* ---- the files of server/, from the top down: each calls only the files below it; news goes
  * up through struct srv_hooks ----
  * srv_restore.c                        restoring a snapshot (creates a server to load into)
- * srv.c, srv_metrics.c                 entry points: lifecycle, submit, status, metrics
+ * srv.c, srv_metrics.c, srv_lockop.c   entry points: lifecycle, submit, status, metrics, the
+ *                                      lock and election services' requests
  * srv_node.c                           the Raft node: ready step, persist, ticks
  * srv_read.c, srv_apply.c              reads; the state machine
  * srv_auth.c                           users, roles, tokens, password hashing, permission checks
@@ -360,6 +367,13 @@ ms_err srv_propose(struct srv *s, const struct srv_req *req, uint64_t id);
 
 /* srv_metrics.c */
 void srv_metrics_fini(struct srv *s);
+
+/* srv_lockop.c */
+ms_err srv_lockop_init(struct srv *s);
+/* Free every request without calling it (nothing is cancelled: the server is going away). */
+void srv_lockop_fini(struct srv *s);
+/* Cancel request id and the step it runs (false: not such a request). */
+bool srv_lockop_cancel(struct srv *s, uint64_t id);
 
 /* srv_node.c */
 /* Mark the ready step to run once in this loop turn. */
@@ -529,6 +543,19 @@ void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, s
 void srv_watch_restored(struct srv *s);
 
 /* srv_lock.c */
+/* etcd's waitDeletes for the caller's key own, created at own_rev under prefix: done(MS_OK,
+ * current revision) once no key under prefix has a create revision below own_rev. Each round
+ * watches only the key with the largest create revision below own_rev, so a deletion wakes one
+ * waiter, whatever the queue's length. If own is deleted or re-created first (its lease expired
+ * or was revoked), done gets MS_E_LEASE_NOT_FOUND. done runs from a loop callback, never inside
+ * this call. Cancelled with srv_lock_cancel (srv_cancel), which gives the place up: the server
+ * proposes the delete of own (if it is still the key created at own_rev). Keys are copied. */
+typedef void (*srv_wait_fn)(void *ctx, ms_err err, int64_t revision);
+ms_err srv_wait_deletes(struct srv *s, const uint8_t *prefix, size_t prefix_len, const uint8_t *own,
+                        size_t own_len, int64_t own_rev, srv_wait_fn done, void *ctx, uint64_t *id);
+/* srv_election_observe's wait, on the election's prefix (copied). */
+ms_err srv_observe(struct srv *s, const uint8_t *prefix, size_t prefix_len, srv_leader_fn fn,
+                   void *ctx, uint64_t *id);
 ms_err srv_lock_init(struct srv *s);
 /* Free every waiter without calling it. */
 void srv_lock_fini(struct srv *s);

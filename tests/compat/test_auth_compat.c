@@ -181,6 +181,10 @@ static const char *const MATRIX[][2] = {
     {"/v3/kv/txn", "{\"failure\":[{\"request_put\":{\"key\":\"ay9h\",\"value\":\"dg==\"}}]}"},
     {"/v3/kv/txn", "{\"success\":[{\"request_range\":{\"key\":\"ay9h\"}}]}"},
     {"/v3/kv/txn", "{\"success\":[{\"request_delete_range\":{\"key\":\"Zm9v\"}}]}"},
+    /* the lock and election services run their txns and ranges as the caller */
+    {"/v3/election/leader", "{\"name\":\"bm9uZQ==\"}"},
+    {"/v3/lock/unlock", "{\"key\":\"bm9uZQ==\"}"},
+    {"/v3/lock/lock", "{\"name\":\"bm9uZQ==\",\"lease\":999}"},
     {"/v3/lease/grant", "{\"TTL\":600,\"ID\":200}"},
     {"/v3/lease/timetolive", "{\"ID\":999}"},
     {"/v3/lease/leases", "{}"},

@@ -387,7 +387,7 @@ long tu_metric(int port, const char *name)
     struct tu_resp r;
     tu_http(port, "GET", "/metrics", NULL, &r);
     ck_assert_int_eq(r.status, 200);
-    char pat[128];
+    char pat[512];
     snprintf(pat, sizeof(pat), "\n%s ", name);
     char *p = strstr(r.body, pat);
     ck_assert_msg(p != NULL, "%s missing", name);

@@ -39,6 +39,14 @@ static const struct grpc_method METHODS[] = {
     {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, grpc_cluster_member_list, NULL, NULL, NULL},
     {"/etcdserverpb.Watch/Watch", GRPC_BIDI, grpc_watch_msg, NULL, grpc_watch_drain,
      grpc_watch_free},
+    {"/v3lockpb.Lock/Lock", GRPC_UNARY, grpc_lock_lock, NULL, NULL, NULL},
+    {"/v3lockpb.Lock/Unlock", GRPC_UNARY, grpc_lock_unlock, NULL, NULL, NULL},
+    {"/v3electionpb.Election/Campaign", GRPC_UNARY, grpc_election_campaign, NULL, NULL, NULL},
+    {"/v3electionpb.Election/Proclaim", GRPC_UNARY, grpc_election_proclaim, NULL, NULL, NULL},
+    {"/v3electionpb.Election/Leader", GRPC_UNARY, grpc_election_leader, NULL, NULL, NULL},
+    {"/v3electionpb.Election/Observe", GRPC_SERVER_STREAM, grpc_election_observe, NULL,
+     grpc_election_observe_drain, grpc_election_observe_free},
+    {"/v3electionpb.Election/Resign", GRPC_UNARY, grpc_election_resign, NULL, NULL, NULL},
 #define AUTH(m, fn)                                                                                \
     {                                                                                              \
         "/etcdserverpb.Auth/" m, GRPC_UNARY, fn, NULL, NULL, NULL                                  \

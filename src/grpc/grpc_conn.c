@@ -411,7 +411,7 @@ void grpc_call_fail(struct grpc_call *call, ms_err e, const char *msg)
 
 /* The call's caller: the user its token names, else (--client-cert-auth) its connection's
  * verified certificate's CN, else nobody (etcd's AuthInfoFromCtx). */
-static ms_err call_caller(struct grpc_call *call, struct auth_caller *out)
+ms_err grpc_call_caller(struct grpc_call *call, struct auth_caller *out)
 {
     struct grpc_conn *c = call->conn;
     if (call->token)
@@ -425,7 +425,7 @@ bool grpc_call_maint_auth(struct grpc_call *call, bool admin)
 {
     struct srv *srv = call->conn->g->srv;
     struct auth_caller caller = {false, {NULL, 0}, 0};
-    ms_err e = call_caller(call, &caller);
+    ms_err e = grpc_call_caller(call, &caller);
     if (!e && admin)
         e = srv_auth_admin(srv, &caller);
     if (e == MS_OK)
@@ -442,7 +442,7 @@ void grpc_call_submit(struct grpc_call *call, srv_done_fn done)
     /* etcd's permission checks, as on the gateway (keepalive and time-to-live look at none);
      * an auth request carries its caller, whose rights are checked when it applies. */
     if (call->sreq.type != SRV_REQ_LEASE_TTL && call->sreq.type != SRV_REQ_LEASE_KEEPALIVE) {
-        e = call_caller(call, &caller);
+        e = grpc_call_caller(call, &caller);
         if (!e && call->sreq.type == SRV_REQ_AUTH) {
             /* the name is the store's until the next change: keep a copy */
             const uint8_t *who =

@@ -16,6 +16,8 @@
 #include "metastore/tls.h"
 
 #include "rpc.pb-c.h"
+#include "v3election.pb-c.h"
+#include "v3lock.pb-c.h"
 
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
@@ -228,6 +230,10 @@ void grpc_call_bad_message(struct grpc_call *call, const char *type);
  * invalid token always, root only when admin; auth's own texts (code Unknown), as etcd's
  * maintenance server hands them back. Fails the call and returns false on refusal. */
 bool grpc_call_maint_auth(struct grpc_call *call, bool admin);
+/* The call's caller: the user its token names, else (--client-cert-auth) its connection's
+ * verified certificate's CN, else nobody (etcd's AuthInfoFromCtx); the user is borrowed until
+ * the next request is submitted or applied. MS_E_INVALID_AUTH_TOKEN if the token names nobody. */
+ms_err grpc_call_caller(struct grpc_call *call, struct auth_caller *out);
 /* Submit call->sreq to srv with done as the callback (ctx: call); on a refusal, fail the call
  * with srv's error. */
 void grpc_call_submit(struct grpc_call *call, srv_done_fn done);
@@ -293,6 +299,20 @@ void grpc_auth_role_list(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_auth_role_delete(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_auth_role_grant(struct grpc_call *call, const uint8_t *p, size_t len);
 void grpc_auth_role_revoke(struct grpc_call *call, const uint8_t *p, size_t len);
+/* The request message of a Lock or Election method (op; SRV_ELECT_LEADER also for Observe's)
+ * as the server's request (bytes borrowed from the message in a): MS_E_BAD_REQUEST if it does
+ * not unpack. Exposed for fuzzing. */
+ms_err grpc_lock_decode(enum srv_lock_op op, const uint8_t *p, size_t len, struct arena *a,
+                        struct srv_lock_req *out);
+void grpc_lock_lock(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_lock_unlock(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_election_campaign(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_election_proclaim(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_election_leader(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_election_resign(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_election_observe(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_election_observe_drain(struct grpc_call *call);
+void grpc_election_observe_free(struct grpc_call *call);
 void grpc_watch_drain(struct grpc_call *call);
 void grpc_watch_free(struct grpc_call *call);
 

@@ -18,6 +18,8 @@ FILES = [
     ("mvcc/mvccpb/kv.proto", "kv.proto"),
     ("auth/authpb/auth.proto", "auth.proto"),
     ("etcdserver/etcdserverpb/rpc.proto", "rpc.proto"),
+    ("etcdserver/api/v3lock/v3lockpb/v3lock.proto", "v3lock.proto"),
+    ("etcdserver/api/v3election/v3electionpb/v3election.proto", "v3election.proto"),
 ]
 FLAT = {"etcd/" + src: flat for src, flat in FILES}
 

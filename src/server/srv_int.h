@@ -374,6 +374,8 @@ ms_err srv_lockop_init(struct srv *s);
 void srv_lockop_fini(struct srv *s);
 /* Cancel request id and the step it runs (false: not such a request). */
 bool srv_lockop_cancel(struct srv *s, uint64_t id);
+/* Requests in flight. */
+size_t srv_lockop_count(const struct srv *s);
 
 /* srv_node.c */
 /* Mark the ready step to run once in this loop turn. */

@@ -492,6 +492,11 @@ bool srv_lockop_cancel(struct srv *s, uint64_t id)
     return true;
 }
 
+size_t srv_lockop_count(const struct srv *s)
+{
+    return s->lockops.ids.n;
+}
+
 ms_err srv_lockop_init(struct srv *s)
 {
     return wait_init(&s->lockops.ids) ? MS_OK : MS_E_NOMEM;

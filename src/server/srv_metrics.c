@@ -257,6 +257,8 @@ void srv_metrics_text(struct srv *s, struct buf *b)
     srv_lock_stats(s, &ls);
     gauge(b, "metastore_lock_waiters", "Lock, campaign and observe waits in progress.",
           (double)ls.waiters);
+    gauge(b, "metastore_lock_requests", "Lock and election requests in progress (observers apart).",
+          (double)srv_lockop_count(s));
     gauge(b, "metastore_lock_watched_keys", "Keys the lock and election waits watch.",
           (double)ls.keys);
     counter(b, "metastore_lock_wakeups_total",

@@ -1,8 +1,9 @@
-/* fuzz_grpc.c - gRPC message framing and the KV, Watch and Auth request decoders. Input: one
- * byte choosing the piece size, one choosing the request type (a KV request, a WatchRequest,
- * or one of the Auth service's), then a stream of length-prefixed messages. The
- * deframer never takes more bytes than given nor holds a message over the limit; every message
- * it completes is decoded as the chosen request into an arena, and the decoded tree is walked. */
+/* fuzz_grpc.c - gRPC message framing and the KV, Watch, Auth, Lock and Election request
+ * decoders. Input: one byte choosing the piece size, one choosing the request type (a KV
+ * request, a WatchRequest, one of the Auth service's, or a Lock or Election one), then a stream of
+ * length-prefixed messages. The deframer never takes more bytes than given nor holds a message over
+ * the limit; every message it completes is decoded as the chosen request into an arena, and the
+ * decoded tree is walked. */
 #include "fuzz.h"
 #include "grpc_int.h"
 #include "metastore/arena.h"
@@ -20,11 +21,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     size_t step = (size_t)data[0] + 1;
-    /* the KV requests, then WatchRequest, then the Auth service's requests */
+    /* the KV requests, then WatchRequest, then the Auth service's requests, then the Lock and
+     * Election services' */
     size_t n_types = sizeof(TYPES) / sizeof(TYPES[0]);
-    size_t pick = data[1] % (n_types + AUTH_OP_COUNT_);
+    size_t n_kv_auth = n_types + AUTH_OP_COUNT_;
+    size_t pick = data[1] % (n_kv_auth + SRV_ELECT_RESIGN);
     bool watch = pick == n_types;
-    enum auth_op auth = pick > n_types ? (enum auth_op)(pick - n_types) : 0;
+    enum auth_op auth = pick > n_types && pick < n_kv_auth ? (enum auth_op)(pick - n_types) : 0;
+    enum srv_lock_op lock = pick >= n_kv_auth ? (enum srv_lock_op)(pick - n_kv_auth + 1) : 0;
     enum srv_req_type type = TYPES[pick % n_types];
     data += 2;
     size -= 2;
@@ -49,7 +53,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct srv_req req;
         struct grpc_watch_req w;
         struct auth_req ar;
-        if (auth) {
+        struct srv_lock_req lr;
+        if (lock) {
+            if (grpc_lock_decode(lock, d.msg.p, d.msg.len, a, &lr) == MS_OK &&
+                (lr.op != lock || (lr.name_len && !lr.name) || (lr.key_len && !lr.key) ||
+                 (lr.has_leader && lr.leader.key_len && !lr.leader.key)))
+                abort();
+        } else if (auth) {
             if (grpc_auth_decode(auth, d.msg.p, d.msg.len, a, &ar) == MS_OK &&
                 (ar.op != auth || (ar.name.len && !ar.name.p)))
                 abort();

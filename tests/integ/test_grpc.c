@@ -3,8 +3,10 @@
  * truncated messages, RST_STREAM and abrupt disconnects mid-call, garbage after the preface,
  * many concurrent streams, the same request through both front doors; the Watch service's
  * many watchers on one stream, cancel, progress, compaction, fragments and a reader that stops
- * reading. After every test the server must still answer and stop cleanly (ASan: whatever a
- * call held is freed).
+ * reading; the Lock and Election services: a waiting lock reset or cut off gives its place up,
+ * Observe's stream freed on reset and disconnect, and bounded for a reader that stops reading.
+ * After every test the server must still answer and stop cleanly (ASan: whatever a call held is
+ * freed).
  */
 #define _GNU_SOURCE
 #include "metastore/buf.h"
@@ -1351,6 +1353,377 @@ START_TEST(server_metrics)
 }
 END_TEST
 
+/* ---- the Lock and Election services ---- */
+
+/* The bytes of field f (the first occurrence) of message m[0..n); false if absent. */
+static bool pb_field(const uint8_t *m, size_t n, unsigned f, const uint8_t **p, size_t *len)
+{
+    uint64_t tag, v;
+    for (size_t i = 0; pb_next(m, n, &i, &tag, &v, p, len);)
+        if (tag == ((uint64_t)f << 3 | 2))
+            return true;
+    return false;
+}
+
+/* The k-th (from 0) framed message of a call's data; false if it has not come (whole). */
+static bool nth_msg(const struct call *c, size_t k, const uint8_t **m, size_t *n)
+{
+    size_t off = 0;
+    for (size_t i = 0;; i++) {
+        if (c->data.len - off < 5)
+            return false;
+        const uint8_t *h = c->data.p + off;
+        size_t len = (size_t)h[1] << 24 | (size_t)h[2] << 16 | (size_t)h[3] << 8 | h[4];
+        if (c->data.len - off - 5 < len)
+            return false;
+        if (i == k) {
+            *m = h + 5;
+            *n = len;
+            return true;
+        }
+        off += 5 + len;
+    }
+}
+
+/* A LockRequest (name, lease) or a CampaignRequest (name, lease, value). */
+static void named_req(struct buf *m, const char *name, int64_t lease, const char *value)
+{
+    buf_init(m);
+    pb_bytes(m, 1, name, strlen(name));
+    if (lease)
+        pb_varint(m, 2, (uint64_t)lease);
+    if (value)
+        pb_bytes(m, 3, value, strlen(value));
+}
+
+/* Field f of the answer's first message, copied into out (NUL-terminated). */
+static void answer_field(const struct call *c, unsigned f, char *out, size_t cap)
+{
+    const uint8_t *m, *p;
+    size_t n, len;
+    ck_assert_msg(nth_msg(c, 0, &m, &n), "no answer message (status %d %s)", c->grpc_status,
+                  c->message);
+    ck_assert(pb_field(m, n, f, &p, &len));
+    ck_assert_uint_lt(len, cap);
+    memcpy(out, p, len);
+    out[len] = 0;
+}
+
+static struct call *lock_call(struct gc *g, const char *name, int64_t lease)
+{
+    struct buf m;
+    named_req(&m, name, lease, NULL);
+    struct call *c = unary(g, "/v3lockpb.Lock/Lock", m.p, m.len);
+    buf_fini(&m);
+    return c;
+}
+
+static struct call *unlock_call(struct gc *g, const char *key)
+{
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, key, strlen(key));
+    struct call *c = unary(g, "/v3lockpb.Lock/Unlock", m.p, m.len);
+    buf_fini(&m);
+    return c;
+}
+
+/* Proclaim (value) or Resign (value NULL) with the LeaderKey message leader[0..n). */
+static struct call *leader_call(struct gc *g, const uint8_t *leader, size_t n, const char *value)
+{
+    struct buf m;
+    buf_init(&m);
+    if (leader)
+        pb_bytes(&m, 1, leader, n);
+    if (value)
+        pb_bytes(&m, 2, value, strlen(value));
+    struct call *c = unary(
+        g, value ? "/v3electionpb.Election/Proclaim" : "/v3electionpb.Election/Resign", m.p, m.len);
+    buf_fini(&m);
+    return c;
+}
+
+/* The leader's value from a LeaderResponse (k-th message of c) into out. */
+static bool leader_value(const struct call *c, size_t k, char *out, size_t cap)
+{
+    const uint8_t *m, *kv, *v;
+    size_t n, kvl, vl;
+    if (!nth_msg(c, k, &m, &n) || !pb_field(m, n, 2, &kv, &kvl) || !pb_field(kv, kvl, 5, &v, &vl))
+        return false;
+    snprintf(out, cap, "%.*s", (int)vl, (const char *)v);
+    return true;
+}
+
+static void expect_error(const struct call *c, const char *msg)
+{
+    ck_assert_int_eq(c->grpc_status, 2); /* Unknown, as from etcd's services */
+    ck_assert_str_eq(c->message, msg);
+}
+
+/* Pump g until metric name reads want (bounded). */
+static void await_metric(struct gc *g, int port, const char *name, long want)
+{
+    long got = -1;
+    for (int64_t end = tu_now_ms() + 10000; tu_now_ms() < end; gc_pump(g, never, NULL, 20))
+        if ((got = tu_metric(port, name)) == want)
+            return;
+    ck_abort_msg("%s: %ld, expected %ld", name, got, want);
+}
+
+/* The leadership a Campaign (name, fresh session, value) won: its LeaderKey message. */
+struct leadership {
+    uint8_t key[256];
+    size_t len;
+};
+
+static void campaign(struct gc *g, const char *name, const char *value, struct leadership *out)
+{
+    struct buf m;
+    named_req(&m, name, 0, value);
+    struct call *c = unary(g, "/v3electionpb.Election/Campaign", m.p, m.len);
+    buf_fini(&m);
+    ck_assert_int_eq(c->grpc_status, 0);
+    const uint8_t *msg, *leader;
+    size_t n;
+    ck_assert(nth_msg(c, 0, &msg, &n) && pb_field(msg, n, 2, &leader, &out->len));
+    ck_assert_uint_lt(out->len, sizeof(out->key));
+    memcpy(out->key, leader, out->len);
+}
+
+START_TEST(lock_election_calls)
+{
+    /* Lock and Unlock, a second session waiting its turn; Campaign, Leader, Proclaim, Resign;
+     * etcd's errors, each with code Unknown and etcd's text */
+    struct gc *g = gc_open(srv.port, true);
+    struct call *c = lock_call(g, "L", 0);
+    ck_assert_int_eq(c->grpc_status, 0);
+    char key1[128], key2[128];
+    answer_field(c, 2, key1, sizeof(key1));
+    ck_assert(strncmp(key1, "L/", 2) == 0);
+    struct buf m;
+    named_req(&m, "L", 0, NULL);
+    int32_t id = gc_call(g, "/v3lockpb.Lock/Lock", m.p, m.len, true, NULL);
+    buf_fini(&m);
+    await_metric(g, srv.port, "metastore_lock_waiters", 1);
+    ck_assert(!call_of(g, id)->closed);
+    ck_assert_int_eq(unlock_call(g, key1)->grpc_status, 0);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    ck_assert_int_eq(call_of(g, id)->grpc_status, 0);
+    answer_field(call_of(g, id), 2, key2, sizeof(key2));
+    ck_assert_str_ne(key1, key2);
+    ck_assert_int_eq(unlock_call(g, key2)->grpc_status, 0);
+    /* errors */
+    expect_error(lock_call(g, "L", 999), "etcdserver: requested lease not found");
+    expect_error(unlock_call(g, ""), "etcdserver: key is not provided");
+    buf_init(&m);
+    pb_bytes(&m, 1, "E", 1);
+    expect_error(unary(g, "/v3electionpb.Election/Leader", m.p, m.len), "election: no leader");
+    expect_error(leader_call(g, NULL, 0, NULL), "\"leader\" field must be provided");
+    expect_error(leader_call(g, NULL, 0, "v"), "\"leader\" field must be provided");
+    struct buf lk;
+    buf_init(&lk);
+    pb_bytes(&lk, 1, "E", 1);
+    pb_bytes(&lk, 2, "E/1", 3);
+    pb_varint(&lk, 3, 5);
+    expect_error(leader_call(g, lk.p, lk.len, "v"), "election: not leader");
+    ck_assert_int_eq(leader_call(g, lk.p, lk.len, NULL)->grpc_status, 0); /* not leading: OK */
+    buf_fini(&lk);
+    ck_assert_int_eq(unary(g, "/v3lockpb.Lock/Lock", "\xff", 1)->grpc_status, 13);
+    /* an election */
+    struct leadership l;
+    campaign(g, "E", "v1", &l);
+    char v[64];
+    c = unary(g, "/v3electionpb.Election/Leader", m.p, m.len);
+    ck_assert(leader_value(c, 0, v, sizeof(v)));
+    ck_assert_str_eq(v, "v1");
+    ck_assert_int_eq(leader_call(g, l.key, l.len, "v2")->grpc_status, 0);
+    c = unary(g, "/v3electionpb.Election/Leader", m.p, m.len);
+    ck_assert(leader_value(c, 0, v, sizeof(v)));
+    ck_assert_str_eq(v, "v2");
+    ck_assert_int_eq(leader_call(g, l.key, l.len, NULL)->grpc_status, 0);
+    expect_error(unary(g, "/v3electionpb.Election/Leader", m.p, m.len), "election: no leader");
+    buf_fini(&m);
+    gc_free(g);
+    /* counted as etcd counts them */
+#define LOCK "grpc_method=\"Lock\",grpc_service=\"v3lockpb.Lock\",grpc_type=\"unary\""
+    ck_assert_int_eq(sample("grpc_server_started_total", LOCK), 4);
+    ck_assert_int_eq(sample("grpc_server_handled_total", "grpc_code=\"OK\"," LOCK), 2);
+    ck_assert_int_eq(sample("grpc_server_handled_total", "grpc_code=\"Unknown\"," LOCK), 1);
+#undef LOCK
+}
+END_TEST
+
+/* The count of keys under prefix (a RangeRequest with count_only). */
+static long count_prefix(struct gc *g, const char *prefix, const char *end)
+{
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, prefix, strlen(prefix));
+    pb_bytes(&m, 2, end, strlen(end));
+    pb_varint(&m, 9, 1);
+    struct call *c = unary(g, "/etcdserverpb.KV/Range", m.p, m.len);
+    buf_fini(&m);
+    ck_assert_int_eq(c->grpc_status, 0);
+    const uint8_t *msg, *p;
+    size_t n, len;
+    uint64_t tag, v;
+    ck_assert(nth_msg(c, 0, &msg, &n));
+    for (size_t i = 0; pb_next(msg, n, &i, &tag, &v, &p, &len);)
+        if (tag == (4 << 3))
+            return (long)v;
+    return 0;
+}
+
+START_TEST(lock_waiter_reset_gives_place_up)
+{
+    /* A waiting Lock cancelled by RST_STREAM, another by its connection's end: each waiter is
+     * freed and its key deleted, so the next waiter gets the lock as soon as the holder
+     * unlocks (else it would wait for the cancelled waiters' 60 s session leases) */
+    struct gc *g = gc_open(srv.port, true);
+    struct call *c = lock_call(g, "R", 0);
+    ck_assert_int_eq(c->grpc_status, 0);
+    char holder[128];
+    answer_field(c, 2, holder, sizeof(holder));
+    struct buf m;
+    named_req(&m, "R", 0, NULL);
+    int32_t id = gc_call(g, "/v3lockpb.Lock/Lock", m.p, m.len, true, NULL);
+    struct gc *g2 = gc_open(srv.port, true);
+    gc_call(g2, "/v3lockpb.Lock/Lock", m.p, m.len, true, NULL);
+    for (int i = 0; i < 5; i++)
+        gc_pump(g2, never, NULL, 20);
+    await_metric(g, srv.port, "metastore_lock_waiters", 2);
+    ck_assert_int_eq(count_prefix(g, "R/", "R0"), 3);
+    nghttp2_submit_rst_stream(g->s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    gc_free(g2);
+    await_metric(g, srv.port, "metastore_lock_waiters", 0);
+    await_metric(g, srv.port, "metastore_lock_requests", 0);
+    long left = 0;
+    for (int64_t end = tu_now_ms() + 10000; tu_now_ms() < end; tu_sleep_ms(20))
+        if ((left = count_prefix(g, "R/", "R0")) == 1)
+            break;
+    ck_assert_int_eq(left, 1); /* the holder's key alone */
+    id = gc_call(g, "/v3lockpb.Lock/Lock", m.p, m.len, true, NULL);
+    buf_fini(&m);
+    await_metric(g, srv.port, "metastore_lock_waiters", 1);
+    ck_assert_int_eq(unlock_call(g, holder)->grpc_status, 0);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    ck_assert_int_eq(call_of(g, id)->grpc_status, 0);
+    gc_free(g);
+}
+END_TEST
+
+static bool has_msgs(struct gc *g, void *arg)
+{
+    const int32_t *a = arg; /* stream id, messages wanted */
+    const uint8_t *m;
+    size_t n;
+    return nth_msg(call_of(g, a[0]), (size_t)a[1] - 1, &m, &n);
+}
+
+START_TEST(observe_stream)
+{
+    /* Observe: nothing until a leader, then each proclamation; a reset stream and a dropped
+     * connection free their observers */
+    struct gc *g = gc_open(srv.port, true);
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, "O", 1);
+    int32_t id = gc_call(g, "/v3electionpb.Election/Observe", m.p, m.len, true, NULL);
+    await_metric(g, srv.port, "metastore_lock_waiters", 1);
+    ck_assert_uint_eq(call_of(g, id)->data.len, 0);
+    struct gc *g2 = gc_open(srv.port, true);
+    struct leadership l;
+    campaign(g2, "O", "v1", &l);
+    int32_t want[2] = {id, 1};
+    ck_assert(gc_pump(g, has_msgs, want, 10000));
+    char v[64];
+    ck_assert(leader_value(call_of(g, id), 0, v, sizeof(v)));
+    ck_assert_str_eq(v, "v1");
+    ck_assert_int_eq(leader_call(g2, l.key, l.len, "v2")->grpc_status, 0);
+    want[1] = 2;
+    ck_assert(gc_pump(g, has_msgs, want, 10000));
+    ck_assert(leader_value(call_of(g, id), 1, v, sizeof(v)));
+    ck_assert_str_eq(v, "v2");
+    nghttp2_submit_rst_stream(g->s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    await_metric(g, srv.port, "metastore_lock_waiters", 0);
+    /* an observer of a standing leader hears of it at once; then its connection goes */
+    struct gc *g3 = gc_open(srv.port, true);
+    int32_t id3 = gc_call(g3, "/v3electionpb.Election/Observe", m.p, m.len, true, NULL);
+    want[0] = id3;
+    want[1] = 1;
+    ck_assert(gc_pump(g3, has_msgs, want, 10000));
+    ck_assert(leader_value(call_of(g3, id3), 0, v, sizeof(v)));
+    ck_assert_str_eq(v, "v2");
+    ck_assert_int_eq(tu_metric(srv.port, "metastore_lock_waiters"), 1);
+    gc_free(g3);
+    await_metric(g, srv.port, "metastore_lock_waiters", 0);
+    buf_fini(&m);
+    gc_free(g);
+    gc_free(g2);
+#define OBS                                                                                        \
+    "grpc_method=\"Observe\",grpc_service=\"v3electionpb.Election\",grpc_type=\"server_stream\""
+    ck_assert_int_eq(sample("grpc_server_started_total", OBS), 2);
+    ck_assert_int_eq(sample("grpc_server_msg_sent_total", OBS), 3);
+    ck_assert_int_eq(sample("grpc_server_handled_total", "grpc_code=\"Canceled\"," OBS), 2);
+#undef OBS
+}
+END_TEST
+
+START_TEST(observe_slow_reader_bounded)
+{
+    /* An observer that stops reading while the leader proclaims 3 MB of values: the server
+     * queues a bounded amount for it and keeps only the newest value aside; once the client
+     * reads, it gets values in order, ending with the last one */
+    struct gc *w = gc_open_opt2(srv.port, true, true, true);
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, "S", 1);
+    int32_t id = gc_call(w, "/v3electionpb.Election/Observe", m.p, m.len, true, NULL);
+    buf_fini(&m);
+    await_metric(w, srv.port, "metastore_lock_waiters", 1);
+    struct gc *g = gc_open(srv.port, true);
+    struct leadership l;
+    campaign(g, "S", "first", &l);
+    enum { N = 400 };
+    static char val[8 << 10];
+    for (int i = 0; i < N; i++) {
+        memset(val, 'a' + i % 26, sizeof(val) - 1);
+        snprintf(val, 8, "%04d:", i);
+        val[5] = 'x';
+        ck_assert_int_eq(leader_call(g, l.key, l.len, val)->grpc_status, 0);
+        if (i % 100 == 0)
+            gc_pump(w, never, NULL, 20); /* it takes what its window allows, then no more */
+    }
+#define OBS                                                                                        \
+    "grpc_method=\"Observe\",grpc_service=\"v3electionpb.Election\",grpc_type=\"server_stream\""
+    long sent = sample("grpc_server_msg_sent_total", OBS);
+    ck_assert_int_le(sent, (65535 + (64 << 10)) / (8 << 10) + 4);
+    /* now read */
+    nghttp2_submit_window_update(w->s, NGHTTP2_FLAG_NONE, 0, 64 << 20);
+    nghttp2_submit_window_update(w->s, NGHTTP2_FLAG_NONE, id, 64 << 20);
+    int last = -1;
+    for (int64_t end = tu_now_ms() + 10000; last != N - 1 && tu_now_ms() < end;) {
+        gc_pump(w, never, NULL, 20);
+        char v[16];
+        int k;
+        last = -2;
+        for (size_t i = 0; leader_value(call_of(w, id), i, v, sizeof(v)); i++) {
+            k = strncmp(v, "first", 5) == 0 ? -1 : atoi(v);
+            ck_assert_int_gt(k, last); /* in order */
+            last = k;
+        }
+    }
+    ck_assert_int_eq(last, N - 1);
+    ck_assert_int_le(sample("grpc_server_msg_sent_total", OBS), sent + 2);
+#undef OBS
+    gc_free(w);
+    await_metric(g, srv.port, "metastore_lock_waiters", 0);
+    gc_free(g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("grpc");
@@ -1373,6 +1746,10 @@ int main(void)
     tcase_add_test(tc, watch_requests_unread_bounded);
     tcase_add_test(tc, server_metrics);
     tcase_add_test(tc, maint_hash_kv);
+    tcase_add_test(tc, lock_election_calls);
+    tcase_add_test(tc, lock_waiter_reset_gives_place_up);
+    tcase_add_test(tc, observe_stream);
+    tcase_add_test(tc, observe_slow_reader_bounded);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

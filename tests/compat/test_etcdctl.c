@@ -14,9 +14,15 @@
  * from a past revision, so what they print does not depend on when they were set up. Several
  * watches of one interactive etcdctl print from goroutines of their own: their lines are
  * compared sorted.
+ *
+ * lock and elect run as one scenario per server (etcdctl left running, stopped with SIGINT as a
+ * user stops it): a lock around a command, a second lock waiting for the first, an election
+ * with an observer, resign on SIGINT, the next leader. Their transcripts are compared with the
+ * session IDs in keys normalised.
  */
 #define _GNU_SOURCE
 #include "etcd_proc.h"
+#include "metastore/buf.h"
 #include "testutil.h"
 
 #include <ctype.h>
@@ -272,11 +278,12 @@ static int run_watch(const char *bin, int pid_in, int out_fd, pid_t pid, struct 
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* Run etcdctl against endpoint port with args and input; *out gets stdout and stderr joined
- * (malloc'd). Returns the exit status, -1 if it had to be killed. */
-static int run_ctl(const char *bin, struct server *sv, const struct cmd *c, char **out)
+/* Start etcdctl against sv with c's arguments ("$L", "$D" substituted); *in_fd and *out_fd
+ * get its standard input and its joined standard output and error. Returns its pid. */
+static pid_t spawn_ctl(const char *bin, struct server *sv, const struct cmd *c, int *in_fd,
+                       int *out_fd)
 {
-    static char subst[12][4400];
+    char subst[12][4400];
     char ep[64];
     snprintf(ep, sizeof(ep), "--endpoints=http://127.0.0.1:%d", sv->port);
     const char *argv[24] = {bin, ep, "--dial-timeout=5s", "--command-timeout=10s"};
@@ -311,15 +318,26 @@ static int run_ctl(const char *bin, struct server *sv, const struct cmd *c, char
     }
     close(in[0]);
     close(o[1]);
+    *in_fd = in[1];
+    *out_fd = o[0];
+    return pid;
+}
+
+/* Run etcdctl against endpoint port with args and input; *out gets stdout and stderr joined
+ * (malloc'd). Returns the exit status, -1 if it had to be killed. */
+static int run_ctl(const char *bin, struct server *sv, const struct cmd *c, char **out)
+{
+    int in, out_fd;
+    pid_t pid = spawn_ctl(bin, sv, c, &in, &out_fd);
     /* The input is far below a pipe's buffer: written whole before the child reads. */
-    if (c->in && write(in[1], c->in, strlen(c->in)) != (ssize_t)strlen(c->in))
+    if (c->in && write(in, c->in, strlen(c->in)) != (ssize_t)strlen(c->in))
         ck_abort_msg("cannot write etcdctl's input");
     if (c->until) /* an interactive watch ends at the end of its input: keep it open */
-        return run_watch(bin, in[1], o[0], pid, sv, c, out);
-    close(in[1]);
+        return run_watch(bin, in, out_fd, pid, sv, c, out);
+    close(in);
     int64_t end = tu_now_ms() + RUN_MS;
-    *out = tu_read_all(o[0], RUN_MS, NULL);
-    close(o[0]);
+    *out = tu_read_all(out_fd, RUN_MS, NULL);
+    close(out_fd);
     int status;
     pid_t w;
     while ((w = waitpid(pid, &status, WNOHANG)) == 0 && tu_now_ms() < end)
@@ -493,6 +511,160 @@ START_TEST(etcdctl_kv_same_as_etcd)
 }
 END_TEST
 
+/* ---- lock and elect: etcdctl runs etcd's concurrency recipes (a session with keepalives, txns,
+ * watches of the key just before its own) over KV, Lease and Watch ---- */
+
+/* An etcdctl left running, and what it printed so far. */
+struct bg {
+    pid_t pid;
+    int in;
+    int out;
+    char *buf;
+    size_t len;
+    size_t cap;
+};
+
+static void bg_start(struct bg *b, const char *bin, struct server *sv, const struct cmd *c)
+{
+    b->pid = spawn_ctl(bin, sv, c, &b->in, &b->out);
+    b->cap = 4096;
+    b->len = 0;
+    b->buf = malloc(b->cap);
+    b->buf[0] = 0;
+}
+
+/* Read b's output until it holds what (n times) or ms pass or it ends; whether it got there. */
+static bool bg_wait_for(struct bg *b, const char *what, size_t n, int ms)
+{
+    int64_t end = tu_now_ms() + ms;
+    while (count(b->buf, what) < n && tu_now_ms() < end) {
+        struct pollfd pf = {.fd = b->out, .events = POLLIN};
+        if (poll(&pf, 1, 20) <= 0)
+            continue;
+        if (b->len + 1024 > b->cap)
+            b->buf = realloc(b->buf, b->cap *= 2);
+        ssize_t r = read(b->out, b->buf + b->len, b->cap - b->len - 1);
+        if (r <= 0)
+            break;
+        b->len += (size_t)r;
+        b->buf[b->len] = 0;
+    }
+    return count(b->buf, what) >= n;
+}
+
+/* Send sig (0: none, it ends by itself) and wait for the end: its exit status (-1: killed after
+ * RUN_MS); the rest of its output is read. */
+static int bg_end(struct bg *b, int sig)
+{
+    if (sig)
+        kill(b->pid, sig);
+    bg_wait_for(b, "\x01never", 1, RUN_MS); /* to the end of its output */
+    int status;
+    pid_t w;
+    int64_t end = tu_now_ms() + RUN_MS;
+    while ((w = waitpid(b->pid, &status, WNOHANG)) == 0 && tu_now_ms() < end)
+        tu_sleep_ms(5);
+    if (w != b->pid) {
+        kill(b->pid, SIGKILL);
+        waitpid(b->pid, &status, 0);
+    }
+    close(b->in);
+    close(b->out);
+    return w == b->pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Append step's exit status and output to t, with the session IDs in keys ("name/<lease in
+ * hex>") made "name/ID"; frees b's output. */
+static void note(struct buf *t, const char *step, int rc, char *out)
+{
+    char head[128];
+    snprintf(head, sizeof(head), "%s: exit %d\n", step, rc);
+    buf_append(t, head, strlen(head));
+    for (const char *p = out; *p;) {
+        buf_putc(t, *p);
+        if (*p++ == '/' && isxdigit((unsigned char)*p)) {
+            buf_append(t, "ID", 2);
+            while (isxdigit((unsigned char)*p))
+                p++;
+        }
+    }
+    free(out);
+}
+
+#define CTL(...) (&(struct cmd){.args = {__VA_ARGS__}})
+
+/* The same scenario against one server; its transcript in t. */
+static void lock_scenario(const char *bin, struct server *sv, struct buf *t)
+{
+    char *out;
+    int rc = run_ctl(bin, sv, CTL("lock", "lk1", "--", "echo", "hi"), &out);
+    note(t, "lock with a command", rc, out);
+    rc = run_ctl(bin, sv, CTL("lock", "--ttl=9999999999", "lk1"), &out);
+    note(t, "lock with a TTL too large", rc, out);
+    /* contention: the second waits until the first exits (SIGINT: it unlocks) */
+    struct bg a, b;
+    bg_start(&a, bin, sv, CTL("lock", "lk2"));
+    ck_assert_msg(bg_wait_for(&a, "lk2/", 1, RUN_MS), "first lock: %s", a.buf);
+    bg_start(&b, bin, sv, CTL("lock", "lk2", "--", "echo", "second"));
+    /* it cannot get the lock while the first holds it (a bounded look, not a timing goal) */
+    bool early = bg_wait_for(&b, "second", 1, 1000);
+    buf_append(t, early ? "second ran early\n" : "second waits\n", early ? 17 : 13);
+    note(t, "first lock, SIGINT", bg_end(&a, SIGINT), a.buf);
+    ck_assert_msg(bg_wait_for(&b, "second", 1, RUN_MS), "second lock: %s", b.buf);
+    note(t, "second lock", bg_end(&b, 0), b.buf);
+    rc = run_ctl(bin, sv, CTL("get", "--prefix", "lk"), &out);
+    note(t, "lock keys left", rc, out);
+    /* an election: a leader, an observer, resign on SIGINT, the next leader */
+    struct bg e1, o, e2;
+    bg_start(&e1, bin, sv, CTL("elect", "el", "p1"));
+    ck_assert_msg(bg_wait_for(&e1, "p1", 1, RUN_MS), "elect p1: %s", e1.buf);
+    bg_start(&o, bin, sv, CTL("elect", "-l", "el"));
+    ck_assert_msg(bg_wait_for(&o, "p1", 1, RUN_MS), "observe: %s", o.buf);
+    note(t, "elect p1, SIGINT", bg_end(&e1, SIGINT), e1.buf);
+    rc = run_ctl(bin, sv, CTL("get", "--prefix", "el/"), &out);
+    note(t, "election keys after resign", rc, out);
+    bg_start(&e2, bin, sv, CTL("elect", "el", "p2"));
+    ck_assert_msg(bg_wait_for(&e2, "p2", 1, RUN_MS), "elect p2: %s", e2.buf);
+    ck_assert_msg(bg_wait_for(&o, "p2", 1, RUN_MS), "observe: %s", o.buf);
+    note(t, "elect p2, SIGINT", bg_end(&e2, SIGINT), e2.buf);
+    note(t, "observer, SIGINT", bg_end(&o, SIGINT), o.buf);
+    rc = run_ctl(bin, sv, CTL("elect", "el"), &out);
+    note(t, "elect without a proposal", rc, out);
+}
+
+START_TEST(etcdctl_lock_elect_same_as_etcd)
+{
+    const char *etcd = etcd_bin(), *ctl = etcdctl_bin();
+    ck_assert(etcd && ctl);
+    char *dir = tu_mkdtemp("ms-etcdctl-lock");
+    int cport;
+    pid_t pid = etcd_start(etcd, dir, &cport);
+    struct tu_server ms;
+    tu_server_start(&ms, NULL);
+    struct server se = {.port = cport, .dir = dir}, sm = {.port = ms.port, .dir = dir};
+    struct buf te, tm;
+    buf_init(&te);
+    buf_init(&tm);
+    lock_scenario(ctl, &se, &te);
+    lock_scenario(ctl, &sm, &tm);
+    buf_putc(&te, 0);
+    buf_putc(&tm, 0);
+    char *ne = norm((const char *)te.p, &se), *nm = norm((const char *)tm.p, &sm);
+    if (strcmp(ne, nm) != 0)
+        fprintf(stderr, "etcd:\n%s\nmetastore:\n%s\n", ne, nm);
+    ck_assert_str_eq(ne, nm);
+    ck_assert_ptr_null(strstr(nm, "second ran early"));
+    free(ne);
+    free(nm);
+    buf_fini(&te);
+    buf_fini(&tm);
+    tu_server_stop(&ms);
+    etcd_stop(pid);
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     int missing = etcd_missing("etcdctl");
@@ -507,6 +679,7 @@ int main(void)
     TCase *tc = tcase_create("kv");
     tcase_set_timeout(tc, 280);
     tcase_add_test(tc, etcdctl_kv_same_as_etcd);
+    tcase_add_test(tc, etcdctl_lock_elect_same_as_etcd);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -123,6 +123,7 @@ struct srv_node {
     size_t cap_deadlines;
     uint64_t heartbeat_failures;     /* messages to a peer dropped (unreachable reports) */
     uint64_t mem_bytes;              /* entry data held in mem (about: see trim_log) */
+    uint64_t trim_to;                /* a trim under way frees the entries below this */
     struct node_snap_out *snaps_out; /* snapshots being made or sent to followers */
     char snap_in[4400];              /* a snapshot received from the leader, not installed */
     uint64_t snap_in_index;

@@ -51,6 +51,9 @@
 #define NODE_KEEP_BYTES   (64u << 20)
 /* In-memory entries (bytes of data) above which a member with peers trims at once. */
 #define NODE_MEM_MAX_BYTES (256u << 20)
+/* Entries a trim frees per Ready: freeing 100,000 at once took 9-19 ms, on every member at the
+ * same index, so the whole cluster stopped together. */
+#define NODE_TRIM_SLICE 4096
 /* Ready steps per loop turn before yielding to I/O (the loop wakes itself to continue). */
 #define NODE_READY_PER_TURN 64
 /* Ready steps the start may take to elect itself and apply the log. */
@@ -106,45 +109,60 @@ static void fatal_sync(struct srv_node *n, ms_err e)
  * does between two snapshots: it trims once --snapshot-count entries are applied beyond what it
  * holds (or they take more than NODE_MEM_MAX_BYTES), keeping the last NODE_KEEP_ENTRIES (etcd
  * SnapshotCatchUpEntries, at most NODE_KEEP_BYTES). A follower further behind needs a
- * snapshot. */
+ * snapshot. The entries go NODE_TRIM_SLICE per Ready, not all in one. */
 static void trim_log(struct srv *s, uint64_t applied)
 {
     struct srv_node *n = &s->node;
     uint64_t first = raft_mem_first_index(n->mem);
     if (applied < first)
         return;
-    uint64_t keep_from = applied + 1, bytes = 0;
-    if (n->peer) {
+    ms_err e = MS_OK;
+    if (!n->peer) {
+        if ((e = raft_mem_compact(n->mem, applied)) != MS_OK)
+            log_warn("raft: cannot trim the in-memory log below %llu",
+                     (unsigned long long)applied + 1);
+        return;
+    }
+    if (n->trim_to <= first) {
         if (applied + 1 - first < s->cfg.snapshot_count + NODE_KEEP_ENTRIES &&
             n->mem_bytes < NODE_MEM_MAX_BYTES)
             return;
+        uint64_t keep_from = applied + 1, bytes = 0;
         while (keep_from > first && applied + 1 - keep_from < NODE_KEEP_ENTRIES) {
-            const struct raft_entry *e = raft_mem_entry(n->mem, keep_from - 1);
-            if (!e || bytes + e->len > NODE_KEEP_BYTES)
+            const struct raft_entry *ent = raft_mem_entry(n->mem, keep_from - 1);
+            if (!ent || bytes + ent->len > NODE_KEEP_BYTES)
                 break;
-            bytes += e->len;
+            bytes += ent->len;
             keep_from--;
         }
-    }
-    if (keep_from <= first)
-        return;
-    ms_err e;
-    if (n->peer) {
+        if (keep_from <= first)
+            return;
         /* Recorded as a snapshot at the applied index, so that the core knows a follower
-         * behind it needs one (the state machine is copied when it is sent). */
+         * behind it needs one (the state machine is copied when it is sent); the entries
+         * below keep_from go a slice per Ready from here on. */
         struct raft_status st;
         raft_status(n->raft, &st);
-        e = raft_mem_snapshot(n->mem, applied, &st.conf, applied - keep_from + 1);
-    } else {
-        e = raft_mem_compact(n->mem, keep_from - 1);
+        if ((e = raft_mem_snapshot(n->mem, applied, &st.conf, applied + 1 - first)) != MS_OK) {
+            log_warn("raft: cannot record a snapshot at %llu", (unsigned long long)applied);
+            return;
+        }
+        n->trim_to = keep_from;
     }
-    if (e != MS_OK) {
-        log_warn("raft: cannot trim the in-memory log below %llu", (unsigned long long)keep_from);
+    uint64_t to = n->trim_to - first > NODE_TRIM_SLICE ? first + NODE_TRIM_SLICE : n->trim_to;
+    uint64_t dropped = 0;
+    for (uint64_t i = first; i < to; i++)
+        dropped += raft_mem_entry(n->mem, i)->len;
+    if ((e = raft_mem_compact(n->mem, to - 1)) != MS_OK) {
+        log_warn("raft: cannot trim the in-memory log below %llu", (unsigned long long)to);
+        n->trim_to = 0;
         return;
     }
-    /* Count again what is held (a follower's replaced suffixes were counted twice). */
+    n->mem_bytes = n->mem_bytes > dropped ? n->mem_bytes - dropped : 0;
+    if (to < n->trim_to)
+        return;
+    /* Done: count again what is held (a follower's replaced suffixes were counted twice). */
     n->mem_bytes = 0;
-    for (uint64_t i = keep_from; i <= raft_mem_last_index(n->mem); i++)
+    for (uint64_t i = to; i <= raft_mem_last_index(n->mem); i++)
         n->mem_bytes += raft_mem_entry(n->mem, i)->len;
 }
 

@@ -32,4 +32,23 @@ void *arena_memdup(struct arena *a, const void *p, size_t n);
 /* Bytes currently handed out (for limits and metrics). */
 size_t arena_used(const struct arena *a);
 
+/* Arenas of finished requests kept, reset, for the next ones: a request then costs no malloc
+ * and free of its first chunk. All have first chunks of the pool's size; at most
+ * ARENA_POOL_MAX are kept (the concurrency of a busy moment). */
+#define ARENA_POOL_MAX 64
+struct arena_pool {
+    size_t first_chunk;
+    struct arena *kept[ARENA_POOL_MAX];
+    size_t n;
+};
+
+void arena_pool_init(struct arena_pool *p, size_t first_chunk);
+/* A kept arena, or a new one with the pool's first chunk. NULL on OOM. */
+struct arena *arena_pool_take(struct arena_pool *p);
+/* Reset a and keep it, unless the pool is full or a's first chunk is not the pool's size:
+ * then free it. Accepts NULL. */
+void arena_pool_give(struct arena_pool *p, struct arena *a);
+/* Free every kept arena. */
+void arena_pool_fini(struct arena_pool *p);
+
 #endif

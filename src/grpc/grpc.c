@@ -158,6 +158,7 @@ struct grpc *grpc_create(struct event_base *base, struct srv *srv, ms_err *err)
     }
     g->base = base;
     g->srv = srv;
+    arena_pool_init(&g->arenas, GRPC_ARENA_FIRST);
     const struct cfg *cfg = srv_cfg(srv);
     g->max_recv = (size_t)cfg->max_request_bytes + GRPC_OVERHEAD;
     g->ka_min_ms = cfg->grpc_keepalive_min_ms;
@@ -197,8 +198,7 @@ void grpc_destroy(struct grpc *g)
     event_free(g->leader_ev);
     buf_fini(&g->watch_buf);
     buf_fini(&g->watch_hdr);
-    while (g->n_spare)
-        arena_destroy(g->spare[--g->n_spare]);
+    arena_pool_fini(&g->arenas);
     free(g);
 }
 

@@ -36,9 +36,8 @@
 #define MAX_STREAMS  4096              /* SETTINGS_MAX_CONCURRENT_STREAMS */
 #define PING_IDLE_MS (2 * 3600 * 1000) /* grpc-go: pings without calls closer than 2 h strike */
 #define MAX_STRIKES  2                 /* grpc-go's maxPingStrikes */
-#define ARENA_FIRST  4096
-#define CALL_HOLD    (256u << 10) /* a call's unsent output above which its input waits */
-#define CALL_BACKLOG (16u << 10)  /* ... and its unanswered requests */
+#define CALL_HOLD    (256u << 10)      /* a call's unsent output above which its input waits */
+#define CALL_BACKLOG (16u << 10)       /* ... and its unanswered requests */
 
 static void conn_flush(struct grpc_conn *c);
 
@@ -74,8 +73,7 @@ static struct grpc_call *call_create(struct grpc_conn *c, int32_t stream_id)
     struct grpc_call *call = calloc(1, sizeof(*call));
     if (!call)
         return NULL;
-    struct grpc *g = c->g;
-    call->a = g->n_spare ? g->spare[--g->n_spare] : arena_create(ARENA_FIRST);
+    call->a = arena_pool_take(&c->g->arenas);
     if (!call->a) {
         free(call);
         return NULL;
@@ -117,12 +115,7 @@ static void call_free(struct grpc_call *call)
     grpc_deframer_fini(&call->in);
     buf_fini(&call->out);
     free(call->message);
-    if (c->g->n_spare < GRPC_SPARE_ARENAS) {
-        arena_reset(call->a); /* kept for the next call: a malloc and a free less per call */
-        c->g->spare[c->g->n_spare++] = call->a;
-    } else {
-        arena_destroy(call->a);
-    }
+    arena_pool_give(&c->g->arenas, call->a);
     if (call->prev)
         call->prev->next = call->next;
     else

@@ -126,7 +126,7 @@ struct grpc_conn {
     struct grpc_conn *due_next;
 };
 
-#define GRPC_SPARE_ARENAS 64
+#define GRPC_ARENA_FIRST 4096 /* a call's first arena chunk */
 
 struct grpc {
     struct event_base *base;
@@ -145,9 +145,7 @@ struct grpc {
     struct event *leader_ev;    /* checks the leader while streams require one */
     size_t n_leader_watch;      /* such streams */
     uint64_t leaderless_max_ms; /* they end after this long without a leader */
-    /* Arenas of finished calls, reset, for the next calls (at most GRPC_SPARE_ARENAS). */
-    struct arena *spare[GRPC_SPARE_ARENAS];
-    size_t n_spare;
+    struct arena_pool arenas;   /* calls' arenas kept for the next calls */
     /* the watch sink's encoding (grpc_watch.c) */
     struct buf watch_buf; /* scratch */
     struct buf watch_hdr; /* the header field for watch_hdr_rev and watch_hdr_term */

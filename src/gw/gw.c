@@ -160,13 +160,7 @@ static void req_release(struct gw_req *r)
     if (r->srv_id)
         srv_cancel(r->gw->srv, r->srv_id);
     req_unlink(r);
-    struct gw *gw = r->gw;
-    if (r->spare_arena && gw->n_spare < GW_SPARE_ARENAS) {
-        arena_reset(r->a);
-        gw->spare[gw->n_spare++] = r->a;
-    } else {
-        arena_destroy(r->a);
-    }
+    arena_pool_give(&r->gw->arenas, r->a);
     free(r);
 }
 
@@ -458,13 +452,7 @@ static struct gw_req *req_create(struct gw *gw, struct http_request *req)
     r->req = req;
     size_t len = req->body_len;
     /* Room for the body and 4 KiB of work at least, in a kept arena when it fits. */
-    r->spare_arena = len + 4096 <= GW_ARENA_FIRST;
-    if (!r->spare_arena)
-        r->a = arena_create(len + 4096);
-    else if (gw->n_spare)
-        r->a = gw->spare[--gw->n_spare];
-    else
-        r->a = arena_create(GW_ARENA_FIRST);
+    r->a = len + 4096 <= GW_ARENA_FIRST ? arena_pool_take(&gw->arenas) : arena_create(len + 4096);
     char *body = r->a ? arena_alloc(r->a, len + 1) : NULL;
     if (!body) {
         arena_destroy(r->a);
@@ -756,6 +744,7 @@ struct gw *gw_create(struct event_base *base, struct srv *srv, ms_err *err)
                               .idle_timeout_ms = GW_TIMEOUT_MS,
                               .max_conns = GW_MAX_CONNS,
                               .host_required = true};
+    arena_pool_init(&gw->arenas, GW_ARENA_FIRST);
     gw->http = http_server_create(base, &lim, gw_on_request, gw);
     if (!gw->http) {
         *err = MS_E_NOMEM;
@@ -815,7 +804,6 @@ void gw_destroy(struct gw *gw)
         gw_abandon(gw->pending);
     gw_watch_destroy(gw->watch);
     tls_ctx_destroy(gw->tls); /* after every connection made from it */
-    while (gw->n_spare)
-        arena_destroy(gw->spare[--gw->n_spare]);
+    arena_pool_fini(&gw->arenas);
     free(gw);
 }

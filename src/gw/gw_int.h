@@ -13,22 +13,18 @@ struct gw_watch;
 
 typedef void (*gw_handler_fn)(struct gw_req *r);
 
-#define GW_SPARE_ARENAS 64   /* at most this many kept: the concurrency of a busy moment */
-#define GW_ARENA_FIRST  8192 /* the first chunk of a kept arena */
+#define GW_ARENA_FIRST 8192 /* the first chunk of a kept arena */
 
 struct gw {
     struct event_base *base;
     struct srv *srv;
     struct http_server *http;
-    struct tls_ctx *tls;    /* the https listeners' context (owned), or NULL */
-    size_t max_body;        /* HTTP body limit (the HTTP layer answers 413 above it) */
-    size_t grpc_max;        /* etcd's gRPC receive limit: max-request-bytes + 512 KiB */
-    struct gw_req *pending; /* requests waiting for srv, doubly linked */
-    struct gw_watch *watch; /* the watch streams: owned, and read, by gw_watch.c alone */
-    /* Arenas of finished requests, reset, for the next ones (a request's arena was a malloc of
-     * 4 KiB and more, and its free, each time). */
-    struct arena *spare[GW_SPARE_ARENAS];
-    size_t n_spare;
+    struct tls_ctx *tls;      /* the https listeners' context (owned), or NULL */
+    size_t max_body;          /* HTTP body limit (the HTTP layer answers 413 above it) */
+    size_t grpc_max;          /* etcd's gRPC receive limit: max-request-bytes + 512 KiB */
+    struct gw_req *pending;   /* requests waiting for srv, doubly linked */
+    struct gw_watch *watch;   /* the watch streams: owned, and read, by gw_watch.c alone */
+    struct arena_pool arenas; /* requests' arenas (GW_ARENA_FIRST) kept for the next ones */
 };
 
 /* One HTTP request in flight. Owns its arena. It ends in exactly one call: gw_reply (answered)
@@ -43,12 +39,11 @@ struct gw_req {
     /* Encodes a successful result (NULL: the usual header + body of codec_result). */
     void (*encode)(struct gw_req *r, const struct srv_result *res, struct buf *out);
     struct srv_req sreq;
-    void *route;      /* the route's own state, in the arena (NULL: none) */
-    bool streamed;    /* gw_stream_start sent the 200: the answer is a chunked stream */
-    bool auth_done;   /* gw_auth_caller looked at the token */
-    bool spare_arena; /* a has GW_ARENA_FIRST bytes first: it may be kept */
-    bool answered;    /* gw_reply ran (else the client left, or a stream took over) */
-    const char *rpc;  /* the gRPC method counted for it (NULL: not counted) */
+    void *route;     /* the route's own state, in the arena (NULL: none) */
+    bool streamed;   /* gw_stream_start sent the 200: the answer is a chunked stream */
+    bool auth_done;  /* gw_auth_caller looked at the token */
+    bool answered;   /* gw_reply ran (else the client left, or a stream took over) */
+    const char *rpc; /* the gRPC method counted for it (NULL: not counted) */
     const char *rpc_type;
     int rpc_code;              /* enum ms_grpc_code of the answer */
     struct auth_caller caller; /* who the token names (user in the arena) */

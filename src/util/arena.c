@@ -52,14 +52,18 @@ static struct chunk *chunk_create(size_t cap)
     return c;
 }
 
+/* The first chunk of an arena asked for n bytes in it. */
+static size_t first_chunk_size(size_t n)
+{
+    return n < 256 ? 256 : n;
+}
+
 struct arena *arena_create(size_t first_chunk)
 {
     struct arena *a = malloc(sizeof(*a));
     if (!a)
         return NULL;
-    if (first_chunk < 256)
-        first_chunk = 256;
-    a->first = chunk_create(first_chunk);
+    a->first = chunk_create(first_chunk_size(first_chunk));
     if (!a->first) {
         free(a);
         return NULL;
@@ -147,4 +151,33 @@ void *arena_memdup(struct arena *a, const void *p, size_t n)
 size_t arena_used(const struct arena *a)
 {
     return a->used;
+}
+
+void arena_pool_init(struct arena_pool *p, size_t first_chunk)
+{
+    p->first_chunk = first_chunk_size(first_chunk);
+    p->n = 0;
+}
+
+struct arena *arena_pool_take(struct arena_pool *p)
+{
+    return p->n ? p->kept[--p->n] : arena_create(p->first_chunk);
+}
+
+void arena_pool_give(struct arena_pool *p, struct arena *a)
+{
+    if (!a)
+        return;
+    if (p->n == ARENA_POOL_MAX || a->first->cap != p->first_chunk) {
+        arena_destroy(a);
+        return;
+    }
+    arena_reset(a);
+    p->kept[p->n++] = a;
+}
+
+void arena_pool_fini(struct arena_pool *p)
+{
+    while (p->n)
+        arena_destroy(p->kept[--p->n]);
 }

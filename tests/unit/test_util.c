@@ -312,6 +312,33 @@ START_TEST(err_table)
 }
 END_TEST
 
+START_TEST(arena_pool_reuses)
+{
+    /* A given-back arena comes back reset; one of another size, or past the bound, is freed. */
+    struct arena_pool p;
+    arena_pool_init(&p, 1024);
+    struct arena *a = arena_pool_take(&p);
+    ck_assert_ptr_nonnull(arena_alloc(a, 5000)); /* a second chunk, freed by the reset */
+    arena_pool_give(&p, a);
+    ck_assert_uint_eq(p.n, 1);
+    ck_assert_ptr_eq(arena_pool_take(&p), a);
+    ck_assert_uint_eq(arena_used(a), 0);
+    arena_pool_give(&p, arena_create(4096)); /* not the pool's size */
+    ck_assert_uint_eq(p.n, 0);
+    struct arena *many[ARENA_POOL_MAX + 1];
+    for (size_t i = 0; i <= ARENA_POOL_MAX; i++)
+        many[i] = arena_pool_take(&p);
+    for (size_t i = 0; i <= ARENA_POOL_MAX; i++)
+        arena_pool_give(&p, many[i]);
+    ck_assert_uint_eq(p.n, ARENA_POOL_MAX);
+    arena_pool_give(&p, NULL);
+    arena_pool_give(&p, a);
+    ck_assert_uint_eq(p.n, ARENA_POOL_MAX);
+    arena_pool_fini(&p);
+    ck_assert_uint_eq(p.n, 0);
+}
+END_TEST
+
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 /* Memory an arena has not handed out, or took back with a reset, is poisoned: a pointer kept
@@ -346,6 +373,7 @@ static Suite *util_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("arena");
     tcase_add_test(tc, arena_alloc_reset);
+    tcase_add_test(tc, arena_pool_reuses);
 #if defined(__SANITIZE_ADDRESS__)
     tcase_add_test(tc, arena_poisons_what_it_took_back);
 #endif

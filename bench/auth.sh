@@ -12,64 +12,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=8
-ETCD=1
-while [ $# -gt 0 ]; do
-    case "$1" in
-    --duration) DURATION=$2; shift 2 ;;
-    --no-etcd) ETCD=0; shift ;;
-    *) echo "usage: bench/auth.sh [--duration S] [--no-etcd]" >&2; exit 2 ;;
-    esac
-done
-
-log() { echo "auth.sh [${SECONDS}s]: $*" >&2; }
-scripts/dev.sh build >&2
-METASTORE=build-release/metastore
-WORK=$(mktemp -d /tmp/ms-auth-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+BENCH=auth
+source bench/lib.sh
 
 # start NAME: a fresh server; sets PORT and SPID.
 start() {
-    local name=$1 cport pport
-    cport=$(free_port); pport=$(free_port)
-    local args=(--data-dir "$WORK/$name" --listen-client-urls "http://127.0.0.1:$cport"
-        --advertise-client-urls "http://127.0.0.1:$cport" --listen-peer-urls "http://127.0.0.1:$pport"
-        --initial-advertise-peer-urls "http://127.0.0.1:$pport"
-        --initial-cluster "default=http://127.0.0.1:$pport")
-    if [ "$name" = etcd ]; then
-        /usr/bin/etcd "${args[@]}" >"$WORK/$name.log" 2>&1 &
-    else
-        "$METASTORE" "${args[@]}" --log-level warn >"$WORK/$name.log" 2>&1 &
-    fi
-    SPID=$!
-    PIDS+=("$SPID")
-    PORT=$cport
-    for _ in $(seq 200); do
-        curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    log "$name did not start"; exit 1
+    PORT=$(free_port)
+    spawn "$1" "http://127.0.0.1:$PORT/health" -- --listen-client-urls "http://127.0.0.1:$PORT" \
+        --advertise-client-urls "http://127.0.0.1:$PORT"
 }
 
 post() { curl -sf -X POST "http://127.0.0.1:$PORT/v3/$1" -d "$2" ${3:+-H "Authorization: $3"}; }
 
-# wrk_rps MODE [TOKEN]: requests/s and p99 (ms) of a c64 run.
+# wrk_run MODE [TOKEN]: requests/s and p99 (ms) of a c64 run.
 wrk_run() {
-    local mode=$1 tok=${2:-} out
-    out=$(KV_TOKEN=$tok wrk -t 2 -c 64 -d "${DURATION}s" --timeout 5s --latency -s bench/kv.lua \
-        "http://127.0.0.1:$PORT" -- "$mode")
-    local rps p99
-    rps=$(echo "$out" | awk '/Requests\/sec/ {printf "%d", $2}')
-    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-    echo "$rps $p99"
+    local mode=$1 tok=${2:-}
+    KV_TOKEN=$tok wrk -t 2 -c 64 -d "${DURATION}s" --timeout 5s --latency -s bench/kv.lua \
+        "http://127.0.0.1:$PORT" -- "$mode" | wrk_figures
 }
 
 # logins N: N authentications at 50 per second (bounded: N / 50 s plus one answer each).
@@ -89,8 +48,6 @@ PY
 }
 
 declare -A R
-SERVERS=metastore
-[ "$ETCD" = 1 ] && SERVERS="etcd metastore"
 for s in $SERVERS; do
     start "$s"
     log "$s: load"

@@ -16,27 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=8
-ETCD=1
-while [ $# -gt 0 ]; do
-    case "$1" in
-    --duration) DURATION=$2; shift 2 ;;
-    --no-etcd) ETCD=0; shift ;;
-    *) echo "usage: bench/tls.sh [--duration S] [--no-etcd]" >&2; exit 2 ;;
-    esac
-done
-
-log() { echo "tls.sh [${SECONDS}s]: $*" >&2; }
-scripts/dev.sh build >&2
-METASTORE=build-release/metastore
-WORK=$(mktemp -d /tmp/ms-tls-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+BENCH=tls
+source bench/lib.sh
 
 # A CA and a server certificate for 127.0.0.1.
 (
@@ -50,46 +31,24 @@ trap cleanup EXIT
         -days 2 -extfile server.ext 2>/dev/null
 )
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-
 # start NAME: a fresh server; sets PORT (plain), TPORT (https) and SPID.
 start() {
-    local name=$1 pport
-    PORT=$(free_port); TPORT=$(free_port); pport=$(free_port)
-    local args=(--data-dir "$WORK/$name"
-        --listen-client-urls "http://127.0.0.1:$PORT,https://127.0.0.1:$TPORT"
-        --advertise-client-urls "https://127.0.0.1:$TPORT" --listen-peer-urls "http://127.0.0.1:$pport"
-        --initial-advertise-peer-urls "http://127.0.0.1:$pport"
-        --initial-cluster "default=http://127.0.0.1:$pport"
-        --cert-file "$WORK/server.crt" --key-file "$WORK/server.key")
-    if [ "$name" = etcd ]; then
-        /usr/bin/etcd "${args[@]}" >"$WORK/$name.log" 2>&1 &
-    else
-        "$METASTORE" "${args[@]}" --log-level warn >"$WORK/$name.log" 2>&1 &
-    fi
-    SPID=$!
-    PIDS+=("$SPID")
-    for _ in $(seq 200); do
-        curl -sf --cacert "$WORK/ca.crt" "https://127.0.0.1:$TPORT/health" >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    log "$name did not start"; exit 1
+    PORT=$(free_port); TPORT=$(free_port)
+    spawn "$1" "https://127.0.0.1:$TPORT/health" --cacert "$WORK/ca.crt" -- \
+        --listen-client-urls "http://127.0.0.1:$PORT,https://127.0.0.1:$TPORT" \
+        --advertise-client-urls "https://127.0.0.1:$TPORT" \
+        --cert-file "$WORK/server.crt" --key-file "$WORK/server.key"
 }
 
 # wrk_run URL [HEADER]: requests/s and p99 of a range c64 run.
 wrk_run() {
-    local url=$1 out
+    local url=$1
     shift
-    out=$(wrk -t 2 -c 64 -d "${DURATION}s" --timeout 5s --latency -s bench/kv.lua "$@" "$url" -- range)
-    local rps p99
-    rps=$(echo "$out" | awk '/Requests\/sec/ {printf "%d", $2}')
-    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-    echo "$rps $p99"
+    wrk -t 2 -c 64 -d "${DURATION}s" --timeout 5s --latency -s bench/kv.lua "$@" "$url" -- range \
+        | wrk_figures
 }
 
 declare -A R
-SERVERS=metastore
-[ "$ETCD" = 1 ] && SERVERS="etcd metastore"
 for s in $SERVERS; do
     start "$s"
     log "$s: load"

@@ -514,6 +514,35 @@ static struct auth_jwt *jwt_open(const char *dir, const char *method, bool priv)
     return j;
 }
 
+/* A token j signs for user at revision rev, checked to verify back to both; *tok is malloc'd. */
+static void sign_checked(struct auth_jwt *j, const char *user_name, uint64_t rev_in,
+                         struct arena *a, char **tok, size_t *n)
+{
+    ck_assert_int_eq(auth_jwt_sign(j, B(user_name), rev_in, 1000, tok, n), MS_OK);
+    struct auth_bytes user;
+    uint64_t rev;
+    ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)*tok, *n, 1000, a, &user, &rev), MS_OK);
+    ck_assert(tu_bytes_eq(user.p, user.len, user_name));
+    ck_assert_uint_eq(rev, rev_in);
+}
+
+/* The token with any one byte changed is refused. */
+static void each_byte_refused(struct auth_jwt *j, char *tok, size_t n, struct arena *a,
+                              const char *method)
+{
+    struct auth_bytes user;
+    uint64_t rev;
+    for (size_t i = 0; i < n; i++) {
+        char saved = tok[i];
+        tok[i] = tok[i] == 'A' ? 'B' : 'A';
+        ck_assert_msg(auth_jwt_verify(j, (uint8_t *)tok, n, 1000, a, &user, &rev) ==
+                          MS_E_INVALID_AUTH_TOKEN,
+                      "%s: byte %zu changed, still accepted", method, i);
+        tok[i] = saved;
+        arena_reset(a);
+    }
+}
+
 static void check_method(const char *kind, const char *method, const char *wrong)
 {
     char *dir = tu_mkdtemp("ms-jwt");
@@ -522,12 +551,9 @@ static void check_method(const char *kind, const char *method, const char *wrong
     struct arena *a = arena_create(4096);
     char *tok;
     size_t n;
-    ck_assert_int_eq(auth_jwt_sign(j, B("al\"ice"), 7, 1000, &tok, &n), MS_OK);
+    sign_checked(j, "al\"ice", 7, a, &tok, &n);
     struct auth_bytes user;
     uint64_t rev;
-    ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)tok, n, 1000, a, &user, &rev), MS_OK);
-    ck_assert(tu_bytes_eq(user.p, user.len, "al\"ice"));
-    ck_assert_uint_eq(rev, 7);
     /* A verifier without the private key accepts it too. */
     struct auth_jwt *v = jwt_open(dir, method, false);
     ck_assert(!auth_jwt_can_sign(v));
@@ -538,15 +564,7 @@ static void check_method(const char *kind, const char *method, const char *wrong
     /* Expired (ttl 5 min), each byte changed, cut, or another algorithm: refused. */
     ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)tok, n, 1000 + 300, a, &user, &rev),
                      MS_E_INVALID_AUTH_TOKEN);
-    for (size_t i = 0; i < n; i++) {
-        char saved = tok[i];
-        tok[i] = tok[i] == 'A' ? 'B' : 'A';
-        ck_assert_msg(auth_jwt_verify(j, (uint8_t *)tok, n, 1000, a, &user, &rev) ==
-                          MS_E_INVALID_AUTH_TOKEN,
-                      "%s: byte %zu changed, still accepted", method, i);
-        tok[i] = saved;
-        arena_reset(a);
-    }
+    each_byte_refused(j, tok, n, a, method);
     ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)tok, n - 1, 1000, a, &user, &rev),
                      MS_E_INVALID_AUTH_TOKEN);
     struct auth_jwt *other = jwt_open(dir, wrong, false);
@@ -586,21 +604,10 @@ static void check_hmac(const char *method, const char *wrong)
     struct arena *a = arena_create(4096);
     char *tok;
     size_t n;
-    ck_assert_int_eq(auth_jwt_sign(j, B("bob"), 3, 1000, &tok, &n), MS_OK);
+    sign_checked(j, "bob", 3, a, &tok, &n);
     struct auth_bytes user;
     uint64_t rev;
-    ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)tok, n, 1000, a, &user, &rev), MS_OK);
-    ck_assert(tu_bytes_eq(user.p, user.len, "bob"));
-    ck_assert_uint_eq(rev, 3);
-    for (size_t i = 0; i < n; i++) {
-        char saved = tok[i];
-        tok[i] = tok[i] == 'A' ? 'B' : 'A';
-        ck_assert_msg(auth_jwt_verify(j, (uint8_t *)tok, n, 1000, a, &user, &rev) ==
-                          MS_E_INVALID_AUTH_TOKEN,
-                      "%s: byte %zu changed, still accepted", method, i);
-        tok[i] = saved;
-        arena_reset(a);
-    }
+    each_byte_refused(j, tok, n, a, method);
     ck_assert_int_eq(auth_jwt_verify(j, (uint8_t *)tok, n, 1000 + 300, a, &user, &rev),
                      MS_E_INVALID_AUTH_TOKEN);
     /* Another secret, or another HMAC size, refuses it. */

@@ -474,6 +474,7 @@ h2load_run() {
     local name=$1 secs=$2 conns=$3 kind=$4 out=$5 logf=$6 method
     case "$kind" in put) method=Put ;; range) method=Range ;; txn) method=Txn ;; esac
     grpc_body "$kind" "$TMP/grpc.body"
+    rm -f "$logf" # h2load appends to its log file: one run's samples only
     $CLI_PREFIX h2load -t "$THREADS" -c "$conns" -m 1 -D "$secs" -d "$TMP/grpc.body" \
         -H 'content-type: application/grpc' -H 'te: trailers' --log-file="$logf" \
         "http://127.0.0.1:${PORT[$name]}/etcdserverpb.KV/$method" </dev/null >"$out" 2>&1 \

@@ -219,8 +219,10 @@ bool watch_hub_wake(struct watch_hub *h, size_t max_bytes);
 /* Streams wait for watch_hub_wake (drained ones to wake, or budget waiters). */
 bool watch_hub_waiting(const struct watch_hub *h);
 
-/* Events applied at revision rev (all of one write transaction, in order): delivered to the
- * synced watchers that match, one response per watcher. Events are borrowed for the call. */
+/* Events applied up to revision rev (one write transaction or several, in revision order;
+ * each event's kv.mod_revision is its own): delivered to the synced watchers that match, one
+ * response per watcher with header revision rev. A watcher whose start revision is ahead gets
+ * only the events from it. Events are borrowed for the call. */
 void watch_hub_notify(struct watch_hub *h, int64_t rev, const struct kv_event *ev, size_t n);
 
 /* One bounded round of catch-up: up to lim.sync_watchers unsynced watchers, up to

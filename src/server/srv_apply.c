@@ -89,6 +89,7 @@ static ms_err apply(struct srv *s, const struct srv_req *req, uint64_t index,
         return srv_apply_lease_revoke(s, &req->u.lease, &res->revision);
     }
     if (req->type == SRV_REQ_COMPACT) {
+        srv_events_flush(s); /* watchers get the events before their history goes */
         e = kv_compact(s->kv, s->wtxn, req->u.compact.revision);
         res->revision = kv_current_rev(s->kv);
         if (!e) {
@@ -219,6 +220,7 @@ bool srv_self_published(const struct srv *s)
 
 void srv_apply_end(struct srv *s, uint64_t index, uint64_t term)
 {
+    srv_events_flush(s);
     srv_store_applied(s, index, term);
     complete_dones(s);
 }

@@ -239,6 +239,10 @@ struct srv_watching {
     struct event *wake_ev;     /* streams whose wait for output room is over */
     struct event *trim_ev;     /* gives freed output memory back to the system */
     size_t trim_high;          /* most output buffered since the last trim */
+    struct kv_event *pending;  /* events applied in this batch, not yet delivered */
+    size_t n_pending, cap_pending;
+    size_t pending_bytes; /* their keys and values */
+    int64_t pending_rev;  /* the revision of the last of them */
 };
 
 /* The waits of the lock and election services (srv_lock.c). */
@@ -540,8 +544,11 @@ ms_err srv_write_finish(struct srv *s, struct kv_write *w, ms_err e);
 ms_err srv_watch_init(struct srv *s);
 void srv_watch_fini(struct srv *s);
 /* Every change of an applied entry, in order, all at revision rev. The events live in the
- * scratch arena until the end of the ready step. */
+ * scratch arena until the end of the ready step; watchers get them at srv_events_flush. */
 void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n);
+/* Deliver the events applied since the last flush: one response per watcher for the whole
+ * batch (at the end of each apply batch, and before a compaction). */
+void srv_events_flush(struct srv *s);
 /* The store was replaced by a snapshot: every watcher catches up from the new history. */
 void srv_watch_restored(struct srv *s);
 

@@ -4,22 +4,29 @@
  * per loop turn while watchers are unsynced (so catch-up interleaves with client I/O and the
  * ready step), the periodic progress_notify tick, the wake of streams whose output drained or
  * that fit the budget again, and the trim that gives freed output memory back to the system.
- * Live events reach the hub from srv_events_applied; history is read through the server's
- * backend txn. Every front door's streams share these (one memory policy). Nothing here
- * blocks.
+ * Live events from srv_events_applied reach the hub when the apply batch ends
+ * (srv_events_flush), one response per watcher for the batch; history is read through the
+ * server's backend txn. Every front door's streams share these (one memory policy). Nothing
+ * here blocks.
  */
 #include "srv_int.h"
 
+#include "metastore/grow.h"
 #include "metastore/log.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
 
-#define SYNC_RETRY_MS 100         /* after a failed catch-up round (backend error, OOM) */
-#define WAKE_RETRY_MS 100         /* between checks while streams wait for the budget */
-#define WAKE_TURN     (16u << 20) /* room reserved for budget waiters in one loop turn */
-#define TRIM_STEP     (4u << 20)  /* freed output that makes malloc_trim worth it */
+#define SYNC_RETRY_MS  100         /* after a failed catch-up round (backend error, OOM) */
+#define WAKE_RETRY_MS  100         /* between checks while streams wait for the budget */
+#define WAKE_TURN      (16u << 20) /* room reserved for budget waiters in one loop turn */
+#define TRIM_STEP      (4u << 20)  /* freed output that makes malloc_trim worth it */
+#define PENDING_EVENTS 1024        /* events of a batch held for one delivery at most */
+#define PENDING_BYTES  (1u << 20)  /* ... and their keys and values, as a history slice */
 
 static void arm_sync(struct srv *s, int delay_ms)
 {
@@ -128,6 +135,9 @@ void srv_watch_fini(struct srv *s)
     s->watch.sync_ev = s->watch.progress_ev = s->watch.wake_ev = s->watch.trim_ev = NULL;
     watch_hub_destroy(s->watch.hub);
     s->watch.hub = NULL;
+    free(s->watch.pending);
+    s->watch.pending = NULL;
+    s->watch.n_pending = s->watch.cap_pending = 0;
 }
 
 static void watch_kick(struct srv *s)
@@ -216,19 +226,48 @@ void srv_watch_stats(const struct srv *s, struct watch_stats *out)
     watch_hub_stats(s->watch.hub, out);
 }
 
+void srv_events_flush(struct srv *s)
+{
+    struct srv_watching *w = &s->watch;
+    if (!w->n_pending)
+        return;
+    /* The hub encodes what it keeps, so the scratch arena may be reset after this step. */
+    watch_hub_notify(w->hub, w->pending_rev, w->pending, w->n_pending);
+    w->n_pending = w->pending_bytes = 0;
+    watch_kick(s); /* watchers that could not be served now catch up from history */
+}
+
 void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, size_t n)
 {
-    /* Synced watchers get the events now: the hub encodes what it keeps, so the scratch
-     * arena may be reset after this step. (No hub yet while the WAL is replayed at start.) */
     srv_lock_events(s, rev, ev, n);
-    if (!s->watch.hub)
+    struct srv_watching *w = &s->watch;
+    if (!w->hub)
+        return; /* the WAL is replayed at start before the hub exists */
+    /* Held until the batch ends, so that a watcher gets one response for the batch rather
+     * than one per revision (etcd's catch-up sends many revisions in one response too). */
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += ev[i].kv.key_len + ev[i].kv.value_len + ev[i].prev.value_len;
+    if (w->n_pending + n > PENDING_EVENTS || w->pending_bytes + bytes > PENDING_BYTES)
+        srv_events_flush(s);
+    struct kv_event *p = NULL;
+    if (n <= PENDING_EVENTS && bytes <= PENDING_BYTES)
+        p = ms_grow(w->pending, &w->cap_pending, w->n_pending + n, sizeof(*p), 64);
+    if (!p) {
+        watch_hub_notify(w->hub, rev, ev, n);
+        watch_kick(s);
         return;
-    watch_hub_notify(s->watch.hub, rev, ev, n);
-    watch_kick(s); /* watchers that could not be served now catch up from history */
+    }
+    w->pending = p;
+    memcpy(p + w->n_pending, ev, n * sizeof(*ev));
+    w->n_pending += n;
+    w->pending_bytes += bytes;
+    w->pending_rev = rev;
 }
 
 void srv_watch_restored(struct srv *s)
 {
+    s->watch.n_pending = s->watch.pending_bytes = 0; /* (none: a batch ends with its flush) */
     watch_hub_restored(s->watch.hub);
     arm_sync(s, 0);
 }

@@ -184,7 +184,7 @@ bool watch_deliver(struct watch_hub *h, int64_t rev, const struct kv_event *ev, 
     for (size_t s = 0; s < sc->n_slots; s++) {
         struct watcher *w = sc->slots[s];
         if (!slot_ok(sc, s)) {
-            if (refused_rev)
+            if (refused_rev > w->min_rev)
                 w->min_rev = refused_rev;
             if (w->group == WG_SYNCED)
                 watch_move(h, w, WG_UNSYNCED);
@@ -203,7 +203,7 @@ bool watch_deliver(struct watch_hub *h, int64_t rev, const struct kv_event *ev, 
         if (!st->blocked && !watch_sink_send(st, &r))
             st->blocked = true;
         if (st->blocked) {
-            if (refused_rev)
+            if (refused_rev > w->min_rev)
                 w->min_rev = refused_rev;
             watch_move(h, w, WG_VICTIM);
             continue;
@@ -228,7 +228,6 @@ struct notify_ctx {
     struct watch_hub *h;
     const struct kv_event *ev;
     uint32_t i;
-    int64_t rev;
 };
 
 static void on_set(void *arg, struct watch_set *s)
@@ -237,7 +236,7 @@ static void on_set(void *arg, struct watch_set *s)
     unsigned drop = c->ev->type == KV_EVENT_PUT ? WATCH_FILTER_NOPUT : WATCH_FILTER_NODELETE;
     for (struct watcher *w = s->head; w; w = w->gnext) {
         /* A watcher created with a future start revision waits for it (etcd minRev). */
-        if (w->min_rev > c->rev || (w->filters & drop))
+        if (w->min_rev > c->ev->kv.mod_revision || (w->filters & drop))
             continue;
         watch_hit(c->h, w, c->i);
     }
@@ -248,20 +247,21 @@ void watch_hub_notify(struct watch_hub *h, int64_t rev, const struct kv_event *e
     if (!h->n_synced)
         return;
     watch_deliver_begin(h);
-    struct notify_ctx c = {.h = h, .rev = rev};
+    struct notify_ctx c = {.h = h};
     for (size_t i = 0; i < n; i++) {
         c.ev = &ev[i];
         c.i = (uint32_t)i;
         watch_index_match(&h->ix, ev[i].kv.key, ev[i].kv.key_len, on_set, &c);
     }
-    if (!watch_deliver(h, rev, ev, n, rev, rev + 1))
+    int64_t first = n ? ev[0].kv.mod_revision : rev;
+    if (!watch_deliver(h, rev, ev, n, first, rev + 1))
         return;
     /* Some hits were lost to OOM before they got a slot: find those watchers (they are marked
      * with this delivery and still synced) and let them catch up from history. */
     for (struct watch_stream *st = h->streams; st; st = st->next) {
         for (struct watcher *w = st->all; w; w = w->snext) {
             if (w->mark == h->mark && w->slot == WATCH_SLOT_FAILED && w->group == WG_SYNCED) {
-                w->min_rev = rev;
+                w->min_rev = first > w->min_rev ? first : w->min_rev;
                 watch_move(h, w, WG_UNSYNCED);
             }
         }

@@ -219,8 +219,8 @@ void watch_deliver_begin(struct watch_hub *h);
  * treated as refused by the delivery. */
 void watch_hit(struct watch_hub *h, struct watcher *w, uint32_t ev);
 /* Deliver the recorded hits as one batch whose responses carry header revision rev. A watcher
- * whose stream refuses becomes a victim, with min_rev = refused_rev (0: unchanged); the
- * others get min_rev = next_rev. Returns whether any watcher failed on OOM. */
+ * whose stream refuses becomes a victim, with min_rev raised to refused_rev (0: unchanged);
+ * the others get min_rev = next_rev. Returns whether any watcher failed on OOM. */
 bool watch_deliver(struct watch_hub *h, int64_t rev, const struct kv_event *ev, size_t n,
                    int64_t refused_rev, int64_t next_rev);
 

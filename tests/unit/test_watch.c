@@ -635,6 +635,54 @@ START_TEST(future_and_negative_start)
 }
 END_TEST
 
+/* Several writes delivered as one batch (as the server does at the end of an apply batch):
+ * one response per watcher, at the batch's last revision, with each event at its own
+ * revision; a watcher whose start revision falls inside the batch gets the events from it,
+ * also when its stream refuses and it catches up from history. */
+START_TEST(batch_of_revisions)
+{
+    struct watch_stream *s0 = stream(0), *s1 = stream(1);
+    create(s0, (struct wopt){.key = "a"});                        /* id 0 */
+    create(s0, (struct wopt){.key = "a", .end = "", .start = 3}); /* id 1: from 3, in the batch */
+    create(s1, (struct wopt){.key = "a", .end = "", .start = 3}); /* id 0 of s1, refused */
+    create(s1, (struct wopt){.key = "b"});                        /* id 1 of s1, refused */
+    struct kv_event batch[8];
+    size_t n = 0;
+    const char *keys[] = {"a", "b", "a", "c"}; /* revisions 2, 3, 4, 5 */
+    for (size_t i = 0; i < 4; i++) {
+        struct kv_write *w;
+        struct kv_put_resp r;
+        struct kv_put_req req = {.key = (const uint8_t *)keys[i],
+                                 .key_len = 1,
+                                 .value = (const uint8_t *)"v",
+                                 .value_len = 1};
+        ck_assert_int_eq(kv_write_begin(kv, txn, ar, &w), MS_OK);
+        ck_assert_int_eq(kv_write_put(w, &req, &r), MS_OK);
+        struct kv_event *ev;
+        size_t k;
+        kv_write_end(w, &ev, &k);
+        ck_assert_uint_eq(k, 1);
+        batch[n++] = ev[0]; /* the arena keeps the bytes until the reset below */
+    }
+    refuse[1] = true;
+    size_t before = n_recs;
+    watch_hub_notify(hub, kv_current_rev(kv), batch, n);
+    arena_reset(ar);
+    ck_assert_uint_eq(n_recs - before, 2); /* one response each for s0's watchers */
+    for (size_t i = before; i < n_recs; i++)
+        ck_assert_int_eq(recs[i].revision, 5);
+    ck_assert_str_eq(events_of(0, 0), "a@2 a@4");
+    ck_assert_str_eq(events_of(0, 1), "b@3 a@4 c@5");
+    assert_stats(4, 2, 0, 2);
+    refuse[1] = false;
+    watch_stream_writable(s1);
+    sync_all();
+    ck_assert_str_eq(events_of(1, 0), "b@3 a@4 c@5");
+    ck_assert_str_eq(events_of(1, 1), "b@3");
+    assert_stats(4, 4, 0, 0);
+}
+END_TEST
+
 START_TEST(compacted_watchers)
 {
     for (int i = 0; i < 10; i++)
@@ -1077,7 +1125,7 @@ int main(void)
     Suite *s = suite_create("watch");
     struct {
         const char *name;
-        const TTest *tests[6];
+        const TTest *tests[7];
     } cases[] = {
         {"match",
          {match_single_range_prefix_all, filters_and_prev_kv, txn_one_response_and_shared_slots,
@@ -1085,7 +1133,7 @@ int main(void)
         {"ids", {ids_cancel_and_failures, limits_per_stream_and_total, NULL}},
         {"history",
          {history_in_slices, history_slices_bounded_by_bytes, history_fed_bounded_by_bytes,
-          future_and_negative_start, compacted_watchers, NULL}},
+          future_and_negative_start, batch_of_revisions, compacted_watchers, NULL}},
         {"groups",
          {victim_catches_up_in_order, victim_behind_compaction, close_in_every_group, NULL}},
         {"budget",

@@ -428,7 +428,8 @@ void srv_reads_take(struct srv *s, struct srv_reads *out);
 /* Serve r's reads now (a single voter) and empty r. */
 void srv_reads_serve(struct srv *s, struct srv_reads *r);
 /* With peers: answer r's serializable ranges now and park the rest as one batch waiting for
- * ReadIndex ctx; empties r. False if nothing was parked (ask for no ReadIndex). */
+ * ReadIndex ctx, or hold them for the next step while another batch waits for its round
+ * (srv_reads_may_ask); empties r. False if nothing was parked (ask for no ReadIndex). */
 bool srv_reads_park(struct srv *s, struct srv_reads *r, uint64_t ctx, uint64_t now_ms);
 /* The core confirmed ctx at commit index. */
 void srv_reads_confirm(struct srv *s, uint64_t ctx, uint64_t index);
@@ -440,6 +441,9 @@ void srv_reads_leader_changed(struct srv *s);
 size_t srv_reads_due(struct srv *s, uint64_t now_ms, uint64_t *ctxs, size_t max);
 /* Batches older than timeout_ms fail with "request timed out". */
 void srv_reads_expire(struct srv *s, uint64_t now_ms, uint64_t timeout_ms);
+/* Reads are held and no batch waits for its round: the next step may ask for one (after a
+ * confirmation, a leader change or an expiry, the caller wakes the step). */
+bool srv_reads_may_ask(const struct srv *s);
 bool srv_reads_waiting(const struct srv *s);
 void srv_reads_fini(struct srv *s);
 

@@ -478,8 +478,11 @@ static void soft_changed(struct srv *s, const struct raft_soft_state *soft)
         n->lost_ms = clock_now_ms();
     n->lead = soft->lead;
     n->role = soft->role;
-    if (new_lead)
+    if (new_lead) {
         srv_reads_leader_changed(s);
+        if (srv_reads_may_ask(s))
+            srv_wake(s);
+    }
     if (soft->role == RAFT_LEADER && !was_leader)
         /* etcd Promote: no lease expires because the leadership moved. */
         srv_lease_promote(s, n->peer ? s->cfg.election_ms : 0);
@@ -520,6 +523,8 @@ static bool ready_rest(struct srv *s, bool wait)
     }
     for (size_t j = 0; j < rd->n_read_states; j++)
         srv_reads_confirm(s, rd->read_states[j].ctx, rd->read_states[j].index);
+    if (rd->n_read_states && srv_reads_may_ask(s))
+        srv_wake(s); /* the reads held during the round ask for the next one */
     if (rd->n_committed)
         apply_committed(s, rd->committed, rd->n_committed);
     if (syncing)
@@ -703,6 +708,8 @@ static void expire(struct srv *s, uint64_t now)
     for (size_t i = 0; i < k; i++)
         raft_read_index(n->raft, ctxs[i]);
     srv_reads_expire(s, now, request_timeout_ms(s));
+    if (srv_reads_may_ask(s))
+        srv_wake(s);
 }
 
 /* A leader is known: propose what waited for one, in order. What the core drops again (the

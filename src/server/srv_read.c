@@ -6,7 +6,9 @@
  * answer sees it. Reads queued during a step wait for the next one.
  *
  * A member with peers parks each step's linearizable reads as one batch, tagged with a ReadIndex
- * context the node hands to the core (etcd batches its reads the same way). When the core
+ * context the node hands to the core (etcd batches its reads the same way). While a batch
+ * waits for its round, new reads are held for the next one: one round at a time, so a round
+ * serves every read that arrived during the one before. When the core
  * confirms the context with the commit index a quorum acknowledged, the batch is served as
  * soon as this member has applied up to that index. A batch not confirmed within
  * SRV_READ_RETRY_MS is asked for again (etcd readIndexRetryTime), one unconfirmed when the
@@ -101,6 +103,35 @@ void srv_reads_serve(struct srv *s, struct srv_reads *r)
     r->n = r->cap = 0;
 }
 
+/* A batch waits for its ReadIndex round. */
+static bool asking(const struct srv *s)
+{
+    for (const struct srv_read_batch *b = s->reads.head; b; b = b->next)
+        if (!b->confirmed)
+            return true;
+    return false;
+}
+
+/* One ReadIndex round at a time: r's first n reads wait for the next round with those that
+ * arrive meanwhile, so that a round serves many reads (each round costs the leader a
+ * heartbeat to every follower). Empties r. */
+static void hold(struct srv *s, struct srv_reads *r, size_t n)
+{
+    if (!s->reads.n) {
+        free(s->reads.ids);
+        s->reads.ids = r->ids;
+        s->reads.n = n;
+        s->reads.cap = r->cap;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            if (!srv_reads_push(s, r->ids[i]))
+                fail_ids(s, &r->ids[i], 1, MS_E_NOMEM);
+        free(r->ids);
+    }
+    r->ids = NULL;
+    r->n = r->cap = 0;
+}
+
 bool srv_reads_park(struct srv *s, struct srv_reads *r, uint64_t ctx, uint64_t now_ms)
 {
     size_t n = 0;
@@ -112,6 +143,10 @@ bool srv_reads_park(struct srv *s, struct srv_reads *r, uint64_t ctx, uint64_t n
             serve_one(s, r->ids[i]);
         else
             r->ids[n++] = r->ids[i];
+    }
+    if (n && asking(s)) {
+        hold(s, r, n);
+        return false;
     }
     struct srv_read_batch *b = n ? calloc(1, sizeof(*b)) : NULL;
     if (!b) {
@@ -217,6 +252,11 @@ void srv_reads_expire(struct srv *s, uint64_t now_ms, uint64_t timeout_ms)
         uint64_t born_before = now_ms - timeout_ms;
         sweep(s, is_old, &born_before, MS_E_TIMEOUT);
     }
+}
+
+bool srv_reads_may_ask(const struct srv *s)
+{
+    return s->reads.n && !asking(s);
 }
 
 bool srv_reads_waiting(const struct srv *s)

@@ -603,6 +603,18 @@ START_TEST(bootstrap)
                       rd, got, want, w);
         free(got);
     }
+    /* Concurrent linearizable reads on a follower: one ReadIndex round at a time, the reads
+     * that arrive meanwhile held for the next; every one is answered. */
+    enum { N_READS = 2000 };
+    char *bodies[N_READS];
+    int statuses[N_READS];
+    for (int i = 0; i < N_READS; i++)
+        bodies[i] = "{\"key\":\"azA=\"}"; /* k0 */
+    int f = (l + 1) % c.n;
+    ck_assert_uint_eq(tu_pipeline(c.m[f].s.port, "/v3/kv/range", bodies, N_READS, statuses),
+                      N_READS);
+    for (int i = 0; i < N_READS; i++)
+        ck_assert_int_eq(statuses[i], 200);
     same_data(&c);
     cluster_stop(&c);
 }

@@ -113,18 +113,30 @@ char *tu_nested(const char *pre, size_t n, const char *open, const char *inner, 
     return s;
 }
 
-long tu_rss_kb(int pid)
+/* A "Name:   N kB" line of /proc/pid/status, -1 if unknown. */
+static long status_kb(int pid, const char *field)
 {
     char path[64], line[256];
     snprintf(path, sizeof(path), "/proc/%d/status", pid);
     FILE *f = fopen(path, "r");
+    size_t n = strlen(field);
     long kb = -1;
     while (f && fgets(line, sizeof(line), f))
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kb = strtol(line + 6, NULL, 10);
+        if (strncmp(line, field, n) == 0 && line[n] == ':')
+            kb = strtol(line + n + 1, NULL, 10);
     if (f)
         fclose(f);
     return kb;
+}
+
+long tu_rss_kb(int pid)
+{
+    return status_kb(pid, "VmRSS");
+}
+
+long tu_rss_anon_kb(int pid)
+{
+    return status_kb(pid, "RssAnon");
 }
 
 int tu_open_fds(int pid)

@@ -39,6 +39,8 @@ void tu_member_id(int port, char *out, size_t cap);
 int tu_open_fds(int pid);
 /* The resident set of process pid in KiB (VmRSS), -1 if unknown. */
 long tu_rss_kb(int pid);
+/* Its anonymous part (RssAnon): what the process allocated, without mapped files' pages. */
+long tu_rss_anon_kb(int pid);
 
 /* Compare a byte string with a C string. */
 int tu_bytes_eq(const uint8_t *p, size_t n, const char *s);
@@ -64,6 +66,9 @@ void tu_server_init(struct tu_server *s);
 /* Start $METASTORE_BIN on a free 127.0.0.1 port with a fresh data dir, plus extra flags
  * (NULL-terminated, may be NULL). Waits (bounded) until /health answers. */
 void tu_server_start(struct tu_server *s, const char *const *extra);
+/* The same with, under ASan, a small quarantine, so that the server's resident memory follows
+ * what it really holds (freed buffers would otherwise stay resident): for memory bounds. */
+void tu_server_start_lean(struct tu_server *s, const char *const *extra);
 /* Start the binary as tu_server_start does (s from tu_server_init) without waiting for it;
  * tu_server_wait_healthy then waits (bounded) until /health answers 200. For the members of a
  * cluster, which are healthy only once a leader is elected. */
@@ -106,6 +111,9 @@ const char *tu_header(const struct tu_resp *r, const char *name);
 /* A loopback TCP port free at the time of the call. */
 int tu_free_port(void);
 int tu_connect(int port);
+/* A connection whose receive buffer is rcvbuf bytes (set before connecting, so the TCP window
+ * stays small): once the test stops reading, the server's output backs up at once. */
+int tu_connect_rcvbuf(int port, int rcvbuf);
 void tu_send_all(int fd, const char *data, size_t len);
 /* Read until EOF or timeout_ms; returns bytes read into a malloc'd NUL-terminated buffer, their
  * count in *len unless len is NULL. */

@@ -106,6 +106,22 @@ void tu_server_start(struct tu_server *s, const char *const *extra)
     tu_server_wait_healthy(s);
 }
 
+void tu_server_start_lean(struct tu_server *s, const char *const *extra)
+{
+    const char *asan = getenv("ASAN_OPTIONS");
+    char *saved = asan ? strdup(asan) : NULL;
+    char opts[1024];
+    snprintf(opts, sizeof(opts), "%s%squarantine_size_mb=4", asan ? asan : "", asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    tu_server_start(s, extra);
+    if (saved) {
+        setenv("ASAN_OPTIONS", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("ASAN_OPTIONS");
+    }
+}
+
 void tu_server_restart(struct tu_server *s, const char *const *extra)
 {
     tu_server_launch(s, extra);
@@ -175,6 +191,18 @@ int tu_connect(int port)
         close(fd);
         return -1;
     }
+    return fd;
+}
+
+int tu_connect_rcvbuf(int port, int rcvbuf)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     return fd;
 }
 

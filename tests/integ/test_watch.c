@@ -22,8 +22,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -816,21 +814,6 @@ START_TEST(thousand_streams)
 }
 END_TEST
 
-/* Resident anonymous memory of the server (kB), from /proc. */
-static long server_rss_anon_kb(void)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", srv.pid);
-    FILE *f = fopen(path, "r");
-    ck_assert_ptr_nonnull(f);
-    long kb = -1;
-    while (fgets(line, sizeof(line), f))
-        if (strncmp(line, "RssAnon:", 8) == 0)
-            kb = strtol(line + 8, NULL, 10);
-    fclose(f);
-    return kb;
-}
-
 /* A txn putting 100 keys s/00..s/99 with 256-byte values: 100 events at one revision. */
 static void txn_100(size_t i, char *out, size_t cap)
 {
@@ -875,47 +858,20 @@ static long write_while_stalled(size_t txns)
     return max_buffered;
 }
 
-/* A client socket with a small receive buffer (set before connecting, so the TCP window stays
- * small): a client that stops reading makes the server hold back quickly. */
-static int connect_small_rcvbuf(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    int small = 32 << 10;
-    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)srv.port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    return fd;
-}
-
 /* A watch on s/ from a client that will not read. */
 static void open_stalled(struct wsr *r)
 {
-    wsr_start(r, connect_small_rcvbuf(), "/v3/watch",
+    wsr_start(r, tu_connect_rcvbuf(srv.port, 32 << 10), "/v3/watch",
               "{\"create_request\":{\"key\":\"cy8=\",\"range_end\":\"czA=\"}}");
     char *m = wsr_next(r, 10000);
     ck_assert_msg(m && strstr(m, "\"created\":true"), "no created");
 }
 
-/* Restart the server with flags and, under ASan, a small quarantine, so that its resident
- * memory follows what it really holds. */
+/* Restart the server with flags and a small ASan quarantine (tu_server_start_lean). */
 static void restart_for_memory(const char *const *flags)
 {
     tu_server_stop(&srv);
-    const char *asan = getenv("ASAN_OPTIONS");
-    char *saved = asan ? strdup(asan) : NULL;
-    char opts[1024];
-    snprintf(opts, sizeof(opts), "%s%squarantine_size_mb=4", asan ? asan : "", asan ? ":" : "");
-    setenv("ASAN_OPTIONS", opts, 1);
-    tu_server_start(&srv, flags);
-    if (saved) {
-        setenv("ASAN_OPTIONS", saved, 1);
-        free(saved);
-    } else {
-        unsetenv("ASAN_OPTIONS");
-    }
+    tu_server_start_lean(&srv, flags);
 }
 
 START_TEST(slow_reader_catches_up)
@@ -925,9 +881,9 @@ START_TEST(slow_reader_catches_up)
     restart_for_memory(flags);
     struct wsr r;
     open_stalled(&r);
-    long rss0 = server_rss_anon_kb();
+    long rss0 = tu_rss_anon_kb(srv.pid);
     long max_buffered = write_while_stalled(TXNS); /* 100k events, ~50 MB of JSON */
-    long rss1 = server_rss_anon_kb();
+    long rss1 = tu_rss_anon_kb(srv.pid);
     fprintf(stderr, "slow reader: max buffered %ld bytes, RssAnon %ld -> %ld kB, victims %ld\n",
             max_buffered, rss0, rss1, metric("metastore_watch_victims_total"));
     /* The limit plus one response in flight (a history slice is about 1 MiB at most). */
@@ -1022,7 +978,7 @@ START_TEST(cheap_requests_wait_for_the_reader)
     size_t o = (size_t)snprintf(body, len, "{\"create_request\":{\"key\":\"YQ==\"}}");
     for (int i = 0; i < N; i++)
         o += (size_t)snprintf(body + o, len - o, "{\"progress_request\":{}}");
-    int fd = connect_small_rcvbuf();
+    int fd = tu_connect_rcvbuf(srv.port, 32 << 10);
     struct wsr r;
     wsr_start(&r, fd, "/v3/watch", body);
     free(body);
@@ -1091,12 +1047,12 @@ START_TEST(total_budget_slow_streams)
     ck_assert_int_eq(metric("metastore_watch_buffer_budget_bytes"), BUDGET);
     struct wsr *rs = calloc(STREAMS, sizeof(*rs));
     for (size_t i = 0; i < STREAMS; i++) {
-        wsr_start(&rs[i], connect_small_rcvbuf(), "/v3/watch",
+        wsr_start(&rs[i], tu_connect_rcvbuf(srv.port, 32 << 10), "/v3/watch",
                   "{\"create_request\":{\"key\":\"TA==\"}}");
         char *m = wsr_next(&rs[i], 10000);
         ck_assert_msg(m && strstr(m, "\"created\":true"), "stream %zu not created", i);
     }
-    long rss0 = server_rss_anon_kb(), rss_max = rss0, buffered_max = 0, other_max = 0;
+    long rss0 = tu_rss_anon_kb(srv.pid), rss_max = rss0, buffered_max = 0, other_max = 0;
     char *body = large_put_body(VALUE);
     long revs[PUTS];
     for (int p = 0; p < PUTS; p++) { /* nobody reads */
@@ -1109,7 +1065,7 @@ START_TEST(total_budget_slow_streams)
         other_max = t > other_max ? t : other_max;
         long b = metric("metastore_watch_stream_buffered_bytes");
         buffered_max = b > buffered_max ? b : buffered_max;
-        long rss = server_rss_anon_kb();
+        long rss = tu_rss_anon_kb(srv.pid);
         rss_max = rss > rss_max ? rss : rss_max;
     }
     free(body);

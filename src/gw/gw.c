@@ -160,6 +160,7 @@ static void req_release(struct gw_req *r)
     if (r->srv_id)
         srv_cancel(r->gw->srv, r->srv_id);
     req_unlink(r);
+    buf_fini(&r->newest);
     arena_pool_give(&r->gw->arenas, r->a);
     free(r);
 }
@@ -191,6 +192,8 @@ void gw_reply(struct gw_req *r, int status, struct buf *body)
     if (r->rpc_code == MS_GRPC_OK && body->len)
         rpc_count(r, SRV_RPC_SENT, 0);
     if (r->streamed) {
+        if (r->newest.len)
+            gw_stream_chunk(r, &r->newest);
         if (body->len)
             gw_stream_chunk(r, body);
         buf_fini(body);
@@ -355,6 +358,30 @@ void gw_stream_chunk(struct gw_req *r, struct buf *b)
         rpc_count(r, SRV_RPC_SENT, 0);
     }
     buf_fini(b);
+}
+
+/* The output has drained: the chunk held back goes now. */
+static void on_newest_drained(void *arg)
+{
+    struct gw_req *r = arg;
+    http_set_drain_cb(r->req, 0, NULL, NULL);
+    gw_stream_chunk(r, &r->newest);
+}
+
+void gw_stream_newest(struct gw_req *r, struct buf *b)
+{
+    if (!r->newest.len && http_pending(r->req) < GW_STREAM_HOLD) {
+        gw_stream_chunk(r, b);
+        return;
+    }
+    if (buf_failed(b)) {
+        buf_fini(b);
+        return;
+    }
+    buf_fini(&r->newest);
+    r->newest = *b;
+    buf_init(b);
+    http_set_drain_cb(r->req, 0, on_newest_drained, r);
 }
 
 void gw_reply_decode_error(struct gw_req *r, const char *msg)

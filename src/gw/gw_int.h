@@ -47,6 +47,7 @@ struct gw_req {
     const char *rpc_type;
     int rpc_code;              /* enum ms_grpc_code of the answer */
     struct auth_caller caller; /* who the token names (user in the arena) */
+    struct buf newest;         /* gw_stream_newest's chunk held back (empty: none) */
     struct gw_req *prev;
     struct gw_req *next;
 };
@@ -99,6 +100,13 @@ void gw_stream_start(struct gw_req *r);
 /* The same 200 and headers on a bare HTTP request (watch streams outlive their gw_req). */
 void gw_http_stream_start(struct http_request *req);
 void gw_stream_chunk(struct gw_req *r, struct buf *b);
+/* For a stream of states where only the latest matters (election observe): b's bytes as the
+ * next chunk (b is taken and emptied), unless GW_STREAM_HOLD bytes or more wait to be
+ * written; then b is held back instead, replacing a chunk held before, and written once the
+ * output has drained. A reader that stops reading holds a bounded amount of memory, skips
+ * states it has not been sent, and always ends with the latest. */
+#define GW_STREAM_HOLD (64u << 10)
+void gw_stream_newest(struct gw_req *r, struct buf *b);
 
 /* Watch streams (gw_watch.c): create installs the hub's sink; destroy closes every stream
  * left and accepts NULL. create returns NULL on OOM. */

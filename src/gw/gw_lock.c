@@ -3,7 +3,9 @@
  *
  * Only the JSON: a body becomes a struct srv_lock_req and the server runs it (srv_lock_submit,
  * srv_election_observe: the session, the txns, the waits, the errors); its result becomes
- * etcd's answer. From the submit on, the request holds the connection's close callback and the
+ * etcd's answer. Observe's lines go through gw_stream_newest: a reader that stops reading holds
+ * a bounded amount of memory, skips values it has not been sent and ends with the latest, as
+ * over gRPC. From the submit on, the request holds the connection's close callback and the
  * peer's end of input counts as a close, so a client that leaves gives its place up (srv_cancel)
  * and nothing it started outlives it. Errors are etcd's texts with code 2 (Unknown, HTTP 500):
  * etcd's services get them from their own client and hand them on as plain errors.
@@ -213,7 +215,7 @@ static void on_observed(void *ctx, int64_t revision, const struct kv_kv *kv)
     /* grpc-gateway sends the status and headers with the first message. */
     if (!r->streamed)
         gw_stream_start(r);
-    gw_stream_chunk(r, &b);
+    gw_stream_newest(r, &b);
 }
 
 void gw_election_observe(struct gw_req *r)

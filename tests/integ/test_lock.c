@@ -1,12 +1,14 @@
 /* test_lock.c - integration: the lock and election services under load and failure. 50
  * clients contending for one lock (holders never overlap, grants in create-revision order), a
  * holder's and a waiter's lease expiring, observe (every leader change once and in order, a
- * disconnect frees the observer), a waiter that disconnects, and 10,000 waiters on one lock
+ * disconnect frees the observer), an observer that stops reading (bounded memory, in order,
+ * ending with the latest value), a waiter that disconnects, and 10,000 waiters on one lock
  * (memory per waiter, one wakeup per grant). Every loop is bounded in count and time.
  */
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -22,6 +24,12 @@ static struct tu_server srv;
 static void setup(void)
 {
     tu_server_start(&srv, NULL);
+}
+
+/* For memory bounds: tu_server_start_lean. */
+static void setup_lean(void)
+{
+    tu_server_start_lean(&srv, NULL);
 }
 
 static void teardown(void)
@@ -297,37 +305,53 @@ END_TEST
 
 /* ---- observe ---- */
 
-START_TEST(observe)
+/* Observe election name_b64 on connection fd, once the server has the observer; returns fd. */
+static int observe_on(int fd, const char *name_b64)
 {
-    char name[32], body[512];
-    tu_b64("obs", name);
-    int n = snprintf(body, sizeof(body), "{\"name\":\"%s\"}", name);
-    char req[512];
+    char body[128], req[512];
+    int n = snprintf(body, sizeof(body), "{\"name\":\"%s\"}", name_b64);
     int m = snprintf(
         req, sizeof(req),
         "POST /v3/election/observe HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s", n, body);
-    int obs = tu_connect(srv.port);
-    tu_send_all(obs, req, (size_t)m);
+    tu_send_all(fd, req, (size_t)m);
     ck_assert(metric_becomes("metastore_lock_waiters", 1, 5000));
+    return fd;
+}
+
+/* Campaign in election name_b64 with lease and value_b64 and win at once: the leader's key
+ * (room for 128) and its rev (room for 32), as the answer gives them. */
+static void campaign(const char *name_b64, int64_t lease, const char *value_b64, char *key,
+                     char *rev)
+{
+    char body[512];
+    int st;
+    snprintf(body, sizeof(body), "{\"name\":\"%s\",\"lease\":\"%lld\",\"value\":\"%s\"}", name_b64,
+             (long long)lease, value_b64);
+    char *got = tu_post(srv.port, "/v3/election/campaign", body, &st);
+    ck_assert_int_eq(st, 200);
+    ck_assert(json_str(got, "key", key, 128));
+    ck_assert(json_str(got, "rev", rev, 32));
+    free(got);
+}
+
+START_TEST(observe)
+{
+    char name[32], body[512], req[512];
+    tu_b64("obs", name);
+    int obs = observe_on(tu_connect(srv.port), name);
     int64_t l1 = grant(300), l2 = grant(300);
     /* The first leader, a second candidate waiting behind it, three proclamations, then the
      * leader resigns and the second takes over. */
     int st;
-    snprintf(body, sizeof(body), "{\"name\":\"%s\",\"lease\":\"%lld\",\"value\":\"djA=\"}", name,
-             (long long)l1);
-    char *got = tu_post(srv.port, "/v3/election/campaign", body, &st);
-    ck_assert_int_eq(st, 200);
     char key[128], rev[32];
-    ck_assert(json_str(got, "key", key, sizeof(key)));
-    ck_assert(json_str(got, "rev", rev, sizeof(rev)));
-    free(got);
+    campaign(name, l1, "djA=", key, rev);
     snprintf(body, sizeof(body), "{\"name\":\"%s\",\"lease\":\"%lld\",\"value\":\"bjI=\"}", name,
              (long long)l2);
-    n = (int)strlen(body);
-    m = snprintf(req, sizeof(req),
-                 "POST /v3/election/campaign HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                 "Content-Length: %d\r\n\r\n%s",
-                 n, body);
+    int n = (int)strlen(body);
+    int m = snprintf(req, sizeof(req),
+                     "POST /v3/election/campaign HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                     "Content-Length: %d\r\n\r\n%s",
+                     n, body);
     int second = tu_connect(srv.port);
     tu_send_all(second, req, (size_t)m);
     const char *vals[] = {"djE=", "djI=", "djM="};
@@ -344,7 +368,7 @@ START_TEST(observe)
              name, key, rev, (long long)l1);
     free(tu_post(srv.port, "/v3/election/resign", body, &st));
     ck_assert_int_eq(st, 200);
-    got = read_all(second, 10000);
+    char *got = read_all(second, 10000);
     close(second);
     ck_assert_msg(strstr(got, " 200 ") && strstr(got, "\"leader\":"), "%s", got);
     free(got);
@@ -365,6 +389,120 @@ START_TEST(observe)
     free(got);
     close(obs);
     ck_assert(metric_becomes("metastore_lock_waiters", 0, 5000));
+}
+END_TEST
+
+/* ---- an observer that stops reading ---- */
+
+#define FIRST_B64 "Zmlyc3Q=" /* the campaign's value, "first" */
+
+/* The number a proclaimed value starts with ("0042:..."), from the base64 at p; -1 for the
+ * campaign's value. */
+static int value_index(const char *p)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (strncmp(p, FIRST_B64, 8) == 0)
+        return -1;
+    char raw[7] = {0};
+    for (int g = 0; g < 2; g++) {
+        unsigned v = 0;
+        for (int i = 0; i < 4; i++) {
+            const char *c = strchr(a, p[g * 4 + i]);
+            ck_assert_msg(c && *c, "not base64 at %.8s", p);
+            v = v << 6 | (unsigned)(c - a);
+        }
+        raw[g * 3] = (char)(v >> 16);
+        raw[g * 3 + 1] = (char)(v >> 8);
+        raw[g * 3 + 2] = (char)v;
+    }
+    return atoi(raw);
+}
+
+#define OBSERVE_SENT                                                                               \
+    "grpc_server_msg_sent_total{grpc_method=\"Observe\",grpc_service=\"v3electionpb.Election\","   \
+    "grpc_type=\"server_stream\"}"
+
+START_TEST(observe_slow_reader)
+{
+    /* An observer that stops reading while the leader proclaims 400 values of 128 KiB (about
+     * 68 MB of stream): the server holds a bounded amount for it, keeping only the newest value
+     * aside; once the client reads, it gets values in order and ends with the last one. */
+    enum { N = 400, VAL = 128 << 10 };
+    char name[32];
+    tu_b64("slow", name);
+    int obs = observe_on(tu_connect_rcvbuf(srv.port, 32 << 10), name);
+    int64_t lease = grant(300);
+    int st;
+    char key[128], rev[32];
+    campaign(name, lease, FIRST_B64, key, rev);
+    char *val = malloc(VAL + 1), *proclaim = malloc(VAL * 4 / 3 + 1024);
+    ck_assert(val && proclaim);
+    long rss0 = tu_rss_anon_kb(srv.pid);
+    for (int i = 0; i < N; i++) {
+        memset(val, 'a' + i % 26, VAL);
+        val[VAL] = 0;
+        snprintf(val, 6, "%04d:", i);
+        val[5] = 'x';
+        int k = snprintf(proclaim, 1024,
+                         "{\"leader\":{\"name\":\"%s\",\"key\":\"%s\",\"rev\":\"%s\",\"lease\":"
+                         "\"%lld\"},\"value\":\"",
+                         name, key, rev, (long long)lease);
+        tu_b64(val, proclaim + k);
+        strcat(proclaim + k, "\"}");
+        free(tu_post(srv.port, "/v3/election/proclaim", proclaim, &st));
+        ck_assert_int_eq(st, 200);
+    }
+    long rss1 = tu_rss_anon_kb(srv.pid);
+    long sent = metric(OBSERVE_SENT);
+    fprintf(stderr, "observe slow reader: RssAnon %ld -> %ld kB over %d proclamations, %ld sent\n",
+            rss0, rss1, N, sent);
+    /* Unbounded, the stream holds every value (76 MB more resident); bounded, a few of them
+     * and the allocator's slack (7-10 MB with ASan). */
+    ck_assert_int_lt(rss1 - rss0, 24 << 10);
+    ck_assert_int_lt(sent, N / 2);
+    /* Now read: values in order, the last one last. */
+    size_t cap = 1 << 20, len = 0;
+    char *in = malloc(cap);
+    ck_assert_ptr_nonnull(in);
+    int last = -2, values = 0;
+    size_t scanned = 0;
+    for (int64_t end = tu_now_ms() + 20000; last != N - 1 && tu_now_ms() < end;) {
+        if (len + 65536 > cap) {
+            /* keep only what is not yet scanned */
+            memmove(in, in + scanned, len - scanned);
+            len -= scanned;
+            scanned = 0;
+            if (len + 65536 > cap)
+                ck_assert_ptr_nonnull(in = realloc(in, cap *= 2));
+        }
+        struct pollfd pfd = {.fd = obs, .events = POLLIN};
+        if (poll(&pfd, 1, 100) <= 0)
+            continue;
+        ssize_t r = read(obs, in + len, cap - len - 1);
+        ck_assert_int_gt(r, 0);
+        len += (size_t)r;
+        in[len] = 0;
+        /* each chunk is one whole line; scan the values whose 8 base64 bytes arrived */
+        const char *p;
+        while ((p = strstr(in + scanned, "\"value\":\"")) && (size_t)(p - in) + 17 <= len) {
+            int k = value_index(p + 9);
+            ck_assert_msg(k > last, "value %d after %d", k, last);
+            last = k;
+            values++;
+            scanned = (size_t)(p - in) + 17;
+        }
+    }
+    free(in);
+    ck_assert_int_eq(last, N - 1);
+    fprintf(stderr, "observe slow reader: %d values read, the last %d\n", values, last);
+    ck_assert_int_le(metric(OBSERVE_SENT), sent + 2);
+    /* The server is fine, and frees the observer with its connection. */
+    free(tu_post(srv.port, "/v3/kv/put", "{\"key\":\"YQ==\",\"value\":\"Yg==\"}", &st));
+    ck_assert_int_eq(st, 200);
+    close(obs);
+    ck_assert(metric_becomes("metastore_lock_waiters", 0, 5000));
+    free(val);
+    free(proclaim);
 }
 END_TEST
 
@@ -449,10 +587,12 @@ static Suite *lock_suite(void)
                  {"waiter_expires", waiter_expires, 60},
                  {"disconnect", disconnect, 60},
                  {"observe", observe, 60},
+                 {"observe_slow", observe_slow_reader, 120},
                  {"many", many_waiters, 600}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);
-        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_checked_fixture(tc, cases[i].t == observe_slow_reader ? setup_lean : setup,
+                                  teardown);
         tcase_set_timeout(tc, cases[i].timeout);
         _tcase_add_test(tc, cases[i].t, 0, 0, 0, 1);
         suite_add_tcase(s, tc);

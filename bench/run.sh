@@ -498,9 +498,11 @@ grpc_check() {
     local e=(env ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:${PORT[$1]}")
     "${e[@]}" put key00042 "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null \
         || die "$1: gRPC put failed"
-    "${e[@]}" get key00042 --print-value-only | grep -q '^v*$' || die "$1: gRPC range failed"
-    printf 'version("key00042") > "0"\n\nput key00042 v\n\n\n' | "${e[@]}" txn -i 2>/dev/null \
-        | grep -q SUCCESS || die "$1: gRPC txn failed"
+    local out
+    out=$("${e[@]}" get key00042 --print-value-only 2>&1) && grep -q '^v*$' <<<"$out" \
+        || die "$1: gRPC range failed: $out"
+    out=$(printf 'version("key00042") > "0"\n\nput key00042 v\n\n\n' | "${e[@]}" txn -i 2>&1) \
+        && grep -q SUCCESS <<<"$out" || die "$1: gRPC txn failed: $out"
 }
 
 # bench_grpc TABLE WORKLOAD CONNS KIND SERVER: warm-up (its errors abort), then the measured run.

@@ -189,16 +189,18 @@ void gw_reply(struct gw_req *r, int status, struct buf *body)
     r->answered = true;
     if (status != 200 && r->rpc_code == MS_GRPC_OK)
         r->rpc_code = MS_GRPC_UNKNOWN;
-    if (r->rpc_code == MS_GRPC_OK && body->len)
-        rpc_count(r, SRV_RPC_SENT, 0);
     if (r->streamed) {
         if (r->newest.len)
             gw_stream_chunk(r, &r->newest);
-        if (body->len)
-            gw_stream_chunk(r, body);
+        if (body->len && r->rpc_code == MS_GRPC_OK)
+            gw_stream_chunk(r, body); /* a message, counted there */
+        else if (body->len && !buf_failed(body))
+            http_stream_write(r->req, body->p, body->len); /* the error: a status, no message */
         buf_fini(body);
         http_stream_end(r->req);
     } else {
+        if (r->rpc_code == MS_GRPC_OK && body->len)
+            rpc_count(r, SRV_RPC_SENT, 0);
         struct hdrs h;
         hdrs_init(&h);
         hdrs_add(&h, "Content-Type", "application/json");

@@ -1332,6 +1332,18 @@ START_TEST(server_metrics)
     free(tu_post(srv.port, "/v3/kv/put", "{\"value\":\"dg==\"}", &st));
     ck_assert_int_eq(st, 400);
     free(gw_ok("/v3/kv/range", "{\"key\":\"bWs=\"}"));
+    /* A gateway keepalive: one request, one answer ending the stream, one message each way. */
+    char *grant = gw_ok("/v3/lease/grant", "{\"TTL\":60}");
+    char ka[96];
+    snprintf(ka, sizeof(ka), "{\"ID\":\"%ld\"}", tu_json_num(grant, "ID", 0));
+    free(grant);
+    free(gw_ok("/v3/lease/keepalive", ka));
+#define KA                                                                                         \
+    "grpc_method=\"LeaseKeepAlive\",grpc_service=\"etcdserverpb.Lease\",grpc_type=\"bidi_stream\""
+    ck_assert_int_eq(sample("grpc_server_msg_received_total", KA), 1);
+    ck_assert_int_eq(sample("grpc_server_msg_sent_total", KA), 1);
+    ck_assert_int_eq(sample("grpc_server_handled_total", "grpc_code=\"OK\"," KA), 1);
+#undef KA
 #define PUT   "grpc_method=\"Put\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\""
 #define RANGE "grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\""
 #define WATCH "grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\""

@@ -168,6 +168,8 @@ struct srv_reads {
     size_t cap;
     struct srv_read_batch *head;
     struct srv_read_batch *tail;
+    size_t n_asking;  /* batches asked and not yet confirmed (one round's) */
+    size_t n_unasked; /* batches waiting for the next round */
 };
 
 /* A ReadIndex request not answered this long is sent again (etcd readIndexRetryTime). */
@@ -427,9 +429,9 @@ bool srv_reads_push(struct srv *s, uint64_t id);
 void srv_reads_take(struct srv *s, struct srv_reads *out);
 /* Serve r's reads now (a single voter) and empty r. */
 void srv_reads_serve(struct srv *s, struct srv_reads *r);
-/* With peers: answer r's serializable ranges now and park the rest as one batch waiting for
- * ReadIndex ctx, or hold them for the next step while another batch waits for its round
- * (srv_reads_may_ask); empties r. False if nothing was parked (ask for no ReadIndex). */
+/* With peers: answer r's serializable ranges now and park the rest as one batch; empties r.
+ * Unless a round is under way, every batch not yet asked is asked with ReadIndex ctx: true
+ * when the caller must request it (false: nothing to ask, or the next round asks). */
 bool srv_reads_park(struct srv *s, struct srv_reads *r, uint64_t ctx, uint64_t now_ms);
 /* The core confirmed ctx at commit index. */
 void srv_reads_confirm(struct srv *s, uint64_t ctx, uint64_t index);
@@ -441,7 +443,7 @@ void srv_reads_leader_changed(struct srv *s);
 size_t srv_reads_due(struct srv *s, uint64_t now_ms, uint64_t *ctxs, size_t max);
 /* Batches older than timeout_ms fail with "request timed out". */
 void srv_reads_expire(struct srv *s, uint64_t now_ms, uint64_t timeout_ms);
-/* Reads are held and no batch waits for its round: the next step may ask for one (after a
+/* Batches wait to be asked and no round is under way: the next step may ask (after a
  * confirmation, a leader change or an expiry, the caller wakes the step). */
 bool srv_reads_may_ask(const struct srv *s);
 bool srv_reads_waiting(const struct srv *s);

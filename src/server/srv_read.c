@@ -6,10 +6,11 @@
  * answer sees it. Reads queued during a step wait for the next one.
  *
  * A member with peers parks each step's linearizable reads as one batch, tagged with a ReadIndex
- * context the node hands to the core (etcd batches its reads the same way). While a batch
- * waits for its round, new reads are held for the next one: one round at a time, so a round
- * serves every read that arrived during the one before. When the core
- * confirms the context with the commit index a quorum acknowledged, the batch is served as
+ * context the node hands to the core (etcd batches its reads the same way). One round at a
+ * time, as etcd's linearizableReadLoop: batches parked while a round is under way wait, then
+ * ask together with one context when it ends (confirmed, failed or expired), so that a round
+ * serves every read that arrived during the one before. Each batch keeps its own deadline. When the
+ * core confirms the context with the commit index a quorum acknowledged, the batch is served as
  * soon as this member has applied up to that index. A batch not confirmed within
  * SRV_READ_RETRY_MS is asked for again (etcd readIndexRetryTime), one unconfirmed when the
  * leader changes fails with "leader changed", and one older than the request timeout fails with
@@ -24,8 +25,9 @@
 
 struct srv_read_batch {
     struct srv_read_batch *next;
-    uint64_t ctx;
+    uint64_t ctx;   /* with asked; batches asked together share it */
     uint64_t index; /* confirmed commit index, with confirmed */
+    bool asked;     /* its ReadIndex was requested */
     bool confirmed;
     uint64_t asked_ms; /* the ReadIndex request was last sent */
     uint64_t born_ms;
@@ -103,35 +105,6 @@ void srv_reads_serve(struct srv *s, struct srv_reads *r)
     r->n = r->cap = 0;
 }
 
-/* A batch waits for its ReadIndex round. */
-static bool asking(const struct srv *s)
-{
-    for (const struct srv_read_batch *b = s->reads.head; b; b = b->next)
-        if (!b->confirmed)
-            return true;
-    return false;
-}
-
-/* One ReadIndex round at a time: r's first n reads wait for the next round with those that
- * arrive meanwhile, so that a round serves many reads (each round costs the leader a
- * heartbeat to every follower). Empties r. */
-static void hold(struct srv *s, struct srv_reads *r, size_t n)
-{
-    if (!s->reads.n) {
-        free(s->reads.ids);
-        s->reads.ids = r->ids;
-        s->reads.n = n;
-        s->reads.cap = r->cap;
-    } else {
-        for (size_t i = 0; i < n; i++)
-            if (!srv_reads_push(s, r->ids[i]))
-                fail_ids(s, &r->ids[i], 1, MS_E_NOMEM);
-        free(r->ids);
-    }
-    r->ids = NULL;
-    r->n = r->cap = 0;
-}
-
 bool srv_reads_park(struct srv *s, struct srv_reads *r, uint64_t ctx, uint64_t now_ms)
 {
     size_t n = 0;
@@ -144,39 +117,45 @@ bool srv_reads_park(struct srv *s, struct srv_reads *r, uint64_t ctx, uint64_t n
         else
             r->ids[n++] = r->ids[i];
     }
-    if (n && asking(s)) {
-        hold(s, r, n);
-        return false;
-    }
     struct srv_read_batch *b = n ? calloc(1, sizeof(*b)) : NULL;
     if (!b) {
         fail_ids(s, r->ids, n, MS_E_NOMEM);
         free(r->ids);
-        r->ids = NULL;
-        r->n = r->cap = 0;
-        return false;
+    } else {
+        b->born_ms = now_ms;
+        b->ids = r->ids;
+        b->n = n;
+        s->reads.n_unasked++;
+        if (s->reads.tail)
+            s->reads.tail->next = b;
+        else
+            s->reads.head = b;
+        s->reads.tail = b;
     }
-    b->ctx = ctx;
-    b->asked_ms = b->born_ms = now_ms;
-    b->ids = r->ids;
-    b->n = n;
     r->ids = NULL;
     r->n = r->cap = 0;
-    if (s->reads.tail)
-        s->reads.tail->next = b;
-    else
-        s->reads.head = b;
-    s->reads.tail = b;
+    /* One round at a time: batches parked while one is under way wait for it to end, then
+     * ask together, so that a round serves every read that arrived during the one before. */
+    if (s->reads.n_asking || !s->reads.n_unasked)
+        return false;
+    for (b = s->reads.head; b; b = b->next)
+        if (!b->asked) {
+            b->asked = true;
+            b->ctx = ctx;
+            b->asked_ms = now_ms;
+        }
+    s->reads.n_asking = s->reads.n_unasked;
+    s->reads.n_unasked = 0;
     return true;
 }
 
 void srv_reads_confirm(struct srv *s, uint64_t ctx, uint64_t index)
 {
     for (struct srv_read_batch *b = s->reads.head; b; b = b->next)
-        if (b->ctx == ctx && !b->confirmed) {
+        if (b->asked && b->ctx == ctx && !b->confirmed) {
             b->confirmed = true;
             b->index = index;
-            return;
+            s->reads.n_asking--;
         }
 }
 
@@ -193,6 +172,10 @@ static void sweep(struct srv *s, bool (*done)(struct srv *, const struct srv_rea
             continue;
         }
         *pp = b->next;
+        if (!b->asked)
+            s->reads.n_unasked--;
+        else if (!b->confirmed)
+            s->reads.n_asking--;
         if (err)
             fail_ids(s, b->ids, b->n, err);
         else
@@ -214,7 +197,7 @@ static bool is_unconfirmed(struct srv *s, const struct srv_read_batch *b, void *
 {
     (void)s;
     (void)arg;
-    return !b->confirmed;
+    return b->asked && !b->confirmed;
 }
 
 static bool is_old(struct srv *s, const struct srv_read_batch *b, void *arg)
@@ -238,11 +221,18 @@ void srv_reads_leader_changed(struct srv *s)
 size_t srv_reads_due(struct srv *s, uint64_t now_ms, uint64_t *ctxs, size_t max)
 {
     size_t n = 0;
-    for (struct srv_read_batch *b = s->reads.head; b && n < max; b = b->next)
-        if (!b->confirmed && b->asked_ms + SRV_READ_RETRY_MS <= now_ms) {
-            b->asked_ms = now_ms;
-            ctxs[n++] = b->ctx;
+    for (struct srv_read_batch *b = s->reads.head; b; b = b->next) {
+        if (!b->asked || b->confirmed || b->asked_ms + SRV_READ_RETRY_MS > now_ms)
+            continue;
+        if (n && ctxs[n - 1] == b->ctx) {
+            b->asked_ms = now_ms; /* asked together with the one before */
+            continue;
         }
+        if (n == max)
+            break;
+        b->asked_ms = now_ms;
+        ctxs[n++] = b->ctx;
+    }
     return n;
 }
 
@@ -256,7 +246,7 @@ void srv_reads_expire(struct srv *s, uint64_t now_ms, uint64_t timeout_ms)
 
 bool srv_reads_may_ask(const struct srv *s)
 {
-    return s->reads.n && !asking(s);
+    return !s->reads.n_asking && s->reads.n_unasked;
 }
 
 bool srv_reads_waiting(const struct srv *s)

@@ -149,6 +149,28 @@ void grpc_conn_kill(struct grpc_conn *c)
     event_active(c->g->reap_ev, EV_TIMEOUT, 1);
 }
 
+/* nghttp2's allocations, through the kept blocks: a session allocates and frees several small
+ * blocks per call (stream, header copies, frames), in bursts of many calls. */
+static void *h2_malloc(size_t size, void *ud)
+{
+    return mcache_alloc(ud, size);
+}
+
+static void h2_free(void *p, void *ud)
+{
+    mcache_free(ud, p);
+}
+
+static void *h2_calloc(size_t n, size_t size, void *ud)
+{
+    return mcache_calloc(ud, n, size);
+}
+
+static void *h2_realloc(void *p, size_t size, void *ud)
+{
+    return mcache_realloc(ud, p, size);
+}
+
 struct grpc *grpc_create(struct event_base *base, struct srv *srv, ms_err *err)
 {
     struct grpc *g = calloc(1, sizeof(*g));
@@ -159,6 +181,8 @@ struct grpc *grpc_create(struct event_base *base, struct srv *srv, ms_err *err)
     g->base = base;
     g->srv = srv;
     arena_pool_init(&g->arenas, GRPC_ARENA_FIRST);
+    mcache_init(&g->h2_blocks, GRPC_H2_KEEP);
+    g->h2_mem = (nghttp2_mem){&g->h2_blocks, h2_malloc, h2_free, h2_calloc, h2_realloc};
     const struct cfg *cfg = srv_cfg(srv);
     g->max_recv = (size_t)cfg->max_request_bytes + GRPC_OVERHEAD;
     g->ka_min_ms = cfg->grpc_keepalive_min_ms;
@@ -199,6 +223,7 @@ void grpc_destroy(struct grpc *g)
     buf_fini(&g->watch_buf);
     buf_fini(&g->watch_hdr);
     arena_pool_fini(&g->arenas);
+    mcache_fini(&g->h2_blocks); /* after the last session */
     free(g);
 }
 

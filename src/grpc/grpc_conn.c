@@ -977,7 +977,7 @@ struct grpc_conn *grpc_conn_create(struct grpc *g, int fd, struct tls_conn *tls)
     }
     nghttp2_option_set_no_http_messaging(opt, 1);
     nghttp2_option_set_no_auto_window_update(opt, 1); /* on_data_chunk credits the windows */
-    int rc = nghttp2_session_server_new2(&c->h2, cb, c, opt);
+    int rc = nghttp2_session_server_new3(&c->h2, cb, c, opt, &g->h2_mem);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0) {

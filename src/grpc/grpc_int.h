@@ -12,6 +12,7 @@
 #include "metastore/buf.h"
 #include "metastore/err.h"
 #include "metastore/grpc.h"
+#include "metastore/mcache.h"
 #include "metastore/srv.h"
 #include "metastore/tls.h"
 
@@ -127,6 +128,7 @@ struct grpc_conn {
 };
 
 #define GRPC_ARENA_FIRST 4096 /* a call's first arena chunk */
+#define GRPC_H2_KEEP     256  /* HTTP/2 blocks kept per size class (2 MiB at most) */
 
 struct grpc {
     struct event_base *base;
@@ -146,6 +148,8 @@ struct grpc {
     size_t n_leader_watch;      /* such streams */
     uint64_t leaderless_max_ms; /* they end after this long without a leader */
     struct arena_pool arenas;   /* calls' arenas kept for the next calls */
+    struct mcache h2_blocks;    /* the HTTP/2 sessions' small blocks, kept for reuse */
+    nghttp2_mem h2_mem;         /* ... handed to every session */
     /* the watch sink's encoding (grpc_watch.c) */
     struct buf watch_buf; /* scratch */
     struct buf watch_hdr; /* the header field for watch_hdr_rev and watch_hdr_term */

@@ -2,27 +2,13 @@
  * until arena_reset or arena_destroy. */
 #include "metastore/arena.h"
 
+#include "poison.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 /* Under AddressSanitizer, memory not handed out (a new chunk, a chunk after arena_reset) is
  * poisoned, so that a pointer kept past a reset is reported as one kept past a free would be. */
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ARENA_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define ARENA_ASAN 1
-#endif
-#ifdef ARENA_ASAN
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#else
-#define POISON(p, n)   ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
 
 #define ARENA_ALIGN     16u
 #define ARENA_MAX_ALLOC ((size_t)1 << 40)

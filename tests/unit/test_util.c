@@ -4,6 +4,7 @@
 #include "metastore/buf.h"
 #include "metastore/crc32c.h"
 #include "metastore/err.h"
+#include "metastore/mcache.h"
 #include "metastore/sha1.h"
 #include "metastore/sha256.h"
 #include "testutil.h"
@@ -362,6 +363,79 @@ START_TEST(arena_poisons_what_it_took_back)
 END_TEST
 #endif
 
+/* ---- mcache ---- */
+
+START_TEST(mcache_classes_keep_and_realloc)
+{
+    struct mcache m;
+    mcache_init(&m, 2);
+    /* A freed block of a class serves the next allocation of that class. */
+    uint8_t *a = mcache_alloc(&m, 40);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_eq((uintptr_t)a % 16, 0);
+    memset(a, 0xab, 40);
+    mcache_free(&m, a);
+    ck_assert_uint_eq(m.n[1], 1);
+    uint8_t *b = mcache_alloc(&m, 64);
+    ck_assert_ptr_eq(b, a);
+    ck_assert_uint_eq(m.n[1], 0);
+    /* At most keep blocks per class: the rest go back to malloc. */
+    uint8_t *c = mcache_alloc(&m, 33), *d = mcache_alloc(&m, 50);
+    mcache_free(&m, b);
+    mcache_free(&m, c);
+    mcache_free(&m, d);
+    ck_assert_uint_eq(m.n[1], 2);
+    /* calloc zeroes a reused block; an overflowing count is refused. */
+    uint8_t *z = mcache_calloc(&m, 8, 8);
+    for (size_t i = 0; i < 64; i++)
+        ck_assert_uint_eq(z[i], 0);
+    ck_assert_ptr_null(mcache_calloc(&m, SIZE_MAX / 2, 4));
+    ck_assert_ptr_null(mcache_alloc(&m, SIZE_MAX - 8));
+    /* realloc keeps the bytes: within the class, across classes, into and out of malloc. */
+    for (size_t i = 0; i < 64; i++)
+        z[i] = (uint8_t)i;
+    z = mcache_realloc(&m, z, 20); /* shrinks in place */
+    z = mcache_realloc(&m, z, 3000);
+    for (size_t i = 0; i < 20; i++)
+        ck_assert_uint_eq(z[i], i);
+    memset(z + 20, 7, 2980);
+    z = mcache_realloc(&m, z, 100000);
+    ck_assert_uint_eq(z[2999], 7);
+    z[99999] = 9;
+    z = mcache_realloc(&m, z, 200000);
+    ck_assert_uint_eq(z[99999], 9);
+    z = mcache_realloc(&m, z, 10);
+    ck_assert_uint_eq(z[9], 9);
+    mcache_free(&m, z);
+    uint8_t *r = mcache_realloc(&m, NULL, 5000);
+    ck_assert_ptr_nonnull(r);
+    mcache_free(&m, r);
+    mcache_free(&m, NULL);
+    mcache_fini(&m); /* LeakSanitizer: every kept block is freed */
+}
+END_TEST
+
+#if defined(__SANITIZE_ADDRESS__)
+/* A kept block is poisoned, and so is the slack of its class past the size asked for. */
+START_TEST(mcache_poisons_kept_blocks)
+{
+    struct mcache m;
+    mcache_init(&m, 4);
+    uint8_t *p = mcache_alloc(&m, 24);
+    ck_assert(!__asan_address_is_poisoned(p + 23));
+    ck_assert(__asan_address_is_poisoned(p + 24));
+    mcache_free(&m, p);
+    ck_assert(__asan_address_is_poisoned(p));
+    uint8_t *q = mcache_alloc(&m, 30);
+    ck_assert_ptr_eq(q, p);
+    ck_assert(!__asan_address_is_poisoned(q + 29));
+    ck_assert(__asan_address_is_poisoned(q + 30));
+    mcache_free(&m, q);
+    mcache_fini(&m);
+}
+END_TEST
+#endif
+
 static Suite *util_suite(void)
 {
     Suite *s = suite_create("util");
@@ -376,6 +450,12 @@ static Suite *util_suite(void)
     tcase_add_test(tc, arena_pool_reuses);
 #if defined(__SANITIZE_ADDRESS__)
     tcase_add_test(tc, arena_poisons_what_it_took_back);
+#endif
+    suite_add_tcase(s, tc);
+    tc = tcase_create("mcache");
+    tcase_add_test(tc, mcache_classes_keep_and_realloc);
+#if defined(__SANITIZE_ADDRESS__)
+    tcase_add_test(tc, mcache_poisons_kept_blocks);
 #endif
     suite_add_tcase(s, tc);
     tc = tcase_create("buf");

@@ -222,7 +222,8 @@ bool watch_hub_waiting(const struct watch_hub *h);
 /* Events applied up to revision rev (one write transaction or several, in revision order;
  * each event's kv.mod_revision is its own): delivered to the synced watchers that match, one
  * response per watcher with header revision rev. A watcher whose start revision is ahead gets
- * only the events from it. Events are borrowed for the call. */
+ * only the events from it. Successive calls must follow revision order (a watcher served at a
+ * later revision skips earlier ones). Events are borrowed for the call. */
 void watch_hub_notify(struct watch_hub *h, int64_t rev, const struct kv_event *ev, size_t n);
 
 /* One bounded round of catch-up: up to lim.sync_watchers unsynced watchers, up to

@@ -254,6 +254,9 @@ void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, s
     if (n <= PENDING_EVENTS && bytes <= PENDING_BYTES)
         p = ms_grow(w->pending, &w->cap_pending, w->n_pending + n, sizeof(*p), 64);
     if (!p) {
+        /* Not held (too large, or no memory to hold it): what is held goes first, so that
+         * every watcher still gets the revisions in order. */
+        srv_events_flush(s);
         watch_hub_notify(w->hub, rev, ev, n);
         watch_kick(s);
         return;

@@ -244,7 +244,6 @@ struct srv_watching {
     struct kv_event *pending;  /* events applied in this batch, not yet delivered */
     size_t n_pending, cap_pending;
     size_t pending_bytes; /* their keys and values */
-    int64_t pending_rev;  /* the revision of the last of them */
 };
 
 /* The waits of the lock and election services (srv_lock.c). */
@@ -443,8 +442,8 @@ void srv_reads_leader_changed(struct srv *s);
 size_t srv_reads_due(struct srv *s, uint64_t now_ms, uint64_t *ctxs, size_t max);
 /* Batches older than timeout_ms fail with "request timed out". */
 void srv_reads_expire(struct srv *s, uint64_t now_ms, uint64_t timeout_ms);
-/* Batches wait to be asked and no round is under way: the next step may ask (after a
- * confirmation, a leader change or an expiry, the caller wakes the step). */
+/* Batches wait to be asked and no round is under way: the next step may ask (a round ended
+ * by a confirmation, a leader change or an expiry; the step's end and the tick wake it). */
 bool srv_reads_may_ask(const struct srv *s);
 bool srv_reads_waiting(const struct srv *s);
 void srv_reads_fini(struct srv *s);

@@ -478,11 +478,8 @@ static void soft_changed(struct srv *s, const struct raft_soft_state *soft)
         n->lost_ms = clock_now_ms();
     n->lead = soft->lead;
     n->role = soft->role;
-    if (new_lead) {
+    if (new_lead)
         srv_reads_leader_changed(s);
-        if (srv_reads_may_ask(s))
-            srv_wake(s);
-    }
     if (soft->role == RAFT_LEADER && !was_leader)
         /* etcd Promote: no lease expires because the leadership moved. */
         srv_lease_promote(s, n->peer ? s->cfg.election_ms : 0);
@@ -523,8 +520,6 @@ static bool ready_rest(struct srv *s, bool wait)
     }
     for (size_t j = 0; j < rd->n_read_states; j++)
         srv_reads_confirm(s, rd->read_states[j].ctx, rd->read_states[j].index);
-    if (rd->n_read_states && srv_reads_may_ask(s))
-        srv_wake(s); /* the reads held during the round ask for the next one */
     if (rd->n_committed)
         apply_committed(s, rd->committed, rd->n_committed);
     if (syncing)
@@ -582,13 +577,15 @@ void srv_wake(struct srv *s)
     }
 }
 
-/* The end of a step: more Readys wait (the per-turn bound stopped us) → another turn. */
+/* The end of a step: more Readys wait (the per-turn bound stopped us), or a ReadIndex round
+ * ended with reads parked for the next → another turn. */
 static void step_end(struct srv *s)
 {
     struct srv_node *n = &s->node;
     srv_lease_pump(s);
-    if (n->rd_out ? !n->rd.has_snapshot && raft_has_committed_now(n->raft)
-                  : raft_has_ready(n->raft))
+    if ((n->rd_out ? !n->rd.has_snapshot && raft_has_committed_now(n->raft)
+                   : raft_has_ready(n->raft)) ||
+        srv_reads_may_ask(s))
         srv_wake(s);
     arena_reset(s->scratch);
     srv_copy_poll(s);
@@ -708,8 +705,6 @@ static void expire(struct srv *s, uint64_t now)
     for (size_t i = 0; i < k; i++)
         raft_read_index(n->raft, ctxs[i]);
     srv_reads_expire(s, now, request_timeout_ms(s));
-    if (srv_reads_may_ask(s))
-        srv_wake(s);
 }
 
 /* A leader is known: propose what waited for one, in order. What the core drops again (the
@@ -823,7 +818,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (n->left && now >= n->left_deadline_ms)
         transfer_end(s, false);
     move_check(s, now);
-    if (raft_has_ready(n->raft))
+    if (raft_has_ready(n->raft) || srv_reads_may_ask(s)) /* expired: the next round may go */
         srv_wake(s);
 }
 

@@ -232,7 +232,8 @@ void srv_events_flush(struct srv *s)
     if (!w->n_pending)
         return;
     /* The hub encodes what it keeps, so the scratch arena may be reset after this step. */
-    watch_hub_notify(w->hub, w->pending_rev, w->pending, w->n_pending);
+    watch_hub_notify(w->hub, w->pending[w->n_pending - 1].kv.mod_revision, w->pending,
+                     w->n_pending);
     w->n_pending = w->pending_bytes = 0;
     watch_kick(s); /* watchers that could not be served now catch up from history */
 }
@@ -265,7 +266,6 @@ void srv_events_applied(struct srv *s, int64_t rev, const struct kv_event *ev, s
     memcpy(p + w->n_pending, ev, n * sizeof(*ev));
     w->n_pending += n;
     w->pending_bytes += bytes;
-    w->pending_rev = rev;
 }
 
 void srv_watch_restored(struct srv *s)

@@ -161,6 +161,14 @@ static size_t assign_groups(struct watch_scratch *sc, size_t n_events)
     return n_groups;
 }
 
+/* A watcher's events before rev are delivered or not its own: it resumes at rev at the
+ * earliest (0: no change). */
+static void raise_min_rev(struct watcher *w, int64_t rev)
+{
+    if (rev > w->min_rev)
+        w->min_rev = rev;
+}
+
 bool watch_deliver(struct watch_hub *h, int64_t rev, const struct kv_event *ev, size_t n,
                    int64_t refused_rev, int64_t next_rev)
 {
@@ -184,8 +192,7 @@ bool watch_deliver(struct watch_hub *h, int64_t rev, const struct kv_event *ev, 
     for (size_t s = 0; s < sc->n_slots; s++) {
         struct watcher *w = sc->slots[s];
         if (!slot_ok(sc, s)) {
-            if (refused_rev > w->min_rev)
-                w->min_rev = refused_rev;
+            raise_min_rev(w, refused_rev);
             if (w->group == WG_SYNCED)
                 watch_move(h, w, WG_UNSYNCED);
             continue;
@@ -203,8 +210,7 @@ bool watch_deliver(struct watch_hub *h, int64_t rev, const struct kv_event *ev, 
         if (!st->blocked && !watch_sink_send(st, &r))
             st->blocked = true;
         if (st->blocked) {
-            if (refused_rev > w->min_rev)
-                w->min_rev = refused_rev;
+            raise_min_rev(w, refused_rev);
             watch_move(h, w, WG_VICTIM);
             continue;
         }
@@ -261,7 +267,7 @@ void watch_hub_notify(struct watch_hub *h, int64_t rev, const struct kv_event *e
     for (struct watch_stream *st = h->streams; st; st = st->next) {
         for (struct watcher *w = st->all; w; w = w->snext) {
             if (w->mark == h->mark && w->slot == WATCH_SLOT_FAILED && w->group == WG_SYNCED) {
-                w->min_rev = first > w->min_rev ? first : w->min_rev;
+                raise_min_rev(w, first);
                 watch_move(h, w, WG_UNSYNCED);
             }
         }

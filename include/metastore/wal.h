@@ -119,9 +119,16 @@ ms_err wal_sync_end(struct wal *w, bool *done);
 /* True if records are buffered and not yet synced. */
 bool wal_dirty(const struct wal *w);
 
-/* Remove whole segments all of whose entries are below index (never the segment being written).
- * Call only once the state up to index is durable elsewhere (backend commit or snapshot). */
+/* Release whole segments all of whose entries are below index (never the segment being
+ * written): they leave the log at once (renamed *.wal.del) and their files go in steps of
+ * wal_release_step. Call only once the state up to index is durable elsewhere (backend commit
+ * or snapshot). */
 ms_err wal_release_before(struct wal *w, uint64_t index);
+
+/* Shrink the oldest released file by up to bytes, removing it once empty, so that no call
+ * holds the caller long (freeing a file's blocks costs in proportion to its size). True while
+ * released files remain. Whatever remains at close is removed by the next open. */
+bool wal_release_step(struct wal *w, uint64_t bytes);
 
 void wal_get_stats(const struct wal *w, struct wal_stats *out);
 

@@ -103,8 +103,9 @@ struct srv_node {
     struct event *ready_ev; /* the ready step */
     struct event *sync_ev;  /* the WAL's asynchronous sync completed */
     struct event *tick_ev;
-    uint64_t tick_ms; /* monotonic time of the last whole tick */
-    uint64_t term;    /* as persisted */
+    struct event *release_ev; /* removes released WAL segments a step at a time */
+    uint64_t tick_ms;         /* monotonic time of the last whole tick */
+    uint64_t term;            /* as persisted */
     uint64_t lead;
     enum raft_role role;
     uint64_t leader_changes;         /* leaders seen (etcd_server_leader_changes_seen_total) */

@@ -65,8 +65,29 @@ static int count_segments(void)
     struct dirent *e;
     int n = 0;
     while ((e = readdir(d)) != NULL)
-        if (strstr(e->d_name, ".wal") && !strstr(e->d_name, ".tmp"))
+        if (strstr(e->d_name, ".wal") && !strstr(e->d_name, ".tmp") && !strstr(e->d_name, ".del"))
             n++;
+    closedir(d);
+    return n;
+}
+
+/* Released segments not yet removed, and their bytes. */
+static int count_released(long *bytes)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    *bytes = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (!strstr(e->d_name, ".wal.del"))
+            continue;
+        char path[4300];
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        ck_assert_int_eq(stat(path, &st), 0);
+        *bytes += st.st_size;
+        n++;
+    }
     closedir(d);
     return n;
 }
@@ -78,7 +99,7 @@ static void segment_path(int last, char *out, size_t cap)
     struct dirent *e;
     char best[300] = "";
     while ((e = readdir(d)) != NULL) {
-        if (!strstr(e->d_name, ".wal") || strstr(e->d_name, ".tmp"))
+        if (!strstr(e->d_name, ".wal") || strstr(e->d_name, ".tmp") || strstr(e->d_name, ".del"))
             continue;
         if (!best[0] || (last ? strcmp(e->d_name, best) > 0 : strcmp(e->d_name, best) < 0))
             snprintf(best, sizeof(best), "%s", e->d_name);
@@ -538,6 +559,26 @@ START_TEST(rollover_and_release)
     int after = count_segments();
     ck_assert_int_lt(after, before);
     ck_assert_int_ge(after, 1);
+    /* The released files go in steps of at most the bytes asked for, oldest first. */
+    long left;
+    int released = count_released(&left);
+    ck_assert_int_eq(released, before - after);
+    ck_assert_int_ge(left, (long)released * 8192);
+    long all = left;
+    int steps = 0;
+    for (bool more = true; more && steps < 1000; steps++) {
+        more = wal_release_step(w, 3000);
+        long now;
+        int files = count_released(&now);
+        ck_assert_int_gt(left - now, 0);
+        ck_assert_int_le(left - now, 3000); /* 3,000 bytes, or a file's rest with the file */
+        ck_assert(left - now == 3000 || files < released);
+        released = files;
+        left = now;
+    }
+    ck_assert_int_ge(steps, all / 3000);
+    ck_assert_int_eq(count_released(&left), 0);
+    ck_assert(!wal_release_step(w, 3000));
     wal_close(w);
     /* The hard state survives in the remaining segments' headers and records. */
     ck_assert_int_eq(wal_open(dir, 601, NULL, 0, 8192, &w, &l), MS_OK);
@@ -558,6 +599,19 @@ START_TEST(rollover_and_release)
     close(fd);
     ck_assert_int_eq(wal_open(dir, 0, NULL, 0, 8192, &w, &l), MS_OK);
     ck_assert_int_ne(access(tmp, F_OK), 0);
+    wal_log_fini(&l);
+    /* So is a released one that a stop left partly removed. */
+    for (uint64_t i = 1001; i <= 2000; i += 50) {
+        put_entries(w, i, i + 49, 7);
+        ck_assert_int_eq(wal_sync(w), MS_OK);
+    }
+    ck_assert_int_eq(wal_release_before(w, 1900), MS_OK);
+    ck_assert(wal_release_step(w, 1000));
+    ck_assert_int_ge(count_released(&left), 1);
+    wal_close(w);
+    ck_assert_int_eq(wal_open(dir, 1900, NULL, 0, 8192, &w, &l), MS_OK);
+    ck_assert_int_eq(count_released(&left), 0);
+    check_entries(&l, 1900, 2000, 7);
     wal_log_fini(&l);
     wal_close(w);
 }

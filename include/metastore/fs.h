@@ -4,11 +4,35 @@
 
 #include "metastore/err.h"
 
+#include <stdbool.h>
+
 /* mkdir -p with mode 0700: 0, or -1 with errno set. */
 int fs_mkdirs(const char *path);
 
 /* fsync a directory, so that names created, renamed or removed in it are durable.
  * MS_E_IO on failure (errno set). */
 ms_err fs_sync_dir(const char *dir);
+
+/* An fsync or fdatasync submitted through Linux AIO (IOCB_CMD_FSYNC/FDSYNC, Linux 4.18+), one
+ * at a time, its completion signalled on an eventfd: the caller's event loop goes on while the
+ * disk works. */
+struct fs_async_sync;
+
+/* NULL when this system cannot (errno set): the caller syncs in place. */
+struct fs_async_sync *fs_async_sync_create(void);
+
+/* Waits for a sync in flight, then frees. */
+void fs_async_sync_destroy(struct fs_async_sync *a);
+
+/* Readable once the sync in flight completes. */
+int fs_async_sync_fd(const struct fs_async_sync *a);
+
+/* Submit fdatasync (data_only) or fsync of fd. 0, or -1 with errno when it was not submitted
+ * (EBUSY: one is in flight; EINVAL: not for this file): then sync in place. */
+int fs_async_sync_start(struct fs_async_sync *a, int fd, bool data_only);
+
+/* Reap the sync in flight, waiting for it or not: true once it completed, *res 0 or -errno
+ * (a failing reap counts as a failed sync). False when not yet, or when none is in flight. */
+bool fs_async_sync_reap(struct fs_async_sync *a, bool wait, int *res);
 
 #endif

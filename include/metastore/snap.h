@@ -34,6 +34,12 @@ ms_err snap_writer_put(struct snap_writer *w, enum be_bucket b, const uint8_t *k
 uint64_t snap_writer_size(const struct snap_writer *w);
 /* Trailer, fdatasync, rename into place, directory fsync; frees w. */
 ms_err snap_writer_finish(struct snap_writer *w);
+/* The same in steps, for a caller that syncs without waiting: snap_writer_seal writes the
+ * trailer and gives the file to sync (fdatasync); once it is durable, snap_writer_publish
+ * renames it into place (the caller then syncs its directory) and snap_writer_abort frees w,
+ * leaving the file. On failure both have dropped the temp file (w is still to be freed). */
+ms_err snap_writer_seal(struct snap_writer *w, int *fd);
+ms_err snap_writer_publish(struct snap_writer *w);
 /* Drop the temp file; frees w. Accepts NULL. */
 void snap_writer_abort(struct snap_writer *w);
 

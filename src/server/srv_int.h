@@ -199,9 +199,12 @@ struct srv_applier {
 };
 
 /* Snapshots, backups and defragmentation: copies of the backend (srv_snap.c). */
+struct fs_async_sync;
 struct srv_copies {
     struct srv_copy *copy; /* in progress */
     struct event *copy_ev;
+    struct fs_async_sync *sync; /* a snapshot's file and directory syncs (NULL: in place) */
+    struct event *sync_ev;
     uint64_t last_snap_index; /* memory backend: index of the newest snapshot file */
     struct srv_op queued[SRV_MAX_OPS];
     size_t n_queued;

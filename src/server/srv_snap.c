@@ -35,9 +35,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define COPY_SLICE    20000 /* key records per loop turn */
-#define INSTALL_SLICE 2000  /* records of a snapshot from the leader per loop turn */
-#define SNAP_KEEP     2     /* snapshot files kept */
+#define COPY_SLICE    20000   /* key records per loop turn, at most */
+#define COPY_SLICE_NS 1000000 /* ... and a turn's copying stops after 1 ms */
+#define INSTALL_SLICE 2000    /* records of a snapshot from the leader per loop turn */
+#define SNAP_KEEP     2       /* snapshot files kept */
 
 struct srv_copy {
     enum copy_kind kind;
@@ -53,7 +54,9 @@ struct srv_copy {
     size_t next_len;
     uint8_t bound[KV_REVKEY_LEN + 1]; /* key bucket keys >= bound were written after start */
     size_t bound_len;
-    uint64_t slices, slice_max_ns; /* install: how many, the longest */
+    uint64_t slices, slice_max_ns;                     /* install: how many, the longest */
+    enum { COPYING, SYNCING_FILE, SYNCING_DIR } phase; /* snapshot: its syncs, off the loop */
+    int dir_fd;                                        /* SYNCING_DIR */
 };
 
 static ms_err sink(struct srv_copy *c, enum be_bucket b, const uint8_t *k, size_t kl,
@@ -64,10 +67,11 @@ static ms_err sink(struct srv_copy *c, enum be_bucket b, const uint8_t *k, size_
     return be_put(c->dtxn, b, k, kl, v, vl);
 }
 
-/* Copy [from, to) of bucket b (NULL: open ends), at most max records; *next is where it
- * stopped (or *done). */
+/* Copy [from, to) of bucket b (NULL: open ends), at most max records and until the monotonic
+ * clock passes deadline_ns (0: no deadline); *next is where it stopped (or *done). */
 static ms_err copy_range(struct srv *s, struct srv_copy *c, enum be_bucket b, const uint8_t *from,
-                         size_t from_len, const uint8_t *to, size_t to_len, size_t max, bool *done)
+                         size_t from_len, const uint8_t *to, size_t to_len, size_t max,
+                         uint64_t deadline_ns, bool *done)
 {
     struct be_cursor *cur;
     struct be_val k, v;
@@ -80,7 +84,7 @@ static ms_err copy_range(struct srv *s, struct srv_copy *c, enum be_bucket b, co
          e = be_cursor_next(cur, &k, &v)) {
         if (to && sl_keycmp(k.p, k.len, to, to_len) >= 0)
             break;
-        if (n == max) {
+        if (n == max || (deadline_ns && n && n % 64 == 0 && clock_now_ns() >= deadline_ns)) {
             /* Resume here next turn (keys in "key" are at most 18 bytes). */
             if (k.len <= sizeof(c->next)) {
                 memcpy(c->next, k.p, k.len);
@@ -107,7 +111,7 @@ static ms_err copy_small_buckets(struct srv *s, struct srv_copy *c)
         if (b == BE_BUCKET_KEY)
             continue;
         bool done;
-        ms_err e = copy_range(s, c, (enum be_bucket)b, NULL, 0, NULL, 0, SIZE_MAX, &done);
+        ms_err e = copy_range(s, c, (enum be_bucket)b, NULL, 0, NULL, 0, SIZE_MAX, 0, &done);
         if (e)
             return e;
     }
@@ -163,6 +167,8 @@ static bool snapshot_due(const struct srv *s)
 
 static void copy_free(struct srv_copy *c)
 {
+    if (c->phase == SYNCING_DIR)
+        close(c->dir_fd);
     snap_writer_abort(c->w);
     snap_reader_close(c->r);
     kv_restore_abort(c->kr);
@@ -325,7 +331,7 @@ static void swap_env(struct srv *s, struct srv_copy *c)
 static ms_err defrag_finish(struct srv *s, struct srv_copy *c)
 {
     bool done;
-    ms_err e = copy_range(s, c, BE_BUCKET_KEY, c->bound, c->bound_len, NULL, 0, SIZE_MAX, &done);
+    ms_err e = copy_range(s, c, BE_BUCKET_KEY, c->bound, c->bound_len, NULL, 0, SIZE_MAX, 0, &done);
     /* The small buckets again, from scratch. */
     for (int b = 0; !e && b < BE_BUCKET_COUNT_; b++) {
         if (b == BE_BUCKET_KEY)
@@ -391,6 +397,50 @@ static void complete_op(struct srv *s, struct srv_copy *c, ms_err e)
     }
 }
 
+/* The snapshot file is durable under its name: the WAL may now record it. */
+static void snapshot_saved(struct srv *s, struct srv_copy *c)
+{
+    s->hooks.snapshot_saved(s, c->hdr.index, c->hdr.term);
+    s->copies.last_snap_index = c->hdr.index;
+    prune_snapshots(s);
+    log_info("snapshot at index %llu (revision %lld) saved", (unsigned long long)c->hdr.index,
+             (long long)c->hdr.revision);
+}
+
+/* The end of a snapshot finished off the loop (or failed on the way). */
+static void snapshot_end(struct srv *s, struct srv_copy *c, ms_err e)
+{
+    if (e)
+        log_error("snapshot failed: %s", ms_err_name(e));
+    else
+        snapshot_saved(s, c);
+    s->copies.copy = NULL;
+    complete_op(s, c, e);
+    copy_free(c);
+}
+
+/* A snapshot's fdatasync and its directory's fsync go through Linux AIO: on a busy disk each
+ * took 12-73 ms in the loop. Once the file's is submitted, on_copy_synced goes on; if it cannot
+ * be, the rest is done here as snap_writer_finish would. */
+static void finish_snapshot(struct srv *s, struct srv_copy *c)
+{
+    int fd;
+    ms_err e = snap_writer_seal(c->w, &fd);
+    if (!e && fs_async_sync_start(s->copies.sync, fd, true) == 0) {
+        c->phase = SYNCING_FILE;
+        return;
+    }
+    if (!e && fdatasync(fd) != 0) {
+        log_error("snapshot: cannot sync %s: %s", c->path, strerror(errno));
+        e = MS_E_IO;
+    }
+    char dir[4200];
+    srv_snap_dir(s, dir, sizeof(dir));
+    if (!e && (e = snap_writer_publish(c->w)) == MS_OK && (e = fs_sync_dir(dir)) != MS_OK)
+        log_error("snapshot: cannot sync %s: %s", dir, strerror(errno));
+    snapshot_end(s, c, e);
+}
+
 static void finish(struct srv *s, struct srv_copy *c)
 {
     ms_err e = MS_OK;
@@ -398,13 +448,8 @@ static void finish(struct srv *s, struct srv_copy *c)
     case COPY_SNAPSHOT: {
         e = snap_writer_finish(c->w);
         c->w = NULL;
-        if (e)
-            break;
-        s->hooks.snapshot_saved(s, c->hdr.index, c->hdr.term);
-        s->copies.last_snap_index = c->hdr.index;
-        prune_snapshots(s);
-        log_info("snapshot at index %llu (revision %lld) saved", (unsigned long long)c->hdr.index,
-                 (long long)c->hdr.revision);
+        if (!e)
+            snapshot_saved(s, c);
         break;
     }
     case COPY_BACKUP:
@@ -449,7 +494,7 @@ static void start_next(struct srv *s)
         if (copy_start(s, &op, &s->copies.copy) != MS_OK)
             log_error("cannot start a snapshot");
     }
-    if (s->copies.copy)
+    if (s->copies.copy && s->copies.copy->phase == COPYING)
         arm(s);
 }
 
@@ -465,6 +510,8 @@ static void on_copy(evutil_socket_t fd, short what, void *arg)
         start_next(s);
         return;
     }
+    if (c->phase != COPYING)
+        return; /* a snapshot's syncs are in flight: on_copy_synced goes on */
     if (c->kind == COPY_INSTALL) {
         install_slice(s, c);
         start_next(s);
@@ -473,16 +520,51 @@ static void on_copy(evutil_socket_t fd, short what, void *arg)
     bool done;
     const uint8_t *from = c->next_len ? c->next : NULL;
     ms_err e = copy_range(s, c, BE_BUCKET_KEY, from, c->next_len, c->bound, c->bound_len,
-                          COPY_SLICE, &done);
+                          COPY_SLICE, clock_now_ns() + COPY_SLICE_NS, &done);
     if (e) {
         log_error("copy of the backend failed: %s", ms_err_name(e));
         complete_op(s, c, e);
         s->copies.copy = NULL;
         copy_free(c);
+    } else if (done && c->kind == COPY_SNAPSHOT && s->copies.sync) {
+        finish_snapshot(s, c);
     } else if (done) {
         s->copies.copy = NULL;
         finish(s, c);
     }
+    start_next(s);
+}
+
+/* The snapshot's file, then its directory, is durable. */
+static void on_copy_synced(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    struct srv_copy *c = s->copies.copy;
+    int res;
+    (void)fd;
+    (void)what;
+    if (!fs_async_sync_reap(s->copies.sync, false, &res) || !c || c->phase == COPYING)
+        return;
+    ms_err e = MS_OK;
+    char dir[4200];
+    srv_snap_dir(s, dir, sizeof(dir));
+    if (res < 0) {
+        log_error("snapshot: cannot sync %s: %s", c->phase == SYNCING_FILE ? c->path : dir,
+                  strerror(-res));
+        e = MS_E_IO;
+    } else if (c->phase == SYNCING_FILE && (e = snap_writer_publish(c->w)) == MS_OK) {
+        c->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (c->dir_fd >= 0 && fs_async_sync_start(s->copies.sync, c->dir_fd, false) == 0) {
+            c->phase = SYNCING_DIR;
+            return;
+        }
+        if (c->dir_fd >= 0)
+            close(c->dir_fd);
+        c->phase = COPYING; /* no descriptor left to close */
+        if ((e = fs_sync_dir(dir)) != MS_OK)
+            log_error("snapshot: cannot sync %s: %s", dir, strerror(errno));
+    }
+    snapshot_end(s, c, e);
     start_next(s);
 }
 
@@ -534,6 +616,11 @@ bool srv_cancel_op(struct srv *s, uint64_t id)
 void srv_snap_fini(struct srv *s)
 {
     struct srv_copy *c = s->copies.copy;
+    if (s->copies.sync_ev)
+        event_free(s->copies.sync_ev);
+    s->copies.sync_ev = NULL;
+    fs_async_sync_destroy(s->copies.sync); /* waits for a sync in flight */
+    s->copies.sync = NULL;
     if (c && c->kind == COPY_INSTALL)
         unlink(c->path); /* a snapshot from the leader, half loaded: it is sent again */
     if (c)
@@ -915,5 +1002,17 @@ ms_err srv_snap_load(struct srv *s)
 ms_err srv_snap_init(struct srv *s)
 {
     s->copies.copy_ev = evtimer_new(s->base, on_copy, s);
-    return s->copies.copy_ev ? MS_OK : MS_E_NOMEM;
+    if (!s->copies.copy_ev)
+        return MS_E_NOMEM;
+    if (s->cfg.backend != CFG_BACKEND_MEMORY || getenv("METASTORE_WAL_NO_AIO"))
+        return MS_OK; /* LMDB makes no snapshot files; without AIO they sync in place */
+    if (!(s->copies.sync = fs_async_sync_create())) {
+        log_info("snapshot files sync in the loop: no Linux AIO here (%s)", strerror(errno));
+        return MS_OK;
+    }
+    s->copies.sync_ev = event_new(s->base, fs_async_sync_fd(s->copies.sync), EV_READ | EV_PERSIST,
+                                  on_copy_synced, s);
+    if (!s->copies.sync_ev || event_add(s->copies.sync_ev, NULL) != 0)
+        return MS_E_NOMEM;
+    return MS_OK;
 }

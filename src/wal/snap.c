@@ -104,6 +104,18 @@ uint64_t snap_writer_size(const struct snap_writer *w)
     return w->written + w->b.len;
 }
 
+/* A failed finish: the temp file goes now (abort would too, but the caller may keep w). */
+static void drop_tmp(struct snap_writer *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+    if (w->tmp)
+        unlink(w->tmp);
+    free(w->tmp);
+    w->tmp = NULL;
+}
+
 static ms_err sync_parent(const char *path)
 {
     char dir[4200];
@@ -116,30 +128,51 @@ static ms_err sync_parent(const char *path)
     return fs_sync_dir(dir);
 }
 
-ms_err snap_writer_finish(struct snap_writer *w)
+ms_err snap_writer_seal(struct snap_writer *w, int *fd)
 {
     buf_putc(&w->b, SNAP_END);
     /* The CRC covers everything before it, including the end byte. */
     uint32_t crc = crc32c(w->crc, w->b.p, w->b.len);
     buf_put_be32(&w->b, crc);
     ms_err e = flush(w);
-    if (!e && fdatasync(w->fd) != 0)
-        e = MS_E_IO;
-    if (!e && rename(w->tmp, w->path) != 0)
-        e = MS_E_IO;
-    if (!e)
-        e = sync_parent(w->path);
     if (e) {
         log_error("snapshot: cannot finish %s: %s", w->path, strerror(errno));
-        snap_writer_abort(w);
+        drop_tmp(w);
         return e;
+    }
+    *fd = w->fd;
+    return MS_OK;
+}
+
+ms_err snap_writer_publish(struct snap_writer *w)
+{
+    if (rename(w->tmp, w->path) != 0) {
+        log_error("snapshot: cannot finish %s: %s", w->path, strerror(errno));
+        drop_tmp(w);
+        return MS_E_IO;
     }
     close(w->fd);
     w->fd = -1;
     free(w->tmp);
-    w->tmp = NULL;
-    snap_writer_abort(w);
+    w->tmp = NULL; /* the file is in place: abort leaves it */
     return MS_OK;
+}
+
+ms_err snap_writer_finish(struct snap_writer *w)
+{
+    int fd;
+    ms_err e = snap_writer_seal(w, &fd);
+    if (!e && fdatasync(fd) != 0) {
+        log_error("snapshot: cannot finish %s: %s", w->path, strerror(errno));
+        drop_tmp(w);
+        e = MS_E_IO;
+    }
+    if (!e)
+        e = snap_writer_publish(w);
+    if (!e && (e = sync_parent(w->path)) != MS_OK)
+        log_error("snapshot: cannot finish %s: %s", w->path, strerror(errno));
+    snap_writer_abort(w);
+    return e;
 }
 
 void snap_writer_abort(struct snap_writer *w)

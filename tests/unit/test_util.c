@@ -4,14 +4,19 @@
 #include "metastore/buf.h"
 #include "metastore/crc32c.h"
 #include "metastore/err.h"
+#include "metastore/fs.h"
 #include "metastore/mcache.h"
 #include "metastore/sha1.h"
 #include "metastore/sha256.h"
 #include "testutil.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int dec(const char *in, char *out, size_t *out_len, size_t *err_off)
 {
@@ -436,6 +441,55 @@ START_TEST(mcache_poisons_kept_blocks)
 END_TEST
 #endif
 
+/* Wait (bounded) for the sync in flight and reap it. */
+static int async_sync_wait(struct fs_async_sync *a)
+{
+    int res = 1;
+    for (int i = 0; i < 1000; i++) {
+        struct pollfd p = {.fd = fs_async_sync_fd(a), .events = POLLIN};
+        ck_assert_int_ge(poll(&p, 1, 10), 0);
+        if (fs_async_sync_reap(a, false, &res))
+            return res;
+    }
+    ck_abort_msg("the asynchronous sync did not complete in 10 s");
+    return res;
+}
+
+START_TEST(async_sync_file_and_dir)
+{
+    struct fs_async_sync *a = fs_async_sync_create();
+    if (!a)
+        return; /* no Linux AIO here: callers sync in place */
+    char dir[] = "/tmp/metastore-test-fs.XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof(path), "%s/f", dir);
+    int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "data", 4), 4);
+    int res;
+    ck_assert(!fs_async_sync_reap(a, false, &res)); /* nothing in flight */
+    ck_assert_int_eq(fs_async_sync_start(a, fd, true), 0);
+    ck_assert_int_eq(fs_async_sync_start(a, fd, true), -1); /* one at a time */
+    ck_assert_int_eq(errno, EBUSY);
+    ck_assert_int_eq(async_sync_wait(a), 0);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ck_assert_int_ge(dfd, 0);
+    ck_assert_int_eq(fs_async_sync_start(a, dfd, false), 0);
+    ck_assert_int_eq(async_sync_wait(a), 0);
+    /* A closed descriptor is refused at submission, not reported later. */
+    close(fd);
+    ck_assert_int_eq(fs_async_sync_start(a, fd, true), -1);
+    ck_assert_int_eq(errno, EBADF);
+    /* Destroying waits for a sync in flight. */
+    ck_assert_int_eq(fs_async_sync_start(a, dfd, false), 0);
+    fs_async_sync_destroy(a);
+    close(dfd);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 static Suite *util_suite(void)
 {
     Suite *s = suite_create("util");
@@ -457,6 +511,9 @@ static Suite *util_suite(void)
 #if defined(__SANITIZE_ADDRESS__)
     tcase_add_test(tc, mcache_poisons_kept_blocks);
 #endif
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fs");
+    tcase_add_test(tc, async_sync_file_and_dir);
     suite_add_tcase(s, tc);
     tc = tcase_create("buf");
     tcase_add_test(tc, buf_and_rd);

@@ -32,7 +32,12 @@ int fs_async_sync_fd(const struct fs_async_sync *a);
 int fs_async_sync_start(struct fs_async_sync *a, int fd, bool data_only);
 
 /* Reap the sync in flight, waiting for it or not: true once it completed, *res 0 or -errno
- * (a failing reap counts as a failed sync). False when not yet, or when none is in flight. */
+ * (a failing reap counts as a failed sync). False when not yet, or when none is in flight.
+ * The eventfd is left as it is: a reap that waited leaves the loop its wake-up. */
 bool fs_async_sync_reap(struct fs_async_sync *a, bool wait, int *res);
+
+/* Read the eventfd's signal, in the loop's callback before reaping (a signal that comes after
+ * the reap is then a wake-up that finds nothing). */
+void fs_async_sync_clear(struct fs_async_sync *a);
 
 #endif

@@ -543,6 +543,7 @@ static void on_copy_synced(evutil_socket_t fd, short what, void *arg)
     int res;
     (void)fd;
     (void)what;
+    fs_async_sync_clear(s->copies.sync);
     if (!fs_async_sync_reap(s->copies.sync, false, &res) || !c || c->phase == COPYING)
         return;
     ms_err e = MS_OK;

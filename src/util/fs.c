@@ -117,11 +117,13 @@ bool fs_async_sync_reap(struct fs_async_sync *a, bool wait, int *res)
     while (n < 0 && errno == EINTR && wait);
     if (n == 0)
         return false;
-    /* Clear the signal (EAGAIN if it comes a moment after the ring entry: that wake-up then
-     * finds nothing in flight). */
-    uint64_t cnt;
-    (void)!read(a->efd, &cnt, sizeof(cnt));
     a->in_flight = false;
     *res = n < 0 ? -errno : (int)ev.res;
     return true;
+}
+
+void fs_async_sync_clear(struct fs_async_sync *a)
+{
+    uint64_t cnt;
+    (void)!read(a->efd, &cnt, sizeof(cnt)); /* EAGAIN: no signal yet */
 }

@@ -7,12 +7,12 @@
  * and creating a segment (every segment_bytes of log).
  *
  * wal_sync_begin/wal_sync_end are the asynchronous form: the write goes to the page cache at
- * once and the fdatasync is submitted through Linux AIO (IOCB_CMD_FDSYNC), whose completion
+ * once and the fdatasync is submitted through Linux AIO (fs_async_sync), whose completion
  * signals an eventfd the caller's loop watches. One sync is in flight at a time; records
  * buffered meanwhile wait for the next one. Where AIO is missing or refuses FDSYNC, the begin
  * call syncs in place and says so.
  */
-#define _GNU_SOURCE /* syscall() */
+#define _GNU_SOURCE /* fallocate(FALLOC_FL_PUNCH_HOLE) */
 #include "metastore/grow.h"
 #include "metastore/wal.h"
 
@@ -30,10 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <linux/aio_abi.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,10 +57,8 @@ struct wal {
     uint64_t last_index;
     struct wal_stats stats;
     struct buf scratch;
-    /* Asynchronous sync: ctx 0 when unavailable. */
-    aio_context_t aio;
-    int efd;
-    struct iocb cb;
+    /* Asynchronous sync: NULL when unavailable. */
+    struct fs_async_sync *as;
     bool in_flight; /* submitted, not yet reaped */
     bool reaped;    /* reaped by wal_sync, not yet claimed by wal_sync_end */
     int reaped_res; /* its result (0 or -errno) */
@@ -510,7 +505,6 @@ ms_err wal_open(const char *dir, uint64_t from_index, const uint8_t *meta, size_
     if (!w)
         return MS_E_NOMEM;
     w->fd = -1;
-    w->efd = -1;
     w->gone_fd = -1;
     w->seg_bytes = seg_bytes ? seg_bytes : WAL_SEGMENT_BYTES_DEFAULT;
     buf_init(&w->pending);
@@ -694,43 +688,21 @@ static ms_err maybe_rotate(struct wal *w)
     return create_segment(w, s);
 }
 
-static long sys_io_getevents(aio_context_t ctx, long min, struct io_event *ev,
-                             struct timespec *timeout)
+static bool submit_sync(struct wal *w)
 {
-    long n;
-    do
-        n = syscall(SYS_io_getevents, ctx, min, 1L, ev, timeout);
-    while (n < 0 && errno == EINTR);
-    return n;
-}
-
-static long sys_io_submit(struct wal *w)
-{
-    struct iocb *list[1] = {&w->cb};
-    memset(&w->cb, 0, sizeof(w->cb));
-    w->cb.aio_lio_opcode = IOCB_CMD_FDSYNC;
-    w->cb.aio_fildes = (uint32_t)w->fd;
-    w->cb.aio_flags = IOCB_FLAG_RESFD;
-    w->cb.aio_resfd = (uint32_t)w->efd;
-    long n;
-    do
-        n = syscall(SYS_io_submit, w->aio, 1L, list);
-    while (n < 0 && errno == EINTR);
-    return n;
+    return fs_async_sync_start(w->as, w->fd, true) == 0;
 }
 
 /* Reap the sync in flight, waiting for it or not. True once reaped (result in reaped_res; a
  * failing io_getevents counts as a failed sync, never as "not yet": its wake-up is spent). */
 static bool aio_reap(struct wal *w, bool wait)
 {
-    struct io_event ev;
-    struct timespec zero = {0, 0};
-    long n = sys_io_getevents(w->aio, wait ? 1 : 0, &ev, wait ? NULL : &zero);
-    if (n == 0)
+    int res;
+    if (!fs_async_sync_reap(w->as, wait, &res))
         return false;
     w->in_flight = false;
     w->reaped = true;
-    w->reaped_res = n < 0 ? -errno : (int)ev.res;
+    w->reaped_res = res;
     if (!w->reaped_res)
         count_sync(w, w->t_submit);
     return true;
@@ -738,14 +710,9 @@ static bool aio_reap(struct wal *w, bool wait)
 
 static void aio_fini(struct wal *w)
 {
-    if (w->in_flight)
-        aio_reap(w, true);
-    if (w->aio)
-        syscall(SYS_io_destroy, w->aio);
-    w->aio = 0;
-    if (w->efd >= 0)
-        close(w->efd);
-    w->efd = -1;
+    fs_async_sync_destroy(w->as); /* waits for a sync in flight */
+    w->as = NULL;
+    w->in_flight = false;
 }
 
 /* Set up the asynchronous sync and try it once on the active segment: a kernel without
@@ -755,13 +722,11 @@ static ms_err aio_init(struct wal *w)
 {
     const char *why = NULL;
     const char *off = getenv("METASTORE_WAL_NO_AIO");
-    w->efd = -1;
     if (off && *off && strcmp(off, "0") != 0)
         why = "METASTORE_WAL_NO_AIO is set";
-    else if ((w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0 ||
-             syscall(SYS_io_setup, 1L, &w->aio) != 0)
+    else if (!(w->as = fs_async_sync_create()))
         why = strerror(errno);
-    else if (sys_io_submit(w) != 1)
+    else if (!submit_sync(w))
         why = strerror(errno);
     else {
         struct wal_stats before = w->stats; /* the probe is not one of the log's syncs */
@@ -779,9 +744,7 @@ static ms_err aio_init(struct wal *w)
         }
         /* Drain the probe's signal; one arriving late is a spurious wake-up, which
          * wal_sync_end tells apart. */
-        uint64_t cnt;
-        if (read(w->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-            why = strerror(errno);
+        fs_async_sync_clear(w->as);
     }
     if (why) {
         log_info("wal: asynchronous fdatasync unavailable (%s): syncs wait in the loop", why);
@@ -806,7 +769,7 @@ ms_err wal_sync(struct wal *w)
 
 int wal_sync_fd(const struct wal *w)
 {
-    return w->efd;
+    return w->as ? fs_async_sync_fd(w->as) : -1;
 }
 
 ms_err wal_sync_begin(struct wal *w, bool *started)
@@ -818,7 +781,7 @@ ms_err wal_sync_begin(struct wal *w, bool *started)
         return MS_E_INTERNAL; /* the one before is not claimed yet */
     if (!w->pending.len)
         return MS_OK;
-    if (!w->aio) {
+    if (!w->as) {
         ms_err e = sync_now(w);
         return e ? e : maybe_rotate(w);
     }
@@ -826,7 +789,7 @@ ms_err wal_sync_begin(struct wal *w, bool *started)
     if (e)
         return e;
     w->t_submit = clock_now_ns();
-    if (sys_io_submit(w) != 1) {
+    if (!submit_sync(w)) {
         /* EAGAIN and the like: sync this batch in place, try again next time. */
         log_warn("wal: asynchronous fdatasync not submitted: %s", strerror(errno));
         if (fdatasync(w->fd) != 0) {
@@ -843,10 +806,9 @@ ms_err wal_sync_begin(struct wal *w, bool *started)
 
 ms_err wal_sync_end(struct wal *w, bool *done)
 {
-    uint64_t cnt;
     *done = false;
-    if (w->efd >= 0 && read(w->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-        log_warn("wal: reading the sync eventfd: %s", strerror(errno));
+    if (w->as)
+        fs_async_sync_clear(w->as);
     if (w->in_flight && !aio_reap(w, false))
         return MS_OK; /* not yet */
     if (!w->reaped)

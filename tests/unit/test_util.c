@@ -448,6 +448,7 @@ static int async_sync_wait(struct fs_async_sync *a)
     for (int i = 0; i < 1000; i++) {
         struct pollfd p = {.fd = fs_async_sync_fd(a), .events = POLLIN};
         ck_assert_int_ge(poll(&p, 1, 10), 0);
+        fs_async_sync_clear(a);
         if (fs_async_sync_reap(a, false, &res))
             return res;
     }

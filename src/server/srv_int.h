@@ -205,6 +205,7 @@ struct srv_copies {
     struct event *copy_ev;
     struct fs_async_sync *sync; /* a snapshot's file and directory syncs (NULL: in place) */
     struct event *sync_ev;
+    struct fs_trash *trash;   /* snapshot files pruned, removed a step at a time */
     uint64_t last_snap_index; /* memory backend: index of the newest snapshot file */
     struct srv_op queued[SRV_MAX_OPS];
     size_t n_queued;
@@ -494,6 +495,8 @@ bool srv_copy_running(const struct srv *s);
 bool srv_cancel_op(struct srv *s, uint64_t id);
 void srv_snap_fini(struct srv *s);
 ms_err srv_snap_load(struct srv *s);
+/* One step of removing the pruned snapshot files; true while some remain. */
+bool srv_snap_trash_step(struct srv *s, uint64_t bytes);
 /* Start replacing the store by the snapshot file at path (from the leader), keeping the
  * member's identity. The snapshot loads into a new backend in slices, across loop turns, while
  * the old one serves on; once the whole file has verified, the new backend takes the old one's

@@ -222,7 +222,13 @@ out_free:
     return e;
 }
 
-/* Keep the newest SNAP_KEEP snapshot files. */
+bool srv_snap_trash_step(struct srv *s, uint64_t bytes)
+{
+    return s->copies.trash && fs_trash_step(s->copies.trash, bytes);
+}
+
+/* Keep the newest SNAP_KEEP snapshot files; the older ones leave their names at once
+ * (*.snap.del) and are removed in steps. */
 static void prune_snapshots(struct srv *s)
 {
     char dir[4200];
@@ -247,9 +253,13 @@ static void prune_snapshots(struct srv *s)
                 memcpy(names[j], t, sizeof(t));
             }
     for (size_t i = 0; i + SNAP_KEEP < n; i++) {
-        char path[4300];
+        char path[4300], del[4310];
         snprintf(path, sizeof(path), "%.4200s/%.32s", dir, names[i]);
-        unlink(path);
+        snprintf(del, sizeof(del), "%s.del", path);
+        if (rename(path, del) != 0)
+            unlink(path); /* at once, as before */
+        else if (!s->copies.trash || !fs_trash_add(s->copies.trash, del))
+            unlink(del);
     }
 }
 
@@ -400,9 +410,11 @@ static void complete_op(struct srv *s, struct srv_copy *c, ms_err e)
 /* The snapshot file is durable under its name: the WAL may now record it. */
 static void snapshot_saved(struct srv *s, struct srv_copy *c)
 {
+    /* The older files go first, into the trash that the hook's release of WAL segments below
+     * the snapshot starts emptying. */
+    prune_snapshots(s);
     s->hooks.snapshot_saved(s, c->hdr.index, c->hdr.term);
     s->copies.last_snap_index = c->hdr.index;
-    prune_snapshots(s);
     log_info("snapshot at index %llu (revision %lld) saved", (unsigned long long)c->hdr.index,
              (long long)c->hdr.revision);
 }
@@ -622,6 +634,8 @@ void srv_snap_fini(struct srv *s)
     s->copies.sync_ev = NULL;
     fs_async_sync_destroy(s->copies.sync); /* waits for a sync in flight */
     s->copies.sync = NULL;
+    fs_trash_destroy(s->copies.trash); /* the rest goes at the next start (srv_snap_load) */
+    s->copies.trash = NULL;
     if (c && c->kind == COPY_INSTALL)
         unlink(c->path); /* a snapshot from the leader, half loaded: it is sent again */
     if (c)
@@ -984,11 +998,31 @@ bool srv_snap_installing(const struct srv *s)
     return s->copies.copy && s->copies.copy->kind == COPY_INSTALL;
 }
 
+/* Pruned snapshot files a stop left behind. */
+static void remove_pruned(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t nl = strlen(de->d_name);
+        if (strncmp(de->d_name, "snap-", 5) != 0 || nl < 9 ||
+            strcmp(de->d_name + nl - 9, ".snap.del") != 0)
+            continue;
+        char path[4300];
+        snprintf(path, sizeof(path), "%.4200s/%.64s", dir, de->d_name);
+        unlink(path);
+    }
+    closedir(d);
+}
+
 ms_err srv_snap_load(struct srv *s)
 {
     char dir[4200], path[4300];
     struct snap_header h;
     srv_snap_dir(s, dir, sizeof(dir));
+    remove_pruned(dir);
     if (!snap_find_latest(dir, path, sizeof(path), &h))
         return MS_OK;
     ms_err e = snap_read(path, &h, load_record, s->wtxn);
@@ -1005,8 +1039,12 @@ ms_err srv_snap_init(struct srv *s)
     s->copies.copy_ev = evtimer_new(s->base, on_copy, s);
     if (!s->copies.copy_ev)
         return MS_E_NOMEM;
-    if (s->cfg.backend != CFG_BACKEND_MEMORY || getenv("METASTORE_WAL_NO_AIO"))
-        return MS_OK; /* LMDB makes no snapshot files; without AIO they sync in place */
+    if (s->cfg.backend != CFG_BACKEND_MEMORY)
+        return MS_OK; /* LMDB makes no snapshot files */
+    if (!(s->copies.trash = fs_trash_create()))
+        return MS_E_NOMEM;
+    if (getenv("METASTORE_WAL_NO_AIO"))
+        return MS_OK; /* syncs in place */
     if (!(s->copies.sync = fs_async_sync_create())) {
         log_info("snapshot files sync in the loop: no Linux AIO here (%s)", strerror(errno));
         return MS_OK;

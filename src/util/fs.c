@@ -1,6 +1,8 @@
-/* fs.c - mkdir -p, directory fsync, and fsync through Linux AIO. */
+/* fs.c - mkdir -p, directory fsync, fsync through Linux AIO, files removed in steps. */
 #define _GNU_SOURCE /* syscall */
 #include "metastore/fs.h"
+
+#include "metastore/grow.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -126,4 +128,66 @@ void fs_async_sync_clear(struct fs_async_sync *a)
 {
     uint64_t cnt;
     (void)!read(a->efd, &cnt, sizeof(cnt)); /* EAGAIN: no signal yet */
+}
+
+struct fs_trash {
+    char **paths; /* oldest first */
+    size_t n;
+    size_t cap;
+    int fd; /* the first, while it is being shrunk */
+    uint64_t size;
+};
+
+struct fs_trash *fs_trash_create(void)
+{
+    struct fs_trash *t = calloc(1, sizeof(*t));
+    if (t)
+        t->fd = -1;
+    return t;
+}
+
+void fs_trash_destroy(struct fs_trash *t)
+{
+    if (!t)
+        return;
+    if (t->fd >= 0)
+        close(t->fd);
+    for (size_t i = 0; i < t->n; i++)
+        free(t->paths[i]);
+    free(t->paths);
+    free(t);
+}
+
+bool fs_trash_add(struct fs_trash *t, const char *path)
+{
+    char **v = ms_grow(t->paths, &t->cap, t->n + 1, sizeof(*v), 8);
+    char *p = v ? strdup(path) : NULL;
+    if (!p)
+        return false;
+    t->paths = v;
+    t->paths[t->n++] = p;
+    return true;
+}
+
+bool fs_trash_step(struct fs_trash *t, uint64_t bytes)
+{
+    if (!t->n)
+        return false;
+    if (t->fd < 0) {
+        struct stat st;
+        t->fd = open(t->paths[0], O_WRONLY | O_CLOEXEC);
+        t->size = t->fd >= 0 && fstat(t->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    }
+    if (t->fd >= 0 && t->size > bytes && ftruncate(t->fd, (off_t)(t->size - bytes)) == 0) {
+        t->size -= bytes;
+        return true;
+    }
+    if (t->fd >= 0)
+        close(t->fd);
+    t->fd = -1;
+    unlink(t->paths[0]); /* gone already (ENOENT) is as good */
+    free(t->paths[0]);
+    memmove(t->paths, t->paths + 1, (t->n - 1) * sizeof(*t->paths));
+    t->n--;
+    return t->n > 0;
 }

@@ -66,11 +66,7 @@ struct wal {
     /* Released segments, renamed to *.wal.del and shrunk a step at a time (wal_release_step):
      * one unlink of a 64 MiB segment takes the caller 30 ms on an idle ext4, over 100 ms
      * beside a busy one. */
-    struct seg *gone;
-    size_t n_gone;
-    size_t cap_gone;
-    int gone_fd; /* the first of them, while it is being shrunk */
-    uint64_t gone_size;
+    struct fs_trash *gone;
 };
 
 static ms_err aio_init(struct wal *w);
@@ -89,19 +85,14 @@ static void seg_path(const struct wal *w, const struct seg *s, char *out, size_t
     snprintf(out, cap, "%s/%016" PRIx64 "-%016" PRIx64 ".wal%s", w->dir, s->seq, s->index, suffix);
 }
 
-static bool push_to(struct seg **v, size_t *n, size_t *cap, struct seg s)
-{
-    struct seg *g = ms_grow(*v, cap, *n + 1, sizeof(*g), 8);
-    if (!g)
-        return false;
-    *v = g;
-    g[(*n)++] = s;
-    return true;
-}
-
 static bool push_seg(struct wal *w, struct seg s)
 {
-    return push_to(&w->segs, &w->n_segs, &w->cap_segs, s);
+    struct seg *n = ms_grow(w->segs, &w->cap_segs, w->n_segs + 1, sizeof(*n), 8);
+    if (!n)
+        return false;
+    w->segs = n;
+    w->segs[w->n_segs++] = s;
+    return true;
 }
 
 static void buffer_record(struct wal *w, enum wal_rec_type type, const struct buf *payload)
@@ -505,7 +496,6 @@ ms_err wal_open(const char *dir, uint64_t from_index, const uint8_t *meta, size_
     if (!w)
         return MS_E_NOMEM;
     w->fd = -1;
-    w->gone_fd = -1;
     w->seg_bytes = seg_bytes ? seg_bytes : WAL_SEGMENT_BYTES_DEFAULT;
     buf_init(&w->pending);
     buf_init(&w->scratch);
@@ -587,9 +577,7 @@ void wal_close(struct wal *w)
     aio_fini(w);
     if (w->fd >= 0)
         close(w->fd);
-    if (w->gone_fd >= 0)
-        close(w->gone_fd); /* what is left of the released segments goes at the next open */
-    free(w->gone);
+    fs_trash_destroy(w->gone); /* what is left of the released segments goes at the next open */
     buf_fini(&w->pending);
     buf_fini(&w->scratch);
     free(w->segs);
@@ -839,7 +827,9 @@ ms_err wal_release_before(struct wal *w, uint64_t index)
             e = MS_E_IO;
             break;
         }
-        if (!push_to(&w->gone, &w->n_gone, &w->cap_gone, w->segs[drop]))
+        if (!w->gone)
+            w->gone = fs_trash_create();
+        if (!w->gone || !fs_trash_add(w->gone, del))
             unlink(del); /* no room to remember it: removed at once */
         drop++;
     }
@@ -850,32 +840,7 @@ ms_err wal_release_before(struct wal *w, uint64_t index)
 
 bool wal_release_step(struct wal *w, uint64_t bytes)
 {
-    if (!w->n_gone)
-        return false;
-    char del[4200];
-    seg_path(w, &w->gone[0], del, sizeof(del), ".del");
-    if (w->gone_fd < 0) {
-        struct stat st;
-        w->gone_fd = open(del, O_WRONLY | O_CLOEXEC);
-        if (w->gone_fd >= 0 && fstat(w->gone_fd, &st) == 0) {
-            w->gone_size = (uint64_t)st.st_size;
-        } else {
-            w->gone_size = 0; /* unlinked below as it is */
-        }
-    }
-    if (w->gone_fd >= 0 && w->gone_size > bytes &&
-        ftruncate(w->gone_fd, (off_t)(w->gone_size - bytes)) == 0) {
-        w->gone_size -= bytes;
-        return true;
-    }
-    if (w->gone_fd >= 0)
-        close(w->gone_fd);
-    w->gone_fd = -1;
-    if (unlink(del) != 0 && errno != ENOENT)
-        log_warn("wal: cannot remove %s: %s", del, strerror(errno));
-    memmove(w->gone, w->gone + 1, (w->n_gone - 1) * sizeof(*w->gone));
-    w->n_gone--;
-    return w->n_gone > 0;
+    return w->gone && fs_trash_step(w->gone, bytes);
 }
 
 void wal_get_stats(const struct wal *w, struct wal_stats *out)

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int dec(const char *in, char *out, size_t *out_len, size_t *err_off)
@@ -491,6 +492,55 @@ START_TEST(async_sync_file_and_dir)
 }
 END_TEST
 
+START_TEST(trash_removes_in_steps)
+{
+    char dir[] = "/tmp/metastore-test-trash.XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char a[64], b[64];
+    snprintf(a, sizeof(a), "%s/a", dir);
+    snprintf(b, sizeof(b), "%s/b", dir);
+    static char block[10000];
+    for (int i = 0; i < 2; i++) {
+        int fd = open(i ? b : a, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(write(fd, block, sizeof(block)), (ssize_t)sizeof(block));
+        close(fd);
+    }
+    struct fs_trash *t = fs_trash_create();
+    ck_assert_ptr_nonnull(t);
+    ck_assert(!fs_trash_step(t, 4000)); /* empty */
+    ck_assert(fs_trash_add(t, a));
+    ck_assert(fs_trash_add(t, b));
+    /* a: 10,000 -> 6,000 -> 2,000 -> gone; then b, oldest first, never more than asked. */
+    struct stat st;
+    ck_assert(fs_trash_step(t, 4000));
+    ck_assert_int_eq(stat(a, &st), 0);
+    ck_assert_int_eq(st.st_size, 6000);
+    ck_assert(fs_trash_step(t, 4000));
+    ck_assert(fs_trash_step(t, 4000));
+    ck_assert_int_ne(stat(a, &st), 0);
+    ck_assert_int_eq(stat(b, &st), 0);
+    ck_assert_int_eq(st.st_size, 10000);
+    int steps = 0;
+    while (fs_trash_step(t, 4000) && steps < 10)
+        steps++;
+    ck_assert_int_eq(steps, 2);
+    ck_assert_int_ne(stat(b, &st), 0);
+    /* A file gone meanwhile is skipped; what is left at destroy stays on disk. */
+    ck_assert(fs_trash_add(t, a));
+    ck_assert(!fs_trash_step(t, 4000));
+    int fd = open(b, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    ck_assert_int_eq(write(fd, block, sizeof(block)), (ssize_t)sizeof(block));
+    close(fd);
+    ck_assert(fs_trash_add(t, b));
+    ck_assert(fs_trash_step(t, 4000));
+    fs_trash_destroy(t);
+    ck_assert_int_eq(stat(b, &st), 0);
+    unlink(b);
+    rmdir(dir);
+}
+END_TEST
+
 static Suite *util_suite(void)
 {
     Suite *s = suite_create("util");
@@ -515,6 +565,7 @@ static Suite *util_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("fs");
     tcase_add_test(tc, async_sync_file_and_dir);
+    tcase_add_test(tc, trash_removes_in_steps);
     suite_add_tcase(s, tc);
     tc = tcase_create("buf");
     tcase_add_test(tc, buf_and_rd);

@@ -56,7 +56,8 @@ void fs_trash_destroy(struct fs_trash *t);
 /* Take path (copied). False when out of memory: then remove it at once. */
 bool fs_trash_add(struct fs_trash *t, const char *path);
 
-/* Shrink the oldest file by up to bytes, removing it once empty. True while files remain. */
+/* Shrink the oldest file by up to bytes (> 0), removing it once empty. True while files
+ * remain. A startup that finds such files left over may unlink them at once. */
 bool fs_trash_step(struct fs_trash *t, uint64_t bytes);
 
 #endif

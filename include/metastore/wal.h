@@ -126,8 +126,10 @@ bool wal_dirty(const struct wal *w);
 ms_err wal_release_before(struct wal *w, uint64_t index);
 
 /* Shrink the oldest released file by up to bytes, removing it once empty, so that no call
- * holds the caller long (freeing a file's blocks costs in proportion to its size). True while
- * released files remain. Whatever remains at close is removed by the next open. */
+ * holds the caller long (freeing a file's blocks costs in proportion to its size). The first
+ * step after a release syncs the directory instead, so that no segment can come back from a
+ * crash cut short. True while released files remain. Whatever remains at close is removed by
+ * the next open. */
 bool wal_release_step(struct wal *w, uint64_t bytes);
 
 void wal_get_stats(const struct wal *w, struct wal_stats *out);

@@ -798,7 +798,6 @@ ms_err srv_node_move_leader(struct srv *s, uint64_t target, uint64_t id)
     return MS_OK;
 }
 
-/* Ticks from the monotonic clock: a loop that stalled catches up on every tick it missed. */
 /* Released WAL segments and pruned snapshot files go RELEASE_STEP bytes each every
  * RELEASE_EVERY_MS: about 0.7 ms of the loop per step on an idle disk, and up to 200 MB/s,
  * beyond what the WAL is written at. */
@@ -817,6 +816,7 @@ static void on_release(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Ticks from the monotonic clock: a loop that stalled catches up on every tick it missed. */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct srv *s = arg;

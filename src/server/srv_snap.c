@@ -1043,8 +1043,9 @@ ms_err srv_snap_init(struct srv *s)
         return MS_OK; /* LMDB makes no snapshot files */
     if (!(s->copies.trash = fs_trash_create()))
         return MS_E_NOMEM;
-    if (getenv("METASTORE_WAL_NO_AIO"))
-        return MS_OK; /* syncs in place */
+    const char *no_aio = getenv("METASTORE_WAL_NO_AIO");
+    if (no_aio && *no_aio && strcmp(no_aio, "0") != 0)
+        return MS_OK; /* syncs in place, as the WAL's */
     if (!(s->copies.sync = fs_async_sync_create())) {
         log_info("snapshot files sync in the loop: no Linux AIO here (%s)", strerror(errno));
         return MS_OK;

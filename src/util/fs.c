@@ -116,7 +116,7 @@ bool fs_async_sync_reap(struct fs_async_sync *a, bool wait, int *res)
     long n;
     do
         n = syscall(SYS_io_getevents, a->ctx, wait ? 1L : 0L, 1L, &ev, wait ? NULL : &zero);
-    while (n < 0 && errno == EINTR && wait);
+    while (n < 0 && errno == EINTR);
     if (n == 0)
         return false;
     a->in_flight = false;
@@ -161,10 +161,12 @@ void fs_trash_destroy(struct fs_trash *t)
 bool fs_trash_add(struct fs_trash *t, const char *path)
 {
     char **v = ms_grow(t->paths, &t->cap, t->n + 1, sizeof(*v), 8);
-    char *p = v ? strdup(path) : NULL;
+    if (!v)
+        return false;
+    t->paths = v; /* the array may have moved even if the copy below fails */
+    char *p = strdup(path);
     if (!p)
         return false;
-    t->paths = v;
     t->paths[t->n++] = p;
     return true;
 }

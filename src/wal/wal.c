@@ -67,6 +67,7 @@ struct wal {
      * one unlink of a 64 MiB segment takes the caller 30 ms on an idle ext4, over 100 ms
      * beside a busy one. */
     struct fs_trash *gone;
+    bool gone_unsynced; /* renamed since the directory's last fsync: sync before shrinking */
 };
 
 static ms_err aio_init(struct wal *w);
@@ -813,9 +814,11 @@ ms_err wal_sync_end(struct wal *w, bool *done)
 ms_err wal_release_before(struct wal *w, uint64_t index)
 {
     /* Segment i holds entries from segs[i].index up to segs[i+1].index - 1. Renamed out of the
-     * log, oldest first, the rest stays a contiguous run of segments; the renames need no
-     * directory sync, since a segment that comes back after a crash only holds entries that
-     * the next open skips. */
+     * log, oldest first, the rest stays a contiguous run of segments. The renames need no
+     * directory sync here: a whole segment that comes back after a crash only holds entries
+     * that the next open skips. Before a released file is shrunk, though, its new name must be
+     * durable (wal_release_step syncs the directory first): a segment that came back cut short
+     * would stop the open as damaged. */
     size_t drop = 0;
     ms_err e = MS_OK;
     while (drop + 1 < w->n_segs && w->segs[drop + 1].index <= index) {
@@ -830,7 +833,9 @@ ms_err wal_release_before(struct wal *w, uint64_t index)
         if (!w->gone)
             w->gone = fs_trash_create();
         if (!w->gone || !fs_trash_add(w->gone, del))
-            unlink(del); /* no room to remember it: removed at once */
+            unlink(del); /* no room to remember it: removed at once, whole */
+        else
+            w->gone_unsynced = true;
         drop++;
     }
     memmove(w->segs, w->segs + drop, (w->n_segs - drop) * sizeof(*w->segs));
@@ -840,7 +845,19 @@ ms_err wal_release_before(struct wal *w, uint64_t index)
 
 bool wal_release_step(struct wal *w, uint64_t bytes)
 {
-    return w->gone && fs_trash_step(w->gone, bytes);
+    if (!w->gone)
+        return false;
+    if (w->gone_unsynced) {
+        /* This step is the directory's fsync (the next ones shrink); a failure is tried again
+         * at the next step, and nothing is shrunk meanwhile. */
+        if (fs_sync_dir(w->dir) != MS_OK) {
+            log_warn("wal: cannot sync %s: %s", w->dir, strerror(errno));
+            return true;
+        }
+        w->gone_unsynced = false;
+        return true;
+    }
+    return fs_trash_step(w->gone, bytes);
 }
 
 void wal_get_stats(const struct wal *w, struct wal_stats *out)

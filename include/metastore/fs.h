@@ -32,6 +32,9 @@ int fs_async_sync_fd(const struct fs_async_sync *a);
  * (EBUSY: one is in flight; EINVAL: not for this file): then sync in place. */
 int fs_async_sync_start(struct fs_async_sync *a, int fd, bool data_only);
 
+/* True while a sync is submitted and not yet reaped. */
+bool fs_async_sync_busy(const struct fs_async_sync *a);
+
 /* Reap the sync in flight, waiting for it or not: true once it completed, *res 0 or -errno
  * (a failing reap counts as a failed sync). False when not yet, or when none is in flight.
  * The eventfd is left as it is: a reap that waited leaves the loop its wake-up. */

@@ -107,6 +107,11 @@ int fs_async_sync_start(struct fs_async_sync *a, int fd, bool data_only)
     return 0;
 }
 
+bool fs_async_sync_busy(const struct fs_async_sync *a)
+{
+    return a->in_flight;
+}
+
 bool fs_async_sync_reap(struct fs_async_sync *a, bool wait, int *res)
 {
     if (!a->in_flight)

@@ -59,7 +59,6 @@ struct wal {
     struct buf scratch;
     /* Asynchronous sync: NULL when unavailable. */
     struct fs_async_sync *as;
-    bool in_flight; /* submitted, not yet reaped */
     bool reaped;    /* reaped by wal_sync, not yet claimed by wal_sync_end */
     int reaped_res; /* its result (0 or -errno) */
     uint64_t t_submit;
@@ -677,6 +676,12 @@ static ms_err maybe_rotate(struct wal *w)
     return create_segment(w, s);
 }
 
+/* A sync submitted and not yet reaped. */
+static bool in_flight(const struct wal *w)
+{
+    return w->as && fs_async_sync_busy(w->as);
+}
+
 static bool submit_sync(struct wal *w)
 {
     return fs_async_sync_start(w->as, w->fd, true) == 0;
@@ -689,7 +694,6 @@ static bool aio_reap(struct wal *w, bool wait)
     int res;
     if (!fs_async_sync_reap(w->as, wait, &res))
         return false;
-    w->in_flight = false;
     w->reaped = true;
     w->reaped_res = res;
     if (!w->reaped_res)
@@ -701,7 +705,6 @@ static void aio_fini(struct wal *w)
 {
     fs_async_sync_destroy(w->as); /* waits for a sync in flight */
     w->as = NULL;
-    w->in_flight = false;
 }
 
 /* Set up the asynchronous sync and try it once on the active segment: a kernel without
@@ -720,7 +723,6 @@ static ms_err aio_init(struct wal *w)
     else {
         struct wal_stats before = w->stats; /* the probe is not one of the log's syncs */
         w->t_submit = clock_now_ns();
-        w->in_flight = true;
         aio_reap(w, true);
         w->reaped = false;
         w->stats = before;
@@ -746,7 +748,7 @@ ms_err wal_sync(struct wal *w)
 {
     if (buf_failed(&w->pending))
         return MS_E_NOMEM;
-    if (w->in_flight)
+    if (in_flight(w))
         aio_reap(w, true);
     if (w->reaped && w->reaped_res < 0) {
         log_error("wal: fdatasync failed: %s", strerror(-w->reaped_res));
@@ -766,7 +768,7 @@ ms_err wal_sync_begin(struct wal *w, bool *started)
     *started = false;
     if (buf_failed(&w->pending))
         return MS_E_NOMEM;
-    if (w->in_flight || w->reaped)
+    if (in_flight(w) || w->reaped)
         return MS_E_INTERNAL; /* the one before is not claimed yet */
     if (!w->pending.len)
         return MS_OK;
@@ -788,7 +790,6 @@ ms_err wal_sync_begin(struct wal *w, bool *started)
         count_sync(w, w->t_submit);
         return maybe_rotate(w);
     }
-    w->in_flight = true;
     *started = true;
     return MS_OK;
 }
@@ -798,7 +799,7 @@ ms_err wal_sync_end(struct wal *w, bool *done)
     *done = false;
     if (w->as)
         fs_async_sync_clear(w->as);
-    if (w->in_flight && !aio_reap(w, false))
+    if (in_flight(w) && !aio_reap(w, false))
         return MS_OK; /* not yet */
     if (!w->reaped)
         return MS_OK;

@@ -471,10 +471,13 @@ START_TEST(async_sync_file_and_dir)
     ck_assert_int_eq(write(fd, "data", 4), 4);
     int res;
     ck_assert(!fs_async_sync_reap(a, false, &res)); /* nothing in flight */
+    ck_assert(!fs_async_sync_busy(a));
     ck_assert_int_eq(fs_async_sync_start(a, fd, true), 0);
+    ck_assert(fs_async_sync_busy(a));
     ck_assert_int_eq(fs_async_sync_start(a, fd, true), -1); /* one at a time */
     ck_assert_int_eq(errno, EBUSY);
     ck_assert_int_eq(async_sync_wait(a), 0);
+    ck_assert(!fs_async_sync_busy(a));
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     ck_assert_int_ge(dfd, 0);
     ck_assert_int_eq(fs_async_sync_start(a, dfd, false), 0);

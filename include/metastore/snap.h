@@ -40,6 +40,9 @@ ms_err snap_writer_finish(struct snap_writer *w);
  * leaving the file. On failure both have dropped the temp file (w is still to be freed). */
 ms_err snap_writer_seal(struct snap_writer *w, int *fd);
 ms_err snap_writer_publish(struct snap_writer *w);
+/* After snap_writer_seal, the rest in place: fdatasync, snap_writer_publish, directory fsync
+ * (w is still to be freed). */
+ms_err snap_writer_persist(struct snap_writer *w);
 /* Drop the temp file; frees w. Accepts NULL. */
 void snap_writer_abort(struct snap_writer *w);
 

@@ -433,7 +433,7 @@ static void snapshot_end(struct srv *s, struct srv_copy *c, ms_err e)
 
 /* A snapshot's fdatasync and its directory's fsync go through Linux AIO: on a busy disk each
  * took 12-73 ms in the loop. Once the file's is submitted, on_copy_synced goes on; if it cannot
- * be, the rest is done here as snap_writer_finish would. */
+ * be, the rest is done here, in place. */
 static void finish_snapshot(struct srv *s, struct srv_copy *c)
 {
     int fd;
@@ -442,14 +442,8 @@ static void finish_snapshot(struct srv *s, struct srv_copy *c)
         c->phase = SYNCING_FILE;
         return;
     }
-    if (!e && fdatasync(fd) != 0) {
-        log_error("snapshot: cannot sync %s: %s", c->path, strerror(errno));
-        e = MS_E_IO;
-    }
-    char dir[4200];
-    srv_snap_dir(s, dir, sizeof(dir));
-    if (!e && (e = snap_writer_publish(c->w)) == MS_OK && (e = fs_sync_dir(dir)) != MS_OK)
-        log_error("snapshot: cannot sync %s: %s", dir, strerror(errno));
+    if (!e)
+        e = snap_writer_persist(c->w);
     snapshot_end(s, c, e);
 }
 

@@ -158,11 +158,10 @@ ms_err snap_writer_publish(struct snap_writer *w)
     return MS_OK;
 }
 
-ms_err snap_writer_finish(struct snap_writer *w)
+ms_err snap_writer_persist(struct snap_writer *w)
 {
-    int fd;
-    ms_err e = snap_writer_seal(w, &fd);
-    if (!e && fdatasync(fd) != 0) {
+    ms_err e = MS_OK;
+    if (fdatasync(w->fd) != 0) {
         log_error("snapshot: cannot finish %s: %s", w->path, strerror(errno));
         drop_tmp(w);
         e = MS_E_IO;
@@ -171,6 +170,15 @@ ms_err snap_writer_finish(struct snap_writer *w)
         e = snap_writer_publish(w);
     if (!e && (e = sync_parent(w->path)) != MS_OK)
         log_error("snapshot: cannot finish %s: %s", w->path, strerror(errno));
+    return e;
+}
+
+ms_err snap_writer_finish(struct snap_writer *w)
+{
+    int fd;
+    ms_err e = snap_writer_seal(w, &fd);
+    if (!e)
+        e = snap_writer_persist(w);
     snap_writer_abort(w);
     return e;
 }

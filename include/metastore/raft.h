@@ -255,6 +255,7 @@ struct raft_status {
     uint64_t last_index;
     uint64_t lead_transferee;
     bool learner;
+    uint64_t pending_snapshot; /* index of a snapshot taken in and not yet in a Ready (0: none) */
     struct raft_conf_state conf;
     size_t n_progress; /* leader only */
     struct raft_progress_status progress[RAFT_MAX_NODES];

@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 /* Entries kept in memory below the applied index for followers that lag (etcd keeps
@@ -282,13 +283,16 @@ static void on_snap_backup(void *ctx, ms_err err, int fd, uint64_t size)
             memcmp(hdr, "MSSNAP01", 8) != 0)
             err = MS_E_IO;
     }
+    struct raft_status st;
+    raft_status(s->node.raft, &st);
+    /* Leadership lost while the backup was made: sent now, the message would speak for a term
+     * this member does not lead. The new leader sends its own. */
+    if (!err && (st.soft.role != RAFT_LEADER || st.hard.term != o->msg.term))
+        err = MS_E_LEADER_CHANGED;
     if (!err) {
-        struct raft_status st;
-        raft_status(s->node.raft, &st);
         o->msg.snap.index = be64_get(hdr + 8);
         o->msg.snap.term = be64_get(hdr + 16);
         o->msg.snap.conf = st.conf;
-        o->msg.term = st.hard.term;
         struct peer_snap_source src = {.read = snap_src_read, .close = snap_src_close, .ctx = o};
         log_info("raft: sending a snapshot at index %llu (%llu bytes) to %016llx",
                  (unsigned long long)o->msg.snap.index, (unsigned long long)size,
@@ -341,9 +345,11 @@ static void send_msgs(struct srv *s, const struct raft_msg *msgs, size_t n)
 }
 
 /* A snapshot from the leader arrived whole in path (the transport checked its bytes as they
- * came and made it durable): check its header, then hand its MsgSnap to the core (which may
- * refuse it as stale; the file then goes with the next one or at close). The snapshot's own
- * CRC is checked as it loads, before it replaces anything. */
+ * came and made it durable): check its header, then hand its MsgSnap to the core. The file is
+ * kept only if the core took the snapshot in (the next Ready installs it); a refused one (stale,
+ * or arriving while an earlier one waits for its Ready) goes at once, and the file of the one
+ * that waits stays. The snapshot's own CRC is checked as it loads, before it replaces
+ * anything. */
 static void on_peer_snapshot(void *ctx, const struct raft_msg *m, const char *path)
 {
     struct srv *s = ctx;
@@ -365,15 +371,23 @@ static void on_peer_snapshot(void *ctx, const struct raft_msg *m, const char *pa
         unlink(path);
         return;
     }
-    if (n->snap_in[0] && strcmp(n->snap_in, path) != 0)
-        unlink(n->snap_in);
-    snprintf(n->snap_in, sizeof(n->snap_in), "%s", path);
-    n->snap_in_index = m->snap.index;
     log_info("raft: received a snapshot at index %llu from %016llx",
              (unsigned long long)m->snap.index, (unsigned long long)m->from);
-    if ((e = raft_step(n->raft, m)) != MS_OK)
-        log_warn("raft: the snapshot from %016llx was not taken: %s", (unsigned long long)m->from,
-                 ms_err_name(e));
+    e = raft_step(n->raft, m);
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    if (e == MS_OK && st.pending_snapshot == m->snap.index) {
+        if (n->snap_in[0] && strcmp(n->snap_in, path) != 0)
+            unlink(n->snap_in);
+        snprintf(n->snap_in, sizeof(n->snap_in), "%s", path);
+        n->snap_in_index = m->snap.index;
+    } else {
+        log_info("raft: the snapshot at index %llu from %016llx was not taken in (%s): dropped",
+                 (unsigned long long)m->snap.index, (unsigned long long)m->from,
+                 e ? ms_err_name(e) : "stale");
+        if (strcmp(n->snap_in, path) != 0)
+            unlink(path);
+    }
     srv_wake(s);
 }
 
@@ -1191,12 +1205,23 @@ ms_err srv_node_wal_open(struct srv *s, uint64_t from, struct wal_log *log)
     return e;
 }
 
+/* ReadIndex contexts start from a random point: an answer the leader still holds for an
+ * earlier run of this member cannot then confirm a read batch of this one. */
+static uint64_t first_read_ctx(void)
+{
+    uint64_t v;
+    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v))
+        v = clock_now_ns() ^ ((uint64_t)getpid() << 32);
+    return v;
+}
+
 ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv_durable *d)
 {
     struct srv_node *n = &s->node;
     ms_err e;
     if (!(n->release_ev = evtimer_new(s->base, on_release, s)))
         return MS_E_NOMEM;
+    n->read_ctx = first_read_ctx();
     if (!(n->mem = raft_mem_create()))
         return MS_E_NOMEM;
     if ((e = fill_log(s, log, d)) != MS_OK || (e = create_core(s, log, d)) != MS_OK)

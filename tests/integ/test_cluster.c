@@ -12,6 +12,10 @@
  *              the request timeout), serializable reads from its own data, /health 503; once
  *              the others resume, the cluster serves again.
  */
+#include "metastore/buf.h"
+#include "metastore/crc32c.h"
+#include "metastore/peer.h"
+#include "metastore/raft_codec.h"
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -1487,6 +1491,170 @@ START_TEST(snapshot_catchup)
 END_TEST
 
 /* A watch on a follower across a leader change: every event once, in order, no gap. */
+/* ---- two snapshots in one read ---- */
+
+struct backup {
+    uint8_t *data;
+    size_t len;
+    uint64_t index;
+    uint64_t term;
+};
+
+/* A backup of a one-member cluster after puts of k00..k<n-1>. */
+static void take_backup(struct cluster *one, int n, int from, struct backup *b)
+{
+    char key[32];
+    for (int r = from; r < n; r++) {
+        snprintf(key, sizeof(key), "k%02d", r);
+        put_ok(one, 0, key, key);
+    }
+    char path[4300];
+    snprintf(path, sizeof(path), "%s/backup-%d.snap", one->m[0].s.dir, n);
+    tu_fetch_snapshot(one->m[0].s.port, path);
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    b->data = malloc(4u << 20);
+    ck_assert_ptr_nonnull(b->data);
+    b->len = fread(b->data, 1, 4u << 20, f);
+    fclose(f);
+    ck_assert_uint_gt(b->len, 32);
+    ck_assert_uint_lt(b->len, 4u << 20);
+    ck_assert_int_eq(memcmp(b->data, "MSSNAP01", 8), 0);
+    b->index = be64_get(b->data + 8);
+    b->term = be64_get(b->data + 16);
+}
+
+static void frame(struct buf *out, enum peer_frame_type type, const void *p, size_t len)
+{
+    uint8_t h[PEER_FRAME_HDR];
+    peer_frame_header(h, type, (uint32_t)len);
+    buf_append(out, h, sizeof(h));
+    buf_append(out, p, len);
+}
+
+/* A MsgSnap from `from` (term 2) and its data, as the transport frames them. */
+static void snap_frames(struct buf *out, const struct backup *b, uint64_t from, uint64_t to)
+{
+    struct raft_msg m = {.type = RAFT_MSG_SNAP, .from = from, .to = to, .term = 2};
+    m.snap.index = b->index;
+    m.snap.term = b->term;
+    m.snap.conf.n_voters = 2;
+    m.snap.conf.voters[0] = from < to ? from : to;
+    m.snap.conf.voters[1] = from < to ? to : from;
+    struct buf msg;
+    buf_init(&msg);
+    ck_assert_int_eq(raft_msg_encode(&m, &msg), MS_OK);
+    frame(out, PEER_FRAME_SNAP_BEGIN, msg.p, msg.len);
+    buf_fini(&msg);
+    frame(out, PEER_FRAME_SNAP_DATA, b->data, b->len);
+    uint8_t end[PEER_SNAP_END_BYTES];
+    be64_put(end, b->len);
+    be32_put(end + 8, crc32c(0, b->data, b->len));
+    frame(out, PEER_FRAME_SNAP_END, end, sizeof(end));
+}
+
+/* Two snapshots arrive in one read, before a Ready takes the first: the core takes in the
+ * first (above its commit) and refuses the second (below it, once the first is in). The member
+ * installs the first and serves its data; it used to lose the first's file to the second and
+ * stop. The second member of the cluster is never started: the test speaks for it. */
+START_TEST(snapshot_race)
+{
+    struct cluster one = {0};
+    cluster_start(&one, 1);
+    struct backup lo, hi;
+    take_backup(&one, 3, 0, &lo);
+    take_backup(&one, 12, 3, &hi);
+    cluster_stop(&one);
+    ck_assert_uint_gt(hi.index, lo.index);
+
+    struct cluster c = {0};
+    cluster_start_opt(&c, 2, 0, false);
+    int fake = listen_on(c.m[1].peer_port); /* m2's peer port, before m1 dials it */
+    ck_assert_int_ge(fake, 0);
+    launch(&c, 0);
+    char *st = NULL;
+    for (int t = 0; t < 400 && !st; t++) {
+        int status = 0, fd = tu_connect(c.m[0].s.port);
+        if (fd >= 0) {
+            close(fd);
+            st = post(c.m[0].s.port, "/v3/maintenance/status", "{}", &status);
+        }
+        if (st && status != 200) {
+            free(st);
+            st = NULL;
+        }
+        if (!st)
+            tu_sleep_ms(50);
+    }
+    ck_assert_ptr_nonnull(st);
+    char id1[24], cid[24];
+    json_str(st, "member_id", id1, sizeof(id1));
+    json_str(st, "cluster_id", cid, sizeof(cid));
+    free(st);
+    char *ml = post(c.m[0].s.port, "/v3/cluster/member/list", "{}", NULL);
+    uint64_t me = strtoull(id1, NULL, 10), cluster = strtoull(cid, NULL, 10), other = 0;
+    for (const char *q = ml; (q = strstr(q, "\"ID\":\"")) != NULL; q += 6) {
+        uint64_t id = strtoull(q + 6, NULL, 10);
+        if (id != me)
+            other = id;
+    }
+    free(ml);
+    ck_assert_uint_ne(other, 0);
+
+    /* m1 dials m2's stream: answer it as m2 would, then send both snapshots in one write. */
+    struct pollfd pf = {.fd = fake, .events = POLLIN};
+    ck_assert_int_eq(poll(&pf, 1, 10000), 1);
+    int conn = accept(fake, NULL, NULL);
+    ck_assert_int_ge(conn, 0);
+    char req[4096];
+    ck_assert_int_gt(read(conn, req, sizeof(req)), 0);
+    char head[512];
+    int hl = snprintf(head, sizeof(head),
+                      "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                      "X-Etcd-Cluster-ID: %016" PRIx64 "\r\nX-Server-From: %016" PRIx64
+                      "\r\nTransfer-Encoding: chunked\r\n\r\n",
+                      cluster, other);
+    struct buf body, all;
+    buf_init(&body);
+    buf_init(&all);
+    snap_frames(&body, &hi, other, me);
+    snap_frames(&body, &lo, other, me);
+    char cl[32];
+    int n = snprintf(cl, sizeof(cl), "%zx\r\n", body.len);
+    buf_append(&all, head, (size_t)hl);
+    buf_append(&all, cl, (size_t)n);
+    buf_append(&all, body.p, body.len);
+    buf_append(&all, "\r\n", 2);
+    tu_send_all(conn, (const char *)all.p, all.len);
+    buf_fini(&body);
+    buf_fini(&all);
+
+    /* The first is installed: its last key reads on m1, which is still running. */
+    char *v = NULL;
+    for (int t = 0; t < 100 && !v; t++) {
+        ck_assert_msg(waitpid(c.m[0].s.pid, NULL, WNOHANG) == 0, "m1 stopped, see %s",
+                      c.m[0].s.log);
+        int status;
+        v = get(&c, 0, "k11", true, &status);
+        if (!v)
+            tu_sleep_ms(100);
+    }
+    ck_assert_ptr_nonnull(v);
+    char want[64];
+    tu_b64("k11", want);
+    ck_assert_str_eq(v, want);
+    free(v);
+    char cmd[4400];
+    snprintf(cmd, sizeof(cmd), "grep -q 'was not taken in' %s", c.m[0].s.log);
+    ck_assert_msg(system(cmd) == 0, "the refusal is not logged");
+    close(conn);
+    close(fake);
+    free(lo.data);
+    free(hi.data);
+    cluster_stop(&c);
+}
+END_TEST
+
 /* A backup taken from one member restores a whole new cluster, as etcdctl snapshot restore
  * does: each member's data directory is built from the same file with the new cluster's flags,
  * then the members start and serve the data, with its revisions, as one cluster. */
@@ -1717,6 +1885,7 @@ int main(void)
                  {"partition", partition},
                  {"bad_peers", bad_peers},
                  {"restore", restore},
+                 {"snapshot_race", snapshot_race},
                  {"peer_tls", peer_tls},
                  {"auth_apply", auth_apply}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -1,10 +1,11 @@
-/* fs.h - small file-system helpers shared by the modules that own files (wal, server). */
+/* fs.h - small file-system helpers shared by the modules that own files (wal, server, peer). */
 #ifndef METASTORE_FS_H
 #define METASTORE_FS_H
 
 #include "metastore/err.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* mkdir -p with mode 0700: 0, or -1 with errno set. */
@@ -13,6 +14,10 @@ int fs_mkdirs(const char *path);
 /* fsync a directory, so that names created, renamed or removed in it are durable.
  * MS_E_IO on failure (errno set). */
 ms_err fs_sync_dir(const char *dir);
+
+/* Unlink the files of dir whose names start with prefix and end with one of the suffixes
+ * (NULL-terminated): what an earlier run left behind. Returns how many went (0 without dir). */
+size_t fs_remove_leftovers(const char *dir, const char *prefix, const char *const *suffixes);
 
 /* An fsync or fdatasync submitted through Linux AIO (IOCB_CMD_FSYNC/FDSYNC, Linux 4.18+), one
  * at a time, its completion signalled on an eventfd: the caller's event loop goes on while the

@@ -35,6 +35,8 @@
  * and max_queue_bytes bytes not yet written to the socket (queued plus the connection's unsent
  * output); a message over a bound, or for a peer whose stream is down, is dropped, counted as a
  * send failure, and on_unreachable reports the peer (Raft tolerates loss: etcd does the same).
+ * A message that finds the queue and the connection's output empty goes whatever its size (up
+ * to max_frame_bytes): a MsgApp carries at least one entry, which may exceed max_queue_bytes.
  *
  * Snapshots. peer_send_snapshot pulls the state machine's bytes from a source a piece at a time,
  * only while the stream's unsent output is below PEER_SNAP_LOW_BYTES, so a snapshot of any size
@@ -109,7 +111,8 @@ struct peer_config {
     size_t n_listen_urls;
     struct tls_ctx *tls_server;  /* serves the https listen URLs (borrowed; outlives the peer) */
     struct tls_ctx *tls_client;  /* dials members' https URLs (borrowed; outlives the peer) */
-    const char *snap_dir;        /* received snapshots go here (created if missing); copied */
+    const char *snap_dir;        /* received snapshots go here (created if missing; files an
+                                  * earlier run left there are removed); copied */
     size_t max_queue_bytes;      /* per peer; 0: 50 MiB (etcd's) */
     size_t max_queue_msgs;       /* per peer; 0: 4096 (etcd's streamBufSize) */
     size_t max_frame_bytes;      /* 0 or above: RAFT_CODEC_MAX_MSG_BYTES */

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #define DEFAULT_QUEUE_BYTES  (50u << 20)
 #define DEFAULT_QUEUE_MSGS   4096
@@ -545,8 +546,11 @@ static void send_one(struct peer *t, const struct raft_msg *msg)
         return;
     }
     size_t len = m->q.len - start - PEER_FRAME_HDR;
+    /* Over the queue's bound, a message waits for room, but one alone always goes: a MsgApp
+     * carries at least one entry, and an entry may be larger than the bound. */
+    bool alone = start == 0 && http_pending(m->out) == 0;
     if (e != MS_OK || len > t->cfg.max_frame_bytes ||
-        m->q.len + http_pending(m->out) + CHUNK_FRAMING > t->cfg.max_queue_bytes) {
+        (!alone && m->q.len + http_pending(m->out) + CHUNK_FRAMING > t->cfg.max_queue_bytes)) {
         if (e != MS_OK || len > t->cfg.max_frame_bytes)
             log_warn("peer: a %s of %zu bytes to %s cannot be sent", raft_msg_type_name(msg->type),
                      len, m->hex);
@@ -747,6 +751,13 @@ ms_err peer_create(struct event_base *base, const struct peer_config *cfg, struc
         log_error("peer: cannot make %s: %s", t->snap_dir, strerror(errno));
         goto out_free;
     }
+    /* What an earlier run left: snapshots received in part (".part") or whole but never
+     * installed (".snap"; an installed one has left the directory). Each is a whole copy of a
+     * store, and a leader sends again what a member needs. */
+    static const char *const left[] = {".part", ".snap", NULL};
+    size_t gone = fs_remove_leftovers(t->snap_dir, "", left);
+    if (gone)
+        log_info("peer: removed %zu snapshot files an earlier run left in %s", gone, t->snap_dir);
     for (size_t i = 0; i < c.n_listen_urls; i++) {
         if (lu[i].https && !c.tls_server) {
             log_error("peer: %s needs TLS settings", c.listen_urls[i]);

@@ -992,31 +992,13 @@ bool srv_snap_installing(const struct srv *s)
     return s->copies.copy && s->copies.copy->kind == COPY_INSTALL;
 }
 
-/* Pruned snapshot files a stop left behind. */
-static void remove_pruned(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        size_t nl = strlen(de->d_name);
-        if (strncmp(de->d_name, "snap-", 5) != 0 || nl < 9 ||
-            strcmp(de->d_name + nl - 9, ".snap.del") != 0)
-            continue;
-        char path[4300];
-        snprintf(path, sizeof(path), "%.4200s/%.64s", dir, de->d_name);
-        unlink(path);
-    }
-    closedir(d);
-}
-
 ms_err srv_snap_load(struct srv *s)
 {
     char dir[4200], path[4300];
     struct snap_header h;
     srv_snap_dir(s, dir, sizeof(dir));
-    remove_pruned(dir);
+    static const char *const pruned[] = {".snap.del", NULL};
+    fs_remove_leftovers(dir, "snap-", pruned); /* pruned files a stop left behind */
     if (!snap_find_latest(dir, path, sizeof(path), &h))
         return MS_OK;
     ms_err e = snap_read(path, &h, load_record, s->wtxn);

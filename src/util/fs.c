@@ -4,10 +4,12 @@
 
 #include "metastore/grow.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/aio_abi.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -42,6 +44,35 @@ ms_err fs_sync_dir(const char *dir)
     int rc = fsync(fd);
     close(fd);
     return rc == 0 ? MS_OK : MS_E_IO;
+}
+
+static bool ends_with(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+size_t fs_remove_leftovers(const char *dir, const char *prefix, const char *const *suffixes)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    size_t removed = 0, pl = strlen(prefix);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t nl = strlen(de->d_name);
+        bool match = false;
+        for (size_t i = 0; suffixes[i] && !match; i++)
+            match = nl > pl + strlen(suffixes[i]) && strncmp(de->d_name, prefix, pl) == 0 &&
+                    ends_with(de->d_name, nl, suffixes[i]);
+        if (!match)
+            continue;
+        char path[4300];
+        snprintf(path, sizeof(path), "%.4200s/%.64s", dir, de->d_name);
+        removed += unlink(path) == 0;
+    }
+    closedir(d);
+    return removed;
 }
 
 struct fs_async_sync {

@@ -30,14 +30,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define READ_CHUNK   (16u << 10)
-#define OUT_HIGH     (256u << 10)      /* no new frames are made while this much waits */
-#define IN_HIGH      (64u << 20)       /* partial request messages a connection may hold */
-#define MAX_STREAMS  4096              /* SETTINGS_MAX_CONCURRENT_STREAMS */
-#define PING_IDLE_MS (2 * 3600 * 1000) /* grpc-go: pings without calls closer than 2 h strike */
-#define MAX_STRIKES  2                 /* grpc-go's maxPingStrikes */
-#define CALL_HOLD    (256u << 10)      /* a call's unsent output above which its input waits */
-#define CALL_BACKLOG (16u << 10)       /* ... and its unanswered requests */
+#define READ_CHUNK           (16u << 10)
+#define OUT_HIGH             (256u << 10) /* no new frames are made while this much waits */
+#define IN_HIGH              (64u << 20)  /* partial request messages a connection may hold */
+#define MAX_STREAMS          4096         /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define GRPC_MAX_HEADER_LIST (16u << 10)  /* SETTINGS_MAX_HEADER_LIST_SIZE, enforced per stream */
+#define PING_IDLE_MS         (2 * 3600 * 1000) /* grpc-go: pings without calls closer than 2 h strike */
+#define MAX_STRIKES          2                 /* grpc-go's maxPingStrikes */
+#define CALL_HOLD            (256u << 10) /* a call's unsent output above which its input waits */
+#define CALL_BACKLOG         (16u << 10)  /* ... and its unanswered requests */
 
 static void conn_flush(struct grpc_conn *c);
 
@@ -115,6 +116,7 @@ static void call_free(struct grpc_call *call)
     grpc_deframer_fini(&call->in);
     buf_fini(&call->out);
     free(call->message);
+    free(call->token);
     arena_pool_give(&c->g->arenas, call->a);
     if (call->prev)
         call->prev->next = call->next;
@@ -486,12 +488,12 @@ static uint64_t parse_timeout(const uint8_t *v, size_t len)
         n = n * 10 + (uint64_t)(v[i] - '0');
     }
     switch (v[len - 1]) {
-    case 'H':
-        return n * 3600000;
+    case 'H': /* a zero deadline has passed already, whatever its unit */
+        return n ? n * 3600000 : 1;
     case 'M':
-        return n * 60000;
+        return n ? n * 60000 : 1;
     case 'S':
-        return n * 1000;
+        return n ? n * 1000 : 1;
     case 'm':
         return n ? n : 1;
     case 'u':
@@ -620,6 +622,12 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     struct grpc_call *call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
     if (!call)
         return 0;
+    /* nghttp2 does not hold a peer to the header list size we announce, and HPACK lets a few
+     * bytes on the wire name a large header again and again: past the limit the stream is
+     * reset, as grpc-go does. */
+    call->header_bytes += namelen + valuelen + 32;
+    if (call->header_bytes > GRPC_MAX_HEADER_LIST)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
         size_t n = valuelen < sizeof(call->path) - 1 ? valuelen : sizeof(call->path) - 1;
         memcpy(call->path, value, n);
@@ -636,11 +644,13 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         call->timeout_ms = parse_timeout(value, valuelen);
     } else if ((namelen == 5 && memcmp(name, "token", 5) == 0) ||
                (namelen == 13 && memcmp(name, "authorization", 13) == 0 && !call->token_md)) {
-        /* etcd reads the token from metadata "token", else "authorization". */
-        char *t = arena_alloc(call->a, valuelen + 1);
+        /* etcd reads the token from metadata "token", else "authorization". The last one sent
+         * counts. */
+        char *t = malloc(valuelen + 1);
         if (t) {
             memcpy(t, value, valuelen);
             t[valuelen] = 0;
+            free(call->token);
             call->token = t;
             call->token_len = valuelen;
             call->token_md = namelen == 5;
@@ -987,7 +997,7 @@ struct grpc_conn *grpc_conn_create(struct grpc *g, int fd, struct tls_conn *tls)
     }
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16u << 10},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, GRPC_MAX_HEADER_LIST},
     };
     c->rd = event_new(g->base, fd, EV_READ | EV_PERSIST, on_read, c);
     c->wr = event_new(g->base, fd, EV_WRITE | EV_PERSIST, on_write, c);

@@ -80,8 +80,10 @@ struct grpc_call {
     struct event *deadline; /* grpc-timeout, NULL without */
     uint64_t timeout_ms;    /* parsed grpc-timeout, 0 for none */
     char path[128];         /* :path as sent (truncated), for the unknown-method text */
-    char *token;            /* metadata "token", else "authorization" (arena); NULL: none */
+    char *token;            /* metadata "token", else "authorization" (malloc'd: the arena is
+                             * reset between a stream's messages); NULL: none */
     size_t token_len;
+    size_t header_bytes; /* the request headers' size as HTTP/2 counts it (RFC 9113 6.5.2) */
     bool token_md;       /* token came as "token", which wins */
     bool require_leader; /* metadata hasleader: true */
     bool leader_watched; /* a stream counted in grpc.n_leader_watch */

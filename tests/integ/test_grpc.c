@@ -393,6 +393,16 @@ START_TEST(unary_kv_and_errors)
 }
 END_TEST
 
+/* The connection still answers a Range. */
+static void still_answers(struct gc *g)
+{
+    struct buf m;
+    buf_init(&m);
+    pb_bytes(&m, 1, "k", 1);
+    ck_assert_int_eq(unary(g, "/etcdserverpb.KV/Range", m.p, m.len)->grpc_status, 0);
+    buf_fini(&m);
+}
+
 START_TEST(oversized_message)
 {
     /* etcd's limit: --max-request-bytes (1.5 MiB) + 512 KiB; refused from the prefix alone */
@@ -402,12 +412,7 @@ START_TEST(oversized_message)
     struct call *c = call_of(g, id);
     ck_assert_int_eq(c->grpc_status, 8);
     ck_assert_str_eq(c->message, "grpc: received message larger than max (2130706432 vs. 2097152)");
-    /* the connection goes on */
-    struct buf m;
-    buf_init(&m);
-    pb_bytes(&m, 1, "k", 1);
-    ck_assert_int_eq(unary(g, "/etcdserverpb.KV/Range", m.p, m.len)->grpc_status, 0);
-    buf_fini(&m);
+    still_answers(g); /* the connection goes on */
     gc_free(g);
 }
 END_TEST
@@ -513,6 +518,10 @@ START_TEST(stream_and_deadline)
     ck_assert_str_eq(c->message, "context deadline exceeded");
     ck_assert_uint_ge(c->data.len, 5);             /* the answer came before the deadline */
     ck_assert(contains(&c->data, "\x10\xb9\x60")); /* ID = 12345 */
+    /* a zero deadline, in any unit, has passed already (it is not "no deadline") */
+    id = gc_call_opt(g, "/etcdserverpb.Lease/LeaseKeepAlive", m.p, m.len, true, "0S", true);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    ck_assert_int_eq(call_of(g, id)->grpc_status, 4);
     buf_fini(&m);
     gc_free(g);
 }
@@ -572,6 +581,20 @@ static char *gw_ok(const char *path, const char *body)
     return b;
 }
 
+/* The token of user (the caller frees). */
+static char *login(const char *user, const char *pw)
+{
+    char body[200];
+    snprintf(body, sizeof(body), "{\"name\":\"%s\",\"password\":\"%s\"}", user, pw);
+    char *b = gw_ok("/v3/auth/authenticate", body);
+    char *t = strstr(b, "\"token\":\"");
+    ck_assert_ptr_nonnull(t);
+    t += 9;
+    char *token = strndup(t, (size_t)(strchr(t, '"') - t));
+    free(b);
+    return token;
+}
+
 START_TEST(auth_maint_root)
 {
     /* with auth enabled (through the gateway), Hash, Snapshot and Defragment need root, as in
@@ -584,16 +607,8 @@ START_TEST(auth_maint_root)
                                       "\"key\":\"AA==\",\"range_end\":\"AA==\"}}"));
     free(gw_ok("/v3/auth/user/grant", "{\"user\":\"alice\",\"role\":\"reader\"}"));
     free(gw_ok("/v3/auth/enable", "{}"));
-    char *b = gw_ok("/v3/auth/authenticate", "{\"name\":\"alice\",\"password\":\"alicepw\"}");
-    char *t = strstr(b, "\"token\":\"");
-    ck_assert_ptr_nonnull(t);
-    t += 9;
-    char *alice = strndup(t, (size_t)(strchr(t, '"') - t));
-    free(b);
-    b = gw_ok("/v3/auth/authenticate", "{\"name\":\"root\",\"password\":\"rootpw\"}");
-    t = strstr(b, "\"token\":\"") + 9;
-    char *root = strndup(t, (size_t)(strchr(t, '"') - t));
-    free(b);
+    char *alice = login("alice", "alicepw");
+    char *root = login("root", "rootpw");
 
     struct gc *g = gc_open(srv.port, true);
     g->token = alice;
@@ -1050,6 +1065,76 @@ START_TEST(watch_stream_many_ids)
     ck_assert(gc_pump(w, stream_closed, &id, 10000));
     ck_assert_int_eq(call_of(w, id)->grpc_status, 13);
     gc_free(w);
+    gc_free(g);
+}
+END_TEST
+
+/* With auth on, a watch stream's token is checked for each create request: the stream's later
+ * requests are decoded into a reset arena, and the token must outlive that. */
+START_TEST(watch_with_token)
+{
+    free(gw_ok("/v3/auth/user/add", "{\"name\":\"root\",\"password\":\"rootpw\"}"));
+    free(gw_ok("/v3/auth/user/grant", "{\"user\":\"root\",\"role\":\"root\"}"));
+    free(gw_ok("/v3/auth/enable", "{}"));
+    char *root = login("root", "rootpw");
+    struct gc *g = gc_open(srv.port, true), *w = gc_open(srv.port, true);
+    g->token = w->token = root;
+    struct buf m;
+    wcreate(&m, "tk", NULL, 0, 0, false, false, false);
+    int32_t id = gc_call_opt(w, "/etcdserverpb.Watch/Watch", m.p, m.len, true, NULL, true);
+    buf_fini(&m);
+    struct wwait ww = {.id = id};
+    struct wresp *r = wnext(w, &ww);
+    ck_assert_msg(r->created && !r->canceled, "create refused: %s", r->reason);
+    /* a second create on the same stream, after the arena's reset */
+    wcreate(&m, "tk2", NULL, 0, 5, false, false, false);
+    wsend(w, id, &m);
+    buf_fini(&m);
+    r = wnext(w, &ww);
+    ck_assert_msg(r->created && !r->canceled, "second create refused: %s", r->reason);
+    ck_assert_int_eq(r->watch_id, 5);
+    put_kv(g, "tk2", "v", 1);
+    r = wnext(w, &ww);
+    ck_assert_int_eq(r->watch_id, 5);
+    ck_assert_uint_eq(r->n_ev, 1);
+    ck_assert_str_eq(r->ev[0].key, "tk2");
+    gc_free(g);
+    gc_free(w);
+    free(root);
+}
+END_TEST
+
+static bool call_closed(struct gc *g, void *arg)
+{
+    return call_of(g, *(int32_t *)arg)->closed;
+}
+
+/* Request headers past the announced header list size reset the stream. HPACK lets a client
+ * name one large header many times for a byte each; before the limit was enforced, such a
+ * request made the server copy every repetition. The connection serves on. */
+START_TEST(header_list_limit)
+{
+    struct gc *g = gc_open(srv.port, true);
+    static char big[4001];
+    memset(big, 't', 4000);
+    /* 8 x 4000 bytes of metadata: over 16 KiB */
+    nghttp2_nv nv[14];
+    size_t n = 0;
+    nv[n++] = NVS(":method", "POST");
+    nv[n++] = NVS(":scheme", "http");
+    nv[n++] = NVS(":path", "/etcdserverpb.KV/Range");
+    nv[n++] = NVS(":authority", "127.0.0.1");
+    nv[n++] = NVS("content-type", "application/grpc");
+    nv[n++] = NVS("te", "trailers");
+    for (int i = 0; i < 8; i++)
+        nv[n++] = NVS("x-pad", big);
+    int32_t id = nghttp2_submit_request(g->s, NULL, nv, n, NULL, NULL);
+    ck_assert_int_gt(id, 0);
+    ck_assert_ptr_nonnull(call_of(g, id));
+    ck_assert(gc_pump(g, call_closed, &id, 5000));
+    ck_assert_int_ne(call_of(g, id)->rst, 0);
+    ck_assert_int_eq(call_of(g, id)->grpc_status, -1);
+    still_answers(g);
     gc_free(g);
 }
 END_TEST
@@ -1754,6 +1839,8 @@ int main(void)
     tcase_add_test(tc, keepalive_closes_dead_peers);
     tcase_add_test(tc, watch_stream_many_ids);
     tcase_add_test(tc, watch_fragments);
+    tcase_add_test(tc, watch_with_token);
+    tcase_add_test(tc, header_list_limit);
     tcase_add_test(tc, watch_slow_reader_bounded);
     tcase_add_test(tc, watch_requests_unread_bounded);
     tcase_add_test(tc, server_metrics);

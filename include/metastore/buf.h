@@ -23,6 +23,8 @@ void buf_init(struct buf *b);
 void buf_fini(struct buf *b);
 /* Make room for n more bytes. Returns false (and sets failed) on OOM or overflow. */
 bool buf_reserve(struct buf *b, size_t n);
+/* The same, growing to exactly len + n (for a size known in advance, not doubled). */
+bool buf_reserve_exact(struct buf *b, size_t n);
 void buf_append_slow(struct buf *b, const void *p, size_t n);
 /* Appends: inline while the capacity suffices (the common case in encoders). */
 static inline void buf_append(struct buf *b, const void *p, size_t n)

@@ -60,6 +60,9 @@ struct grpc_deframer {
 
 void grpc_deframer_init(struct grpc_deframer *d);
 void grpc_deframer_fini(struct grpc_deframer *d);
+/* After a message was handed out: start the next one, giving its buffer back if larger than
+ * keep (so that a stream that once received a large message does not hold its size). */
+void grpc_deframer_next(struct grpc_deframer *d, size_t keep);
 /* Take bytes of p[0..len) until a message is complete or they run out; the message (in
  * d->msg) stays valid until the next call, which starts the next one. Nothing is allocated
  * beyond the length announced, and never for a length over max. */

@@ -8,7 +8,7 @@
  * Nothing is written from inside nghttp2's callbacks (in_recv): the reader flushes after.
  *
  * Memory: a request message is refused above max_recv before anything is allocated for it;
- * the deframers of one connection hold at most IN_HIGH bytes before reading pauses; frames
+ * the deframers of one connection hold at most in_high() bytes before reading pauses; frames
  * are made only while less than OUT_HIGH bytes wait for the socket, and reading pauses too
  * then (a client that never reads stops being read). A stream's request bytes are credited
  * back (WINDOW_UPDATE) only while its call holds less than CALL_HOLD bytes of unsent output,
@@ -33,6 +33,7 @@
 #define READ_CHUNK           (16u << 10)
 #define OUT_HIGH             (256u << 10) /* no new frames are made while this much waits */
 #define IN_HIGH              (64u << 20)  /* partial request messages a connection may hold */
+#define IN_KEEP              (64u << 10)  /* a message buffer kept for the next message */
 #define MAX_STREAMS          4096         /* SETTINGS_MAX_CONCURRENT_STREAMS */
 #define GRPC_MAX_HEADER_LIST (16u << 10)  /* SETTINGS_MAX_HEADER_LIST_SIZE, enforced per stream */
 #define PING_IDLE_MS         (2 * 3600 * 1000) /* grpc-go: pings without calls closer than 2 h strike */
@@ -579,12 +580,13 @@ static void call_data(struct grpc_call *call, const uint8_t *p, size_t len)
         }
         call->n_msgs++;
         count(call, SRV_RPC_RECEIVED, 0);
-        if (call->m->kind != GRPC_BIDI && call->n_msgs > 1) {
-            grpc_call_finish(call, MS_GRPC_INTERNAL,
-                             "grpc: client streaming protocol violation: get <nil>, want <EOF>");
-            return;
-        }
-        call->m->on_msg(call, call->in.msg.p, call->in.msg.len);
+        /* A call that takes one request reads one, as grpc-go's server does: what follows is
+         * not read (failing the call would say "failed" of a write that is applied). */
+        if (call->m->kind == GRPC_BIDI || call->n_msgs == 1)
+            call->m->on_msg(call, call->in.msg.p, call->in.msg.len);
+        cap = call->in.msg.cap;
+        grpc_deframer_next(&call->in, IN_KEEP);
+        c->in_held -= cap - call->in.msg.cap;
     }
 }
 
@@ -700,11 +702,14 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
     call->half_closed = true;
     if (call->state != GRPC_CALL_OPEN)
         return 0;
-    if (call->in.hdr_len && call->in.msg.len < call->in.want) {
-        grpc_call_finish(call, MS_GRPC_INTERNAL, "grpc: client sent a truncated message");
+    /* A message cut short, or none where one is due: grpc-go's server reads io.ErrUnexpectedEOF
+     * or io.EOF and answers them with code Unknown and their text, as etcd does. */
+    bool cut = call->in.hdr_len &&
+               (call->in.hdr_len < sizeof(call->in.hdr) || call->in.msg.len < call->in.want);
+    if (cut) {
+        grpc_call_finish(call, MS_GRPC_UNKNOWN, "unexpected EOF");
     } else if (call->m->kind != GRPC_BIDI && call->n_msgs == 0) {
-        grpc_call_finish(call, MS_GRPC_INTERNAL,
-                         "grpc: client streaming protocol violation: get <nil>, want <EOF>");
+        grpc_call_finish(call, MS_GRPC_UNKNOWN, "EOF");
     } else if (call->m->on_end) {
         call->m->on_end(call);
     }
@@ -781,9 +786,17 @@ static void tls_rearm(struct grpc_conn *c)
         event_active(c->rd, EV_READ, 1);
 }
 
+/* What a connection's partial request messages may hold before reading pauses: IN_HIGH, and
+ * at least twice the largest message, so that one of them can always complete. Each message
+ * holds only its own size (reserved exactly), and only until it is handed out. */
+static size_t in_high(const struct grpc *g)
+{
+    return 2 * g->max_recv > IN_HIGH ? 2 * g->max_recv : IN_HIGH;
+}
+
 static void read_update(struct grpc_conn *c)
 {
-    bool want = !c->dead && pending(c) < OUT_HIGH && c->in_held < IN_HIGH;
+    bool want = !c->dead && pending(c) < OUT_HIGH && c->in_held < in_high(c->g);
     if (want == c->rd_on)
         return;
     if (want)

@@ -52,7 +52,7 @@ enum grpc_deframe grpc_deframe(struct grpc_deframer *d, const uint8_t *p, size_t
     size_t take = d->want - d->msg.len;
     if (take > len - off)
         take = len - off;
-    if (take && d->msg.cap < d->want && !buf_reserve(&d->msg, d->want - d->msg.len)) {
+    if (take && d->msg.cap < d->want && !buf_reserve_exact(&d->msg, d->want - d->msg.len)) {
         *used = off;
         return GRPC_DEFRAME_TOO_LARGE;
     }
@@ -60,6 +60,15 @@ enum grpc_deframe grpc_deframe(struct grpc_deframer *d, const uint8_t *p, size_t
     off += take;
     *used = off;
     return d->msg.len == d->want ? GRPC_DEFRAME_MSG : GRPC_DEFRAME_MORE;
+}
+
+void grpc_deframer_next(struct grpc_deframer *d, size_t keep)
+{
+    d->hdr_len = 0;
+    d->want = 0;
+    d->msg.len = 0;
+    if (d->msg.cap > keep)
+        buf_fini(&d->msg);
 }
 
 void grpc_frame_prefix(struct buf *out, size_t len)

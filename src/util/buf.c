@@ -44,6 +44,26 @@ bool buf_reserve(struct buf *b, size_t n)
     return true;
 }
 
+bool buf_reserve_exact(struct buf *b, size_t n)
+{
+    if (b->failed)
+        return false;
+    if (b->cap - b->len >= n)
+        return true;
+    if (n > SIZE_MAX - b->len) {
+        b->failed = true;
+        return false;
+    }
+    uint8_t *p = realloc(b->p, b->len + n);
+    if (!p) {
+        b->failed = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = b->len + n;
+    return true;
+}
+
 void buf_append_slow(struct buf *b, const void *p, size_t n)
 {
     if (n == 0 || !buf_reserve(b, n))

@@ -379,16 +379,40 @@ START_TEST(unary_kv_and_errors)
     /* an empty message is a RangeRequest without a key */
     c = unary(g, "/etcdserverpb.KV/Range", NULL, 0);
     ck_assert_int_eq(c->grpc_status, 3);
-    /* no message at all, and a truncated one */
+    /* no message at all, a truncated one, a truncated prefix: etcd's Unknown "EOF" and
+     * "unexpected EOF" */
     int32_t id = gc_call(g, "/etcdserverpb.KV/Range", NULL, 0, false, NULL);
     ck_assert(gc_pump(g, stream_closed, &id, 10000));
-    ck_assert_int_eq(call_of(g, id)->grpc_status, 13);
+    ck_assert_int_eq(call_of(g, id)->grpc_status, 2);
+    ck_assert_str_eq(call_of(g, id)->message, "EOF");
     id = gc_call(g, "/etcdserverpb.KV/Range",
                  "\0\0\0\0\x09"
                  "ab",
                  7, false, NULL);
     ck_assert(gc_pump(g, stream_closed, &id, 10000));
-    ck_assert_int_eq(call_of(g, id)->grpc_status, 13);
+    ck_assert_int_eq(call_of(g, id)->grpc_status, 2);
+    ck_assert_str_eq(call_of(g, id)->message, "unexpected EOF");
+    id = gc_call(g, "/etcdserverpb.KV/Range", "\0\0\0", 3, false, NULL);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    ck_assert_int_eq(call_of(g, id)->grpc_status, 2);
+    ck_assert_str_eq(call_of(g, id)->message, "unexpected EOF");
+    /* two messages on a unary call: the first is the request, the rest is not read (etcd) */
+    struct buf two;
+    buf_init(&two);
+    for (int i = 0; i < 2; i++) {
+        struct buf req;
+        buf_init(&req);
+        pb_bytes(&req, 1, i ? "two" : "one", 3);
+        pb_bytes(&req, 2, "v", 1);
+        buf_putc(&two, 0);
+        buf_put_be32(&two, (uint32_t)req.len);
+        buf_append(&two, req.p, req.len);
+        buf_fini(&req);
+    }
+    id = gc_call(g, "/etcdserverpb.KV/Put", two.p, two.len, false, NULL);
+    ck_assert(gc_pump(g, stream_closed, &id, 10000));
+    ck_assert_int_eq(call_of(g, id)->grpc_status, 0);
+    buf_fini(&two);
     gc_free(g);
 }
 END_TEST
@@ -454,6 +478,38 @@ START_TEST(reset_and_disconnect_free_calls)
     }
     ck_assert(goaway);
     free(out);
+}
+END_TEST
+
+/* 40 Puts of 1.1 MB on one connection, their DATA interleaved as a multiplexing client sends
+ * them: every one completes. Each partial message once held a buffer of twice its size (its
+ * length rounded up), and at 64 MiB held the connection stopped reading with none complete. */
+START_TEST(many_large_puts)
+{
+    struct gc *g = gc_open(srv.port, true);
+    struct range r = {0, 0};
+    size_t vlen = 1100000;
+    char *val = malloc(vlen);
+    ck_assert_ptr_nonnull(val);
+    memset(val, 'v', vlen);
+    char key[32];
+    for (int i = 0; i < 40; i++) {
+        struct buf m;
+        buf_init(&m);
+        int k = snprintf(key, sizeof(key), "large/%02d", i);
+        pb_bytes(&m, 1, key, (size_t)k);
+        pb_bytes(&m, 2, val, vlen);
+        int32_t id = gc_call(g, "/etcdserverpb.KV/Put", m.p, m.len, true, NULL);
+        buf_fini(&m);
+        if (!r.first)
+            r.first = id;
+        r.last = id;
+    }
+    free(val);
+    ck_assert_msg(gc_pump(g, all_closed, &r, 60000), "the connection stalled");
+    for (int32_t id = r.first; id <= r.last; id += 2)
+        ck_assert_int_eq(call_of(g, id)->grpc_status, 0);
+    gc_free(g);
 }
 END_TEST
 
@@ -1831,6 +1887,7 @@ int main(void)
     tcase_add_test(tc, oversized_message);
     tcase_add_test(tc, reset_and_disconnect_free_calls);
     tcase_add_test(tc, many_concurrent_streams);
+    tcase_add_test(tc, many_large_puts);
     tcase_add_test(tc, snapshot_stream);
     tcase_add_test(tc, stream_and_deadline);
     tcase_add_test(tc, keepalive_pipelined);

@@ -3,6 +3,7 @@
 #include "metastore/grpc.h"
 #include "testutil.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Feed in[0..len) in pieces of step bytes; count the messages and check each one's bytes. */
@@ -87,12 +88,45 @@ START_TEST(deframe_limits)
 }
 END_TEST
 
+/* A message's buffer is its exact size (not rounded up), and grpc_deframer_next gives a large
+ * one back, so that what a connection holds for its streams is what they are sending. */
+START_TEST(deframe_buffer_size)
+{
+    struct grpc_deframer d;
+    grpc_deframer_init(&d);
+    size_t n = 100001, used;
+    uint8_t *m = calloc(1, n + 5);
+    ck_assert_ptr_nonnull(m);
+    m[3] = (uint8_t)(n >> 8);
+    m[4] = (uint8_t)n;
+    m[2] = (uint8_t)(n >> 16);
+    ck_assert_int_eq(grpc_deframe(&d, m, 6, n, &used), GRPC_DEFRAME_MORE);
+    ck_assert_uint_eq(d.msg.cap, n);
+    ck_assert_int_eq(grpc_deframe(&d, m + 6, n - 1, n, &used), GRPC_DEFRAME_MSG);
+    ck_assert_uint_eq(d.msg.cap, n);
+    grpc_deframer_next(&d, 1000);
+    ck_assert_uint_eq(d.msg.cap, 0);
+    ck_assert_uint_eq(d.hdr_len, 0);
+    /* a small one is kept for the next message */
+    const uint8_t small[] = {0, 0, 0, 0, 2, 'o', 'k'};
+    ck_assert_int_eq(grpc_deframe(&d, small, sizeof(small), n, &used), GRPC_DEFRAME_MSG);
+    size_t cap = d.msg.cap;
+    grpc_deframer_next(&d, 1000);
+    ck_assert_uint_eq(d.msg.cap, cap);
+    ck_assert_int_eq(grpc_deframe(&d, small, sizeof(small), n, &used), GRPC_DEFRAME_MSG);
+    ck_assert(memcmp(d.msg.p, "ok", 2) == 0);
+    grpc_deframer_fini(&d);
+    free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("grpc");
     TCase *tc = tcase_create("frame");
     tcase_add_test(tc, deframe_split_anywhere);
     tcase_add_test(tc, deframe_limits);
+    tcase_add_test(tc, deframe_buffer_size);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -121,11 +121,23 @@ ms_err srv_restore(const struct cfg *cfg, const char *snapshot)
         be_del(s->wtxn, BE_BUCKET_META, (const uint8_t *)SRV_META_CLUSTER_ID,
                strlen(SRV_META_CLUSTER_ID));
         e = snap_read(snapshot, &h, restore_record, &rc);
+        /* The store is the result: committed and synced here, where a failure is the
+         * restore's (srv_destroy would only log it). A failed load commits nothing. */
+        if (!e) {
+            e = be_txn_commit(s->wtxn);
+            s->wtxn = NULL;
+            if (!e)
+                e = be_sync(s->be);
+        } else {
+            be_txn_abort(s->wtxn);
+            s->wtxn = NULL;
+        }
     }
     srv_destroy(s);
     event_base_free(base);
     if (e) {
-        log_error("restore failed: %s", ms_err_name(e));
+        log_error("restore failed: %s; remove %s/member before trying again", ms_err_name(e),
+                  cfg->data_dir);
         return e;
     }
     log_info("restored %s into %s (index %llu, revision %lld)", snapshot, cfg->data_dir,

@@ -224,7 +224,18 @@ out_free:
 
 bool srv_snap_trash_step(struct srv *s, uint64_t bytes)
 {
-    return s->copies.trash && fs_trash_step(s->copies.trash, bytes);
+    if (!s->copies.trash)
+        return false;
+    if (s->copies.trash_unsynced) {
+        /* The renames to *.snap.del are made durable before any file shrinks: after a power
+         * loss, a file cut short must not come back under its snapshot name. */
+        char dir[4200];
+        srv_snap_dir(s, dir, sizeof(dir));
+        if (fs_sync_dir(dir) != MS_OK)
+            return true; /* not yet: the next step tries again */
+        s->copies.trash_unsynced = false;
+    }
+    return fs_trash_step(s->copies.trash, bytes);
 }
 
 /* Keep the newest SNAP_KEEP snapshot files; the older ones leave their names at once
@@ -260,6 +271,8 @@ static void prune_snapshots(struct srv *s)
             unlink(path); /* at once, as before */
         else if (!s->copies.trash || !fs_trash_add(s->copies.trash, del))
             unlink(del);
+        else
+            s->copies.trash_unsynced = true;
     }
 }
 
@@ -362,6 +375,13 @@ static ms_err defrag_finish(struct srv *s, struct srv_copy *c)
     }
     if (!e)
         e = copy_small_buckets(s, c);
+    /* The live store first, durable at the index the copy holds: a crash once the copy is
+     * durable then finds db.defrag no newer than db, as recovery expects (the applies of the
+     * last 100 ms are in the copy, read through the write txn, and were not yet in db). */
+    if (!e) {
+        srv_commit(s);
+        e = be_sync(s->be);
+    }
     if (!e) {
         e = be_txn_commit(c->dtxn);
         c->dtxn = NULL;
@@ -370,7 +390,7 @@ static ms_err defrag_finish(struct srv *s, struct srv_copy *c)
         e = be_sync(c->dst);
     if (e)
         return e;
-    srv_commit(s);
+    crash_point("defrag_copy_synced");
     swap_env(s, c);
     return MS_OK;
 }
@@ -628,7 +648,7 @@ void srv_snap_fini(struct srv *s)
     s->copies.sync_ev = NULL;
     fs_async_sync_destroy(s->copies.sync); /* waits for a sync in flight */
     s->copies.sync = NULL;
-    fs_trash_destroy(s->copies.trash); /* the rest goes at the next start (srv_snap_load) */
+    fs_trash_destroy(s->copies.trash); /* the rest goes at the next start (srv_snap_init) */
     s->copies.trash = NULL;
     if (c && c->kind == COPY_INSTALL)
         unlink(c->path); /* a snapshot from the leader, half loaded: it is sent again */
@@ -997,8 +1017,6 @@ ms_err srv_snap_load(struct srv *s)
     char dir[4200], path[4300];
     struct snap_header h;
     srv_snap_dir(s, dir, sizeof(dir));
-    static const char *const pruned[] = {".snap.del", NULL};
-    fs_remove_leftovers(dir, "snap-", pruned); /* pruned files a stop left behind */
     if (!snap_find_latest(dir, path, sizeof(path), &h))
         return MS_OK;
     ms_err e = snap_read(path, &h, load_record, s->wtxn);
@@ -1015,6 +1033,17 @@ ms_err srv_snap_init(struct srv *s)
     s->copies.copy_ev = evtimer_new(s->base, on_copy, s);
     if (!s->copies.copy_ev)
         return MS_E_NOMEM;
+    /* What a stop left in member/snap: snapshot files being written (.tmp) or pruned (.del),
+     * and backups made for a client or a follower. None is of use now; each is the size of
+     * the store. */
+    char dir[4200];
+    srv_snap_dir(s, dir, sizeof(dir));
+    static const char *const snaps[] = {".snap.tmp", ".snap.del", NULL};
+    static const char *const backups[] = {".snap", ".snap.tmp", NULL};
+    size_t gone =
+        fs_remove_leftovers(dir, "snap-", snaps) + fs_remove_leftovers(dir, "backup-", backups);
+    if (gone)
+        log_info("removed %zu snapshot files a stop left in %s", gone, dir);
     if (s->cfg.backend != CFG_BACKEND_MEMORY)
         return MS_OK; /* LMDB makes no snapshot files */
     if (!(s->copies.trash = fs_trash_create()))

@@ -350,6 +350,7 @@ START_TEST(defrag_crash_recovery)
         int db, old, defrag; /* what member/ holds after the crash */
     } steps[] = {
         {"defrag_between_renames", 0, 1, 1}, /* the fallback without an atomic exchange */
+        {"defrag_copy_synced", 1, 0, 1},     /* the copy durable, applies not yet committed to db */
         {"defrag_before_swap", 1, 0, 1},
         {"defrag_after_swap", 1, 0, 1}, /* db.defrag is the old environment */
     };
@@ -398,6 +399,28 @@ END_TEST
 
 /* The last state the fallback swap can leave (renamed both, db.old not yet removed) and a
  * db.defrag without any store beside it. */
+/* Files a stop left in member/snap (a snapshot or backup being written, a pruned snapshot, a
+ * backup made for a client) are removed at the next start; others stay. */
+START_TEST(snap_dir_leftovers)
+{
+    struct tu_server s;
+    tu_server_start(&s, NULL);
+    tu_server_stop_keep(&s, 1);
+    char cmd[9000], dir[4200];
+    snprintf(dir, sizeof(dir), "%.4000s/data/member/snap", s.dir);
+    snprintf(cmd, sizeof(cmd),
+             "mkdir -p %s && cd %s && touch snap-0000000000000064.snap.tmp "
+             "snap-0000000000000032.snap.del backup-0000000000000001.snap "
+             "backup-0000000000000002.snap.tmp keep.txt",
+             dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    tu_server_restart(&s, NULL);
+    snprintf(cmd, sizeof(cmd), "test \"$(ls %s)\" = keep.txt", dir);
+    ck_assert_msg(system(cmd) == 0, "leftovers in %s", dir);
+    tu_server_stop(&s);
+}
+END_TEST
+
 START_TEST(defrag_leftovers)
 {
     struct tu_server s;
@@ -591,6 +614,7 @@ int main(void)
     tcase_add_test(tc, auto_compaction);
     tcase_add_test(tc, defrag_crash_recovery);
     tcase_add_test(tc, defrag_leftovers);
+    tcase_add_test(tc, snap_dir_leftovers);
     tcase_add_test(tc, defrag_recover_keeps_newer_old);
     tcase_add_test(tc, truncated_store_refused);
     tcase_add_test(tc, lock_file_unopenable);

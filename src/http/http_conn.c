@@ -917,6 +917,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     }
     dst->len += (size_t)n;
     c->idle_ms = clock_now_ms();
+    if (c->h2_maybe && !c->started_ms)
+        c->started_ms = c->idle_ms; /* the read timeout covers the wait for the whole preface */
     if (!busy && c->h2_maybe && h2_handoff(c))
         return;
     if (!busy)

@@ -783,6 +783,33 @@ static int h2_client(int port)
     return rc;
 }
 
+/* A client that sends a prefix of the preface and stops is closed at the read timeout, as one
+ * that stops in the middle of a request line is (it used to stay open, holding a descriptor). */
+static int preface_stall_client(int port)
+{
+    int fd = tu_connect(port);
+    if (fd < 0)
+        return 1;
+    send_for(fd, "PRI", 3, 1000);
+    int64_t t0 = tu_now_ms();
+    size_t n;
+    char *o = tu_read_all(fd, 8000, &n);
+    int64_t took = tu_now_ms() - t0;
+    free(o);
+    close(fd);
+    free(exchange(port, "GET /stop HTTP/1.1\r\nConnection: close\r\n\r\n", 3000));
+    return took < 6000 ? 0 : 2;
+}
+
+START_TEST(server_h2_preface_timeout)
+{
+    serve_h2 = echo_h2;
+    int rc = serve_client(&LIM, handler, preface_stall_client, 20);
+    serve_h2 = NULL;
+    ck_assert_int_eq(rc, 0);
+}
+END_TEST
+
 START_TEST(server_h2_handoff)
 {
     serve_h2 = echo_h2;
@@ -988,6 +1015,7 @@ int main(void)
     tcase_add_test(tc, server_chunk_framing_over_room);
     tcase_add_test(tc, server_fd_cap);
     tcase_add_test(tc, server_h2_handoff);
+    tcase_add_test(tc, server_h2_preface_timeout);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -37,6 +37,19 @@ void gw_lease_revoke(struct gw_req *r)
     gw_submit(r);
 }
 
+/* A lease answer's ID and TTL, each left out when zero (as etcd's JSON omits them). */
+static void write_id_ttl(struct mjson_w *w, const struct srv_result *res)
+{
+    if (res->u.lease.id) {
+        mjson_w_key(w, "ID");
+        codec_write_i64(w, res->u.lease.id);
+    }
+    if (res->u.lease.ttl) {
+        mjson_w_key(w, "TTL");
+        codec_write_i64(w, res->u.lease.ttl);
+    }
+}
+
 /* The leader's answer (remaining and granted TTL), and the attached keys from here. */
 static void ttl_encode(struct gw_req *r, const struct srv_result *res, struct buf *b)
 {
@@ -50,14 +63,7 @@ static void ttl_encode(struct gw_req *r, const struct srv_result *res, struct bu
     mjson_w_init(&w, b);
     mjson_w_obj(&w);
     gw_json_header(r, &w, true);
-    if (res->u.lease.id) {
-        mjson_w_key(&w, "ID");
-        codec_write_i64(&w, res->u.lease.id);
-    }
-    if (res->u.lease.ttl) {
-        mjson_w_key(&w, "TTL");
-        codec_write_i64(&w, res->u.lease.ttl);
-    }
+    write_id_ttl(&w, res);
     if (res->u.lease.granted) {
         mjson_w_key(&w, "grantedTTL");
         codec_write_i64(&w, res->u.lease.granted);
@@ -127,70 +133,116 @@ void gw_lease_leases(struct gw_req *r)
     gw_reply(r, 200, &b);
 }
 
-/* A keepalive stream's messages, answered one after the other. */
+/* A keepalive stream's messages, read from the body one at a time and answered one after the
+ * other, each answer a chunk of the stream as it comes (as etcd's gateway streams them). */
 struct keepalive {
-    int64_t *ids;
-    size_t n;
-    size_t next; /* the one being answered */
-    struct buf out;
+    size_t off;  /* the next message in the body */
+    size_t done; /* answers sent */
 };
 
+/* Answers waiting for the socket before the next message is taken: a body of tiny messages
+ * (2 bytes each, about 120 bytes of answer) must not turn into a mountain of output. */
+#define KEEPALIVE_HIGH (64u << 10)
+
 static bool keepalive_next(struct gw_req *r);
+
+static void keepalive_end(struct gw_req *r)
+{
+    if (!r->streamed)
+        gw_stream_start(r);
+    gw_reply(r, 200, NULL);
+}
+
+static void on_keepalive_drain(void *arg)
+{
+    struct gw_req *r = arg;
+    http_set_drain_cb(r->req, 0, NULL, NULL);
+    keepalive_next(r);
+}
 
 static void keepalive_done(void *ctx, ms_err err, const struct srv_result *res)
 {
     struct gw_req *r = ctx;
     struct keepalive *k = r->route;
     r->srv_id = 0;
-    if (err && k->next == 0) {
-        buf_fini(&k->out);
+    if (err && k->done == 0) {
         gw_reply_stream_error(r, err, NULL);
         return;
     }
     if (err) {
-        k->n = k->next; /* a later one: the answers so far, then the stream ends */
-    } else {
-        struct mjson_w w;
-        mjson_w_init(&w, &k->out);
-        mjson_w_obj(&w);
-        mjson_w_key(&w, "result");
-        mjson_w_obj(&w);
-        gw_json_header(r, &w, true);
-        if (res->u.lease.id) {
-            mjson_w_key(&w, "ID");
-            codec_write_i64(&w, res->u.lease.id);
-        }
-        if (res->u.lease.ttl) {
-            mjson_w_key(&w, "TTL");
-            codec_write_i64(&w, res->u.lease.ttl);
-        }
-        mjson_w_obj_end(&w);
-        mjson_w_obj_end(&w);
-        buf_putc(&k->out, '\n');
-        k->next++;
+        keepalive_end(r); /* a later one: the answers so far, then the stream ends */
+        return;
     }
+    struct buf out;
+    struct mjson_w w;
+    buf_init(&out);
+    mjson_w_init(&w, &out);
+    mjson_w_obj(&w);
+    mjson_w_key(&w, "result");
+    mjson_w_obj(&w);
+    gw_json_header(r, &w, true);
+    write_id_ttl(&w, res);
+    mjson_w_obj_end(&w);
+    mjson_w_obj_end(&w);
+    buf_putc(&out, '\n');
+    if (!r->streamed)
+        gw_stream_start(r);
+    gw_stream_chunk(r, &out);
+    k->done++;
     keepalive_next(r);
 }
 
-/* Ask for the next keepalive (true: r waits for it), or end the stream with every answer (r
- * is freed). */
+/* Take the body's next message and ask for its keepalive (true: r waits, for the answer or for
+ * the output to drain), or end the stream (r is freed). A message that does not decode is the
+ * request's error if it is the first, else the request side's end. */
 static bool keepalive_next(struct gw_req *r)
 {
     struct keepalive *k = r->route;
-    if (k->next < k->n) {
-        struct srv_req q = {.type = SRV_REQ_LEASE_KEEPALIVE, .u.lease = {.id = k->ids[k->next]}};
-        ms_err e = srv_submit(r->gw->srv, &q, keepalive_done, r, &r->srv_id);
-        if (!e)
-            return true;
-        r->srv_id = 0;
-        if (k->next == 0) {
-            buf_fini(&k->out);
-            gw_reply_stream_error(r, e, NULL);
-            return false;
-        }
+    if (r->streamed && http_pending(r->req) >= KEEPALIVE_HIGH) {
+        http_set_drain_cb(r->req, KEEPALIVE_HIGH / 4, on_keepalive_drain, r);
+        return true;
     }
-    gw_stream_start(r);
-    gw_reply(r, 200, &k->out);
+    /* Skip the blanks between messages; the body's end ends the stream. */
+    k->off = mjson_skip_ws(r->body, r->body_len, k->off);
+    if (k->off >= r->body_len) {
+        keepalive_end(r);
+        return false;
+    }
+    /* Each message is decoded in an arena of its own: r's would grow with every one. */
+    struct arena *a = arena_create(512);
+    if (!a) {
+        if (k->done == 0)
+            gw_reply_error(r, MS_E_NOMEM, NULL);
+        else
+            keepalive_end(r);
+        return false;
+    }
+    struct mjson_dec d;
+    struct mjson_val v;
+    size_t used;
+    int64_t id = 0;
+    mjson_dec_init(&d, a);
+    bool ok = mjson_parse_next(&d, r->body + k->off, r->body_len - k->off, &v, &used) &&
+              codec_root_value(&d, &v) && codec_read_i64(&d, codec_field(&v, "ID", NULL), &id);
+    if (!ok) {
+        if (k->done == 0)
+            gw_reply_decode_error(r, d.msg);
+        else
+            keepalive_end(r);
+        arena_destroy(a);
+        return false;
+    }
+    arena_destroy(a);
+    k->off += used;
+    struct srv_req q = {.type = SRV_REQ_LEASE_KEEPALIVE, .u.lease = {.id = id}};
+    ms_err e = srv_submit(r->gw->srv, &q, keepalive_done, r, &r->srv_id);
+    if (!e)
+        return true;
+    r->srv_id = 0;
+    if (k->done == 0)
+        gw_reply_stream_error(r, e, NULL);
+    else
+        keepalive_end(r);
     return false;
 }
 
@@ -202,41 +254,6 @@ void gw_lease_keepalive(struct gw_req *r)
         return;
     }
     memset(k, 0, sizeof(*k));
-    size_t off = 0, cap = 0;
-    for (;;) {
-        /* Skip the blanks between messages; the body's end ends the stream. */
-        off = mjson_skip_ws(r->body, r->body_len, off);
-        if (off >= r->body_len)
-            break;
-        struct mjson_dec d;
-        struct mjson_val v;
-        size_t used;
-        int64_t id = 0;
-        mjson_dec_init(&d, r->a);
-        if (!mjson_parse_next(&d, r->body + off, r->body_len - off, &v, &used) ||
-            !codec_root_value(&d, &v) || !codec_read_i64(&d, codec_field(&v, "ID", NULL), &id)) {
-            if (k->n == 0) {
-                gw_reply_decode_error(r, d.msg);
-                return;
-            }
-            break; /* a later one: the request side just ends */
-        }
-        off += used;
-        if (k->n == cap) {
-            size_t nc = cap ? cap * 2 : 8;
-            int64_t *ids = arena_alloc(r->a, nc * sizeof(*ids));
-            if (!ids) {
-                gw_reply_error(r, MS_E_NOMEM, NULL);
-                return;
-            }
-            if (k->n)
-                memcpy(ids, k->ids, k->n * sizeof(*ids));
-            k->ids = ids;
-            cap = nc;
-        }
-        k->ids[k->n++] = id;
-    }
-    buf_init(&k->out);
     r->route = k;
     if (keepalive_next(r))
         gw_wait(r);

@@ -35,25 +35,30 @@ bool mjson_dec_fail(struct mjson_dec *d, const char *fmt, ...)
     return false;
 }
 
-/* Go's quoteChar: 'x', '\'', '"', '\n', '\x01'. */
-static const char *quote_char(unsigned char c, char out[8])
+/* Go's quoteChar: the byte as strconv.Quote shows the rune U+00XX it stands for. 'x', '\'',
+ * '"', Go's short escapes ('\a' '\b' '\f' '\n' '\r' '\t' '\v'), '\x01' and '\x7f' for the other
+ * ASCII controls, the character itself (in UTF-8) for a printable Latin-1 one, '\u0085' for
+ * the others (U+0080-U+00A0 and the soft hyphen U+00AD). */
+static const char *quote_char(unsigned char c, char out[12])
 {
+    static const char esc[] = {['\a'] = 'a', ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n',
+                               ['\v'] = 'v', ['\f'] = 'f', ['\r'] = 'r'};
     if (c == '\'')
         return "'\\''";
     if (c == '"')
         return "'\"'";
     if (c == '\\')
         return "'\\\\'";
-    if (c == '\n')
-        return "'\\n'";
-    if (c == '\r')
-        return "'\\r'";
-    if (c == '\t')
-        return "'\\t'";
-    if (c < 0x20 || c >= 0x7f)
-        snprintf(out, 8, "'\\x%02x'", c);
+    if (c < sizeof(esc) && esc[c])
+        snprintf(out, 12, "'\\%c'", esc[c]);
+    else if (c < 0x20 || c == 0x7f)
+        snprintf(out, 12, "'\\x%02x'", c);
+    else if (c < 0x7f)
+        snprintf(out, 12, "'%c'", c);
+    else if (c <= 0xa0 || c == 0xad)
+        snprintf(out, 12, "'\\u%04x'", c);
     else
-        snprintf(out, 8, "'%c'", c);
+        snprintf(out, 12, "'%c%c'", 0xc0 | (c >> 6), 0x80 | (c & 0x3f));
     return out;
 }
 
@@ -76,7 +81,7 @@ static bool jp_eof(struct jp *j)
 /* An unexpected byte, or the end of the text, in the given scanner state. */
 static bool jp_bad(struct jp *j, const char *context)
 {
-    char q[8];
+    char q[12];
     if (j->p >= j->end)
         return j->whole ? mjson_dec_fail(j->d, "invalid character ' ' %s", context) : jp_eof(j);
     return mjson_dec_fail(j->d, "invalid character %s %s", quote_char((unsigned char)*j->p, q),

@@ -103,6 +103,14 @@ START_TEST(errors)
         {"{\"a\":\"\\u12g4\"}", "invalid character 'g' in \\u hexadecimal character escape"},
         {"{\"a\":\"x\ny\"}", "invalid character '\\n' in string literal"},
         {"{\"a\":01}", "invalid character '1' after object key:value pair"},
+        /* bytes as Go quotes the rune U+00XX (checked against etcd) */
+        {"\xef{}", "invalid character '\xc3\xaf' looking for beginning of value"},
+        {"\x85{}", "invalid character '\\u0085' looking for beginning of value"},
+        {"\xad{}", "invalid character '\\u00ad' looking for beginning of value"},
+        {"\x07{}", "invalid character '\\a' looking for beginning of value"},
+        {"\x0b{}", "invalid character '\\v' looking for beginning of value"},
+        {"\x7f{}", "invalid character '\\x7f' looking for beginning of value"},
+        {"\x01{}", "invalid character '\\x01' looking for beginning of value"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct mjson_val v;

@@ -51,12 +51,14 @@ void fs_async_sync_clear(struct fs_async_sync *a);
 
 /* Files removed a step at a time: freeing a large file's blocks costs in proportion to its
  * size (one unlink of 64 MiB took an event loop 30 ms on an idle ext4, over 100 ms beside a
- * busy one), so a loop hands such files here, under a name nothing else uses, and shrinks
- * them from a timer. */
+ * busy one), so a loop hands such files here, under a name nothing else uses (renamed within
+ * one directory), and shrinks them from a timer. Before a file added since is shrunk, the
+ * directory is synced, so that its new name is durable: after a power loss, a file cut short
+ * must not come back under its old name. */
 struct fs_trash;
 
-/* NULL when out of memory. */
-struct fs_trash *fs_trash_create(void);
+/* The trash for files renamed within dir (copied). NULL when out of memory. */
+struct fs_trash *fs_trash_create(const char *dir);
 
 /* Frees t; the files still in it stay on disk (their owner removes them at its next start). */
 void fs_trash_destroy(struct fs_trash *t);
@@ -64,8 +66,10 @@ void fs_trash_destroy(struct fs_trash *t);
 /* Take path (copied). False when out of memory: then remove it at once. */
 bool fs_trash_add(struct fs_trash *t, const char *path);
 
-/* Shrink the oldest file by up to bytes (> 0), removing it once empty. True while files
- * remain. A startup that finds such files left over may unlink them at once. */
+/* Shrink the oldest file by up to bytes (> 0), removing it once empty; after an add, the first
+ * step syncs the directory instead (a failed sync is tried again at the next step, errno
+ * set, nothing shrunk meanwhile). True while files remain. A startup that finds such files
+ * left over may unlink them at once. */
 bool fs_trash_step(struct fs_trash *t, uint64_t bytes);
 
 #endif

@@ -206,7 +206,6 @@ struct srv_copies {
     struct fs_async_sync *sync; /* a snapshot's file and directory syncs (NULL: in place) */
     struct event *sync_ev;
     struct fs_trash *trash;   /* snapshot files pruned, removed a step at a time */
-    bool trash_unsynced;      /* pruned since the directory's last sync: sync before a step */
     uint64_t last_snap_index; /* memory backend: index of the newest snapshot file */
     struct srv_op queued[SRV_MAX_OPS];
     size_t n_queued;

@@ -224,18 +224,7 @@ out_free:
 
 bool srv_snap_trash_step(struct srv *s, uint64_t bytes)
 {
-    if (!s->copies.trash)
-        return false;
-    if (s->copies.trash_unsynced) {
-        /* The renames to *.snap.del are made durable before any file shrinks: after a power
-         * loss, a file cut short must not come back under its snapshot name. */
-        char dir[4200];
-        srv_snap_dir(s, dir, sizeof(dir));
-        if (fs_sync_dir(dir) != MS_OK)
-            return true; /* not yet: the next step tries again */
-        s->copies.trash_unsynced = false;
-    }
-    return fs_trash_step(s->copies.trash, bytes);
+    return s->copies.trash && fs_trash_step(s->copies.trash, bytes);
 }
 
 /* Keep the newest SNAP_KEEP snapshot files; the older ones leave their names at once
@@ -271,8 +260,6 @@ static void prune_snapshots(struct srv *s)
             unlink(path); /* at once, as before */
         else if (!s->copies.trash || !fs_trash_add(s->copies.trash, del))
             unlink(del);
-        else
-            s->copies.trash_unsynced = true;
     }
 }
 
@@ -1046,7 +1033,7 @@ ms_err srv_snap_init(struct srv *s)
         log_info("removed %zu snapshot files a stop left in %s", gone, dir);
     if (s->cfg.backend != CFG_BACKEND_MEMORY)
         return MS_OK; /* LMDB makes no snapshot files */
-    if (!(s->copies.trash = fs_trash_create()))
+    if (!(s->copies.trash = fs_trash_create(dir)))
         return MS_E_NOMEM;
     const char *no_aio = getenv("METASTORE_WAL_NO_AIO");
     if (no_aio && *no_aio && strcmp(no_aio, "0") != 0)

@@ -3,6 +3,7 @@
 #include "metastore/fs.h"
 
 #include "metastore/grow.h"
+#include "metastore/log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -167,18 +168,25 @@ void fs_async_sync_clear(struct fs_async_sync *a)
 }
 
 struct fs_trash {
+    char *dir;
     char **paths; /* oldest first */
     size_t n;
     size_t cap;
     int fd; /* the first, while it is being shrunk */
     uint64_t size;
+    bool unsynced; /* added since the directory's last sync */
 };
 
-struct fs_trash *fs_trash_create(void)
+struct fs_trash *fs_trash_create(const char *dir)
 {
     struct fs_trash *t = calloc(1, sizeof(*t));
-    if (t)
-        t->fd = -1;
+    if (!t)
+        return NULL;
+    t->fd = -1;
+    if (!(t->dir = strdup(dir))) {
+        free(t);
+        return NULL;
+    }
     return t;
 }
 
@@ -191,6 +199,7 @@ void fs_trash_destroy(struct fs_trash *t)
     for (size_t i = 0; i < t->n; i++)
         free(t->paths[i]);
     free(t->paths);
+    free(t->dir);
     free(t);
 }
 
@@ -204,6 +213,7 @@ bool fs_trash_add(struct fs_trash *t, const char *path)
     if (!p)
         return false;
     t->paths[t->n++] = p;
+    t->unsynced = true;
     return true;
 }
 
@@ -211,6 +221,13 @@ bool fs_trash_step(struct fs_trash *t, uint64_t bytes)
 {
     if (!t->n)
         return false;
+    if (t->unsynced) {
+        if (fs_sync_dir(t->dir) == MS_OK)
+            t->unsynced = false;
+        else
+            log_warn("cannot sync %s (a removal waits for it): %s", t->dir, strerror(errno));
+        return true; /* this step was the sync (or its attempt) */
+    }
     if (t->fd < 0) {
         struct stat st;
         t->fd = open(t->paths[0], O_WRONLY | O_CLOEXEC);

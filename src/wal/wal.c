@@ -65,8 +65,7 @@ struct wal {
     /* Released segments, renamed to *.wal.del and shrunk a step at a time (wal_release_step):
      * one unlink of a 64 MiB segment takes the caller 30 ms on an idle ext4, over 100 ms
      * beside a busy one. */
-    struct fs_trash *gone;
-    bool gone_unsynced; /* renamed since the directory's last fsync: sync before shrinking */
+    struct fs_trash *gone; /* syncs the directory before it shrinks what was renamed */
 };
 
 static ms_err aio_init(struct wal *w);
@@ -832,11 +831,9 @@ ms_err wal_release_before(struct wal *w, uint64_t index)
             break;
         }
         if (!w->gone)
-            w->gone = fs_trash_create();
+            w->gone = fs_trash_create(w->dir);
         if (!w->gone || !fs_trash_add(w->gone, del))
             unlink(del); /* no room to remember it: removed at once, whole */
-        else
-            w->gone_unsynced = true;
         drop++;
     }
     memmove(w->segs, w->segs + drop, (w->n_segs - drop) * sizeof(*w->segs));
@@ -846,19 +843,7 @@ ms_err wal_release_before(struct wal *w, uint64_t index)
 
 bool wal_release_step(struct wal *w, uint64_t bytes)
 {
-    if (!w->gone)
-        return false;
-    if (w->gone_unsynced) {
-        /* This step is the directory's fsync (the next ones shrink); a failure is tried again
-         * at the next step, and nothing is shrunk meanwhile. */
-        if (fs_sync_dir(w->dir) != MS_OK) {
-            log_warn("wal: cannot sync %s: %s", w->dir, strerror(errno));
-            return true;
-        }
-        w->gone_unsynced = false;
-        return true;
-    }
-    return fs_trash_step(w->gone, bytes);
+    return w->gone && fs_trash_step(w->gone, bytes);
 }
 
 void wal_get_stats(const struct wal *w, struct wal_stats *out)

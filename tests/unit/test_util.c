@@ -509,13 +509,17 @@ START_TEST(trash_removes_in_steps)
         ck_assert_int_eq(write(fd, block, sizeof(block)), (ssize_t)sizeof(block));
         close(fd);
     }
-    struct fs_trash *t = fs_trash_create();
+    struct fs_trash *t = fs_trash_create(dir);
     ck_assert_ptr_nonnull(t);
     ck_assert(!fs_trash_step(t, 4000)); /* empty */
     ck_assert(fs_trash_add(t, a));
     ck_assert(fs_trash_add(t, b));
-    /* a: 10,000 -> 6,000 -> 2,000 -> gone; then b, oldest first, never more than asked. */
+    /* The first step after adds syncs the directory and shrinks nothing. */
     struct stat st;
+    ck_assert(fs_trash_step(t, 4000));
+    ck_assert_int_eq(stat(a, &st), 0);
+    ck_assert_int_eq(st.st_size, 10000);
+    /* a: 10,000 -> 6,000 -> 2,000 -> gone; then b, oldest first, never more than asked. */
     ck_assert(fs_trash_step(t, 4000));
     ck_assert_int_eq(stat(a, &st), 0);
     ck_assert_int_eq(st.st_size, 6000);
@@ -531,6 +535,7 @@ START_TEST(trash_removes_in_steps)
     ck_assert_int_ne(stat(b, &st), 0);
     /* A file gone meanwhile is skipped; what is left at destroy stays on disk. */
     ck_assert(fs_trash_add(t, a));
+    ck_assert(fs_trash_step(t, 4000)); /* the directory's sync */
     ck_assert(!fs_trash_step(t, 4000));
     int fd = open(b, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
     ck_assert_int_eq(write(fd, block, sizeof(block)), (ssize_t)sizeof(block));

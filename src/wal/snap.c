@@ -104,7 +104,7 @@ uint64_t snap_writer_size(const struct snap_writer *w)
     return w->written + w->b.len;
 }
 
-/* A failed finish: the temp file goes now (abort would too, but the caller may keep w). */
+/* The temp file and its descriptor go (a failed finish, which may keep w; and abort). */
 static void drop_tmp(struct snap_writer *w)
 {
     if (w->fd >= 0)
@@ -187,12 +187,8 @@ void snap_writer_abort(struct snap_writer *w)
 {
     if (!w)
         return;
-    if (w->fd >= 0)
-        close(w->fd);
-    if (w->tmp)
-        unlink(w->tmp);
+    drop_tmp(w);
     buf_fini(&w->b);
-    free(w->tmp);
     free(w->path);
     free(w);
 }

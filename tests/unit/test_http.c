@@ -801,21 +801,24 @@ static int preface_stall_client(int port)
     return took < 6000 ? 0 : 2;
 }
 
-START_TEST(server_h2_preface_timeout)
+/* serve_client with echo_h2 as the HTTP/2 side. */
+static int serve_client_h2(int (*cl)(int port))
 {
     serve_h2 = echo_h2;
-    int rc = serve_client(&LIM, handler, preface_stall_client, 20);
+    int rc = serve_client(&LIM, handler, cl, 20);
     serve_h2 = NULL;
-    ck_assert_int_eq(rc, 0);
+    return rc;
+}
+
+START_TEST(server_h2_preface_timeout)
+{
+    ck_assert_int_eq(serve_client_h2(preface_stall_client), 0);
 }
 END_TEST
 
 START_TEST(server_h2_handoff)
 {
-    serve_h2 = echo_h2;
-    int rc = serve_client(&LIM, handler, h2_client, 20);
-    serve_h2 = NULL;
-    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(serve_client_h2(h2_client), 0);
 }
 END_TEST
 

@@ -488,22 +488,30 @@ static uint64_t parse_timeout(const uint8_t *v, size_t len)
             return 0;
         n = n * 10 + (uint64_t)(v[i] - '0');
     }
+    uint64_t ms;
     switch (v[len - 1]) {
-    case 'H': /* a zero deadline has passed already, whatever its unit */
-        return n ? n * 3600000 : 1;
+    case 'H':
+        ms = n * 3600000;
+        break;
     case 'M':
-        return n ? n * 60000 : 1;
+        ms = n * 60000;
+        break;
     case 'S':
-        return n ? n * 1000 : 1;
+        ms = n * 1000;
+        break;
     case 'm':
-        return n ? n : 1;
+        ms = n;
+        break;
     case 'u':
-        return n / 1000 ? n / 1000 : 1;
+        ms = n / 1000;
+        break;
     case 'n':
-        return n / 1000000 ? n / 1000000 : 1;
+        ms = n / 1000000;
+        break;
     default:
         return 0;
     }
+    return ms ? ms : 1; /* under a millisecond, or zero, has passed already: not "none" */
 }
 
 /* The request's headers are complete: find the method, check the call, arm the deadline. */

@@ -208,8 +208,10 @@ static bool keepalive_next(struct gw_req *r)
         keepalive_end(r);
         return false;
     }
-    /* Each message is decoded in an arena of its own: r's would grow with every one. */
-    struct arena *a = arena_create(512);
+    /* Each message is decoded in an arena of its own, from the gateway's pool: r's would grow
+     * with every one. */
+    struct arena_pool *pool = &r->gw->arenas; /* r may be freed before a goes back */
+    struct arena *a = arena_pool_take(pool);
     if (!a) {
         if (k->done == 0)
             gw_reply_error(r, MS_E_NOMEM, NULL);
@@ -229,10 +231,10 @@ static bool keepalive_next(struct gw_req *r)
             gw_reply_decode_error(r, d.msg);
         else
             keepalive_end(r);
-        arena_destroy(a);
+        arena_pool_give(pool, a);
         return false;
     }
-    arena_destroy(a);
+    arena_pool_give(pool, a);
     k->off += used;
     struct srv_req q = {.type = SRV_REQ_LEASE_KEEPALIVE, .u.lease = {.id = id}};
     ms_err e = srv_submit(r->gw->srv, &q, keepalive_done, r, &r->srv_id);

@@ -253,14 +253,15 @@ static void mesh(size_t n)
 static uint64_t next_index[MAX_NODE + 1][MAX_NODE + 1];
 static uint8_t entry_data[4096];
 
-/* An append with one entry of len bytes: data[k] = index + k, checked by on_message. */
-static struct raft_msg app(uint64_t from, uint64_t to, size_t len, struct raft_entry *e)
+/* An append with one entry of len bytes in data: data[k] = index + k, checked by on_message. */
+static struct raft_msg app_in(uint64_t from, uint64_t to, uint8_t *data, size_t len,
+                              struct raft_entry *e)
 {
     uint64_t idx = ++next_index[from][to];
     for (size_t k = 0; k < len; k++)
-        entry_data[k] = (uint8_t)(idx + k);
+        data[k] = (uint8_t)(idx + k);
     *e = (struct raft_entry){
-        .term = 1, .index = idx, .type = RAFT_ENTRY_NORMAL, .data = entry_data, .len = len};
+        .term = 1, .index = idx, .type = RAFT_ENTRY_NORMAL, .data = data, .len = len};
     return (struct raft_msg){.type = RAFT_MSG_APP,
                              .from = from,
                              .to = to,
@@ -268,6 +269,11 @@ static struct raft_msg app(uint64_t from, uint64_t to, size_t len, struct raft_e
                              .index = idx,
                              .n_entries = len ? 1 : 0,
                              .entries = e};
+}
+
+static struct raft_msg app(uint64_t from, uint64_t to, size_t len, struct raft_entry *e)
+{
+    return app_in(from, to, entry_data, len, e);
 }
 
 static void send_app(uint64_t from, uint64_t to, size_t len)
@@ -769,18 +775,8 @@ END_TEST
  * dropped, so what waits stays within the bound plus that one message. */
 static void send_big(uint8_t *data, size_t len)
 {
-    uint64_t idx = ++next_index[1][2];
-    for (size_t k = 0; k < len; k++)
-        data[k] = (uint8_t)(idx + k);
-    struct raft_entry e = {
-        .term = 1, .index = idx, .type = RAFT_ENTRY_NORMAL, .data = data, .len = len};
-    struct raft_msg m = {.type = RAFT_MSG_APP,
-                         .from = 1,
-                         .to = 2,
-                         .term = 1,
-                         .index = idx,
-                         .n_entries = 1,
-                         .entries = &e};
+    struct raft_entry e;
+    struct raft_msg m = app_in(1, 2, data, len, &e);
     peer_send(nodes[1].p, &m, 1);
 }
 

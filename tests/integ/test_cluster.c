@@ -1490,7 +1490,6 @@ START_TEST(snapshot_catchup)
 }
 END_TEST
 
-/* A watch on a follower across a leader change: every event once, in order, no gap. */
 /* ---- two snapshots in one read ---- */
 
 struct backup {
@@ -1815,6 +1814,7 @@ START_TEST(auth_apply)
 }
 END_TEST
 
+/* A watch on a follower across a leader change: every event once, in order, no gap. */
 START_TEST(watch_failover)
 {
     struct cluster c = {0};

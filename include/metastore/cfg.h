@@ -79,7 +79,8 @@ struct cfg {
     uint64_t grpc_keepalive_timeout_ms;  /* --grpc-keepalive-timeout: wait for its answer */
     uint64_t heartbeat_ms;
     uint64_t election_ms;
-    bool pre_vote; /* --pre-vote */
+    bool pre_vote;              /* --pre-vote */
+    bool strict_reconfig_check; /* --strict-reconfig-check */
     struct cfg_tls client_tls;
     struct cfg_tls peer_tls;
     char cipher_suites[2048];  /* --cipher-suites: Go's names, comma-separated (both sides) */

@@ -73,4 +73,30 @@ void cluster_member_encode(const struct cluster_member *m, struct buf *out);
  * trailing bytes). MS_E_DATA_CORRUPT on anything else. */
 ms_err cluster_member_decode(const uint8_t *p, size_t n, struct cluster_member *m);
 
+/* etcd's ID of a member added at run time (membership.NewMember with the API's clock): SHA-1
+ * over the sorted peer URLs and the Unix time in seconds, as decimal text. */
+uint64_t cluster_new_member_id(const struct cfg_url *peer_urls, size_t n, int64_t unix_s);
+
+/* What a membership change carries in its log entry (the conf change's context), so that every
+ * member records the same members: etcd's ConfigChangeContext. */
+enum cluster_cc_kind {
+    CLUSTER_CC_BOOT = 1,    /* a member of the initial cluster: recorded as it is */
+    CLUSTER_CC_ADD = 2,     /* member add (voter or learner) */
+    CLUSTER_CC_REMOVE = 3,  /* member remove */
+    CLUSTER_CC_UPDATE = 4,  /* member update: new peer URLs */
+    CLUSTER_CC_PROMOTE = 5, /* member promote: the learner becomes a voter */
+};
+
+struct cluster_cc {
+    enum cluster_cc_kind kind;
+    uint64_t request_id;          /* the proposer's caller, completed at apply (0: none) */
+    struct cluster_member member; /* BOOT, ADD, UPDATE: the record; otherwise the ID only */
+};
+
+/* Append cc's encoding to out. */
+void cluster_cc_encode(const struct cluster_cc *cc, struct buf *out);
+
+/* Decode strictly; MS_E_DATA_CORRUPT on anything else. */
+ms_err cluster_cc_decode(const uint8_t *p, size_t n, struct cluster_cc *cc);
+
 #endif

@@ -56,6 +56,13 @@ enum ms_grpc_code {
       "etcdserver: can only promote a learner member")                                             \
     X(MS_E_LEARNER_NOT_READY, FAILED_PRECONDITION,                                                 \
       "etcdserver: can only promote a learner member which is in sync with leader")                \
+    X(MS_E_TOO_MANY_LEARNERS, FAILED_PRECONDITION,                                                 \
+      "etcdserver: too many learner members in cluster")                                           \
+    X(MS_E_UNHEALTHY, UNAVAILABLE, "etcdserver: unhealthy cluster")                                \
+    /* etcd 3.4 maps this one to the client's error value, not a status: code Unknown. */          \
+    X(MS_E_NOT_ENOUGH_STARTED, UNKNOWN,                                                            \
+      "etcdserver: re-configuration failed due to not enough started members")                     \
+    X(MS_E_LEARNER_RPC, UNAVAILABLE, "etcdserver: rpc not supported for learner")                  \
     X(MS_E_REQUEST_TOO_LARGE, INVALID_ARGUMENT, "etcdserver: request is too large")                \
     X(MS_E_TOO_MANY_REQUESTS, RESOURCE_EXHAUSTED, "etcdserver: too many requests")                 \
     X(MS_E_ROOT_USER_NOT_EXIST, FAILED_PRECONDITION, "etcdserver: root user does not exist")       \

@@ -53,6 +53,7 @@
 #ifndef METASTORE_PEER_H
 #define METASTORE_PEER_H
 
+#include "metastore/buf.h"
 #include "metastore/err.h"
 #include "metastore/raft.h"
 
@@ -91,6 +92,12 @@ typedef void (*peer_snapshot_fn)(void *ctx, const struct raft_msg *snap_msg, con
  * end frame was written to the socket, false otherwise (raft_report_snapshot). */
 typedef void (*peer_snapshot_sent_fn)(void *ctx, uint64_t id, bool ok);
 
+/* A member dialed told us that we were removed from the cluster (410): we must stop. */
+typedef void (*peer_removed_fn)(void *ctx, uint64_t by);
+/* GET /members on the peer port (a member joining the cluster asks for them): append the
+ * members' list to out (peer_fetch_members's body). */
+typedef void (*peer_members_fn)(void *ctx, struct buf *out);
+
 /* The state machine's bytes for one snapshot, pulled a piece at a time from the loop. */
 struct peer_snap_source {
     /* Copy the next at most cap bytes into buf. Returns the count (> 0), 0 at the end, or
@@ -125,6 +132,8 @@ struct peer_config {
     peer_snapshot_fn on_snapshot;           /* may be NULL: snapshots are refused */
     peer_snapshot_sent_fn on_snapshot_sent; /* may be NULL */
     peer_app_fn on_app;                     /* may be NULL: application frames are dropped */
+    peer_removed_fn on_removed;             /* may be NULL */
+    peer_members_fn members;                /* may be NULL: GET /members is 404 */
     void *ctx;                              /* the callbacks' first argument */
 };
 
@@ -178,17 +187,28 @@ struct peer_stats {
     uint64_t sent_failures;  /* etcd_network_peer_sent_failures_total: messages dropped */
     uint64_t msgs_sent;      /* messages handed to the connection */
     uint64_t msgs_received;
-    uint64_t writes;        /* batches handed to the connection (one per peer per turn) */
-    uint64_t dials;         /* connections attempted */
-    uint64_t refusals;      /* dials of ours refused or dropped (status, IDs, bad frames) */
-    uint64_t rtt_us;        /* the last stream request's round trip (etcd's probing RTT) */
-    size_t queue_bytes;     /* not yet written to the socket, now */
-    size_t queue_bytes_max; /* the most queue_bytes ever was */
-    bool stream_out;        /* the peer's stream to us, that we send on, is up */
-    bool stream_in;         /* our stream from the peer, that we receive on, is up */
+    uint64_t writes;          /* batches handed to the connection (one per peer per turn) */
+    uint64_t dials;           /* connections attempted */
+    uint64_t refusals;        /* dials of ours refused or dropped (status, IDs, bad frames) */
+    uint64_t rtt_us;          /* the last stream request's round trip (etcd's probing RTT) */
+    size_t queue_bytes;       /* not yet written to the socket, now */
+    size_t queue_bytes_max;   /* the most queue_bytes ever was */
+    bool stream_out;          /* the peer's stream to us, that we send on, is up */
+    bool stream_in;           /* our stream from the peer, that we receive on, is up */
+    uint64_t active_since_ms; /* since when a stream with the peer has been up (monotonic), 0
+                               * while none is (etcd's ActiveSince) */
 };
 /* false if id is not a member. */
 bool peer_stats(const struct peer *p, uint64_t id, struct peer_stats *out);
+
+/* Ask the members of a cluster for their list, as a member joining it does at start (etcd's
+ * GetClusterFromRemotePeers): GET /members on each URL in turn, each bounded by timeout_ms
+ * (https URLs through tls, which may be NULL for none), until one answers. Blocking: for the
+ * start only, before the loop runs. On MS_OK, *cluster_id is the cluster's ID and body holds
+ * the list (what the member's peer_members_fn wrote). MS_E_IO when none answered (each failure
+ * logged), MS_E_NOMEM. */
+ms_err peer_fetch_members(const char *const *urls, size_t n, struct tls_ctx *tls,
+                          uint32_t timeout_ms, uint64_t *cluster_id, struct buf *body);
 
 /* Connections the listener refused (another cluster, unknown or removed member, bad request). */
 uint64_t peer_refused(const struct peer *p);

@@ -290,6 +290,11 @@ void raft_destroy(struct raft *r);
  * @return MS_E_BAD_REQUEST if the log is not empty, n is 0 or above RAFT_MAX_NODES, or an id
  * is RAFT_NONE or repeated. */
 ms_err raft_bootstrap(struct raft *r, const uint64_t *voters, size_t n);
+/* raft_bootstrap with a context for each voter's AddNode entry (ctxs[i] of ctx_lens[i] bytes,
+ * copied; etcd puts the member's record there, so that a member that joins later and replays the
+ * log learns the initial members from it). */
+ms_err raft_bootstrap_ctx(struct raft *r, const uint64_t *voters, const uint8_t *const *ctxs,
+                          const size_t *ctx_lens, size_t n);
 
 /* ---- inputs ---- */
 

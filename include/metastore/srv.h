@@ -51,6 +51,12 @@ enum srv_req_type {
     SRV_REQ_LEASE_KEEPALIVE = 21,
     SRV_REQ_LEASE_TTL = 22,
     SRV_REQ_MOVE_LEADER = 23, /* srv_move_leader's result, never in the log */
+    /* The results of srv_member_add, _remove, _update and _promote (their changes travel in
+     * the log as conf changes, not as requests). */
+    SRV_REQ_MEMBER_ADD = 24,
+    SRV_REQ_MEMBER_REMOVE = 25,
+    SRV_REQ_MEMBER_UPDATE = 26,
+    SRV_REQ_MEMBER_PROMOTE = 27,
 };
 
 /* etcd LeaseGrantRequest / LeaseRevokeRequest (ttl unused for revoke). */
@@ -131,6 +137,7 @@ struct srv_result {
         struct srv_alarm_resp alarm;
         struct srv_lease_resp lease;
         struct auth_resp auth;
+        uint64_t member_id; /* SRV_REQ_MEMBER_*: the member changed (the new one for add) */
     } u;
 };
 
@@ -364,6 +371,26 @@ ms_err srv_hash_kv(struct srv *s, int64_t rev, uint32_t *hash, int64_t *compact_
 void srv_self(struct srv *s, struct srv_member *m);
 
 #define SRV_MAX_MEMBERS 16
+
+/* ---- membership (etcd's Cluster service) ----
+ * A change is checked here first as etcd's strict reconfiguration check does (on by default:
+ * --strict-reconfig-check), then proposed as a Raft conf change; every member checks it again
+ * when it applies it (a duplicate peer URL, an unknown member...), and it takes effect then.
+ * done gets a SRV_REQ_MEMBER_* result once this member has applied it, or the error; the
+ * member list is srv_members then. A removal of the leader hands leadership to another voter
+ * first. Peer URLs are "http(s)://host:port" texts; MS_E_MEMBER_BAD_URLS if one is not. */
+ms_err srv_member_add(struct srv *s, const char *const *peer_urls, size_t n, bool learner,
+                      srv_done_fn done, void *ctx, uint64_t *id);
+ms_err srv_member_remove(struct srv *s, uint64_t member, srv_done_fn done, void *ctx, uint64_t *id);
+ms_err srv_member_update(struct srv *s, uint64_t member, const char *const *peer_urls, size_t n,
+                         srv_done_fn done, void *ctx, uint64_t *id);
+/* Only the leader knows whether a learner has caught up: a follower asks it. */
+ms_err srv_member_promote(struct srv *s, uint64_t member, srv_done_fn done, void *ctx,
+                          uint64_t *id);
+
+/* This member is a learner: it serves status and serializable ranges only (etcd 3.4), the
+ * front doors refuse the rest with MS_E_LEARNER_RPC. */
+bool srv_is_learner(const struct srv *s);
 
 /* The members, by ID: the "members" bucket as the server started with it (just this member
  * in a data directory that predates the bucket). This member shows the name and client URLs it

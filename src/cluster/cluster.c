@@ -377,3 +377,46 @@ ms_err cluster_member_decode(const uint8_t *p, size_t n, struct cluster_member *
     }
     return MS_OK;
 }
+
+uint64_t cluster_new_member_id(const struct cfg_url *peer_urls, size_t n, int64_t unix_s)
+{
+    char t[24];
+    snprintf(t, sizeof(t), "%lld", (long long)unix_s);
+    return cluster_member_id(peer_urls, n, t);
+}
+
+#define CC_VERSION 1
+
+/* version 1 | kind (1) | request id (8, big-endian) | the member's record (BOOT, ADD, UPDATE) or
+ * its ID (8, big-endian). */
+void cluster_cc_encode(const struct cluster_cc *cc, struct buf *out)
+{
+    uint8_t h[10];
+    h[0] = CC_VERSION;
+    h[1] = (uint8_t)cc->kind;
+    be64_to(h + 2, cc->request_id);
+    buf_append(out, h, sizeof(h));
+    if (cc->kind == CLUSTER_CC_REMOVE || cc->kind == CLUSTER_CC_PROMOTE) {
+        uint8_t id[8];
+        be64_to(id, cc->member.id);
+        buf_append(out, id, sizeof(id));
+        return;
+    }
+    cluster_member_encode(&cc->member, out);
+}
+
+ms_err cluster_cc_decode(const uint8_t *p, size_t n, struct cluster_cc *cc)
+{
+    memset(cc, 0, sizeof(*cc));
+    if (n < 10 || p[0] != CC_VERSION || p[1] < CLUSTER_CC_BOOT || p[1] > CLUSTER_CC_PROMOTE)
+        return MS_E_DATA_CORRUPT;
+    cc->kind = (enum cluster_cc_kind)p[1];
+    cc->request_id = be64_of(p + 2);
+    if (cc->kind == CLUSTER_CC_REMOVE || cc->kind == CLUSTER_CC_PROMOTE) {
+        if (n != 18)
+            return MS_E_DATA_CORRUPT;
+        cc->member.id = be64_of(p + 10);
+        return MS_OK;
+    }
+    return cluster_member_decode(p + 10, n - 10, &cc->member);
+}

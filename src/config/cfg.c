@@ -320,6 +320,11 @@ static bool set_pre_vote(struct cfg *c, const char *v, char *msg, size_t msgsz)
     return parse_bool(v, &c->pre_vote, "-pre-vote", msg, msgsz);
 }
 
+static bool set_strict_reconfig(struct cfg *c, const char *v, char *msg, size_t msgsz)
+{
+    return parse_bool(v, &c->strict_reconfig_check, "-strict-reconfig-check", msg, msgsz);
+}
+
 static bool set_compaction_mode(struct cfg *c, const char *v, char *msg, size_t msgsz)
 {
     if (strcmp(v, "periodic") == 0)
@@ -526,7 +531,8 @@ static bool set_config_file(struct cfg *c, const char *v, char *msg, size_t msgs
 /* Go's bool flags: "--x" alone is true, and a value is given only as "--x=false". */
 static bool is_bool_flag(const struct cfg_flag *f)
 {
-    return f->set == set_pre_vote || f->set == set_client_cert_auth || f->set == set_auto_tls ||
+    return f->set == set_pre_vote || f->set == set_strict_reconfig ||
+           f->set == set_client_cert_auth || f->set == set_auto_tls ||
            f->set == set_peer_client_cert_auth || f->set == set_peer_auto_tls;
 }
 
@@ -554,6 +560,8 @@ static const struct cfg_flag CFG_FLAGS[] = {
      "Enable the Raft Pre-Vote algorithm, so that a member that rejoins after a partition does "
      "not disturb the cluster (etcd 3.5's default; 3.4's is false).",
      set_pre_vote},
+    {"strict-reconfig-check", "true",
+     "Reject reconfiguration requests that would cause quorum loss.", set_strict_reconfig},
     {"heartbeat-interval", "100", "Time (in milliseconds) of a heartbeat interval.", set_heartbeat},
     {"election-timeout", "1000", "Time (in milliseconds) for an election to timeout.",
      set_election},
@@ -703,11 +711,6 @@ static bool finish(struct cfg *c, bool have_dir, bool have_cluster, char *msg, s
     if (!found) {
         snprintf(msg, msgsz, "couldn't find local name \"%s\" in the initial cluster configuration",
                  c->name);
-        return false;
-    }
-    if (c->initial_cluster_existing) {
-        snprintf(msg, msgsz,
-                 "--initial-cluster-state existing: joining a cluster is not supported yet");
         return false;
     }
     if (c->auto_compaction_revision) {

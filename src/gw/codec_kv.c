@@ -307,6 +307,10 @@ size_t codec_proto_size(const struct srv_req *req)
     case SRV_REQ_DEFRAG:
     case SRV_REQ_MEMBER_ATTR:
     case SRV_REQ_MOVE_LEADER:
+    case SRV_REQ_MEMBER_ADD:
+    case SRV_REQ_MEMBER_REMOVE:
+    case SRV_REQ_MEMBER_UPDATE:
+    case SRV_REQ_MEMBER_PROMOTE:
         return 0;
     case SRV_REQ_LEASE_GRANT:
     case SRV_REQ_LEASE_REVOKE:
@@ -503,6 +507,10 @@ void codec_result(struct mjson_w *w, const struct srv_header *h, const struct sr
     case SRV_REQ_LEASE_KEEPALIVE: /* the lease routes encode these themselves */
     case SRV_REQ_LEASE_TTL:
     case SRV_REQ_MOVE_LEADER:
+    case SRV_REQ_MEMBER_ADD:
+    case SRV_REQ_MEMBER_REMOVE:
+    case SRV_REQ_MEMBER_UPDATE:
+    case SRV_REQ_MEMBER_PROMOTE:
         break;
     case SRV_REQ_AUTH:
         codec_auth_body(w, &r->u.auth);

@@ -52,18 +52,18 @@ static const struct gw_route ROUTES[] = {
     {"/kv/lease/timetolive", gw_lease_timetolive, LEASE("LeaseTimeToLive")},
     {"/lease/leases", gw_lease_leases, LEASE("LeaseLeases")},
     {"/kv/lease/leases", gw_lease_leases, LEASE("LeaseLeases")},
-    {"/cluster/member/add", NULL, MEMB("MemberAdd")},
-    {"/cluster/member/remove", NULL, MEMB("MemberRemove")},
-    {"/cluster/member/update", NULL, MEMB("MemberUpdate")},
+    {"/cluster/member/add", gw_cluster_member_add, MEMB("MemberAdd")},
+    {"/cluster/member/remove", gw_cluster_member_remove, MEMB("MemberRemove")},
+    {"/cluster/member/update", gw_cluster_member_update, MEMB("MemberUpdate")},
     {"/cluster/member/list", gw_cluster_member_list, MEMB("MemberList")},
-    {"/cluster/member/promote", NULL, MEMB("MemberPromote")},
+    {"/cluster/member/promote", gw_cluster_member_promote, MEMB("MemberPromote")},
     {"/maintenance/alarm", gw_maint_alarm, MAINT("Alarm")},
     {"/maintenance/status", gw_maint_status, MAINT("Status")},
     {"/maintenance/defragment", gw_maint_defrag, MAINT("Defragment")},
     {"/maintenance/hash", gw_maint_hash, MAINT("Hash")},
     {"/maintenance/snapshot", gw_maint_snapshot, "/etcdserverpb.Maintenance/Snapshot",
      "server_stream"},
-    {"/maintenance/transfer-leadership", NULL, MAINT("MoveLeader")},
+    {"/maintenance/transfer-leadership", gw_maint_move_leader, MAINT("MoveLeader")},
     {"/auth/enable", gw_auth_enable, AUTH("AuthEnable")},
     {"/auth/disable", gw_auth_disable, AUTH("AuthDisable")},
     {"/auth/authenticate", gw_auth_authenticate, AUTH("Authenticate")},
@@ -524,12 +524,20 @@ static void route_v3(struct gw *gw, struct http_request *req, const char *sub)
         gw_reply_error(r, MS_E_UNIMPLEMENTED, NULL);
         return;
     }
-    if (gw_require_leader(req) && !srv_has_leader(gw->srv)) {
-        /* etcd's interceptors: a caller that asked for a leader is refused at once. */
-        if (rt->fn == gw_watch || rt->fn == gw_lease_keepalive || rt->fn == gw_election_observe)
-            gw_reply_stream_error(r, MS_E_NO_LEADER, NULL);
+    bool stream = rt->fn == gw_watch || rt->fn == gw_lease_keepalive ||
+                  rt->fn == gw_election_observe || rt->fn == gw_maint_snapshot;
+    /* etcd's interceptors: a learner serves status and serializable ranges only (gw_kv_range
+     * looks at the range); a caller that asked for a leader is refused at once without one. */
+    ms_err e = MS_OK;
+    if (rt->fn != gw_maint_status && rt->fn != gw_kv_range && srv_is_learner(gw->srv))
+        e = MS_E_LEARNER_RPC;
+    else if (gw_require_leader(req) && !srv_has_leader(gw->srv))
+        e = MS_E_NO_LEADER;
+    if (e) {
+        if (stream)
+            gw_reply_stream_error(r, e, NULL);
         else
-            gw_reply_error(r, MS_E_NO_LEADER, NULL);
+            gw_reply_error(r, e, NULL);
         return;
     }
     rt->fn(r);

@@ -18,7 +18,11 @@ void gw_kv_range(struct gw_req *r)
     if (!gw_parse_root(r, &d, &root))
         return;
     r->sreq.type = SRV_REQ_RANGE;
-    finish(r, &d, codec_decode_range(&d, &root, &r->sreq.u.range));
+    ms_err e = codec_decode_range(&d, &root, &r->sreq.u.range);
+    /* A learner serves serializable ranges only (etcd's isRPCSupportedForLearner). */
+    if (!e && !r->sreq.u.range.serializable && srv_is_learner(r->gw->srv))
+        e = MS_E_LEARNER_RPC;
+    finish(r, &d, e);
 }
 
 void gw_kv_put(struct gw_req *r)

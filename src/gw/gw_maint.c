@@ -1,5 +1,5 @@
-/* gw_maint.c - /v3/maintenance/{status,hash} and /v3/cluster/member/list: answered at once
- * from the server's state (no log entry). */
+/* gw_maint.c - /v3/maintenance/{status,hash,alarm}: answered at once from the server's state,
+ * but for alarm changes (a log entry). */
 #include "codec.h"
 #include "gw_int.h"
 
@@ -123,48 +123,4 @@ void gw_maint_alarm(struct gw_req *r)
     }
     r->encode = encode_alarms;
     gw_submit(r);
-}
-
-static void urls(struct mjson_w *w, const char *name, const struct cfg_url *u, size_t n)
-{
-    if (!n)
-        return;
-    mjson_w_key(w, name);
-    mjson_w_arr(w);
-    for (size_t i = 0; i < n; i++)
-        mjson_w_cstr(w, u[i].text);
-    mjson_w_arr_end(w);
-}
-
-void gw_cluster_member_list(struct gw_req *r)
-{
-    if (!gw_parse_empty(r))
-        return;
-    struct srv_member ms[SRV_MAX_MEMBERS];
-    struct buf b;
-    struct mjson_w w;
-    size_t n = srv_members(r->gw->srv, ms);
-    gw_json_begin(r, &b, &w, false);
-    mjson_w_key(&w, "members");
-    mjson_w_arr(&w);
-    for (size_t i = 0; i < n; i++) {
-        const struct srv_member *m = &ms[i];
-        mjson_w_obj(&w);
-        mjson_w_key(&w, "ID");
-        codec_write_u64(&w, m->id);
-        if (m->name && *m->name) {
-            mjson_w_key(&w, "name");
-            mjson_w_cstr(&w, m->name);
-        }
-        urls(&w, "peerURLs", m->peer_urls, m->n_peer_urls);
-        urls(&w, "clientURLs", m->client_urls, m->n_client_urls);
-        if (m->is_learner) {
-            mjson_w_key(&w, "isLearner");
-            mjson_w_bool(&w, true);
-        }
-        mjson_w_obj_end(&w);
-    }
-    mjson_w_arr_end(&w);
-    mjson_w_obj_end(&w);
-    gw_reply(r, 200, &b);
 }

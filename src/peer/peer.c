@@ -56,9 +56,7 @@ bool peer_hex_parse(const char *s, size_t len, uint64_t *out)
     return true;
 }
 
-/* "http://host:port" or "https://host:port" with a numeric host ("[v6]" for IPv6), nothing
- * after the port but an optional "/". */
-static bool url_parse(const char *s, struct peer_url *out)
+bool peer_url_parse(const char *s, struct peer_url *out)
 {
     const char *h;
     if (strncmp(s, "http://", 7) == 0)
@@ -106,7 +104,7 @@ static bool urls_parse(const char *const *urls, size_t n, struct peer_url *out)
     if (n == 0 || n > PEER_MAX_URLS)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (!urls[i] || !url_parse(urls[i], &out[i]))
+        if (!urls[i] || !peer_url_parse(urls[i], &out[i]))
             return false;
     return true;
 }
@@ -330,12 +328,34 @@ static bool header_hex(const struct http_request *r, const char *name, uint64_t 
     return v && peer_hex_parse(v, len, out);
 }
 
+/* GET /members: the list the owner writes, with the cluster's ID (etcd's members handler). */
+static void answer_members(struct peer *t, struct http_request *r)
+{
+    struct buf b;
+    buf_init(&b);
+    t->cfg.members(t->cfg.ctx, &b);
+    if (buf_failed(&b)) {
+        buf_fini(&b);
+        refuse(t, r, 500, "out of memory\n");
+        return;
+    }
+    struct http_hdr h[] = {{"Content-Type", 12, "application/octet-stream", 24},
+                           {"X-Etcd-Cluster-ID", 17, t->hex_cluster, 16}};
+    http_respond(r, 200, h, 2, b.p, b.len);
+    buf_fini(&b);
+}
+
 /* A dial from a peer: check it as etcd's streamHandler does (rafthttp/http.go), then keep
  * the response open as our stream to that peer. */
 static void on_request(void *ctx, struct http_request *r)
 {
     struct peer *t = ctx;
     size_t plen = strlen(PEER_STREAM_PATH);
+    if (r->method == HTTP_GET && t->cfg.members && r->target_len == strlen(PEER_MEMBERS_PATH) &&
+        memcmp(r->target, PEER_MEMBERS_PATH, r->target_len) == 0) {
+        answer_members(t, r);
+        return;
+    }
     if (r->method != HTTP_GET || r->target_len <= plen ||
         memcmp(r->target, PEER_STREAM_PATH, plen) != 0) {
         refuse(t, r, 404, "404 page not found\n");
@@ -394,7 +414,7 @@ static void on_request(void *ctx, struct http_request *r)
     http_stream_drop_input(r);
     http_set_close_cb(r, on_out_close, m);
     m->out = r;
-    m->out_last_ms = clock_now_ms();
+    m->out_last_ms = m->out_up_ms = clock_now_ms();
     m->st.stream_out = true;
     log_info("peer: the stream to %s is up", m->hex);
     peer_wake(t); /* a snapshot waiting for the stream goes on */
@@ -814,6 +834,11 @@ bool peer_stats(const struct peer *t, uint64_t id, struct peer_stats *out)
     *out = m->st;
     out->queue_bytes = m->q.len + (m->out ? http_pending(m->out) : 0);
     out->stream_in = m->dial_state == DIAL_UP;
+    out->active_since_ms = 0;
+    if (out->stream_out)
+        out->active_since_ms = m->out_up_ms;
+    if (out->stream_in && (!out->active_since_ms || m->up_ms < out->active_since_ms))
+        out->active_since_ms = m->up_ms;
     return true;
 }
 

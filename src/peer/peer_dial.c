@@ -195,6 +195,8 @@ static void on_head(void *arg, const struct http_response *r)
         snprintf(why, sizeof(why), "refused with %d %.*s", r->status, (int)r->reason_len,
                  r->reason);
         refused(m, why);
+        if (r->status == 410 && t->cfg.on_removed)
+            t->cfg.on_removed(t->cfg.ctx, m->id); /* etcd: the member has been removed */
         return;
     }
     if (!header_is(r, "X-Etcd-Cluster-ID", t->hex_cluster)) {

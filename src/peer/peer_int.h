@@ -73,6 +73,7 @@ struct peer_member {
     struct buf q; /* frames queued this turn */
     size_t q_msgs;
     uint64_t out_last_ms; /* when a frame was last handed to the stream */
+    uint64_t out_up_ms;   /* when the stream was accepted */
     bool unreachable;     /* a message was dropped: report it from the loop */
     size_t snap_refused;  /* MsgSnaps given to peer_send: report each as failed */
     struct snap_out snap;
@@ -112,8 +113,13 @@ struct peer {
     char hex_cluster[17];
 };
 
+#define PEER_MEMBERS_PATH "/members"
+
 /* peer.c */
 struct peer_member *peer_member_find(const struct peer *t, uint64_t id);
+/* "http://host:port" or "https://host:port" with a numeric host ("[v6]" for IPv6), nothing
+ * after the port but an optional "/". */
+bool peer_url_parse(const char *s, struct peer_url *out);
 void peer_wake(struct peer *t);
 /* 16 lowercase hex digits and a NUL. */
 void peer_hex(uint64_t v, char out[17]);

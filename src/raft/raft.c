@@ -651,10 +651,16 @@ static uint8_t *encode_cc(const struct raft_conf_change *cc, size_t *len)
 
 ms_err raft_bootstrap(struct raft *r, const uint64_t *voters, size_t n)
 {
+    return raft_bootstrap_ctx(r, voters, NULL, NULL, n);
+}
+
+ms_err raft_bootstrap_ctx(struct raft *r, const uint64_t *voters, const uint8_t *const *ctxs,
+                          const size_t *ctx_lens, size_t n)
+{
     if (n == 0 || n > RAFT_MAX_NODES || raft_log_last_index(&r->log) != 0)
         return MS_E_BAD_REQUEST;
     for (size_t i = 0; i < n; i++) {
-        if (voters[i] == RAFT_NONE)
+        if (voters[i] == RAFT_NONE || (ctxs && ctx_lens[i] > RAFT_CODEC_MAX_CC_CTX))
             return MS_E_BAD_REQUEST;
         for (size_t j = 0; j < i; j++)
             if (voters[j] == voters[i])
@@ -664,6 +670,10 @@ ms_err raft_bootstrap(struct raft *r, const uint64_t *voters, size_t n)
     memset(&r->prev_hard, 0, sizeof(r->prev_hard));
     for (size_t i = 0; i < n; i++) {
         struct raft_conf_change cc = {.type = RAFT_CC_ADD_NODE, .node_id = voters[i]};
+        if (ctxs) {
+            cc.ctx = ctxs[i];
+            cc.ctx_len = ctx_lens[i];
+        }
         struct raft_entry e = {.term = 1, .index = i + 1, .type = RAFT_ENTRY_CONF_CHANGE};
         uint8_t *data = encode_cc(&cc, &e.len);
         e.data = data;

@@ -12,6 +12,8 @@
 #include "metastore/clock.h"
 #include "metastore/fs.h"
 #include "metastore/log.h"
+#include "metastore/peer.h"
+#include "metastore/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -193,21 +195,136 @@ static ms_err check_owner(struct srv *s)
     return e;
 }
 
+/* The URL lists of the flags' initial cluster are the same sets. */
+static bool same_urls(const struct cfg_url *a, size_t na, const struct cfg_url *b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++) {
+        bool found = false;
+        for (size_t j = 0; j < nb && !found; j++)
+            found = strcmp(a[i].text, b[j].text) == 0;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+/* Decode the members a peer answered GET /members with, and check them against the flags as
+ * etcd's ValidateClusterAndAssignIDs does: as many members, each member of --initial-cluster
+ * one of them by its peer URLs; this member is the one with our advertised peer URLs. */
+static bool joined_members(struct srv *s, const struct buf *body, struct srv_durable *d)
+{
+    const uint8_t *p = body->p;
+    size_t left = body->len;
+    while (left) {
+        if (left < 4 || be32_get(p) > left - 4 || d->n_joined == CLUSTER_MAX_MEMBERS ||
+            cluster_member_decode(p + 4, be32_get(p), &d->joined[d->n_joined]) != MS_OK) {
+            log_error("the cluster's member list does not decode");
+            return false;
+        }
+        left -= 4 + be32_get(p);
+        p += 4 + be32_get(p);
+        d->n_joined++;
+    }
+    if (d->n_joined != s->cfg.n_initial_cluster) {
+        log_error("error validating peerURLs: member count is unequal (the cluster has %zu "
+                  "members, --initial-cluster names %zu)",
+                  d->n_joined, s->cfg.n_initial_cluster);
+        return false;
+    }
+    for (size_t i = 0; i < s->cfg.n_initial_cluster; i++) {
+        const struct cfg_member *cm = &s->cfg.initial_cluster[i];
+        bool found = false;
+        for (size_t j = 0; j < d->n_joined && !found; j++)
+            found = same_urls(cm->peer_urls, cm->n_peer_urls, d->joined[j].peer_urls,
+                              d->joined[j].n_peer_urls);
+        if (!found) {
+            log_error("error validating peerURLs: unmatched member while checking PeerURLs: "
+                      "%s=%s is not a member of the cluster",
+                      cm->name, cm->peer_urls[0].text);
+            return false;
+        }
+    }
+    for (size_t j = 0; j < d->n_joined; j++)
+        if (same_urls(s->cfg.initial_advertise_peer, s->cfg.n_initial_advertise_peer,
+                      d->joined[j].peer_urls, d->joined[j].n_peer_urls))
+            s->member_id = d->joined[j].id;
+    if (!s->member_id) {
+        log_error("this member (--initial-advertise-peer-urls %s) is not a member of the cluster: "
+                  "add it first (member add)",
+                  s->cfg.initial_advertise_peer[0].text);
+        return false;
+    }
+    return true;
+}
+
+/* --initial-cluster-state existing: ask the other members of --initial-cluster for the
+ * cluster's members (etcd's GetClusterFromRemotePeers); this member's and the cluster's IDs
+ * come from them. Blocking, bounded: the start only. */
+static ms_err join_cluster(struct srv *s, struct srv_durable *d)
+{
+    const char *urls[CFG_MAX_MEMBERS * CFG_MAX_URLS];
+    size_t n = 0;
+    for (size_t i = 0; i < s->cfg.n_initial_cluster; i++) {
+        const struct cfg_member *cm = &s->cfg.initial_cluster[i];
+        if (same_urls(cm->peer_urls, cm->n_peer_urls, s->cfg.initial_advertise_peer,
+                      s->cfg.n_initial_advertise_peer))
+            continue;
+        for (size_t j = 0; j < cm->n_peer_urls; j++)
+            urls[n++] = cm->peer_urls[j].text;
+    }
+    struct tls_ctx *tls = NULL;
+    if (cfg_tls_used(&s->cfg, true) || *s->cfg.peer_tls.cert_file || s->cfg.peer_tls.auto_tls) {
+        struct tls_config tc;
+        const char *hosts[CFG_MAX_URLS];
+        char msg[512];
+        cfg_tls_config(&s->cfg, true, &tc, hosts);
+        if (!(tls = tls_ctx_client(&tc, msg, sizeof(msg)))) {
+            log_error("peer TLS: %s", msg);
+            return MS_E_IO;
+        }
+    }
+    struct buf body;
+    buf_init(&body);
+    free(d->joined);
+    d->n_joined = 0;
+    d->joined = calloc(CLUSTER_MAX_MEMBERS, sizeof(*d->joined));
+    ms_err e =
+        d->joined ? peer_fetch_members(urls, n, tls, 2000, &s->cluster_id, &body) : MS_E_NOMEM;
+    if (e == MS_E_IO)
+        log_error("cannot fetch cluster info from peer urls: could not retrieve cluster "
+                  "information from the given URLs");
+    else if (!e && !joined_members(s, &body, d))
+        e = MS_E_BAD_REQUEST;
+    if (!e)
+        log_info("joining cluster %016llx as member %016llx (%zu members)",
+                 (unsigned long long)s->cluster_id, (unsigned long long)s->member_id, d->n_joined);
+    buf_fini(&body);
+    tls_ctx_destroy(tls);
+    return e;
+}
+
 /* Open the WAL, settle the identity, and start the Raft node from what is durable: it applies
  * what the backend lacks and elects this member before anything is served. */
-static ms_err open_node(struct srv *s, const struct srv_durable *d)
+static ms_err open_node(struct srv *s, struct srv_durable *d)
 {
     struct wal_log log;
     char wal[4200];
     struct stat sb;
     snprintf(wal, sizeof(wal), "%s/member/wal", s->cfg.data_dir);
-    if (!d->have_id && !d->boot_ok && stat(wal, &sb) != 0) {
+    bool fresh = !d->have_id && stat(wal, &sb) != 0;
+    ms_err e;
+    if (fresh && s->cfg.initial_cluster_existing) {
+        if ((e = join_cluster(s, d)) != MS_OK)
+            return e;
+    } else if (fresh && !d->boot_ok) {
         /* A new cluster: refuse the flags etcd refuses, before the WAL takes the IDs. */
         log_error("%s", d->boot_msg);
         return MS_E_BAD_REQUEST;
     }
     /* From the applied entry itself: its term is the in-memory log's base. */
-    ms_err e = srv_node_wal_open(s, d->applied ? d->applied : 1, &log);
+    e = srv_node_wal_open(s, d->applied ? d->applied : 1, &log);
     if (e)
         return e;
     if (!d->have_id && (e = settle_identity(s, d, &log)) != MS_OK)
@@ -216,6 +333,15 @@ static ms_err open_node(struct srv *s, const struct srv_durable *d)
         e = check_owner(s);
     if (!e && (e = srv_members_load(s)) != MS_OK)
         log_error("cannot read the members: %s", ms_err_name(e));
+    /* A member that joined and has not applied its cluster's members yet (they come with the
+     * log or a snapshot from the leader): it knows them from whom it asked. */
+    if (!e && !s->n_members && s->cfg.initial_cluster_existing && !d->n_joined &&
+        (e = join_cluster(s, d)) != MS_OK)
+        log_error("cannot learn the cluster's members again: %s", ms_err_name(e));
+    if (!e && !s->n_members && d->n_joined) {
+        memcpy(s->members, d->joined, d->n_joined * sizeof(*s->members));
+        s->n_members = d->n_joined;
+    }
     if (!e)
         e = srv_node_start(s, &log, d);
     wal_log_fini(&log);
@@ -304,7 +430,9 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         goto out_destroy;
     *err = open_node(s, &d);
     free(d.boot);
+    free(d.joined);
     d.boot = NULL;
+    d.joined = NULL;
     if (*err != MS_OK)
         goto out_destroy;
     /* Request IDs travel in the log: unique across members and restarts, as etcd's idutil
@@ -407,6 +535,10 @@ static ms_err validate(const struct srv *s, const struct srv_req *req)
     case SRV_REQ_DEFRAG:
     case SRV_REQ_MEMBER_ATTR: /* the server's own, never a client's */
     case SRV_REQ_MOVE_LEADER: /* srv_move_leader */
+    case SRV_REQ_MEMBER_ADD:  /* srv_member_*: conf changes */
+    case SRV_REQ_MEMBER_REMOVE:
+    case SRV_REQ_MEMBER_UPDATE:
+    case SRV_REQ_MEMBER_PROMOTE:
         break;
     }
     return MS_E_BAD_REQUEST;
@@ -510,19 +642,9 @@ static void on_compactor(evutil_socket_t fd, short what, void *arg)
 
 ms_err srv_move_leader(struct srv *s, uint64_t target, srv_done_fn done, void *ctx, uint64_t *id)
 {
-    uint64_t rid = ++s->next_id;
-    struct wait_entry *w = wait_add(&s->waits, rid);
-    if (!w)
-        return MS_E_NOMEM;
-    w->done = done;
-    w->ctx = ctx;
-    ms_err e = srv_node_move_leader(s, target, rid);
-    if (e) {
-        wait_remove(&s->waits, rid, NULL);
-        return e;
-    }
-    *id = rid;
-    return MS_OK;
+    uint64_t rid;
+    ms_err e = srv_waiter_add(s, done, ctx, &rid);
+    return e ? e : srv_waiter_keep(s, rid, srv_node_move_leader(s, target, rid), id);
 }
 
 void srv_cancel(struct srv *s, uint64_t id)
@@ -555,6 +677,7 @@ void srv_status(struct srv *s, struct srv_status *st)
     st->raft_index = ns.commit;
     st->raft_term = ns.term;
     st->raft_applied_index = srv_applied(s);
+    st->is_learner = srv_node_is_learner(s);
 }
 
 ms_err srv_hash(struct srv *s, uint32_t *hash, int64_t *revision)

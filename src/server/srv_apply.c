@@ -213,6 +213,167 @@ void srv_apply_entry(struct srv *s, const struct raft_entry *ent, const struct r
     }
 }
 
+/* ---- membership changes, as every member applies them ---- */
+
+static struct cluster_member *member_find(struct srv *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n_members; i++)
+        if (s->members[i].id == id)
+            return &s->members[i];
+    return NULL;
+}
+
+static bool url_taken(const struct srv *s, const struct cluster_member *m)
+{
+    for (size_t i = 0; i < s->n_members; i++) {
+        const struct cluster_member *o = &s->members[i];
+        if (o->id == m->id)
+            continue;
+        for (size_t j = 0; j < o->n_peer_urls; j++)
+            for (size_t k = 0; k < m->n_peer_urls; k++)
+                if (strcmp(o->peer_urls[j].text, m->peer_urls[k].text) == 0)
+                    return true;
+    }
+    return false;
+}
+
+ms_err srv_member_check(struct srv *s, const struct raft_conf_change *rc, struct cluster_cc *cc)
+{
+    if (rc->ctx_len == 0) {
+        /* A bootstrap entry written before they carried the member's record. */
+        memset(cc, 0, sizeof(*cc));
+        cc->kind = CLUSTER_CC_BOOT;
+        cc->member.id = rc->node_id;
+        return MS_OK;
+    }
+    if (cluster_cc_decode(rc->ctx, rc->ctx_len, cc) != MS_OK || cc->member.id != rc->node_id)
+        ms_fatal("a membership change for %016llx does not decode",
+                 (unsigned long long)rc->node_id);
+    if (cc->kind == CLUSTER_CC_BOOT)
+        return MS_OK;
+    bool removed;
+    ms_err e = srv_member_was_removed(s->wtxn, cc->member.id, &removed);
+    srv_check_apply_error(e);
+    if (removed)
+        return MS_E_MEMBER_NOT_FOUND; /* etcd ErrIDRemoved, answered as not found */
+    const struct cluster_member *m = member_find(s, cc->member.id);
+    switch (cc->kind) {
+    case CLUSTER_CC_ADD: {
+        if (m)
+            return MS_E_MEMBER_EXISTS;
+        if (url_taken(s, &cc->member))
+            return MS_E_PEER_URL_EXISTS;
+        size_t learners = 0;
+        for (size_t i = 0; i < s->n_members; i++)
+            learners += s->members[i].is_learner;
+        if (cc->member.is_learner && learners + 1 > SRV_MAX_LEARNERS)
+            return MS_E_TOO_MANY_LEARNERS;
+        if (s->n_members >= CLUSTER_MAX_MEMBERS)
+            return MS_E_TOO_MANY_REQUESTS;
+        return MS_OK;
+    }
+    case CLUSTER_CC_REMOVE:
+        return m ? MS_OK : MS_E_MEMBER_NOT_FOUND;
+    case CLUSTER_CC_UPDATE:
+        if (!m)
+            return MS_E_MEMBER_NOT_FOUND;
+        return url_taken(s, &cc->member) ? MS_E_PEER_URL_EXISTS : MS_OK;
+    case CLUSTER_CC_PROMOTE:
+        if (!m)
+            return MS_E_MEMBER_NOT_FOUND;
+        return m->is_learner ? MS_OK : MS_E_MEMBER_NOT_LEARNER;
+    case CLUSTER_CC_BOOT:
+        break;
+    }
+    return MS_OK;
+}
+
+/* The record the change leaves for its member (false: nothing to write). */
+static bool next_record(struct srv *s, const struct cluster_cc *cc, struct cluster_member *out)
+{
+    const struct cluster_member *m = member_find(s, cc->member.id);
+    switch (cc->kind) {
+    case CLUSTER_CC_BOOT:
+        *out = cc->member;
+        return out->n_peer_urls > 0; /* a legacy bootstrap entry carries none */
+    case CLUSTER_CC_ADD:
+        *out = cc->member;
+        out->name[0] = 0; /* named once it starts and publishes */
+        out->n_client_urls = 0;
+        return true;
+    case CLUSTER_CC_UPDATE:
+        *out = *m;
+        memcpy(out->peer_urls, cc->member.peer_urls, sizeof(out->peer_urls));
+        out->n_peer_urls = cc->member.n_peer_urls;
+        return true;
+    case CLUSTER_CC_PROMOTE:
+        *out = *m;
+        out->is_learner = false;
+        return true;
+    case CLUSTER_CC_REMOVE:
+        break;
+    }
+    return false;
+}
+
+void srv_member_applied(struct srv *s, const struct raft_entry *ent, const struct cluster_cc *cc,
+                        ms_err err, const struct raft_conf_state *cs)
+{
+    ms_err e = MS_OK;
+    struct cluster_member next;
+    if (!err && cc->kind == CLUSTER_CC_REMOVE)
+        e = srv_member_remove_record(s->wtxn, cc->member.id);
+    else if (!err && next_record(s, cc, &next))
+        e = srv_member_put(s->wtxn, &next);
+    if (!e && !err)
+        e = srv_members_load(s);
+    srv_check_apply_error(e);
+    if (e)
+        ms_fatal("cannot record the members: %s", ms_err_name(e));
+    srv_apply_entry(s, ent, cs);
+    if (err && cc->kind != CLUSTER_CC_BOOT)
+        log_info("membership change at %llu refused: %s", (unsigned long long)ent->index,
+                 ms_err_name(err));
+    if (!cc->request_id || !wait_find(&s->waits, cc->request_id))
+        return;
+    struct srv_result *res = arena_alloc(s->scratch, sizeof(*res));
+    if (!res) {
+        push_done(s, cc->request_id, MS_E_NOMEM, NULL);
+        return;
+    }
+    static const enum srv_req_type types[] = {[CLUSTER_CC_BOOT] = SRV_REQ_MEMBER_ADD,
+                                              [CLUSTER_CC_ADD] = SRV_REQ_MEMBER_ADD,
+                                              [CLUSTER_CC_REMOVE] = SRV_REQ_MEMBER_REMOVE,
+                                              [CLUSTER_CC_UPDATE] = SRV_REQ_MEMBER_UPDATE,
+                                              [CLUSTER_CC_PROMOTE] = SRV_REQ_MEMBER_PROMOTE};
+    memset(res, 0, sizeof(*res));
+    res->type = types[cc->kind];
+    res->revision = kv_current_rev(s->kv);
+    res->u.member_id = cc->member.id;
+    push_done(s, cc->request_id, err, err ? NULL : res);
+}
+
+bool srv_member_quorum_started(struct srv *s, enum cluster_cc_kind kind, uint64_t id)
+{
+    /* etcd's IsReadyToAddVotingMember, IsReadyToRemoveVotingMember, IsReadyToPromoteMember: a
+     * member is started once it has published its name. */
+    size_t voters = 0, started = 0;
+    if (kind == CLUSTER_CC_ADD || kind == CLUSTER_CC_PROMOTE) {
+        voters = 1;                           /* the one to come, */
+        started = kind == CLUSTER_CC_PROMOTE; /* started already if promoted */
+    }
+    for (size_t i = 0; i < s->n_members; i++) {
+        const struct cluster_member *m = &s->members[i];
+        if (m->is_learner || (kind == CLUSTER_CC_REMOVE && m->id == id))
+            continue;
+        voters++;
+        started += m->name[0] != 0;
+    }
+    if (kind == CLUSTER_CC_ADD && started == 1 && voters == 2)
+        return true; /* growing a one-member cluster (a restored one) */
+    return started >= voters / 2 + 1;
+}
+
 bool srv_self_published(const struct srv *s)
 {
     return s->apply.self_published;

@@ -292,6 +292,10 @@ void srv_entry_encode(uint64_t id, const struct srv_req *req, struct buf *out)
     case SRV_REQ_LEASE_KEEPALIVE: /* never in the log */
     case SRV_REQ_LEASE_TTL:
     case SRV_REQ_MOVE_LEADER:
+    case SRV_REQ_MEMBER_ADD: /* srv_member_*: conf changes */
+    case SRV_REQ_MEMBER_REMOVE:
+    case SRV_REQ_MEMBER_UPDATE:
+    case SRV_REQ_MEMBER_PROMOTE:
         break;
     }
 }

@@ -92,6 +92,7 @@ int64_t srv_compactor_tick(struct srv_compactor *c, uint64_t now_ms, int64_t cur
 struct node_held;
 struct node_deadline;
 struct node_snap_out;
+struct node_promote;
 struct peer;
 struct srv_node {
     struct raft *raft;
@@ -132,6 +133,9 @@ struct srv_node {
     uint64_t move_waiter; /* srv_move_leader's caller (0: none), its target and deadline */
     uint64_t move_target;
     uint64_t move_deadline_ms;
+    struct node_promote *promotes; /* promotes asked of the leader, waiting */
+    bool removed;                  /* this member was removed: it stops (stop_ev) */
+    struct event *stop_ev;
     void (*left)(void *ctx); /* a leadership transfer before stopping is in progress */
     void *left_ctx;
     uint64_t left_deadline_ms;
@@ -143,11 +147,13 @@ struct srv_durable {
     uint64_t applied_term; /* its term; 0 if the data directory predates recording it */
     uint64_t legacy_term;  /* the term recorded before the WAL existed */
     bool have_conf;
-    struct raft_conf_state conf; /* the configuration at the applied index */
-    bool have_id;                /* the member and cluster IDs are in the backend */
-    struct cluster_boot *boot;   /* without them: the initial cluster of the flags (owned) */
-    bool boot_ok;                /* the flags passed etcd's bootstrap checks */
-    char boot_msg[512];          /* else why not */
+    struct raft_conf_state conf;   /* the configuration at the applied index */
+    bool have_id;                  /* the member and cluster IDs are in the backend */
+    struct cluster_boot *boot;     /* without them: the initial cluster of the flags (owned) */
+    bool boot_ok;                  /* the flags passed etcd's bootstrap checks */
+    struct cluster_member *joined; /* joining a cluster: its members, as it gave them (owned) */
+    size_t n_joined;
+    char boot_msg[512]; /* else why not */
 };
 
 struct srv_node_status {
@@ -341,6 +347,7 @@ struct srv {
  * srv_restore.c                        restoring a snapshot (creates a server to load into)
  * srv.c, srv_metrics.c, srv_lockop.c   entry points: lifecycle, submit, status, metrics, the
  *                                      lock and election services' requests
+ * srv_member.c                         membership changes: etcd's checks, then conf changes
  * srv_node.c                           the Raft node: ready step, persist, ticks
  * srv_read.c, srv_apply.c              reads; the state machine
  * srv_auth.c                           users, roles, tokens, password hashing, permission checks
@@ -352,6 +359,28 @@ struct srv {
  * srv_store.c                          the backend's write txn, applied index, configuration
  * srv_codec.c, srv_compactor.c, wait.c pure helpers
  */
+
+/* A caller (done, ctx) waits under a new request id *rid, ... */
+static inline ms_err srv_waiter_add(struct srv *s, srv_done_fn done, void *ctx, uint64_t *rid)
+{
+    *rid = ++s->next_id;
+    struct wait_entry *w = wait_add(&s->waits, *rid);
+    if (!w)
+        return MS_E_NOMEM;
+    w->done = done;
+    w->ctx = ctx;
+    return MS_OK;
+}
+
+/* ... and keeps waiting (*id = rid) if what was started for it returned e = MS_OK. */
+static inline ms_err srv_waiter_keep(struct srv *s, uint64_t rid, ms_err e, uint64_t *id)
+{
+    if (e)
+        wait_remove(&s->waits, rid, NULL);
+    else
+        *id = rid;
+    return e;
+}
 
 static inline bool srv_push_id(uint64_t **v, size_t *n, size_t *cap, uint64_t id)
 {
@@ -412,6 +441,18 @@ uint64_t srv_node_request_timeout_ms(const struct srv *s);
  * from the loop) when another member leads or after the request timeout. False (left never
  * called) when there is nothing to hand over. */
 bool srv_node_step_down(struct srv *s, void (*left)(void *ctx), void *ctx);
+/* Propose the conf change cc for the caller id (its context is copied); held while there is
+ * no leader. With away the leader, leadership moves to another voter first (the change is held
+ * until it has). */
+ms_err srv_node_propose_conf(struct srv *s, uint64_t id, const struct raft_conf_change *cc,
+                             uint64_t away);
+/* Promote learner member for the caller id: checked and proposed here on the leader, else asked
+ * of the leader (which answers only a refusal; the change completes id when applied). */
+ms_err srv_node_promote(struct srv *s, uint64_t member, uint64_t id);
+/* Since when this member has been connected to member id (monotonic ms; 0: it is not; this
+ * member itself: always). */
+uint64_t srv_node_active_since(const struct srv *s, uint64_t id);
+bool srv_node_is_learner(const struct srv *s);
 struct peer_stats;
 /* The transport's counters for peer id (false: no such peer). */
 bool srv_node_peer_stats(const struct srv *s, uint64_t id, struct peer_stats *out);
@@ -460,6 +501,19 @@ void srv_apply_fini(struct srv *s);
  * configuration it left, already in effect in the core. */
 void srv_apply_entry(struct srv *s, const struct raft_entry *ent, const struct raft_conf_state *cs);
 /* True once this member's published attributes were applied in this run. */
+/* A membership change's entry: check it as every member does when it applies it (etcd's
+ * ValidateConfigurationChange, against the members and the removed IDs recorded), cc its
+ * decoded context. MS_OK: it takes effect; else etcd's error, and the change is a no-op. */
+ms_err srv_member_check(struct srv *s, const struct raft_conf_change *rc, struct cluster_cc *cc);
+/* The change of ent took effect (err MS_OK: its member's record changes) or not (err); cs is the
+ * configuration now, recorded with the applied index; the change's caller is answered. */
+void srv_member_applied(struct srv *s, const struct raft_entry *ent, const struct cluster_cc *cc,
+                        ms_err err, const struct raft_conf_state *cs);
+/* Enough voters would be started (have published their names) after the change of kind
+ * (ADD of a voter, REMOVE or PROMOTE of member id) for a quorum (etcd's IsReadyTo*). */
+bool srv_member_quorum_started(struct srv *s, enum cluster_cc_kind kind, uint64_t id);
+/* etcd 3.4's maxLearners. */
+#define SRV_MAX_LEARNERS 1
 bool srv_self_published(const struct srv *s);
 /* The batch ends at index (of term): record it, commit as due, answer the writers. */
 void srv_apply_end(struct srv *s, uint64_t index, uint64_t term);
@@ -604,6 +658,9 @@ ms_err srv_conf_put(struct be_txn *t, const struct raft_conf_state *cs);
 ms_err srv_conf_get(struct be_txn *t, struct raft_conf_state *cs, bool *found);
 /* Write member m's record into the members bucket of t. */
 ms_err srv_member_put(struct be_txn *t, const struct cluster_member *m);
+/* Member id is removed: its record goes, and its ID is kept as removed (never to come back). */
+ms_err srv_member_remove_record(struct be_txn *t, uint64_t id);
+ms_err srv_member_was_removed(struct be_txn *t, uint64_t id, bool *removed);
 /* (Re)read the members bucket into s->members (empty in a data directory that predates it). */
 ms_err srv_members_load(struct srv *s);
 /* Stop the process if e means the backend failed during an apply. */

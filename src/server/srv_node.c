@@ -65,14 +65,34 @@
 /* ReadIndex contexts asked again per tick, at most. */
 #define NODE_READ_RETRY_MAX 64
 
-/* A proposal waiting for a leader (data follows the struct). */
+/* A proposal waiting for a leader (data follows the struct): a request entry, or the context of
+ * a conf change (conf), which may wait for leadership to leave member away as well. */
 struct node_held {
     struct node_held *next;
     uint64_t id;
     uint64_t deadline_ms;
+    bool conf;
+    enum raft_cc_type cc_type;
+    uint64_t cc_node;
+    uint64_t away;
     size_t len;
     uint8_t data[];
 };
+
+/* A promote sent to the leader for its caller id (only the leader knows whether the learner
+ * has caught up): asked again when another member leads. */
+struct node_promote {
+    struct node_promote *next;
+    uint64_t id;
+    uint64_t member;
+    uint64_t sent_to;
+    uint64_t deadline_ms;
+};
+
+/* Application messages (peer_send_app) of the membership: a follower asks the leader to
+ * promote a learner, the leader answers only when it refuses. The lease's use 1-4. */
+enum { APP_PROMOTE_ASK = 16, APP_PROMOTE_REFUSED = 17 };
+#define APP_PROMOTE_LEN 21 /* type, the asker's request id, the member, an error (refused) */
 
 /* A proposal in flight: its caller times out at deadline_ms. */
 struct node_deadline {
@@ -167,6 +187,100 @@ static void trim_log(struct srv *s, uint64_t applied)
         n->mem_bytes += raft_mem_entry(n->mem, i)->len;
 }
 
+static ms_err start_peers(struct srv *s);
+
+/* This member applied its own removal: it stops, as etcd's does a moment later
+ * (stopWithDelay), so that the answer to whoever asked still goes out. */
+static void on_removed_stop(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    log_warn("the data directory used by this member must be removed (%s)", s->cfg.data_dir);
+    event_base_loopbreak(s->base);
+}
+
+static void removed_self(struct srv *s, const char *how)
+{
+    struct srv_node *n = &s->node;
+    if (n->removed)
+        return;
+    n->removed = true;
+    log_warn("the member %016llx has been permanently removed from the cluster %016llx (%s): "
+             "stopping",
+             (unsigned long long)s->member_id, (unsigned long long)s->cluster_id, how);
+    struct timeval tv = {1, 0};
+    if (!n->stop_ev && !(n->stop_ev = evtimer_new(s->base, on_removed_stop, s)))
+        ms_fatal("out of memory");
+    evtimer_add(n->stop_ev, &tv);
+}
+
+static void peer_urls_of(const struct cluster_member *m, const char **urls)
+{
+    for (size_t j = 0; j < m->n_peer_urls; j++)
+        urls[j] = m->peer_urls[j].text;
+}
+
+/* Dial member m (or take its new URLs). */
+static void peer_track(struct srv *s, const struct cluster_member *m)
+{
+    struct srv_node *n = &s->node;
+    const char *urls[CLUSTER_MAX_URLS];
+    if (m->id == s->member_id || !m->n_peer_urls)
+        return;
+    if (!n->peer && start_peers(s) != MS_OK) {
+        log_error("cannot reach member %016llx: this member has no peer transport",
+                  (unsigned long long)m->id);
+        return;
+    }
+    peer_urls_of(m, urls);
+    ms_err e = peer_add(n->peer, m->id, urls, m->n_peer_urls);
+    if (e == MS_E_MEMBER_EXISTS)
+        e = peer_update(n->peer, m->id, urls, m->n_peer_urls);
+    if (e && e != MS_E_MEMBER_NOT_FOUND)
+        log_warn("peer %016llx: %s", (unsigned long long)m->id, ms_err_name(e));
+}
+
+/* A membership change took effect: the transport follows it. */
+static void member_changed(struct srv *s, const struct cluster_cc *mc)
+{
+    struct srv_node *n = &s->node;
+    const struct cluster_member *m = NULL;
+    for (size_t i = 0; i < s->n_members; i++)
+        if (s->members[i].id == mc->member.id)
+            m = &s->members[i];
+    switch (mc->kind) {
+    case CLUSTER_CC_BOOT:
+    case CLUSTER_CC_ADD:
+    case CLUSTER_CC_UPDATE:
+        if (m)
+            peer_track(s, m);
+        if (mc->kind != CLUSTER_CC_BOOT)
+            log_info("membership: member %016llx %s (%s)", (unsigned long long)mc->member.id,
+                     mc->kind == CLUSTER_CC_ADD ? "added" : "updated",
+                     m && m->n_peer_urls ? m->peer_urls[0].text : "");
+        break;
+    case CLUSTER_CC_REMOVE:
+        log_info("membership: member %016llx removed", (unsigned long long)mc->member.id);
+        if (mc->member.id == s->member_id)
+            removed_self(s, "its removal was applied");
+        else if (n->peer)
+            peer_remove(n->peer, mc->member.id);
+        break;
+    case CLUSTER_CC_PROMOTE:
+        log_info("membership: member %016llx promoted to a voting member",
+                 (unsigned long long)mc->member.id);
+        break;
+    }
+}
+
+/* The members after a snapshot was installed: dial those the transport does not know yet. */
+static void members_reconcile(struct srv *s)
+{
+    for (size_t i = 0; i < s->n_members; i++)
+        peer_track(s, &s->members[i]);
+}
+
 /* Hand committed entries to the state machine in order. A conf change takes effect in the core
  * first (when applied, never when appended); the state machine records what it left. */
 static void apply_committed(struct srv *s, const struct raft_entry *ents, size_t n)
@@ -184,16 +298,25 @@ static void apply_committed(struct srv *s, const struct raft_entry *ents, size_t
         }
         struct raft_conf_change cc;
         struct raft_conf_state cs;
+        struct cluster_cc mc;
         if (raft_cc_decode(ent->data, ent->len, &cc) != MS_OK)
             ms_fatal("conf change entry %llu does not decode", (unsigned long long)ent->index);
-        if (raft_apply_conf_change(s->node.raft, &cc, &cs) != MS_OK) {
+        /* A change every member refuses alike is applied as a no-op (etcd: NodeID None). */
+        ms_err e = srv_member_check(s, &cc, &mc);
+        struct raft_conf_change eff = cc;
+        if (e)
+            eff.node_id = RAFT_NONE;
+        if (raft_apply_conf_change(s->node.raft, &eff, &cs) != MS_OK) {
             log_warn("conf change entry %llu (%d on %016llx) is refused: it would leave no voter",
                      (unsigned long long)ent->index, (int)cc.type, (unsigned long long)cc.node_id);
             struct raft_status st;
             raft_status(s->node.raft, &st);
             cs = st.conf;
+            e = MS_E_BAD_REQUEST;
         }
-        srv_apply_entry(s, ent, &cs);
+        srv_member_applied(s, ent, &mc, e, &cs);
+        if (!e)
+            member_changed(s, &mc);
     }
     if (last)
         srv_apply_end(s, last->index, last->term);
@@ -439,6 +562,7 @@ void srv_node_installed(struct srv *s, ms_err e, const struct snap_header *h, st
     if (e)
         ms_fatal("cannot finish the snapshot's compaction: %s", ms_err_name(e));
     srv_watch_restored(s);
+    members_reconcile(s);
     if ((e = wal_append_snapshot(n->wal, meta)) != MS_OK || (e = wal_sync(n->wal)) != MS_OK)
         ms_fatal("wal: cannot record snapshot %llu: %s", (unsigned long long)meta->index,
                  ms_err_name(e));
@@ -728,7 +852,12 @@ static void propose_held(struct srv *s)
     struct srv_node *n = &s->node;
     while (n->held) {
         struct node_held *h = n->held;
-        if (raft_propose(n->raft, h->data, h->len) != MS_OK)
+        if (h->away && n->lead == h->away)
+            break; /* the removal of the leader waits for the transfer */
+        struct raft_conf_change cc = {
+            .type = h->cc_type, .node_id = h->cc_node, .ctx_len = h->len, .ctx = h->data};
+        if ((h->conf ? raft_propose_conf_change(n->raft, &cc)
+                     : raft_propose(n->raft, h->data, h->len)) != MS_OK)
             break;
         n->held = h->next;
         if (!n->held)
@@ -745,10 +874,9 @@ static ms_err hold(struct srv_node *n, uint64_t id, const uint8_t *data, size_t 
 {
     if (n->n_held >= NODE_HELD_MAX || n->held_bytes + len > NODE_HELD_MAX_BYTES)
         return MS_E_TOO_MANY_REQUESTS;
-    struct node_held *h = malloc(sizeof(*h) + len);
+    struct node_held *h = calloc(1, sizeof(*h) + len);
     if (!h)
         return MS_E_NOMEM;
-    h->next = NULL;
     h->id = id;
     h->deadline_ms = deadline_ms;
     h->len = len;
@@ -761,6 +889,209 @@ static ms_err hold(struct srv_node *n, uint64_t id, const uint8_t *data, size_t 
     n->n_held++;
     n->held_bytes += len;
     return MS_OK;
+}
+
+/* The voter most up to date among those that answer, other than this member and but (etcd's
+ * longest-log transferee); RAFT_NONE if none (or this member does not lead). */
+static uint64_t best_transferee(struct srv *s, uint64_t but, uint64_t *match)
+{
+    struct raft_status st;
+    raft_status(s->node.raft, &st);
+    uint64_t to = RAFT_NONE, best = 0;
+    for (size_t i = 0; i < st.n_progress; i++) {
+        const struct raft_progress_status *p = &st.progress[i];
+        if (p->id == s->member_id || p->id == but || p->learner || !p->recent_active)
+            continue;
+        if (to == RAFT_NONE || p->match > best) {
+            to = p->id;
+            best = p->match;
+        }
+    }
+    if (match)
+        *match = best;
+    return to;
+}
+
+ms_err srv_node_propose_conf(struct srv *s, uint64_t id, const struct raft_conf_change *cc,
+                             uint64_t away)
+{
+    struct srv_node *n = &s->node;
+    uint64_t deadline = clock_now_ms() + request_timeout_ms(s);
+    ms_err e = MS_E_NO_LEADER;
+    if (away && away == n->lead && n->peer) {
+        /* The leader is to go: it hands leadership over first (a follower asks it to hand it
+         * to this member), and the change is proposed to the next one. */
+        uint64_t to = n->role == RAFT_LEADER ? best_transferee(s, away, NULL) : s->member_id;
+        if (to != RAFT_NONE) {
+            log_info("membership: removing the leader %016llx: leadership goes to %016llx first",
+                     (unsigned long long)away, (unsigned long long)to);
+            raft_transfer_leader(n->raft, to);
+        } else {
+            away = 0; /* nobody to hand it to: the leader removes itself */
+        }
+    } else {
+        away = 0;
+    }
+    if (!away && !n->held)
+        e = raft_propose_conf_change(n->raft, cc);
+    if (e == MS_E_NO_LEADER && n->peer) {
+        if ((e = hold(n, id, cc->ctx, cc->ctx_len, deadline)) == MS_OK) {
+            n->held_tail->conf = true;
+            n->held_tail->cc_type = cc->type;
+            n->held_tail->cc_node = cc->node_id;
+            n->held_tail->away = away;
+        }
+    }
+    if (e == MS_OK && id && !push_deadline(n, id, deadline))
+        log_warn("request %016llx has no deadline: out of memory", (unsigned long long)id);
+    if (e == MS_OK)
+        srv_wake(s);
+    return e;
+}
+
+uint64_t srv_node_active_since(const struct srv *s, uint64_t id)
+{
+    struct peer_stats ps;
+    if (id == s->member_id)
+        return 1; /* this member is always connected to itself */
+    if (!s->node.peer || !peer_stats(s->node.peer, id, &ps))
+        return 0;
+    return ps.active_since_ms;
+}
+
+bool srv_node_is_learner(const struct srv *s)
+{
+    struct raft_status st;
+    raft_status(s->node.raft, &st);
+    return st.learner;
+}
+
+/* ---- promote: only the leader knows whether a learner has caught up ---- */
+
+/* On the leader: etcd's isLearnerReady (the learner's match at 90 % of the leader's at least)
+ * and IsReadyToPromoteMember, then the change. id is the caller, here or at the asker. */
+static ms_err promote_here(struct srv *s, uint64_t member, uint64_t id)
+{
+    struct srv_node *n = &s->node;
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    if (st.soft.role != RAFT_LEADER)
+        return MS_E_NOT_LEADER;
+    uint64_t lead_match = 0, match = 0;
+    bool found = false;
+    for (size_t i = 0; i < st.n_progress; i++) {
+        if (st.progress[i].id == s->member_id)
+            lead_match = st.progress[i].match;
+        if (st.progress[i].id == member) {
+            match = st.progress[i].match;
+            found = true;
+        }
+    }
+    if (found && (double)match < (double)lead_match * 0.9)
+        return MS_E_LEARNER_NOT_READY;
+    if (s->cfg.strict_reconfig_check && !srv_member_quorum_started(s, CLUSTER_CC_PROMOTE, member))
+        return MS_E_NOT_ENOUGH_STARTED;
+    struct cluster_cc mc = {.kind = CLUSTER_CC_PROMOTE, .request_id = id, .member.id = member};
+    struct buf b;
+    buf_init(&b);
+    cluster_cc_encode(&mc, &b);
+    ms_err e = MS_E_NOMEM;
+    if (!buf_failed(&b)) {
+        struct raft_conf_change cc = {
+            .type = RAFT_CC_ADD_NODE, .node_id = member, .ctx_len = b.len, .ctx = b.p};
+        e = raft_propose_conf_change(n->raft, &cc);
+    }
+    buf_fini(&b);
+    if (e == MS_OK)
+        srv_wake(s);
+    return e;
+}
+
+static void promote_send(struct srv *s, struct node_promote *p)
+{
+    uint8_t m[APP_PROMOTE_LEN] = {APP_PROMOTE_ASK};
+    be64_put(m + 1, p->id);
+    be64_put(m + 9, p->member);
+    p->sent_to = s->node.lead;
+    if (p->sent_to && p->sent_to != s->member_id &&
+        peer_send_app(s->node.peer, p->sent_to, m, sizeof(m)) != MS_OK)
+        p->sent_to = 0; /* dropped: the next tick asks again */
+}
+
+ms_err srv_node_promote(struct srv *s, uint64_t member, uint64_t id)
+{
+    struct srv_node *n = &s->node;
+    ms_err e = promote_here(s, member, id);
+    if (e != MS_E_NOT_LEADER || !n->peer) {
+        if (e == MS_OK && !push_deadline(n, id, clock_now_ms() + request_timeout_ms(s)))
+            log_warn("request %016llx has no deadline: out of memory", (unsigned long long)id);
+        return e;
+    }
+    struct node_promote *p = calloc(1, sizeof(*p));
+    if (!p)
+        return MS_E_NOMEM;
+    p->id = id;
+    p->member = member;
+    p->deadline_ms = clock_now_ms() + request_timeout_ms(s);
+    p->next = n->promotes;
+    n->promotes = p;
+    promote_send(s, p);
+    return MS_OK;
+}
+
+/* Each tick: promotes whose caller is gone or whose time is up end; those whose leader changed
+ * are asked again. */
+static void promotes_tick(struct srv *s, uint64_t now)
+{
+    struct srv_node *n = &s->node;
+    for (struct node_promote **pp = &n->promotes; *pp;) {
+        struct node_promote *p = *pp;
+        bool waits = wait_find(&s->waits, p->id) != NULL;
+        if (!waits || now >= p->deadline_ms) {
+            if (waits)
+                fail_waiter(s, p->id, MS_E_TIMEOUT);
+            *pp = p->next;
+            free(p);
+            continue;
+        }
+        if (n->lead && n->lead != p->sent_to)
+            promote_send(s, p);
+        pp = &p->next;
+    }
+}
+
+static void promote_on_app(struct srv *s, uint64_t from, const uint8_t *p, size_t len)
+{
+    struct srv_node *n = &s->node;
+    if (len != APP_PROMOTE_LEN)
+        return;
+    uint64_t id = be64_get(p + 1), member = be64_get(p + 9);
+    if (p[0] == APP_PROMOTE_ASK) {
+        ms_err e = promote_here(s, member, id);
+        if (e == MS_OK)
+            return; /* the asker hears of it when it applies the change */
+        uint8_t m[APP_PROMOTE_LEN];
+        memcpy(m, p, 17);
+        m[0] = APP_PROMOTE_REFUSED;
+        be32_put(m + 17, (uint32_t)e);
+        if (peer_send_app(n->peer, from, m, sizeof(m)) != MS_OK)
+            log_debug("membership: the answer to %016llx was dropped", (unsigned long long)from);
+        return;
+    }
+    uint32_t e = be32_get(p + 17);
+    for (struct node_promote **pp = &n->promotes; *pp; pp = &(*pp)->next) {
+        struct node_promote *q = *pp;
+        if (q->id != id)
+            continue;
+        if (e == MS_E_NOT_LEADER || e == MS_OK || e >= MS_ERR_COUNT_) {
+            q->sent_to = 0; /* it no longer leads: ask the next leader */
+            return;
+        }
+        *pp = q->next;
+        fail_waiter(s, id, (ms_err)e);
+        free(q);
+        return;
+    }
 }
 
 /* srv_move_leader's caller, answered with e (its wait may be gone: cancelled). */
@@ -844,8 +1175,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     n->tick_ms += (now - n->tick_ms) / s->cfg.heartbeat_ms * s->cfg.heartbeat_ms;
     for (uint64_t i = 0; i < ticks; i++)
         raft_tick(n->raft);
-    if (n->peer)
+    if (n->peer) {
         expire(s, now);
+        promotes_tick(s, now);
+    }
     srv_lease_pump(s);
     if (n->left && now >= n->left_deadline_ms)
         transfer_end(s, false);
@@ -881,17 +1214,8 @@ bool srv_node_step_down(struct srv *s, void (*left)(void *ctx), void *ctx)
     raft_status(n->raft, &st);
     if (!n->peer || n->left || st.soft.role != RAFT_LEADER)
         return false;
-    /* The most up-to-date voter that answers (etcd's longest-log transferee). */
-    uint64_t to = RAFT_NONE, best = 0;
-    for (size_t i = 0; i < st.n_progress; i++) {
-        const struct raft_progress_status *p = &st.progress[i];
-        if (p->id == s->member_id || p->learner || !p->recent_active)
-            continue;
-        if (to == RAFT_NONE || p->match > best) {
-            to = p->id;
-            best = p->match;
-        }
-    }
+    uint64_t best;
+    uint64_t to = best_transferee(s, RAFT_NONE, &best);
     if (to == RAFT_NONE)
         return false;
     log_info("raft: stopping: handing leadership to %016llx (its log is at %llu of %llu)",
@@ -927,7 +1251,32 @@ ms_err srv_node_send_app(struct srv *s, uint64_t to, const void *data, size_t le
 static void on_peer_app(void *ctx, uint64_t from, const uint8_t *data, size_t len)
 {
     struct srv *s = ctx;
-    srv_lease_on_app(s, from, data, len);
+    if (len && (data[0] == APP_PROMOTE_ASK || data[0] == APP_PROMOTE_REFUSED))
+        promote_on_app(s, from, data, len);
+    else
+        srv_lease_on_app(s, from, data, len);
+}
+
+static void on_peer_removed(void *ctx, uint64_t by)
+{
+    struct srv *s = ctx;
+    char how[64];
+    snprintf(how, sizeof(how), "member %016llx refuses it", (unsigned long long)by);
+    removed_self(s, how);
+}
+
+/* GET /members on the peer port: every member's record, each after its length (be32). */
+static void on_peer_members(void *ctx, struct buf *out)
+{
+    struct srv *s = ctx;
+    for (size_t i = 0; i < s->n_members && !buf_failed(out); i++) {
+        static const uint8_t zero[4];
+        size_t at = out->len;
+        buf_append(out, zero, sizeof(zero));
+        cluster_member_encode(&s->members[i], out);
+        if (!buf_failed(out))
+            be32_put(out->p + at, (uint32_t)(out->len - at - 4));
+    }
 }
 
 /* ---- the peer transport's callbacks ---- */
@@ -1004,6 +1353,8 @@ static ms_err start_peers(struct srv *s)
                              .on_snapshot = on_peer_snapshot,
                              .on_snapshot_sent = on_peer_snapshot_sent,
                              .on_app = on_peer_app,
+                             .on_removed = on_peer_removed,
+                             .members = on_peer_members,
                              .ctx = s};
     ms_err e = peer_create(s->base, &pc, &n->peer);
     if (e) {
@@ -1012,11 +1363,10 @@ static ms_err start_peers(struct srv *s)
     }
     for (size_t i = 0; i < s->n_members; i++) {
         const struct cluster_member *m = &s->members[i];
-        if (m->id == s->member_id)
+        if (m->id == s->member_id || !m->n_peer_urls)
             continue;
         const char *urls[CLUSTER_MAX_URLS];
-        for (size_t j = 0; j < m->n_peer_urls; j++)
-            urls[j] = m->peer_urls[j].text;
+        peer_urls_of(m, urls);
         if ((e = peer_add(n->peer, m->id, urls, m->n_peer_urls)) != MS_OK) {
             log_error("cannot add peer %016llx: %s", (unsigned long long)m->id, ms_err_name(e));
             return e;
@@ -1099,6 +1449,38 @@ static ms_err fill_log(struct srv *s, const struct wal_log *log, const struct sr
     return MS_OK;
 }
 
+/* A new cluster: the configuration is the initial cluster (etcd --initial-cluster), this one
+ * voter in a data directory from before the members were recorded. Each voter's entry carries
+ * its record, so that a member that joins later and replays the log learns the initial
+ * members from it. */
+static ms_err bootstrap(struct srv *s)
+{
+    struct srv_node *n = &s->node;
+    uint64_t voters[CLUSTER_MAX_MEMBERS];
+    const uint8_t *ctxs[CLUSTER_MAX_MEMBERS];
+    size_t lens[CLUSTER_MAX_MEMBERS];
+    struct buf b[CLUSTER_MAX_MEMBERS];
+    size_t nv = 0;
+    ms_err e = MS_OK;
+    for (size_t i = 0; i < s->n_members && nv < CLUSTER_MAX_MEMBERS; i++, nv++) {
+        struct cluster_cc mc = {.kind = CLUSTER_CC_BOOT, .member = s->members[i]};
+        mc.member.is_learner = false;
+        voters[nv] = s->members[i].id;
+        buf_init(&b[nv]);
+        cluster_cc_encode(&mc, &b[nv]);
+        ctxs[nv] = b[nv].p;
+        lens[nv] = b[nv].len;
+        if (buf_failed(&b[nv]))
+            e = MS_E_NOMEM;
+    }
+    if (!e)
+        e = nv ? raft_bootstrap_ctx(n->raft, voters, ctxs, lens, nv)
+               : raft_bootstrap(n->raft, &s->member_id, 1);
+    for (size_t i = 0; i < nv; i++)
+        buf_fini(&b[i]);
+    return e;
+}
+
 static ms_err create_core(struct srv *s, const struct wal_log *log, const struct srv_durable *d)
 {
     struct srv_node *n = &s->node;
@@ -1130,18 +1512,9 @@ static ms_err create_core(struct srv *s, const struct wal_log *log, const struct
                   (unsigned long long)d->applied, ms_err_name(e));
         return e;
     }
-    if (fresh) {
-        /* A new member: the configuration is the initial cluster (etcd --initial-cluster),
-         * this one voter in a data directory from before the members were recorded. */
-        uint64_t voters[CLUSTER_MAX_MEMBERS];
-        size_t nv = 0;
-        for (size_t i = 0; i < s->n_members && nv < CLUSTER_MAX_MEMBERS; i++)
-            voters[nv++] = s->members[i].id;
-        if (!nv)
-            voters[nv++] = s->member_id;
-        if ((e = raft_bootstrap(n->raft, voters, nv)) != MS_OK)
-            return e;
-    }
+    /* A member that joins an existing cluster learns the configuration from its leader. */
+    if (fresh && !s->cfg.initial_cluster_existing)
+        return bootstrap(s);
     return MS_OK;
 }
 
@@ -1265,6 +1638,13 @@ void srv_node_close(struct srv *s)
         n->held = h->next;
         free(h);
     }
+    while (n->promotes) {
+        struct node_promote *p = n->promotes;
+        n->promotes = p->next;
+        free(p);
+    }
+    if (n->stop_ev)
+        event_free(n->stop_ev);
     free(n->deadlines);
     if (n->sync_ev)
         event_free(n->sync_ev);

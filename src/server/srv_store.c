@@ -194,6 +194,27 @@ ms_err srv_member_put(struct be_txn *t, const struct cluster_member *m)
     return e;
 }
 
+ms_err srv_member_remove_record(struct be_txn *t, uint64_t id)
+{
+    uint8_t key[CLUSTER_KEY_LEN];
+    cluster_member_key(id, key);
+    ms_err e = be_del(t, BE_BUCKET_MEMBERS, key, sizeof(key));
+    if (e && e != MS_E_NOT_EXIST)
+        return e;
+    static const uint8_t gone = 1;
+    return be_put(t, BE_BUCKET_MEMBERS_RM, key, sizeof(key), &gone, 1);
+}
+
+ms_err srv_member_was_removed(struct be_txn *t, uint64_t id, bool *removed)
+{
+    uint8_t key[CLUSTER_KEY_LEN];
+    struct be_val v;
+    cluster_member_key(id, key);
+    ms_err e = be_get(t, BE_BUCKET_MEMBERS_RM, key, sizeof(key), &v);
+    *removed = e == MS_OK;
+    return e == MS_E_NOT_EXIST ? MS_OK : e;
+}
+
 ms_err srv_members_load(struct srv *s)
 {
     if (!s->members && !(s->members = calloc(CLUSTER_MAX_MEMBERS, sizeof(*s->members))))

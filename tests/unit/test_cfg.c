@@ -108,6 +108,11 @@ START_TEST(cluster_flags)
     char *env[] = {"ETCD_PRE_VOTE=0", NULL};
     ck_assert_int_eq(load(&c, dflt, env), CFG_OK);
     ck_assert(!c.pre_vote);
+    ck_assert(c.strict_reconfig_check && !c.initial_cluster_existing); /* etcd's defaults */
+    const char *join[] = {"metastore", "--strict-reconfig-check=false", "--initial-cluster-state",
+                          "existing", NULL};
+    ck_assert_int_eq(load(&c, join, NULL), CFG_OK);
+    ck_assert(!c.strict_reconfig_check && c.initial_cluster_existing);
 }
 END_TEST
 
@@ -124,7 +129,7 @@ START_TEST(invalid)
         {"metastore", "--watch-total-buffer-bytes", "-1", NULL},
         {"metastore", "--initial-cluster", "a=http://h:1,b=http://h:2", NULL}, /* no "default" */
         {"metastore", "--pre-vote=maybe", NULL},
-        {"metastore", "--initial-cluster-state", "existing", NULL},
+        {"metastore", "--strict-reconfig-check=maybe", NULL},
         {"metastore", "--initial-cluster", "noequals", NULL},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)

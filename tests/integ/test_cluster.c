@@ -33,7 +33,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAX_MEMBERS 5
+#define MAX_MEMBERS 8
 
 struct member {
     struct tu_server s;
@@ -44,6 +44,7 @@ struct member {
     char peer_url[64];   /* advertised */
     char listen_url[64]; /* listened on */
     bool stopped;        /* SIGSTOP'ed */
+    bool joins;          /* started with --initial-cluster-state existing */
 };
 
 struct cluster {
@@ -339,6 +340,10 @@ static void member_flags(struct cluster *c, int i, const char **argv, size_t cap
         argv[n] = flags[n];
     for (size_t j = 0; c->extra[j] && n + 1 < cap; j++)
         argv[n++] = c->extra[j];
+    if (m->joins && n + 3 < cap) {
+        argv[n++] = "--initial-cluster-state";
+        argv[n++] = "existing";
+    }
     argv[n] = NULL;
 }
 
@@ -1865,6 +1870,352 @@ START_TEST(watch_failover)
 }
 END_TEST
 
+/* ---- membership: add, promote, remove, replace; leadership transfer ---- */
+
+/* A new member slot (its ports, name and URLs), not started: its index. */
+static int member_slot(struct cluster *c)
+{
+    ck_assert_int_lt(c->n, MAX_MEMBERS);
+    int i = c->n++;
+    struct member *m = &c->m[i];
+    memset(m, 0, sizeof(*m));
+    tu_server_init(&m->s);
+    for (;;) {
+        m->peer_port = tu_free_port();
+        bool taken = m->peer_port == m->s.port;
+        for (int j = 0; j < i; j++)
+            taken = taken || m->peer_port == c->m[j].peer_port || m->peer_port == c->m[j].s.port ||
+                    m->s.port == c->m[j].s.port || m->s.port == c->m[j].peer_port;
+        if (!taken)
+            break;
+        m->s.port = tu_free_port();
+    }
+    m->advert_port = m->peer_port;
+    snprintf(m->name, sizeof(m->name), "m%d", i + 1);
+    snprintf(m->peer_url, sizeof(m->peer_url), "http://127.0.0.1:%d", m->peer_port);
+    snprintf(m->listen_url, sizeof(m->listen_url), "http://127.0.0.1:%d", m->peer_port);
+    return i;
+}
+
+/* --initial-cluster as member add prints it: every member in the cluster now (gone marks the
+ * removed ones). */
+static void initial_now(struct cluster *c, const bool *gone)
+{
+    size_t o = 0;
+    for (int i = 0; i < c->n; i++)
+        if (!gone[i])
+            o += (size_t)snprintf(c->initial + o, sizeof(c->initial) - o, "%s%s=%s", o ? "," : "",
+                                  c->m[i].name, c->m[i].peer_url);
+}
+
+/* POST a membership change through member via: the body (malloc'd), the status in *status. */
+static char *member_op(struct cluster *c, int via, const char *op, const char *body, int *status)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/v3/cluster/member/%s", op);
+    return post(c->m[via].s.port, path, body, status);
+}
+
+/* Add member i through via (retried while the cluster is not yet healthy: etcd's 5 s
+ * HealthInterval after the members connected); its ID from the answer. */
+static void member_add_ok(struct cluster *c, int via, int i, bool learner)
+{
+    char body[160];
+    snprintf(body, sizeof(body), "{\"peerURLs\":[\"%s\"]%s}", c->m[i].peer_url,
+             learner ? ",\"isLearner\":true" : "");
+    for (int t = 0; t < 100; t++) {
+        int status;
+        char *got = member_op(c, via, "add", body, &status);
+        if (status == 200) {
+            const char *mem = strstr(got, "\"member\":");
+            ck_assert_ptr_nonnull(mem);
+            json_str(mem, "ID", c->m[i].id, sizeof(c->m[i].id));
+            ck_assert_msg(!strstr(mem, "\"name\"") || strstr(mem, "\"name\"") > strstr(mem, "}"),
+                          "a new member has no name: %s", got);
+            ck_assert_msg(learner == (strstr(mem, "\"isLearner\":true") != NULL &&
+                                      strstr(mem, "\"isLearner\":true") < strstr(mem, "}")),
+                          "%s", got);
+            free(got);
+            return;
+        }
+        ck_assert_msg(status == 503 && strstr(got, "unhealthy cluster"), "add: %d %s", status, got);
+        free(got);
+        tu_sleep_ms(100);
+    }
+    ck_abort_msg("member add kept answering unhealthy");
+}
+
+/* The error answer of a membership call: status and message. */
+static void member_op_fails(struct cluster *c, int via, const char *op, const char *body,
+                            int want_status, const char *want)
+{
+    int status;
+    char *got = member_op(c, via, op, body, &status);
+    ck_assert_msg(status == want_status && strstr(got, want), "%s %s: %d %s (want %d %s)", op, body,
+                  status, got, want_status, want);
+    free(got);
+}
+
+/* Start member i to join the cluster (--initial-cluster-state existing) and wait until it
+ * answers /health. */
+static void join(struct cluster *c, int i, const bool *gone)
+{
+    initial_now(c, gone);
+    c->m[i].joins = true;
+    launch(c, i);
+    tu_server_wait_healthy(&c->m[i].s);
+}
+
+/* A removed member stops by itself: wait (bounded) for its clean exit. */
+static void wait_exit_ok(struct cluster *c, int i, int timeout_ms)
+{
+    int status = 0;
+    int64_t until = tu_now_ms() + timeout_ms;
+    pid_t r = 0;
+    while ((r = waitpid(c->m[i].s.pid, &status, WNOHANG)) == 0 && tu_now_ms() < until)
+        tu_sleep_ms(50);
+    ck_assert_msg(r == c->m[i].s.pid, "member %d did not stop after its removal (%s)", i,
+                  c->m[i].s.log);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "member %d: exit status %d", i,
+                  status);
+    c->m[i].s.pid = 0;
+}
+
+/* The status field of member i ("" if absent) into out. */
+static void status_field(struct cluster *c, int i, const char *field, char *out, size_t cap)
+{
+    char *st = post(c->m[i].s.port, "/v3/maintenance/status", "{}", NULL);
+    json_str(st, field, out, cap);
+    free(st);
+}
+
+/* How many keys k/ member i holds, read locally (serializable). */
+static long count_k(struct cluster *c, int i)
+{
+    char *got = post(c->m[i].s.port, "/v3/kv/range",
+                     "{\"key\":\"ay8=\",\"range_end\":\"azA=\",\"count_only\":true,"
+                     "\"serializable\":true}",
+                     NULL);
+    long n = tu_json_num(got, "count", 0);
+    free(got);
+    return n;
+}
+
+/* Writes through a member from a thread, while the test changes the membership: every
+ * acknowledged key is recorded, and the longest time one write took. */
+struct writer {
+    struct cluster *c;
+    int via;
+    const char *prefix;
+    volatile bool stop;
+    int acked;      /* keys <prefix>0 .. <prefix>acked-1 were acknowledged, in order */
+    int failed;     /* answers other than 200 (indeterminate or refused) */
+    int64_t max_ms; /* the longest write */
+    pthread_t t;
+};
+
+static void *writer_run(void *arg)
+{
+    struct writer *w = arg;
+    for (int k = 0; !w->stop && k < 1000000; k++) {
+        char key[32], k64[64], body[160];
+        snprintf(key, sizeof(key), "%s%d", w->prefix, w->acked);
+        tu_b64(key, k64);
+        snprintf(body, sizeof(body), "{\"key\":\"%s\",\"value\":\"dg==\"}", k64);
+        int64_t t0 = tu_now_ms();
+        int status;
+        char *got = post(w->c->m[w->via].s.port, "/v3/kv/put", body, &status);
+        free(got);
+        int64_t ms = tu_now_ms() - t0;
+        if (ms > w->max_ms)
+            w->max_ms = ms;
+        if (status == 200)
+            w->acked++;
+        else
+            w->failed++;
+    }
+    return NULL;
+}
+
+static void writer_start(struct writer *w, struct cluster *c, int via, const char *prefix)
+{
+    memset(w, 0, sizeof(*w));
+    w->c = c;
+    w->via = via;
+    w->prefix = prefix;
+    ck_assert_int_eq(pthread_create(&w->t, NULL, writer_run, w), 0);
+}
+
+static void writer_stop(struct writer *w)
+{
+    w->stop = true;
+    pthread_join(w->t, NULL);
+}
+
+/* Every key the writer had acknowledged is on member i. */
+static void writer_check(struct cluster *c, int i, const struct writer *w)
+{
+    for (int k = 0; k < w->acked; k += 1 + k / 64) {
+        char key[32];
+        snprintf(key, sizeof(key), "%s%d", w->prefix, k);
+        int status;
+        char *v = get(c, i, key, true, &status);
+        ck_assert_msg(v && strcmp(v, "dg==") == 0, "member %d lost acknowledged %s", i, key);
+        free(v);
+    }
+    if (w->acked) {
+        char key[32];
+        snprintf(key, sizeof(key), "%s%d", w->prefix, w->acked - 1);
+        int status;
+        char *v = get(c, i, key, true, &status);
+        ck_assert_msg(v && strcmp(v, "dg==") == 0, "member %d lost acknowledged %s", i, key);
+        free(v);
+    }
+}
+
+/* 3 voters → a learner is added, its errors, it joins and catches up (through a snapshot)
+ * while writes go on → promoted → 4 voters → a follower is removed and stops by itself → 3
+ * voters. No election all along; every acknowledged write on every member. */
+START_TEST(members)
+{
+    struct cluster c = {.extra = {"--snapshot-count", "1000", NULL}};
+    cluster_start(&c, 3);
+    bool gone[MAX_MEMBERS] = {0};
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    int f = (l + 1) % 3;
+    char term0[24];
+    status_field(&c, l, "raftTerm", term0, sizeof(term0));
+    puts_pipelined(&c, l, 0, 8000);
+    for (int i = 0; i < 200; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k/%d", i);
+        put_ok(&c, i % 3, key, "v");
+    }
+    /* The errors that need no new member (etcd's, as the reference captured them), once the
+     * members have been connected for etcd's HealthInterval (5 s). */
+    tu_sleep_ms(5500);
+    member_op_fails(&c, f, "add", "{\"peerURLs\":[\"not a url\"]}", 400,
+                    "given member URLs are invalid");
+    member_op_fails(&c, f, "add", "{\"peerURLs\":[\"http://127.0.0.1:1/path\"]}", 400,
+                    "given member URLs are invalid");
+    member_op_fails(&c, l, "add", "{}", 400, "given member URLs are invalid");
+    char body[256];
+    snprintf(body, sizeof(body), "{\"peerURLs\":[\"%s\"]}", c.m[f].peer_url);
+    member_op_fails(&c, f, "add", body, 412, "Peer URLs already exists");
+    member_op_fails(&c, f, "remove", "{\"ID\":\"42\"}", 404, "member not found");
+    member_op_fails(&c, f, "remove", "{}", 404, "member not found");
+    member_op_fails(&c, f, "update", "{\"ID\":\"42\",\"peerURLs\":[\"http://127.0.0.1:9\"]}", 404,
+                    "member not found");
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", c.m[f].id);
+    member_op_fails(&c, l, "promote", body, 412, "can only promote a learner member");
+    member_op_fails(&c, f, "promote", body, 412, "can only promote a learner member");
+    member_op_fails(&c, f, "promote", "{\"ID\":\"42\"}", 404, "member not found");
+
+    /* A learner: listed without a name until it starts; not in sync before it has. */
+    int n4 = member_slot(&c);
+    member_add_ok(&c, f, n4, true);
+    char *list = member_op(&c, l, "list", "{}", NULL);
+    ck_assert_msg(strstr(list, c.m[n4].peer_url) && strstr(list, "\"isLearner\":true"), "%s", list);
+    free(list);
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", c.m[n4].id);
+    member_op_fails(&c, f, "promote", body, 412, "which is in sync with leader");
+    member_op_fails(&c, l, "promote", body, 412, "which is in sync with leader");
+    member_op_fails(&c, l, "add", "{\"peerURLs\":[\"http://127.0.0.1:1\"],\"isLearner\":true}", 412,
+                    "too many learner members in cluster");
+
+    /* It joins and catches up while writes go on. */
+    struct writer w;
+    writer_start(&w, &c, f, "w/");
+    int64_t t0 = tu_now_ms();
+    join(&c, n4, gone);
+    char want[24], got[24] = "";
+    status_field(&c, l, "raftIndex", want, sizeof(want));
+    for (int t = 0; t < 600 && strtoull(got, NULL, 10) < strtoull(want, NULL, 10); t++) {
+        status_field(&c, n4, "raftAppliedIndex", got, sizeof(got));
+        if (strtoull(got, NULL, 10) < strtoull(want, NULL, 10))
+            tu_sleep_ms(50);
+    }
+    int64_t caught_ms = tu_now_ms() - t0;
+    char db[24];
+    status_field(&c, n4, "dbSize", db, sizeof(db));
+    fprintf(stderr, "learner caught up to index %s (%ld keys, db %s bytes) in %lld ms\n", want,
+            8000 + count_k(&c, n4), db, (long long)caught_ms);
+    ck_assert_msg(strtoull(got, NULL, 10) >= strtoull(want, NULL, 10), "the learner is at %s of %s",
+                  got, want);
+    ck_assert_int_eq(count_k(&c, n4), 200);
+    char cmd[4400];
+    snprintf(cmd, sizeof(cmd), "grep -q 'installed the snapshot' %s", c.m[n4].s.log);
+    ck_assert_msg(system(cmd) == 0, "the learner did not catch up through a snapshot");
+    char st[512];
+    char *stj = post(c.m[n4].s.port, "/v3/maintenance/status", "{}", NULL);
+    snprintf(st, sizeof(st), "%s", stj);
+    free(stj);
+    ck_assert_msg(strstr(st, "\"isLearner\":true"), "%s", st);
+    /* A learner serves status and serializable ranges only. */
+    int status;
+    char *v = get(&c, n4, "k/1", true, &status);
+    ck_assert_msg(v && strcmp(v, "dg==") == 0, "serializable range on the learner: %d", status);
+    free(v);
+    ck_assert_ptr_null(get(&c, n4, "k/1", false, &status));
+    ck_assert_int_eq(status, 503);
+    char *got_put = post(c.m[n4].s.port, "/v3/kv/put", "{\"key\":\"YQ==\"}", &status);
+    ck_assert_msg(status == 503 && strstr(got_put, "rpc not supported for learner"), "%s", got_put);
+    free(got_put);
+    member_op_fails(&c, n4, "list", "{}", 503, "rpc not supported for learner");
+    member_op_fails(&c, n4, "promote", body, 503, "rpc not supported for learner");
+
+    /* Promoted through a follower (which asks the leader): 4 voters. */
+    char *pr = member_op(&c, f, "promote", body, &status);
+    ck_assert_msg(status == 200 && !strstr(pr, "\"member\":"), "promote: %d %s", status, pr);
+    free(pr);
+    member_op_fails(&c, f, "promote", body, 412, "can only promote a learner member");
+    stj = post(c.m[n4].s.port, "/v3/maintenance/status", "{}", NULL);
+    ck_assert_msg(!strstr(stj, "isLearner"), "%s", stj);
+    free(stj);
+    free(get_ok(&c, n4, "k/1")); /* a voter serves linearizable reads */
+
+    /* A follower removed: it stops by itself; its ID is gone for good. */
+    int rm = (l + 2) % 3;
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", c.m[rm].id);
+    char *rmv = NULL;
+    for (int t = 0; t < 100; t++) { /* until n4 has been connected for 5 s */
+        free(rmv);
+        rmv = member_op(&c, n4, "remove", body, &status);
+        if (status != 503 || !strstr(rmv, "unhealthy cluster"))
+            break;
+        tu_sleep_ms(100);
+    }
+    ck_assert_msg(status == 200 && !strstr(rmv, c.m[rm].peer_url), "remove: %d %s", status, rmv);
+    free(rmv);
+    gone[rm] = true;
+    wait_exit_ok(&c, rm, 10000);
+    member_op_fails(&c, l, "remove", body, 404, "member not found");
+    writer_stop(&w);
+    fprintf(stderr, "writes during the changes: %d acknowledged, %d not, longest %lld ms\n",
+            w.acked, w.failed, (long long)w.max_ms);
+    ck_assert_int_gt(w.acked, 0);
+    char term[24];
+    status_field(&c, l, "raftTerm", term, sizeof(term));
+    ck_assert_msg(strcmp(term, term0) == 0, "an election happened: term %s, then %s", term0, term);
+    ck_assert_int_eq(leader(&c, 20000), l);
+    for (int i = 0; i < c.n; i++) {
+        if (!alive(&c, i))
+            continue;
+        ck_assert_int_eq(count_k(&c, i), 200);
+        writer_check(&c, i, &w);
+    }
+    same_data(&c);
+    list = member_op(&c, l, "list", "{}", NULL);
+    int listed = 0;
+    for (const char *p = list; (p = strstr(p, "\"ID\":")); p++)
+        listed++;
+    ck_assert_msg(listed == 3 && !strstr(list, "isLearner"), "%s", list);
+    free(list);
+    cluster_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster");
@@ -1873,6 +2224,7 @@ int main(void)
         const char *name;
         const TTest *fn;
     } cases[] = {{"leases", leases},
+                 {"members", members},
                  {"grpc_leases", grpc_leases},
                  {"move_leader", move_leader},
                  {"grpc_no_leader", grpc_no_leader},

@@ -353,6 +353,17 @@ void srv_member_applied(struct srv *s, const struct raft_entry *ent, const struc
     push_done(s, cc->request_id, err, err ? NULL : res);
 }
 
+void srv_member_forget(struct srv *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n_members; i++)
+        if (s->members[i].id == id) {
+            memmove(&s->members[i], &s->members[i + 1],
+                    (s->n_members - i - 1) * sizeof(s->members[0]));
+            s->n_members--;
+            return;
+        }
+}
+
 bool srv_member_quorum_started(struct srv *s, enum cluster_cc_kind kind, uint64_t id)
 {
     /* etcd's IsReadyToAddVotingMember, IsReadyToRemoveVotingMember, IsReadyToPromoteMember: a

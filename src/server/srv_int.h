@@ -93,6 +93,7 @@ struct node_held;
 struct node_deadline;
 struct node_snap_out;
 struct node_promote;
+struct node_conf;
 struct peer;
 struct srv_node {
     struct raft *raft;
@@ -133,6 +134,7 @@ struct srv_node {
     uint64_t move_waiter; /* srv_move_leader's caller (0: none), its target and deadline */
     uint64_t move_target;
     uint64_t move_deadline_ms;
+    struct node_conf *confs;       /* conf changes proposed until applied */
     struct node_promote *promotes; /* promotes asked of the leader, waiting */
     bool removed;                  /* this member was removed: it stops (stop_ev) */
     struct event *stop_ev;
@@ -441,9 +443,9 @@ uint64_t srv_node_request_timeout_ms(const struct srv *s);
  * from the loop) when another member leads or after the request timeout. False (left never
  * called) when there is nothing to hand over. */
 bool srv_node_step_down(struct srv *s, void (*left)(void *ctx), void *ctx);
-/* Propose the conf change cc for the caller id (its context is copied); held while there is
- * no leader. With away the leader, leadership moves to another voter first (the change is held
- * until it has). */
+/* Propose the conf change cc for the caller id (its context is copied), again until it is
+ * applied, or fails at the request timeout; held while there is no leader. With away the
+ * leader, leadership moves to another voter first (the change waits until it has). */
 ms_err srv_node_propose_conf(struct srv *s, uint64_t id, const struct raft_conf_change *cc,
                              uint64_t away);
 /* Promote learner member for the caller id: checked and proposed here on the leader, else asked
@@ -509,6 +511,9 @@ ms_err srv_member_check(struct srv *s, const struct raft_conf_change *rc, struct
  * configuration now, recorded with the applied index; the change's caller is answered. */
 void srv_member_applied(struct srv *s, const struct raft_entry *ent, const struct cluster_cc *cc,
                         ms_err err, const struct raft_conf_state *cs);
+/* Drop member id from the members in memory (not from the bucket): a member that stops
+ * because it was removed answers with the others. */
+void srv_member_forget(struct srv *s, uint64_t id);
 /* Enough voters would be started (have published their names) after the change of kind
  * (ADD of a voter, REMOVE or PROMOTE of member id) for a quorum (etcd's IsReadyTo*). */
 bool srv_member_quorum_started(struct srv *s, enum cluster_cc_kind kind, uint64_t id);

@@ -65,19 +65,34 @@
 /* ReadIndex contexts asked again per tick, at most. */
 #define NODE_READ_RETRY_MAX 64
 
-/* A proposal waiting for a leader (data follows the struct): a request entry, or the context of
- * a conf change (conf), which may wait for leadership to leave member away as well. */
+/* A proposal waiting for a leader (data follows the struct). */
 struct node_held {
     struct node_held *next;
     uint64_t id;
     uint64_t deadline_ms;
-    bool conf;
-    enum raft_cc_type cc_type;
-    uint64_t cc_node;
-    uint64_t away;
     size_t len;
     uint8_t data[];
 };
+
+/* A conf change (its context follows the struct) proposed for caller id, proposed again every
+ * NODE_CONF_RETRY_MS until it is applied: a leader drops one silently while another is pending
+ * (it turns it into an empty entry), which a leader just elected does until it has applied its
+ * first entry. Proposing a change twice is harmless: every member refuses the second when it
+ * applies it (the member exists, is gone, is no learner), and the caller was answered by the
+ * first. While the leader is away, the change waits for leadership to move. */
+struct node_conf {
+    struct node_conf *next;
+    uint64_t id;
+    uint64_t deadline_ms;
+    uint64_t next_ms; /* when to propose (again) */
+    bool proposed;
+    enum raft_cc_type type;
+    uint64_t node;
+    uint64_t away;
+    size_t len;
+    uint8_t ctx[];
+};
+#define NODE_CONF_RETRY_MS 500
 
 /* A promote sent to the leader for its caller id (only the leader knows whether the learner
  * has caught up): asked again when another member leads. */
@@ -346,6 +361,7 @@ static void persisted(struct srv *s)
 }
 
 static void propose_held(struct srv *s);
+static void confs_propose(struct srv *s, uint64_t now);
 
 /* ---- snapshots: sent by a leader to a follower too far behind, installed by the follower ----
  * The leader answers the core's MsgSnap with a backup of its state machine (srv_backup: made in
@@ -623,8 +639,12 @@ static void soft_changed(struct srv *s, const struct raft_soft_state *soft)
         srv_lease_promote(s, n->peer ? s->cfg.election_ms : 0);
     else if (was_leader && soft->role != RAFT_LEADER)
         srv_lease_demote(s);
-    if (new_lead && soft->lead != RAFT_NONE)
+    if (new_lead && soft->lead != RAFT_NONE) {
         propose_held(s);
+        for (struct node_conf *c = n->confs; c; c = c->next)
+            c->next_ms = 0;
+        confs_propose(s, clock_now_ms());
+    }
     if (n->left && soft->role != RAFT_LEADER)
         transfer_end(s, true);
 }
@@ -852,12 +872,7 @@ static void propose_held(struct srv *s)
     struct srv_node *n = &s->node;
     while (n->held) {
         struct node_held *h = n->held;
-        if (h->away && n->lead == h->away)
-            break; /* the removal of the leader waits for the transfer */
-        struct raft_conf_change cc = {
-            .type = h->cc_type, .node_id = h->cc_node, .ctx_len = h->len, .ctx = h->data};
-        if ((h->conf ? raft_propose_conf_change(n->raft, &cc)
-                     : raft_propose(n->raft, h->data, h->len)) != MS_OK)
+        if (raft_propose(n->raft, h->data, h->len) != MS_OK)
             break;
         n->held = h->next;
         if (!n->held)
@@ -874,9 +889,10 @@ static ms_err hold(struct srv_node *n, uint64_t id, const uint8_t *data, size_t 
 {
     if (n->n_held >= NODE_HELD_MAX || n->held_bytes + len > NODE_HELD_MAX_BYTES)
         return MS_E_TOO_MANY_REQUESTS;
-    struct node_held *h = calloc(1, sizeof(*h) + len);
+    struct node_held *h = malloc(sizeof(*h) + len);
     if (!h)
         return MS_E_NOMEM;
+    h->next = NULL;
     h->id = id;
     h->deadline_ms = deadline_ms;
     h->len = len;
@@ -912,12 +928,42 @@ static uint64_t best_transferee(struct srv *s, uint64_t but, uint64_t *match)
     return to;
 }
 
+/* Propose the changes that are due: a leader is known, and not the one that must go first. */
+static void confs_propose(struct srv *s, uint64_t now)
+{
+    struct srv_node *n = &s->node;
+    for (struct node_conf **pp = &n->confs; *pp;) {
+        struct node_conf *c = *pp;
+        bool waits = wait_find(&s->waits, c->id) != NULL;
+        if (!waits || now >= c->deadline_ms) {
+            /* Never proposed: it never reached the log (etcd's blocked propose). */
+            if (waits && !c->proposed)
+                fail_waiter(s, c->id, MS_E_DEADLINE_EXCEEDED);
+            *pp = c->next; /* a proposed one times out with its deadline (expire) */
+            free(c);
+            continue;
+        }
+        if (now >= c->next_ms && n->lead != RAFT_NONE && !(c->away && n->lead == c->away)) {
+            struct raft_conf_change cc = {
+                .type = c->type, .node_id = c->node, .ctx_len = c->len, .ctx = c->ctx};
+            ms_err e = raft_propose_conf_change(n->raft, &cc);
+            if (e == MS_OK) {
+                if (!c->proposed && !push_deadline(n, c->id, c->deadline_ms))
+                    log_warn("request %016llx has no deadline: out of memory",
+                             (unsigned long long)c->id);
+                c->proposed = true;
+                srv_wake(s);
+            }
+            c->next_ms = now + NODE_CONF_RETRY_MS;
+        }
+        pp = &c->next;
+    }
+}
+
 ms_err srv_node_propose_conf(struct srv *s, uint64_t id, const struct raft_conf_change *cc,
                              uint64_t away)
 {
     struct srv_node *n = &s->node;
-    uint64_t deadline = clock_now_ms() + request_timeout_ms(s);
-    ms_err e = MS_E_NO_LEADER;
     if (away && away == n->lead && n->peer) {
         /* The leader is to go: it hands leadership over first (a follower asks it to hand it
          * to this member), and the change is proposed to the next one. */
@@ -932,21 +978,21 @@ ms_err srv_node_propose_conf(struct srv *s, uint64_t id, const struct raft_conf_
     } else {
         away = 0;
     }
-    if (!away && !n->held)
-        e = raft_propose_conf_change(n->raft, cc);
-    if (e == MS_E_NO_LEADER && n->peer) {
-        if ((e = hold(n, id, cc->ctx, cc->ctx_len, deadline)) == MS_OK) {
-            n->held_tail->conf = true;
-            n->held_tail->cc_type = cc->type;
-            n->held_tail->cc_node = cc->node_id;
-            n->held_tail->away = away;
-        }
-    }
-    if (e == MS_OK && id && !push_deadline(n, id, deadline))
-        log_warn("request %016llx has no deadline: out of memory", (unsigned long long)id);
-    if (e == MS_OK)
-        srv_wake(s);
-    return e;
+    struct node_conf *c = calloc(1, sizeof(*c) + cc->ctx_len);
+    if (!c)
+        return MS_E_NOMEM;
+    c->id = id;
+    c->deadline_ms = clock_now_ms() + request_timeout_ms(s);
+    c->type = cc->type;
+    c->node = cc->node_id;
+    c->away = away;
+    c->len = cc->ctx_len;
+    memcpy(c->ctx, cc->ctx, cc->ctx_len);
+    c->next = n->confs;
+    n->confs = c;
+    confs_propose(s, clock_now_ms());
+    srv_wake(s);
+    return MS_OK;
 }
 
 uint64_t srv_node_active_since(const struct srv *s, uint64_t id)
@@ -1179,6 +1225,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         expire(s, now);
         promotes_tick(s, now);
     }
+    confs_propose(s, now);
     srv_lease_pump(s);
     if (n->left && now >= n->left_deadline_ms)
         transfer_end(s, false);
@@ -1260,9 +1307,29 @@ static void on_peer_app(void *ctx, uint64_t from, const uint8_t *data, size_t le
 static void on_peer_removed(void *ctx, uint64_t by)
 {
     struct srv *s = ctx;
+    struct srv_node *n = &s->node;
     char how[64];
     snprintf(how, sizeof(how), "member %016llx refuses it", (unsigned long long)by);
     removed_self(s, how);
+    /* A peer applied this member's removal, so it is committed; this member, no longer
+     * replicated to, may never learn so itself (it left the leadership for it): whoever asked
+     * it for its own removal hears now, with the members without it. */
+    bool mine = false;
+    for (struct node_conf *c = n->confs; c; c = c->next)
+        mine = mine || (c->type == RAFT_CC_REMOVE_NODE && c->node == s->member_id);
+    if (!mine)
+        return;
+    srv_member_forget(s, s->member_id);
+    for (struct node_conf *c = n->confs; c; c = c->next) {
+        struct wait_entry we;
+        if (c->type != RAFT_CC_REMOVE_NODE || c->node != s->member_id ||
+            !wait_remove(&s->waits, c->id, &we) || !we.done)
+            continue;
+        struct srv_result res = {.type = SRV_REQ_MEMBER_REMOVE,
+                                 .revision = kv_current_rev(s->kv),
+                                 .u.member_id = s->member_id};
+        we.done(we.ctx, MS_OK, &res);
+    }
 }
 
 /* GET /members on the peer port: every member's record, each after its length (be32). */
@@ -1637,6 +1704,11 @@ void srv_node_close(struct srv *s)
         struct node_held *h = n->held;
         n->held = h->next;
         free(h);
+    }
+    while (n->confs) {
+        struct node_conf *c = n->confs;
+        n->confs = c->next;
+        free(c);
     }
     while (n->promotes) {
         struct node_promote *p = n->promotes;

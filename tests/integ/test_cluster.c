@@ -2216,6 +2216,220 @@ START_TEST(members)
 }
 END_TEST
 
+/* A member lost for good (kill -9, its data wiped) is removed (a member that is down may be)
+ * and replaced by a new one with a new data directory, which joins through a snapshot. */
+START_TEST(member_replace)
+{
+    struct cluster c = {.extra = {"--snapshot-count", "1000", NULL}};
+    cluster_start(&c, 3);
+    bool gone[MAX_MEMBERS] = {0};
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    int f = (l + 1) % 3;
+    puts_pipelined(&c, l, 0, 7000);
+    tu_server_kill(&c.m[f].s);
+    tu_rmtree(c.m[f].s.dir);
+    gone[f] = true;
+    char body[128];
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", c.m[f].id);
+    int status;
+    char *got = member_op(&c, l, "remove", body, &status);
+    ck_assert_msg(status == 200, "remove the dead member: %d %s", status, got);
+    free(got);
+    int n = member_slot(&c);
+    member_add_ok(&c, (l + 2) % 3, n, false);
+    join(&c, n, gone);
+    char *v = get_ok(&c, n, "s/06999");
+    ck_assert_str_eq(v, "dg==");
+    free(v);
+    char cmd[4400];
+    snprintf(cmd, sizeof(cmd), "grep -q 'installed the snapshot' %s", c.m[n].s.log);
+    ck_assert_msg(system(cmd) == 0, "the new member did not join through a snapshot");
+    put_ok(&c, n, "after", "x");
+    wait_members(&c, 0);
+    status_field(&c, n, "member_id", c.m[n].id, sizeof(c.m[n].id));
+    same_data(&c);
+    /* It restarts as itself, from its own data. */
+    char id[24];
+    strcpy(id, c.m[n].id);
+    tu_server_stop_keep(&c.m[n].s, 1);
+    const char *argv[32];
+    member_flags(&c, n, argv, 32);
+    tu_server_restart(&c.m[n].s, argv);
+    status_field(&c, n, "member_id", c.m[n].id, sizeof(c.m[n].id));
+    ck_assert_str_eq(c.m[n].id, id);
+    same_data(&c);
+    cluster_stop(&c);
+}
+END_TEST
+
+/* Removing the leader, asked of a follower and then of the leader itself: leadership moves
+ * first (one election, by transfer), the old leader stops by itself, writes go on. */
+START_TEST(remove_leader)
+{
+    struct cluster c = {0};
+    cluster_start(&c, 3);
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    tu_sleep_ms(5500); /* etcd's HealthInterval */
+    for (int round = 0; round < 2; round++) {
+        int via = round == 0 ? (l + 1) % c.n : l;
+        while (!alive(&c, via))
+            via = (via + 1) % c.n;
+        int other = -1;
+        for (int i = 0; i < c.n; i++)
+            if (alive(&c, i) && i != l && i != via)
+                other = i;
+        struct writer w;
+        writer_start(&w, &c, round == 0 ? via : (other >= 0 ? other : via), "r/");
+        tu_sleep_ms(300);
+        char term0[24], term[24], body[128];
+        status_field(&c, l, "raftTerm", term0, sizeof(term0));
+        snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", c.m[l].id);
+        int status;
+        int64_t t0 = tu_now_ms();
+        char *got = member_op(&c, via, "remove", body, &status);
+        int64_t took = tu_now_ms() - t0;
+        ck_assert_msg(status == 200 && !strstr(got, c.m[l].peer_url), "remove the leader: %d %s",
+                      status, got);
+        free(got);
+        wait_exit_ok(&c, l, 10000);
+        tu_sleep_ms(300);
+        writer_stop(&w);
+        int nl = leader(&c, 20000);
+        ck_assert_int_ge(nl, 0);
+        status_field(&c, nl, "raftTerm", term, sizeof(term));
+        fprintf(stderr,
+                "removing the leader (asked of the %s) took %lld ms, term %s -> %s; writes: %d "
+                "acknowledged, %d not, longest %lld ms\n",
+                via == l ? "leader" : "follower", (long long)took, term0, term, w.acked, w.failed,
+                (long long)w.max_ms);
+        ck_assert_msg(strtoull(term, NULL, 10) == strtoull(term0, NULL, 10) + 1,
+                      "more than the transfer's election: term %s -> %s", term0, term);
+        for (int i = 0; i < c.n; i++)
+            if (alive(&c, i))
+                writer_check(&c, i, &w);
+        put_ok(&c, nl, "after", "x");
+        l = nl;
+    }
+    same_data(&c);
+    cluster_stop(&c);
+}
+END_TEST
+
+/* Leadership moved to a chosen follower through the gateway while writes go on: no
+ * acknowledged write lost, a short pause; etcd's errors. */
+START_TEST(transfer_load)
+{
+    struct cluster c = {0};
+    cluster_start(&c, 3);
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    int f = (l + 1) % 3, to = (l + 2) % 3;
+    char body[128];
+    int status;
+    snprintf(body, sizeof(body), "{\"targetID\":\"%s\"}", c.m[to].id);
+    char *got = post(c.m[f].s.port, "/v3/maintenance/transfer-leadership", body, &status);
+    ck_assert_msg(status == 412 && strstr(got, "etcdserver: not leader"), "%d %s", status, got);
+    free(got);
+    got = post(c.m[l].s.port, "/v3/maintenance/transfer-leadership", "{\"targetID\":\"42\"}",
+               &status);
+    ck_assert_msg(status == 412 && strstr(got, "bad leader transferee"), "%d %s", status, got);
+    free(got);
+    snprintf(body, sizeof(body), "{\"targetID\":\"%s\"}", c.m[l].id);
+    got = post(c.m[l].s.port, "/v3/maintenance/transfer-leadership", body, &status);
+    ck_assert_msg(status == 200 && strcmp(got, "{}") == 0, "%d %s", status, got);
+    free(got);
+    /* A learner cannot lead. */
+    tu_sleep_ms(5500);
+    int ln = member_slot(&c);
+    member_add_ok(&c, l, ln, true);
+    snprintf(body, sizeof(body), "{\"targetID\":\"%s\"}", c.m[ln].id);
+    got = post(c.m[l].s.port, "/v3/maintenance/transfer-leadership", body, &status);
+    ck_assert_msg(status == 412 && strstr(got, "bad leader transferee"), "%d %s", status, got);
+    free(got);
+    struct writer w[2];
+    writer_start(&w[0], &c, l, "a/");
+    writer_start(&w[1], &c, f, "b/");
+    tu_sleep_ms(500);
+    snprintf(body, sizeof(body), "{\"targetID\":\"%s\"}", c.m[to].id);
+    int64_t t0 = tu_now_ms();
+    got = post(c.m[l].s.port, "/v3/maintenance/transfer-leadership", body, &status);
+    int64_t took = tu_now_ms() - t0;
+    ck_assert_msg(status == 200 && strcmp(got, "{}") == 0, "%d %s", status, got);
+    free(got);
+    tu_sleep_ms(500);
+    writer_stop(&w[0]);
+    writer_stop(&w[1]);
+    fprintf(stderr,
+            "transfer-leadership under load answered in %lld ms; writes through the old leader: "
+            "%d acknowledged, %d not, longest %lld ms; through a follower: %d, %d, %lld ms\n",
+            (long long)took, w[0].acked, w[0].failed, (long long)w[0].max_ms, w[1].acked,
+            w[1].failed, (long long)w[1].max_ms);
+    ck_assert_int_eq(leader(&c, 20000), to);
+    for (int i = 0; i < 3; i++) {
+        writer_check(&c, i, &w[0]);
+        writer_check(&c, i, &w[1]);
+    }
+    same_data(&c);
+    cluster_stop(&c);
+}
+END_TEST
+
+/* Membership changes while a member is down or cut off: the strict reconfiguration check
+ * keeps a quorum (etcd's answers: unhealthy cluster, not enough started members). */
+START_TEST(member_quorum)
+{
+    struct cluster c = {0};
+    cluster_start_opt(&c, 3, 3, true);
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    int a = (l + 1) % 3, b = (l + 2) % 3;
+    tu_sleep_ms(5500);
+    /* b cut off from the others: a change that needs it is refused. */
+    isolate(&c, b, true);
+    tu_sleep_ms(1500);
+    char body[160];
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", c.m[a].id);
+    member_op_fails(&c, l, "remove", body, 503, "unhealthy cluster");
+    member_op_fails(&c, l, "add", "{\"peerURLs\":[\"http://127.0.0.1:1\"]}", 503,
+                    "unhealthy cluster");
+    isolate(&c, b, false);
+    /* b killed: the same, and the removal of the leader as well; b itself may go. */
+    tu_server_kill(&c.m[b].s);
+    tu_sleep_ms(1500);
+    member_op_fails(&c, l, "remove", body, 503, "unhealthy cluster");
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", c.m[l].id);
+    member_op_fails(&c, a, "remove", body, 503, "unhealthy cluster");
+    member_op_fails(&c, l, "add", "{\"peerURLs\":[\"http://127.0.0.1:1\"]}", 503,
+                    "unhealthy cluster");
+    member_op_fails(&c, l, "add", "{\"peerURLs\":[\"http://127.0.0.1:1\"],\"isLearner\":true}", 503,
+                    "unhealthy cluster");
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", c.m[b].id);
+    int status;
+    char *got = member_op(&c, a, "remove", body, &status);
+    ck_assert_msg(status == 200, "remove the dead member: %d %s", status, got);
+    free(got);
+    /* A voter added and never started: no more voters, and no started one removed (etcd 3.4
+     * answers 500 with code 2 there). Writes go on. */
+    tu_sleep_ms(5500);
+    int n = member_slot(&c);
+    member_add_ok(&c, a, n, false);
+    member_op_fails(&c, a, "add", "{\"peerURLs\":[\"http://127.0.0.1:1\"]}", 500,
+                    "re-configuration failed due to not enough started members");
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", c.m[a].id);
+    member_op_fails(&c, l, "remove", body, 500,
+                    "re-configuration failed due to not enough started members\",\"code\":2");
+    put_ok(&c, a, "still", "writes");
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\"}", c.m[n].id);
+    got = member_op(&c, l, "remove", body, &status);
+    ck_assert_msg(status == 200, "remove the member never started: %d %s", status, got);
+    free(got);
+    c.m[b].s.pid = 0;
+    cluster_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster");
@@ -2225,6 +2439,10 @@ int main(void)
         const TTest *fn;
     } cases[] = {{"leases", leases},
                  {"members", members},
+                 {"member_replace", member_replace},
+                 {"remove_leader", remove_leader},
+                 {"transfer_load", transfer_load},
+                 {"member_quorum", member_quorum},
                  {"grpc_leases", grpc_leases},
                  {"move_leader", move_leader},
                  {"grpc_no_leader", grpc_no_leader},

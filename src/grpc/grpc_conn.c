@@ -542,9 +542,16 @@ static void call_begin(struct grpc_call *call)
         return;
     }
     count(call, SRV_RPC_STARTED, 0);
+    /* etcd's interceptors (v3rpc/interceptor.go), in their order: a learner serves Status and
+     * serializable Ranges only (grpc_kv_range looks at the range), so every stream is refused
+     * at its open; metadata hasleader=true is refused at once without a leader, and a stream is
+     * ended once the member has had none for a while (grpc.c). */
+    if (srv_is_learner(grpc_call_srv(call)) && call->m->on_msg != grpc_maint_status &&
+        call->m->on_msg != grpc_kv_range) {
+        grpc_call_fail(call, MS_E_LEARNER_RPC, NULL);
+        return;
+    }
     if (call->require_leader) {
-        /* etcd's interceptors: metadata hasleader=true is refused at once without a leader, and
-         * a stream is ended once the member has had none for a while (grpc.c). */
         if (!srv_has_leader(grpc_call_srv(call))) {
             grpc_call_fail(call, MS_E_NO_LEADER, NULL);
             return;

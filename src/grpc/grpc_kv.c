@@ -415,6 +415,11 @@ static void start(struct grpc_call *call, enum srv_req_type type, const char *na
                   const uint8_t *p, size_t len)
 {
     ms_err e = grpc_kv_decode(type, p, len, call->a, &call->sreq);
+    /* A learner serves serializable ranges only (etcd's isRPCSupportedForLearner; the other
+     * methods were refused at the call's open). */
+    if (!e && type == SRV_REQ_RANGE && !call->sreq.u.range.serializable &&
+        srv_is_learner(grpc_call_srv(call)))
+        e = MS_E_LEARNER_RPC;
     if (e == MS_E_BAD_REQUEST) {
         char msg[160];
         snprintf(msg, sizeof(msg), "grpc: error unmarshalling request: proto: %s: illegal message",

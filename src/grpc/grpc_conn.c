@@ -181,6 +181,17 @@ void grpc_call_bad_message(struct grpc_call *call, const char *type)
     grpc_call_finish(call, MS_GRPC_INTERNAL, msg);
 }
 
+ProtobufCMessage *grpc_call_unpack(struct grpc_call *call, const ProtobufCMessageDescriptor *d,
+                                   const uint8_t *p, size_t len)
+{
+    ProtobufCAllocator al;
+    grpc_allocator(call->a, &al);
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, &al, len, p);
+    if (!m)
+        grpc_call_bad_message(call, d->short_name);
+    return m;
+}
+
 #define NV(n, v, vl)                                                                               \
     ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl),                             \
                   NGHTTP2_NV_FLAG_NO_COPY_NAME})
@@ -417,13 +428,18 @@ ms_err grpc_call_caller(struct grpc_call *call, struct auth_caller *out)
     return MS_OK;
 }
 
-bool grpc_call_maint_auth(struct grpc_call *call, bool admin)
+ms_err grpc_call_auth(struct grpc_call *call, bool admin)
 {
-    struct srv *srv = call->conn->g->srv;
     struct auth_caller caller = {false, {NULL, 0}, 0};
     ms_err e = grpc_call_caller(call, &caller);
     if (!e && admin)
-        e = srv_auth_admin(srv, &caller);
+        e = srv_auth_admin(call->conn->g->srv, &caller);
+    return e;
+}
+
+bool grpc_call_maint_auth(struct grpc_call *call, bool admin)
+{
+    ms_err e = grpc_call_auth(call, admin);
     if (e == MS_OK)
         return true;
     grpc_call_fail(call, srv_auth_raw_err(e), NULL);

@@ -230,9 +230,18 @@ Etcdserverpb__ResponseHeader *grpc_header(struct grpc_call *call, int64_t revisi
 void grpc_header_fill(struct srv *srv, Etcdserverpb__ResponseHeader *h, int64_t revision);
 /* A request message that does not unpack (type: its message name): grpc-go's codec error. */
 void grpc_call_bad_message(struct grpc_call *call, const char *type);
+/* Unpack a request message of type d in the call's arena; NULL, the call failed with grpc-go's
+ * codec error (grpc_call_bad_message), if it does not unpack. */
+ProtobufCMessage *grpc_call_unpack(struct grpc_call *call, const ProtobufCMessageDescriptor *d,
+                                   const uint8_t *p, size_t len);
+/* The caller's token names a user (or none) and, when admin, one that may act as root (auth
+ * off, or root): MS_E_INVALID_AUTH_TOKEN, or srv_auth_admin's errors, as etcd converts them
+ * for a client (togRPCError). */
+ms_err grpc_call_auth(struct grpc_call *call, bool admin);
 /* etcd's checks of the caller's token for a maintenance call (the gateway's gw_auth_maint): an
  * invalid token always, root only when admin; auth's own texts (code Unknown), as etcd's
- * maintenance server hands them back. Fails the call and returns false on refusal. */
+ * maintenance server hands them back (grpc_call_auth's, unconverted). Fails the call and returns
+ * false on refusal. */
 bool grpc_call_maint_auth(struct grpc_call *call, bool admin);
 /* The call's caller: the user its token names, else (--client-cert-auth) its connection's
  * verified certificate's CN, else nobody (etcd's AuthInfoFromCtx); the user is borrowed until
@@ -273,6 +282,10 @@ void grpc_maint_move_leader(struct grpc_call *call, const uint8_t *p, size_t len
 void grpc_maint_snapshot_drain(struct grpc_call *call);
 void grpc_maint_snapshot_free(struct grpc_call *call);
 void grpc_cluster_member_list(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_cluster_member_add(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_cluster_member_remove(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_cluster_member_update(struct grpc_call *call, const uint8_t *p, size_t len);
+void grpc_cluster_member_promote(struct grpc_call *call, const uint8_t *p, size_t len);
 /* A WatchRequest, as decoded (byte strings in the arena given). */
 enum grpc_watch_kind { GRPC_WATCH_NONE, GRPC_WATCH_CREATE, GRPC_WATCH_CANCEL, GRPC_WATCH_PROGRESS };
 struct grpc_watch_req {

@@ -1,5 +1,5 @@
-/* grpc_maint.c - etcd's Maintenance service (Status, Hash, Alarm, Defragment, Snapshot) and
- * the Cluster service's MemberList, answered from the server's state as the gateway does.
+/* grpc_maint.c - etcd's Maintenance service (Status, Hash, Alarm, Defragment, Snapshot,
+ * MoveLeader), answered from the server's state as the gateway does.
  *
  * Snapshot is a server stream: the server writes a consistent backup file (srv_backup), which
  * comes open and already unlinked, and is sent in 32 KiB messages, each read only when the one
@@ -22,21 +22,9 @@
 
 static const char *const ALARM_NAME[] = {"NONE", "NOSPACE", "CORRUPT"};
 
-static bool unpack_empty(struct grpc_call *call, const ProtobufCMessageDescriptor *d,
-                         const char *type, const uint8_t *p, size_t len)
-{
-    ProtobufCAllocator al;
-    grpc_allocator(call->a, &al);
-    if (!protobuf_c_message_unpack(d, &al, len, p)) {
-        grpc_call_bad_message(call, type);
-        return false;
-    }
-    return true;
-}
-
 void grpc_maint_status(struct grpc_call *call, const uint8_t *p, size_t len)
 {
-    if (!unpack_empty(call, &etcdserverpb__status_request__descriptor, "StatusRequest", p, len))
+    if (!grpc_call_unpack(call, &etcdserverpb__status_request__descriptor, p, len))
         return;
     struct srv *s = grpc_call_srv(call);
     struct srv_status st;
@@ -79,7 +67,7 @@ void grpc_maint_status(struct grpc_call *call, const uint8_t *p, size_t len)
 
 void grpc_maint_hash(struct grpc_call *call, const uint8_t *p, size_t len)
 {
-    if (!unpack_empty(call, &etcdserverpb__hash_request__descriptor, "HashRequest", p, len) ||
+    if (!grpc_call_unpack(call, &etcdserverpb__hash_request__descriptor, p, len) ||
         !grpc_call_maint_auth(call, true))
         return;
     uint32_t hash;
@@ -196,8 +184,7 @@ static void on_done_empty(void *ctx, ms_err err, const struct srv_result *res)
 
 void grpc_maint_defragment(struct grpc_call *call, const uint8_t *p, size_t len)
 {
-    if (!unpack_empty(call, &etcdserverpb__defragment_request__descriptor, "DefragmentRequest", p,
-                      len) ||
+    if (!grpc_call_unpack(call, &etcdserverpb__defragment_request__descriptor, p, len) ||
         !grpc_call_maint_auth(call, true))
         return;
     ms_err e = srv_defrag(grpc_call_srv(call), on_done_empty, call, &call->srv_id);
@@ -309,8 +296,7 @@ static void on_backup(void *ctx, ms_err err, int fd, uint64_t size)
 
 void grpc_maint_snapshot(struct grpc_call *call, const uint8_t *p, size_t len)
 {
-    if (!unpack_empty(call, &etcdserverpb__snapshot_request__descriptor, "SnapshotRequest", p,
-                      len) ||
+    if (!grpc_call_unpack(call, &etcdserverpb__snapshot_request__descriptor, p, len) ||
         !grpc_call_maint_auth(call, true))
         return;
     ms_err e = srv_backup(grpc_call_srv(call), on_backup, call, &call->srv_id);
@@ -324,49 +310,4 @@ void grpc_maint_snapshot_drain(struct grpc_call *call)
 {
     if (call->svc)
         snap_next(call);
-}
-
-/* ---- Cluster ---- */
-
-static char **urls(struct arena *a, const struct cfg_url *u, size_t n)
-{
-    char **out = arena_calloc(a, n ? n : 1, sizeof(*out));
-    for (size_t i = 0; out && i < n; i++)
-        out[i] = (char *)u[i].text;
-    return out;
-}
-
-void grpc_cluster_member_list(struct grpc_call *call, const uint8_t *p, size_t len)
-{
-    if (!unpack_empty(call, &etcdserverpb__member_list_request__descriptor, "MemberListRequest", p,
-                      len))
-        return;
-    struct srv_member ms[SRV_MAX_MEMBERS];
-    size_t n = srv_members(grpc_call_srv(call), ms);
-    Etcdserverpb__MemberListResponse r = ETCDSERVERPB__MEMBER_LIST_RESPONSE__INIT;
-    r.header = grpc_header(call, 0, true);
-    r.members = arena_calloc(call->a, n ? n : 1, sizeof(*r.members));
-    Etcdserverpb__Member *m = arena_calloc(call->a, n ? n : 1, sizeof(*m));
-    if (!r.header || !r.members || !m) {
-        grpc_call_fail(call, MS_E_NOMEM, NULL);
-        return;
-    }
-    r.header->revision = 0; /* etcd's cluster header has no revision */
-    for (size_t i = 0; i < n; i++) {
-        etcdserverpb__member__init(&m[i]);
-        m[i].id = ms[i].id;
-        m[i].name = (char *)(ms[i].name ? ms[i].name : "");
-        m[i].peerurls = urls(call->a, ms[i].peer_urls, ms[i].n_peer_urls);
-        m[i].n_peerurls = ms[i].n_peer_urls;
-        m[i].clienturls = urls(call->a, ms[i].client_urls, ms[i].n_client_urls);
-        m[i].n_clienturls = ms[i].n_client_urls;
-        m[i].islearner = ms[i].is_learner;
-        if (!m[i].peerurls || !m[i].clienturls) {
-            grpc_call_fail(call, MS_E_NOMEM, NULL);
-            return;
-        }
-        r.members[i] = &m[i];
-    }
-    r.n_members = n;
-    grpc_call_reply(call, &r.base);
 }

@@ -4,7 +4,8 @@
  * many concurrent streams, the same request through both front doors; the Watch service's
  * many watchers on one stream, cancel, progress, compaction, fragments and a reader that stops
  * reading; the Lock and Election services: a waiting lock reset or cut off gives its place up,
- * Observe's stream freed on reset and disconnect, and bounded for a reader that stops reading.
+ * Observe's stream freed on reset and disconnect, and bounded for a reader that stops reading;
+ * the Cluster service's changes on one member (etcd's checks, answers and root-only rule).
  * After every test the server must still answer and stop cleanly (ASan: whatever a call held is
  * freed).
  */
@@ -14,6 +15,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <nghttp2/nghttp2.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -1877,6 +1879,164 @@ START_TEST(observe_slow_reader_bounded)
 }
 END_TEST
 
+/* ---- the Cluster service ---- */
+
+/* A member as a Member*Response carries it. */
+struct mem {
+    uint64_t id;
+    char url[64]; /* the first peer URL */
+    bool named;
+    bool client_urls;
+    bool learner;
+};
+
+/* The members under field of the answer of c (members: 2, but 3 in a MemberAddResponse, whose
+ * member is 2) into out (at most 4), and how many. */
+static size_t members_of(const struct call *c, unsigned field, struct mem out[4])
+{
+    const uint8_t *m, *p, *q;
+    size_t n, len, ql, k = 0;
+    uint64_t tag, v, t2, v2;
+    ck_assert_msg(nth_msg(c, 0, &m, &n), "no answer (status %d %s)", c->grpc_status, c->message);
+    for (size_t i = 0; pb_next(m, n, &i, &tag, &v, &p, &len);) {
+        if (tag != ((uint64_t)field << 3 | 2) || k == 4)
+            continue;
+        struct mem *o = &out[k++];
+        memset(o, 0, sizeof(*o));
+        for (size_t j = 0; pb_next(p, len, &j, &t2, &v2, &q, &ql);) {
+            if (t2 == (1 << 3))
+                o->id = v2;
+            else if (t2 == (2 << 3 | 2))
+                o->named = true;
+            else if (t2 == (3 << 3 | 2) && !o->url[0] && ql < sizeof(o->url))
+                memcpy(o->url, q, ql);
+            else if (t2 == (4 << 3 | 2))
+                o->client_urls = true;
+            else if (t2 == (5 << 3))
+                o->learner = v2 != 0;
+        }
+    }
+    return k;
+}
+
+/* A Cluster request: the ID (field 1, when not 0) and a peer URL (field 2); for MemberAdd, the
+ * peer URL (field 1) and isLearner (field 2). */
+static struct call *member_call(struct gc *g, const char *method, uint64_t id, const char *url,
+                                bool learner)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/etcdserverpb.Cluster/%s", method);
+    bool add = strcmp(method, "MemberAdd") == 0;
+    struct buf m;
+    buf_init(&m);
+    if (id)
+        pb_varint(&m, 1, id);
+    if (url)
+        pb_bytes(&m, add ? 1 : 2, url, strlen(url));
+    if (learner)
+        pb_varint(&m, 2, 1);
+    struct call *c = unary(g, path, m.p, m.len);
+    buf_fini(&m);
+    return c;
+}
+
+static void expect_code(const struct call *c, int code, const char *msg)
+{
+    ck_assert_int_eq(c->grpc_status, code);
+    ck_assert_str_eq(c->message, msg);
+}
+
+/* MemberAdd, Remove, Update and Promote on one member: etcd's checks and answers, root only
+ * with auth on; etcdctl's member commands. */
+START_TEST(cluster_members)
+{
+    struct gc *g = gc_open(srv.port, true);
+    struct mem ms[4];
+    struct call *c = unary(g, "/etcdserverpb.Cluster/MemberList", NULL, 0);
+    ck_assert_int_eq(c->grpc_status, 0);
+    ck_assert_uint_eq(members_of(c, 2, ms), 1);
+    uint64_t self = ms[0].id;
+    ck_assert_uint_ne(self, 0);
+    ck_assert(ms[0].named && ms[0].client_urls && !ms[0].learner);
+
+    expect_code(member_call(g, "MemberAdd", 0, "not a url", false), 3,
+                "etcdserver: given member URLs are invalid");
+    expect_code(member_call(g, "MemberRemove", 42, NULL, false), 5, "etcdserver: member not found");
+    expect_code(member_call(g, "MemberPromote", self, NULL, false), 9,
+                "etcdserver: can only promote a learner member");
+    expect_code(member_call(g, "MemberUpdate", 0, "http://127.0.0.1:1", false), 5,
+                "etcdserver: member not found");
+    ck_assert_int_eq(unary(g, "/etcdserverpb.Cluster/MemberUpdate", "\xff", 1)->grpc_status, 13);
+
+    /* an update answers with the members as they are after it */
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", tu_free_port());
+    c = member_call(g, "MemberUpdate", self, url, false);
+    ck_assert_int_eq(c->grpc_status, 0);
+    ck_assert_uint_eq(members_of(c, 2, ms), 1);
+    ck_assert_uint_eq(ms[0].id, self);
+    ck_assert_str_eq(ms[0].url, url);
+
+    /* a learner may join a single member (it counts for no quorum): the answer names it as
+     * added (no name, no client URLs) besides the members; it is not in sync to promote */
+    char lurl[64];
+    snprintf(lurl, sizeof(lurl), "http://127.0.0.1:%d", tu_free_port());
+    c = member_call(g, "MemberAdd", 0, lurl, true);
+    ck_assert_int_eq(c->grpc_status, 0);
+    ck_assert_uint_eq(members_of(c, 2, ms), 1);
+    uint64_t learner = ms[0].id;
+    ck_assert_uint_ne(learner, self);
+    ck_assert_str_eq(ms[0].url, lurl);
+    ck_assert(ms[0].learner && !ms[0].named && !ms[0].client_urls);
+    ck_assert_uint_eq(members_of(c, 3, ms), 2);
+    ck_assert(ms[0].id == learner ? ms[0].learner : ms[1].learner);
+    expect_code(member_call(g, "MemberPromote", learner, NULL, false), 9,
+                "etcdserver: can only promote a learner member which is in sync with leader");
+    c = member_call(g, "MemberRemove", learner, NULL, false);
+    ck_assert_int_eq(c->grpc_status, 0);
+    ck_assert_uint_eq(members_of(c, 2, ms), 1);
+    ck_assert_uint_eq(ms[0].id, self);
+
+    /* etcdctl's member commands */
+    if (access("/usr/bin/etcdctl", X_OK) == 0) {
+        char ep[64], hex[32], peers[96];
+        snprintf(ep, sizeof(ep), "--endpoints=127.0.0.1:%d", srv.port);
+        snprintf(hex, sizeof(hex), "%" PRIx64, self);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", tu_free_port());
+        snprintf(peers, sizeof(peers), "--peer-urls=%s", url);
+        char *env[] = {"ETCDCTL_API=3", NULL};
+        char *out;
+        const char *update[] = {ep, "member", "update", hex, peers, NULL};
+        int rc = tu_run_bin("/usr/bin/etcdctl", update, env, 20000, &out);
+        ck_assert_msg(rc == 0 && strstr(out, "updated"), "%d: %s", rc, out);
+        free(out);
+        const char *list[] = {ep, "member", "list", NULL};
+        rc = tu_run_bin("/usr/bin/etcdctl", list, env, 20000, &out);
+        ck_assert_msg(rc == 0 && strstr(out, hex) && strstr(out, url), "%d: %s", rc, out);
+        free(out);
+    }
+
+    /* with auth on, only root changes the membership (etcd's converted errors) */
+    free(gw_ok("/v3/auth/user/add", "{\"name\":\"root\",\"password\":\"rootpw\"}"));
+    free(gw_ok("/v3/auth/user/grant", "{\"user\":\"root\",\"role\":\"root\"}"));
+    free(gw_ok("/v3/auth/user/add", "{\"name\":\"alice\",\"password\":\"alicepw\"}"));
+    free(gw_ok("/v3/auth/enable", "{}"));
+    char *alice = login("alice", "alicepw");
+    char *root = login("root", "rootpw");
+    g->token = alice;
+    expect_code(member_call(g, "MemberRemove", 42, NULL, false), 7,
+                "etcdserver: permission denied");
+    g->token = NULL;
+    expect_code(member_call(g, "MemberRemove", 42, NULL, false), 3,
+                "etcdserver: user name is empty");
+    g->token = root;
+    expect_code(member_call(g, "MemberRemove", 42, NULL, false), 5, "etcdserver: member not found");
+    gc_free(g);
+    free(alice);
+    free(root);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("grpc");
@@ -1906,6 +2066,7 @@ int main(void)
     tcase_add_test(tc, lock_waiter_reset_gives_place_up);
     tcase_add_test(tc, observe_stream);
     tcase_add_test(tc, observe_slow_reader_bounded);
+    tcase_add_test(tc, cluster_members);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

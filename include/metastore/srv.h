@@ -392,10 +392,11 @@ ms_err srv_member_promote(struct srv *s, uint64_t member, srv_done_fn done, void
  * front doors refuse the rest with MS_E_LEARNER_RPC. */
 bool srv_is_learner(const struct srv *s);
 
-/* The members, by ID: the "members" bucket as the server started with it (just this member
- * in a data directory that predates the bucket). This member shows the name and client URLs it
- * runs with, as etcd's members publish theirs at start. Fills out (at most SRV_MAX_MEMBERS)
- * and returns how many. The strings live as long as s. */
+/* The members, by ID, as this member has applied them (just this member in a data directory
+ * that predates the members bucket; a joining member that has applied none yet: those it was
+ * given when it joined). This member shows the name and client URLs it runs with, as etcd's
+ * members publish theirs at start. Fills out (at most SRV_MAX_MEMBERS) and returns how many.
+ * The strings are valid until the next membership change is applied. */
 size_t srv_members(struct srv *s, struct srv_member out[SRV_MAX_MEMBERS]);
 
 /* Prometheus text for GET /metrics, appended to out (etcd's metric names where they mean the

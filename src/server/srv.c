@@ -13,6 +13,7 @@
 #include "metastore/fs.h"
 #include "metastore/log.h"
 #include "metastore/peer.h"
+#include "metastore/raft_codec.h"
 #include "metastore/tls.h"
 
 #include <errno.h>
@@ -177,7 +178,45 @@ static ms_err settle_identity(struct srv *s, const struct srv_durable *d, const 
 
 /* Refuse a data directory that the flags show to be another member's or another cluster's
  * (cluster_check_owner); a restart otherwise ignores the initial flags, as etcd's does. */
-static ms_err check_owner(struct srv *s)
+static bool same_urls(const struct cfg_url *a, size_t na, const struct cfg_url *b, size_t nb);
+
+/* A member record, applied or still in the log, has id (and, with urls, those peer URLs). */
+static bool recorded(struct srv *s, const struct wal_log *log, uint64_t id,
+                     const struct cfg_url *urls, size_t n_urls)
+{
+    for (size_t i = 0; i < s->n_members; i++)
+        if (s->members[i].id == id &&
+            (!urls || same_urls(s->members[i].peer_urls, s->members[i].n_peer_urls, urls, n_urls)))
+            return true;
+    for (size_t i = 0; i < log->n_entries; i++) {
+        const struct raft_entry *ent = &log->entries[i];
+        struct raft_conf_change rc;
+        struct cluster_cc cc;
+        if (ent->type == RAFT_ENTRY_CONF_CHANGE &&
+            raft_cc_decode(ent->data, ent->len, &rc) == MS_OK && rc.ctx_len &&
+            cluster_cc_decode(rc.ctx, rc.ctx_len, &cc) == MS_OK && cc.member.id == id &&
+            cc.kind != CLUSTER_CC_REMOVE && cc.kind != CLUSTER_CC_PROMOTE &&
+            (!urls || same_urls(cc.member.peer_urls, cc.member.n_peer_urls, urls, n_urls)))
+            return true;
+    }
+    return false;
+}
+
+/* The flags name this member's cluster as it is now, not as it began: the cluster's record of
+ * this member has the advertised peer URLs (they may have been updated since), and the token
+ * is the cluster's (a member of --initial-cluster gets, with it, an ID the cluster has). */
+static bool flags_of_now(struct srv *s, const struct wal_log *log, const struct cluster_boot *boot)
+{
+    if (!recorded(s, log, s->member_id, s->cfg.initial_advertise_peer,
+                  s->cfg.n_initial_advertise_peer))
+        return false;
+    for (size_t i = 0; i < boot->n_members; i++)
+        if (recorded(s, log, boot->members[i].id, NULL, 0))
+            return true;
+    return false;
+}
+
+static ms_err check_owner(struct srv *s, const struct wal_log *log)
 {
     if (s->cfg.initial_cluster_existing)
         return MS_OK;
@@ -186,7 +225,7 @@ static ms_err check_owner(struct srv *s)
     if (!boot)
         return MS_E_NOMEM;
     ms_err e = MS_OK;
-    if (cluster_bootstrap(&s->cfg, boot, msg, sizeof(msg)) &&
+    if (cluster_bootstrap(&s->cfg, boot, msg, sizeof(msg)) && !flags_of_now(s, log, boot) &&
         !cluster_check_owner(boot, s->cfg.name, s->member_id, s->cluster_id, msg, sizeof(msg))) {
         log_error("%s: %s", s->cfg.data_dir, msg);
         e = MS_E_BAD_REQUEST;
@@ -329,10 +368,10 @@ static ms_err open_node(struct srv *s, struct srv_durable *d)
         return e;
     if (!d->have_id && (e = settle_identity(s, d, &log)) != MS_OK)
         log_error("cannot record the member identity: %s", ms_err_name(e));
-    if (!e)
-        e = check_owner(s);
     if (!e && (e = srv_members_load(s)) != MS_OK)
         log_error("cannot read the members: %s", ms_err_name(e));
+    if (!e)
+        e = check_owner(s, &log);
     /* A member that joined and has not applied its cluster's members yet (they come with the
      * log or a snapshot from the leader): it knows them from whom it asked. */
     if (!e && !s->n_members && s->cfg.initial_cluster_existing && !d->n_joined &&

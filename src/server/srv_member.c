@@ -28,7 +28,9 @@ static ms_err parse_urls(const char *const *texts, size_t n, struct cluster_memb
         return MS_E_MEMBER_BAD_URLS;
     for (size_t i = 0; i < n; i++) {
         size_t k;
-        if (!texts[i] || strchr(texts[i], ',') ||
+        const char *host = texts[i] ? strstr(texts[i], "://") : NULL;
+        /* etcd's types.NewURLs: no path, not even "/". */
+        if (!host || strchr(host + 3, '/') || strchr(texts[i], ',') ||
             strlen(texts[i]) >= sizeof(m->peer_urls[i].text) ||
             !cfg_parse_urls(texts[i], &m->peer_urls[i], 1, &k, msg, sizeof(msg)) || k != 1)
             return MS_E_MEMBER_BAD_URLS;
@@ -143,11 +145,13 @@ ms_err srv_member_update(struct srv *s, uint64_t member, const char *const *peer
     struct cluster_cc mc = {.kind = CLUSTER_CC_UPDATE};
     if (srv_node_is_learner(s))
         return MS_E_LEARNER_RPC;
+    /* etcd looks at an update's URLs only when it applies it: an unknown member is not found
+     * whatever they are. */
     ms_err e = parse_urls(peer_urls, n, &mc.member);
+    if (member == 0 || (e && !find(s, member)))
+        return MS_E_MEMBER_NOT_FOUND;
     if (e)
         return e;
-    if (member == 0)
-        return MS_E_MEMBER_NOT_FOUND;
     mc.member.id = member;
     return propose(s, RAFT_CC_UPDATE_NODE, &mc, 0, done, ctx, id);
 }

@@ -154,7 +154,10 @@ static void trim_log(struct srv *s, uint64_t applied)
         return;
     ms_err e = MS_OK;
     if (!n->peer) {
-        if ((e = raft_mem_compact(n->mem, applied)) != MS_OK)
+        /* Recorded as a snapshot: a member added later gets one from here. */
+        struct raft_status st;
+        raft_status(n->raft, &st);
+        if ((e = raft_mem_snapshot(n->mem, applied, &st.conf, 0)) != MS_OK)
             log_warn("raft: cannot trim the in-memory log below %llu",
                      (unsigned long long)applied + 1);
         return;
@@ -241,8 +244,8 @@ static void peer_track(struct srv *s, const struct cluster_member *m)
 {
     struct srv_node *n = &s->node;
     const char *urls[CLUSTER_MAX_URLS];
-    if (m->id == s->member_id || !m->n_peer_urls)
-        return;
+    if (m->id == s->member_id || !m->n_peer_urls || s->cfg.restore_snapshot[0])
+        return; /* a restore only builds the data directory */
     if (!n->peer && start_peers(s) != MS_OK) {
         log_error("cannot reach member %016llx: this member has no peer transport",
                   (unsigned long long)m->id);
@@ -1666,8 +1669,14 @@ ms_err srv_node_start(struct srv *s, const struct wal_log *log, const struct srv
         return MS_E_NOMEM;
     if ((e = fill_log(s, log, d)) != MS_OK || (e = create_core(s, log, d)) != MS_OK)
         return e;
+    /* Members not known yet (the memory backend keeps them in its snapshots only): the log
+     * holds them, applied first. */
+    if (s->n_members <= 1 && raft_mem_last_index(n->mem) > d->applied &&
+        (e = settle_member(s)) != MS_OK)
+        return e;
     /* A restore (--restore-snapshot) only builds the data directory: no peer traffic. */
-    if (s->n_members > 1 && !s->cfg.restore_snapshot[0] && (e = start_peers(s)) != MS_OK)
+    if (s->n_members > 1 && !n->peer && !s->cfg.restore_snapshot[0] &&
+        (e = start_peers(s)) != MS_OK)
         return e;
     if ((e = settle(s)) != MS_OK)
         return e;

@@ -588,18 +588,17 @@ static const struct step LEARNER[] = {
     {LEADER, PROMOTE, "{\"ID\":{new3}}"},
     {FOLLOWER, PROMOTE, "{\"ID\":{new3}}"},
     {LEADER, REMOVE, "{\"ID\":{new3}}"},
-    /* After the voter is gone: etcd 3.4 replaces a member's raft attributes on update, so the
-     * learner whose peer URLs change is listed as a voter afterwards (without isLearner). */
-    {FOLLOWER, UPDATE, "{\"ID\":{new1},\"peerURLs\":[{new2-peer}]}"},
-    {LEADER, UPDATE, "{\"ID\":{new1},\"peerURLs\":[{new1-peer}]}"},
-    {EVERY, LIST, "{}"},
+    /* Not sent: an update of the learner's peer URLs. etcd 3.4 replaces a member's raft
+     * attributes on update, so the learner is listed as a voter afterwards (without
+     * isLearner) while it is still a learner in Raft; metastore keeps it a learner
+     * (docs/api-compatibility.md, etcd defects not copied). */
     {FOLLOWER, REMOVE, "{\"ID\":{new1}}"},
     {LEADER, REMOVE, "{\"ID\":{new1}}"},
-    /* A removed member: the leader says not found; a follower forwards the promote to the
-     * leader over peer HTTP, does not understand its answer and retries until it times out
-     * (etcd 3.4 PromoteMember, promoteMemberHTTP). */
+    /* A removed member: not found. Sent to the leader only: a follower of etcd 3.4 forwards
+     * the promote to the leader over peer HTTP, does not understand its "not found" and retries
+     * until the request times out (PromoteMember, promoteMemberHTTP); metastore's follower
+     * answers the leader's not found (docs/api-compatibility.md, etcd defects not copied). */
     {LEADER, PROMOTE, "{\"ID\":{new1}}"},
-    {FOLLOWER, PROMOTE, "{\"ID\":{new1}}"},
     {LEADER, UPDATE, "{\"ID\":{new1},\"peerURLs\":[{new1-peer}]}"},
     {EVERY, LIST, "{}"},
 };

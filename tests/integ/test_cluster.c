@@ -53,6 +53,7 @@ struct cluster {
     char initial[MAX_MEMBERS * 80];
     struct proxy *proxy;   /* per-link proxies in front of the peer ports, or NULL */
     const char *extra[16]; /* more flags for every member (NULL-terminated) */
+    const char *token;     /* --initial-cluster-token (NULL: "test-cluster") */
     bool tls;              /* https peer URLs (the flags for it are in extra) */
 };
 
@@ -330,7 +331,7 @@ static void member_flags(struct cluster *c, int i, const char **argv, size_t cap
                            "--initial-cluster",
                            c->initial,
                            "--initial-cluster-token",
-                           "test-cluster",
+                           c->token ? c->token : "test-cluster",
                            "--backend",
                            backend(),
                            "--log-level",
@@ -373,9 +374,11 @@ static void cluster_start_opt(struct cluster *c, int n, int n_up, bool proxied)
     const char *extra[16];
     memcpy(extra, c->extra, sizeof(extra)); /* the caller may have set them */
     bool tls = c->tls;
+    const char *token = c->token;
     memset(c, 0, sizeof(*c));
     memcpy(c->extra, extra, sizeof(extra));
     c->tls = tls;
+    c->token = token;
     const char *scheme = tls ? "https" : "http";
     c->n = n;
     size_t o = 0;
@@ -658,7 +661,9 @@ static int run_member(struct cluster *c, int i, const char *dir, const char *tok
                           "--listen-peer-urls",
                           peer,
                           "--initial-cluster-token",
-                          token ? token : "test-cluster",
+                          token      ? token
+                          : c->token ? c->token
+                                     : "test-cluster",
                           NULL};
     for (size_t j = 0; more[j]; j++)
         argv[n++] = more[j]; /* the last --listen-peer-urls and token win */
@@ -1662,6 +1667,11 @@ END_TEST
 /* A backup taken from one member restores a whole new cluster, as etcdctl snapshot restore
  * does: each member's data directory is built from the same file with the new cluster's flags,
  * then the members start and serve the data, with its revisions, as one cluster. */
+static int member_slot(struct cluster *c);
+static void member_add_ok(struct cluster *c, int via, int i, bool learner);
+static void status_field(struct cluster *c, int i, const char *field, char *out, size_t cap);
+static char *member_op(struct cluster *c, int via, const char *op, const char *body, int *status);
+
 START_TEST(restore)
 {
     struct cluster c = {0};
@@ -1674,6 +1684,14 @@ START_TEST(restore)
         put_ok(&c, r % c.n, key, key);
     }
     int f = (l + 1) % c.n;
+    /* The backed-up cluster has a fourth member, a learner never started. */
+    tu_sleep_ms(5500);
+    int extra = member_slot(&c);
+    member_add_ok(&c, l, extra, true);
+    char old_ids[3][24], old_cluster[24];
+    for (int i = 0; i < 3; i++)
+        strcpy(old_ids[i], c.m[i].id);
+    status_field(&c, l, "cluster_id", old_cluster, sizeof(old_cluster));
     char *before = post(c.m[f].s.port, "/v3/maintenance/hash", "{}", NULL);
     char hash[32];
     json_str(before, "hash", hash, sizeof(hash));
@@ -1687,7 +1705,7 @@ START_TEST(restore)
     ck_assert_int_eq(system(cmd), 0);
     cluster_stop(&c);
 
-    struct cluster n = {.extra = {"--restore-snapshot", keep, NULL}};
+    struct cluster n = {.extra = {"--restore-snapshot", keep, NULL}, .token = "restored"};
     cluster_start_opt(&n, 3, 0, false);
     for (int i = 0; i < n.n; i++) {
         char *out = NULL;
@@ -1713,6 +1731,20 @@ START_TEST(restore)
         free(v);
     }
     free(before);
+    /* A new cluster: the members of the restore's flags alone, new IDs. */
+    char cluster[24];
+    status_field(&n, 0, "cluster_id", cluster, sizeof(cluster));
+    ck_assert_str_ne(cluster, old_cluster);
+    char *list = member_op(&n, 1, "list", "{}", NULL);
+    int listed = 0;
+    for (const char *p = list; (p = strstr(p, "\"ID\":")); p++)
+        listed++;
+    ck_assert_msg(listed == 3 && !strstr(list, "isLearner"), "%s", list);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(strstr(list, n.m[i].id) && strcmp(n.m[i].id, old_ids[i]) != 0, "%s", list);
+        ck_assert_msg(!strstr(list, old_ids[i]), "old member %s in %s", old_ids[i], list);
+    }
+    free(list);
     /* It is a new cluster that takes writes through any member. */
     put_ok(&n, 2, "after", "x");
     same_data(&n);
@@ -2430,6 +2462,72 @@ START_TEST(member_quorum)
 }
 END_TEST
 
+/* A member moves to a new peer address: its URLs are updated through the cluster, every
+ * other member's transport dials the new one without a restart, the member comes back on it.
+ * The members and the configuration then survive a restart of every member. */
+START_TEST(member_update)
+{
+    struct cluster c = {0};
+    cluster_start(&c, 3);
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    int x = (l + 1) % 3;
+    tu_sleep_ms(5500);
+    put_ok(&c, l, "before", "1");
+    int port;
+    do
+        port = tu_free_port();
+    while (port == c.m[0].peer_port || port == c.m[1].peer_port || port == c.m[2].peer_port);
+    char url[64], body[200];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\",\"peerURLs\":[\"%s\"]}", c.m[x].id,
+             c.m[(x + 1) % 3].peer_url);
+    member_op_fails(&c, l, "update", body, 412, "Peer URLs already exists");
+    snprintf(body, sizeof(body), "{\"ID\":\"%s\",\"peerURLs\":[\"%s\"]}", c.m[x].id, url);
+    int status;
+    char *got = member_op(&c, (x + 1) % 3, "update", body, &status);
+    ck_assert_msg(status == 200 && strstr(got, url) && !strstr(got, "\"member\":"), "update: %d %s",
+                  status, got);
+    free(got);
+    tu_server_stop_keep(&c.m[x].s, 1);
+    snprintf(c.m[x].peer_url, sizeof(c.m[x].peer_url), "%s", url);
+    snprintf(c.m[x].listen_url, sizeof(c.m[x].listen_url), "%s", url);
+    c.m[x].peer_port = c.m[x].advert_port = port;
+    bool gone[MAX_MEMBERS] = {0};
+    initial_now(&c, gone); /* the operator's flags say the new address too */
+    put_ok(&c, l, "while", "2");
+    const char *argv[32];
+    member_flags(&c, x, argv, 32);
+    tu_server_restart(&c.m[x].s, argv);
+    char *v = get_ok(&c, x, "while");
+    ck_assert_str_eq(v, "Mg==");
+    free(v);
+    for (int i = 0; i < 3; i++) {
+        char *list = member_op(&c, i, "list", "{}", NULL);
+        ck_assert_msg(strstr(list, url), "member %d: %s", i, list);
+        free(list);
+    }
+    /* Every member restarted in turn: the members and the configuration are durable. */
+    for (int i = 0; i < 3; i++) {
+        tu_server_stop_keep(&c.m[i].s, 1);
+        member_flags(&c, i, argv, 32);
+        tu_server_restart(&c.m[i].s, argv);
+        ck_assert_int_ge(leader(&c, 20000), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        char *list = member_op(&c, i, "list", "{}", NULL);
+        int listed = 0;
+        for (const char *p = list; (p = strstr(p, "\"ID\":")); p++)
+            listed++;
+        ck_assert_msg(strstr(list, url) && listed == 3, "member %d: %s", i, list);
+        free(list);
+    }
+    put_ok(&c, x, "after", "3");
+    same_data(&c);
+    cluster_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster");
@@ -2443,6 +2541,7 @@ int main(void)
                  {"remove_leader", remove_leader},
                  {"transfer_load", transfer_load},
                  {"member_quorum", member_quorum},
+                 {"member_update", member_update},
                  {"grpc_leases", grpc_leases},
                  {"move_leader", move_leader},
                  {"grpc_no_leader", grpc_no_leader},

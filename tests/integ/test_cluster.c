@@ -2528,6 +2528,98 @@ START_TEST(member_update)
 }
 END_TEST
 
+/* One member grows to three through etcdctl (gRPC): a learner added to a lone member catches up
+ * (the member's log is a snapshot by then), refuses what a learner refuses over gRPC, is promoted;
+ * then a voter joins. */
+START_TEST(grow_one)
+{
+    ck_assert_msg(access("/usr/bin/etcdctl", X_OK) == 0, "etcdctl (etcd-client) is missing");
+    struct cluster c = {0};
+    cluster_start(&c, 1);
+    bool gone[MAX_MEMBERS] = {0};
+    for (int i = 0; i < 100; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k/%d", i);
+        put_ok(&c, 0, key, "v");
+    }
+    int n2 = member_slot(&c);
+    int rc;
+    char *out = ctl(&c, 0, &rc,
+                    (const char *[]){"member", "add", c.m[n2].name, "--learner", "--peer-urls",
+                                     c.m[n2].peer_url, NULL});
+    char want[2][128];
+    for (int i = 0; i < 2; i++) {
+        int m = i ? n2 : 0;
+        snprintf(want[i], sizeof(want[i]), "%s=%s", c.m[m].name, c.m[m].peer_url);
+    }
+    ck_assert_msg(rc == 0 && strstr(out, "ETCD_INITIAL_CLUSTER=") && strstr(out, want[0]) &&
+                      strstr(out, want[1]) &&
+                      strstr(out, "ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+                  "%s", out);
+    unsigned long long hex = 0;
+    ck_assert_msg(sscanf(out, "Member %llx added", &hex) == 1, "%s", out);
+    free(out);
+    snprintf(c.m[n2].id, sizeof(c.m[n2].id), "%llu", hex);
+    join(&c, n2, gone);
+    char *v = NULL;
+    for (int t = 0; t < 100 && !v; t++) {
+        int status;
+        v = get(&c, n2, "k/99", true, &status);
+        if (v && strcmp(v, "dg==") != 0) {
+            free(v);
+            v = NULL;
+        }
+        if (!v)
+            tu_sleep_ms(50);
+    }
+    ck_assert_msg(v, "the learner did not catch up");
+    free(v);
+    out = ctl(&c, n2, &rc, (const char *[]){"get", "k/1", NULL});
+    ck_assert_msg(rc != 0 && strstr(out, "rpc not supported for learner"), "%s", out);
+    free(out);
+    out = ctl(&c, n2, &rc,
+              (const char *[]){"get", "k/1", "--consistency=s", "--print-value-only", NULL});
+    ck_assert_msg(rc == 0 && strstr(out, "v"), "%s", out);
+    free(out);
+    out = ctl(&c, n2, &rc, (const char *[]){"put", "a", "b", NULL});
+    ck_assert_msg(rc != 0 && strstr(out, "rpc not supported for learner"), "%s", out);
+    free(out);
+    char hx[24];
+    snprintf(hx, sizeof(hx), "%llx", hex);
+    out = NULL;
+    for (int t = 0; t < 50; t++) {
+        free(out);
+        out = ctl(&c, 0, &rc, (const char *[]){"member", "promote", hx, NULL});
+        if (rc == 0 || !strstr(out, "in sync with leader"))
+            break;
+        tu_sleep_ms(100);
+    }
+    ck_assert_msg(rc == 0 && strstr(out, "promoted"), "%s", out);
+    free(out);
+    put_ok(&c, n2, "k/100", "v");
+    int n3 = member_slot(&c);
+    member_add_ok(&c, n2, n3, false);
+    join(&c, n3, gone);
+    wait_members(&c, c.n);
+    ck_assert_int_ge(leader(&c, 20000), 0);
+    same_data(&c);
+    for (int i = 0; i < c.n; i++)
+        ck_assert_int_eq(count_k(&c, i), 101);
+    out = NULL;
+    for (int t = 0; t < 50; t++) { /* until m3 has published its name */
+        free(out);
+        out = ctl(&c, -1, &rc, (const char *[]){"member", "list", NULL});
+        if (rc == 0 && !strstr(out, "unstarted"))
+            break;
+        tu_sleep_ms(100);
+    }
+    ck_assert_msg(rc == 0 && !strstr(out, "true") && strstr(out, c.m[n3].name), "%s", out);
+    free(out);
+    same_data(&c);
+    cluster_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cluster");
@@ -2542,6 +2634,7 @@ int main(void)
                  {"transfer_load", transfer_load},
                  {"member_quorum", member_quorum},
                  {"member_update", member_update},
+                 {"grow_one", grow_one},
                  {"grpc_leases", grpc_leases},
                  {"move_leader", move_leader},
                  {"grpc_no_leader", grpc_no_leader},

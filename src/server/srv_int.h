@@ -451,6 +451,9 @@ ms_err srv_node_propose_conf(struct srv *s, uint64_t id, const struct raft_conf_
 /* Promote learner member for the caller id: checked and proposed here on the leader, else asked
  * of the leader (which answers only a refusal; the change completes id when applied). */
 ms_err srv_node_promote(struct srv *s, uint64_t member, uint64_t id);
+/* A lone member about to get another: its peer transport listens now (MS_E_UNHEALTHY, logged,
+ * if it cannot: a member added then could never be reached). */
+ms_err srv_node_peers_up(struct srv *s);
 /* Since when this member has been connected to member id (monotonic ms; 0: it is not; this
  * member itself: always). */
 uint64_t srv_node_active_since(const struct srv *s, uint64_t id);

@@ -111,6 +111,8 @@ ms_err srv_member_add(struct srv *s, const char *const *peer_urls, size_t n, boo
         if (connected_since(s, health_since(), &voters) < voters)
             return MS_E_UNHEALTHY; /* etcd isConnectedFullySince */
     }
+    if ((e = srv_node_peers_up(s)) != MS_OK)
+        return e;
     mc.member.id = cluster_new_member_id(mc.member.peer_urls, n, (int64_t)(clock_wall_ms() / 1000));
     mc.member.is_learner = learner;
     return propose(s, learner ? RAFT_CC_ADD_LEARNER : RAFT_CC_ADD_NODE, &mc, 0, done, ctx, id);

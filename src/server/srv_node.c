@@ -998,6 +998,18 @@ ms_err srv_node_propose_conf(struct srv *s, uint64_t id, const struct raft_conf_
     return MS_OK;
 }
 
+ms_err srv_node_peers_up(struct srv *s)
+{
+    if (s->node.peer)
+        return MS_OK;
+    ms_err e = start_peers(s);
+    if (e)
+        log_error("a member cannot be added: this member cannot listen for peers on %s (a "
+                  "numeric IPv4 or IPv6 address is needed)",
+                  s->cfg.n_listen_peer ? s->cfg.listen_peer[0].text : "no --listen-peer-urls");
+    return e ? MS_E_UNHEALTHY : MS_OK;
+}
+
 uint64_t srv_node_active_since(const struct srv *s, uint64_t id)
 {
     struct peer_stats ps;
@@ -1390,11 +1402,14 @@ static ms_err start_peers(struct srv *s)
     /* etcd: with any peer TLS setting, peers are dialed and served with TLS where their URLs
      * say https. */
     const struct cfg_tls *pt = &s->cfg.peer_tls;
-    if (cfg_tls_used(&s->cfg, true) || *pt->cert_file || pt->auto_tls) {
+    /* (Made once: a lone member tries again at each member add until it can listen.) */
+    if (!n->peer_tls_client && (cfg_tls_used(&s->cfg, true) || *pt->cert_file || pt->auto_tls)) {
         struct tls_config tc;
         const char *hosts[CFG_MAX_URLS];
         char msg[512];
         cfg_tls_config(&s->cfg, true, &tc, hosts);
+        tls_ctx_destroy(n->peer_tls_server); /* an earlier try's, if the client's failed */
+        n->peer_tls_server = NULL;
         if (cfg_tls_used(&s->cfg, true) &&
             !(n->peer_tls_server = tls_ctx_server(&tc, msg, sizeof(msg)))) {
             log_error("peer TLS: %s", msg);

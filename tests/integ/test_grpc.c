@@ -1977,25 +1977,14 @@ START_TEST(cluster_members)
     ck_assert_uint_eq(ms[0].id, self);
     ck_assert_str_eq(ms[0].url, url);
 
-    /* a learner may join a single member (it counts for no quorum): the answer names it as
-     * added (no name, no client URLs) besides the members; it is not in sync to promote */
+    /* a lone member that cannot listen for peers (the default http://localhost:2380: the peer
+     * transport needs a numeric address) refuses an add it could never reach; cluster_grow_one
+     * adds a learner to a lone member that can */
     char lurl[64];
     snprintf(lurl, sizeof(lurl), "http://127.0.0.1:%d", tu_free_port());
-    c = member_call(g, "MemberAdd", 0, lurl, true);
-    ck_assert_int_eq(c->grpc_status, 0);
+    expect_code(member_call(g, "MemberAdd", 0, lurl, true), 14, "etcdserver: unhealthy cluster");
+    c = unary(g, "/etcdserverpb.Cluster/MemberList", NULL, 0);
     ck_assert_uint_eq(members_of(c, 2, ms), 1);
-    uint64_t learner = ms[0].id;
-    ck_assert_uint_ne(learner, self);
-    ck_assert_str_eq(ms[0].url, lurl);
-    ck_assert(ms[0].learner && !ms[0].named && !ms[0].client_urls);
-    ck_assert_uint_eq(members_of(c, 3, ms), 2);
-    ck_assert(ms[0].id == learner ? ms[0].learner : ms[1].learner);
-    expect_code(member_call(g, "MemberPromote", learner, NULL, false), 9,
-                "etcdserver: can only promote a learner member which is in sync with leader");
-    c = member_call(g, "MemberRemove", learner, NULL, false);
-    ck_assert_int_eq(c->grpc_status, 0);
-    ck_assert_uint_eq(members_of(c, 2, ms), 1);
-    ck_assert_uint_eq(ms[0].id, self);
 
     /* etcdctl's member commands */
     if (access("/usr/bin/etcdctl", X_OK) == 0) {

@@ -441,6 +441,10 @@ void raft_tick(struct raft *r)
         tick_heartbeat(r);
     else
         tick_election(r);
+    if (r->transfer_props.n) {
+        r->transfer_props_ticks++;
+        raft_transfer_props_flush(r);
+    }
 }
 
 /* ---- configuration ---- */
@@ -634,6 +638,7 @@ void raft_destroy(struct raft *r)
     raft_msgs_fini(&r->msgs);
     raft_msgs_fini(&r->msgs_after);
     raft_msgs_fini(&r->pending_reads);
+    raft_msgs_fini(&r->transfer_props);
     free(r->read_states.v);
     free(r);
 }

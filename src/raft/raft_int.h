@@ -351,6 +351,12 @@ struct raft {
     bool disable_forwarding;
     bool step_down_on_removal;
     struct raft_msgs pending_reads; /* MsgReadIndex waiting for a commit in this term */
+    /* Proposals forwarded by other members that this one could not take (it was handing
+     * leadership over, or knew no leader): kept for the next leader (raft_transfer_props_flush),
+     * their entry bytes, and ticks since the first. */
+    struct raft_msgs transfer_props;
+    uint64_t transfer_props_bytes;
+    int transfer_props_ticks;
     struct raft_read_states read_states;
     uint64_t rng;
     /* RawNode part */
@@ -391,6 +397,11 @@ enum { RAFT_CAMPAIGN_PRE = 0, RAFT_CAMPAIGN_ELECTION = 1, RAFT_CAMPAIGN_TRANSFER
 
 /* raft_step.c */
 ms_err raft_step_internal(struct raft *r, const struct raft_msg *m);
+/* Hand the forwarded proposals kept (during a leadership transfer or without a leader) on: to
+ * the leader once one is known, or to the log if this node leads again (a transfer given up).
+ * Dropped after two election timeouts without either (their proposers time out, as they would
+ * have). */
+void raft_transfer_props_flush(struct raft *r);
 void raft_release_pending_reads(struct raft *r);
 
 /* raft_ready.c */

@@ -114,12 +114,37 @@ static void forward_to_leader(struct raft *r, const struct raft_msg *m)
 
 /* ---- leader ---- */
 
+/* At most this many proposals (and bytes of entries) are kept during a transfer. */
+#define TRANSFER_PROPS_MAX   4096
+#define TRANSFER_PROPS_BYTES (16u << 20)
+
+/* A proposal another member forwarded that this one cannot take: it leads but hands leadership
+ * over, or it no longer knows a leader (it just stepped down, or campaigns). etcd drops it, and
+ * its proposer, which cannot know, waits for its request timeout. It is kept and forwarded to
+ * the next leader instead (it was never appended: forwarding it once is no duplicate). */
+static void keep_forwarded(struct raft *r, const struct raft_msg *m)
+{
+    uint64_t bytes = raft_ents_size(m->entries, m->n_entries);
+    if (r->transfer_props.n >= TRANSFER_PROPS_MAX ||
+        r->transfer_props_bytes + bytes > TRANSFER_PROPS_BYTES)
+        return;
+    struct raft_msg c;
+    raft_msg_copy(&c, m);
+    raft_msgs_push(&r->transfer_props, &c);
+    if (r->transfer_props.n == 1)
+        r->transfer_props_ticks = 0;
+    r->transfer_props_bytes += bytes;
+}
+
 static ms_err leader_propose(struct raft *r, const struct raft_msg *m)
 {
     if (!raft_tracker_get(&r->trk, r->id))
         return MS_E_NOT_LEADER; /* removed from the configuration while leading */
-    if (r->lead_transferee != RAFT_NONE)
+    if (r->lead_transferee != RAFT_NONE) {
+        if (m->from != r->id)
+            keep_forwarded(r, m);
         return MS_E_LEADER_CHANGED;
+    }
     /* Shallow copies: data stays borrowed from m until raft_append_entries copies it. */
     struct raft_entry *ents = raft_xmalloc(m->n_entries * sizeof(*ents));
     memcpy(ents, m->entries, m->n_entries * sizeof(*ents));
@@ -307,6 +332,8 @@ static ms_err step_candidate(struct raft *r, const struct raft_msg *m)
         r->state == RAFT_PRE_CANDIDATE ? RAFT_MSG_PRE_VOTE_RESP : RAFT_MSG_VOTE_RESP;
     switch (m->type) {
     case RAFT_MSG_PROP:
+        if (m->from != r->id)
+            keep_forwarded(r, m);
         return MS_E_NO_LEADER;
     case RAFT_MSG_APP:
         raft_become_follower(r, m->term, m->from);
@@ -350,8 +377,11 @@ static ms_err step_follower(struct raft *r, const struct raft_msg *m)
 {
     switch (m->type) {
     case RAFT_MSG_PROP:
-        if (r->lead == RAFT_NONE)
+        if (r->lead == RAFT_NONE) {
+            if (m->from != r->id)
+                keep_forwarded(r, m);
             return MS_E_NO_LEADER;
+        }
         if (r->disable_forwarding)
             return MS_E_NOT_LEADER;
         forward_to_leader(r, m);
@@ -458,6 +488,30 @@ static bool check_term(struct raft *r, const struct raft_msg *m)
     return true;
 }
 
+void raft_transfer_props_flush(struct raft *r)
+{
+    if (!r->transfer_props.n)
+        return;
+    bool here = r->state == RAFT_LEADER && r->lead_transferee == RAFT_NONE;
+    bool there = r->state == RAFT_FOLLOWER && r->lead != RAFT_NONE && r->lead != r->id;
+    if (!here && !there && r->transfer_props_ticks <= 2 * r->election_timeout)
+        return;
+    for (size_t i = 0; (here || there) && i < r->transfer_props.n; i++) {
+        const struct raft_msg *m = &r->transfer_props.v[i];
+        if (here) {
+            (void)leader_propose(r, m);
+            continue;
+        }
+        struct raft_msg f;
+        raft_msg_copy(&f, m);
+        f.from = r->id; /* a message is from the member that sends it (the transport checks) */
+        f.to = r->lead;
+        raft_send(r, &f);
+    }
+    raft_msgs_clear(&r->transfer_props);
+    r->transfer_props_bytes = 0;
+}
+
 ms_err raft_step_internal(struct raft *r, const struct raft_msg *m)
 {
     if (!check_term(r, m))
@@ -554,5 +608,7 @@ ms_err raft_step(struct raft *r, const struct raft_msg *m)
         return MS_E_BAD_REQUEST;
     if (is_response(m->type) && !raft_tracker_get(&r->trk, m->from))
         return MS_E_NOT_EXIST;
-    return raft_step_internal(r, m);
+    ms_err e = raft_step_internal(r, m);
+    raft_transfer_props_flush(r);
+    return e;
 }

@@ -1260,8 +1260,10 @@ ms_err srv_node_propose(struct srv *s, uint64_t id, const uint8_t *data, size_t 
     }
     uint64_t deadline = clock_now_ms() + request_timeout_ms(s);
     ms_err e = n->held ? MS_E_NO_LEADER : raft_propose(n->raft, data, len);
-    if (e == MS_E_NO_LEADER)
-        e = hold(n, id, data, len, deadline); /* etcd's Propose blocks until a leader is known */
+    /* etcd's Propose blocks until a leader is known; a leader handing leadership over (it
+     * refuses proposals meanwhile) holds them for the next one likewise. */
+    if (e == MS_E_NO_LEADER || e == MS_E_LEADER_CHANGED)
+        e = hold(n, id, data, len, deadline);
     if (e == MS_OK && id && !push_deadline(n, id, deadline))
         log_warn("request %016llx has no deadline: out of memory", (unsigned long long)id);
     if (e == MS_OK)

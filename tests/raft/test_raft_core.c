@@ -422,6 +422,43 @@ START_TEST(transfer_aborts_after_election_timeout)
 }
 END_TEST
 
+/* A follower's proposal forwarded to a leader that is handing leadership over is not lost: the
+ * old leader keeps it and forwards it to the new one (etcd drops it). */
+static bool applied_has(struct tn *t, uint64_t id, const char *data)
+{
+    const struct tn_node *nd = &t->nodes[id];
+    for (size_t i = 0; i < nd->n_applied && i < 64; i++)
+        if (strcmp(nd->applied[i], data) == 0)
+            return true;
+    return false;
+}
+
+START_TEST(transfer_keeps_forwarded_proposals)
+{
+    struct tn t;
+    cluster3(&t, &PLAIN);
+    tn_cut(&t, 1, 3, true);
+    raft_propose(tn_raft(&t, 1), (const uint8_t *)"x", 1);
+    tn_stabilize(&t);
+    raft_transfer_leader(tn_raft(&t, 1), 3); /* 3 is behind: the transfer waits for it */
+    ck_assert_uint_eq(st_of(&t, 1).lead_transferee, 3);
+    ck_assert_int_eq(raft_propose(tn_raft(&t, 2), (const uint8_t *)"p", 1), MS_OK);
+    tn_stabilize(&t); /* p reaches 1, which keeps it */
+    ck_assert_uint_eq(st_of(&t, 1).lead_transferee, 3);
+    ck_assert(!applied_has(&t, 1, "p"));
+    tn_heal(&t);
+    tn_tick(&t, 1, 1); /* a heartbeat: 3 catches up, is told to campaign, leads */
+    tn_stabilize(&t);
+    ck_assert_int_eq(st_of(&t, 3).soft.role, RAFT_LEADER);
+    tn_tick(&t, 3, 1);
+    tn_stabilize(&t);
+    for (uint64_t id = 1; id <= 3; id++)
+        ck_assert_msg(applied_has(&t, id, "p"), "node %llu lost the forwarded proposal",
+                      (unsigned long long)id);
+    tn_fini(&t);
+}
+END_TEST
+
 START_TEST(transfer_to_learner_is_ignored)
 {
     struct tn t;
@@ -763,6 +800,7 @@ static Suite *core_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("transfer_and_reads");
     tcase_add_test(tc, transfer_aborts_after_election_timeout);
+    tcase_add_test(tc, transfer_keeps_forwarded_proposals);
     tcase_add_test(tc, transfer_to_learner_is_ignored);
     tcase_add_test(tc, lease_reads_answer_at_once);
     tcase_add_test(tc, read_index_without_leader_is_dropped);

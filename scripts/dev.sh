@@ -9,6 +9,7 @@
 #   scripts/dev.sh test    install what is missing (and etcd-server, for the compat suite),
 #                          build with ASan+UBSan, run every suite
 #   scripts/dev.sh build   install what is missing and build (release) only
+#   scripts/dev.sh soak    [runs] [seconds] [backend]: fault campaigns with random seeds, totals
 #
 # Extra arguments after "start" or "cluster" are passed to the server (etcd's flags).
 set -euo pipefail
@@ -278,12 +279,61 @@ test)
     build_test
     rc=0
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-        meson test -C build-test --print-errorlogs --num-processes 2 "$@" || rc=$?
+        meson test -C build-test --print-errorlogs --num-processes 2 --no-suite fault "$@" ||
+        rc=$?
     summarize build-test/meson-logs/testlog.json
     exit $rc
     ;;
+soak)
+    # scripts/dev.sh soak [runs] [seconds] [backend]: fault campaigns with random seeds
+    # (tests/fault/test_fault.c), then the totals; a failing run's seed replays it with
+    # METASTORE_FAULT_SEED=<seed> build-test/tests/fault/test_fault.
+    install_test_deps
+    build_test
+    runs=${1:-100}
+    secs=${2:-60}
+    be=${3:-lmdb}
+    mkdir -p build-test/soak
+    log=build-test/soak/summary.txt
+    : >"$log"
+    for i in $(seq "$runs"); do
+        seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+        out="build-test/soak/run-$seed.log"
+        if METASTORE_BIN=build-test/metastore METASTORE_FAULT_SEED="$seed" \
+            METASTORE_FAULT_RUN_MS=$((secs * 1000)) METASTORE_TEST_BACKEND="$be" \
+            timeout $((secs + 240)) build-test/tests/fault/test_fault >"$out" 2>&1; then
+            echo "pass $seed $(grep -h '^fault campaign: [0-9]' "$out")" >>"$log"
+            rm -f "$out"
+        else
+            echo "FAIL $seed $(grep -h '^fault campaign: [0-9]' "$out")" >>"$log"
+        fi
+        echo "run $i/$runs: $(tail -n 1 "$log" | cut -c1-6)$seed"
+    done
+    python3 - "$log" <<'PY'
+import re, sys
+runs = [l.split(" ", 2) for l in open(sys.argv[1]) if l.strip()]
+tot = {"ops": 0, "ack": 0, "info": 0, "faults": [0, 0, 0, 0], "lin": 0, "rev": 0, "lost": 0}
+for verdict, seed, line in runs:
+    m = re.search(r"(\d+) operations, (\d+) acknowledged, (\d+) indeterminate; faults: (\d+) kill "
+                  r"leader, (\d+) kill follower, (\d+) pause leader, (\d+) pause follower; "
+                  r"linearizable: (\w+), revisions: (\w+), lost acknowledged writes: (\d+)", line)
+    if not m:
+        continue
+    g = m.groups()
+    tot["ops"] += int(g[0]); tot["ack"] += int(g[1]); tot["info"] += int(g[2])
+    for k in range(4):
+        tot["faults"][k] += int(g[3 + k])
+    tot["lin"] += g[7] != "pass"; tot["rev"] += g[8] != "pass"; tot["lost"] += int(g[9])
+failed = [s for v, s, _ in runs if v == "FAIL"]
+print(f"soak: {len(runs)} runs, {len(failed)} failed {failed[:20]}")
+print(f"operations {tot['ops']}, acknowledged {tot['ack']}, indeterminate {tot['info']}")
+print("faults: kill leader %d, kill follower %d, pause leader %d, pause follower %d" % tuple(tot["faults"]))
+print(f"violations: not linearizable {tot['lin']} runs, revision order {tot['rev']} runs, "
+      f"lost acknowledged writes {tot['lost']}")
+PY
+    ;;
 *)
-    echo "usage: scripts/dev.sh start|cluster|test|build [args]" >&2
+    echo "usage: scripts/dev.sh start|cluster|test|build|soak [args]" >&2
     exit 2
     ;;
 esac

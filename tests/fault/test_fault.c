@@ -8,7 +8,9 @@
  *   - no acknowledged write lost: each is readable at its revision with its value;
  *   - every member ends with the same revision and hash.
  * The seed (METASTORE_FAULT_SEED, else the time) is printed first: it replays the same choices
- * of keys, operations, members and faults (timing still differs from run to run).
+ * of keys, operations, members and faults (timing still differs from run to run). Every fault
+ * kind happens once; a longer run (METASTORE_FAULT_RUN_MS, scripts/dev.sh soak) goes on with
+ * faults of random kinds.
  */
 #include "lincheck.h"
 #include "metastore/b64.h"
@@ -25,11 +27,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MEMBERS 3
-#define CLIENTS 6
-#define KEYS    4
-#define RUN_MS  20000
-#define MAX_OPS 200000
+#define MEMBERS  3
+#define CLIENTS  6
+#define KEYS_MAX 64 /* keys: 4 per 20 s of run (the checker's search grows with ops per key) */
+#define RUN_MS   20000
+#define MAX_OPS  200000
 
 struct member {
     struct tu_server s;
@@ -47,6 +49,7 @@ struct campaign {
     size_t n_ops;
     atomic_bool stop;
     uint64_t seed;
+    uint32_t keys;
     int faults[4]; /* kill leader, kill follower, pause leader, pause follower */
 };
 
@@ -196,9 +199,9 @@ static void *client(void *arg)
     struct campaign *c = ((void **)arg)[0];
     uint32_t id = (uint32_t)(uintptr_t)((void **)arg)[1];
     uint64_t rnd = c->seed ^ (0x9e3779b97f4a7c15ULL * (id + 1));
-    uint64_t seq = 0, last[KEYS] = {0};
+    uint64_t seq = 0, last[KEYS_MAX] = {0};
     while (!atomic_load(&c->stop)) {
-        struct lc_op op = {.client = id, .key = (uint32_t)(next_rand(&rnd) % KEYS)};
+        struct lc_op op = {.client = id, .key = (uint32_t)(next_rand(&rnd) % c->keys)};
         int via = (int)(next_rand(&rnd) % MEMBERS);
         uint64_t r = next_rand(&rnd) % 10;
         char k64[32], v64[48], e64[48], body[512];
@@ -234,6 +237,13 @@ static void *client(void *arg)
         op.invoke_ns = now_ns();
         tu_http(c->m[via].s.port, "POST", path, body, &resp);
         op.complete_ns = now_ns();
+        size_t bl = resp.body ? strlen(resp.body) : 0;
+        if (resp.status == 200 &&
+            (bl < 12 || strncmp(resp.body, "{\"header\":", 10) != 0 || resp.body[bl - 1] != '}')) {
+            /* Not a whole answer: the record would say nothing true. Counted as unanswered. */
+            fprintf(stderr, "client %u: a 200 without a whole body: [%s]\n", id, resp.body);
+            resp.status = -2;
+        }
         if (resp.status == 200) {
             op.outcome = LC_OK;
             if (op.kind == LC_GET) {
@@ -262,16 +272,24 @@ static void *client(void *arg)
 
 /* ---- the nemesis ---- */
 
+/* The run's length: METASTORE_FAULT_RUN_MS (the soak's longer runs), else RUN_MS. */
+static int64_t run_ms(void)
+{
+    const char *v = getenv("METASTORE_FAULT_RUN_MS");
+    long long ms = v && *v ? strtoll(v, NULL, 10) : 0;
+    return ms >= 5000 && ms <= 3600000 ? ms : RUN_MS;
+}
+
 static void nemesis(struct campaign *c, uint64_t *rnd)
 {
-    int64_t end = tu_now_ms() + RUN_MS;
+    int64_t end = tu_now_ms() + run_ms();
     int first = (int)(next_rand(rnd) % 4);
     tu_sleep_ms(1500);
-    /* Every kind once, from a kind the seed picks, while time is left. */
-    for (int round = 0; round < 4 && tu_now_ms() < end; round++) {
+    /* Every kind once, from a kind the seed picks; then kinds at random while time is left. */
+    for (int round = 0; round < 100000 && (round < 4 || tu_now_ms() < end - 4000); round++) {
         int l = leader(c, 10000);
         ck_assert_msg(l >= 0, "no leader before a fault");
-        int kind = (first + round) % 4;
+        int kind = round < 4 ? (first + round) % 4 : (int)(next_rand(rnd) % 4);
         int who = kind % 2 == 0 ? l : (l + 1 + (int)(next_rand(rnd) % 2)) % MEMBERS;
         struct member *m = &c->m[who];
         c->faults[kind]++;
@@ -349,6 +367,8 @@ START_TEST(campaign)
     fprintf(stderr, "fault campaign: seed %" PRIu64 " (METASTORE_FAULT_SEED replays it)\n",
             c->seed);
     uint64_t rnd = c->seed | 1;
+    c->keys = (uint32_t)(run_ms() / 5000);
+    c->keys = c->keys < 4 ? 4 : c->keys > KEYS_MAX ? KEYS_MAX : c->keys;
     start(c);
     pthread_t th[CLIENTS];
     void *args[CLIENTS][2];

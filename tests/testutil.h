@@ -104,7 +104,8 @@ void tu_resp_free(struct tu_resp *r);
 /* Replace "cluster_id":"N", "member_id":"N", "raft_term":"N" with fixed text so responses
  * compare literally: C, M and T. Returns a new string. */
 char *tu_norm(const char *json);
-/* Case-insensitive header lookup in a raw header block; returns a static copy or NULL. */
+/* Case-insensitive header lookup in a raw header block; returns a copy (static, one per thread,
+ * until the thread's next call) or NULL. */
 const char *tu_header(const struct tu_resp *r, const char *name);
 
 /* Raw socket helpers for hostile-client tests. */

@@ -346,7 +346,7 @@ void tu_resp_free(struct tu_resp *r)
 
 const char *tu_header(const struct tu_resp *r, const char *name)
 {
-    static char val[512];
+    static _Thread_local char val[512]; /* per thread: clients run in threads */
     size_t nl = strlen(name);
     const char *p = r->headers;
     while (p && *p) {

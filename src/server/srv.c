@@ -184,10 +184,9 @@ static bool same_urls(const struct cfg_url *a, size_t na, const struct cfg_url *
 static bool recorded(struct srv *s, const struct wal_log *log, uint64_t id,
                      const struct cfg_url *urls, size_t n_urls)
 {
-    for (size_t i = 0; i < s->n_members; i++)
-        if (s->members[i].id == id &&
-            (!urls || same_urls(s->members[i].peer_urls, s->members[i].n_peer_urls, urls, n_urls)))
-            return true;
+    const struct cluster_member *m = srv_member_get(s, id);
+    if (m && (!urls || same_urls(m->peer_urls, m->n_peer_urls, urls, n_urls)))
+        return true;
     for (size_t i = 0; i < log->n_entries; i++) {
         const struct raft_entry *ent = &log->entries[i];
         struct raft_conf_change rc;

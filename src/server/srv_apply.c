@@ -25,10 +25,7 @@ static void on_compact(evutil_socket_t fd, short what, void *arg);
 /* A member published its name and client URLs: every member records them (members bucket). */
 static ms_err apply_member_attr(struct srv *s, const struct srv_member_attr_req *r)
 {
-    struct cluster_member *m = NULL;
-    for (size_t i = 0; i < s->n_members; i++)
-        if (s->members[i].id == r->id)
-            m = &s->members[i];
+    struct cluster_member *m = srv_member_get(s, r->id);
     if (!m)
         return MS_E_MEMBER_NOT_FOUND; /* removed meanwhile: nothing to record */
     char urls[CLUSTER_MAX_URLS * 320], msg[256];
@@ -215,14 +212,6 @@ void srv_apply_entry(struct srv *s, const struct raft_entry *ent, const struct r
 
 /* ---- membership changes, as every member applies them ---- */
 
-static struct cluster_member *member_find(struct srv *s, uint64_t id)
-{
-    for (size_t i = 0; i < s->n_members; i++)
-        if (s->members[i].id == id)
-            return &s->members[i];
-    return NULL;
-}
-
 static bool url_taken(const struct srv *s, const struct cluster_member *m)
 {
     for (size_t i = 0; i < s->n_members; i++) {
@@ -256,7 +245,7 @@ ms_err srv_member_check(struct srv *s, const struct raft_conf_change *rc, struct
     srv_check_apply_error(e);
     if (removed)
         return MS_E_MEMBER_NOT_FOUND; /* etcd ErrIDRemoved, answered as not found */
-    const struct cluster_member *m = member_find(s, cc->member.id);
+    const struct cluster_member *m = srv_member_get(s, cc->member.id);
     switch (cc->kind) {
     case CLUSTER_CC_ADD: {
         if (m)
@@ -291,7 +280,7 @@ ms_err srv_member_check(struct srv *s, const struct raft_conf_change *rc, struct
 /* The record the change leaves for its member (false: nothing to write). */
 static bool next_record(struct srv *s, const struct cluster_cc *cc, struct cluster_member *out)
 {
-    const struct cluster_member *m = member_find(s, cc->member.id);
+    const struct cluster_member *m = srv_member_get(s, cc->member.id);
     switch (cc->kind) {
     case CLUSTER_CC_BOOT:
         *out = cc->member;

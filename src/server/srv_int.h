@@ -669,6 +669,8 @@ ms_err srv_member_put(struct be_txn *t, const struct cluster_member *m);
 /* Member id is removed: its record goes, and its ID is kept as removed (never to come back). */
 ms_err srv_member_remove_record(struct be_txn *t, uint64_t id);
 ms_err srv_member_was_removed(struct be_txn *t, uint64_t id, bool *removed);
+/* Member id in s->members, or NULL. */
+struct cluster_member *srv_member_get(struct srv *s, uint64_t id);
 /* (Re)read the members bucket into s->members (empty in a data directory that predates it). */
 ms_err srv_members_load(struct srv *s);
 /* Stop the process if e means the backend failed during an apply. */

@@ -65,14 +65,6 @@ static uint64_t health_since(void)
     return now > HEALTH_INTERVAL_MS ? now - HEALTH_INTERVAL_MS : 0;
 }
 
-static const struct cluster_member *find(const struct srv *s, uint64_t id)
-{
-    for (size_t i = 0; i < s->n_members; i++)
-        if (s->members[i].id == id)
-            return &s->members[i];
-    return NULL;
-}
-
 /* Register the caller and propose the change of kind for member m. */
 static ms_err propose(struct srv *s, enum raft_cc_type type, struct cluster_cc *mc, uint64_t away,
                       srv_done_fn done, void *ctx, uint64_t *id)
@@ -124,7 +116,7 @@ ms_err srv_member_remove(struct srv *s, uint64_t member, srv_done_fn done, void 
         return MS_E_LEARNER_RPC;
     if (member == 0)
         return MS_E_MEMBER_NOT_FOUND;
-    const struct cluster_member *m = find(s, member);
+    const struct cluster_member *m = srv_member_get(s, member);
     if (s->cfg.strict_reconfig_check && !(m && m->is_learner)) {
         size_t voters;
         if (!srv_member_quorum_started(s, CLUSTER_CC_REMOVE, member))
@@ -150,7 +142,7 @@ ms_err srv_member_update(struct srv *s, uint64_t member, const char *const *peer
     /* etcd looks at an update's URLs only when it applies it: an unknown member is not found
      * whatever they are. */
     ms_err e = parse_urls(peer_urls, n, &mc.member);
-    if (member == 0 || (e && !find(s, member)))
+    if (member == 0 || (e && !srv_member_get(s, member)))
         return MS_E_MEMBER_NOT_FOUND;
     if (e)
         return e;

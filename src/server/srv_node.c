@@ -263,10 +263,7 @@ static void peer_track(struct srv *s, const struct cluster_member *m)
 static void member_changed(struct srv *s, const struct cluster_cc *mc)
 {
     struct srv_node *n = &s->node;
-    const struct cluster_member *m = NULL;
-    for (size_t i = 0; i < s->n_members; i++)
-        if (s->members[i].id == mc->member.id)
-            m = &s->members[i];
+    const struct cluster_member *m = srv_member_get(s, mc->member.id);
     switch (mc->kind) {
     case CLUSTER_CC_BOOT:
     case CLUSTER_CC_ADD:

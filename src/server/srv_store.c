@@ -215,6 +215,14 @@ ms_err srv_member_was_removed(struct be_txn *t, uint64_t id, bool *removed)
     return e == MS_E_NOT_EXIST ? MS_OK : e;
 }
 
+struct cluster_member *srv_member_get(struct srv *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n_members; i++)
+        if (s->members[i].id == id)
+            return &s->members[i];
+    return NULL;
+}
+
 ms_err srv_members_load(struct srv *s)
 {
     if (!s->members && !(s->members = calloc(CLUSTER_MAX_MEMBERS, sizeof(*s->members))))

@@ -97,6 +97,21 @@ long tu_json_num(const char *json, const char *field, long absent)
     return p ? strtol(p + strlen(pat), NULL, 10) : absent;
 }
 
+bool tu_json_str(const char *json, const char *field, char *out, size_t cap)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\":\"", field);
+    const char *p = json ? strstr(json, pat) : NULL;
+    const char *e = p ? strchr(p + strlen(pat), '"') : NULL;
+    out[0] = 0;
+    if (!e || (size_t)(e - p - strlen(pat)) >= cap)
+        return false;
+    p += strlen(pat);
+    memcpy(out, p, (size_t)(e - p));
+    out[e - p] = 0;
+    return true;
+}
+
 char *tu_nested(const char *pre, size_t n, const char *open, const char *inner, const char *close,
                 const char *post)
 {

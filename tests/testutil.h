@@ -3,6 +3,7 @@
 #define METASTORE_TESTUTIL_H
 
 #include <check.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -12,6 +13,9 @@ int tu_run_suite(Suite *s);
 /* The number in a JSON answer's "field":"N" (etcd's int64 fields are strings), or absent when
  * the field is not there (etcd leaves out zero values). */
 long tu_json_num(const char *json, const char *field, long absent);
+/* The string value of "field":"..." (the first one) into out: true if there is one, closed, that
+ * fits in cap bytes with its NUL; else false and out is "". json may be NULL. */
+bool tu_json_str(const char *json, const char *field, char *out, size_t cap);
 
 /* CLOCK_MONOTONIC in milliseconds, and a sleep of ms milliseconds. */
 int64_t tu_now_ms(void);

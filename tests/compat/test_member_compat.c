@@ -281,22 +281,6 @@ static char *normalise(struct side *sd, const char *body)
 
 /* ---- the clusters ---- */
 
-/* The text of "key":"<text>" in json into out ("" if absent). */
-static void json_str(const char *json, const char *key, char *out, size_t cap)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":\"", key);
-    const char *p = strstr(json, pat);
-    size_t n = 0;
-    if (p) {
-        p += strlen(pat);
-        n = strcspn(p, "\"");
-        n = n < cap - 1 ? n : cap - 1;
-        memcpy(out, p, n);
-    }
-    out[n] = 0;
-}
-
 static char *post_raw(int port, const char *path, const char *body, int *status)
 {
     struct tu_resp r;
@@ -419,8 +403,8 @@ static int leader_now(struct side *sd, long *commit, bool *applied_all)
         int status;
         char *st = post_raw(sd->m[i].client_port, "/v3/maintenance/status", "{}", &status);
         char me[24];
-        json_str(st, "member_id", me, sizeof(me));
-        json_str(st, "leader", lead[i], sizeof(lead[i]));
+        tu_json_str(st, "member_id", me, sizeof(me));
+        tu_json_str(st, "leader", lead[i], sizeof(lead[i]));
         applied[i] = tu_json_num(st, "raftAppliedIndex", -1);
         if (status == 200 && lead[i][0] && strcmp(me, lead[i]) == 0) {
             li = i;
@@ -657,7 +641,7 @@ static bool side_ready(struct run *t, struct side *sd)
     for (int i = 0; i < N_INIT; i++) {
         int status;
         char *st = post_raw(sd->m[i].client_port, "/v3/maintenance/status", "{}", &status);
-        json_str(st, "member_id", sd->m[i].id, sizeof(sd->m[i].id));
+        tu_json_str(st, "member_id", sd->m[i].id, sizeof(sd->m[i].id));
         free(st);
     }
     int li = settle(sd);

@@ -118,19 +118,6 @@ static void start(struct campaign *c)
         tu_server_wait_healthy(&c->m[i].s);
 }
 
-/* The string value of "field":"..." in json into out ("" if absent). */
-static void json_str(const char *json, const char *field, char *out, size_t cap)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":\"", field);
-    const char *p = json ? strstr(json, pat) : NULL;
-    size_t n = 0;
-    if (p)
-        for (p += strlen(pat); p[n] && p[n] != '"' && n + 1 < cap; n++)
-            out[n] = p[n];
-    out[n] = 0;
-}
-
 /* The member that names itself leader (bounded wait), or -1. */
 static int leader(struct campaign *c, int timeout_ms)
 {
@@ -142,8 +129,8 @@ static int leader(struct campaign *c, int timeout_ms)
             struct tu_resp r;
             char lead[32], self[32];
             tu_http(c->m[i].s.port, "POST", "/v3/maintenance/status", "{}", &r);
-            json_str(r.body, "leader", lead, sizeof(lead));
-            json_str(r.body, "member_id", self, sizeof(self));
+            tu_json_str(r.body, "leader", lead, sizeof(lead));
+            tu_json_str(r.body, "member_id", self, sizeof(self));
             tu_resp_free(&r);
             if (lead[0] && strcmp(lead, self) == 0)
                 return i;

@@ -288,23 +288,6 @@ static const char *backend(void)
     return b && *b ? b : "lmdb";
 }
 
-/* The string value of "field":"..." in json into out ("" if absent). */
-static void json_str(const char *json, const char *field, char *out, size_t cap)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":\"", field);
-    const char *p = json ? strstr(json, pat) : NULL;
-    out[0] = 0;
-    if (!p)
-        return;
-    p += strlen(pat);
-    size_t n = 0;
-    while (p[n] && p[n] != '"' && n + 1 < cap)
-        n++;
-    memcpy(out, p, n);
-    out[n] = 0;
-}
-
 /* POST body to path on port: the raw answer body (tu_post normalises IDs away). */
 static char *post(int port, const char *path, const char *body, int *status)
 {
@@ -361,9 +344,26 @@ static void wait_members(struct cluster *c, int n)
     for (int i = 0; i < n; i++) {
         tu_server_wait_healthy(&c->m[i].s);
         char *st = post(c->m[i].s.port, "/v3/maintenance/status", "{}", NULL);
-        json_str(st, "member_id", c->m[i].id, sizeof(c->m[i].id));
+        tu_json_str(st, "member_id", c->m[i].id, sizeof(c->m[i].id));
         free(st);
         ck_assert_msg(c->m[i].id[0], "member %d has no ID", i);
+    }
+}
+
+/* Member i's peer port (and client port again if need be) apart from every port of the members
+ * before it: a port the kernel handed out once may come back. */
+static void pick_peer_port(struct cluster *c, int i)
+{
+    struct member *m = &c->m[i];
+    for (;;) {
+        m->peer_port = tu_free_port();
+        bool taken = m->peer_port == m->s.port;
+        for (int j = 0; j < i; j++)
+            taken = taken || m->peer_port == c->m[j].peer_port || m->peer_port == c->m[j].s.port ||
+                    m->s.port == c->m[j].s.port || m->s.port == c->m[j].peer_port;
+        if (!taken)
+            return;
+        m->s.port = tu_free_port();
     }
 }
 
@@ -385,18 +385,7 @@ static void cluster_start_opt(struct cluster *c, int n, int n_up, bool proxied)
     for (int i = 0; i < n; i++) {
         struct member *m = &c->m[i];
         tu_server_init(&m->s);
-        /* Every port distinct: a port the kernel handed out once may come back. */
-        for (;;) {
-            m->peer_port = tu_free_port();
-            bool taken = m->peer_port == m->s.port;
-            for (int j = 0; j < i; j++)
-                taken = taken || m->peer_port == c->m[j].peer_port ||
-                        m->peer_port == c->m[j].s.port || m->s.port == c->m[j].s.port ||
-                        m->s.port == c->m[j].peer_port;
-            if (!taken)
-                break;
-            m->s.port = tu_free_port();
-        }
+        pick_peer_port(c, i);
         m->advert_port = m->peer_port;
         while (proxied && (m->advert_port == m->peer_port || m->advert_port == m->s.port))
             m->advert_port = tu_free_port(); /* other members' ports: see below */
@@ -459,7 +448,7 @@ static int leader(struct cluster *c, int timeout_ms)
                 continue;
             char *st = post(c->m[i].s.port, "/v3/maintenance/status", "{}", NULL);
             char l[24];
-            json_str(st, "leader", l, sizeof(l));
+            tu_json_str(st, "leader", l, sizeof(l));
             free(st);
             if (!l[0] || (lead[0] && strcmp(l, lead) != 0))
                 agree = false;
@@ -520,7 +509,7 @@ static char *get(struct cluster *c, int i, const char *key, bool serializable, i
         return NULL;
     }
     char v64[512];
-    json_str(got, "value", v64, sizeof(v64));
+    tu_json_str(got, "value", v64, sizeof(v64));
     free(got);
     return strdup(v64);
 }
@@ -1123,7 +1112,7 @@ START_TEST(bad_peers)
         idp--;
     uint64_t id3 = strtoull(idp + 6, NULL, 10);
     char cid[24];
-    json_str(ml, "cluster_id", cid, sizeof(cid));
+    tu_json_str(ml, "cluster_id", cid, sizeof(cid));
     free(ml);
     uint64_t cluster = strtoull(cid, NULL, 10), lid = strtoull(c.m[l].id, NULL, 10);
 
@@ -1205,7 +1194,7 @@ START_TEST(leases)
     char *got = post(c.m[f].s.port, "/v3/lease/grant", "{\"TTL\":6}", &status);
     ck_assert_msg(status == 200, "%s", got);
     char id[32];
-    json_str(got, "ID", id, sizeof(id));
+    tu_json_str(got, "ID", id, sizeof(id));
     free(got);
     char body[256];
     snprintf(body, sizeof(body), "{\"key\":\"bGs=\",\"value\":\"eA==\",\"lease\":\"%s\"}", id);
@@ -1470,7 +1459,7 @@ START_TEST(snapshot_catchup)
     tu_server_stop_keep(&c.m[f].s, 1);
     tu_server_restart(&c.m[f].s, argv);
     char *status = post(c.m[f].s.port, "/v3/maintenance/status", "{}", NULL);
-    json_str(status, "member_id", c.m[f].id, sizeof(c.m[f].id));
+    tu_json_str(status, "member_id", c.m[f].id, sizeof(c.m[f].id));
     free(status);
     ck_assert_str_eq(c.m[f].id, id);
     same_data(&c);
@@ -1597,8 +1586,8 @@ START_TEST(snapshot_race)
     }
     ck_assert_ptr_nonnull(st);
     char id1[24], cid[24];
-    json_str(st, "member_id", id1, sizeof(id1));
-    json_str(st, "cluster_id", cid, sizeof(cid));
+    tu_json_str(st, "member_id", id1, sizeof(id1));
+    tu_json_str(st, "cluster_id", cid, sizeof(cid));
     free(st);
     char *ml = post(c.m[0].s.port, "/v3/cluster/member/list", "{}", NULL);
     uint64_t me = strtoull(id1, NULL, 10), cluster = strtoull(cid, NULL, 10), other = 0;
@@ -1667,6 +1656,15 @@ END_TEST
 /* A backup taken from one member restores a whole new cluster, as etcdctl snapshot restore
  * does: each member's data directory is built from the same file with the new cluster's flags,
  * then the members start and serve the data, with its revisions, as one cluster. */
+/* How many members a member list answer names. */
+static int members_listed(const char *list)
+{
+    int n = 0;
+    for (const char *p = list; (p = strstr(p, "\"ID\":")); p++)
+        n++;
+    return n;
+}
+
 static int member_slot(struct cluster *c);
 static void member_add_ok(struct cluster *c, int via, int i, bool learner);
 static void status_field(struct cluster *c, int i, const char *field, char *out, size_t cap);
@@ -1694,7 +1692,7 @@ START_TEST(restore)
     status_field(&c, l, "cluster_id", old_cluster, sizeof(old_cluster));
     char *before = post(c.m[f].s.port, "/v3/maintenance/hash", "{}", NULL);
     char hash[32];
-    json_str(before, "hash", hash, sizeof(hash));
+    tu_json_str(before, "hash", hash, sizeof(hash));
     char snap[4300];
     snprintf(snap, sizeof(snap), "%s/backup.snap", c.m[f].s.dir);
     tu_fetch_snapshot(c.m[f].s.port, snap);
@@ -1723,7 +1721,7 @@ START_TEST(restore)
     for (int i = 0; i < n.n; i++) {
         char *h = post(n.m[i].s.port, "/v3/maintenance/hash", "{}", NULL);
         char got_hash[32];
-        json_str(h, "hash", got_hash, sizeof(got_hash));
+        tu_json_str(h, "hash", got_hash, sizeof(got_hash));
         ck_assert_msg(strcmp(got_hash, hash) == 0, "member %d: %s, the backup's %s", i, h, before);
         free(h);
         char *v = get_ok(&n, i, "r59");
@@ -1736,9 +1734,7 @@ START_TEST(restore)
     status_field(&n, 0, "cluster_id", cluster, sizeof(cluster));
     ck_assert_str_ne(cluster, old_cluster);
     char *list = member_op(&n, 1, "list", "{}", NULL);
-    int listed = 0;
-    for (const char *p = list; (p = strstr(p, "\"ID\":")); p++)
-        listed++;
+    int listed = members_listed(list);
     ck_assert_msg(listed == 3 && !strstr(list, "isLearner"), "%s", list);
     for (int i = 0; i < 3; i++) {
         ck_assert_msg(strstr(list, n.m[i].id) && strcmp(n.m[i].id, old_ids[i]) != 0, "%s", list);
@@ -1783,7 +1779,7 @@ static char *login(struct cluster *c, int i, const char *user, const char *pw)
     int st;
     char *b = post_auth(c, i, "/v3/auth/authenticate", body, NULL, &st);
     char tok[256];
-    json_str(b, "token", tok, sizeof(tok));
+    tu_json_str(b, "token", tok, sizeof(tok));
     ck_assert_msg(st == 200 && tok[0], "authenticate %s: %d %s", user, st, b);
     free(b);
     return strdup(tok);
@@ -1912,16 +1908,7 @@ static int member_slot(struct cluster *c)
     struct member *m = &c->m[i];
     memset(m, 0, sizeof(*m));
     tu_server_init(&m->s);
-    for (;;) {
-        m->peer_port = tu_free_port();
-        bool taken = m->peer_port == m->s.port;
-        for (int j = 0; j < i; j++)
-            taken = taken || m->peer_port == c->m[j].peer_port || m->peer_port == c->m[j].s.port ||
-                    m->s.port == c->m[j].s.port || m->s.port == c->m[j].peer_port;
-        if (!taken)
-            break;
-        m->s.port = tu_free_port();
-    }
+    pick_peer_port(c, i);
     m->advert_port = m->peer_port;
     snprintf(m->name, sizeof(m->name), "m%d", i + 1);
     snprintf(m->peer_url, sizeof(m->peer_url), "http://127.0.0.1:%d", m->peer_port);
@@ -1961,7 +1948,7 @@ static void member_add_ok(struct cluster *c, int via, int i, bool learner)
         if (status == 200) {
             const char *mem = strstr(got, "\"member\":");
             ck_assert_ptr_nonnull(mem);
-            json_str(mem, "ID", c->m[i].id, sizeof(c->m[i].id));
+            tu_json_str(mem, "ID", c->m[i].id, sizeof(c->m[i].id));
             ck_assert_msg(!strstr(mem, "\"name\"") || strstr(mem, "\"name\"") > strstr(mem, "}"),
                           "a new member has no name: %s", got);
             ck_assert_msg(learner == (strstr(mem, "\"isLearner\":true") != NULL &&
@@ -2017,7 +2004,7 @@ static void wait_exit_ok(struct cluster *c, int i, int timeout_ms)
 static void status_field(struct cluster *c, int i, const char *field, char *out, size_t cap)
 {
     char *st = post(c->m[i].s.port, "/v3/maintenance/status", "{}", NULL);
-    json_str(st, field, out, cap);
+    tu_json_str(st, field, out, cap);
     free(st);
 }
 
@@ -2239,9 +2226,7 @@ START_TEST(members)
     }
     same_data(&c);
     list = member_op(&c, l, "list", "{}", NULL);
-    int listed = 0;
-    for (const char *p = list; (p = strstr(p, "\"ID\":")); p++)
-        listed++;
+    int listed = members_listed(list);
     ck_assert_msg(listed == 3 && !strstr(list, "isLearner"), "%s", list);
     free(list);
     cluster_stop(&c);
@@ -2519,9 +2504,7 @@ START_TEST(member_update)
     }
     for (int i = 0; i < 3; i++) {
         char *list = member_op(&c, i, "list", "{}", NULL);
-        int listed = 0;
-        for (const char *p = list; (p = strstr(p, "\"ID\":")); p++)
-            listed++;
+        int listed = members_listed(list);
         ck_assert_msg(strstr(list, url) && listed == 3, "member %d: %s", i, list);
         free(list);
     }

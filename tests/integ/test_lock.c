@@ -49,23 +49,6 @@ static int64_t grant(int ttl)
     return id;
 }
 
-/* The string value of "field":"..." copied into out. */
-static bool json_str(const char *json, const char *field, char *out, size_t cap)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":\"", field);
-    const char *p = strstr(json, pat);
-    if (!p)
-        return false;
-    p += strlen(pat);
-    const char *e = strchr(p, '"');
-    if (!e || (size_t)(e - p) >= cap)
-        return false;
-    memcpy(out, p, (size_t)(e - p));
-    out[e - p] = 0;
-    return true;
-}
-
 /* Send a lock request on a fresh connection and return it unread. */
 static int lock_send(const char *name_b64, int64_t lease)
 {
@@ -159,7 +142,7 @@ static void client(struct shared *sh, int i)
         snprintf(body, sizeof(body), "{\"name\":\"%s\",\"lease\":\"%lld\"}", name,
                  (long long)lease);
         got = tu_post(srv.port, "/v3/lock/lock", body, &st);
-        if (st != 200 || !json_str(got, "key", key, sizeof(key))) {
+        if (st != 200 || !tu_json_str(got, "key", key, sizeof(key))) {
             __sync_fetch_and_add(&sh->errors, 1);
             free(got);
             return;
@@ -244,7 +227,7 @@ static void lock_now(const char *name, int64_t lease, char *key, size_t cap)
     tu_b64(name, b64);
     snprintf(body, sizeof(body), "{\"name\":\"%s\",\"lease\":\"%lld\"}", b64, (long long)lease);
     char *got = tu_post(srv.port, "/v3/lock/lock", body, &st);
-    ck_assert_msg(st == 200 && json_str(got, "key", key, cap), "%s", got);
+    ck_assert_msg(st == 200 && tu_json_str(got, "key", key, cap), "%s", got);
     free(got);
 }
 
@@ -329,8 +312,8 @@ static void campaign(const char *name_b64, int64_t lease, const char *value_b64,
              (long long)lease, value_b64);
     char *got = tu_post(srv.port, "/v3/election/campaign", body, &st);
     ck_assert_int_eq(st, 200);
-    ck_assert(json_str(got, "key", key, 128));
-    ck_assert(json_str(got, "rev", rev, 32));
+    ck_assert(tu_json_str(got, "key", key, 128));
+    ck_assert(tu_json_str(got, "rev", rev, 32));
     free(got);
 }
 
@@ -525,7 +508,7 @@ START_TEST(many_waiters)
     int st;
     snprintf(body, sizeof(body), "{\"name\":\"%s\",\"lease\":\"%lld\"}", name, (long long)holder);
     char *got = tu_post(srv.port, "/v3/lock/lock", body, &st);
-    ck_assert(json_str(got, "key", key, sizeof(key)));
+    ck_assert(tu_json_str(got, "key", key, sizeof(key)));
     free(got);
     long before = tu_rss_kb(srv.pid);
     /* Each waiter on its own connection with a fresh session lease (lease 0). */
@@ -561,7 +544,7 @@ START_TEST(many_waiters)
         got = read_all(fds[i], 10000);
         ck_assert_msg(strstr(got, " 200 "), "waiter %d: %s", i, got);
         const char *b = strstr(got, "\r\n\r\n");
-        ck_assert(b && json_str(b, "key", key, sizeof(key)));
+        ck_assert(b && tu_json_str(b, "key", key, sizeof(key)));
         free(got);
         close(fds[i]);
         fds[i] = -1;

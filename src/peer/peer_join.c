@@ -1,10 +1,10 @@
 /* peer_join.c - a joining member asks the cluster for its members (etcd's
  * GetClusterFromRemotePeers): one blocking GET /members per URL, before the loop runs, every
  * step bounded by the deadline. */
-#define _GNU_SOURCE /* memmem */
 #include "peer_int.h"
 
 #include "metastore/clock.h"
+#include "metastore/http.h"
 #include "metastore/log.h"
 #include "metastore/tls.h"
 
@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -129,29 +128,6 @@ static bool read_all(struct fetch *f, struct buf *out, size_t cap)
     }
 }
 
-/* The value of header name in the head [p, end), or NULL. */
-static const char *header(const char *p, const char *end, const char *name, size_t *len)
-{
-    size_t nl = strlen(name);
-    for (const char *l = p; l < end;) {
-        const char *e = memchr(l, '\n', (size_t)(end - l));
-        if (!e)
-            e = end;
-        if ((size_t)(e - l) > nl + 1 && strncasecmp(l, name, nl) == 0 && l[nl] == ':') {
-            const char *v = l + nl + 1;
-            while (v < e && (*v == ' ' || *v == '\t'))
-                v++;
-            const char *ve = e;
-            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
-                ve--;
-            *len = (size_t)(ve - v);
-            return v;
-        }
-        l = e + 1;
-    }
-    return NULL;
-}
-
 /* One URL: the answer's body and cluster ID, or false with why. */
 static bool fetch_one(const char *url, struct tls_ctx *tls, uint32_t timeout_ms,
                       uint64_t *cluster_id, struct buf *body, const char **why)
@@ -184,26 +160,28 @@ static bool fetch_one(const char *url, struct tls_ctx *tls, uint32_t timeout_ms,
     *why = "no answer in time";
     if (!write_all(&f, req, (size_t)n) || !read_all(&f, &in, MEMBERS_MAX_BYTES))
         goto out;
-    const char *p = (const char *)in.p, *end = p + in.len;
-    const char *he = in.len ? memmem(p, in.len, "\r\n\r\n", 4) : NULL;
-    size_t vl;
+    struct http_hdr hdrs[HTTP_MAX_HEADERS];
+    struct http_response resp = {.hdrs = hdrs};
+    size_t used, vl;
     const char *cid;
     *why = "not an HTTP answer";
-    if (!he || in.len < 12 || memcmp(p, "HTTP/1.1 ", 9) != 0)
+    if (http_parse_response((char *)in.p, in.len, MEMBERS_MAX_BYTES, false, &resp, &used) !=
+            HTTP_PARSE_OK ||
+        resp.framing == HTTP_BODY_CHUNKED)
         goto out;
-    if (memcmp(p + 9, "200", 3) != 0) {
+    if (resp.status != 200) {
         *why = "refused";
         goto out;
     }
     *why = "no cluster ID in the answer";
-    if (!(cid = header(p, he, "X-Etcd-Cluster-ID", &vl)) || !peer_hex_parse(cid, vl, cluster_id))
+    if (!(cid = http_response_header(&resp, "X-Etcd-Cluster-ID", &vl)) ||
+        !peer_hex_parse(cid, vl, cluster_id))
         goto out;
-    const char *cl = header(p, he, "Content-Length", &vl);
-    size_t blen = (size_t)(end - (he + 4));
+    size_t blen = in.len - used;
     *why = "a truncated answer";
-    if (cl && (size_t)strtoull(cl, NULL, 10) != blen)
+    if (resp.framing == HTTP_BODY_LENGTH && resp.content_length != blen)
         goto out;
-    buf_append(body, he + 4, blen);
+    buf_append(body, in.p + used, blen);
     ok = !buf_failed(body);
 out:
     tls_conn_free(f.tls);

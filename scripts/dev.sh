@@ -153,8 +153,8 @@ import os, re, sys
 layer = {"util": 0, "metrics": 0, "tls": 0, "json": 1, "http": 1, "raft": 1, "wal": 1, "backend": 1,
          "kv": 2, "lease": 2, "watch": 2, "config": 2, "auth": 2, "cluster": 2, "peer": 2,
          "server": 3, "grpc": 4, "gw": 4}
-owner = {h: "util" for h in ("arena", "b64", "buf", "clock", "crc32c", "err", "fs", "grow",
-                             "log", "mcache", "sha1", "sha256", "skiplist")}
+owner = {h: "util" for h in ("arena", "b64", "buf", "clock", "crc32c", "err", "faultpt", "fs",
+                             "grow", "log", "mcache", "sha1", "sha256", "skiplist")}
 owner.update(metrics="metrics", tls="tls", json="json", http="http", raft="raft", raft_codec="raft",
              wal="wal", snap="wal", be="backend", kv="kv", lease="lease", watch="watch",
              cfg="config", auth="auth", cluster="cluster", peer="peer", srv="server",

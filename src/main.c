@@ -5,6 +5,8 @@
  * server makes everything applied durable, and the process exits 0.
  */
 #include "metastore/cfg.h"
+#include "metastore/faultpt.h"
+#include "metastore/fs.h"
 #include "metastore/grpc.h"
 #include "metastore/gw.h"
 #include "metastore/log.h"
@@ -68,6 +70,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level(cfg.log_level);
+    faultpt_init(); /* -Dfault_points builds: the crash point and fsync delay, once */
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     if (cfg.restore_snapshot[0])

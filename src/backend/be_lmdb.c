@@ -8,6 +8,8 @@
  * §3). Never opened with MDB_NOSYNC, but for a scratch environment (be_lmdb_open_scratch).
  */
 #include "metastore/be.h"
+#include "metastore/faultpt.h"
+#include "metastore/fs.h"
 #include "metastore/log.h"
 
 #include <errno.h>
@@ -40,6 +42,7 @@ struct be_lmdb {
     char *path;         /* data file, for stats */
     uint64_t file_size; /* its size, read again after a commit (stats run per write request) */
     bool size_stale;
+    bool syncs; /* commits fsync (all but a scratch environment) */
 };
 
 static const struct be_ops lmdb_ops;
@@ -106,6 +109,8 @@ static ms_err lm_txn_commit(struct be_txn *t)
     struct be_lmdb *be = t->be;
     if (t->write)
         be->size_stale = true; /* pages reach the file only at commit */
+    if (t->write && be->syncs)
+        faultpt_slow_fsync(); /* the commit syncs its data pages */
     int rc = mdb_txn_commit(t->txn);
     free(t);
     return disk_rc(be, "commit", rc);
@@ -239,6 +244,7 @@ static void lm_stats(struct be *base, struct be_stats *out)
 static ms_err lm_sync(struct be *base)
 {
     struct be_lmdb *be = (struct be_lmdb *)base;
+    faultpt_slow_fsync();
     return disk_rc(be, "sync", mdb_env_sync(be->env, 1));
 }
 
@@ -498,6 +504,7 @@ static struct be *open_env(const char *dir, uint64_t map_size, unsigned flags, m
     }
     snprintf(be->path, plen, "%s/data.mdb", dir);
     be->size_stale = true;
+    be->syncs = !(flags & MDB_NOSYNC);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         log_error("backend: cannot create %s: %s", dir, strerror(errno));
         *err = MS_E_IO;

@@ -11,6 +11,7 @@
 
 #include "metastore/clock.h"
 #include "metastore/crc32c.h"
+#include "metastore/faultpt.h"
 #include "metastore/fs.h"
 #include "metastore/http.h"
 #include "metastore/log.h"
@@ -123,6 +124,8 @@ static bool snap_in_end(struct peer_member *m, const struct peer_frame *f)
     snprintf(name, sizeof(name), "%s-%016" PRIx64 "-%016" PRIx64 ".snap", m->hex, s->msg.snap.term,
              s->msg.snap.index);
     char *path = snap_path(t, name);
+    if (path)
+        faultpt_slow_fsync();
     if (!path || fsync(s->fd) != 0 || rename(s->part, path) != 0 ||
         fs_sync_dir(t->snap_dir) != MS_OK) {
         log_error("peer: cannot keep the snapshot from %s: %s", m->hex, strerror(errno));

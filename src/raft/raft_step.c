@@ -25,6 +25,13 @@ static void answer_read(struct raft *r, uint64_t from, uint64_t ctx, uint64_t in
 
 static void send_read_index_response(struct raft *r, const struct raft_msg *m)
 {
+#ifdef MS_PLANT_SKIP_READINDEX_QUORUM
+    /* PLANTED BUG (-Dplant=skip_readindex_quorum, for tests/fault only): the commit index is
+     * answered at once, without the heartbeat round that confirms this node still leads; a
+     * deposed leader serves stale reads. */
+    answer_read(r, m->from, m->ctx, r->log.committed);
+    return;
+#endif
     /* Lease reads are unsafe while leadership is being handed over (etcd#12704): confirm with a
      * heartbeat round then too. */
     if (r->ro.option == RAFT_READ_ONLY_LEASE && r->lead_transferee == RAFT_NONE) {

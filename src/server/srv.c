@@ -449,6 +449,16 @@ struct srv *srv_create(struct event_base *base, const struct cfg *cfg, ms_err *e
         log_error("cannot read server metadata: %s", ms_err_name(*err));
         goto out_destroy;
     }
+#ifdef MS_PLANT_DOUBLE_APPLY
+    /* PLANTED BUG (-Dplant=double_apply, for tests/fault only): start as if the last applied
+     * entry were not, so that a restart applies it a second time (a put makes two revisions).
+     * Its term is then looked up in the WAL, opened from the entry before. */
+    if (d.applied > 1) {
+        log_warn("PLANTED BUG: applying entry %llu again", (unsigned long long)d.applied);
+        d.applied--;
+        d.applied_term = 0;
+    }
+#endif
     if ((*err = srv_store_init(s, s->cfg.backend != CFG_BACKEND_MEMORY, d.applied,
                                d.applied_term)) != MS_OK ||
         (*err = srv_apply_init(s)) != MS_OK || (*err = srv_snap_init(s)) != MS_OK)

@@ -9,6 +9,8 @@
  */
 #include "srv_int.h"
 
+#include "metastore/faultpt.h"
+#include "metastore/fs.h"
 #include "metastore/grow.h"
 #include "metastore/log.h"
 #include "metastore/raft_codec.h"
@@ -416,6 +418,7 @@ static void on_compact(evutil_socket_t fd, short what, void *arg)
     bool done = kv_compact_step(s->kv, s->wtxn, COMPACT_BUDGET, &e);
     if (e)
         ms_fatal("compaction failed: %s", ms_err_name(e));
+    faultpt_hit("compact"); /* a slice removed, not committed, maybe more to go */
     if (!done) {
         struct timeval now = {0, 0};
         evtimer_add(s->apply.compact_ev, &now);

@@ -106,8 +106,11 @@ struct srv_node {
     struct event *sync_ev;  /* the WAL's asynchronous sync completed */
     struct event *tick_ev;
     struct event *release_ev; /* removes released WAL segments a step at a time */
-    uint64_t tick_ms;         /* monotonic time of the last whole tick */
-    uint64_t term;            /* as persisted */
+#ifdef MS_PLANT_ACK_BEFORE_FSYNC
+    struct event *plant_flush_ev; /* PLANTED BUG: writes the WAL 300 ms after the acks */
+#endif
+    uint64_t tick_ms; /* monotonic time of the last whole tick */
+    uint64_t term;    /* as persisted */
     uint64_t lead;
     enum raft_role role;
     uint64_t leader_changes;         /* leaders seen (etcd_server_leader_changes_seen_total) */

@@ -42,6 +42,35 @@ static void lease_arm(struct srv *s)
     evtimer_add(s->lease.ev, &tv);
 }
 
+#ifdef MS_PLANT_FOLLOWER_LEASE_EXPIRY
+/* PLANTED BUG (-Dplant=follower_lease_expiry, for tests/fault only): every member's lessor
+ * stays primary and expires leases on its own clock; one that does not lead revokes an expired
+ * lease in its own store at once (its keys deleted locally, not through Raft), although the
+ * leader's lessor, which the keepalives renew, still holds it. Keepalives and time-to-lives are
+ * still answered by the leader only. */
+static bool plant_revoke_here(struct srv *s, int64_t id)
+{
+    if (s->node.role == RAFT_LEADER)
+        return false;
+    struct srv_lease_req r = {.id = id};
+    int64_t rev;
+    ms_err e = srv_apply_lease_revoke(s, &r, &rev);
+    log_warn("PLANTED BUG: lease %lld expired on a follower and is revoked locally: %s",
+             (long long)id, ms_err_name(e));
+    return true;
+}
+#endif
+
+/* The lessor answers keepalives and time-to-lives here. */
+static bool primary_here(const struct srv *s)
+{
+#ifdef MS_PLANT_FOLLOWER_LEASE_EXPIRY
+    if (s->node.role != RAFT_LEADER)
+        return false; /* PLANTED BUG: its lessor is primary for the expiries only */
+#endif
+    return lease_mgr_is_primary(s->lease.lessor);
+}
+
 static void on_lease(evutil_socket_t fd, short what, void *arg)
 {
     struct srv *s = arg;
@@ -51,6 +80,10 @@ static void on_lease(evutil_socket_t fd, short what, void *arg)
     size_t n = lease_mgr_expired(s->lease.lessor, clock_now_ms(), SRV_LEASE_RETRY_MS, ids,
                                  SRV_LEASE_REVOKE_BATCH);
     for (size_t i = 0; i < n; i++) {
+#ifdef MS_PLANT_FOLLOWER_LEASE_EXPIRY
+        if (plant_revoke_here(s, ids[i]))
+            continue;
+#endif
         struct srv_req r = {.type = SRV_REQ_LEASE_REVOKE, .u.lease = {.id = ids[i]}};
         ms_err e = s->hooks.propose(s, &r);
         if (e)
@@ -112,6 +145,10 @@ ms_err srv_lease_open(struct srv *s)
         return e;
     /* No member expires leases until the node sees it lead (srv_lease_promote). */
     lease_mgr_demote(s->lease.lessor);
+#ifdef MS_PLANT_FOLLOWER_LEASE_EXPIRY
+    lease_mgr_promote(s->lease.lessor, now, 0); /* PLANTED BUG: every member expires leases */
+    lease_arm(s);
+#endif
     kv_set_lease_check(s->kv, lease_exists_cb, s->lease.lessor);
     /* Keys name only leases that exist (a revoke deletes its keys): none, nothing to walk. */
     if (lease_mgr_count(s->lease.lessor) == 0)
@@ -150,6 +187,9 @@ void srv_lease_promote(struct srv *s, uint64_t extend_ms)
 
 void srv_lease_demote(struct srv *s)
 {
+#ifdef MS_PLANT_FOLLOWER_LEASE_EXPIRY
+    return; /* PLANTED BUG: a former leader goes on expiring leases on its own clock */
+#endif
     lease_mgr_demote(s->lease.lessor);
     evtimer_del(s->lease.ev);
 }
@@ -369,7 +409,7 @@ static ms_err answer_here(struct srv *s, enum srv_req_type kind, int64_t lease, 
                           int64_t *granted)
 {
     *ttl = *granted = 0;
-    if (!lease_mgr_is_primary(s->lease.lessor))
+    if (!primary_here(s))
         return MS_E_NOT_LEADER;
     if (kind == SRV_REQ_LEASE_KEEPALIVE)
         return lease_renew(s, lease, ttl);
@@ -417,7 +457,7 @@ static bool pump_one(struct srv *s, struct srv_lease_ask *a, uint64_t now)
     int64_t ttl, granted;
     if (!wait_find(&s->waits, a->rid))
         return false; /* cancelled */
-    if (lease_mgr_is_primary(s->lease.lessor)) {
+    if (primary_here(s)) {
         ms_err e = answer_here(s, a->kind, a->lease, &ttl, &granted);
         complete(s, a, e, ttl, granted);
         return false;

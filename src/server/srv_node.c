@@ -33,6 +33,7 @@
 #include "srv_int.h"
 
 #include "metastore/clock.h"
+#include "metastore/faultpt.h"
 #include "metastore/fs.h"
 #include "metastore/log.h"
 #include "metastore/peer.h"
@@ -302,10 +303,15 @@ static void apply_committed(struct srv *s, const struct raft_entry *ents, size_t
 {
     uint64_t applied = srv_applied(s);
     const struct raft_entry *last = NULL;
+    bool midway = false;
     for (size_t i = 0; i < n; i++) {
         const struct raft_entry *ent = &ents[i];
         if (ent->index <= applied)
             continue; /* the bootstrap's entries come back once they are persisted */
+        if (last && !midway) {
+            midway = true;
+            faultpt_hit("apply_mid_batch"); /* one entry of the batch applied, the rest not */
+        }
         last = ent;
         if (ent->type != RAFT_ENTRY_CONF_CHANGE) {
             srv_apply_entry(s, ent, NULL);
@@ -649,6 +655,34 @@ static void soft_changed(struct srv *s, const struct raft_soft_state *soft)
         transfer_end(s, true);
 }
 
+#ifdef MS_PLANT_ACK_BEFORE_FSYNC
+/* PLANTED BUG (-Dplant=ack_before_fsync, for tests/fault only): the Ready's entries and hard
+ * state stay in the WAL's user-space buffer while the core counts them persisted and the acks
+ * go out; this timer writes and syncs them 300 ms later. A kill -9 of a majority in between
+ * loses acknowledged writes (RAFT.md §3.2 rule 1 broken on purpose). */
+#define PLANT_FLUSH_MS 300
+
+static void on_plant_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct srv *s = arg;
+    (void)fd;
+    (void)what;
+    ms_err e = wal_sync(s->node.wal);
+    if (e)
+        fatal_sync(&s->node, e);
+}
+
+static void plant_flush_later(struct srv *s)
+{
+    struct srv_node *n = &s->node;
+    if (!n->plant_flush_ev && !(n->plant_flush_ev = evtimer_new(s->base, on_plant_flush, s)))
+        ms_fatal("out of memory");
+    struct timeval tv = {0, PLANT_FLUSH_MS * 1000};
+    if (!evtimer_pending(n->plant_flush_ev, NULL))
+        evtimer_add(n->plant_flush_ev, &tv);
+}
+#endif
+
 /* The rest of the outstanding Ready, once its snapshot (if any) is the store: messages, the
  * entries to persist, reads, the entries to apply. The WAL sync starts before the apply, so
  * the disk works while the loop applies (committed entries are durable already: the core hands
@@ -667,7 +701,14 @@ static bool ready_rest(struct srv *s, bool wait)
         s->ctr.ready_batches += rd->n_entries > 0;
     }
     bool syncing = false;
-    if (rd->must_sync) {
+    bool must_sync = rd->must_sync;
+#ifdef MS_PLANT_ACK_BEFORE_FSYNC
+    if (must_sync && !wait) {
+        plant_flush_later(s); /* PLANTED BUG: persisted() below acks what is not written */
+        must_sync = false;
+    }
+#endif
+    if (must_sync) {
         ms_err e;
         if (wait) {
             if ((e = wal_sync(n->wal)) != MS_OK)
@@ -758,6 +799,16 @@ static void on_ready(evutil_socket_t fd, short what, void *arg)
     n->ready_pending = false;
     struct srv_reads reads;
     srv_reads_take(s, &reads); /* callbacks below may queue new reads: they wait a turn */
+#ifdef MS_PLANT_FOLLOWER_LOCAL_READS
+    /* PLANTED BUG (-Dplant=follower_local_reads, for tests/fault only): a member that does not
+     * lead serves linearizable reads from its local state at once, with no ReadIndex. */
+    if (n->peer && n->role != RAFT_LEADER) {
+        run_ready(s, false);
+        srv_reads_serve(s, &reads);
+        step_end(s);
+        return;
+    }
+#endif
     if (!n->peer) {
         run_ready(s, false);
         srv_reads_serve(s, &reads);
@@ -1743,6 +1794,10 @@ void srv_node_close(struct srv *s)
     free(n->deadlines);
     if (n->sync_ev)
         event_free(n->sync_ev);
+#ifdef MS_PLANT_ACK_BEFORE_FSYNC
+    if (n->plant_flush_ev)
+        event_free(n->plant_flush_ev);
+#endif
     if (n->tick_ev)
         event_free(n->tick_ev);
     if (n->release_ev)

@@ -21,6 +21,7 @@
 #include "srv_int.h"
 
 #include "metastore/clock.h"
+#include "metastore/faultpt.h"
 #include "metastore/fs.h"
 #include "metastore/log.h"
 #include "metastore/skiplist.h"
@@ -534,6 +535,8 @@ static void on_copy(evutil_socket_t fd, short what, void *arg)
     const uint8_t *from = c->next_len ? c->next : NULL;
     ms_err e = copy_range(s, c, BE_BUCKET_KEY, from, c->next_len, c->bound, c->bound_len,
                           COPY_SLICE, clock_now_ns() + COPY_SLICE_NS, &done);
+    if (!e && c->kind == COPY_DEFRAG)
+        faultpt_hit("defrag"); /* a slice copied, the copy neither finished nor swapped in */
     if (e) {
         log_error("copy of the backend failed: %s", ms_err_name(e));
         complete_op(s, c, e);
@@ -925,6 +928,8 @@ static void install_slice(struct srv *s, struct srv_copy *c)
             e = be_txn_begin(c->dst, NULL, true, &c->dtxn);
     }
     c->slices++;
+    if (!e)
+        faultpt_hit("snapshot_install"); /* earlier slices committed, the swap still to come */
     if (clock_now_ns() - t0 > c->slice_max_ns)
         c->slice_max_ns = clock_now_ns() - t0;
     if (!e && !done)

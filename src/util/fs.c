@@ -1,5 +1,10 @@
-/* fs.c - mkdir -p, directory fsync, fsync through Linux AIO, files removed in steps. */
+/* fs.c - mkdir -p, directory fsync, fsync through Linux AIO, files removed in steps.
+ *
+ * In a -Dfault_points build with METASTORE_SLOW_FSYNC_MS set, an asynchronous sync runs on a
+ * thread of its own instead (sleep, then the sync, then the eventfd), so that its completion
+ * comes that much later while the caller's loop goes on, as it does with AIO. */
 #define _GNU_SOURCE /* syscall */
+#include "metastore/faultpt.h"
 #include "metastore/fs.h"
 
 #include "metastore/grow.h"
@@ -9,6 +14,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/aio_abi.h>
+#ifdef MS_FAULT_POINTS
+#include <pthread.h>
+#include <stdatomic.h>
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +90,60 @@ struct fs_async_sync {
     int efd;
     struct iocb cb;
     bool in_flight;
+#ifdef MS_FAULT_POINTS
+    /* A delayed sync in flight on its own thread (METASTORE_SLOW_FSYNC_MS), not through AIO. */
+    bool slow;
+    pthread_t thread;
+    int slow_fd;
+    bool slow_data_only;
+    uint64_t slow_ms;
+    int slow_res;          /* 0 or -errno, written by the thread before done */
+    atomic_bool slow_done; /* the thread wrote slow_res and is about to signal */
+#endif
 };
+
+#ifdef MS_FAULT_POINTS
+static void *slow_sync_main(void *arg)
+{
+    struct fs_async_sync *a = arg;
+    faultpt_sleep_ms(a->slow_ms);
+    int rc = a->slow_data_only ? fdatasync(a->slow_fd) : fsync(a->slow_fd);
+    a->slow_res = rc == 0 ? 0 : -errno;
+    atomic_store(&a->slow_done, true);
+    uint64_t one = 1;
+    (void)!write(a->efd, &one, sizeof(one));
+    return NULL;
+}
+
+/* Start the sync on a thread that sleeps first: 0, or -1 with errno (then sync in place). */
+static int slow_start(struct fs_async_sync *a, int fd, bool data_only, uint64_t ms)
+{
+    a->slow_fd = fd;
+    a->slow_data_only = data_only;
+    a->slow_ms = ms;
+    a->slow_res = 0;
+    atomic_store(&a->slow_done, false);
+    int rc = pthread_create(&a->thread, NULL, slow_sync_main, a);
+    if (rc) {
+        errno = rc;
+        return -1;
+    }
+    a->slow = true;
+    a->in_flight = true;
+    return 0;
+}
+
+static bool slow_reap(struct fs_async_sync *a, bool wait, int *res)
+{
+    if (!wait && !atomic_load(&a->slow_done))
+        return false;
+    pthread_join(a->thread, NULL);
+    a->slow = false;
+    a->in_flight = false;
+    *res = a->slow_res;
+    return true;
+}
+#endif
 
 struct fs_async_sync *fs_async_sync_create(void)
 {
@@ -123,6 +185,11 @@ int fs_async_sync_start(struct fs_async_sync *a, int fd, bool data_only)
         errno = EBUSY;
         return -1;
     }
+#ifdef MS_FAULT_POINTS
+    uint64_t ms = faultpt_slow_fsync_ms();
+    if (ms)
+        return slow_start(a, fd, data_only, ms);
+#endif
     struct iocb *list[1] = {&a->cb};
     memset(&a->cb, 0, sizeof(a->cb));
     a->cb.aio_lio_opcode = data_only ? IOCB_CMD_FDSYNC : IOCB_CMD_FSYNC;
@@ -148,6 +215,10 @@ bool fs_async_sync_reap(struct fs_async_sync *a, bool wait, int *res)
 {
     if (!a->in_flight)
         return false;
+#ifdef MS_FAULT_POINTS
+    if (a->slow)
+        return slow_reap(a, wait, res);
+#endif
     struct io_event ev;
     struct timespec zero = {0, 0};
     long n;

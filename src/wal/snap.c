@@ -4,6 +4,7 @@
 
 #include "metastore/buf.h"
 #include "metastore/crc32c.h"
+#include "metastore/faultpt.h"
 #include "metastore/fs.h"
 #include "metastore/log.h"
 #include "metastore/sha256.h"
@@ -161,6 +162,7 @@ ms_err snap_writer_publish(struct snap_writer *w)
 ms_err snap_writer_persist(struct snap_writer *w)
 {
     ms_err e = MS_OK;
+    faultpt_slow_fsync();
     if (fdatasync(w->fd) != 0) {
         log_error("snapshot: cannot finish %s: %s", w->path, strerror(errno));
         drop_tmp(w);

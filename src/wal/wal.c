@@ -18,6 +18,7 @@
 
 #include "metastore/buf.h"
 #include "metastore/clock.h"
+#include "metastore/faultpt.h"
 #include "metastore/fs.h"
 #include "metastore/log.h"
 #include "metastore/raft_codec.h"
@@ -178,6 +179,8 @@ static ms_err create_segment(struct wal *w, struct seg s)
     ms_err e = write_all(fd, w->pending.p, w->pending.len, 0);
     uint64_t off = w->pending.len;
     w->pending.len = 0;
+    if (!e)
+        faultpt_slow_fsync();
     if (!e && fdatasync(fd) != 0)
         e = MS_E_IO;
     if (!e && rename(tmp, path) != 0)
@@ -652,12 +655,18 @@ static ms_err sync_now(struct wal *w)
         return MS_OK;
     uint64_t t0 = clock_now_ns();
     ms_err e = write_pending(w);
+    if (!e) {
+        faultpt_hit("wal_before_sync");
+        faultpt_slow_fsync();
+    }
     if (!e && fdatasync(w->fd) != 0) {
         log_error("wal: fdatasync failed: %s", strerror(errno));
         e = MS_E_IO;
     }
-    if (!e)
+    if (!e) {
         count_sync(w, t0);
+        faultpt_hit("wal_after_sync");
+    }
     return e;
 }
 
@@ -778,15 +787,18 @@ ms_err wal_sync_begin(struct wal *w, bool *started)
     ms_err e = write_pending(w);
     if (e)
         return e;
+    faultpt_hit("wal_before_sync");
     w->t_submit = clock_now_ns();
     if (!submit_sync(w)) {
         /* EAGAIN and the like: sync this batch in place, try again next time. */
         log_warn("wal: asynchronous fdatasync not submitted: %s", strerror(errno));
+        faultpt_slow_fsync();
         if (fdatasync(w->fd) != 0) {
             log_error("wal: fdatasync failed: %s", strerror(errno));
             return MS_E_IO;
         }
         count_sync(w, w->t_submit);
+        faultpt_hit("wal_after_sync");
         return maybe_rotate(w);
     }
     *started = true;
@@ -808,6 +820,7 @@ ms_err wal_sync_end(struct wal *w, bool *done)
         log_error("wal: fdatasync failed: %s", strerror(-w->reaped_res));
         return MS_E_IO;
     }
+    faultpt_hit("wal_after_sync");
     return maybe_rotate(w);
 }
 

@@ -1910,7 +1910,7 @@ static int member_slot(struct cluster *c)
     tu_server_init(&m->s);
     pick_peer_port(c, i);
     m->advert_port = m->peer_port;
-    snprintf(m->name, sizeof(m->name), "m%d", i + 1);
+    snprintf(m->name, sizeof(m->name), "m%u", (unsigned)(i + 1) % 1000u);
     snprintf(m->peer_url, sizeof(m->peer_url), "http://127.0.0.1:%d", m->peer_port);
     snprintf(m->listen_url, sizeof(m->listen_url), "http://127.0.0.1:%d", m->peer_port);
     return i;

@@ -4,6 +4,7 @@
 #include "metastore/buf.h"
 #include "metastore/crc32c.h"
 #include "metastore/err.h"
+#include "metastore/faultpt.h"
 #include "metastore/fs.h"
 #include "metastore/mcache.h"
 #include "metastore/sha1.h"
@@ -549,6 +550,65 @@ START_TEST(trash_removes_in_steps)
 }
 END_TEST
 
+/* METASTORE_CRASH_POINT's value: a known name, then an optional count of at least 1. */
+START_TEST(faultpt_spec_parse)
+{
+    char name[32];
+    uint64_t n = 0;
+    ck_assert(faultpt_parse("wal_before_sync", name, sizeof(name), &n));
+    ck_assert_str_eq(name, "wal_before_sync");
+    ck_assert_uint_eq(n, 1);
+    ck_assert(faultpt_parse("apply_mid_batch:5", name, sizeof(name), &n));
+    ck_assert_str_eq(name, "apply_mid_batch");
+    ck_assert_uint_eq(n, 5);
+    ck_assert(faultpt_parse("defrag:18446744073709551615", name, sizeof(name), &n));
+    ck_assert_uint_eq(n, UINT64_MAX);
+    static const char *const bad[] = {
+        "",
+        "wal",
+        "wal_before_sync:",
+        "wal_before_sync:0",
+        "wal_before_sync:-1",
+        "compact:+2",
+        "compact: 2",
+        "compact:2x",
+        "compact:18446744073709551616",
+        "Compact",
+        ":3",
+        "compact:2:3",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(!faultpt_parse(bad[i], name, sizeof(name), &n), "accepted \"%s\"", bad[i]);
+    ck_assert(!faultpt_parse("snapshot_install", name, 8, &n)); /* no room for the name */
+#ifdef MS_FAULT_POINTS
+    /* METASTORE_SLOW_FSYNC_MS delays an asynchronous sync's completion, not its caller. */
+    setenv("METASTORE_SLOW_FSYNC_MS", "200", 1);
+    char *dir = tu_mkdtemp("faultpt");
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/f", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    struct fs_async_sync *a = fs_async_sync_create();
+    ck_assert_ptr_nonnull(a);
+    int res = -1;
+    int64_t t0 = tu_now_ms();
+    ck_assert_int_eq(fs_async_sync_start(a, fd, true), 0);
+    ck_assert_int_lt(tu_now_ms() - t0, 100);
+    ck_assert(!fs_async_sync_reap(a, false, &res));
+    struct pollfd p = {.fd = fs_async_sync_fd(a), .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, 5000), 1);
+    ck_assert_int_ge(tu_now_ms() - t0, 200);
+    fs_async_sync_clear(a);
+    ck_assert(fs_async_sync_reap(a, false, &res));
+    ck_assert_int_eq(res, 0);
+    fs_async_sync_destroy(a);
+    close(fd);
+    tu_rmtree(dir);
+    free(dir);
+#endif
+}
+END_TEST
+
 static Suite *util_suite(void)
 {
     Suite *s = suite_create("util");
@@ -574,6 +634,9 @@ static Suite *util_suite(void)
     tc = tcase_create("fs");
     tcase_add_test(tc, async_sync_file_and_dir);
     tcase_add_test(tc, trash_removes_in_steps);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("faultpt");
+    tcase_add_test(tc, faultpt_spec_parse);
     suite_add_tcase(s, tc);
     tc = tcase_create("buf");
     tcase_add_test(tc, buf_and_rd);

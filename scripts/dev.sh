@@ -9,7 +9,10 @@
 #   scripts/dev.sh test    install what is missing (and etcd-server, for the compat suite),
 #                          build with ASan+UBSan, run every suite
 #   scripts/dev.sh build   install what is missing and build (release) only
-#   scripts/dev.sh soak    [runs] [seconds] [backend]: fault campaigns with random seeds, totals
+#   scripts/dev.sh soak    [runs] [seconds] [backend] [jobs]: fault campaigns with random seeds,
+#                          then totals (docs/testing.md)
+#   scripts/dev.sh plant   <bug> [runs] [seconds]: a server with a planted bug, and the first
+#                          campaign seed that catches it
 #
 # Extra arguments after "start" or "cluster" are passed to the server (etcd's flags).
 set -euo pipefail
@@ -80,8 +83,11 @@ build_release() {
 build_test() {
     if [ ! -f build-test/build.ninja ]; then
         meson setup build-test --buildtype=debugoptimized -Db_sanitize=address,undefined \
-            -Db_lundef=false -Dwerror=true >/dev/null
+            -Db_lundef=false -Dwerror=true -Dfault_points=true >/dev/null
     fi
+    # The fault campaign's crash points and slow disk (test builds only, never shipped).
+    grep -q '"name": "fault_points", "value": true' build-test/meson-info/intro-buildoptions.json ||
+        meson configure build-test -Dfault_points=true >/dev/null
     ninja -C build-test
 }
 
@@ -285,55 +291,99 @@ test)
     exit $rc
     ;;
 soak)
-    # scripts/dev.sh soak [runs] [seconds] [backend]: fault campaigns with random seeds
-    # (tests/fault/test_fault.c), then the totals; a failing run's seed replays it with
-    # METASTORE_FAULT_SEED=<seed> build-test/tests/fault/test_fault.
+    # scripts/dev.sh soak [runs] [seconds] [backend] [jobs]: fault campaigns with random seeds
+    # (tests/fault/test_fault.c), jobs at a time (default 1), backend lmdb, memory or both (the
+    # default: runs alternate); then the totals. METASTORE_FAULT_TARGET=etcd runs them against
+    # Debian's etcd instead. A failing run's log stays in build-test/soak/ and its seed replays
+    # it: METASTORE_FAULT_SEED=<seed> (see docs/testing.md).
     install_test_deps
     build_test
     runs=${1:-100}
     secs=${2:-60}
-    be=${3:-lmdb}
+    be=${3:-both}
+    jobs=${4:-1}
     mkdir -p build-test/soak
     log=build-test/soak/summary.txt
     : >"$log"
-    for i in $(seq "$runs"); do
+    soak_one() { # $1: run number
+        local seed b out
         seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+        b=$be
+        [ "$be" = both ] && { [ $(($1 % 2)) = 0 ] && b=lmdb || b=memory; }
         out="build-test/soak/run-$seed.log"
         if METASTORE_BIN=build-test/metastore METASTORE_FAULT_SEED="$seed" \
-            METASTORE_FAULT_RUN_MS=$((secs * 1000)) METASTORE_TEST_BACKEND="$be" \
-            timeout $((secs + 240)) build-test/tests/fault/test_fault >"$out" 2>&1; then
-            echo "pass $seed $(grep -h '^fault campaign: [0-9]' "$out")" >>"$log"
+            METASTORE_FAULT_RUN_MS=$((secs * 1000)) METASTORE_TEST_BACKEND="$b" \
+            METASTORE_FAULT_POINTS=1 \
+            timeout $((secs + 600)) build-test/tests/fault/test_fault >"$out" 2>&1; then
+            echo "pass $seed $b $(grep -h '^fault summary:' "$out")" >>"$log"
             rm -f "$out"
         else
-            echo "FAIL $seed $(grep -h '^fault campaign: [0-9]' "$out")" >>"$log"
+            echo "FAIL $seed $b $(grep -h '^fault summary:' "$out")" >>"$log"
         fi
-        echo "run $i/$runs: $(tail -n 1 "$log" | cut -c1-6)$seed"
+        echo "run $1/$runs: $(grep " $seed " "$log" | cut -c1-4) seed $seed ($b)"
+    }
+    for i in $(seq "$runs"); do
+        soak_one "$i" &
+        while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do sleep 1; done
     done
+    wait
     python3 - "$log" <<'PY'
 import re, sys
-runs = [l.split(" ", 2) for l in open(sys.argv[1]) if l.strip()]
-tot = {"ops": 0, "ack": 0, "info": 0, "faults": [0, 0, 0, 0], "lin": 0, "rev": 0, "lost": 0}
-for verdict, seed, line in runs:
-    m = re.search(r"(\d+) operations, (\d+) acknowledged, (\d+) indeterminate; faults: (\d+) kill "
-                  r"leader, (\d+) kill follower, (\d+) pause leader, (\d+) pause follower; "
-                  r"linearizable: (\w+), revisions: (\w+), lost acknowledged writes: (\d+)", line)
-    if not m:
+tot, runs, failed = {}, 0, []
+for line in open(sys.argv[1]):
+    if not line.strip():
         continue
-    g = m.groups()
-    tot["ops"] += int(g[0]); tot["ack"] += int(g[1]); tot["info"] += int(g[2])
-    for k in range(4):
-        tot["faults"][k] += int(g[3 + k])
-    tot["lin"] += g[7] != "pass"; tot["rev"] += g[8] != "pass"; tot["lost"] += int(g[9])
-failed = [s for v, s, _ in runs if v == "FAIL"]
-print(f"soak: {len(runs)} runs, {len(failed)} failed {failed[:20]}")
-print(f"operations {tot['ops']}, acknowledged {tot['ack']}, indeterminate {tot['info']}")
-print("faults: kill leader %d, kill follower %d, pause leader %d, pause follower %d" % tuple(tot["faults"]))
-print(f"violations: not linearizable {tot['lin']} runs, revision order {tot['rev']} runs, "
-      f"lost acknowledged writes {tot['lost']}")
+    runs += 1
+    verdict, seed = line.split()[:2]
+    if verdict == "FAIL":
+        failed.append(seed)
+    for k, v in re.findall(r"(\w+)=(\d+)", line):
+        tot[k] = tot.get(k, 0) + int(v)
+print(f"soak: {runs} runs, {len(failed)} failed {failed[:20]}")
+print(f"register operations {tot.get('ops', 0)}: acknowledged {tot.get('ack', 0)}, "
+      f"indeterminate {tot.get('info', 0)}")
+skip = ("ops", "ack", "info", "undecided")
+print("faults: " + ", ".join(f"{k} {v}" for k, v in tot.items()
+                             if not k.startswith("v_") and k not in skip))
+print("violations: " + ", ".join(f"{k[2:]} {v}" for k, v in tot.items() if k.startswith("v_")) +
+      f"; undecided histories {tot.get('undecided', 0)}")
 PY
+    [ -z "$(grep '^FAIL' "$log")" ]
+    ;;
+plant)
+    # scripts/dev.sh plant <bug> [runs] [seconds]: build the server with one planted bug
+    # (-Dplant=<bug>: ack_before_fsync, follower_local_reads, follower_lease_expiry,
+    # skip_readindex_quorum, double_apply) in build-plant-<bug>, then run fault campaigns with
+    # seeds 1, 2, ... until one catches it (the harness must: the first catching seed is the
+    # answer) or runs are spent (exit status 1: the harness missed the bug).
+    install_test_deps
+    bug=${1:?usage: scripts/dev.sh plant <bug> [runs] [seconds]}
+    runs=${2:-20}
+    secs=${3:-20}
+    dir=build-plant-$bug
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" --buildtype=debugoptimized -Dwerror=true -Dfault_points=true \
+            -Dplant="$bug" >/dev/null
+    fi
+    ninja -C "$dir" metastore tests/fault/test_fault
+    for seed in $(seq "$runs"); do
+        out="$dir/plant-$seed.log"
+        if METASTORE_BIN="$dir/metastore" METASTORE_FAULT_SEED="$seed" METASTORE_FAULT_POINTS=1 \
+            METASTORE_FAULT_RUN_MS=$((secs * 1000)) METASTORE_TEST_BACKEND=lmdb \
+            timeout $((secs + 600)) "$dir/tests/fault/test_fault" >"$out" 2>&1; then
+            echo "plant $bug: seed $seed passed (not caught)"
+        elif found=$(grep -h '^fault summary:' "$out" | grep -o 'v_[a-z_]*=[1-9][0-9]*'); then
+            echo "plant $bug: caught by seed $seed: $(echo $found) (log: $out)"
+            exit 0
+        else
+            echo "plant $bug: seed $seed failed without a violation (log: $out)"
+        fi
+    done
+    echo "plant $bug: not caught in $runs runs" >&2
+    exit 1
     ;;
 *)
-    echo "usage: scripts/dev.sh start|cluster|test|build|soak [args]" >&2
+    echo "usage: scripts/dev.sh start|cluster|test|build|soak|plant [args]" >&2
     exit 2
     ;;
 esac

@@ -92,6 +92,7 @@ struct tu_resp {
     char *headers; /* raw header block, NUL-terminated */
     char *body;    /* NUL-terminated (chunked bodies are joined) */
     size_t body_len;
+    bool refused; /* no connection (status -1): the request was never sent */
 };
 
 /* One request on a fresh connection (Connection: close). body may be NULL. */

@@ -314,6 +314,7 @@ void tu_http_hdr(int port, const char *method, const char *path, const char *hea
     if (fd < 0) {
         memset(out, 0, sizeof(*out));
         out->status = -1;
+        out->refused = true;
         out->headers = strdup("");
         out->body = strdup("");
         return;

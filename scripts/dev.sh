@@ -11,7 +11,7 @@
 #   scripts/dev.sh build   install what is missing and build (release) only
 #   scripts/dev.sh soak    [runs] [seconds] [backend] [jobs]: fault campaigns with random seeds,
 #                          then totals (docs/testing.md)
-#   scripts/dev.sh plant   <bug> [runs] [seconds]: a server with a planted bug, and the first
+#   scripts/dev.sh plant   <bug> [runs] [seconds] [backend]: a planted bug, and the first
 #                          campaign seed that catches it
 #
 # Extra arguments after "start" or "cluster" are passed to the server (etcd's flags).
@@ -351,7 +351,7 @@ PY
     [ -z "$(grep '^FAIL' "$log")" ]
     ;;
 plant)
-    # scripts/dev.sh plant <bug> [runs] [seconds]: build the server with one planted bug
+    # scripts/dev.sh plant <bug> [runs] [seconds] [backend]: build the server with one planted bug
     # (-Dplant=<bug>: ack_before_fsync, follower_local_reads, follower_lease_expiry,
     # skip_readindex_quorum, double_apply) in build-plant-<bug>, then run fault campaigns with
     # seeds 1, 2, ... until one catches it (the harness must: the first catching seed is the
@@ -360,6 +360,7 @@ plant)
     bug=${1:?usage: scripts/dev.sh plant <bug> [runs] [seconds]}
     runs=${2:-20}
     secs=${3:-20}
+    be=${4:-lmdb}
     dir=build-plant-$bug
     if [ ! -f "$dir/build.ninja" ]; then
         meson setup "$dir" --buildtype=debugoptimized -Dwerror=true -Dfault_points=true \
@@ -369,7 +370,7 @@ plant)
     for seed in $(seq "$runs"); do
         out="$dir/plant-$seed.log"
         if METASTORE_BIN="$dir/metastore" METASTORE_FAULT_SEED="$seed" METASTORE_FAULT_POINTS=1 \
-            METASTORE_FAULT_RUN_MS=$((secs * 1000)) METASTORE_TEST_BACKEND=lmdb \
+            METASTORE_FAULT_RUN_MS=$((secs * 1000)) METASTORE_TEST_BACKEND="$be" \
             timeout $((secs + 600)) "$dir/tests/fault/test_fault" >"$out" 2>&1; then
             echo "plant $bug: seed $seed passed (not caught)"
         elif found=$(grep -h '^fault summary:' "$out" | grep -o 'v_[a-z_]*=[1-9][0-9]*'); then

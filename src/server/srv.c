@@ -372,10 +372,13 @@ static ms_err open_node(struct srv *s, struct srv_durable *d)
     if (!e)
         e = check_owner(s, &log);
     /* A member that joined and has not applied its cluster's members yet (they come with the
-     * log or a snapshot from the leader): it knows them from whom it asked. */
+     * log or a snapshot from the leader, and the memory backend has them only once it replayed
+     * the log): it asks the others again. A restart never depends on them, as etcd's with a WAL
+     * does not: when none answers (all down, cut off), the log still brings the members, and
+     * the leader reaches this member at the URL it has for it. */
     if (!e && !s->n_members && s->cfg.initial_cluster_existing && !d->n_joined &&
-        (e = join_cluster(s, d)) != MS_OK)
-        log_error("cannot learn the cluster's members again: %s", ms_err_name(e));
+        join_cluster(s, d) != MS_OK)
+        log_warn("cannot learn the cluster's members from its peers now: going on with the log");
     if (!e && !s->n_members && d->n_joined) {
         memcpy(s->members, d->joined, d->n_joined * sizeof(*s->members));
         s->n_members = d->n_joined;

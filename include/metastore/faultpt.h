@@ -26,6 +26,10 @@ uint64_t faultpt_slow_fsync_ms(void);
 void faultpt_sleep_ms(uint64_t ms);
 /* Sleep METASTORE_SLOW_FSYNC_MS: called right before an fsync/fdatasync the server issues. */
 void faultpt_slow_fsync(void);
+/* Raft ticks to count for ticks that passed: all of them, or one in ten while the clock is slow
+ * (SIGUSR2 toggles it: a member whose timers run slow, as a skewed clock; the handler is set
+ * by faultpt_init). */
+uint64_t faultpt_clock_ticks(uint64_t ticks);
 #else
 static inline void faultpt_init(void)
 {
@@ -36,6 +40,10 @@ static inline void faultpt_hit(const char *name)
 }
 static inline void faultpt_slow_fsync(void)
 {
+}
+static inline uint64_t faultpt_clock_ticks(uint64_t ticks)
+{
+    return ticks;
 }
 #endif
 

@@ -3,9 +3,9 @@
  *
  * Owns the armed crash point and the fsync delay, read once from the environment at start
  * (faultpt_init, or the first point passed): METASTORE_CRASH_POINT=<name>[:<n>] and
- * METASTORE_SLOW_FSYNC_MS=<ms>. A crash point ends the process with SIGKILL, as kill -9 would:
- * nothing is flushed or closed. Called from the loop's thread only; the delay is handed to a
- * sync thread by value (fs.c), so nothing here is shared.
+ * METASTORE_SLOW_FSYNC_MS=<ms>; and a slow clock, toggled by SIGUSR2. A crash point ends the
+ * process with SIGKILL, as kill -9 would: nothing is flushed or closed. Called from the loop's
+ * thread only; the delay is handed to a sync thread by value (fs.c), so nothing here is shared.
  */
 #include "metastore/faultpt.h"
 
@@ -74,11 +74,28 @@ static _Noreturn void refuse(const char *var, const char *v, const char *want)
     exit(2);
 }
 
+/* The slow clock, toggled by SIGUSR2 (a plain flag: all a handler may touch). */
+#define FAULTPT_SLOW_CLOCK 10 /* a slow member counts one tick in ten */
+static volatile sig_atomic_t slow_clock;
+static uint64_t skew_carry;
+
+static void on_usr2(int sig)
+{
+    (void)sig;
+    slow_clock = !slow_clock;
+}
+
 void faultpt_init(void)
 {
     if (fp.read)
         return;
     fp.read = true;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_usr2;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR2, &sa, NULL);
     const char *v = getenv("METASTORE_CRASH_POINT");
     if (v && *v && !faultpt_parse(v, fp.name, sizeof(fp.name), &fp.at))
         refuse("METASTORE_CRASH_POINT", v,
@@ -120,6 +137,18 @@ void faultpt_sleep_ms(uint64_t ms)
 void faultpt_slow_fsync(void)
 {
     faultpt_sleep_ms(faultpt_slow_fsync_ms());
+}
+
+uint64_t faultpt_clock_ticks(uint64_t ticks)
+{
+    if (!slow_clock) {
+        skew_carry = 0;
+        return ticks;
+    }
+    skew_carry += ticks;
+    uint64_t out = skew_carry / FAULTPT_SLOW_CLOCK;
+    skew_carry %= FAULTPT_SLOW_CLOCK;
+    return out;
 }
 
 #endif

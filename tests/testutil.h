@@ -77,6 +77,9 @@ void tu_server_start_lean(struct tu_server *s, const char *const *extra);
  * tu_server_wait_healthy then waits (bounded) until /health answers 200. For the members of a
  * cluster, which are healthy only once a leader is elected. */
 void tu_server_launch(struct tu_server *s, const char *const *extra);
+/* The same with one more environment variable for the server ("NAME=value", or NULL), this
+ * process's environment left alone (other threads may be reading it). */
+void tu_server_launch_env(struct tu_server *s, const char *const *extra, const char *env);
 void tu_server_wait_healthy(struct tu_server *s);
 /* Start again on the same port and data dir (restart after stop/kill). */
 void tu_server_restart(struct tu_server *s, const char *const *extra);

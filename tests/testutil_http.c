@@ -32,6 +32,11 @@ int tu_free_port(void)
 
 void tu_server_launch(struct tu_server *s, const char *const *extra)
 {
+    tu_server_launch_env(s, extra, NULL);
+}
+
+void tu_server_launch_env(struct tu_server *s, const char *const *extra, const char *env)
+{
     const char *bin = getenv("METASTORE_BIN");
     ck_assert_msg(bin != NULL, "METASTORE_BIN is not set");
     char url[64], dir[4200];
@@ -52,6 +57,15 @@ void tu_server_launch(struct tu_server *s, const char *const *extra)
     for (int i = 0; extra && extra[i] && n < 62; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
+    /* The child's environment, made here: setenv in a process with threads races their getenv. */
+    size_t ne = 0;
+    while (environ[ne])
+        ne++;
+    char **envp = calloc(ne + 2, sizeof(*envp));
+    ck_assert_ptr_nonnull(envp);
+    memcpy(envp, environ, ne * sizeof(*envp));
+    if (env)
+        envp[ne] = (char *)env;
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
@@ -60,9 +74,10 @@ void tu_server_launch(struct tu_server *s, const char *const *extra)
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        execv(bin, (char *const *)argv);
+        execve(bin, (char *const *)argv, envp);
         _exit(127);
     }
+    free(envp);
     s->pid = pid;
 }
 

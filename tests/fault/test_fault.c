@@ -76,13 +76,14 @@ enum kind {
     K_LEARNER,
     K_CRASH_POINT,
     K_SLOW_DISK,
+    K_SKEWED_LEADER_CUT,
     K_COUNT
 };
 
 static const char *const kind_name[K_COUNT] = {
     "kill_leader",    "kill_follower", "kill_majority", "kill_all",    "pause_leader",
     "pause_follower", "part_leader",   "part_follower", "part_bridge", "one_way_loss",
-    "replace",        "learner",       "crash_point",   "slow_disk"};
+    "replace",        "learner",       "crash_point",   "slow_disk",   "skewed_leader_cut"};
 
 /* The server's crash points (-Dfault_points=true) and how often each is reached before it
  * fires (1 + a random number below this). */
@@ -230,15 +231,12 @@ static uint64_t member_id(struct campaign *c, int i)
     return ok ? strtoull(id, NULL, 10) : 0;
 }
 
-static void launch(struct campaign *c, int i, const char *env_name, const char *env_value)
+/* Start slot i's member, with one more environment variable when env ("NAME=value"). */
+static void launch(struct campaign *c, int i, const char *env)
 {
     const char *argv[20];
     member_argv(c, i, argv);
-    if (env_name)
-        setenv(env_name, env_value, 1); /* only the nemesis thread forks or reads these */
-    tu_server_launch(&c->m[i].s, argv);
-    if (env_name)
-        unsetenv(env_name);
+    tu_server_launch_env(&c->m[i].s, argv, env);
 }
 
 static void start(struct campaign *c)
@@ -267,7 +265,7 @@ static void start(struct campaign *c)
     ck_assert_msg(c->net != NULL, "the proxies did not start");
     for (int i = 0; i < MEMBERS; i++) {
         strcpy(c->m[i].initial, initial);
-        launch(c, i, NULL, NULL);
+        launch(c, i, NULL);
     }
     for (int i = 0; i < MEMBERS; i++)
         tu_server_wait_healthy(&c->m[i].s);
@@ -789,7 +787,7 @@ static void wait_up(struct campaign *c, int i)
 
 static void restart(struct campaign *c, int i)
 {
-    launch(c, i, NULL, NULL);
+    launch(c, i, NULL);
     wait_up(c, i);
 }
 
@@ -871,7 +869,7 @@ static void replace(struct campaign *c, int k, bool learner)
                               c->m[j].name, c->m[j].peer_url);
     m->existing = true;
     fn_set_id(c->net, k, strtoull(new_id, NULL, 10));
-    launch(c, k, NULL, NULL);
+    launch(c, k, NULL);
     if (!learner)
         wait_up(c, k);
     if (learner) {
@@ -888,11 +886,11 @@ static void crash_point(struct campaign *c, int k, uint64_t *rnd)
 {
     int p = (int)(next_rand(rnd) % CRASH_POINTS);
     char arm[64];
-    snprintf(arm, sizeof(arm), "%s:%d", crash_points[p].name,
+    snprintf(arm, sizeof(arm), "METASTORE_CRASH_POINT=%s:%d", crash_points[p].name,
              1 + (int)(next_rand(rnd) % (uint64_t)crash_points[p].spread));
     fprintf(stderr, "nemesis: %s armed with %s\n", c->m[k].name, arm);
     tu_server_kill(&c->m[k].s);
-    launch(c, k, "METASTORE_CRASH_POINT", arm);
+    launch(c, k, arm);
     if (!wait_up_or_exit(c, k, true)) { /* reached while it started */
         c->crash_reached++;
         restart(c, k);
@@ -948,7 +946,7 @@ static void fault(struct campaign *c, int kind, uint64_t *rnd)
         tu_sleep_ms(hold / 2);
         for (int i = 0; i < MEMBERS; i++)
             if (c->m[i].s.pid <= 0)
-                launch(c, i, NULL, NULL);
+                launch(c, i, NULL);
         for (int i = 0; i < MEMBERS; i++)
             wait_up(c, i);
         break;
@@ -1014,17 +1012,29 @@ static void fault(struct campaign *c, int kind, uint64_t *rnd)
         break;
     case K_SLOW_DISK: {
         int who = next_rand(rnd) % 2 ? l : f;
-        char ms[16];
-        snprintf(ms, sizeof(ms), "%d", 20 + (int)(next_rand(rnd) % 200));
-        fprintf(stderr, "nemesis: %s's disk syncs in %s ms more\n", c->m[who].name, ms);
+        char ms[48];
+        snprintf(ms, sizeof(ms), "METASTORE_SLOW_FSYNC_MS=%d", 20 + (int)(next_rand(rnd) % 200));
+        fprintf(stderr, "nemesis: %s's disk is slow: %s\n", c->m[who].name, ms);
         tu_server_kill(&c->m[who].s);
-        launch(c, who, "METASTORE_SLOW_FSYNC_MS", ms);
+        launch(c, who, ms);
         wait_up(c, who);
         tu_sleep_ms(2 * hold);
         tu_server_kill(&c->m[who].s);
         restart(c, who);
         break;
     }
+    case K_SKEWED_LEADER_CUT:
+        /* The leader's clock runs slow (a tick in ten: SIGUSR2 in fault builds) and it is cut
+         * off: it believes it leads for ten election timeouts, while the majority elects
+         * another within one or two and goes on writing. A read it answers meanwhile without a
+         * quorum round is stale. */
+        kill(c->m[l].s.pid, SIGUSR2);
+        isolate(c, l, FN_STALL);
+        tu_sleep_ms(hold + 1500);
+        fn_heal(c->net);
+        tu_sleep_ms(200);
+        kill(c->m[l].s.pid, SIGUSR2);
+        break;
     default:
         break;
     }
@@ -1213,10 +1223,13 @@ static void kinds_chosen(struct campaign *c)
         }
     }
     if (c->etcd || !c->fault_points) {
-        /* Crash points and the slow disk need a server built with -Dfault_points=true. */
-        if (c->kind_on[K_CRASH_POINT] || c->kind_on[K_SLOW_DISK])
-            fprintf(stderr, "fault campaign: no crash points or slow disk in this server\n");
+        /* Crash points, the slow disk and the slow clock need a server built with
+         * -Dfault_points=true. */
+        if (c->kind_on[K_CRASH_POINT] || c->kind_on[K_SLOW_DISK] || c->kind_on[K_SKEWED_LEADER_CUT])
+            fprintf(stderr, "fault campaign: no crash points, slow disk or slow clock in this "
+                            "server\n");
         c->kind_on[K_CRASH_POINT] = c->kind_on[K_SLOW_DISK] = false;
+        c->kind_on[K_SKEWED_LEADER_CUT] = false;
     }
     bool any = false;
     for (int k = 0; k < K_COUNT; k++)
@@ -1236,7 +1249,7 @@ START_TEST(campaign)
     const char *target = getenv("METASTORE_FAULT_TARGET");
     c->etcd = target && strcmp(target, "etcd") == 0;
     if (c->etcd)
-        setenv("METASTORE_BIN", "/usr/bin/etcd", 1);
+        setenv("METASTORE_BIN", "/usr/bin/etcd", 1); /* no thread runs yet */
     const char *fp = getenv("METASTORE_FAULT_POINTS");
     c->fault_points = fp && strcmp(fp, "1") == 0;
     const char *env = getenv("METASTORE_FAULT_SEED");

@@ -2280,6 +2280,49 @@ START_TEST(member_replace)
 }
 END_TEST
 
+/* A member that joined (through the log, no snapshot) restarts first while every other member
+ * is down: it does not need them to start (etcd, with a WAL, does not either) and waits for
+ * them. The memory backend knows the members only once it replayed the log: it used to ask
+ * the others for them again, and refuse to start when none answered (found by the fault
+ * campaign: a replaced member, then a kill of all). */
+START_TEST(join_restart_alone)
+{
+    struct cluster c = {0};
+    cluster_start(&c, 3);
+    bool gone[MAX_MEMBERS] = {0};
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    put_ok(&c, l, "before", "x");
+    int n = member_slot(&c);
+    member_add_ok(&c, l, n, false);
+    join(&c, n, gone);
+    put_ok(&c, n, "joined", "x");
+    wait_members(&c, 0);
+    for (int i = 0; i < c.n; i++)
+        tu_server_kill(&c.m[i].s);
+    const char *argv[32];
+    member_flags(&c, n, argv, 32);
+    tu_server_launch(&c.m[n].s, argv);
+    for (int t = 0; t < 30; t++) { /* peers unreachable: 3 s, longer than its 2 s asking */
+        int st;
+        ck_assert_msg(waitpid(c.m[n].s.pid, &st, WNOHANG) == 0,
+                      "the joined member did not restart without the others, see %s", c.m[n].s.log);
+        tu_sleep_ms(100);
+    }
+    for (int i = 0; i < c.n; i++) {
+        if (i == n)
+            continue;
+        member_flags(&c, i, argv, 32);
+        tu_server_launch(&c.m[i].s, argv);
+    }
+    for (int i = 0; i < c.n; i++)
+        tu_server_wait_healthy(&c.m[i].s);
+    put_ok(&c, n, "after", "x");
+    same_data(&c);
+    cluster_stop(&c);
+}
+END_TEST
+
 /* Removing the leader, asked of a follower and then of the leader itself: leadership moves
  * first (one election, by transfer), the old leader stops by itself, writes go on. */
 START_TEST(remove_leader)
@@ -2616,6 +2659,7 @@ int main(void)
     } cases[] = {{"leases", leases},
                  {"members", members},
                  {"member_replace", member_replace},
+                 {"join_restart_alone", join_restart_alone},
                  {"remove_leader", remove_leader},
                  {"transfer_load", transfer_load},
                  {"member_quorum", member_quorum},

@@ -285,7 +285,7 @@ test)
     build_test
     rc=0
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-        meson test -C build-test --print-errorlogs --num-processes 2 --no-suite fault "$@" ||
+        meson test -C build-test --print-errorlogs --num-processes 2 "$@" ||
         rc=$?
     summarize build-test/meson-logs/testlog.json
     exit $rc

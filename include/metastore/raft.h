@@ -256,6 +256,9 @@ struct raft_status {
     uint64_t lead_transferee;
     bool learner;
     uint64_t pending_snapshot; /* index of a snapshot taken in and not yet in a Ready (0: none) */
+    /* Leader: the index of the last conf change proposed. While it is above applied, another
+     * proposed change becomes an empty entry (one at a time). */
+    uint64_t pending_conf_index;
     struct raft_conf_state conf;
     size_t n_progress; /* leader only */
     struct raft_progress_status progress[RAFT_MAX_NODES];

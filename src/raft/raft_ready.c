@@ -247,6 +247,7 @@ void raft_status(const struct raft *r, struct raft_status *st)
     st->last_index = raft_log_last_index(&r->log);
     st->lead_transferee = r->lead_transferee;
     st->learner = r->is_learner;
+    st->pending_conf_index = r->state == RAFT_LEADER ? r->pending_conf_index : 0;
     if (raft_log_has_next_unstable_snap(&r->log))
         st->pending_snapshot = r->log.u.snap.index;
     raft_conf_state_of(&r->trk, &st->conf);

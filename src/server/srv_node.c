@@ -1077,6 +1077,10 @@ bool srv_node_is_learner(const struct srv *s)
 
 /* ---- promote: only the leader knows whether a learner has caught up ---- */
 
+/* Not an error: a conf change is still to be applied, and the core takes one at a time (it
+ * would turn this one into an empty entry, and nobody would answer): ask again at a tick. */
+#define PROMOTE_AGAIN MS_ERR_COUNT_
+
 /* On the leader: etcd's isLearnerReady (the learner's match at 90 % of the leader's at least)
  * and IsReadyToPromoteMember, then the change. id is the caller, here or at the asker. */
 static ms_err promote_here(struct srv *s, uint64_t member, uint64_t id)
@@ -1086,6 +1090,8 @@ static ms_err promote_here(struct srv *s, uint64_t member, uint64_t id)
     raft_status(n->raft, &st);
     if (st.soft.role != RAFT_LEADER)
         return MS_E_NOT_LEADER;
+    if (st.pending_conf_index > st.applied)
+        return PROMOTE_AGAIN;
     uint64_t lead_match = 0, match = 0;
     bool found = false;
     for (size_t i = 0; i < st.n_progress; i++) {
@@ -1131,7 +1137,7 @@ ms_err srv_node_promote(struct srv *s, uint64_t member, uint64_t id)
 {
     struct srv_node *n = &s->node;
     ms_err e = promote_here(s, member, id);
-    if (e != MS_E_NOT_LEADER || !n->peer) {
+    if (e != PROMOTE_AGAIN && (e != MS_E_NOT_LEADER || !n->peer)) {
         if (e == MS_OK && !push_deadline(n, id, clock_now_ms() + request_timeout_ms(s)))
             log_warn("request %016llx has no deadline: out of memory", (unsigned long long)id);
         return e;
@@ -1144,7 +1150,8 @@ ms_err srv_node_promote(struct srv *s, uint64_t member, uint64_t id)
     p->deadline_ms = clock_now_ms() + request_timeout_ms(s);
     p->next = n->promotes;
     n->promotes = p;
-    promote_send(s, p);
+    if (e == MS_E_NOT_LEADER)
+        promote_send(s, p);
     return MS_OK;
 }
 
@@ -1160,6 +1167,21 @@ static void promotes_tick(struct srv *s, uint64_t now)
             if (waits)
                 fail_waiter(s, p->id, MS_E_TIMEOUT);
             *pp = p->next;
+            free(p);
+            continue;
+        }
+        if (n->role == RAFT_LEADER) { /* asked here, and this member leads now */
+            ms_err e = promote_here(s, p->member, p->id);
+            if (e == PROMOTE_AGAIN) {
+                pp = &p->next;
+                continue;
+            }
+            *pp = p->next;
+            if (e != MS_OK)
+                fail_waiter(s, p->id, e);
+            else if (!push_deadline(n, p->id, p->deadline_ms))
+                log_warn("request %016llx has no deadline: out of memory",
+                         (unsigned long long)p->id);
             free(p);
             continue;
         }
@@ -1193,7 +1215,7 @@ static void promote_on_app(struct srv *s, uint64_t from, const uint8_t *p, size_
         if (q->id != id)
             continue;
         if (e == MS_E_NOT_LEADER || e == MS_OK || e >= MS_ERR_COUNT_) {
-            q->sent_to = 0; /* it no longer leads: ask the next leader */
+            q->sent_to = 0; /* it no longer leads, or it is busy (PROMOTE_AGAIN): ask again */
             return;
         }
         *pp = q->next;

@@ -2323,6 +2323,74 @@ START_TEST(join_restart_alone)
 }
 END_TEST
 
+struct promote_call {
+    struct cluster *c;
+    int via;
+    char body[96];
+    int status;
+    char *got;
+};
+
+static void *promote_thread(void *arg)
+{
+    struct promote_call *p = arg;
+    p->got = member_op(p->c, p->via, "promote", p->body, &p->status);
+    return NULL;
+}
+
+/* Two promotes of one learner at once, one through the leader and one through a follower: the
+ * core takes one conf change at a time and turns a second one proposed before the first is
+ * applied into an empty entry. Each must still be answered (200 for one, 412 "can only promote
+ * a learner member" for the other), never left to time out (503): the leader asks again once
+ * the first is applied. */
+START_TEST(promote_twice)
+{
+    struct cluster c = {0};
+    cluster_start(&c, 3);
+    bool gone[MAX_MEMBERS] = {0};
+    int l = leader(&c, 20000);
+    ck_assert_int_ge(l, 0);
+    int f = (l + 1) % 3;
+    put_ok(&c, l, "before", "x");
+    int n = member_slot(&c);
+    member_add_ok(&c, l, n, true);
+    join(&c, n, gone);
+    for (int round = 0; round < 50; round++) {
+        struct promote_call calls[2] = {{.c = &c, .via = l}, {.c = &c, .via = f}};
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) {
+            snprintf(calls[i].body, sizeof(calls[i].body), "{\"ID\":\"%s\"}", c.m[n].id);
+            ck_assert_int_eq(pthread_create(&th[i], NULL, promote_thread, &calls[i]), 0);
+        }
+        int ok = 0, refused = 0, not_ready = 0;
+        for (int i = 0; i < 2; i++) {
+            pthread_join(th[i], NULL);
+            struct promote_call *p = &calls[i];
+            if (p->status == 200)
+                ok++;
+            else if (p->status == 412 && strstr(p->got, "in sync with leader"))
+                not_ready++; /* "can only promote a learner member which is in sync ..." */
+            else if (p->status == 412 && strstr(p->got, "can only promote a learner member"))
+                refused++;
+            else
+                ck_abort_msg("promote through %s: %d %s", i ? "a follower" : "the leader",
+                             p->status, p->got);
+            free(p->got);
+        }
+        if (not_ready && !ok) { /* the learner is still catching up: once more */
+            tu_sleep_ms(300);
+            continue;
+        }
+        ck_assert_msg(ok == 1 && refused + not_ready == 1, "%d promoted, %d refused, %d not ready",
+                      ok, refused, not_ready);
+        break;
+    }
+    put_ok(&c, n, "after", "x"); /* a voter now */
+    same_data(&c);
+    cluster_stop(&c);
+}
+END_TEST
+
 /* Removing the leader, asked of a follower and then of the leader itself: leadership moves
  * first (one election, by transfer), the old leader stops by itself, writes go on. */
 START_TEST(remove_leader)
@@ -2660,6 +2728,7 @@ int main(void)
                  {"members", members},
                  {"member_replace", member_replace},
                  {"join_restart_alone", join_restart_alone},
+                 {"promote_twice", promote_twice},
                  {"remove_leader", remove_leader},
                  {"transfer_load", transfer_load},
                  {"member_quorum", member_quorum},

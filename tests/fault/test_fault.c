@@ -825,6 +825,7 @@ static int member_call(struct campaign *c, const char *path, const char *body, c
             continue;
         char *got = tu_post(c->m[l].s.port, path, body, &st);
         if (st == 200) {
+            free(last);
             if (out)
                 *out = got;
             else

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static ms_err meta_u64(struct be_txn *t, const char *name, uint64_t *out, bool *found)
@@ -297,6 +298,8 @@ static bool joined_members(struct srv *s, const struct buf *body, struct srv_dur
     return true;
 }
 
+#define JOIN_TRIES 15 /* a restart's asks for the members: about 45 s (2 s each, 1 s apart) */
+
 /* --initial-cluster-state existing: ask the other members of --initial-cluster for the
  * cluster's members (etcd's GetClusterFromRemotePeers); this member's and the cluster's IDs
  * come from them. Blocking, bounded: the start only. */
@@ -373,12 +376,20 @@ static ms_err open_node(struct srv *s, struct srv_durable *d)
         e = check_owner(s, &log);
     /* A member that joined and has not applied its cluster's members yet (they come with the
      * log or a snapshot from the leader, and the memory backend has them only once it replayed
-     * the log): it asks the others again. A restart never depends on them, as etcd's with a WAL
-     * does not: when none answers (all down, cut off), the log still brings the members, and
-     * the leader reaches this member at the URL it has for it. */
-    if (!e && !s->n_members && s->cfg.initial_cluster_existing && !d->n_joined &&
-        join_cluster(s, d) != MS_OK)
-        log_warn("cannot learn the cluster's members from its peers now: going on with the log");
+     * the log): it asks the others again. It receives only from members it dials, so with an
+     * empty log it has no other way to find them: it asks until one answers (all members
+     * restarting at once come back within seconds), JOIN_TRIES times. Then it goes on with
+     * its log, which may still bring them. */
+    for (int t = 0; !e && !s->n_members && s->cfg.initial_cluster_existing && !d->n_joined; t++) {
+        if (join_cluster(s, d) == MS_OK)
+            break;
+        if (t + 1 == JOIN_TRIES) {
+            log_warn("cannot learn the cluster's members from its peers: going on with the log");
+            break;
+        }
+        struct timespec pause = {1, 0}; /* the start only: the loop does not run yet */
+        nanosleep(&pause, NULL);
+    }
     if (!e && !s->n_members && d->n_joined) {
         memcpy(s->members, d->joined, d->n_joined * sizeof(*s->members));
         s->n_members = d->n_joined;

@@ -81,6 +81,9 @@ void tu_server_launch(struct tu_server *s, const char *const *extra);
  * process's environment left alone (other threads may be reading it). */
 void tu_server_launch_env(struct tu_server *s, const char *const *extra, const char *env);
 void tu_server_wait_healthy(struct tu_server *s);
+/* The same without failing the test, tries rounds of about 10 ms: 1 once /health answers 200,
+ * 0 when the tries are spent, -1 if the process exited (its wait status in *status, pid 0). */
+int tu_server_wait_up(struct tu_server *s, int tries, int *status);
 /* Start again on the same port and data dir (restart after stop/kill). */
 void tu_server_restart(struct tu_server *s, const char *const *extra);
 /* SIGTERM, wait (bounded), and check the exit status is 0 (ASan/LSan make it non-zero on

@@ -81,15 +81,12 @@ void tu_server_launch_env(struct tu_server *s, const char *const *extra, const c
     s->pid = pid;
 }
 
-void tu_server_wait_healthy(struct tu_server *s)
+int tu_server_wait_up(struct tu_server *s, int tries, int *status)
 {
-    int pid = s->pid;
-    /* Wait until it answers /health (bounded: 20 s, generous for sanitizer builds). */
-    for (int i = 0; i < 2000; i++) {
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
+    for (int i = 0; i < tries; i++) {
+        if (s->pid > 0 && waitpid(s->pid, status, WNOHANG) == s->pid) {
             s->pid = 0;
-            ck_abort_msg("server exited during start (status %d), see %s", status, s->log);
+            return -1;
         }
         int fd = tu_connect(s->port);
         if (fd >= 0) {
@@ -99,11 +96,22 @@ void tu_server_wait_healthy(struct tu_server *s)
             int ok = r.status == 200;
             tu_resp_free(&r);
             if (ok)
-                return;
+                return 1;
         }
         tu_sleep_ms(10);
     }
-    ck_abort_msg("server did not become healthy, see %s", s->log);
+    return 0;
+}
+
+void tu_server_wait_healthy(struct tu_server *s)
+{
+    /* Bounded: 20 s, generous for sanitizer builds. */
+    int status = 0;
+    int up = tu_server_wait_up(s, 2000, &status);
+    if (up < 0)
+        ck_abort_msg("server exited during start (status %d), see %s", status, s->log);
+    if (up == 0)
+        ck_abort_msg("server did not become healthy, see %s", s->log);
 }
 
 void tu_server_init(struct tu_server *s)

@@ -754,30 +754,19 @@ static bool wait_exit(struct campaign *c, int i, int timeout_ms)
 static bool wait_up_or_exit(struct campaign *c, int i, bool may_exit)
 {
     struct member *m = &c->m[i];
-    for (int t = 0; t < 3000 && !c->broken; t++) {
-        int st;
-        if (m->s.pid > 0 && waitpid(m->s.pid, &st, WNOHANG) == m->s.pid) {
-            m->s.pid = 0;
-            if (may_exit)
-                return false;
-            c->broken = true;
-            fprintf(stderr, "unrecoverable: %s exited during its restart (status %d), see %s\n",
-                    m->name, st, m->s.log);
-            char cmd[4400];
-            snprintf(cmd, sizeof(cmd), "tail -n 3 %s >&2", m->s.log);
-            if (system(cmd) < 0)
-                perror("system");
-            return false;
-        }
-        struct tu_resp r;
-        tu_http(m->s.port, "GET", "/health", NULL, &r);
-        bool ok = r.status == 200;
-        tu_resp_free(&r);
-        if (ok)
-            return true;
-        tu_sleep_ms(10);
-    }
-    ck_assert_msg(c->broken, "%s did not become healthy, see %s", m->name, m->s.log);
+    if (c->broken)
+        return false;
+    int st = 0, up = tu_server_wait_up(&m->s, 3000, &st);
+    if (up > 0 || (up < 0 && may_exit))
+        return up > 0;
+    ck_assert_msg(up < 0, "%s did not become healthy, see %s", m->name, m->s.log);
+    c->broken = true;
+    fprintf(stderr, "unrecoverable: %s exited during its restart (status %d), see %s\n", m->name,
+            st, m->s.log);
+    char cmd[4400];
+    snprintf(cmd, sizeof(cmd), "tail -n 3 %s >&2", m->s.log);
+    if (system(cmd) < 0)
+        perror("system");
     return false;
 }
 

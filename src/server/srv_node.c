@@ -860,13 +860,17 @@ static void fail_waiter(struct srv *s, uint64_t id, ms_err e)
         we.done(we.ctx, e, NULL);
 }
 
-static bool push_deadline(struct srv_node *n, uint64_t id, uint64_t deadline_ms)
+/* id's caller is answered "request timed out" at deadline_ms if nothing answered it first; out of
+ * memory, the request has no deadline, which is logged. */
+static void push_deadline(struct srv_node *n, uint64_t id, uint64_t deadline_ms)
 {
     if (n->n_deadlines == n->cap_deadlines) {
         size_t cap = n->cap_deadlines ? n->cap_deadlines * 2 : 256;
         struct node_deadline *v = malloc(cap * sizeof(*v));
-        if (!v)
-            return false;
+        if (!v) {
+            log_warn("request %016llx has no deadline: out of memory", (unsigned long long)id);
+            return;
+        }
         for (size_t i = 0; i < n->n_deadlines; i++)
             v[i] = n->deadlines[(n->head_deadline + i) % n->cap_deadlines];
         free(n->deadlines);
@@ -876,7 +880,6 @@ static bool push_deadline(struct srv_node *n, uint64_t id, uint64_t deadline_ms)
     }
     n->deadlines[(n->head_deadline + n->n_deadlines++) % n->cap_deadlines] =
         (struct node_deadline){id, deadline_ms};
-    return true;
 }
 
 /* Proposals whose deadline passed: held ones never reached the log ("context deadline
@@ -999,9 +1002,8 @@ static void confs_propose(struct srv *s, uint64_t now)
                 .type = c->type, .node_id = c->node, .ctx_len = c->len, .ctx = c->ctx};
             ms_err e = raft_propose_conf_change(n->raft, &cc);
             if (e == MS_OK) {
-                if (!c->proposed && !push_deadline(n, c->id, c->deadline_ms))
-                    log_warn("request %016llx has no deadline: out of memory",
-                             (unsigned long long)c->id);
+                if (!c->proposed)
+                    push_deadline(n, c->id, c->deadline_ms);
                 c->proposed = true;
                 srv_wake(s);
             }
@@ -1138,8 +1140,8 @@ ms_err srv_node_promote(struct srv *s, uint64_t member, uint64_t id)
     struct srv_node *n = &s->node;
     ms_err e = promote_here(s, member, id);
     if (e != PROMOTE_AGAIN && (e != MS_E_NOT_LEADER || !n->peer)) {
-        if (e == MS_OK && !push_deadline(n, id, clock_now_ms() + request_timeout_ms(s)))
-            log_warn("request %016llx has no deadline: out of memory", (unsigned long long)id);
+        if (e == MS_OK)
+            push_deadline(n, id, clock_now_ms() + request_timeout_ms(s));
         return e;
     }
     struct node_promote *p = calloc(1, sizeof(*p));
@@ -1179,9 +1181,8 @@ static void promotes_tick(struct srv *s, uint64_t now)
             *pp = p->next;
             if (e != MS_OK)
                 fail_waiter(s, p->id, e);
-            else if (!push_deadline(n, p->id, p->deadline_ms))
-                log_warn("request %016llx has no deadline: out of memory",
-                         (unsigned long long)p->id);
+            else
+                push_deadline(n, p->id, p->deadline_ms);
             free(p);
             continue;
         }
@@ -1335,8 +1336,8 @@ ms_err srv_node_propose(struct srv *s, uint64_t id, const uint8_t *data, size_t 
      * refuses proposals meanwhile) holds them for the next one likewise. */
     if (e == MS_E_NO_LEADER || e == MS_E_LEADER_CHANGED)
         e = hold(n, id, data, len, deadline);
-    if (e == MS_OK && id && !push_deadline(n, id, deadline))
-        log_warn("request %016llx has no deadline: out of memory", (unsigned long long)id);
+    if (e == MS_OK && id)
+        push_deadline(n, id, deadline);
     if (e == MS_OK)
         srv_wake(s);
     return e;
